@@ -1,0 +1,1 @@
+"""Thin adapters over third-party libraries, imported lazily so `susx --help` stays light."""

@@ -1,0 +1,115 @@
+"""open_clip behind one function: load a model (tag, hf-hub id, local checkpoint or random weights)."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from susx_cli.artifacts.common import sha256_file
+from susx_cli.artifacts.hdf5 import ModelIdentity
+from susx_cli.errors import SusxError
+
+# Small configs shipped with susx, registered on first use: random-weight models for the offline demo
+# and the tests (no download), with the same code path as real models.
+BUILTIN_CONFIGS = {"susx-tiny-vit": "susx-tiny-vit.json"}
+RANDOM = ("", "none", "random")
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+@dataclass
+class LoadedModel:
+    model: Any  # open_clip.CLIP
+    preprocess: Any  # torchvision transform: PIL image -> (3, H, W) tensor
+    tokenizer: Any
+    identity: ModelIdentity
+    device: Any
+    dtype: Any
+
+
+def pick_device(device: str | None = None) -> str:
+    import torch
+
+    if device and device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def _register_builtin_configs() -> None:
+    import open_clip
+    from open_clip.factory import _MODEL_CONFIGS
+
+    data = Path(__file__).resolve().parent.parent / "data"
+    for name, filename in BUILTIN_CONFIGS.items():
+        if name not in _MODEL_CONFIGS:
+            open_clip.add_model_config(data / filename)
+
+
+def load_model(
+    arch: str, pretrained: str | None, *, device: str | None = None, precision: str = "fp32"
+) -> LoadedModel:
+    """Load ``arch`` with ``pretrained`` (a tag such as 'openai', a checkpoint path, or none for random).
+
+    ``arch`` may be an open_clip model name or an ``hf-hub:org/repo`` id.
+    """
+    try:
+        import open_clip
+        import torch
+    except ImportError as exc:  # pragma: no cover - core dependency
+        raise SusxError("open_clip_torch is not installed", hint="pip install susx") from exc
+
+    _register_builtin_configs()
+    if precision not in PRECISIONS:
+        raise SusxError(f"unknown precision {precision!r}", hint=f"use one of {', '.join(PRECISIONS)}")
+    device = pick_device(device)
+    if precision == "fp16" and not device.startswith("cuda"):
+        raise SusxError("fp16 needs a CUDA GPU and none is in use", hint="use --precision fp32 or bf16 on a CPU")
+
+    is_hub = arch.startswith("hf-hub:")
+    if not is_hub and arch not in open_clip.list_models():
+        close = difflib.get_close_matches(arch, open_clip.list_models(), n=3)
+        hint = f"did you mean {', '.join(close)}?" if close else "see `python -c 'import open_clip; print(open_clip.list_models())'`"
+        raise SusxError(f"unknown model {arch!r}", hint=hint)
+
+    tag = None if (pretrained is None or pretrained.lower() in RANDOM) else pretrained
+    checkpoint_sha = None
+    if tag is not None and Path(tag).expanduser().exists():
+        tag = str(Path(tag).expanduser())
+        checkpoint_sha = sha256_file(tag)
+    elif tag is not None and not is_hub:
+        known = open_clip.list_pretrained_tags_by_model(arch)
+        if tag not in known:
+            raise SusxError(
+                f"no pretrained weights {tag!r} for {arch} (and no such checkpoint file)",
+                hint=f"known tags: {', '.join(known) or 'none'}; or pass a checkpoint path, or 'none' for random weights",
+            )
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            arch, pretrained=None if is_hub else tag, device=device, precision=precision
+        )
+    except RuntimeError as exc:
+        raise SusxError(f"could not load {arch} with weights {tag}: {exc}", hint="check the name and weights") from exc
+    except Exception as exc:  # network or hub errors for real users
+        raise SusxError(f"could not load {arch}: {exc.__class__.__name__}: {exc}", hint="check network access and the model id") from exc
+    model.eval()
+    tokenizer = open_clip.get_tokenizer(arch)
+    embed_dim = int(model.text_projection.shape[-1]) if hasattr(model, "text_projection") and model.text_projection is not None else None
+    if embed_dim is None:
+        with torch.no_grad():
+            embed_dim = int(model.encode_text(tokenizer(["x"]).to(device)).shape[-1])
+    logit_scale = float(model.logit_scale.exp().item()) if hasattr(model, "logit_scale") else None
+    identity = ModelIdentity(
+        arch=arch,
+        pretrained=None if is_hub else tag,
+        checkpoint_sha256=checkpoint_sha,
+        embed_dim=embed_dim,
+        logit_scale=logit_scale,
+        random_weights=tag is None and not is_hub,
+    )
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    return LoadedModel(model, preprocess, tokenizer, identity, device, dtype)

@@ -1,0 +1,171 @@
+"""What every artifact shares: kinds, schema versions, provenance, hashing, atomic writes, idempotency."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from susx_cli import __version__
+from susx_cli.errors import SusxError
+
+# One kind name per artifact; readers refuse files of another kind.
+PROMPTS = "susx.prompts"
+IMAGE_FEATURES = "susx.image_features"
+TEXT_CLASSIFIER = "susx.text_classifier"
+SUPPORT_SET = "susx.support_set"
+CALIBRATION = "susx.calibration"
+PREDICTIONS = "susx.predictions"
+
+# Bump the major number when a reader of the old layout would misread the new one.
+SCHEMA_VERSION = 1
+
+STAGE_OF_KIND = {
+    PROMPTS: "susx prompts",
+    IMAGE_FEATURES: "susx embed",
+    TEXT_CLASSIFIER: "susx embed",
+    SUPPORT_SET: "susx curate",
+    CALIBRATION: "susx calibrate",
+    PREDICTIONS: "susx predict",
+}
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def tool_info() -> dict[str, str]:
+    return {"name": "susx", "version": __version__}
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in 1 MiB pieces so large feature files do not fill memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def identity(path: str | os.PathLike, kind: str | None = None) -> dict[str, Any]:
+    """How an artifact names one of its inputs: path, kind and content hash.
+
+    A directory (support set) is identified by the hash of its manifest.
+    """
+    path = Path(path)
+    target = path / "manifest.jsonl" if path.is_dir() else path
+    return {
+        "path": str(path),
+        "kind": kind,
+        "sha256": sha256_file(target) if target.is_file() else None,
+    }
+
+
+def provenance(options: dict[str, Any], inputs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The self-description every artifact carries: tool, time, options and inputs."""
+    return {"tool": tool_info(), "created": now_iso(), "options": options, "inputs": inputs}
+
+
+def fingerprint(prov: dict[str, Any]) -> dict[str, Any]:
+    """The part of the provenance that decides whether an existing output is up to date."""
+    return {
+        "options": prov.get("options"),
+        "inputs": sorted((i.get("kind") or "", i.get("sha256") or "") for i in prov.get("inputs", [])),
+    }
+
+
+def same_fingerprint(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    # JSON round trip so tuples and lists compare alike.
+    return json.loads(json.dumps(fingerprint(a))) == json.loads(json.dumps(fingerprint(b)))
+
+
+def decide_existing(
+    path: Path, existing_prov: dict[str, Any] | None, new_prov: dict[str, Any], overwrite: bool
+) -> bool:
+    """Whether to skip writing ``path``.
+
+    True: a complete output made from the same inputs and options exists (skip and say so).
+    False: nothing there, or ``overwrite`` is set (write). Raises when the output exists with other
+    options, so nothing the user has is replaced without ``--overwrite``.
+    """
+    if existing_prov is None or overwrite:
+        return False
+    if same_fingerprint(existing_prov, new_prov):
+        return True
+    raise SusxError(
+        f"{path} exists and was made from other inputs or options",
+        hint="pass --overwrite to replace it, or choose another -o/--output",
+    )
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def read_json(path: str | os.PathLike, what: str = "file") -> Any:
+    path = Path(path)
+    if not path.exists():
+        raise SusxError(f"{what} {path} does not exist", hint="check the path")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SusxError(f"{path} is not valid JSON ({exc.__class__.__name__})", hint="check the file") from exc
+
+
+def check_header(path: Path, kind: Any, schema_version: Any, expected_kind: str | tuple[str, ...]) -> None:
+    """Refuse a file of another kind or schema version with a hint on which stage makes the right one."""
+    expected = (expected_kind,) if isinstance(expected_kind, str) else expected_kind
+    if kind not in expected:
+        makers = " or ".join(sorted({STAGE_OF_KIND.get(k, k) for k in expected}))
+        got = f"a {kind!s} artifact" if kind else "not a susx artifact"
+        raise SusxError(
+            f"{path} is {got}, expected {' or '.join(expected)}",
+            hint=f"pass a file made by {makers}",
+        )
+    try:
+        version = int(schema_version)
+    except (TypeError, ValueError):
+        version = -1
+    if version != SCHEMA_VERSION:
+        raise SusxError(
+            f"{path} has schema version {schema_version}, this susx reads version {SCHEMA_VERSION}",
+            hint="re-run the stage that made it with this susx version, or use a matching susx",
+        )
+
+
+def to_json_str(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, sort_keys=True)

@@ -1,0 +1,298 @@
+"""Support folders: `<class_index:04d>_<slug>/<key>.<ext>` images, manifest.jsonl, classes.json, marker.
+
+Work is written per image (atomic rename) and then recorded in the shard's part manifest, so the
+manifest never names an image that is not fully on disk. When every part is finished, the parts are
+merged into `manifest.jsonl` and the completion marker `_SUCCESS.json` is written last.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from susx_cli.artifacts import common
+from susx_cli.classnames import slug
+from susx_cli.errors import SusxError
+
+MARKER = "_SUCCESS.json"
+CLASSES_FILE = "classes.json"
+MANIFEST = "manifest.jsonl"
+PARTS = "parts"
+REQUIRED_FIELDS = ("path", "class_index", "class_name", "source", "key", "sha256", "width", "height")
+
+
+@dataclass
+class SupportSet:
+    root: Path
+    classes: list[str]
+    rows: list[dict[str, Any]]
+    provenance: dict[str, Any]
+    summary: dict[str, Any]
+
+    def counts(self) -> list[int]:
+        per = Counter(int(r["class_index"]) for r in self.rows)
+        return [per.get(i, 0) for i in range(len(self.classes))]
+
+
+def class_dir_name(index: int, name: str) -> str:
+    return f"{index:04d}_{slug(name)}"
+
+
+def part_name(shard_index: int, num_shards: int) -> str:
+    return f"manifest-{shard_index:05d}-of-{num_shards:05d}.jsonl"
+
+
+def is_support_dir(path: Path) -> bool:
+    return path.is_dir() and (path / CLASSES_FILE).is_file()
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Rows of a JSON-lines file; a torn last line (killed mid-append) is ignored."""
+    rows = []
+    if not path.exists():
+        return rows
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def existing_provenance(root: Path) -> dict[str, Any] | None:
+    """Provenance of a complete support folder at ``root``; None when there is none yet."""
+    if not (root / MARKER).exists():
+        return None
+    data = common.read_json(root / CLASSES_FILE, "support classes file")
+    common.check_header(root, data.get("kind"), data.get("schema_version"), common.SUPPORT_SET)
+    return {k: data.get(k) for k in ("tool", "created", "options", "inputs")}
+
+
+class SupportWriter:
+    """Writes one shard's images into a support folder; merges all parts once every shard is done."""
+
+    def __init__(
+        self,
+        root: Path,
+        classes: list[str],
+        prov: dict[str, Any],
+        *,
+        shard_index: int = 0,
+        num_shards: int = 1,
+        overwrite: bool = False,
+    ):
+        self.root = Path(root)
+        self.classes = classes
+        self.prov = prov
+        self.shard_index = shard_index
+        self.num_shards = num_shards
+        self._prepare(overwrite)
+        self.part_path = self.root / PARTS / part_name(shard_index, num_shards)
+        self.done: dict[tuple[int, str], dict[str, Any]] = {}
+        for row in _read_jsonl(self.part_path):
+            # Trust a recorded image only if its file is still there with the recorded size.
+            if (self.root / row["path"]).is_file() and (self.root / row["path"]).stat().st_size == row.get("bytes"):
+                self.done[(int(row["class_index"]), row["key"])] = row
+        self._rewrite_part()
+        self._part = open(self.part_path, "a", encoding="utf-8")  # noqa: SIM115
+
+    def _prepare(self, overwrite: bool) -> None:
+        root = self.root
+        classes_file = root / CLASSES_FILE
+        if root.exists() and not root.is_dir():
+            raise SusxError(f"{root} exists and is not a folder", hint="choose another -o/--output")
+        if root.exists() and any(root.iterdir()):
+            if not classes_file.exists():
+                raise SusxError(
+                    f"{root} is a non-empty folder that is not a susx support set",
+                    hint="choose an empty or new -o/--output folder",
+                )
+            data = common.read_json(classes_file)
+            same = common.same_fingerprint(data, self.prov) and data.get("classes") == self.classes
+            if not same:
+                if not overwrite:
+                    raise SusxError(
+                        f"{root} holds a support set made from other inputs or options",
+                        hint="pass --overwrite to replace it, or choose another -o/--output",
+                    )
+                shutil.rmtree(root)
+            elif overwrite and (root / MARKER).exists():
+                shutil.rmtree(root)
+        (root / PARTS).mkdir(parents=True, exist_ok=True)
+        if not classes_file.exists():
+            common.atomic_write_json(
+                classes_file,
+                {
+                    "kind": common.SUPPORT_SET,
+                    "schema_version": common.SCHEMA_VERSION,
+                    **self.prov,
+                    "classes": self.classes,
+                    "folders": [class_dir_name(i, n) for i, n in enumerate(self.classes)],
+                },
+            )
+
+    def _rewrite_part(self) -> None:
+        # Drop torn lines and rows whose image vanished, so the part lists only complete images.
+        rows = sorted(self.done.values(), key=lambda r: (r["class_index"], r.get("order", 0)))
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        common.atomic_write_bytes(self.part_path, text.encode("utf-8"))
+
+    def class_dir(self, class_index: int) -> Path:
+        return self.root / class_dir_name(class_index, self.classes[class_index])
+
+    def is_done(self, class_index: int, key: str) -> bool:
+        return (class_index, key) in self.done
+
+    def add(
+        self,
+        class_index: int,
+        key: str,
+        data: bytes,
+        ext: str,
+        fields: dict[str, Any],
+        link_to: Path | None = None,
+    ) -> dict[str, Any]:
+        """Store one encoded image (or a symlink to ``link_to``, whose bytes are ``data``) and record it.
+
+        ``fields`` holds the source's own manifest fields (prompt, seed, URL, scores, ...).
+        """
+        from PIL import Image
+
+        if not re.fullmatch(r"[A-Za-z0-9_.\-]+", key):
+            raise SusxError(f"internal: unsafe image key {key!r}")
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+        rel = f"{class_dir_name(class_index, self.classes[class_index])}/{key}.{ext}"
+        target = self.root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if link_to is None:
+            common.atomic_write_bytes(target, data)
+        else:
+            tmp = target.with_name(f".{target.name}.link.tmp")
+            if tmp.is_symlink() or tmp.exists():
+                tmp.unlink()
+            os.symlink(Path(link_to).resolve(), tmp)
+            os.replace(tmp, target)
+        row = {
+            "path": rel,
+            "class_index": class_index,
+            "class_name": self.classes[class_index],
+            "key": key,
+            "sha256": common.sha256_bytes(data),
+            "bytes": len(data),
+            "width": width,
+            "height": height,
+            **fields,
+        }
+        self._part.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._part.flush()
+        os.fsync(self._part.fileno())
+        self.done[(class_index, key)] = row
+        return row
+
+    def finish(self, summary: dict[str, Any] | None = None) -> bool:
+        """Mark this shard done; merge and write the completion marker if every shard is. Returns merged."""
+        self._part.close()
+        common.atomic_write_json(
+            self.root / PARTS / (part_name(self.shard_index, self.num_shards) + ".done"),
+            {"rows": len(self.done), **(summary or {})},
+        )
+        return merge_parts(self.root, self.num_shards, summary)
+
+    def close(self) -> None:
+        if not self._part.closed:
+            self._part.close()
+
+
+def merge_parts(root: Path, num_shards: int, summary: dict[str, Any] | None = None) -> bool:
+    """Join the part manifests of ``num_shards`` finished shards into manifest.jsonl, marker last."""
+    root = Path(root)
+    parts = [root / PARTS / part_name(i, num_shards) for i in range(num_shards)]
+    if not all(p.with_name(p.name + ".done").exists() for p in parts):
+        return False
+    rows = [r for p in parts for r in _read_jsonl(p)]
+    rows.sort(key=lambda r: (int(r["class_index"]), r.get("order", 0), r["key"]))
+    data = common.read_json(root / CLASSES_FILE)
+    classes = data["classes"]
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    common.atomic_write_bytes(root / MANIFEST, text.encode("utf-8"))
+    per = Counter(int(r["class_index"]) for r in rows)
+    shard_summaries = [common.read_json(p.with_name(p.name + ".done")) for p in parts]
+    marker = {
+        "complete": True,
+        "images": len(rows),
+        "per_class": [per.get(i, 0) for i in range(len(classes))],
+        "num_shards": num_shards,
+        "manifest_sha256": common.sha256_file(root / MANIFEST),
+        "shards": shard_summaries,
+        **(summary or {}),
+    }
+    common.atomic_write_json(root / MARKER, marker)
+    return True
+
+
+def read_support(root: str | Path) -> SupportSet:
+    root = Path(root)
+    if not root.is_dir():
+        raise SusxError(f"support folder {root} does not exist", hint="make one with `susx curate`")
+    if not (root / CLASSES_FILE).exists():
+        raise SusxError(f"{root} is not a susx support folder (no {CLASSES_FILE})", hint="make one with `susx curate`")
+    data = common.read_json(root / CLASSES_FILE)
+    common.check_header(root, data.get("kind"), data.get("schema_version"), common.SUPPORT_SET)
+    if not (root / MARKER).exists():
+        raise SusxError(
+            f"support folder {root} is incomplete (no {MARKER})",
+            hint="re-run the same `susx curate` command to finish it, or `susx merge` once all shards are done",
+        )
+    classes = data["classes"]
+    rows = _read_jsonl(root / MANIFEST)
+    for row in rows:
+        missing = [k for k in REQUIRED_FIELDS if k not in row]
+        if missing:
+            raise SusxError(f"{root}/{MANIFEST}: a row lacks {missing}", hint="re-create the support set")
+        ci = int(row["class_index"])
+        if not 0 <= ci < len(classes) or classes[ci] != row["class_name"]:
+            raise SusxError(
+                f"{root}/{MANIFEST}: row {row['path']} has class {ci} {row['class_name']!r}, not in classes.json",
+                hint="re-create the support set",
+            )
+    return SupportSet(
+        root=root,
+        classes=classes,
+        rows=rows,
+        provenance={k: data.get(k) for k in ("tool", "created", "options", "inputs")},
+        summary=common.read_json(root / MARKER),
+    )
+
+
+def describe(root: Path) -> dict[str, Any]:
+    data = common.read_json(root / CLASSES_FILE)
+    complete = (root / MARKER).exists()
+    out: dict[str, Any] = {
+        "path": str(root),
+        "kind": data.get("kind"),
+        "schema_version": data.get("schema_version"),
+        "complete": complete,
+        "num_classes": len(data.get("classes", [])),
+        "classes": data.get("classes", [])[:10],
+        "provenance": {k: data.get(k) for k in ("tool", "created", "options", "inputs")},
+    }
+    if complete:
+        marker = common.read_json(root / MARKER)
+        out["images"] = marker.get("images")
+        out["per_class"] = marker.get("per_class")
+        out["sources"] = dict(Counter(r.get("source") for r in _read_jsonl(root / MANIFEST)))
+    else:
+        parts = sorted((root / PARTS).glob("manifest-*.jsonl"))
+        out["images_so_far"] = sum(len(_read_jsonl(p)) for p in parts)
+        out["parts"] = [p.name for p in parts]
+    return out

@@ -1,0 +1,40 @@
+"""The `susx` command line: a thin shell over the stage functions (no torch import at start-up)."""
+
+from __future__ import annotations
+
+import typer
+
+from susx_cli import __version__
+from susx_cli.commands import curate, embed, inspect, merge, prompts
+
+app = typer.Typer(
+    name="susx",
+    help="SuS-X: name-only transfer of CLIP-like models. Stages: prompts -> curate -> embed -> calibrate -> predict.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"susx {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    """SuS-X toolkit."""
+
+
+app.command("prompts")(prompts.prompts)
+app.command("curate")(curate.curate)
+app.command("embed")(embed.embed)
+app.command("inspect")(inspect.inspect)
+app.command("merge")(merge.merge)
+
+
+def main() -> None:
+    app()

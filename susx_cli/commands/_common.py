@@ -1,0 +1,57 @@
+"""Options every command shares and the one place that turns stage results and errors into output."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Where to write the artifact.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output made with other options.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or logs on stderr.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON object on stdout instead of paths.")]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="open_clip architecture or hf-hub:org/repo id.")]
+PretrainedOpt = Annotated[
+    str,
+    typer.Option("--pretrained", "-p", help="Weights: an open_clip tag (e.g. openai), a checkpoint path, or 'none' (random)."),
+]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda, cuda:1, mps.")]
+PrecisionOpt = Annotated[str, typer.Option("--precision", help="fp32, fp16 (GPU only) or bf16.")]
+NumShardsOpt = Annotated[int | None, typer.Option("--num-shards", help="Split the work into this many shards.")]
+ShardIndexOpt = Annotated[int | None, typer.Option("--shard-index", help="This worker's shard (0-based).")]
+
+
+def run(stage: Callable[[], Any], *, quiet: bool, as_json: bool) -> None:
+    """Call a stage, render its result (paths or JSON on stdout), turn SusxError into one line + exit code."""
+    from susx_cli.errors import SusxError
+    from susx_cli.progress import set_quiet, stderr
+
+    set_quiet(quiet)
+    try:
+        result = stage()
+    except SusxError as exc:
+        stderr.print(f"[red]error:[/red] {exc.one_line()}", markup=True, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        stderr.print("[red]interrupted[/red]: re-run the same command to resume")
+        raise typer.Exit(130) from None
+    render(result, as_json=as_json)
+
+
+def render(result: Any, *, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_json(), ensure_ascii=False, default=str) + "\n")
+        return
+    if getattr(result, "text", None):
+        sys.stdout.write(result.text + "\n")
+    if getattr(result, "table", None) is not None:
+        from susx_cli.progress import is_quiet, stderr
+
+        if not is_quiet():
+            stderr.print(result.table)
+    for path in result.outputs:
+        sys.stdout.write(f"{path}\n")

@@ -1,0 +1,70 @@
+"""susx embed: images -> HDF5 features, or prompts.json -> HDF5 text classifier."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from susx_cli.commands._common import (
+    DeviceOpt,
+    JsonOpt,
+    ModelOpt,
+    OutputOpt,
+    OverwriteOpt,
+    PrecisionOpt,
+    PretrainedOpt,
+    QuietOpt,
+    run,
+)
+
+
+def embed(
+    input_path: Annotated[
+        Path,
+        typer.Argument(help="prompts.json, a support folder, class folders, an unlabelled folder, or a CoOp split JSON."),
+    ],
+    output: OutputOpt,
+    model: ModelOpt = "ViT-B-32",
+    pretrained: PretrainedOpt = "openai",
+    classes: Annotated[Path | None, typer.Option("--classes", "-c", help="Class list (prompts.json) for class folders.")] = None,
+    split: Annotated[str | None, typer.Option("--split", help="Split of a CoOp split file: train | val | test.")] = None,
+    image_root: Annotated[Path | None, typer.Option("--image-root", help="Folder the split's paths are relative to.")] = None,
+    shots: Annotated[int | None, typer.Option("--shots", help="Few-shot: K random images per class.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for --shots sampling.")] = 0,
+    unlabelled: Annotated[bool, typer.Option("--unlabelled", help="Treat the folder as images without labels.")] = False,
+    pool: Annotated[str | None, typer.Option("--pool", help="Text pool for prompts.json: template | cupl | combined.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1)] = 64,
+    workers: Annotated[int | None, typer.Option("--workers", help="Data-loading processes (default: cores - 1).")] = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "fp32",
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Embed images or texts with an open_clip model into an HDF5 artifact."""
+
+    def stage():
+        from susx_cli.stages.embed import embed as embed_stage
+
+        return embed_stage(
+            input_path,
+            output,
+            model=model,
+            pretrained=pretrained,
+            classes_path=classes,
+            split=split,
+            image_root=image_root,
+            shots=shots,
+            seed=seed,
+            unlabelled=unlabelled,
+            pool=pool,
+            batch_size=batch_size,
+            workers=workers,
+            device=device,
+            precision=precision,
+            overwrite=overwrite,
+        )
+
+    run(stage, quiet=quiet, as_json=as_json)

@@ -1,0 +1,29 @@
+"""susx inspect: print what any artifact holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from susx_cli.commands._common import JsonOpt, QuietOpt, run
+
+
+def inspect(
+    path: Annotated[Path, typer.Argument(help="Any susx artifact: prompts.json, *.h5, support folder, calibration.json.")],
+    contact_sheet: Annotated[
+        Path | None, typer.Option("--contact-sheet", help="Support folder: draw a PNG grid of each class's images.")
+    ] = None,
+    per_class: Annotated[int, typer.Option("--per-class", help="Images per class on the contact sheet.")] = 8,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show kind, shapes, model, classes and provenance of an artifact (as JSON with --json)."""
+
+    def stage():
+        from susx_cli.stages.inspect import inspect_artifact
+
+        return inspect_artifact(path, contact_sheet=contact_sheet, per_class=per_class)
+
+    run(stage, quiet=quiet, as_json=as_json)

@@ -1,0 +1,1 @@
+"""Built-in datasets: class names, photo templates, where their splits come from."""

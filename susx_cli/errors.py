@@ -1,0 +1,28 @@
+"""The one exception type every stage raises for bad input; the CLI turns it into a one-line error."""
+
+from __future__ import annotations
+
+
+class SusxError(Exception):
+    """A user-facing error: what went wrong and what to do about it.
+
+    The CLI prints ``error: <message> (hint: <hint>)`` on one line and exits with ``exit_code``.
+    """
+
+    def __init__(self, message: str, hint: str | None = None, exit_code: int = 2):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.exit_code = exit_code
+
+    def one_line(self) -> str:
+        text = self.message if not self.hint else f"{self.message} (hint: {self.hint})"
+        return " ".join(text.split())
+
+
+def missing_extra(package: str, extra: str) -> SusxError:
+    """Error for an optional dependency that is not installed."""
+    return SusxError(
+        f"this needs the optional package '{package}', which is not installed",
+        hint=f"pip install 'susx[{extra}]'",
+    )

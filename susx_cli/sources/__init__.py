@@ -1,0 +1,1 @@
+"""Support-set sources for `susx curate`: folder (existing images), sd (text-to-image), laion, pool."""

@@ -1,0 +1,99 @@
+"""`curate --source folder`: an existing image collection (class folders or a split) as a support set."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from susx_cli import imagesets
+from susx_cli.artifacts.prompts import Prompts
+from susx_cli.artifacts.support import SupportWriter
+from susx_cli.classnames import check_same_classes, folder_key, slug
+from susx_cli.errors import SusxError
+from susx_cli.progress import bar, warn
+from susx_cli.sources.base import WorkUnit
+
+
+@dataclass
+class FolderSource:
+    """Copy (or symlink) images into the support layout, e.g. k real labelled shots per class."""
+
+    images: Path
+    split: str | None = None
+    image_root: Path | None = None
+    shots: int | None = None
+    seed: int = 0
+    link: bool = False
+    name: str = "folder"
+
+    @property
+    def per_class(self) -> int | None:
+        return self.shots
+
+    def options(self) -> dict[str, Any]:
+        return {
+            "images": str(self.images),
+            "split": self.split,
+            "shots": self.shots,
+            "seed": self.seed,
+            "mode": "link" if self.link else "copy",
+        }
+
+    def _image_set(self, classes: list[str]) -> imagesets.ImageSet:
+        image_set = imagesets.resolve(
+            self.images, classes=classes, split=self.split, image_root=self.image_root, shots=self.shots, seed=self.seed
+        )
+        if image_set.classes is None:
+            raise SusxError(f"{self.images} has no class labels", hint="use class folders or a split file")
+        if [folder_key(c) for c in image_set.classes] != [folder_key(c) for c in classes]:
+            check_same_classes(image_set.classes, classes, str(self.images), "prompts.json")
+        return image_set
+
+    def inputs(self) -> list[dict[str, Any]]:
+        return []
+
+    def units(self, prompts: Prompts) -> list[WorkUnit]:
+        image_set = self._image_set(prompts.classes)
+        counts = [0] * len(prompts.classes)
+        units = []
+        for item in image_set.items:
+            order = counts[item.label]
+            counts[item.label] += 1
+            key = f"{order:05d}_{slug(item.path.stem, 40)}"
+            units.append(WorkUnit(item.label, order, key, {"src": str(item.path), "ref": item.key}))
+        empty = [prompts.classes[i] for i, c in enumerate(counts) if c == 0]
+        if empty:
+            shown = ", ".join(repr(e) for e in empty[:5]) + (" ..." if len(empty) > 5 else "")
+            raise SusxError(f"{self.images}: no images for {len(empty)} class(es): {shown}", hint="add images for them")
+        return units
+
+    def run(self, units: list[WorkUnit], writer: SupportWriter) -> dict[str, Any]:
+        from PIL import Image
+
+        bad: list[str] = []
+        with bar("import images", total=len(units), unit="img") as progress:
+            for unit in units:
+                src = Path(unit.payload["src"])
+                try:
+                    data = src.read_bytes()
+                    with Image.open(io.BytesIO(data)) as img:
+                        img.load()  # a full decode: truncated files fail here, not at embed time
+                        fmt = (img.format or src.suffix.lstrip(".")).lower()
+                except Exception as exc:
+                    warn(f"skipped unreadable image {src}: {exc.__class__.__name__}")
+                    bad.append(str(src))
+                    progress.advance()
+                    continue
+                ext = {"jpeg": "jpg"}.get(fmt, fmt)
+                writer.add(
+                    unit.class_index,
+                    unit.key,
+                    data,
+                    ext,
+                    {"source": "folder", "order": unit.order, "origin": unit.payload["ref"]},
+                    link_to=src if self.link else None,
+                )
+                progress.advance()
+        return {"unreadable": bad}

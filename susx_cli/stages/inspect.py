@@ -1,0 +1,96 @@
+"""`inspect`: describe any artifact; draw a contact sheet of a support folder."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from susx_cli.artifacts import common, hdf5, support
+from susx_cli.errors import SusxError
+
+
+@dataclass
+class InspectResult:
+    description: dict[str, Any]
+    outputs: list[Path] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return json.dumps(self.description, indent=2, ensure_ascii=False, default=str)
+
+    def to_json(self) -> dict[str, Any]:
+        return self.description
+
+
+def describe(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise SusxError(f"{path} does not exist", hint="check the path")
+    if path.is_dir():
+        if not support.is_support_dir(path):
+            raise SusxError(f"{path} is a folder but not a susx support set", hint="pass an artifact made by susx")
+        return support.describe(path)
+    if path.suffix.lower() in (".h5", ".hdf5", ".partial") or hdf5.read_kind(path):
+        try:
+            return hdf5.describe(path)
+        except OSError as exc:
+            raise SusxError(f"{path} is not a readable HDF5 file", hint="pass an artifact made by susx") from exc
+    data = common.read_json(path)
+    if not isinstance(data, dict) or "kind" not in data:
+        raise SusxError(f"{path} is not a susx artifact (no 'kind')", hint="pass an artifact made by susx")
+    out = {k: v for k, v in data.items() if k not in ("entries",)}
+    if "entries" in data:
+        entries = data["entries"]
+        out["num_classes"] = len(entries)
+        out["texts_per_class"] = {
+            pool: [len(e.get(pool, [])) for e in entries][:10] for pool in ("template", "cupl")
+        }
+        out["example"] = entries[0] if entries else None
+        out["classes"] = data.get("classes", [])[:10]
+    return out
+
+
+def contact_sheet(root: Path, output: Path, per_class: int = 8, thumb: int = 96, max_classes: int = 100) -> Path:
+    """A PNG grid: one row per class (label on the left), up to ``per_class`` thumbnails each."""
+    from PIL import Image, ImageDraw
+
+    s = support.read_support(root)
+    rows_by_class: dict[int, list[dict]] = {}
+    for row in s.rows:
+        rows_by_class.setdefault(int(row["class_index"]), []).append(row)
+    classes = list(range(min(len(s.classes), max_classes)))
+    label_w = 180
+    sheet = Image.new("RGB", (label_w + per_class * (thumb + 4), len(classes) * (thumb + 4) + 4), "white")
+    draw = ImageDraw.Draw(sheet)
+    for r, ci in enumerate(classes):
+        y = 4 + r * (thumb + 4)
+        draw.text((4, y + thumb // 2 - 6), f"{ci}: {s.classes[ci]}"[:28], fill="black")
+        for c, row in enumerate(rows_by_class.get(ci, [])[:per_class]):
+            try:
+                with Image.open(root / row["path"]) as img:
+                    tile = img.convert("RGB")
+                    tile.thumbnail((thumb, thumb))
+            except OSError:
+                continue
+            sheet.paste(tile, (label_w + c * (thumb + 4), y))
+    common.atomic_write_bytes(output, _png_bytes(sheet))
+    return output
+
+
+def _png_bytes(image) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def inspect_artifact(path: Path, contact_sheet: Path | None = None, per_class: int = 8) -> InspectResult:
+    description = describe(path)
+    result = InspectResult(description)
+    if contact_sheet is not None:
+        if not support.is_support_dir(path):
+            raise SusxError("--contact-sheet needs a support folder", hint="pass the -o folder of `susx curate`")
+        result.outputs.append(globals()["contact_sheet"](path, contact_sheet, per_class=per_class))
+    return result

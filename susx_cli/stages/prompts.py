@@ -1,0 +1,130 @@
+"""`prompts`: class names + templates + CuPL sentences -> prompts.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from susx_cli import templates as tpl
+from susx_cli.artifacts import common
+from susx_cli.artifacts.prompts import POOLS, PromptEntry, Prompts, existing_provenance, write_prompts
+from susx_cli.classnames import NO_CLEANING, Cleaning, folder_key, read_class_file, validate_classes
+from susx_cli.errors import SusxError
+from susx_cli.progress import info, warn
+from susx_cli.stages.results import StageResult
+
+
+def builtin_classes(dataset: str) -> list[str]:
+    """Class names that ship with susx or open_clip, by dataset name."""
+    from susx_cli.datasets import registry
+
+    return registry.class_names(dataset)
+
+
+def read_cupl_file(path: Path) -> dict[str, list[str]]:
+    data = common.read_json(path, "CuPL sentence file")
+    if not isinstance(data, dict) or not all(
+        isinstance(v, list) and all(isinstance(s, str) for s in v) for v in data.values()
+    ):
+        raise SusxError(f"{path} must be a JSON object {{classname: [sentences]}}", hint="check the CuPL file")
+    return data
+
+
+def match_cupl(classes: list[str], raw: list[str], cupl: dict[str, list[str]], source: str) -> list[list[str]]:
+    """Sentences per class, matched by exact, raw or normalised name; mismatches are reported by name."""
+    by_key = {folder_key(k): k for k in cupl}
+    result, missing = [], []
+    used = set()
+    for name, raw_name in zip(classes, raw, strict=True):
+        key = name if name in cupl else raw_name if raw_name in cupl else by_key.get(folder_key(name))
+        if key is None:
+            missing.append(name)
+            result.append([])
+        else:
+            used.add(key)
+            result.append([" ".join(s.split()) for s in cupl[key] if s.strip()])
+    if missing:
+        shown = ", ".join(repr(m) for m in missing[:5]) + (" ..." if len(missing) > 5 else "")
+        warn(f"{source}: no sentences for {len(missing)} class(es): {shown}")
+    extra = sorted(set(cupl) - used)
+    if extra:
+        shown = ", ".join(repr(m) for m in extra[:5]) + (" ..." if len(extra) > 5 else "")
+        warn(f"{source}: {len(extra)} name(s) in the file match no class: {shown}")
+    return result
+
+
+def build_prompts(
+    output: Path,
+    *,
+    classes_path: Path | None = None,
+    dataset: str | None = None,
+    template_set: str = "ensemble",
+    photo: str | None = None,
+    cupl_paths: list[Path] = (),
+    pool: str | None = None,
+    clean: bool = True,
+    overwrite: bool = False,
+    extra_cupl: dict[str, list[str]] | None = None,
+    extra_options: dict[str, Any] | None = None,
+) -> StageResult:
+    """Write prompts.json for the classes of ``classes_path`` or the built-in ``dataset``."""
+    if (classes_path is None) == (dataset is None):
+        raise SusxError("give exactly one of --classes FILE or --dataset NAME", hint="e.g. --dataset imagenet")
+    inputs: list[dict[str, Any]] = []
+    if classes_path is not None:
+        raw, fmt = read_class_file(classes_path)
+        source = str(classes_path)
+        inputs.append(common.identity(classes_path, f"classes-{fmt}"))
+    else:
+        raw, fmt, source = builtin_classes(dataset), "builtin", f"dataset {dataset}"
+    validate_classes(raw, source)
+    cleaning = Cleaning() if clean else NO_CLEANING
+    names = validate_classes([cleaning.apply(n) for n in raw], f"{source} (after cleaning)")
+
+    photo_template = photo or tpl.photo_template(dataset)
+    if photo_template.count("{}") != 1:
+        raise SusxError(f"photo template {photo_template!r} must contain '{{}}' once", hint="e.g. 'A photo of a {}.'")
+    templates = tpl.resolve_templates(template_set, photo_template)
+
+    cupl: list[list[str]] = [[] for _ in names]
+    for path in cupl_paths:
+        matched = match_cupl(names, raw, read_cupl_file(path), str(path))
+        cupl = [a + b for a, b in zip(cupl, matched, strict=True)]
+        inputs.append(common.identity(path, "cupl-sentences"))
+    if extra_cupl:
+        matched = match_cupl(names, raw, extra_cupl, "LLM sentences")
+        cupl = [a + b for a, b in zip(cupl, matched, strict=True)]
+    has_cupl = any(cupl)
+    pool = pool or ("combined" if has_cupl else "template")
+    if pool not in POOLS:
+        raise SusxError(f"unknown pool {pool!r}", hint=f"use one of {', '.join(POOLS)}")
+    if pool in ("cupl", "combined") and not has_cupl:
+        raise SusxError(f"pool '{pool}' needs CuPL sentences and none were given", hint="add --cupl FILE or use --pool template")
+
+    options = {
+        "classes_format": fmt,
+        "dataset": dataset,
+        "template_set": template_set,
+        "photo_template": photo_template,
+        "pool": pool,
+        "cleaning": cleaning.to_dict(),
+        **(extra_options or {}),
+    }
+    prov = common.provenance(options, inputs)
+    if common.decide_existing(output, existing_provenance(output), prov, overwrite):
+        info(f"{output} is up to date (same inputs and options); nothing to do")
+        return StageResult("prompts", [output], skipped=True)
+    entries = [
+        PromptEntry(i, name, raw_name, photo_template.format(name), [t.format(name) for t in templates], cupl[i])
+        for i, (name, raw_name) in enumerate(zip(names, raw, strict=True))
+    ]
+    prompts = Prompts(entries, pool, dataset, cleaning.to_dict(), prov)
+    write_prompts(output, prompts)
+    summary = {
+        "classes": len(entries),
+        "templates": len(templates),
+        "cupl_sentences": sum(map(len, cupl)),
+        "classes_without_cupl": sum(1 for c in cupl if not c) if has_cupl else None,
+        "pool": pool,
+    }
+    return StageResult("prompts", [output], summary=summary)

@@ -1,0 +1,24 @@
+"""What a stage returns: the paths it wrote, whether it skipped, and figures worth printing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class StageResult:
+    stage: str
+    outputs: list[Path]
+    skipped: bool = False
+    summary: dict[str, Any] = field(default_factory=dict)
+    message: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "outputs": [str(p) for p in self.outputs],
+            "skipped": self.skipped,
+            "summary": self.summary,
+        }

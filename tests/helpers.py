@@ -1,0 +1,61 @@
+"""Test helpers: generated images with class signal, the tiny random-weight model, CLI invocation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from typer.testing import CliRunner
+
+from susx_cli.cli import app
+
+TINY = ["--model", "susx-tiny-vit", "--pretrained", "none"]
+
+
+def make_image(path: Path, seed: int, base_color: tuple[int, int, int], size: int = 32, fmt: str | None = None) -> Path:
+    """An image whose mean colour carries its class, plus seeded noise."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    arr = np.clip(np.array(base_color)[None, None, :] + rng.normal(0, 25, (size, size, 3)), 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path, format=fmt)
+    return path
+
+
+def class_color(index: int) -> tuple[int, int, int]:
+    rng = np.random.default_rng(1000 + index)
+    return tuple(int(x) for x in rng.integers(30, 225, 3))
+
+
+def make_class_folders(root: Path, classes: list[str], per_class: int, seed: int = 0) -> Path:
+    for ci, name in enumerate(classes):
+        for j in range(per_class):
+            make_image(root / name / f"img_{j:03d}.png", seed * 100000 + ci * 1000 + j, class_color(ci))
+    return root
+
+
+def make_split(root: Path, classes: list[str], per_split: dict[str, int]) -> Path:
+    """A CoOp-style split file with images under root/images/<class>/."""
+    data = {}
+    for split, n in per_split.items():
+        rows = []
+        for ci, name in enumerate(classes):
+            for j in range(n):
+                rel = f"images/{name}/{split}_{j:03d}.png"
+                make_image(root / rel, hash((split, ci, j)) % 100000, class_color(ci))
+                rows.append([rel, ci, name])
+        data[split] = rows
+    (root / "split.json").write_text(json.dumps(data))
+    return root / "split.json"
+
+
+def invoke(*args, expect: int = 0, input: str | None = None):
+    """Run the CLI in-process; assert the exit code; return the result."""
+    result = CliRunner().invoke(app, [str(a) for a in args], input=input)
+    assert result.exit_code == expect, (
+        f"exit {result.exit_code} != {expect}\nstdout: {result.stdout}\nstderr: {getattr(result, 'stderr', '')}\n"
+        f"exc: {result.exception!r}"
+    )
+    return result
