@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from susx_cli import __version__
-from susx_cli.commands import curate, embed, inspect, merge, prompts
+from susx_cli.commands import calibrate, curate, embed, inspect, merge, predict, prompts
 
 app = typer.Typer(
     name="susx",
@@ -32,6 +32,8 @@ def _root(
 app.command("prompts")(prompts.prompts)
 app.command("curate")(curate.curate)
 app.command("embed")(embed.embed)
+app.command("calibrate")(calibrate.calibrate)
+app.command("predict")(predict.predict)
 app.command("inspect")(inspect.inspect)
 app.command("merge")(merge.merge)
 

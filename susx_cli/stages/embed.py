@@ -80,6 +80,7 @@ def embed_images(
     model: str,
     pretrained: str | None,
     classes_path: Path | None = None,
+    class_names: list[str] | None = None,
     split: str | None = None,
     image_root: Path | None = None,
     shots: int | None = None,
@@ -96,6 +97,8 @@ def embed_images(
     import torch
 
     given, class_inputs = _read_class_list(classes_path)
+    if given is None and class_names is not None:
+        given = class_names
     image_set = imagesets.resolve(
         input_path, classes=given, split=split, image_root=image_root, shots=shots, seed=seed, unlabelled=unlabelled
     )

@@ -1,0 +1,49 @@
+"""susx calibrate: choose TIP-X / Tip-Adapter hyperparameters -> calibration.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from susx_cli.commands._common import DeviceOpt, JsonOpt, OutputOpt, OverwriteOpt, QuietOpt, run
+
+
+def calibrate(
+    text: Annotated[Path, typer.Argument(help="Text classifier HDF5 (susx embed prompts.json).")],
+    support: Annotated[Path, typer.Argument(help="Support features HDF5 (susx embed SUPPORT_DIR).")],
+    output: OutputOpt = Path("calibration.json"),
+    mode: Annotated[
+        str,
+        typer.Option("--mode", help="loo: leave-one-out on the support set (name-only); val: labelled --val; fixed."),
+    ] = "loo",
+    val: Annotated[Path | None, typer.Option("--val", help="Labelled validation features (implies --mode val).")] = None,
+    method: Annotated[str, typer.Option("--method", help="tip-x | tip-adapter")] = "tip-x",
+    alpha: Annotated[float | None, typer.Option("--alpha", help="fixed: cache term weight.")] = None,
+    beta: Annotated[float | None, typer.Option("--beta", help="fixed: cache sharpness.")] = None,
+    gamma: Annotated[float | None, typer.Option("--gamma", help="fixed: KL term weight.")] = None,
+    alpha_grid: Annotated[str, typer.Option("--alpha-grid", help="'reference', 'start:stop:steps' or 'v1,v2'.")] = "reference",
+    beta_grid: Annotated[str, typer.Option("--beta-grid")] = "reference",
+    gamma_grid: Annotated[str, typer.Option("--gamma-grid")] = "reference",
+    tau: Annotated[float, typer.Option("--tau", help="Signature temperature on raw cosines.")] = 0.5,
+    logit_scale: Annotated[str, typer.Option("--logit-scale", help="Zero-shot scale: 100 (reference) or 'model'.")] = "100",
+    normalize: Annotated[bool, typer.Option("--normalize-per-class", help="Divide support terms by class size.")] = False,
+    heatmap: Annotated[Path | None, typer.Option("--heatmap", help="PNG of accuracy over (alpha, gamma) at the best beta.")] = None,
+    device: DeviceOpt = "auto",
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Choose (alpha, beta, gamma) and write calibration.json."""
+
+    def stage():
+        from susx_cli.stages.calibrate import calibrate as calibrate_stage
+
+        return calibrate_stage(
+            text, support, output, mode=mode, val_path=val, method=method, alpha=alpha, beta=beta, gamma=gamma,
+            alpha_grid=alpha_grid, beta_grid=beta_grid, gamma_grid=gamma_grid, tau=tau, logit_scale=logit_scale,
+            normalize=normalize, heatmap=heatmap, device=device, overwrite=overwrite,
+        )
+
+    run(stage, quiet=quiet, as_json=as_json)

@@ -1,0 +1,40 @@
+"""susx predict: classify queries -> predictions HDF5 + metrics table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from susx_cli.commands._common import DeviceOpt, JsonOpt, OutputOpt, OverwriteOpt, QuietOpt, run
+
+
+def predict(
+    text: Annotated[Path, typer.Argument(help="Text classifier HDF5.")],
+    query: Annotated[Path, typer.Argument(help="Query features HDF5, or images (folder / split JSON) to embed now.")],
+    output: OutputOpt = Path("predictions.h5"),
+    support: Annotated[Path | None, typer.Option("--support", "-s", help="Support features HDF5 (tip-adapter, tip-x).")] = None,
+    calibration: Annotated[Path | None, typer.Option("--calibration", "-c", help="calibration.json.")] = None,
+    method: Annotated[str | None, typer.Option("--method", help="zero-shot | tip-adapter | tip-x (default: the calibration's).")] = None,
+    split: Annotated[str | None, typer.Option("--split", help="Images: split of a split JSON.")] = None,
+    image_root: Annotated[Path | None, typer.Option("--image-root", help="Images: root of the split's paths.")] = None,
+    unlabelled: Annotated[bool, typer.Option("--unlabelled", help="Images: a folder without labels.")] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images: embedding batch size.")] = 64,
+    device: DeviceOpt = "auto",
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Predict classes of query images; print top-1, top-5 and mean per-class recall when labels are known."""
+
+    def stage():
+        from susx_cli.stages.predict import predict as predict_stage
+
+        embed_options = {"split": split, "image_root": image_root, "unlabelled": unlabelled, "batch_size": batch_size, "device": device}
+        return predict_stage(
+            text, query, output, support_path=support, calibration_path=calibration, method=method,
+            embed_options=embed_options, device=device, overwrite=overwrite,
+        )
+
+    run(stage, quiet=quiet, as_json=as_json)

@@ -1,0 +1,1 @@
+"""The method's math: pure tensor functions, no I/O (METHOD.md)."""

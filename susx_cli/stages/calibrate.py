@@ -1,0 +1,180 @@
+"""`calibrate`: choose (alpha, beta, gamma) on labelled validation features, by leave-one-out over the
+support set (name-only: no target labels), or take fixed values; write calibration.json."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from susx_cli.artifacts import calibration as cal_io
+from susx_cli.artifacts import common
+from susx_cli.errors import SusxError
+from susx_cli.progress import bar, info
+from susx_cli.stages.inputs import load_queries, load_text_and_support
+from susx_cli.stages.results import StageResult
+
+MODES = ("val", "loo", "fixed")
+SEARCH_METHODS = ("tip-x", "tip-adapter")
+
+
+def parse_grid(spec: str | None, axis: str) -> list[float]:
+    """'reference' (METHOD.md), 'start:stop:steps' (reference formula), or 'v1,v2,...'."""
+    from susx_cli.method.search import REFERENCE, reference_grid
+
+    if spec is None or spec == "reference":
+        return list(REFERENCE[axis])
+    try:
+        if ":" in spec:
+            start, stop, steps = spec.split(":")
+            values = reference_grid(float(start), float(stop), int(steps))
+        else:
+            values = [float(v) for v in spec.split(",") if v.strip()]
+    except ValueError as exc:
+        raise SusxError(f"cannot read the {axis} grid {spec!r}", hint="use 'reference', 'start:stop:steps' or '1,2,3'") from exc
+    if not values:
+        raise SusxError(f"the {axis} grid {spec!r} has no values", hint="give at least one value")
+    return values
+
+
+def resolve_logit_scale(choice: str, model_scale: float | None) -> tuple[float, str]:
+    if choice == "model":
+        if model_scale is None:
+            raise SusxError("the text classifier records no learned logit scale", hint="use --logit-scale 100")
+        return float(model_scale), "model"
+    try:
+        return float(choice), "reference (100)" if float(choice) == 100.0 else "given"
+    except ValueError as exc:
+        raise SusxError(f"--logit-scale must be a number or 'model', got {choice!r}", hint="e.g. 100") from exc
+
+
+def calibrate(
+    text_path: Path,
+    support_path: Path,
+    output: Path,
+    *,
+    mode: str = "loo",
+    val_path: Path | None = None,
+    method: str = "tip-x",
+    alpha: float | None = None,
+    beta: float | None = None,
+    gamma: float | None = None,
+    alpha_grid: str | None = None,
+    beta_grid: str | None = None,
+    gamma_grid: str | None = None,
+    tau: float = 0.5,
+    logit_scale: str = "100",
+    normalize: bool = False,
+    heatmap: Path | None = None,
+    device: str = "auto",
+    overwrite: bool = False,
+) -> StageResult:
+    import torch
+
+    from susx_cli.adapters.openclip import pick_device
+    from susx_cli.method.search import Grid, grid_search
+
+    if mode not in MODES:
+        raise SusxError(f"unknown mode {mode!r}", hint=f"use one of {', '.join(MODES)}")
+    if method not in SEARCH_METHODS:
+        raise SusxError(f"unknown method {method!r}", hint=f"use one of {', '.join(SEARCH_METHODS)}")
+    if mode == "val" and val_path is None:
+        raise SusxError("--mode val needs --val FEATURES.h5", hint="embed a labelled validation split first")
+    if mode != "val" and val_path is not None:
+        mode = "val"
+    if tau <= 0:
+        raise SusxError(f"--tau must be positive, got {tau}", hint="the paper uses 0.5")
+
+    inputs = load_text_and_support(text_path, support_path)
+    text, sup = inputs.text, inputs.support
+    scale, scale_source = resolve_logit_scale(logit_scale, text.model.logit_scale)
+
+    if mode == "fixed":
+        missing = [n for n, v in (("--alpha", alpha), ("--beta", beta)) if v is None]
+        if method == "tip-x" and gamma is None:
+            missing.append("--gamma")
+        if missing:
+            raise SusxError(f"--mode fixed needs {', '.join(missing)}", hint="give every hyperparameter of the method")
+        grid = None
+    else:
+        grid = Grid(
+            parse_grid(alpha_grid, "alpha"),
+            parse_grid(beta_grid, "beta"),
+            [0.0] if method == "tip-adapter" else parse_grid(gamma_grid, "gamma"),
+        )
+    options: dict[str, Any] = {
+        "mode": mode,
+        "method": method,
+        "tau": tau,
+        "logit_scale": scale,
+        "normalize_per_class": normalize,
+        "grid": None if grid is None else {"alpha": grid.alpha, "beta": grid.beta, "gamma": grid.gamma},
+        "fixed": {"alpha": alpha, "beta": beta, "gamma": gamma} if mode == "fixed" else None,
+    }
+    ids = [common.identity(text_path, common.TEXT_CLASSIFIER), common.identity(support_path, common.IMAGE_FEATURES)]
+    if val_path is not None:
+        ids.append(common.identity(val_path, common.IMAGE_FEATURES))
+    prov = common.provenance(options, ids)
+    if common.decide_existing(output, cal_io.existing_provenance(output), prov, overwrite):
+        info(f"{output} is up to date (same inputs and options); nothing to do")
+        return StageResult("calibrate", [output], skipped=True)
+
+    objective = None
+    summary: dict[str, Any] = {}
+    if mode != "fixed":
+        dev = pick_device(device)
+        dev = "cpu" if dev == "mps" else dev  # no float64 on mps
+        as_t = lambda x: torch.from_numpy(x).to(dev, torch.float64)  # noqa: E731
+        W, F = as_t(text.weights), as_t(sup.features)
+        y = torch.from_numpy(sup.labels).to(dev)
+        if mode == "val":
+            val = load_queries(val_path, text, need_labels=True, what="validation set")
+            f, yq, exclude = as_t(val.features), torch.from_numpy(val.labels).to(dev), False
+        else:
+            if F.shape[0] < 2:
+                raise SusxError("leave-one-out needs at least 2 support images", hint="curate more images")
+            f, yq, exclude = F, y, True
+        start = time.perf_counter()
+        with bar(f"search {method} ({mode})", total=grid.size, unit="cfg") as progress:
+            result = grid_search(
+                f, yq, F, y, W, grid, tau=tau, logit_scale=scale, normalize=normalize, exclude_self=exclude, progress=progress
+            )
+        seconds = time.perf_counter() - start
+        alpha, beta, gamma = result.alpha, result.beta, result.gamma
+        objective = {
+            "metric": "top1",
+            "value": result.accuracy,
+            "correct": result.correct,
+            "queries": result.total,
+            "on": "validation split" if mode == "val" else "support set, leave-one-out",
+            "search_seconds": round(seconds, 3),
+            "configurations": grid.size,
+        }
+        summary = {"top1": result.accuracy, "configurations_per_second": grid.size / max(seconds, 1e-9)}
+        if heatmap is not None:
+            b = grid.beta.index(beta)
+            from susx_cli.plots import accuracy_heatmap
+
+            accuracy_heatmap(result.counts[:, b, :].numpy() / result.total, grid.alpha, grid.gamma, beta, heatmap)
+    if method == "tip-adapter":
+        gamma = 0.0
+    cal = cal_io.Calibration(
+        method=method,
+        mode=mode,
+        alpha=float(alpha),
+        beta=float(beta),
+        gamma=float(gamma),
+        tau=tau,
+        logit_scale=scale,
+        logit_scale_source=scale_source,
+        normalize_per_class=normalize,
+        classes=text.classes,
+        model=text.model.to_dict(),
+        objective=objective,
+        grid=None if grid is None else {"alpha": grid.alpha, "beta": grid.beta, "gamma": grid.gamma, "size": grid.size},
+        provenance=prov,
+    )
+    cal_io.write_calibration(output, cal)
+    outputs = [output] + ([heatmap] if heatmap is not None and mode != "fixed" else [])
+    summary.update({"method": method, "mode": mode, "alpha": cal.alpha, "beta": cal.beta, "gamma": cal.gamma})
+    return StageResult("calibrate", outputs, summary=summary)
