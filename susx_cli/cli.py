@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from susx_cli import __version__
-from susx_cli.commands import calibrate, curate, embed, inspect, merge, predict, prompts
+from susx_cli.commands import calibrate, curate, demo, embed, inspect, merge, predict, prompts
 
 app = typer.Typer(
     name="susx",
@@ -35,6 +35,7 @@ app.command("embed")(embed.embed)
 app.command("calibrate")(calibrate.calibrate)
 app.command("predict")(predict.predict)
 app.command("inspect")(inspect.inspect)
+app.command("demo")(demo.demo)
 app.command("merge")(merge.merge)
 
 

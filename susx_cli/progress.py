@@ -35,7 +35,9 @@ def info(message: str) -> None:
 
 def warn(message: str) -> None:
     """A warning on stderr; shown even with --quiet, because it means something was left out."""
-    stderr.print(f"[yellow]warning:[/yellow] {message}")
+    from rich.markup import escape
+
+    stderr.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True)
 
 
 class _Bar:

@@ -16,6 +16,7 @@ from susx_cli.errors import SusxError
 BUILTIN_CONFIGS = {"susx-tiny-vit": "susx-tiny-vit.json"}
 RANDOM = ("", "none", "random")
 PRECISIONS = ("fp32", "fp16", "bf16")
+RANDOM_WEIGHTS_SEED = 0
 
 
 @dataclass
@@ -89,9 +90,13 @@ def load_model(
                 hint=f"known tags: {', '.join(known) or 'none'}; or pass a checkpoint path, or 'none' for random weights",
             )
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            arch, pretrained=None if is_hub else tag, device=device, precision=precision
-        )
+        # Random weights are drawn from a fixed seed so that every stage (texts, support, queries)
+        # embeds with the same random model.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_WEIGHTS_SEED)
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                arch, pretrained=None if is_hub else tag, device=device, precision=precision
+            )
     except RuntimeError as exc:
         raise SusxError(f"could not load {arch} with weights {tag}: {exc}", hint="check the name and weights") from exc
     except Exception as exc:  # network or hub errors for real users

@@ -34,7 +34,9 @@ def run(stage: Callable[[], Any], *, quiet: bool, as_json: bool) -> None:
     try:
         result = stage()
     except SusxError as exc:
-        stderr.print(f"[red]error:[/red] {exc.one_line()}", markup=True, soft_wrap=True)
+        from rich.markup import escape
+
+        stderr.print(f"[red]error:[/red] {escape(exc.one_line())}", soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         stderr.print("[red]interrupted[/red]: re-run the same command to resume")

@@ -89,8 +89,10 @@ def predict(
     prov = common.provenance(options, ids)
     if common.decide_existing(output, hdf5.existing_provenance(output, common.PREDICTIONS), prov, overwrite):
         info(f"{output} is up to date (same inputs and options); nothing to do")
-        existing = hdf5.read_predictions(output)
-        return PredictResult("predict", [output], skipped=True, summary={"method": method}, metrics=existing.metrics)
+        existing = hdf5.read_predictions(output).metrics
+        metrics = {k: v for k, v in existing.items() if k == "n" or k.startswith("top") or k == "mean_per_class_recall"}
+        return PredictResult("predict", [output], skipped=True, summary={"method": method},
+                             metrics=metrics if "n" in metrics else {})
 
     q = load_queries(query_features, text, need_labels=False, what="query set")
     dev = pick_device(device)

@@ -1,0 +1,38 @@
+# Two entry points that work on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PIP = $(VENV)/bin/pip
+PY = $(VENV)/bin/python
+export NO_ALBUMENTATIONS_UPDATE = 1
+export PIP_DISABLE_PIP_VERSION_CHECK = 1
+
+.PHONY: demo test install install-all lint clean
+
+$(VENV)/bin/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade "pip>=23.2"
+
+# Core install: enough for the offline demo's open_clip stages; the sd extra adds the diffusers step.
+$(VENV)/.installed-core: pyproject.toml constraints.txt | $(VENV)/bin/activate
+	$(PIP) install -q -c constraints.txt -e ".[sd]"
+	touch $@
+
+$(VENV)/.installed-all: pyproject.toml constraints.txt | $(VENV)/bin/activate
+	$(PIP) install -q -c constraints.txt -e ".[all,dev]"
+	touch $@ $(VENV)/.installed-core
+
+install: $(VENV)/.installed-core
+install-all: $(VENV)/.installed-all
+
+demo: $(VENV)/.installed-core
+	$(VENV)/bin/susx demo --output demo-run --overwrite
+
+lint: $(VENV)/.installed-all
+	$(VENV)/bin/ruff check susx_cli tests benchmarks
+
+test: $(VENV)/.installed-all
+	$(VENV)/bin/ruff check susx_cli tests benchmarks
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) demo-run .pytest_cache

@@ -1,0 +1,163 @@
+"""`demo`: the whole pipeline (prompts, curate, embed, calibrate, predict) in a fresh folder, offline.
+
+Default: a tiny random-weight open_clip model, a tiny random-weight diffusers pipeline for the
+name-only support set, and generated query images whose colour carries the class. With --model /
+--pretrained (and --sd-model) the same run uses real weights.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from susx_cli.errors import SusxError
+from susx_cli.progress import info, stderr
+
+# Alphabetical order differs from index order on purpose: labels must follow the class list.
+DEMO_CLASSES = ["zebra", "apple", "mango", "kiwi", "banana"]
+TINY_MODEL = ("susx-tiny-vit", "none")
+
+
+@dataclass
+class DemoResult:
+    outputs: list[Path]
+    rows: list[dict[str, Any]]
+    random_weights: bool
+    stages: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def table(self):
+        from rich.table import Table
+
+        title = "susx demo" + (" — RANDOM WEIGHTS: figures only show that the pipeline runs" if self.random_weights else "")
+        table = Table(title=title)
+        for col in ("support", "method", "calibration", "top1", "mean per-class recall"):
+            table.add_column(col)
+        for r in self.rows:
+            table.add_row(r["support"], r["method"], r["calibration"], f"{r['top1']:.1f}", f"{r['mean_per_class_recall']:.1f}")
+        return table
+
+    def to_json(self) -> dict[str, Any]:
+        return {"stage": "demo", "outputs": [str(p) for p in self.outputs], "random_weights": self.random_weights,
+                "results": self.rows, "stages": self.stages}
+
+
+def _color(index: int) -> tuple[int, int, int]:
+    import numpy as np
+
+    rng = np.random.default_rng(1000 + index)
+    return tuple(int(x) for x in rng.integers(30, 225, 3))
+
+
+def make_query_images(root: Path, classes: list[str], per_class: int, seed: int, size: int = 64) -> Path:
+    """Class folders of generated images: each class a colour plus seeded noise."""
+    import numpy as np
+    from PIL import Image
+
+    for ci, name in enumerate(classes):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for j in range(per_class):
+            rng = np.random.default_rng([seed, ci, j])
+            arr = np.array(_color(ci))[None, None, :] + rng.normal(0, 30, (size, size, 3))
+            Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).save(folder / f"{j:03d}.png")
+    return root
+
+
+def run_demo(
+    output: Path,
+    *,
+    model: str | None = None,
+    pretrained: str | None = None,
+    sd_model: str | None = None,
+    per_class: int = 4,
+    queries_per_class: int = 12,
+    shots: int = 4,
+    overwrite: bool = False,
+) -> DemoResult:
+    from susx_cli.artifacts.hdf5 import read_predictions
+    from susx_cli.sources.folder import FolderSource
+    from susx_cli.stages.calibrate import calibrate
+    from susx_cli.stages.curate import curate
+    from susx_cli.stages.embed import embed_images, embed_texts
+    from susx_cli.stages.predict import predict
+    from susx_cli.stages.prompts import build_prompts
+
+    if output.exists() and any(output.iterdir()):
+        if not overwrite:
+            raise SusxError(f"{output} is not empty", hint="the demo runs in a fresh folder: pass --overwrite or another -o")
+        shutil.rmtree(output)
+    output.mkdir(parents=True, exist_ok=True)
+    random_weights = model is None
+    model, pretrained = (model, pretrained) if model else TINY_MODEL
+    m = {"model": model, "pretrained": pretrained}
+    stages: list[dict[str, Any]] = []
+
+    def banner(text: str) -> None:
+        info(f"\n[bold cyan]== {text}[/bold cyan]")
+
+    def log(result) -> None:
+        stages.append(result.to_json())
+        for p in result.outputs:
+            info(f"   wrote {p}")
+
+    if random_weights:
+        stderr.print("[bold yellow]susx demo: tiny models with RANDOM weights, generated images — the numbers below "
+                     "show that the pipeline runs, not how well SuS-X works.[/bold yellow]")
+    (output / "classes.txt").write_text("\n".join(DEMO_CLASSES) + "\n")
+    banner("1. prompts: class names -> prompts.json")
+    log(build_prompts(output / "prompts.json", classes_path=output / "classes.txt", template_set="ensemble"))
+
+    banner("2. curate: name-only support set (text-to-image)")
+    supports = {}
+    sd_source = _sd_source(output, sd_model, per_class)
+    if sd_source is not None:
+        log(curate(output / "prompts.json", output / "support-sd", sd_source))
+        supports["SuS-SD (name-only)"] = output / "support-sd"
+    banner("2b. curate: few-shot support set (k real labelled images per class)")
+    make_query_images(output / "images" / "train", DEMO_CLASSES, shots, seed=1)
+    make_query_images(output / "images" / "test", DEMO_CLASSES, queries_per_class, seed=2)
+    log(curate(output / "prompts.json", output / "support-fewshot", FolderSource(output / "images" / "train")))
+    supports[f"{shots}-shot (few-shot)"] = output / "support-fewshot"
+
+    banner("3. embed: text classifier, support features, query features")
+    log(embed_texts(output / "prompts.json", output / "text.h5", **m))
+    log(embed_images(output / "images" / "test", output / "query.h5", classes_path=output / "prompts.json", workers=0, **m))
+    rows = []
+    zs_done = False
+    for label, sup_dir in supports.items():
+        tag = sup_dir.name
+        log(embed_images(sup_dir, output / f"{tag}.h5", workers=0, **m))
+        methods = ["tip-adapter", "tip-x"] if zs_done else ["zero-shot", "tip-adapter", "tip-x"]
+        for method in methods:
+            calibration = None
+            if method != "zero-shot":
+                calibration = output / f"calibration-{tag}-{method}.json"
+                banner(f"4. calibrate {method} on {label}: leave-one-out over the support set, no target labels")
+                log(calibrate(output / "text.h5", output / f"{tag}.h5", calibration, mode="loo", method=method))
+            banner(f"5. predict {method}" + ("" if method == "zero-shot" else f" with {label}"))
+            out = output / f"predictions-{tag}-{method}.h5"
+            log(predict(output / "text.h5", output / "query.h5", out, support_path=output / f"{tag}.h5",
+                        calibration_path=calibration, method=method))
+            metrics = read_predictions(out).metrics
+            rows.append({"support": "-" if method == "zero-shot" else label, "method": method,
+                         "calibration": "-" if method == "zero-shot" else "leave-one-out",
+                         "top1": metrics["top1"], "mean_per_class_recall": metrics["mean_per_class_recall"]})
+        zs_done = True
+    return DemoResult([output], rows, random_weights, stages)
+
+
+def _sd_source(output: Path, sd_model: str | None, per_class: int):
+    """The text-to-image source, or None (with a note) when the `sd` extra is not installed."""
+    try:
+        from susx_cli.adapters.tiny_sd import build_tiny_pipeline
+        from susx_cli.sources.sd import SDSource
+    except ImportError:
+        info("   (skipped: the text-to-image source needs `pip install 'susx[sd]'`)")
+        return None
+    if sd_model is None:
+        sd_model = str(build_tiny_pipeline(output / "tiny-sd-pipeline"))
+        return SDSource.for_demo(sd_model, per_class)
+    return SDSource.for_demo(sd_model, per_class, tiny=False)
