@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from susx_cli import cupl as cupl_llm
 from susx_cli import templates as tpl
 from susx_cli.artifacts import common
 from susx_cli.artifacts.prompts import POOLS, PromptEntry, Prompts, existing_provenance, write_prompts
 from susx_cli.classnames import NO_CLEANING, Cleaning, folder_key, read_class_file, validate_classes
+from susx_cli.cupl import LLMSettings
 from susx_cli.errors import SusxError
 from susx_cli.progress import info, warn
 from susx_cli.stages.results import StageResult
@@ -28,6 +30,32 @@ def read_cupl_file(path: Path) -> dict[str, list[str]]:
     ):
         raise SusxError(f"{path} must be a JSON object {{classname: [sentences]}}", hint="check the CuPL file")
     return data
+
+
+def resolve_cupl_sources(
+    values: list[str | Path], checksums: list[str] = ()
+) -> list[tuple[Path, str, dict[str, Any]]]:
+    """Local CuPL files as given; http(s) URLs fetched into the user cache, checked against the
+    ``checksums`` (one per URL, in order). Returns (local path, label, identity) per value."""
+    from susx_cli import fetch
+
+    urls = [v for v in values if fetch.is_url(str(v))]
+    if checksums and len(checksums) != len(urls):
+        raise SusxError(
+            f"{len(checksums)} --cupl-sha256 value(s) for {len(urls)} --cupl URL(s)",
+            hint="give one --cupl-sha256 per --cupl URL, in the same order",
+        )
+    sums = iter(checksums)
+    out = []
+    for value in values:
+        if fetch.is_url(str(value)):
+            url = str(value)
+            local = fetch.fetch_url(url, next(sums, None), what="CuPL sentence file", suffix=".json")
+            ident = {**common.identity(local, "cupl-sentences"), "path": url, "cached_copy": str(local)}
+            out.append((local, url, ident))
+        else:
+            out.append((Path(value), str(value), common.identity(Path(value), "cupl-sentences")))
+    return out
 
 
 def match_cupl(classes: list[str], raw: list[str], cupl: dict[str, list[str]], source: str) -> list[list[str]]:
@@ -60,14 +88,20 @@ def build_prompts(
     dataset: str | None = None,
     template_set: str = "ensemble",
     photo: str | None = None,
-    cupl_paths: list[Path] = (),
+    cupl_paths: list[Path | str] = (),
+    cupl_sha256: list[str] = (),
     pool: str | None = None,
     clean: bool = True,
     overwrite: bool = False,
     extra_cupl: dict[str, list[str]] | None = None,
     extra_options: dict[str, Any] | None = None,
+    llm: LLMSettings | None = None,
 ) -> StageResult:
-    """Write prompts.json for the classes of ``classes_path`` or the built-in ``dataset``."""
+    """Write prompts.json for the classes of ``classes_path`` or the built-in ``dataset``.
+
+    ``cupl_paths`` may hold http(s) URLs (fetched, checked against ``cupl_sha256``, cached);
+    ``llm`` asks an OpenAI-compatible endpoint for CuPL sentences (cached beside the output).
+    """
     if (classes_path is None) == (dataset is None):
         raise SusxError("give exactly one of --classes FILE or --dataset NAME", hint="e.g. --dataset imagenet")
     inputs: list[dict[str, Any]] = []
@@ -87,19 +121,20 @@ def build_prompts(
     templates = tpl.resolve_templates(template_set, photo_template)
 
     cupl: list[list[str]] = [[] for _ in names]
-    for path in cupl_paths:
-        matched = match_cupl(names, raw, read_cupl_file(path), str(path))
+    for path, label, ident in resolve_cupl_sources(list(cupl_paths), list(cupl_sha256)):
+        matched = match_cupl(names, raw, read_cupl_file(path), label)
         cupl = [a + b for a, b in zip(cupl, matched, strict=True)]
-        inputs.append(common.identity(path, "cupl-sentences"))
+        inputs.append(ident)
     if extra_cupl:
         matched = match_cupl(names, raw, extra_cupl, "LLM sentences")
         cupl = [a + b for a, b in zip(cupl, matched, strict=True)]
-    has_cupl = any(cupl)
+    plan = cupl_llm.prepare(llm, dataset, output) if llm is not None else None
+    has_cupl = any(cupl) or plan is not None
     pool = pool or ("combined" if has_cupl else "template")
     if pool not in POOLS:
         raise SusxError(f"unknown pool {pool!r}", hint=f"use one of {', '.join(POOLS)}")
     if pool in ("cupl", "combined") and not has_cupl:
-        raise SusxError(f"pool '{pool}' needs CuPL sentences and none were given", hint="add --cupl FILE or use --pool template")
+        raise SusxError(f"pool '{pool}' needs CuPL sentences and none were given", hint="add --cupl FILE or --llm, or use --pool template")
 
     options = {
         "classes_format": fmt,
@@ -110,15 +145,25 @@ def build_prompts(
         "cleaning": cleaning.to_dict(),
         **(extra_options or {}),
     }
+    if plan is not None:
+        options["llm"] = plan.options()
     prov = common.provenance(options, inputs)
     if common.decide_existing(output, existing_provenance(output), prov, overwrite):
         info(f"{output} is up to date (same inputs and options); nothing to do")
         return StageResult("prompts", [output], skipped=True)
+    extra: dict[str, Any] = {}
+    if plan is not None:
+        generated = cupl_llm.generate(plan, names)
+        matched = match_cupl(names, raw, generated.sentences, "LLM sentences")
+        cupl = [a + b for a, b in zip(cupl, matched, strict=True)]
+        extra["llm"] = generated.record
+        if pool == "cupl" and not any(cupl):
+            raise SusxError("pool 'cupl' needs CuPL sentences and the LLM gave none", hint="use --pool combined")
     entries = [
         PromptEntry(i, name, raw_name, photo_template.format(name), [t.format(name) for t in templates], cupl[i])
         for i, (name, raw_name) in enumerate(zip(names, raw, strict=True))
     ]
-    prompts = Prompts(entries, pool, dataset, cleaning.to_dict(), prov)
+    prompts = Prompts(entries, pool, dataset, cleaning.to_dict(), prov, extra=extra)
     write_prompts(output, prompts)
     summary = {
         "classes": len(entries),
@@ -127,4 +172,26 @@ def build_prompts(
         "classes_without_cupl": sum(1 for c in cupl if not c) if has_cupl else None,
         "pool": pool,
     }
+    if plan is not None:
+        summary["llm_requests"] = extra["llm"]["requests_made"]
+        summary["llm_cache_hits"] = extra["llm"]["cache_hits"]
     return StageResult("prompts", [output], summary=summary)
+
+
+def llm_settings(enabled: bool, *, model: str | None, system: str | None = None, retries: int = 5,
+                 max_requests: int | None = None, **kwargs: Any) -> LLMSettings | None:
+    """LLM settings from command-line values, or None without ``--llm`` (then no LLM option may be set)."""
+    if not enabled:
+        if model is not None or max_requests is not None:
+            given = "--llm-model" if model is not None else "--max-requests"
+            raise SusxError(f"{given} is given without --llm", hint="add --llm to ask an LLM for CuPL sentences")
+        return None
+    if not model:
+        raise SusxError("--llm needs --llm-model NAME", hint="the model name the endpoint serves, e.g. gpt-4o-mini or llama3.1:8b")
+    return LLMSettings(
+        model=model,
+        system=cupl_llm.DEFAULT_SYSTEM if system is None else system,
+        retry=cupl_llm.default_retry_policy(retries),
+        max_requests=max_requests,
+        **kwargs,
+    )

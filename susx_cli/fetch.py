@@ -1,0 +1,117 @@
+"""Files fetched by http(s) URL, checked against a sha256 and kept in the user cache directory.
+
+The cache directory is ``$SUSX_CACHE_DIR``, else ``$XDG_CACHE_HOME/susx``, else ``~/.cache/susx``.
+Downloads are content-addressed (``downloads/<sha256><suffix>``): a file whose checksum was given and
+is already there is not downloaded again; a file whose checksum does not match is never kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from rich.markup import escape
+
+from susx_cli import __version__
+from susx_cli.artifacts import common
+from susx_cli.errors import SusxError
+from susx_cli.progress import info, warn
+
+MAX_BYTES = 512 * 1024 * 1024
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def cache_dir() -> Path:
+    if os.environ.get("SUSX_CACHE_DIR"):
+        return Path(os.environ["SUSX_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "susx"
+
+
+def is_url(value: str | os.PathLike) -> bool:
+    """Whether a command-line value is meant as a URL (it has a scheme) rather than a path."""
+    return isinstance(value, str) and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", value) is not None
+
+
+def check_url(url: str) -> str:
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme not in ("http", "https"):
+        raise SusxError(f"only http(s) URLs can be fetched, not {scheme}:// ({url})", hint="download it yourself and pass the path")
+    return url
+
+
+def check_sha256(value: str) -> str:
+    hexdigest = value.strip().lower()
+    if hexdigest.startswith("sha256:"):
+        hexdigest = hexdigest[len("sha256:"):]
+    if not _HEX64.match(hexdigest):
+        raise SusxError(f"{value!r} is not a sha256 checksum", hint="64 hexadecimal digits, e.g. from `sha256sum FILE`")
+    return hexdigest
+
+
+class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        check_url(newurl)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def fetch_url(url: str, sha256: str | None = None, *, what: str = "file", suffix: str = "",
+              timeout: float = 60.0, max_bytes: int = MAX_BYTES) -> Path:
+    """A local copy of ``url`` in the cache, checked against ``sha256`` when given.
+
+    Without a checksum the URL is downloaded again every time and its checksum is printed, so the
+    user can pin it.
+    """
+    check_url(url)
+    expected = check_sha256(sha256) if sha256 else None
+    folder = cache_dir() / "downloads"
+    if expected is not None:
+        cached = folder / f"{expected}{suffix}"
+        if cached.is_file() and common.sha256_file(cached) == expected:
+            info(f"{what} {escape(url)}: using the cached copy {cached}")
+            return cached
+    folder.mkdir(parents=True, exist_ok=True)
+    opener = urllib.request.build_opener(_HttpOnlyRedirects())
+    request = urllib.request.Request(url, headers={"User-Agent": f"susx/{__version__}"})
+    digest = hashlib.sha256()
+    size = 0
+    fd, tmp_name = tempfile.mkstemp(prefix=".download.", suffix=".tmp", dir=folder)
+    tmp = Path(tmp_name)
+    try:
+        try:
+            with os.fdopen(fd, "wb") as out, opener.open(request, timeout=timeout) as response:
+                while block := response.read(1 << 16):
+                    size += len(block)
+                    if size > max_bytes:
+                        raise SusxError(f"{what} {url} is larger than {max_bytes // (1 << 20)} MiB", hint="check the URL")
+                    digest.update(block)
+                    out.write(block)
+        except urllib.error.HTTPError as exc:
+            raise SusxError(f"could not fetch {what} {url}: HTTP {exc.code} {exc.reason}", hint="check the URL") from exc
+        except urllib.error.URLError as exc:
+            raise SusxError(f"could not reach {url} ({exc.reason})", hint="check the URL and the network") from exc
+        except TimeoutError as exc:
+            raise SusxError(f"no answer from {url} within {timeout:g} s", hint="check the URL and the network") from exc
+        except OSError as exc:
+            raise SusxError(f"could not fetch {what} {url} ({exc})", hint="check the URL and the network") from exc
+        got = digest.hexdigest()
+        if expected is not None and got != expected:
+            raise SusxError(
+                f"checksum mismatch for {url}: expected sha256 {expected}, got {got}",
+                hint="the file changed or the checksum is wrong; nothing was kept",
+            )
+        final = folder / f"{got}{suffix}"
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    if expected is None:
+        warn(f"{what} {escape(url)} has sha256 {got}; pass it as a checksum to pin the file (and reuse the cached copy)")
+    info(f"{what} {escape(url)}: {size} bytes, sha256 {got}, cached at {final}")
+    return final
