@@ -6,6 +6,9 @@ import typer
 
 from susx_cli import __version__
 from susx_cli.commands import calibrate, curate, demo, embed, inspect, merge, predict, prompts
+from susx_cli.commands import datasets as datasets_cmd
+from susx_cli.commands import eval as eval_cmd
+from susx_cli.commands import report as report_cmd
 
 app = typer.Typer(
     name="susx",
@@ -37,6 +40,9 @@ app.command("predict")(predict.predict)
 app.command("inspect")(inspect.inspect)
 app.command("demo")(demo.demo)
 app.command("merge")(merge.merge)
+app.add_typer(datasets_cmd.app, name="datasets")
+app.command("eval")(eval_cmd.eval_)
+app.command("report")(report_cmd.report)
 
 
 def main() -> None:

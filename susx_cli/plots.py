@@ -39,3 +39,33 @@ def accuracy_heatmap(acc: np.ndarray, alphas: list[float], gammas: list[float], 
         fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
     return output
+
+
+METHOD_COLORS = {"zero-shot": "#9e9e9e", "tip-adapter": "#4c72b0", "tip-x": "#dd8452"}
+
+
+def results_bars(datasets: list[str], series: list[tuple[str, str, list[float | None]]], output: Path,
+                 title: str = "top-1 accuracy (%)") -> Path:
+    """One panel per dataset, one bar per series (label, method, value per dataset; None = no result)."""
+    plt = _pyplot()
+    cols = min(4, max(1, len(datasets)))
+    rows = (len(datasets) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols + 1, 2.8 * rows + 0.6), squeeze=False)
+    for i, ds in enumerate(datasets):
+        ax = axes[i // cols][i % cols]
+        vals = [(label, method, v[i]) for label, method, v in series if v[i] is not None]
+        xs = range(len(vals))
+        ax.bar(xs, [v for _, _, v in vals], color=[METHOD_COLORS.get(m, "#55a868") for _, m, _ in vals])
+        for x, (_, _, v) in zip(xs, vals, strict=True):
+            ax.text(x, v, f"{v:.1f}", ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(list(xs), [label for label, _, _ in vals], rotation=35, ha="right", fontsize=7)
+        ax.set_title(ds, fontsize=9)
+        ax.set_ylim(0, max([v for _, _, v in vals] + [1]) * 1.15)
+    for j in range(len(datasets), rows * cols):
+        axes[j // cols][j % cols].axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(output, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return output

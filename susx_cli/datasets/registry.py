@@ -1,6 +1,25 @@
-"""Registry of datasets susx knows by name."""
+"""Registry of datasets susx knows by name: the 19 of the SuS-X paper, with where their classes and
+splits come from, their photo template and CuPL question set, the split the paper calibrated on, and
+the paper's figures where METHOD.md states them.
+
+Local layout under a data root (``--data-root ROOT``), one folder per dataset (``DatasetSpec.folder``):
+
+- ``coop-split``: CoOp's ``split_zhou_*.json`` (rows ``[relative_path, label, classname]`` in
+  ``train``/``val``/``test``) beside the image folder the rows are relative to;
+- ``fgvc-variants``: FGVC Aircraft as CoOp reads it: ``variants.txt`` (class order) and
+  ``images_variant_{train,val,test}.txt`` (``<image id> <variant>`` per line), images in ``images/<id>.jpg``;
+- ``imagenet-folders``: 1000 WordNet-id folders (``n01440764/`` ...); the label of a folder is the
+  position of its id among the 1000 sorted ids (ImageNet's own label definition), names from open_clip;
+- ``split-file``: a split file in the CoOp row format that the user makes (the paper's splits, or an
+  export of the torchvision dataset named in ``torchvision``).
+"""
 
 from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
 from susx_cli.errors import SusxError
 
@@ -22,7 +41,7 @@ def _imagenet() -> list[str]:
     return names
 
 
-CLASS_NAMES = {"imagenet": _imagenet, "cifar10": lambda: list(CIFAR10)}
+CLASS_NAMES = {"imagenet": _imagenet, "imagenet-sketch": _imagenet, "cifar10": lambda: list(CIFAR10)}
 
 
 def class_names(dataset: str) -> list[str]:
@@ -30,6 +49,255 @@ def class_names(dataset: str) -> list[str]:
     if key not in CLASS_NAMES:
         raise SusxError(
             f"no built-in class list for dataset {dataset!r}",
-            hint=f"built-in: {', '.join(sorted(CLASS_NAMES))}; otherwise pass --classes FILE",
+            hint=f"built-in: {', '.join(sorted(CLASS_NAMES))}; otherwise pass --classes FILE (a CoOp split file works)",
         )
     return CLASS_NAMES[key]()
+
+
+# ---------------------------------------------------------------------------------------------------
+# The paper's 19 datasets
+
+LAYOUTS = ("coop-split", "fgvc-variants", "imagenet-folders", "split-file")
+
+# METHOD.md, "Headline numbers" (OpenAI CLIP RN50, top-1 %). Per-dataset figures other than ImageNet
+# are not in METHOD.md and are not invented here.
+PAPER_MEAN_KEY = "mean11"  # the paper's mean over the 11 CoOp datasets
+PAPER_NUMBERS: dict[str, dict[str, float]] = {
+    "zero-shot": {"imagenet": 60.32, PAPER_MEAN_KEY: 58.53},
+    "cupl": {"imagenet": 61.45, PAPER_MEAN_KEY: 60.31},
+    "sus-x-sd": {"imagenet": 61.84, PAPER_MEAN_KEY: 61.76},
+    "cafo": {"imagenet": 62.74, PAPER_MEAN_KEY: 62.23},
+    **{f"tip-x-{k}shot": {PAPER_MEAN_KEY: v} for k, v in zip((1, 2, 4, 8, 16), (62.87, 65.29, 67.64, 69.37, 71.36), strict=True)},
+    **{f"tip-adapter-{k}shot": {PAPER_MEAN_KEY: v} for k, v in zip((1, 2, 4, 8, 16), (62.32, 64.64, 66.51, 68.41, 70.36), strict=True)},
+}
+PAPER_ROW_LABELS = {
+    "zero-shot": "zero-shot CLIP, 7-template ensemble",
+    "cupl": "CuPL",
+    "sus-x-sd": "SuS-X-SD-C",
+    "cafo": "CaFo (zero-shot variant)",
+}
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    id: str  # = the key of templates.PHOTO_BY_DATASET and cupl_questions.CUPL_QUESTIONS
+    name: str
+    num_classes: int
+    layout: str  # one of LAYOUTS
+    folder: str  # folder under the data root
+    split_file: str | None = None  # relative to the folder (coop-split, split-file)
+    image_dir: str = ""  # where the split's relative paths start, relative to the folder
+    calibration_split: str = "val"  # the split the paper searched hyperparameters on
+    test_split: str = "test"
+    torchvision: str | None = None  # torchvision.datasets class a user can download with
+    coop: bool = False  # one of the 11 CoOp datasets (the paper's mean)
+    notes: str = ""
+
+    @property
+    def photo_template(self) -> str:
+        from susx_cli.templates import PHOTO_BY_DATASET
+
+        return PHOTO_BY_DATASET[self.id]
+
+    @property
+    def cupl_questions(self) -> list[str]:
+        from susx_cli.cupl_questions import CUPL_QUESTIONS
+
+        return list(CUPL_QUESTIONS[self.id])
+
+    @property
+    def paper(self) -> dict[str, float]:
+        return {method: nums[self.id] for method, nums in PAPER_NUMBERS.items() if self.id in nums}
+
+    def root(self, data_root: Path) -> Path:
+        return Path(data_root) / self.folder
+
+    def needs(self) -> str:
+        """What a local copy must hold, in one line."""
+        if self.layout == "coop-split":
+            where = f"/{self.image_dir}/" if self.image_dir else "/"
+            return f"{self.folder}/{self.split_file} + images under {self.folder}{where} (CoOp)"
+        if self.layout == "fgvc-variants":
+            return f"{self.folder}/variants.txt, images_variant_{{train,val,test}}.txt, images/ (CoOp)"
+        if self.layout == "imagenet-folders":
+            return f"{self.folder}/{self.image_dir}/<wnid>/ x 1000 (class names from open_clip)"
+        via = f"; images from torchvision.datasets.{self.torchvision}" if self.torchvision else ""
+        return f"{self.folder}/{self.split_file} (CoOp row format) + images under {self.folder}/{self.image_dir or ''}{via}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "photo_template": self.photo_template, "cupl_questions": self.cupl_questions,
+                "paper": self.paper, "needs": self.needs()}
+
+
+def _coop(id_: str, name: str, n: int, folder: str, split: str, images: str, **kw: Any) -> DatasetSpec:
+    return DatasetSpec(id_, name, n, "coop-split", folder, split, images, coop=True, **kw)
+
+
+def _own(id_: str, name: str, n: int, folder: str, stem: str, calibration: str = "val", **kw: Any) -> DatasetSpec:
+    return DatasetSpec(id_, name, n, "split-file", folder, f"split_susx_{stem}.json", "images", calibration, **kw)
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    s.id: s
+    for s in [
+        DatasetSpec("imagenet", "ImageNet", 1000, "imagenet-folders", "imagenet", None, "val", "test", "test",
+                    coop=True, notes="the 50,000 validation images are the test set; the paper also calibrated on them"),
+        DatasetSpec("imagenet-sketch", "ImageNet-Sketch", 1000, "imagenet-folders", "imagenet-sketch", None, "sketch",
+                    "test", "test", notes="test set only; the paper calibrated on it"),
+        _own("imagenet-r", "ImageNet-R", 200, "imagenet-r", "ImageNetR", "test",
+             notes="200 ImageNet classes; test set only; the paper calibrated on it; our own photo template"),
+        _own("cifar10", "CIFAR-10", 10, "cifar10", "CIFAR10", "test", torchvision="CIFAR10",
+             notes="the paper calibrated on the test set"),
+        _own("cifar100", "CIFAR-100", 100, "cifar100", "CIFAR100", "test", torchvision="CIFAR100",
+             notes="the paper calibrated on the test set"),
+        _coop("caltech101", "Caltech101", 100, "caltech-101", "split_zhou_Caltech101.json", "101_ObjectCategories"),
+        _own("caltech256", "Caltech256", 257, "caltech256", "Caltech256", torchvision="Caltech256"),
+        _coop("stanford_cars", "Stanford Cars", 196, "stanford_cars", "split_zhou_StanfordCars.json", ""),
+        _coop("flowers102", "Flowers102", 102, "oxford_flowers", "split_zhou_OxfordFlowers.json", "jpg"),
+        _coop("food101", "Food101", 101, "food-101", "split_zhou_Food101.json", "images"),
+        DatasetSpec("fgvc_aircraft", "FGVC Aircraft", 100, "fgvc-variants", "fgvc_aircraft", None, "images", coop=True,
+                    notes="CoOp reads variants.txt and images_variant_{train,val,test}.txt, not a split_zhou file"),
+        _coop("sun397", "SUN397", 397, "sun397", "split_zhou_SUN397.json", "SUN397"),
+        _coop("dtd", "DTD", 47, "dtd", "split_zhou_DescribableTextures.json", "images"),
+        _coop("eurosat", "EuroSAT", 10, "eurosat", "split_zhou_EuroSAT.json", "2750"),
+        _coop("ucf101", "UCF101", 101, "ucf101", "split_zhou_UCF101.json", "UCF-101-midframes"),
+        _coop("oxford_pets", "Oxford Pets", 37, "oxford_pets", "split_zhou_OxfordPets.json", "images"),
+        _own("birdsnap", "Birdsnap", 500, "birdsnap", "Birdsnap",
+             notes="images are downloaded from URLs; many are gone, so local copies differ"),
+        _own("cub", "CUB", 200, "cub", "CUB"),
+        _own("country211", "Country211", 211, "country211", "Country211", torchvision="Country211"),
+    ]
+}
+
+
+def get(dataset: str) -> DatasetSpec:
+    key = dataset.lower().replace(" ", "_")
+    aliases = {"imagenet_sketch": "imagenet-sketch", "imagenet_r": "imagenet-r", "pets": "oxford_pets",
+               "cars": "stanford_cars", "aircraft": "fgvc_aircraft", "flowers": "flowers102", "caltech": "caltech101"}
+    key = aliases.get(key, key)
+    if key not in DATASETS:
+        raise SusxError(f"unknown dataset {dataset!r}", hint=f"use one of {', '.join(DATASETS)} (susx datasets list)")
+    return DATASETS[key]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Local copies: read the split rows, check completeness
+
+_WNID = re.compile(r"^n\d{8}$")
+
+
+@dataclass
+class LocalSplits:
+    """A dataset's local copy as CoOp rows: ``splits[name] = [[relative_path, label, classname], ...]``."""
+
+    spec: DatasetSpec
+    root: Path  # the dataset folder
+    image_root: Path  # the rows' paths start here
+    classes: list[str]
+    splits: dict[str, list[list[Any]]]
+    source_file: Path | None  # the split file read, when there is one
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def as_split_data(self) -> dict[str, list[list[Any]]]:
+        return self.splits
+
+
+def _fail(spec: DatasetSpec, root: Path, what: str) -> SusxError:
+    return SusxError(f"{spec.id}: {what} under {root}", hint=f"{spec.name} needs {spec.needs()}")
+
+
+def load_local(spec: DatasetSpec, data_root: Path) -> LocalSplits:
+    """Read a local copy's splits (no image checks); SusxError naming what is missing for a wrong layout."""
+    from susx_cli.artifacts.common import read_json
+    from susx_cli.classnames import classes_from_split
+
+    data_root = Path(data_root)
+    if not data_root.is_dir():
+        raise SusxError(f"data root {data_root} does not exist", hint="pass --data-root ROOT holding one folder per dataset")
+    root = spec.root(data_root)
+    if not root.is_dir():
+        raise _fail(spec, data_root, f"folder {spec.folder}/ is missing")
+    image_root = root / spec.image_dir if spec.image_dir else root
+    if spec.layout in ("coop-split", "split-file"):
+        path = root / spec.split_file
+        if not path.is_file():
+            raise _fail(spec, root, f"split file {spec.split_file} is missing")
+        data = read_json(path, "split file")
+        if not isinstance(data, dict):
+            raise _fail(spec, root, f"{spec.split_file} is not a CoOp split (an object of splits)")
+        classes = classes_from_split(data, path)
+        splits = {k: v for k, v in data.items() if k in ("train", "val", "test")}
+        return LocalSplits(spec, root, image_root, classes, splits, path)
+    if spec.layout == "fgvc-variants":
+        return _load_fgvc(spec, root)
+    return _load_imagenet_folders(spec, root, image_root)
+
+
+def _load_fgvc(spec: DatasetSpec, root: Path) -> LocalSplits:
+    variants = root / "variants.txt"
+    if not variants.is_file():
+        raise _fail(spec, root, "variants.txt is missing")
+    classes = [ln.strip() for ln in variants.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    index = {c: i for i, c in enumerate(classes)}
+    splits: dict[str, list[list[Any]]] = {}
+    for split in ("train", "val", "test"):
+        path = root / f"images_variant_{split}.txt"
+        if not path.is_file():
+            raise _fail(spec, root, f"images_variant_{split}.txt is missing")
+        rows = []
+        for ln in path.read_text(encoding="utf-8").splitlines():
+            if not ln.strip():
+                continue
+            image_id, _, variant = ln.strip().partition(" ")
+            if variant not in index:
+                raise _fail(spec, root, f"{path.name} names variant {variant!r}, which variants.txt does not list")
+            rows.append([f"{image_id}.jpg", index[variant], variant])
+        splits[split] = rows
+    return LocalSplits(spec, root, root / spec.image_dir, classes, splits, variants)
+
+
+def _load_imagenet_folders(spec: DatasetSpec, root: Path, image_root: Path) -> LocalSplits:
+    if not image_root.is_dir():
+        raise _fail(spec, root, f"folder {spec.image_dir}/ of WordNet-id class folders is missing")
+    wnids = sorted(p.name for p in image_root.iterdir() if p.is_dir() and _WNID.match(p.name))
+    classes = class_names("imagenet")
+    if not wnids:
+        raise _fail(spec, image_root, "no WordNet-id class folders (n01440764/ ...)")
+    problems = []
+    if len(wnids) != len(classes):
+        problems.append(f"{len(wnids)} WordNet-id folders, ImageNet has {len(classes)}: labels would be wrong")
+    from susx_cli.imagesets import IMAGE_EXTS
+
+    rows = []
+    for label, wnid in enumerate(wnids):
+        files = sorted(p for p in (image_root / wnid).iterdir() if p.suffix.lower() in IMAGE_EXTS)
+        rows += [[f"{wnid}/{p.name}", label, classes[label] if label < len(classes) else wnid] for p in files]
+    return LocalSplits(spec, root, image_root, classes[: len(wnids)], {spec.test_split: rows}, None, problems)
+
+
+def check_local(spec: DatasetSpec, data_root: Path, max_listed: int = 5) -> LocalSplits:
+    """``load_local`` plus: every referenced image present, class list consistent. Problems are listed,
+    not raised (``problems`` empty = complete)."""
+    local = load_local(spec, data_root)
+    for split in (spec.test_split, spec.calibration_split):
+        if not local.splits.get(split):
+            local.problems.append(f"split {split!r} is missing or empty")
+    missing = []
+    total = 0
+    for rows in local.splits.values():
+        for rel, _, _ in rows:
+            total += 1
+            if not (local.image_root / rel).is_file():
+                missing.append(str(rel))
+    if missing:
+        shown = ", ".join(missing[:max_listed]) + (" ..." if len(missing) > max_listed else "")
+        local.problems.append(f"{len(missing)} of {total} images missing under {local.image_root}: {shown}")
+    if len(local.classes) != spec.num_classes and spec.layout != "imagenet-folders":
+        local.notes.append(f"{len(local.classes)} classes, the paper's {spec.name} has {spec.num_classes} (a subset?)")
+    used = {int(r[1]) for rows in local.splits.values() for r in rows}
+    unused = [local.classes[i] for i in range(len(local.classes)) if i not in used]
+    if unused:
+        local.problems.append(f"{len(unused)} class(es) have no images in any split: {', '.join(map(repr, unused[:max_listed]))}")
+    local.notes.append(f"{total} images in splits " + ", ".join(f"{k}={len(v)}" for k, v in local.splits.items()))
+    return local

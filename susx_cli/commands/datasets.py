@@ -1,0 +1,98 @@
+"""susx datasets list|check: the paper's 19 datasets, and whether a local copy is complete."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from susx_cli.commands._common import JsonOpt, QuietOpt, run
+
+app = typer.Typer(help="The paper's 19 datasets: list them, check a local copy.", no_args_is_help=True)
+
+
+class _ListResult:
+    outputs: list[Path] = []
+
+    def __init__(self, specs):
+        self.specs = specs
+
+    @property
+    def table(self):
+        from rich.table import Table
+
+        table = Table(title="susx datasets (the SuS-X paper's 19)")
+        for col in ("id", "name", "classes", "layout", "calibrated on", "photo template", "paper (RN50 top-1)", "needs"):
+            table.add_column(col)
+        for s in self.specs:
+            paper = ", ".join(f"{k} {v:.2f}" for k, v in s.paper.items()) or "—"
+            table.add_row(s.id, s.name, str(s.num_classes), s.layout, s.calibration_split, s.photo_template, paper, s.needs())
+        return table
+
+    @property
+    def text(self) -> str:
+        return "\n".join(s.id for s in self.specs)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"datasets": [s.to_json() for s in self.specs]}
+
+
+class _CheckResult:
+    outputs: list[Path] = []
+    table = None
+
+    def __init__(self, local):
+        self.local = local
+
+    @property
+    def text(self) -> str:
+        return f"{self.local.spec.id}: complete ({'; '.join(self.local.notes)})"
+
+    def to_json(self) -> dict[str, Any]:
+        lo = self.local
+        return {"dataset": lo.spec.id, "complete": not lo.problems, "root": str(lo.root), "classes": len(lo.classes),
+                "splits": {k: len(v) for k, v in lo.splits.items()}, "problems": lo.problems, "notes": lo.notes}
+
+
+@app.command("list")
+def list_(quiet: QuietOpt = False, as_json: JsonOpt = False) -> None:
+    """The paper's 19 datasets: classes, local layout, the split the paper calibrated on, photo template."""
+
+    def stage():
+        from susx_cli.datasets.registry import DATASETS
+
+        return _ListResult(list(DATASETS.values()))
+
+    run(stage, quiet=quiet, as_json=as_json)
+
+
+@app.command("check")
+def check(
+    root: Annotated[Path, typer.Argument(help="Data root holding one folder per dataset.")],
+    name: Annotated[str, typer.Argument(help="Dataset id (susx datasets list).")],
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Say whether ROOT holds a complete copy of NAME (split file, every image, class list); exit 1 if not."""
+
+    def stage():
+        from susx_cli.datasets import registry
+        from susx_cli.errors import SusxError
+        from susx_cli.progress import warn
+
+        spec = registry.get(name)
+        local = registry.check_local(spec, root)
+        if local.problems:
+            if as_json:
+                import json
+                import sys
+
+                sys.stdout.write(json.dumps(_CheckResult(local).to_json()) + "\n")
+            for extra in local.problems[1:]:
+                warn(extra)
+            raise SusxError(f"{spec.id}: incomplete under {local.root}: {local.problems[0]}",
+                            hint=f"{spec.name} needs {spec.needs()}", exit_code=1)
+        return _CheckResult(local)
+
+    run(stage, quiet=quiet, as_json=as_json)

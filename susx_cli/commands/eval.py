@@ -1,0 +1,58 @@
+"""susx eval: datasets x models x support sets x methods x calibrations -> one result JSON per run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from susx_cli.commands._common import DeviceOpt, JsonOpt, OverwriteOpt, PrecisionOpt, QuietOpt, run
+
+
+def eval_(
+    dataset: Annotated[list[str], typer.Option("--dataset", "-d", help="Dataset id (repeatable; susx datasets list).")],
+    data_root: Annotated[Path, typer.Option("--data-root", help="Folder holding one folder per dataset.")],
+    model: Annotated[list[str], typer.Option("--model", "-m", help="open_clip architecture, or ARCH:TAG (repeatable).")],
+    pretrained: Annotated[list[str] | None, typer.Option("--pretrained", "-p", help="Weights per --model, by position (repeatable).")] = None,
+    support: Annotated[list[str] | None, typer.Option("--support", "-s", help="folder-shots:K (K train images per class) or a support folder made by susx curate (repeatable).")] = None,
+    method: Annotated[list[str] | None, typer.Option("--method", help="zero-shot | tip-adapter | tip-x (repeatable; default all).")] = None,
+    calibration: Annotated[list[str] | None, typer.Option("--calibration", "-c", help="val | loo | fixed (repeatable; default loo).")] = None,
+    work_dir: Annotated[Path, typer.Option("--work-dir", help="Where the stage artifacts go (reused across runs).")] = Path("susx-work"),
+    results_dir: Annotated[Path, typer.Option("--results-dir", help="One result JSON per run.")] = Path("susx-results"),
+    templates: Annotated[str, typer.Option("--templates", help="photo | ensemble | openai | FILE.")] = "ensemble",
+    cupl_dir: Annotated[Path | None, typer.Option("--cupl-dir", help="CuPL sentence files named <dataset>.json.")] = None,
+    prompts: Annotated[Path | None, typer.Option("--prompts", help="An existing prompts.json (one --dataset only).")] = None,
+    pool: Annotated[str | None, typer.Option("--pool", help="template | cupl | combined (default: the prompts').")] = None,
+    logit_scale: Annotated[str, typer.Option("--logit-scale", help="Zero-shot term scale: 100 (reference) or 'model'.")] = "100",
+    tau: Annotated[float, typer.Option("--tau", help="Signature temperature.")] = 0.5,
+    alpha_grid: Annotated[str | None, typer.Option("--alpha-grid", help="reference | start:stop:steps | v1,v2.")] = None,
+    beta_grid: Annotated[str | None, typer.Option("--beta-grid")] = None,
+    gamma_grid: Annotated[str | None, typer.Option("--gamma-grid")] = None,
+    alpha: Annotated[float | None, typer.Option("--alpha", help="--calibration fixed: alpha.")] = None,
+    beta: Annotated[float | None, typer.Option("--beta", help="--calibration fixed: beta.")] = None,
+    gamma: Annotated[float | None, typer.Option("--gamma", help="--calibration fixed: gamma (tip-x).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the few-shot sample.")] = 0,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1)] = 64,
+    workers: Annotated[int | None, typer.Option("--workers", help="Image loading processes.")] = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "fp32",
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Benchmark: run every stage per dataset and model, reusing matching artifacts; skip finished runs."""
+
+    def stage():
+        from susx_cli.stages.eval import METHODS, run_eval
+
+        return run_eval(
+            list(dataset), data_root=data_root, work_dir=work_dir, results_dir=results_dir, models=list(model),
+            pretrained=list(pretrained or []), supports=list(support or []), methods=list(method or METHODS),
+            calibrations=list(calibration or ["loo"]), templates=templates, cupl_dir=cupl_dir, prompts_path=prompts,
+            pool=pool, logit_scale=logit_scale, tau=tau, alpha_grid=alpha_grid, beta_grid=beta_grid,
+            gamma_grid=gamma_grid, alpha=alpha, beta=beta, gamma=gamma, seed=seed, batch_size=batch_size,
+            workers=workers, device=device, precision=precision, overwrite=overwrite,
+        )
+
+    run(stage, quiet=quiet, as_json=as_json)

@@ -1,0 +1,29 @@
+"""susx report: result files of susx eval -> the paper's table (Markdown, CSV) and a bar chart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from susx_cli.commands._common import JsonOpt, QuietOpt, run
+
+
+def report(
+    results: Annotated[list[Path], typer.Argument(help="Result JSON files or folders of them (susx eval --results-dir).")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Markdown table (default: print it).")] = None,
+    csv_path: Annotated[Path | None, typer.Option("--csv", help="The same table as CSV.")] = None,
+    chart: Annotated[Path | None, typer.Option("--chart", help="PNG bar chart, one panel per dataset.")] = None,
+    metric: Annotated[str, typer.Option("--metric", help="top1 | top5 | mean_per_class_recall.")] = "top1",
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Join result files into datasets-as-columns, methods-as-rows tables with a mean column and the paper's figures."""
+
+    def stage():
+        from susx_cli.stages.report import report as report_stage
+
+        return report_stage(list(results), output=output, csv_path=csv_path, chart=chart, metric=metric)
+
+    run(stage, quiet=quiet, as_json=as_json)
