@@ -295,3 +295,11 @@ def test_killed_embed_resumes_to_the_same_result(work):
     a, b = hdf5.read_features(work / "killed.h5"), hdf5.read_features(work / "whole.h5")
     assert a.keys == b.keys and a.labels.tolist() == b.labels.tolist() and len(a.keys) == 1600
     np.testing.assert_allclose(a.features, b.features, atol=1e-6)
+
+
+def test_classes_file_with_dataset_takes_that_datasets_photo_template(work):
+    invoke("prompts", "-c", "classes.txt", "--dataset", "dtd", "--templates", "photo", "-o", "p.json")
+    data = json.loads((work / "p.json").read_text())
+    assert data["classes"] == CLASSES and data["entries"][0]["photo"] == "zebra texture."
+    r = invoke("prompts", "-o", "q.json", expect=2)
+    assert "--classes" in r.stderr

@@ -102,8 +102,11 @@ def build_prompts(
     ``cupl_paths`` may hold http(s) URLs (fetched, checked against ``cupl_sha256``, cached);
     ``llm`` asks an OpenAI-compatible endpoint for CuPL sentences (cached beside the output).
     """
-    if (classes_path is None) == (dataset is None):
-        raise SusxError("give exactly one of --classes FILE or --dataset NAME", hint="e.g. --dataset imagenet")
+    if classes_path is None and dataset is None:
+        raise SusxError(
+            "give --classes FILE, or --dataset NAME for a built-in class list",
+            hint="with both, the names come from FILE and the photo template and questions from NAME",
+        )
     inputs: list[dict[str, Any]] = []
     if classes_path is not None:
         raw, fmt = read_class_file(classes_path)
