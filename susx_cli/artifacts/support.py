@@ -110,7 +110,9 @@ class SupportWriter:
         classes_file = root / CLASSES_FILE
         if root.exists() and not root.is_dir():
             raise SusxError(f"{root} exists and is not a folder", hint="choose another -o/--output")
-        if root.exists() and any(root.iterdir()):
+        # Hidden names are temporary files: another shard (torchrun rank, array task) may be writing
+        # classes.json into this folder at this very moment.
+        if root.exists() and any(not p.name.startswith(".") for p in root.iterdir()):
             if not classes_file.exists():
                 raise SusxError(
                     f"{root} is a non-empty folder that is not a susx support set",
@@ -127,7 +129,6 @@ class SupportWriter:
                 shutil.rmtree(root)
             elif overwrite and (root / MARKER).exists():
                 shutil.rmtree(root)
-        (root / PARTS).mkdir(parents=True, exist_ok=True)
         if not classes_file.exists():
             common.atomic_write_json(
                 classes_file,
@@ -139,6 +140,7 @@ class SupportWriter:
                     "folders": [class_dir_name(i, n) for i, n in enumerate(self.classes)],
                 },
             )
+        (root / PARTS).mkdir(parents=True, exist_ok=True)  # after classes.json: see the check above
 
     def _rewrite_part(self) -> None:
         # Drop torn lines and rows whose image vanished, so the part lists only complete images.

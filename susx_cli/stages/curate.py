@@ -33,11 +33,12 @@ def curate(
         info(f"{output} is up to date (same inputs and options); nothing to do")
         return StageResult("curate", [output], skipped=True)
 
+    # The unit list first: a source that refuses its input (e.g. no CuPL sentences) leaves no folder behind.
+    units = shard.select(source.units(prompts))
     writer = support.SupportWriter(
         output, prompts.classes, prov, shard_index=shard.index, num_shards=shard.count, overwrite=overwrite
     )
     try:
-        units = shard.select(source.units(prompts))
         todo = [u for u in units if not writer.is_done(u.class_index, u.key)]
         if len(todo) < len(units):
             info(f"resuming: {len(units) - len(todo)} of {len(units)} images of this shard are already done")
@@ -61,4 +62,19 @@ def curate(
         if len(short) > 20:
             warn(f"... and {len(short) - 20} more classes with fewer than {wanted} images")
         result.summary["short_classes"] = {name: count for name, count in short}
+    shared = cross_class_duplicates(final.rows)
+    if shared:
+        for digest, names in list(shared.items())[:10]:
+            warn(f"one image (sha256 {digest[:12]}) is in {len(names)} classes: {', '.join(repr(n) for n in names)}")
+        if len(shared) > 10:
+            warn(f"... and {len(shared) - 10} more images that are in more than one class")
+        result.summary["cross_class_duplicates"] = len(shared)
     return result
+
+
+def cross_class_duplicates(rows: list[dict]) -> dict[str, list[str]]:
+    """Images (by sha256) that landed in more than one class: sha256 -> class names, in class order."""
+    classes: dict[str, dict[int, str]] = {}
+    for row in rows:
+        classes.setdefault(row["sha256"], {})[int(row["class_index"])] = row["class_name"]
+    return {d: [c[i] for i in sorted(c)] for d, c in classes.items() if len(c) > 1}

@@ -1,0 +1,255 @@
+"""`curate --source sd`: generate M images per class with a diffusers text-to-image pipeline (SuS-SD).
+
+Every image is a work unit with its own seed, derived from (run seed, class index, image index), and its
+own torch.Generator, so an image does not depend on the batch it is generated in, on the number of
+shards or on where an interrupted run resumed. An image that comes back black (a safety checker's
+blank, or an fp16 overflow) is generated again from the next derived seed, a bounded number of times,
+then dropped and counted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from susx_cli.adapters import diffusers as sd
+from susx_cli.artifacts.prompts import Prompts
+from susx_cli.artifacts.support import SupportWriter
+from susx_cli.errors import SusxError
+from susx_cli.progress import bar, info, warn
+from susx_cli.sources.base import WorkUnit
+
+PROMPT_MODES = ("photo", "cupl")
+
+
+def derive_seed(run_seed: int, class_index: int, image_index: int, attempt: int = 0, purpose: str = "noise") -> int:
+    """A 53-bit seed (exact in any JSON reader) that depends only on its arguments (not on batch, shard or process)."""
+    text = f"susx.sd/{purpose}/{run_seed}/{class_index}/{image_index}/{attempt}"
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big") & (2**53 - 1)
+
+
+def pick_prompt(prompts: Prompts, class_index: int, image_index: int, mode: str, run_seed: int) -> str:
+    """The class's photo prompt, or one of its CuPL sentences drawn by a generator seeded per image."""
+    entry = prompts.entries[class_index]
+    if mode == "photo":
+        return entry.photo
+    rng = random.Random(derive_seed(run_seed, class_index, image_index, purpose="prompt"))
+    return rng.choice(entry.cupl)
+
+
+def png_bytes(pixels: Any) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels, mode="RGB").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@dataclass
+class SDSource:
+    """Text-to-image generation: a preset (default: the paper's) with any field overridden."""
+
+    per_class: int
+    preset: str | None = None
+    model: str | None = None
+    revision: str | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    size: str | None = None
+    scheduler: str | None = None
+    precision: str = "auto"
+    prompt_mode: str = "photo"
+    seed: int = 0
+    batch_size: int = 4
+    black_retries: int = 2
+    # Runtime settings: they change speed and memory, not the images, so they stay out of the options.
+    device: str = "auto"
+    attention_slicing: bool = False
+    vae_slicing: bool = False
+    vae_tiling: bool = False
+    compile: bool = False
+    cpu_offload: bool = False
+    name: str = "sd"
+    _resolved: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.per_class is None:
+            raise SusxError("--source sd needs --per-class M (images per class)", hint="e.g. --per-class 16")
+        if self.per_class < 1:
+            raise SusxError(f"--per-class must be at least 1, got {self.per_class}", hint="e.g. --per-class 16")
+        preset = sd.get_preset(self.preset or sd.DEFAULT_PRESET)
+        self.preset = self.preset or sd.DEFAULT_PRESET
+        self.model = self.model or preset.model
+        self.steps = preset.steps if self.steps is None else self.steps
+        self.guidance = preset.guidance if self.guidance is None else self.guidance
+        self.scheduler = self.scheduler or preset.scheduler
+        self.width, self.height = sd.parse_size(self.size) if self.size else (preset.width, preset.height)
+        if self.steps < 1:
+            raise SusxError(f"--steps must be at least 1, got {self.steps}", hint="e.g. --steps 25")
+        if self.guidance < 0:
+            raise SusxError(f"--guidance must be 0 or more, got {self.guidance}", hint="e.g. --guidance 7.5")
+        if self.batch_size < 1:
+            raise SusxError(f"--batch-size must be at least 1, got {self.batch_size}", hint="e.g. --batch-size 4")
+        if self.black_retries < 0:
+            raise SusxError(f"--black-retries must be 0 or more, got {self.black_retries}", hint="0 drops black images")
+        if self.prompt_mode not in PROMPT_MODES:
+            raise SusxError(f"unknown --prompt-mode {self.prompt_mode!r}", hint=f"use one of {', '.join(PROMPT_MODES)}")
+        if self.precision not in sd.PRECISIONS:
+            raise SusxError(f"unknown precision {self.precision!r}", hint=f"use one of {', '.join(sd.PRECISIONS)}")
+        sd.check_scheduler_name(self.scheduler)
+
+    @classmethod
+    def for_demo(cls, model: str, per_class: int, tiny: bool = True) -> SDSource:
+        """The demo's settings: the fast preset with ``model``; 4 steps at 32 px for the tiny pipeline."""
+        if tiny:
+            return cls(per_class=per_class, preset="fast", model=model, steps=4, size="32", batch_size=8)
+        return cls(per_class=per_class, preset="fast", model=model)
+
+    def _runtime(self) -> dict[str, Any]:
+        """Device and precision, resolved once (needs torch; fp16 on a CPU is refused here)."""
+        if not self._resolved:
+            sd.require_diffusers()
+            device = sd.resolve_device(self.device)
+            precision = sd.resolve_precision(self.precision, device)
+            if self.cpu_offload and not device.startswith("cuda"):
+                raise SusxError(f"--cpu-offload needs a CUDA GPU and this run uses {device}", hint="drop --cpu-offload")
+            local = sd.check_model(self.model, self.revision)
+            self._resolved = {"device": device, "precision": precision, "local": local}
+        return self._resolved
+
+    def options(self) -> dict[str, Any]:
+        runtime = self._runtime()
+        local = runtime["local"]
+        return {
+            "per_class": self.per_class,
+            "preset": self.preset,
+            "model": str(local) if local else self.model,
+            "revision": None if local else self.revision,
+            "scheduler": self.scheduler,
+            "steps": self.steps,
+            "guidance": self.guidance,
+            "width": self.width,
+            "height": self.height,
+            "precision": runtime["precision"],
+            "prompt_mode": self.prompt_mode,
+            "seed": self.seed,
+            "black_retries": self.black_retries,
+        }
+
+    def inputs(self) -> list[dict[str, Any]]:
+        local = self._runtime()["local"]
+        return [sd.folder_identity(local)] if local else []
+
+    def units(self, prompts: Prompts) -> list[WorkUnit]:
+        if self.prompt_mode == "cupl":
+            prompts.pool_texts("cupl")  # refuses a file without CuPL sentences for some class
+        return [
+            WorkUnit(c, i, f"{i:05d}", {"prompt": pick_prompt(prompts, c, i, self.prompt_mode, self.seed)})
+            for c in range(len(prompts.classes))
+            for i in range(self.per_class)
+        ]
+
+    def run(self, units: list[WorkUnit], writer: SupportWriter) -> dict[str, Any]:
+        runtime = self._runtime()
+        loaded = sd.load_pipeline(
+            self.model,
+            revision=self.revision,
+            device=runtime["device"],
+            precision=runtime["precision"],
+            scheduler=self.scheduler,
+            attention_slicing=self.attention_slicing,
+            vae_slicing=self.vae_slicing,
+            vae_tiling=self.vae_tiling,
+            compile=self.compile,
+            cpu_offload=self.cpu_offload,
+        )
+        sd.check_size(self.width, self.height, max(8, loaded.vae_scale_factor))
+        info(
+            f"sd: {loaded.pipeline_class} {loaded.model}"
+            f"{f' @ {loaded.revision}' if loaded.revision else ''}, {loaded.scheduler} x {self.steps} steps, "
+            f"guidance {self.guidance}, {self.width}x{self.height}, {loaded.precision} on {loaded.device}, "
+            f"batch {self.batch_size}"
+        )
+        common = {
+            "source": "sd",
+            "model": loaded.model,
+            "revision": loaded.revision,
+            "commit": loaded.commit,
+            "pipeline": loaded.pipeline_class,
+            "scheduler": loaded.scheduler,
+            "steps": self.steps,
+            "guidance": self.guidance,
+            "precision": loaded.precision,
+            "prompt_mode": self.prompt_mode,
+        }
+        queue: list[tuple[WorkUnit, int]] = [(u, 0) for u in units]
+        regenerated = 0
+        dropped: list[str] = []
+        flagged = 0
+        written = 0
+        start = time.perf_counter()
+        with bar("generate images (sd)", total=len(units), unit="img") as progress:
+            while queue:
+                batch, queue = queue[: self.batch_size], queue[self.batch_size :]
+                seeds = [derive_seed(self.seed, u.class_index, u.order, attempt) for u, attempt in batch]
+                pixels, flags = sd.generate(
+                    loaded,
+                    [u.payload["prompt"] for u, _ in batch],
+                    seeds,
+                    steps=self.steps,
+                    guidance=self.guidance,
+                    width=self.width,
+                    height=self.height,
+                )
+                retry: list[tuple[WorkUnit, int]] = []
+                for j, ((unit, attempt), seed) in enumerate(zip(batch, seeds, strict=True)):
+                    if flags is not None and flags[j]:
+                        flagged += 1
+                    if sd.is_black(pixels[j]):
+                        if attempt < self.black_retries:
+                            regenerated += 1
+                            retry.append((unit, attempt + 1))
+                            continue
+                        dropped.append(writer.class_dir(unit.class_index).name + "/" + unit.key)
+                        progress.advance()
+                        continue
+                    writer.add(
+                        unit.class_index,
+                        unit.key,
+                        png_bytes(pixels[j]),
+                        "png",
+                        {**common, "order": unit.order, "prompt": unit.payload["prompt"], "seed": seed, "attempt": attempt},
+                    )
+                    written += 1
+                    progress.advance()
+                queue = retry + queue  # retries go first, so a class finishes before the next one starts
+        seconds = time.perf_counter() - start
+        if regenerated:
+            info(f"sd: {regenerated} black image(s) generated again from the next seed")
+        if dropped:
+            warn(
+                f"sd: dropped {len(dropped)} image(s) still black after {self.black_retries} retries "
+                "(safety checker or fp16 overflow; try --precision fp32/bf16 or other prompts)"
+            )
+        return {
+            "generated": written,
+            "black_regenerated": regenerated,
+            "black_dropped": len(dropped),
+            "dropped_keys": dropped[:1000],
+            "nsfw_flagged": flagged,
+            "seconds": round(seconds, 3),
+            "images_per_s": round(written / seconds, 4) if seconds > 0 else None,
+            "runtime": {
+                "device": loaded.device,
+                "batch_size": self.batch_size,
+                "attention_slicing": self.attention_slicing,
+                "vae_slicing": self.vae_slicing,
+                "vae_tiling": self.vae_tiling,
+                "compile": self.compile,
+                "cpu_offload": self.cpu_offload,
+            },
+        }
