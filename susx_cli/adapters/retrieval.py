@@ -1,0 +1,166 @@
+"""clip-retrieval's `ClipClient` behind one class: a text-to-image kNN query against a `clip-retrieval back`.
+
+The public LAION service the paper used (knn.laion.ai) has been offline since early 2024; the same
+client talks to any self-hosted `clip-retrieval back` over any index. Before the first query the
+backend is checked once (reachable, answers like clip-retrieval, holds the index), so a wrong URL or
+index name fails with one clear line instead of a stack trace or an hour-long request timeout.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from susx_cli.errors import SusxError, missing_extra
+
+PUBLIC_KNN_URL = "https://knn.laion.ai/knn-service"
+PUBLIC_INDEX = "laion5B-L-14"
+KNN_PATH = "/knn-service"
+OFFLINE_HINT = (
+    "the public LAION kNN service has been offline since early 2024: run `clip-retrieval back` over your own "
+    "index and pass its --knn-url, or use --laion-mode captions (offline caption search) or --source pool"
+)
+
+
+def endpoints(url: str) -> tuple[str, str]:
+    """(base URL, kNN endpoint) for a URL given either way: ``http://host:1234`` or ``.../knn-service``."""
+    url = url.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SusxError(f"--knn-url {url!r} is not an http(s) URL", hint="e.g. http://127.0.0.1:1234/knn-service")
+    base = url.rstrip("/")
+    if base.endswith(KNN_PATH):
+        base = base[: -len(KNN_PATH)]
+    return base, base + KNN_PATH
+
+
+def _client_class():
+    """clip-retrieval's ClipClient.
+
+    ``clip_retrieval/__init__`` imports the whole backend (torch, flask, faiss: several seconds); the
+    client module itself only needs requests, so it is loaded on its own when the file is where
+    clip-retrieval keeps it, and through the package otherwise.
+    """
+    spec = importlib.util.find_spec("clip_retrieval")
+    if spec is None:
+        raise missing_extra("clip-retrieval", "retrieval")
+    for folder in spec.submodule_search_locations or []:
+        path = f"{folder}/clip_client.py"
+        try:
+            module_spec = importlib.util.spec_from_file_location("susx_clip_retrieval_client", path)
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)
+            return module.ClipClient, module.Modality
+        except (FileNotFoundError, AttributeError, ImportError):
+            continue
+    try:
+        from clip_retrieval.clip_client import ClipClient, Modality
+    except ImportError as exc:
+        raise missing_extra("clip-retrieval", "retrieval") from exc
+    return ClipClient, Modality
+
+
+@dataclass
+class KnnOptions:
+    """What the backend is asked to do besides the search itself (ClipClient's options)."""
+
+    deduplicate: bool = True
+    use_safety_model: bool = True
+    use_violence_detector: bool = True
+    aesthetic_score: int = 9
+    aesthetic_weight: float = 0.5
+    modality: str = "image"  # search the image index (text-to-image); "text" searches the caption index
+
+
+class KnnBackend:
+    """A checked connection to a clip-retrieval backend and one of its indices."""
+
+    def __init__(self, url: str, index_name: str, options: KnnOptions | None = None, *, check_timeout: float = 20):
+        self.url = url
+        self.base, self.knn_url = endpoints(url)
+        self.index_name = index_name
+        self.options = options or KnnOptions()
+        if self.options.modality not in ("image", "text"):
+            raise SusxError(f"unknown kNN modality {self.options.modality!r}", hint="use image or text")
+        self.indices = self._check(check_timeout)
+        self._client_cls, self._modality = _client_class()
+
+    def _check(self, timeout: float) -> list[str] | None:
+        import requests
+
+        where = f"{self.base}/indices-list"
+        hint = OFFLINE_HINT if self.base.startswith("https://knn.laion.ai") else (
+            "start `clip-retrieval back` (see the README) and pass its address, e.g. http://127.0.0.1:1234/knn-service"
+        )
+        try:
+            response = requests.get(where, timeout=timeout)
+        except requests.exceptions.Timeout:
+            raise SusxError(f"the kNN backend at {self.url} did not answer within {timeout:g} s", hint=hint) from None
+        except requests.exceptions.RequestException as exc:
+            raise SusxError(
+                f"cannot reach the kNN backend at {self.url} ({exc.__class__.__name__})", hint=hint
+            ) from None
+        try:
+            indices = response.json()
+        except ValueError:
+            indices = None
+        if response.status_code != 200 or not isinstance(indices, list):
+            raise SusxError(
+                f"{self.url} does not answer like a clip-retrieval backend "
+                f"(GET /indices-list gave HTTP {response.status_code}, {response.headers.get('content-type', '?')})",
+                hint="pass the URL of a running `clip-retrieval back`, e.g. http://127.0.0.1:1234/knn-service",
+            )
+        if self.index_name not in indices:
+            have = ", ".join(repr(i) for i in indices) or "none"
+            raise SusxError(
+                f"the kNN backend at {self.url} has no index {self.index_name!r} (it has: {have})",
+                hint="pass --index-name with one of the names above",
+            )
+        return indices
+
+    def query(self, text: str, num: int) -> list[dict[str, Any]]:
+        """The backend's answer to one text query: rows with url, caption, similarity, id, best first."""
+        import requests
+
+        opts = self.options
+        client = self._client_cls(
+            url=self.knn_url,
+            indice_name=self.index_name,
+            aesthetic_score=opts.aesthetic_score,
+            aesthetic_weight=opts.aesthetic_weight,
+            modality=self._modality.IMAGE if opts.modality == "image" else self._modality.TEXT,
+            num_images=int(num),
+            deduplicate=opts.deduplicate,
+            use_safety_model=opts.use_safety_model,
+            use_violence_detector=opts.use_violence_detector,
+        )
+        try:
+            rows = client.query(text=text)
+        except requests.exceptions.RequestException as exc:
+            raise SusxError(
+                f"the kNN backend at {self.url} failed on the query {text!r} ({exc.__class__.__name__})",
+                hint="check that the backend is still running",
+            ) from None
+        except ValueError:  # the answer was not JSON
+            rows = None
+        if not isinstance(rows, list):
+            detail = rows.get("message") if isinstance(rows, dict) else "an answer that is not a result list"
+            raise SusxError(
+                f"the kNN backend at {self.url} failed on the query {text!r} with index {self.index_name!r}: {detail}",
+                hint="check the backend's log (a wrong --index-name or a broken index are the usual causes)",
+            )
+        out = []
+        for row in rows:
+            if not isinstance(row, dict):
+                continue
+            out.append(
+                {
+                    "url": row.get("url"),
+                    "caption": row.get("caption"),
+                    "score": float(row["similarity"]) if row.get("similarity") is not None else None,
+                    "id": row.get("id"),
+                }
+            )
+        return out

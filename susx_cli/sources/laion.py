@@ -1,0 +1,434 @@
+"""`curate --source laion`: SuS-LC, natural images retrieved per class and downloaded with img2dataset.
+
+Two ways to find candidates, because the public LAION kNN service the paper used is gone:
+- ``knn``: text-to-image search on a (self-hosted) `clip-retrieval back`, one query per photo prompt or
+  CuPL sentence, the sentences' results interleaved;
+- ``captions``: an offline DuckDB search of caption metadata (LAION, Re-LAION, DataComp, CC, ...) for the
+  class names, ranked by CLIP text similarity (see susx_cli/captions.py).
+
+Then, per class, candidates are downloaded in rank order, in rounds sized to what is still missing,
+until M valid images are kept. Per shard, everything that resumes a run lives in
+``parts/laion-<shard>/``: the ranked candidates of each class, the log of every candidate tried and
+what came of it, and the download round in progress, so a resumed run neither queries again nor
+fetches a URL twice.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from susx_cli.adapters.download import DownloadOptions
+from susx_cli.adapters.retrieval import PUBLIC_INDEX, PUBLIC_KNN_URL, KnnOptions
+from susx_cli.artifacts import common
+from susx_cli.artifacts.prompts import Prompts
+from susx_cli.artifacts.support import SupportWriter
+from susx_cli.errors import SusxError
+from susx_cli.progress import bar, info, warn
+from susx_cli.sources import ranked
+from susx_cli.sources.base import WorkUnit
+
+MODES = ("knn", "captions")
+
+
+def reason_of(error: str | None) -> str:
+    """A short, countable reason for a failed download."""
+    text = (error or "no data").strip()
+    low = text.lower()
+    if "timed out" in low or "timeout" in low:
+        return "timeout"
+    match = re.search(r"http error (\d{3})", low)
+    if match:
+        return f"HTTP {match.group(1)}"
+    if "x-robots-tag" in low:
+        return "opt-out (X-Robots-Tag)"
+    if "connection refused" in low:
+        return "connection refused"
+    return text[:60]
+
+
+@dataclass
+class LaionSource:
+    per_class: int
+    mode: str = "knn"
+    query: str = "photo"
+    candidates: int = 5000
+    knn_url: str = PUBLIC_KNN_URL
+    index_name: str = PUBLIC_INDEX
+    knn: KnnOptions = field(default_factory=KnnOptions)
+    metadata: str | None = None
+    url_col: str = "url"
+    caption_col: str = "caption"
+    synonyms: Path | None = None
+    max_matches: int = 2000
+    model: str = "ViT-B-32"
+    pretrained: str | None = "openai"
+    device: str | None = None
+    duckdb_threads: int | None = None
+    duckdb_memory: str | None = None
+    download: DownloadOptions = field(default_factory=DownloadOptions)
+    name: str = "laion"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise SusxError(f"unknown --laion-mode {self.mode!r}", hint="use knn or captions")
+        if self.per_class is None or self.per_class < 1:
+            raise SusxError("--source laion needs --per-class M (images to keep per class)", hint="e.g. --per-class 16")
+        if self.candidates < 1:
+            raise SusxError(f"--candidates must be at least 1, got {self.candidates}", hint="e.g. --candidates 5000")
+        if self.mode == "captions" and not self.metadata:
+            raise SusxError(
+                "--laion-mode captions needs --metadata (parquet files with url and caption columns)",
+                hint="e.g. --metadata 'laion/metadata/*.parquet'",
+            )
+        self.download.validate()
+
+    # ------------------------------------------------------------------ contract
+
+    def options(self) -> dict[str, Any]:
+        opts: dict[str, Any] = {
+            "mode": self.mode,
+            "per_class": self.per_class,
+            "query": self.query,
+            "candidates": self.candidates,
+            "download": self.download.recorded(),
+        }
+        if self.mode == "knn":
+            opts["knn"] = {"index_name": self.index_name, **self.knn.__dict__}
+        else:
+            opts["captions"] = {
+                "metadata": self.metadata,
+                "url_col": self.url_col,
+                "caption_col": self.caption_col,
+                "max_matches": self.max_matches,
+                "model": self.model,
+                "pretrained": self.pretrained or "none",
+            }
+        return opts
+
+    def inputs(self) -> list[dict[str, Any]]:
+        if self.mode != "captions":
+            return []
+        from susx_cli.captions import resolve_files
+
+        files = resolve_files(self.metadata)
+        out = [{"path": self.metadata, "kind": "caption-metadata", "sha256": ranked.listing_fingerprint(files), "files": len(files)}]
+        if self.synonyms is not None:
+            out.append(common.identity(self.synonyms, "synonyms"))
+        return out
+
+    def units(self, prompts: Prompts) -> list[WorkUnit]:
+        return ranked.class_units(prompts, self.query)
+
+    # ------------------------------------------------------------------ run
+
+    def run(self, units: list[WorkUnit], writer: SupportWriter) -> dict[str, Any]:
+        state = ranked.state_dir(writer.root, self.name, writer.shard_index, writer.num_shards)
+        (state / "candidates").mkdir(parents=True, exist_ok=True)
+        texts = {u.class_index: u.payload["texts"] for u in units}
+        kept = Counter(ci for ci, _ in writer.done)
+        todo = [ci for ci in sorted(texts) if kept[ci] < self.per_class and not self._cand_path(state, ci).exists()]
+        if todo:
+            if self.mode == "knn":
+                self._query_knn(state, todo, texts, writer.classes)
+            else:
+                self._search_captions(state, todo, texts, writer.classes)
+        stats = self._fill(state, sorted(texts), writer)
+        ranked.summary_table(f"laion ({self.mode}): downloads per class", writer.classes, stats, self.per_class)
+        reasons: Counter = Counter()
+        for s in stats.values():
+            reasons.update(s.pop("reasons"))
+        if reasons:
+            info("download failures: " + ", ".join(f"{r} x{n}" for r, n in reasons.most_common(8)))
+        summary = {
+            "mode": self.mode,
+            "tried": sum(s["tried"] for s in stats.values()),
+            "kept": sum(s["kept"] for s in stats.values()),
+            "failure_reasons": dict(reasons.most_common(20)),
+            "success_rate": {writer.classes[ci]: s["success_rate"] for ci, s in stats.items()},
+        }
+        summary["knn_url" if self.mode == "knn" else "metadata"] = self.knn_url if self.mode == "knn" else self.metadata
+        return summary
+
+    @staticmethod
+    def _cand_path(state: Path, ci: int) -> Path:
+        return state / "candidates" / f"c{ci:05d}.parquet"
+
+    def _query_knn(self, state: Path, todo: list[int], texts: dict[int, list[str]], classes: list[str]) -> None:
+        from susx_cli.adapters.retrieval import KnnBackend
+
+        backend = KnnBackend(self.knn_url, self.index_name, self.knn)
+        total = sum(len(texts[ci]) for ci in todo)
+        with bar("query kNN", total=total, unit="query") as progress:
+            for ci in todo:
+                # Each sentence asks for its share; when the sentences' results overlap, ask again for more.
+                per_query = max(1, math.ceil(self.candidates / len(texts[ci])))
+                while True:
+                    lists, full = [], False
+                    for text in texts[ci]:
+                        rows = backend.query(text, per_query)
+                        full |= len(rows) >= per_query
+                        for row in rows:
+                            row["query"] = text
+                        lists.append([r for r in rows if r.get("url")])
+                        progress.advance()
+                    found = ranked.interleave(lists, self.candidates)
+                    if len(found) >= self.candidates or not full or per_query >= self.candidates:
+                        break
+                    per_query = min(self.candidates, 2 * per_query)
+                    total += len(texts[ci])
+                    progress.update(total=total)
+                if not found:
+                    warn(f"the kNN backend returned no results for class {classes[ci]!r}")
+                ranked.write_candidates(self._cand_path(state, ci), found)
+
+    def _search_captions(self, state: Path, todo: list[int], texts: dict[int, list[str]], classes: list[str]) -> None:
+        from susx_cli import captions
+        from susx_cli.adapters.openclip import load_model
+
+        matches_path = state / "matches.parquet"
+        if matches_path.exists():
+            info(f"reusing the caption matches of an interrupted run ({matches_path})")
+            matches = _read_matches(matches_path)
+        else:
+            files = captions.resolve_files(self.metadata)
+            synonyms = captions.read_synonyms(self.synonyms) if self.synonyms else {}
+            wanted = set(todo)
+            terms = [(t, ci) for t, ci in captions.class_terms(classes, synonyms) if ci in wanted]
+            info(f"searching {len(files)} parquet file(s) for {len(todo)} class(es), {len(terms)} term(s)")
+            matches = captions.match_captions(
+                files,
+                terms,
+                url_col=self.url_col,
+                caption_col=self.caption_col,
+                max_per_class=self.max_matches,
+                threads=self.duckdb_threads,
+                memory_limit=self.duckdb_memory,
+                temp_dir=state / "duckdb-tmp",
+            )
+            _write_matches(matches_path, matches)
+            shutil.rmtree(state / "duckdb-tmp", ignore_errors=True)
+        for ci in todo:
+            if not matches.get(ci):
+                warn(f"no caption in the metadata mentions class {classes[ci]!r}")
+        loaded = load_model(self.model, self.pretrained, device=self.device)
+        if loaded.identity.random_weights:
+            warn(f"{self.model} has RANDOM weights: the caption ranking is meaningless (pipeline check only)")
+        ranking = captions.rank_matches(loaded, {ci: texts[ci] for ci in todo}, {ci: matches.get(ci, []) for ci in todo})
+        for ci in todo:
+            ranked.write_candidates(self._cand_path(state, ci), ranking[ci][: self.candidates])
+
+    # ------------------------------------------------------------------ downloading
+
+    def _fill(self, state: Path, class_indices: list[int], writer: SupportWriter) -> dict[int, dict[str, Any]]:
+        """Download rounds until every class has M images or has no candidate left; returns per-class stats."""
+        from susx_cli.adapters import download as dl
+
+        attempts_path = state / "attempts.jsonl"
+        stash = state / "stash"  # valid images a class did not need (surplus): kept so no other class refetches them
+        attempts: dict[tuple[int, int], dict[str, Any]] = {}
+        for row in _read_jsonl(attempts_path):
+            attempts[(int(row["class_index"]), int(row["rank"]))] = row
+        cands = {ci: ranked.read_candidates(self._cand_path(state, ci)) for ci in class_indices if self._cand_path(state, ci).exists()}
+        kept: Counter = Counter()
+        hashes: dict[int, set[str]] = {ci: set() for ci in class_indices}
+        done_ranks: dict[int, set[int]] = {ci: set() for ci in class_indices}
+        by_sha: dict[str, Path] = {p.stem: p for p in stash.glob("*.*")} if stash.is_dir() else {}
+        local: dict[str, dict[str, Any]] = {}  # URL -> an image of it already processed in this shard
+        for (ci, _), row in writer.done.items():
+            path = writer.root / row["path"]
+            by_sha[row["sha256"]] = path
+            if row.get("url"):
+                local[row["url"]] = {"path": path, "source_sha256": row.get("source_sha256")}
+            if ci in hashes:
+                kept[ci] += 1
+                hashes[ci].add(row["sha256"])
+                done_ranks[ci].add(int(row.get("rank", row.get("order", -1))))
+        for row in attempts.values():
+            if row.get("sha256") in by_sha and row["url"] not in local:
+                local[row["url"]] = {"path": by_sha[row["sha256"]], "source_sha256": row.get("source_sha256")}
+        log = open(attempts_path, "a", encoding="utf-8")  # noqa: SIM115
+
+        def record(ci: int, rank: int, url: str, status: str, reason: str | None = None, **extra) -> None:
+            row = {"class_index": ci, "rank": rank, "url": url, "status": status, "reason": reason, **extra}
+            attempts[(ci, rank)] = row
+            log.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+        try:
+            while True:
+                pending = sorted(p for p in state.glob("round-*") if p.is_dir())
+                if pending:
+                    round_dir, rows = pending[0], None
+                    info(f"finishing the download round an interrupted run left ({round_dir.name})")
+                else:
+                    rows = self._next_batch(cands, attempts, kept, done_ranks, record)
+                    log.flush()
+                    if not rows:
+                        break
+                    number = 1 + max((int(p.name.split("-")[1].split(".")[0]) for p in state.glob("round-*.done")), default=0)
+                    round_dir = state / f"round-{number:04d}"
+                rows, results = dl.fetch_round(round_dir, rows, self.download, have=set(local))
+                for row in sorted(rows, key=lambda r: tuple(int(x) for x in str(r["cid"]).split(":"))):
+                    ci, rank = (int(x) for x in str(row["cid"]).split(":"))
+                    url = row["url"]
+                    if rank in done_ranks[ci]:
+                        if (ci, rank) not in attempts:
+                            record(ci, rank, url, "kept")
+                        continue
+                    if url in local:
+                        data = Path(local[url]["path"]).read_bytes()
+                        ext = Path(local[url]["path"]).suffix.lstrip(".")
+                        source_sha = local[url]["source_sha256"]
+                    else:
+                        res = results[str(row["cid"])]
+                        if res.data is None:
+                            record(ci, rank, url, "failed", reason_of(res.error))
+                            continue
+                        try:
+                            data, ext = dl.check_image(res.data, self.download)
+                        except dl.InvalidImage as exc:
+                            record(ci, rank, url, "invalid", str(exc))
+                            continue
+                        source_sha = res.source_sha256
+                    digest = common.sha256_bytes(data)
+                    extra = {"sha256": digest, "source_sha256": source_sha}
+                    if digest in hashes[ci]:
+                        record(ci, rank, url, "duplicate", **extra)
+                    elif kept[ci] >= self.per_class:
+                        target = stash / f"{digest}.{ext}"
+                        if digest not in by_sha:
+                            common.atomic_write_bytes(target, data)
+                            by_sha[digest] = target
+                        local.setdefault(url, {"path": by_sha[digest], "source_sha256": source_sha})
+                        record(ci, rank, url, "surplus", **extra)
+                    else:
+                        stored = writer.add(ci, f"r{rank:06d}", data, ext, self._fields(cands[ci][rank], rank, source_sha))
+                        path = writer.root / stored["path"]
+                        by_sha.setdefault(digest, path)
+                        local.setdefault(url, {"path": path, "source_sha256": source_sha})
+                        kept[ci] += 1
+                        hashes[ci].add(digest)
+                        done_ranks[ci].add(rank)
+                        record(ci, rank, url, "kept", **extra)
+                log.flush()
+                os.fsync(log.fileno())
+                (round_dir.parent / f"{round_dir.name}.done").touch()
+                shutil.rmtree(round_dir)
+        finally:
+            log.close()
+        return self._stats(cands, attempts, kept, class_indices)
+
+    def _next_batch(self, cands, attempts, kept, done_ranks, record) -> list[dict[str, Any]]:
+        """The next candidates to fetch: per class short of M, about twice what it still lacks, in rank order."""
+        from susx_cli.adapters.download import is_fetchable
+
+        known = {}  # URLs already found bad in this shard (for another class): not fetched again
+        for row in attempts.values():
+            if row["status"] in ("failed", "invalid", "skipped"):
+                known[row["url"]] = row
+        rows = []
+        for ci, cand_rows in cands.items():
+            need = self.per_class - kept[ci]
+            if need <= 0:
+                continue
+            take = max(2 * need, need + 4)
+            for cand in cand_rows:
+                rank = int(cand["rank"])
+                if (ci, rank) in attempts or rank in done_ranks[ci]:
+                    continue
+                if not is_fetchable(cand["url"]):
+                    record(ci, rank, str(cand["url"]), "skipped", "not an http(s) URL")
+                    continue
+                if cand["url"] in known:
+                    record(ci, rank, cand["url"], known[cand["url"]]["status"], known[cand["url"]]["reason"])
+                    continue
+                rows.append({"cid": f"{ci}:{rank}", "url": cand["url"], "caption": cand.get("caption")})
+                take -= 1
+                if take == 0:
+                    break
+        return rows
+
+    def _fields(self, cand: dict[str, Any], rank: int, source_sha: str | None) -> dict[str, Any]:
+        fields = {
+            "source": "laion",
+            "order": rank,
+            "rank": rank,
+            "url": cand["url"],
+            "caption": cand.get("caption"),
+            "score": cand.get("score"),
+            "query": cand.get("query"),
+            "mode": self.mode,
+            "source_sha256": source_sha,
+        }
+        if self.mode == "knn":
+            fields["index"] = self.index_name
+        elif cand.get("matched"):
+            fields["matched"] = cand["matched"]
+        return fields
+
+    def _stats(self, cands, attempts, kept, class_indices) -> dict[int, dict[str, Any]]:
+        stats: dict[int, dict[str, Any]] = {}
+        for ci in class_indices:
+            rows = [r for (c, _), r in attempts.items() if c == ci]
+            status = Counter(r["status"] for r in rows)
+            tried = sum(n for s, n in status.items() if s != "skipped")
+            valid = status["kept"] + status["duplicate"] + status["surplus"]
+            stats[ci] = {
+                "candidates": len(cands.get(ci, [])),
+                "tried": tried,
+                "valid": valid,
+                "kept": kept[ci],
+                "failed": status["failed"],
+                "invalid": status["invalid"],
+                "duplicate": status["duplicate"],
+                "skipped": status["skipped"],
+                "success_rate": round(valid / tried, 4) if tried else None,
+                "reasons": Counter(r["reason"] or r["status"] for r in rows if r["status"] in ("failed", "invalid", "skipped")),
+            }
+        return stats
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # torn last line of a killed run
+    return rows
+
+
+def _write_matches(path: Path, matches) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [m for ms in matches.values() for m in ms]
+    table = pa.table(
+        {
+            "cls": pa.array([m.class_index for m in rows], pa.int64()),
+            "url": pa.array([m.url for m in rows], pa.string()),
+            "caption": pa.array([m.caption for m in rows], pa.string()),
+            "term": pa.array([m.term for m in rows], pa.string()),
+        }
+    )
+    with common.atomic_path(path, suffix=".parquet") as tmp:
+        pq.write_table(table, tmp)
+
+
+def _read_matches(path: Path):
+    import pyarrow.parquet as pq
+
+    from susx_cli.captions import Match
+
+    out: dict[int, list] = {}
+    for row in pq.read_table(path).to_pylist():
+        out.setdefault(int(row["cls"]), []).append(Match(int(row["cls"]), row["url"], row["caption"], row["term"]))
+    return out

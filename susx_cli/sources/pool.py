@@ -1,0 +1,495 @@
+"""`curate --source pool`: retrieve each class's images from a local collection by CLIP text-to-image similarity.
+
+The embedded default that needs no service: the pool (an image folder, or webdataset tars) is embedded
+once with the embed stage's machinery into an HDF5 feature file that is kept as a cache, then every
+class's photo prompt (or each of its CuPL sentences, results interleaved) is searched against it with
+faiss or a plain matrix product, chunk by chunk, so a pool larger than memory works. The best M
+readable, distinct images per class are copied into the support set.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from susx_cli.artifacts import common, hdf5
+from susx_cli.artifacts.prompts import Prompts
+from susx_cli.artifacts.support import SupportWriter
+from susx_cli.classnames import slug
+from susx_cli.errors import SusxError
+from susx_cli.imagesets import IMAGE_EXTS
+from susx_cli.progress import bar, info, warn
+from susx_cli.sources import ranked
+from susx_cli.sources.base import WorkUnit
+
+SEARCHES = ("auto", "faiss", "matmul")
+CHUNK_ROWS = 65536
+
+
+def _is_image_name(name: str) -> bool:
+    return Path(name).suffix.lower() in IMAGE_EXTS
+
+
+@dataclass
+class PoolLayout:
+    kind: str  # folder | tars
+    root: Path | None = None
+    tars: list[Path] = field(default_factory=list)
+
+
+def resolve_pool(pool: str | Path) -> PoolLayout:
+    """A folder of images (searched recursively), one .tar, a folder of .tar files, or a glob of tars."""
+    text = str(pool)
+    if any(ch in text for ch in "*?["):
+        import glob
+
+        tars = sorted(Path(p) for p in glob.glob(text) if p.endswith(".tar"))
+        if not tars:
+            raise SusxError(f"no .tar files match {text!r}", hint="pass an image folder or webdataset tars")
+        return PoolLayout("tars", tars=tars)
+    path = Path(pool).expanduser()
+    if not path.exists():
+        raise SusxError(f"pool {path} does not exist", hint="pass --pool with an image folder or webdataset tars")
+    if path.is_file():
+        if path.suffix != ".tar":
+            raise SusxError(f"pool {path} is neither a folder nor a .tar file", hint="pass an image folder or webdataset tars")
+        return PoolLayout("tars", tars=[path])
+    tars = sorted(path.glob("*.tar"))
+    if tars and not any(p.is_file() and _is_image_name(p.name) for p in path.iterdir()):
+        return PoolLayout("tars", tars=tars)
+    return PoolLayout("folder", root=path)
+
+
+def _has_images(layout: PoolLayout) -> bool:
+    if layout.kind == "folder":
+        return any(p.is_file() and _is_image_name(p.name) for p in layout.root.rglob("*"))
+    for tar in layout.tars:
+        try:
+            with tarfile.open(tar, "r|") as handle:
+                if any(m.isfile() and _is_image_name(m.name) for m in handle):
+                    return True
+        except (tarfile.TarError, OSError):
+            continue
+    return False
+
+
+@dataclass
+class PoolSource:
+    pool: str | Path
+    per_class: int
+    query: str = "photo"
+    candidates: int | None = None
+    features: Path | None = None
+    model: str = "ViT-B-32"
+    pretrained: str | None = "openai"
+    device: str | None = None
+    precision: str = "fp32"
+    batch_size: int = 64
+    workers: int | None = None
+    search: str = "auto"
+    name: str = "pool"
+
+    def __post_init__(self) -> None:
+        if self.per_class is None or self.per_class < 1:
+            raise SusxError("--source pool needs --per-class M (images to keep per class)", hint="e.g. --per-class 16")
+        if self.search not in SEARCHES:
+            raise SusxError(f"unknown --pool-search {self.search!r}", hint=f"use one of {', '.join(SEARCHES)}")
+        if self.candidates is not None and self.candidates < 1:
+            raise SusxError(f"--candidates must be at least 1, got {self.candidates}", hint="e.g. --candidates 64")
+        self.layout = resolve_pool(self.pool)
+
+    @property
+    def depth(self) -> int:
+        """How many ranked images per class to walk through looking for M readable, distinct ones."""
+        return self.candidates or 4 * self.per_class + 16
+
+    def options(self) -> dict[str, Any]:
+        return {
+            "pool": str(self.pool),
+            "layout": self.layout.kind,
+            "per_class": self.per_class,
+            "query": self.query,
+            "candidates": self.depth,
+            "model": self.model,
+            "pretrained": self.pretrained or "none",
+            "precision": self.precision,
+        }
+
+    def inputs(self) -> list[dict[str, Any]]:
+        if self.layout.kind == "tars":
+            files = [str(t) for t in self.layout.tars]
+        else:
+            files = [str(p) for p in self.layout.root.rglob("*") if p.is_file() and _is_image_name(p.name)]
+        return [{"path": str(self.pool), "kind": f"pool-{self.layout.kind}", "sha256": ranked.listing_fingerprint(files), "files": len(files)}]
+
+    def units(self, prompts: Prompts) -> list[WorkUnit]:
+        if not _has_images(self.layout):
+            raise SusxError(
+                f"pool {self.pool} holds no images",
+                hint=f"put images ({', '.join(sorted(IMAGE_EXTS))}) in it, or webdataset tars with image members",
+            )
+        return ranked.class_units(prompts, self.query)
+
+    # ------------------------------------------------------------------ features
+
+    def features_path(self) -> Path:
+        """--pool-features, else one cache file per (pool, model, weights), shared by every curate run.
+
+        The cache folder is $SUSX_CACHE_DIR, else $XDG_CACHE_HOME/susx, else ~/.cache/susx.
+        """
+        if self.features is not None:
+            return Path(self.features)
+        import hashlib
+        import os
+
+        cache = os.environ.get("SUSX_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "susx"
+        where = str(Path(str(self.pool)).expanduser().absolute())
+        tag = hashlib.sha256(where.encode()).hexdigest()[:12]
+        name = f"{slug(Path(where).name or 'pool', 32)}-{tag}-{slug(self.model, 32)}-{slug(self.pretrained or 'none', 32)}.h5"
+        return Path(cache) / "pool-features" / name
+
+    def _ensure_features(self, path: Path, num_shards: int) -> None:
+        complete = path.exists() and hdf5.read_kind(path) == common.IMAGE_FEATURES
+        if num_shards > 1 and not complete:
+            raise SusxError(
+                f"the pool must be embedded once before sharded retrieval, and {path} is not there yet",
+                hint=f"run `susx embed {self.pool} --unlabelled -o {path} --model {self.model} --pretrained "
+                f"{self.pretrained or 'none'}` first, or pass that file with --pool-features",
+            )
+        default = self.features is None
+        try:
+            self._embed(path, overwrite=False)
+        except SusxError:
+            if not (default and complete):
+                raise
+            warn(f"the pool changed since {path} was made: embedding it again")
+            self._embed(path, overwrite=True)
+
+    def _embed(self, path: Path, overwrite: bool) -> None:
+        if self.layout.kind == "folder":
+            from susx_cli.stages.embed import embed_images
+
+            embed_images(
+                self.layout.root,
+                path,
+                model=self.model,
+                pretrained=self.pretrained,
+                unlabelled=True,
+                batch_size=self.batch_size,
+                workers=self.workers,
+                device=self.device,
+                precision=self.precision,
+                overwrite=overwrite,
+            )
+        else:
+            _embed_tars(self, path, overwrite)
+
+    # ------------------------------------------------------------------ run
+
+    def run(self, units: list[WorkUnit], writer: SupportWriter) -> dict[str, Any]:
+        import numpy as np
+
+        from susx_cli.adapters.openclip import load_model
+
+        features = self.features_path()
+        self._ensure_features(features, writer.num_shards)
+        kept = Counter(ci for ci, _ in writer.done)
+        todo = [u for u in units if kept[u.class_index] < self.per_class]
+        stats: dict[int, dict[str, Any]] = {
+            u.class_index: {"candidates": 0, "tried": 0, "valid": 0, "kept": kept[u.class_index], "invalid": 0, "duplicate": 0}
+            for u in units
+        }
+        if not todo:
+            return {"features": str(features)}
+        loaded = load_model(self.model, self.pretrained, device=self.device, precision=self.precision)
+        stored = _stored_model(features)
+        hdf5.check_same_model(stored, loaded.identity, str(features), f"--clip-model {self.model}")
+        texts = [t for u in todo for t in u.payload["texts"]]
+        owners = [u.class_index for u in todo for _ in u.payload["texts"]]
+        queries = _encode_queries(loaded, texts)
+        scores, indices = search_features(features, queries, self.depth, self.search)
+        keys = _keys_at(features, np.unique(indices[indices >= 0]))
+        reader = _Reader(self.layout)
+        total = sum(self.per_class - kept[u.class_index] for u in todo)
+        try:
+            with bar("copy pool images", total=total, unit="img") as progress:
+                for u in todo:
+                    ci = u.class_index
+                    lists = [
+                        [
+                            {"index": int(i), "score": float(s), "query": texts[q]}
+                            for s, i in zip(scores[q], indices[q], strict=True)
+                            if i >= 0
+                        ]
+                        for q in range(len(texts))
+                        if owners[q] == ci
+                    ]
+                    found = ranked.interleave(lists, self.depth, key="index")
+                    stats[ci]["candidates"] = len(found)
+                    self._fill_class(ci, found, keys, reader, writer, stats[ci], kept, progress)
+        finally:
+            reader.close()
+        ranked.summary_table("pool: images per class", writer.classes, stats, self.per_class)
+        return {
+            "features": str(features),
+            "tried": sum(s["tried"] for s in stats.values()),
+            "unreadable": sum(s["invalid"] for s in stats.values()),
+            "duplicates": sum(s["duplicate"] for s in stats.values()),
+        }
+
+    def _fill_class(self, ci, found, keys, reader, writer, stat, kept, progress) -> None:
+        from PIL import Image
+
+        hashes = {row["sha256"] for (c, _), row in writer.done.items() if c == ci}
+        for rank, cand in enumerate(found):
+            if kept[ci] >= self.per_class:
+                break
+            key = f"r{rank:06d}"
+            if writer.is_done(ci, key):
+                continue
+            origin = keys[cand["index"]]
+            stat["tried"] += 1
+            try:
+                data = reader.read(origin)
+                with Image.open(io.BytesIO(data)) as img:
+                    img.load()
+                    fmt = (img.format or Path(origin).suffix.lstrip(".") or "png").lower()
+            except Exception as exc:
+                warn(f"skipped unreadable pool image {origin}: {exc.__class__.__name__}")
+                stat["invalid"] += 1
+                continue
+            stat["valid"] += 1
+            digest = common.sha256_bytes(data)
+            if digest in hashes:
+                stat["duplicate"] += 1
+                continue
+            fields = {
+                "source": "pool",
+                "order": rank,
+                "rank": rank,
+                "score": cand["score"],
+                "query": cand["query"],
+                "origin": origin,
+                "pool": str(self.pool),
+            }
+            writer.add(ci, key, data, {"jpeg": "jpg"}.get(fmt, fmt), fields)
+            hashes.add(digest)
+            kept[ci] += 1
+            stat["kept"] = kept[ci]
+            progress.advance()
+
+
+def _stored_model(path: Path) -> hdf5.ModelIdentity:
+    import json
+
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        value = f.attrs.get("model")
+    if isinstance(value, bytes):
+        value = value.decode()
+    return hdf5.ModelIdentity.from_dict(json.loads(value))
+
+
+def _encode_queries(loaded, texts: list[str], batch_size: int = 256):
+    """One L2-normalised embedding per query text (no averaging: each text is its own query)."""
+    import numpy as np
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(texts), batch_size):
+            tokens = loaded.tokenizer(texts[start : start + batch_size]).to(loaded.device)
+            emb = loaded.model.encode_text(tokens).float()
+            out.append(torch.nn.functional.normalize(emb, dim=-1).cpu().numpy())
+    return np.concatenate(out).astype(np.float32)
+
+
+def _topk_merge(best_s, best_i, new_s, new_i, k):
+    """Keep the k best (score desc, index asc) of two candidate sets, row by row."""
+    import numpy as np
+
+    s = np.concatenate([best_s, new_s], axis=1)
+    i = np.concatenate([best_i, new_i], axis=1)
+    order = np.lexsort((i, -s), axis=1)[:, :k]
+    return np.take_along_axis(s, order, axis=1), np.take_along_axis(i, order, axis=1)
+
+
+def search_features(path: Path, queries, k: int, method: str = "auto", chunk_rows: int = CHUNK_ROWS):
+    """Top-k rows of a feature file by inner product with each query: (scores, indices), best first.
+
+    Reads the file in chunks of ``chunk_rows`` rows; faiss (brute force) or a numpy matrix product per chunk.
+    """
+    import h5py
+    import numpy as np
+
+    use_faiss = method == "faiss"
+    if method == "auto":
+        try:
+            import faiss  # noqa: F401
+
+            use_faiss = True
+        except ImportError:
+            use_faiss = False
+    elif method == "faiss":
+        try:
+            import faiss  # noqa: F401
+        except ImportError as exc:
+            from susx_cli.errors import missing_extra
+
+            raise missing_extra("faiss-cpu", "retrieval") from exc
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    best_s = np.zeros((len(q), 0), dtype=np.float32)
+    best_i = np.zeros((len(q), 0), dtype=np.int64)
+    with h5py.File(path, "r") as f:
+        ds = f["features"]
+        n = ds.shape[0]
+        if n == 0:
+            raise SusxError(f"{path} holds no image features", hint="the pool has no readable images")
+        with bar("search pool", total=n, unit="img") as progress:
+            for start in range(0, n, chunk_rows):
+                block = np.ascontiguousarray(ds[start : start + chunk_rows], dtype=np.float32)
+                kk = min(k, len(block))
+                if use_faiss:
+                    import faiss
+
+                    s, i = faiss.knn(q, block, kk, metric=faiss.METRIC_INNER_PRODUCT)
+                else:
+                    sims = q @ block.T
+                    i = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
+                    s = np.take_along_axis(sims, i, axis=1)
+                best_s, best_i = _topk_merge(best_s, best_i, s.astype(np.float32), i.astype(np.int64) + start, k)
+                progress.advance(len(block))
+    return best_s, best_i
+
+
+def _keys_at(path: Path, indices) -> dict[int, str]:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        ds = f["keys"]
+        values = ds[sorted(int(i) for i in indices)] if len(indices) else []
+    return {int(i): (v.decode() if isinstance(v, bytes) else str(v)) for i, v in zip(sorted(int(i) for i in indices), values, strict=True)}
+
+
+class _Reader:
+    """Bytes of a pool image by its feature-file key (relative path, or ``<tar name>/<member>``)."""
+
+    def __init__(self, layout: PoolLayout):
+        self.layout = layout
+        self.tars = {t.name: t for t in layout.tars}
+        self.open: dict[str, tarfile.TarFile] = {}
+
+    def read(self, key: str) -> bytes:
+        if self.layout.kind == "folder":
+            return (self.layout.root / key).read_bytes()
+        tar_name, _, member = key.partition("/")
+        if tar_name not in self.open:
+            self.open[tar_name] = tarfile.open(self.tars[tar_name], "r:")  # noqa: SIM115
+        handle = self.open[tar_name].extractfile(member)
+        if handle is None:
+            raise OSError(f"{member} is not a file in {tar_name}")
+        return handle.read()
+
+    def close(self) -> None:
+        for handle in self.open.values():
+            handle.close()
+
+
+def _tar_images(tars: list[Path]):
+    """(key, bytes) of every image member of the tars, in order; a truncated tar ends early with a warning."""
+    for tar in tars:
+        try:
+            with tarfile.open(tar, "r|") as handle:
+                for member in handle:
+                    if member.isfile() and _is_image_name(member.name):
+                        data = handle.extractfile(member).read()
+                        yield f"{tar.name}/{member.name}", data
+        except (tarfile.TarError, OSError) as exc:
+            warn(f"stopped reading {tar} early: {exc.__class__.__name__}: {exc}")
+
+
+def _embed_tars(source: PoolSource, path: Path, overwrite: bool) -> None:
+    """Embed the image members of webdataset tars into a feature file (resumable, like `susx embed`)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from susx_cli.adapters.openclip import load_model
+
+    tars = source.layout.tars
+    with bar("index tars", total=len(tars), unit="tar") as progress:
+        count = 0
+        for tar in tars:
+            try:
+                with tarfile.open(tar, "r|") as handle:
+                    count += sum(1 for m in handle if m.isfile() and _is_image_name(m.name))
+            except (tarfile.TarError, OSError):
+                pass
+            progress.advance()
+    if count == 0:
+        raise SusxError(f"pool {source.pool} holds no images", hint="the tars have no image members")
+    options = {
+        "input_layout": "webdataset",
+        "model": source.model,
+        "pretrained": source.pretrained or "none",
+        "precision": source.precision,
+        "num_items": count,
+    }
+    inputs = [{"path": str(source.pool), "kind": "webdataset", "sha256": ranked.listing_fingerprint(str(t) for t in tars)}]
+    prov = common.provenance(options, inputs)
+    if common.decide_existing(path, hdf5.existing_provenance(path, common.IMAGE_FEATURES), prov, overwrite):
+        info(f"{path} is up to date (same inputs and options); nothing to do")
+        return
+    partial = path.with_name(path.name + hdf5.PARTIAL_SUFFIX)
+    if overwrite and partial.exists():
+        partial.unlink()
+    loaded = load_model(source.model, source.pretrained, device=source.device, precision=source.precision)
+    writer = hdf5.FeatureWriter(
+        path, dim=loaded.identity.embed_dim, items_total=count, classes=[], model=loaded.identity, prov=prov,
+        chunk_rows=max(256, source.batch_size),
+    )
+    start = writer.resumed_from
+    try:
+        batch: list[tuple[str, Any]] = []
+        bad: list[tuple[str, str]] = []
+
+        def flush(consumed: int) -> None:
+            feats = np.zeros((0, loaded.identity.embed_dim), dtype=np.float32)
+            if batch:
+                x = torch.stack([t for _, t in batch]).to(loaded.device, loaded.dtype)
+                with torch.no_grad():
+                    feats = torch.nn.functional.normalize(loaded.model.encode_image(x).float(), dim=-1).cpu().numpy()
+            writer.append(feats, np.full(len(batch), -1, dtype=np.int64), [k for k, _ in batch], consumed, list(bad))
+            batch.clear()
+            bad.clear()
+
+        with bar("embed pool", total=count, unit="img", completed=start) as progress:
+            consumed = 0
+            for position, (key, data) in enumerate(_tar_images(tars)):
+                if position < start:
+                    continue
+                try:
+                    with Image.open(io.BytesIO(data)) as img:
+                        img.load()
+                        batch.append((key, loaded.preprocess(img.convert("RGB"))))
+                except Exception as exc:
+                    warn(f"skipped unreadable image {key}: {exc.__class__.__name__}")
+                    bad.append((key, f"{exc.__class__.__name__}: {exc}"[:200]))
+                consumed += 1
+                if consumed == source.batch_size:
+                    flush(consumed)
+                    progress.advance(consumed)
+                    consumed = 0
+            if consumed:
+                flush(consumed)
+                progress.advance(consumed)
+        if int(writer.file["features"].shape[0]) == 0:
+            raise SusxError(f"no image of the pool {source.pool} could be read", hint="check the tar files")
+        writer.finish()
+    finally:
+        writer.close()
