@@ -41,11 +41,17 @@ def _write_prompts(path: Path, cupl: bool = True) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def sd_env(tmp_path_factory):
     """The tiny pipeline (built once), prompts files, and a reference support set made with batch size 1."""
+    import torch
+
     from susx_cli.adapters.tiny_sd import build_tiny_pipeline
 
+    # One thread: the tiny model gains nothing from more, and a busy 2-core machine makes OpenMP's
+    # spinning threads several times slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("sd")
     pipe = build_tiny_pipeline(root / "tiny-sd")
     assert build_tiny_pipeline(root / "tiny-sd") == pipe  # idempotent: a second call finds it
@@ -58,7 +64,8 @@ def sd_env(tmp_path_factory):
     env["args"] = ["-s", "sd", "--sd-model", pipe, "--size", "32", "--steps", "2", "--device", "cpu", "-k", K, "-q"]
     invoke("curate", env["prompts"], "-o", root / "ref", *env["args"], "--batch-size", "1")
     env["ref"] = root / "ref"
-    return env
+    yield env
+    torch.set_num_threads(threads)
 
 
 def _rows(support: Path) -> list[dict]:
@@ -181,11 +188,12 @@ def test_killed_run_resumes_to_the_same_support_set(sd_env):
     cmd = [sys.executable, "-m", "susx_cli", "curate", str(sd_env["prompts"]), "-o", str(out),
            *map(str, sd_env["args"]), "--batch-size", "1"]
     part = out / "parts" / "manifest-00000-of-00001.jsonl"
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     try:
         while time.time() < deadline and proc.poll() is None:
-            if part.exists() and part.read_text().count("\n") >= 2:
+            if part.exists() and part.read_text().count("\n") >= 1:
                 break
             time.sleep(0.005)
         assert proc.poll() is None, "curate finished before it could be killed"
@@ -195,7 +203,7 @@ def test_killed_run_resumes_to_the_same_support_set(sd_env):
     # Nothing the part manifest calls complete is missing or torn; the set is not marked complete.
     assert not (out / "_SUCCESS.json").exists() and not (out / "manifest.jsonl").exists()
     done = [json.loads(line) for line in part.read_text().splitlines() if line.strip()]
-    assert 2 <= len(done) < len(CLASSES) * K
+    assert 1 <= len(done) < len(CLASSES) * K
     for row in done:
         assert common.sha256_file(out / row["path"]) == row["sha256"]
     r = invoke("curate", sd_env["prompts"], "-o", out, *sd_env["args"][:-1], "--batch-size", "1")

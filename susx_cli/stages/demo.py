@@ -151,12 +151,14 @@ def run_demo(
 
 def _sd_source(output: Path, sd_model: str | None, per_class: int):
     """The text-to-image source, or None (with a note) when the `sd` extra is not installed."""
-    try:
-        from susx_cli.adapters.tiny_sd import build_tiny_pipeline
-        from susx_cli.sources.sd import SDSource
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("diffusers") is None:
         info("   (skipped: the text-to-image source needs `pip install 'susx[sd]'`)")
         return None
+    from susx_cli.adapters.tiny_sd import build_tiny_pipeline
+    from susx_cli.sources.sd import SDSource
+
     if sd_model is None:
         sd_model = str(build_tiny_pipeline(output / "tiny-sd-pipeline"))
         return SDSource.for_demo(sd_model, per_class)
