@@ -97,15 +97,15 @@ def generate(data: Path, files: int) -> list[Path]:
 # ----------------------------------------------------------------------------------------- the two searches
 
 
-def run_duckdb(files: list[str], threads: int) -> dict[int, set[str]]:
+def run_duckdb(files: list[str], threads: int, cap: int = 10**12):
     from susx_cli import captions
 
     terms = captions.class_terms(CLASSES)
-    found = captions.match_captions(files, terms, max_per_class=10**12, threads=threads, progress=False)
-    return {ci: {m.url for m in ms} for ci, ms in found.items()}
+    found = captions.match_captions(files, terms, max_per_class=cap, threads=threads, progress=False)
+    return found.table.select(["cls", "url"])
 
 
-def run_pandas(files: list[str]) -> dict[int, set[str]]:
+def run_pandas(files: list[str]):
     """The plain way: load the columns, filter with one regular expression, attribute the matched words.
 
     pandas' pyarrow string dtype runs ``str.contains`` with RE2 in C++ (Python's ``re`` is about 10 times
@@ -132,33 +132,29 @@ def run_pandas(files: list[str]) -> dict[int, set[str]]:
     words = words.str.lower().str.replace(r"[\s_\-]+", " ", regex=True)
     hits = pd.DataFrame({"url": df["url"].astype(object).loc[words.index].to_numpy(), "term": words.to_numpy()})
     hits["cls"] = hits["term"].map(term_to_class)
-    hits = hits.explode("cls").drop_duplicates(["cls", "url"])
-    out: dict[int, set[str]] = {}
-    for ci, urls in hits.groupby("cls")["url"]:
-        out[int(ci)] = set(urls)
-    return out
+    return hits.explode("cls").drop_duplicates(["cls", "url"])[["cls", "url"]]
 
 
-def worker(method: str, files: list[str], threads: int) -> None:
+def worker(method: str, files: list[str], threads: int, cap: int) -> None:
+    import hashlib
+
+
     start = time.perf_counter()
-    found = run_duckdb(files, threads) if method == "duckdb" else run_pandas(files)
+    if method == "pandas":
+        found = run_pandas(files)
+    else:
+        found = run_duckdb(files, threads, cap if method == "duckdb-capped" else 10**12)
     elapsed = time.perf_counter() - start
-    digest = sorted((ci, len(urls), hash(frozenset(urls)) & 0xFFFFFFFF) for ci, urls in found.items())
-    print(
-        json.dumps(
-            {
-                "seconds": elapsed,
-                "candidates": sum(len(u) for u in found.values()),
-                "digest": digest,
-                "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            }
-        )
-    )
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the check below adds its own
+    frame = found if method == "pandas" else found.to_pandas()
+    frame = frame.astype({"cls": "int64", "url": object}).sort_values(["cls", "url"])
+    digest = hashlib.sha256("\n".join(f"{c}\t{u}" for c, u in zip(frame["cls"], frame["url"], strict=True)).encode()).hexdigest()
+    print(json.dumps({"seconds": elapsed, "candidates": len(frame), "digest": digest, "peak_mb": peak_mb}))
 
 
-def measure(method: str, files: list[Path], threads: int) -> dict:
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
-    cmd = [sys.executable, __file__, "--worker", method, "--threads", str(threads), "--files", *map(str, files)]
+def measure(method: str, files: list[Path], threads: int, cap: int) -> dict:
+    env = dict(os.environ)
+    cmd = [sys.executable, __file__, "--worker", method, "--threads", str(threads), "--cap", str(cap), "--files", *map(str, files)]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         return {"error": (done.stderr or done.stdout).strip().splitlines()[-1:] or ["failed"]}
@@ -170,29 +166,34 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 16], help="millions of rows")
     parser.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "susx-caption-bench")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="DuckDB threads")
+    parser.add_argument("--cap", type=int, default=2000, help="matches per class of the capped run (the toolkit's --max-matches default)")
     parser.add_argument("--skip-pandas-above", type=int, default=None, help="no pandas run above this many millions")
-    parser.add_argument("--worker", choices=["duckdb", "pandas"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["duckdb", "duckdb-capped", "pandas"], help=argparse.SUPPRESS)
     parser.add_argument("--files", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker, args.files, args.threads)
+        worker(args.worker, args.files, args.threads, args.cap)
         return
     t0 = time.perf_counter()
     paths = generate(args.data, max(args.sizes))
     print(f"metadata: {len(paths)} parquet file(s) of {ROWS_PER_FILE:,} rows under {args.data} "
           f"({time.perf_counter() - t0:.0f} s to make or find); {len(CLASSES)} classes; DuckDB threads {args.threads}")
-    header = f"{'rows':>6} | {'duckdb cand/s':>13} {'s':>6} {'peak MB':>8} | {'pandas cand/s':>13} {'s':>6} {'peak MB':>8} | {'speed-up':>8} {'mem ratio':>9} | same"
+    header = (
+        f"{'rows':>6} | {'duckdb cand/s':>13} {'s':>6} {'peak MB':>8} | {'pandas cand/s':>13} {'s':>6} {'peak MB':>8} | "
+        f"{'speed-up':>8} {'mem ratio':>9} | same | {'capped s':>8} {'peak MB':>8}"
+    )
     print(header)
     print("-" * len(header))
     for size in args.sizes:
         files = paths[:size]
-        d = measure("duckdb", files, args.threads)
+        d = measure("duckdb", files, args.threads, args.cap)
         skip = args.skip_pandas_above is not None and size > args.skip_pandas_above
-        p = {"error": ["skipped"]} if skip else measure("pandas", files, args.threads)
+        p = {"error": ["skipped"]} if skip else measure("pandas", files, args.threads, args.cap)
+        c = measure("duckdb-capped", files, args.threads, args.cap)
 
         def cols(r: dict) -> str:
             if "error" in r:
-                return f"{r['error'][0][:32]:>30}"
+                return f"{r['error'][0][:30]:>30}"
             return f"{r['candidates'] / r['seconds']:>13,.0f} {r['seconds']:>6.1f} {r['peak_mb']:>8.0f}"
 
         if "error" in d or "error" in p:
@@ -201,8 +202,9 @@ def main() -> None:
             ratio = f"{p['seconds'] / d['seconds']:.1f}x"
             mem = f"{p['peak_mb'] / d['peak_mb']:.1f}x"
             same = "yes" if d["digest"] == p["digest"] else "NO"
-        cands = d.get("candidates", 0)
-        print(f"{size:>5}M | {cols(d)} | {cols(p)} | {ratio:>8} {mem:>9} | {same}  ({cands:,} candidates)")
+        capped = "error" if "error" in c else f"{c['seconds']:>8.1f} {c['peak_mb']:>8.0f}"
+        print(f"{size:>5}M | {cols(d)} | {cols(p)} | {ratio:>8} {mem:>9} | {same:>4} | {capped}")
+    print(f"capped: the same search keeping at most {args.cap} matches per class, as `curate` does by default")
 
 
 if __name__ == "__main__":

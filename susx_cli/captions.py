@@ -24,11 +24,42 @@ SEPARATORS = r"[\s_\-]+"
 
 
 @dataclass
-class Match:
-    class_index: int
-    url: str
-    caption: str
-    term: str
+class Matches:
+    """Caption matches as one Arrow table (cls, url, caption, term) sorted by class then URL.
+
+    Kept columnar, not as Python objects: an uncapped search can return millions of rows.
+    """
+
+    table: Any
+
+    def __post_init__(self) -> None:
+        import numpy as np
+
+        self.table = self.table.sort_by([("cls", "ascending"), ("url", "ascending")])
+        cls = self.table.column("cls").to_numpy() if self.table.num_rows else np.zeros(0, dtype=np.int64)
+        values, starts, counts = np.unique(cls, return_index=True, return_counts=True)
+        self._spans = {int(v): (int(s), int(n)) for v, s, n in zip(values, starts, counts, strict=True)}
+
+    def count(self, class_index: int) -> int:
+        return self._spans.get(class_index, (0, 0))[1]
+
+    def of(self, class_index: int):
+        start, n = self._spans.get(class_index, (0, 0))
+        return self.table.slice(start, n)
+
+    def save(self, path: Path) -> None:
+        import pyarrow.parquet as pq
+
+        from susx_cli.artifacts.common import atomic_path
+
+        with atomic_path(path, suffix=".parquet") as tmp:
+            pq.write_table(self.table, tmp)
+
+    @classmethod
+    def load(cls, path: Path) -> Matches:
+        import pyarrow.parquet as pq
+
+        return cls(pq.read_table(path))
 
 
 def resolve_files(pattern: str) -> list[str]:
@@ -151,7 +182,7 @@ def match_captions(
     memory_limit: str | None = None,
     temp_dir: Path | None = None,
     progress: bool = True,
-) -> dict[int, list[Match]]:
+) -> Matches:
     """Every class's caption matches (at most ``max_per_class``), in one streaming scan of all files."""
     import duckdb
     import pyarrow as pa
@@ -220,18 +251,13 @@ def match_captions(
             raise exc
     finally:
         con.close()
-    out: dict[int, list[Match]] = {}
-    for row in table.to_pylist():
-        out.setdefault(int(row["cls"]), []).append(Match(int(row["cls"]), row["url"], row["caption"], row["term"]))
-    for rows in out.values():
-        rows.sort(key=lambda m: m.url)
-    return out
+    return Matches(table)
 
 
 def rank_matches(
-    loaded, prompts_per_class: dict[int, list[str]], matches: dict[int, list[Match]], *, batch_size: int = 256
+    loaded, prompts_per_class: dict[int, list[str]], matches: Matches, *, keep: int | None = None, batch_size: int = 256
 ) -> dict[int, list[dict[str, Any]]]:
-    """Order each class's matches by CLIP text similarity of caption and class prompt (best first)."""
+    """Each class's matches by CLIP text similarity of caption and class prompt, best first (the first ``keep``)."""
     import numpy as np
     import torch
 
@@ -241,24 +267,24 @@ def rank_matches(
     classes = sorted(prompts_per_class)
     weights = encode_texts(loaded, [prompts_per_class[c] for c in classes]) if classes else None
     ranked: dict[int, list[dict[str, Any]]] = {}
-    total = sum(len(matches.get(c, [])) for c in classes)
+    total = sum(matches.count(c) for c in classes)
     with bar("rank captions", total=total, unit="caption") as progress, torch.no_grad():
         for row, ci in enumerate(classes):
-            rows = matches.get(ci, [])
-            if not rows:
-                ranked[ci] = []
-                continue
-            scores = np.empty(len(rows), dtype=np.float64)
-            for start in range(0, len(rows), batch_size):
-                chunk = [m.caption for m in rows[start : start + batch_size]]
+            part = matches.of(ci)
+            urls = part.column("url").to_pylist()
+            caps = part.column("caption").to_pylist()
+            terms = part.column("term").to_pylist()
+            scores = np.empty(len(urls), dtype=np.float64)
+            for start in range(0, len(urls), batch_size):
+                chunk = caps[start : start + batch_size]
                 tokens = loaded.tokenizer(chunk).to(loaded.device)
                 emb = torch.nn.functional.normalize(loaded.model.encode_text(tokens).float(), dim=-1).cpu().numpy()
                 scores[start : start + len(chunk)] = emb @ weights[row]
                 progress.advance(len(chunk))
-            order = sorted(range(len(rows)), key=lambda i: (-scores[i], rows[i].url))
+            order = sorted(range(len(urls)), key=lambda i: (-scores[i], urls[i]))[:keep]
             query = " | ".join(prompts_per_class[ci])[:300]
             ranked[ci] = [
-                {"url": rows[i].url, "caption": rows[i].caption, "score": float(scores[i]), "query": query, "matched": rows[i].term}
+                {"url": urls[i], "caption": caps[i], "score": float(scores[i]), "query": query, "matched": terms[i]}
                 for i in order
             ]
     return ranked

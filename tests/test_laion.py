@@ -327,6 +327,23 @@ def test_knn_resume_downloads_nothing_twice(backend, server, tmp_path, monkeypat
         assert [r["rank"] for r in rows if r["class_index"] == ci] == _expected_kept(_candidates(out, ci), base, 4)
 
 
+def test_knn_shards(backend, server, tmp_path):
+    """Shards split the classes; each keeps its own candidates and download state; the set merges when both are done."""
+    from susx_cli.sources.ranked import read_candidates
+
+    base, _ = server
+    prompts = _write_prompts(tmp_path / "prompts.json", classes=["zebra", "apple"])
+    out = tmp_path / "support"
+    first = invoke("curate", prompts, "-o", out, "-k", 3, "--num-shards", 2, "--shard-index", 1, *_knn_args(backend))
+    assert "done; the set completes when every shard has finished" in first.output
+    assert not (out / "manifest.jsonl").exists()
+    invoke("curate", prompts, "-o", out, "-k", 3, "--num-shards", 2, "--shard-index", 0, *_knn_args(backend))
+    rows = _manifest(out)
+    for ci in (0, 1):
+        cands = read_candidates(out / "parts" / f"laion-{ci:05d}-of-00002" / "candidates" / f"c{ci:05d}.parquet")
+        assert [r["rank"] for r in rows if r["class_index"] == ci] == _expected_kept(cands, base, 3)
+
+
 def test_knn_cupl_queries_interleave(backend, tmp_path):
     """Every CuPL sentence is a query; their results are interleaved (queried again when they overlap)."""
     from susx_cli.adapters.retrieval import KnnOptions
@@ -375,6 +392,8 @@ def test_knn_bad_backend_errors(backend, server, tmp_path):
     assert "is not an http(s) URL" in r.output
     for res in (r,):
         assert len([line for line in res.output.splitlines() if line.startswith("error:")]) == 1
+    r = invoke("curate", prompts, "-o", tmp_path / "f", *args, expect=2)  # the default: the public service
+    assert "offline since early 2024" in r.output
     # a class without CuPL sentences cannot be queried with them
     no_cupl = _write_prompts(tmp_path / "nocupl.json", classes=["zebra"], cupl=False)
     r = invoke("curate", no_cupl, "-o", tmp_path / "e", *args, "--prompt-mode", "cupl", "--knn-url", backend["url"], expect=2)
@@ -460,12 +479,19 @@ def test_match_captions_terms(server, tmp_path):
     files = captions.resolve_files(str(meta / "*.parquet"))
     terms = captions.class_terms(CLASSES, {"apple": ["granny smith"]})
     found = captions.match_captions(files, terms, max_per_class=100, threads=2, progress=False)
-    got = {ci: sorted(m.url.split("/", 3)[3] for m in ms) for ci, ms in found.items()}
-    assert got[0] == ["img/0.jpg", "img/1.jpg", "img/9.jpg"]
-    assert got[1] == ["img/3.jpg", "img/4.jpg"]
-    assert got[2] == ["404/x.jpg", "html/y.jpg", "img/6.jpg", "img/8.jpg", "img/9.jpg", "trunc/z.jpg"]
+
+    def urls(matches, ci):
+        return sorted(u.split("/", 3)[3] for u in matches.of(ci).column("url").to_pylist())
+
+    assert urls(found, 0) == ["img/0.jpg", "img/1.jpg", "img/9.jpg"]
+    assert urls(found, 1) == ["img/3.jpg", "img/4.jpg"]
+    assert urls(found, 2) == ["404/x.jpg", "html/y.jpg", "img/6.jpg", "img/8.jpg", "img/9.jpg", "trunc/z.jpg"]
+    assert found.of(1).column("term").to_pylist() == ["golden retriever"] * 2
+    assert found.of(2).column("term").to_pylist().count("granny smith") == 1
     capped = captions.match_captions(files, terms, max_per_class=2, progress=False)
-    assert len(capped[2]) == 2 and {m.url for m in capped[2]} <= {m.url for m in found[2]}
+    assert capped.count(2) == 2 and set(urls(capped, 2)) <= set(urls(found, 2))
+    found.save(tmp_path / "m.parquet")
+    assert captions.Matches.load(tmp_path / "m.parquet").table.equals(found.table)
 
 
 def test_captions_end_to_end(server, tmp_path):

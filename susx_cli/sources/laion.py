@@ -196,7 +196,7 @@ class LaionSource:
         matches_path = state / "matches.parquet"
         if matches_path.exists():
             info(f"reusing the caption matches of an interrupted run ({matches_path})")
-            matches = _read_matches(matches_path)
+            matches = captions.Matches.load(matches_path)
         else:
             files = captions.resolve_files(self.metadata)
             synonyms = captions.read_synonyms(self.synonyms) if self.synonyms else {}
@@ -213,17 +213,17 @@ class LaionSource:
                 memory_limit=self.duckdb_memory,
                 temp_dir=state / "duckdb-tmp",
             )
-            _write_matches(matches_path, matches)
+            matches.save(matches_path)
             shutil.rmtree(state / "duckdb-tmp", ignore_errors=True)
         for ci in todo:
-            if not matches.get(ci):
+            if not matches.count(ci):
                 warn(f"no caption in the metadata mentions class {classes[ci]!r}")
         loaded = load_model(self.model, self.pretrained, device=self.device)
         if loaded.identity.random_weights:
             warn(f"{self.model} has RANDOM weights: the caption ranking is meaningless (pipeline check only)")
-        ranking = captions.rank_matches(loaded, {ci: texts[ci] for ci in todo}, {ci: matches.get(ci, []) for ci in todo})
+        ranking = captions.rank_matches(loaded, {ci: texts[ci] for ci in todo}, matches, keep=self.candidates)
         for ci in todo:
-            ranked.write_candidates(self._cand_path(state, ci), ranking[ci][: self.candidates])
+            ranked.write_candidates(self._cand_path(state, ci), ranking[ci])
 
     # ------------------------------------------------------------------ downloading
 
@@ -323,6 +323,7 @@ class LaionSource:
                 shutil.rmtree(round_dir)
         finally:
             log.close()
+        shutil.rmtree(stash, ignore_errors=True)  # every class is full or out of candidates: no round will need it
         return self._stats(cands, attempts, kept, class_indices)
 
     def _next_batch(self, cands, attempts, kept, done_ranks, record) -> list[dict[str, Any]]:
@@ -404,31 +405,3 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
             except json.JSONDecodeError:
                 continue  # torn last line of a killed run
     return rows
-
-
-def _write_matches(path: Path, matches) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    rows = [m for ms in matches.values() for m in ms]
-    table = pa.table(
-        {
-            "cls": pa.array([m.class_index for m in rows], pa.int64()),
-            "url": pa.array([m.url for m in rows], pa.string()),
-            "caption": pa.array([m.caption for m in rows], pa.string()),
-            "term": pa.array([m.term for m in rows], pa.string()),
-        }
-    )
-    with common.atomic_path(path, suffix=".parquet") as tmp:
-        pq.write_table(table, tmp)
-
-
-def _read_matches(path: Path):
-    import pyarrow.parquet as pq
-
-    from susx_cli.captions import Match
-
-    out: dict[int, list] = {}
-    for row in pq.read_table(path).to_pylist():
-        out.setdefault(int(row["cls"]), []).append(Match(int(row["cls"]), row["url"], row["caption"], row["term"]))
-    return out

@@ -69,7 +69,7 @@ def _has_images(layout: PoolLayout) -> bool:
         return any(p.is_file() and _is_image_name(p.name) for p in layout.root.rglob("*"))
     for tar in layout.tars:
         try:
-            with tarfile.open(tar, "r|") as handle:
+            with tarfile.open(tar, "r:") as handle:  # seekable: reads the headers, skips the data
                 if any(m.isfile() and _is_image_name(m.name) for m in handle):
                     return True
         except (tarfile.TarError, OSError):
@@ -160,12 +160,16 @@ class PoolSource:
                 hint=f"run `susx embed {self.pool} --unlabelled -o {path} --model {self.model} --pretrained "
                 f"{self.pretrained or 'none'}` first, or pass that file with --pool-features",
             )
-        default = self.features is None
         try:
             self._embed(path, overwrite=False)
-        except SusxError:
-            if not (default and complete):
+        except SusxError as exc:
+            if not complete:
                 raise
+            if self.features is not None:
+                raise SusxError(
+                    f"--pool-features {path} was made from another pool, model or options ({exc.message})",
+                    hint=f"embed {self.pool} with the same --clip-model and --clip-pretrained, or pass another path",
+                ) from None
             warn(f"the pool changed since {path} was made: embedding it again")
             self._embed(path, overwrite=True)
 
@@ -426,7 +430,7 @@ def _embed_tars(source: PoolSource, path: Path, overwrite: bool) -> None:
         count = 0
         for tar in tars:
             try:
-                with tarfile.open(tar, "r|") as handle:
+                with tarfile.open(tar, "r:") as handle:  # seekable: reads the headers, skips the data
                     count += sum(1 for m in handle if m.isfile() and _is_image_name(m.name))
             except (tarfile.TarError, OSError):
                 pass
