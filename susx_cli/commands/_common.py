@@ -21,6 +21,8 @@ PretrainedOpt = Annotated[
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda, cuda:1, mps.")]
 PrecisionOpt = Annotated[str, typer.Option("--precision", help="fp32, fp16 (GPU only) or bf16.")]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")]
+WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Image loading processes (default: cores - 1).")]
 NumShardsOpt = Annotated[int | None, typer.Option("--num-shards", help="Split the work into this many shards.")]
 ShardIndexOpt = Annotated[int | None, typer.Option("--shard-index", help="This worker's shard (0-based).")]
 

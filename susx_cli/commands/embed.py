@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from susx_cli.commands._common import (
+    BatchSizeOpt,
     DeviceOpt,
     JsonOpt,
     ModelOpt,
@@ -16,6 +17,7 @@ from susx_cli.commands._common import (
     PrecisionOpt,
     PretrainedOpt,
     QuietOpt,
+    WorkersOpt,
     run,
 )
 
@@ -35,8 +37,8 @@ def embed(
     seed: Annotated[int, typer.Option("--seed", help="Seed for --shots sampling.")] = 0,
     unlabelled: Annotated[bool, typer.Option("--unlabelled", help="Treat the folder as images without labels.")] = False,
     pool: Annotated[str | None, typer.Option("--pool", help="Text pool for prompts.json: template | cupl | combined.")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1)] = 64,
-    workers: Annotated[int | None, typer.Option("--workers", help="Data-loading processes (default: cores - 1).")] = None,
+    batch_size: BatchSizeOpt = 64,
+    workers: WorkersOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "fp32",
     overwrite: OverwriteOpt = False,

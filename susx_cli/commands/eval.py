@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from susx_cli.commands._common import DeviceOpt, JsonOpt, OverwriteOpt, PrecisionOpt, QuietOpt, run
+from susx_cli.commands._common import (
+    BatchSizeOpt,
+    DeviceOpt,
+    JsonOpt,
+    OverwriteOpt,
+    PrecisionOpt,
+    QuietOpt,
+    WorkersOpt,
+    run,
+)
 
 
 def eval_(
@@ -33,8 +42,8 @@ def eval_(
     beta: Annotated[float | None, typer.Option("--beta", help="--calibration fixed: beta.")] = None,
     gamma: Annotated[float | None, typer.Option("--gamma", help="--calibration fixed: gamma (tip-x).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the few-shot sample.")] = 0,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1)] = 64,
-    workers: Annotated[int | None, typer.Option("--workers", help="Image loading processes.")] = None,
+    batch_size: BatchSizeOpt = 64,
+    workers: WorkersOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "fp32",
     overwrite: OverwriteOpt = False,
