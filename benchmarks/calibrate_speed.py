@@ -206,7 +206,7 @@ def main() -> None:
     ap.add_argument(
         "--loop-betas",
         type=int,
-        default=10,
+        default=20,
         help="betas in the sub-grid the loop runs on (x 20 alphas x 50 gammas)",
     )
     ap.add_argument(

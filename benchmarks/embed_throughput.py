@@ -259,7 +259,7 @@ def main() -> None:
     )
     ap.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS of the runs (0: leave alone)")
     ap.add_argument(
-        "--repeats", type=int, default=1, help="alternate susx / clip-retrieval runs at N this many times"
+        "--repeats", type=int, default=2, help="run the whole plan this many times; report the fastest"
     )
     ap.add_argument("--no-4n", dest="four_n", action="store_false", help="skip the susx run on 4N images")
     ap.add_argument(
@@ -288,7 +288,8 @@ def main() -> None:
     print(f"embedding throughput: {N:,} JPEGs of {args.image_size} px in {args.classes} class folders, "
           f"model {MODEL} (random weights from one local checkpoint), CPU, batch {args.batch_size}, "
           f"{args.workers} loader worker(s), {os.cpu_count()} cores")  # fmt: skip
-    print("load average before (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in os.getloadavg()), flush=True)
+    load_before = os.getloadavg()
+    print("load average before (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in load_before), flush=True)
     try:
         t0 = time.perf_counter()
         big, small = work / f"images_{total}", work / f"images_{N}"
@@ -303,19 +304,18 @@ def main() -> None:
             flush=True,
         )
 
+        plan = [("susx", N), ("clip-retrieval", N)]
+        plan += [("susx", 4 * N)] if args.four_n else []
+        plan += [("clip-retrieval", 4 * N)] if args.cr_4n else []
         rows, first = [], {}
         for rep in range(args.repeats):
-            for tool in ("susx", "clip-retrieval"):
-                print(f"running {tool} on {N:,} images (repeat {rep + 1}) ...", flush=True)
-                out = work / f"out_{tool}_{N}_{rep}"
-                rows.append(measure(args, tool, small, N, out))
-                first.setdefault(tool, out)
-        if args.four_n:
-            print(f"running susx on {4 * N:,} images ...", flush=True)
-            rows.append(measure(args, "susx", big, 4 * N, work / f"out_susx_{4 * N}"))
-        if args.cr_4n:
-            print(f"running clip-retrieval on {4 * N:,} images ...", flush=True)
-            rows.append(measure(args, "clip-retrieval", big, 4 * N, work / f"out_clip-retrieval_{4 * N}"))
+            for tool, count in plan:
+                print(
+                    f"running {tool} on {count:,} images (repeat {rep + 1} of {args.repeats}) ...", flush=True
+                )
+                out = work / f"out_{tool}_{count}_{rep}"
+                rows.append(measure(args, tool, small if count == N else big, count, out))
+                first.setdefault((tool, count), out)
 
         print()
         print(f"{'tool':<16}{'images':>8}{'call s':>9}{'img/s (call)':>14}{'wall s':>9}{'img/s (wall)':>14}"
@@ -329,45 +329,60 @@ def main() -> None:
             print(f"{r['tool']:<16}{r['images']:>8}{r['call_s']:>9.2f}{r['images'] / r['call_s']:>14.1f}"
                   f"{r['wall_s']:>9.2f}{r['images'] / r['wall_s']:>14.1f}{r['maxrss_mib']:>15.0f}{r['pss_mib']:>14.0f}")  # fmt: skip
 
-        ok = [r for r in rows if r["rc"] == 0]
-        best = {}
-        for tool in ("susx", "clip-retrieval"):
-            runs = [r for r in ok if r["tool"] == tool and r["images"] == N]
+        # Per (tool, images): the fastest run's times (other processes only slow a run down) and the
+        # largest memory peaks over the repeats.
+        agg = {}
+        for key in dict.fromkeys(plan):
+            runs = [r for r in rows if (r["tool"], r["images"]) == key and r["rc"] == 0]
             if runs:
-                best[tool] = min(runs, key=lambda r: r["call_s"])
+                agg[key] = {
+                    "call_s": min(r["call_s"] for r in runs),
+                    "wall_s": min(r["wall_s"] for r in runs),
+                    "maxrss_mib": max(r["maxrss_mib"] for r in runs),
+                    "pss_mib": max(r["pss_mib"] for r in runs),
+                }
+        rep_note = " (fastest of the repeats)" if args.repeats > 1 else ""
         print()
-        if len(best) == 2:
-            s, c = best["susx"], best["clip-retrieval"]
-            print(f"susx / clip-retrieval at {N:,} images: images/s (call) {c['call_s'] / s['call_s']:.2f}x, "
-                  f"images/s (wall) {c['wall_s'] / s['wall_s']:.2f}x, ru_maxrss {s['maxrss_mib'] / c['maxrss_mib']:.2f}x, "
+        s, c = agg.get(("susx", N)), agg.get(("clip-retrieval", N))
+        if s and c:
+            print(f"susx / clip-retrieval at {N:,} images{rep_note}: images/s (call) {c['call_s'] / s['call_s']:.2f}x, "
+                  f"images/s (wall) {c['wall_s'] / s['wall_s']:.2f}x; memory ru_maxrss {s['maxrss_mib'] / c['maxrss_mib']:.2f}x, "
                   f"tree PSS {s['pss_mib'] / c['pss_mib']:.2f}x")  # fmt: skip
             try:
-                print("embeddings: " + compare_embeddings(first["susx"], first["clip-retrieval"], small))
+                print(
+                    "embeddings: "
+                    + compare_embeddings(first[("susx", N)], first[("clip-retrieval", N)], small)
+                )
             except Exception as exc:  # a check, not the benchmark: say why it could not run
                 print(f"embeddings: comparison failed: {exc.__class__.__name__}: {exc}")
         else:
-            failed = [r["tool"] for r in rows if r["rc"] != 0]
+            failed = sorted({r["tool"] for r in rows if r["rc"] != 0})
             print(f"no side-by-side ratio: {', '.join(failed)} failed (see above)")
-        four = [r for r in ok if r["tool"] == "susx" and r["images"] == 4 * N]
-        if four and "susx" in best:
-            s = best["susx"]
-            print(f"susx memory, {4 * N:,} vs {N:,} images: ru_maxrss {four[0]['maxrss_mib'] / s['maxrss_mib']:.2f}x, "
-                  f"tree PSS {four[0]['pss_mib'] / s['pss_mib']:.2f}x (1.00x = flat)")  # fmt: skip
-        cr_four = [r for r in ok if r["tool"] == "clip-retrieval" and r["images"] == 4 * N]
-        if cr_four and "clip-retrieval" in best:
-            c = best["clip-retrieval"]
-            print(f"clip-retrieval memory, {4 * N:,} vs {N:,} images: ru_maxrss "
-                  f"{cr_four[0]['maxrss_mib'] / c['maxrss_mib']:.2f}x, tree PSS {cr_four[0]['pss_mib'] / c['pss_mib']:.2f}x")  # fmt: skip
+        marginal = {}
         for tool in ("susx", "clip-retrieval"):
-            four = [r for r in ok if r["tool"] == tool and r["images"] == 4 * N]
-            if four and tool in best and four[0]["call_s"] > best[tool]["call_s"]:
-                best[tool]["marginal"] = 3 * N / (four[0]["call_s"] - best[tool]["call_s"])
+            one, four = agg.get((tool, N)), agg.get((tool, 4 * N))
+            if not (one and four):
+                continue
+            print(f"{tool} memory, {4 * N:,} vs {N:,} images: ru_maxrss {four['maxrss_mib'] / one['maxrss_mib']:.2f}x, "
+                  f"tree PSS {four['pss_mib'] / one['pss_mib']:.2f}x (1.00x = flat)")  # fmt: skip
+            if four["call_s"] > one["call_s"]:
+                marginal[tool] = 3 * N / (four["call_s"] - one["call_s"])
                 print(f"{tool}: marginal images/s from {N:,} to {4 * N:,} images (fixed costs cancel): "
-                      f"{best[tool]['marginal']:.1f}")  # fmt: skip
-        if all("marginal" in best.get(t, {}) for t in ("susx", "clip-retrieval")):
-            print(f"susx / clip-retrieval marginal images/s: "
-                  f"{best['susx']['marginal'] / best['clip-retrieval']['marginal']:.2f}x")  # fmt: skip
-        print("load average after (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
+                      f"{marginal[tool]:.1f}")  # fmt: skip
+            else:
+                print(f"{tool}: marginal images/s not measurable: the {4 * N:,}-image run was not slower than the "
+                      f"{N:,}-image one (load from other processes)")  # fmt: skip
+        if len(marginal) == 2:
+            print(
+                f"susx / clip-retrieval marginal images/s: {marginal['susx'] / marginal['clip-retrieval']:.2f}x"
+            )
+        load_after = os.getloadavg()
+        print("load average after (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in load_after))
+        if load_before[0] >= 0.5 * (os.cpu_count() or 1):
+            print(
+                "NOTE: other processes were using the cores when this started (1-min load above half the cores), "
+                "so times may be inflated and noisy (the marginal figures most of all); more --repeats help."
+            )
         print("call s: the library call after imports (model load, clip-retrieval's warm-up, reading, writing); "
               "wall s: the whole child process. ru_maxrss: largest single process of the run; tree PSS: "
               "sum over the run's process tree (workers included), sampled every 0.1 s.")  # fmt: skip

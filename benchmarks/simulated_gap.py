@@ -124,7 +124,7 @@ def geometry(sim) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="simulations to average")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="simulations to average")
     ap.add_argument("--dim", type=int, default=256, help="embedding dimension D")
     ap.add_argument("--classes", type=int, default=50)
     ap.add_argument("--shots", type=int, default=8, help="support images per class")
