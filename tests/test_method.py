@@ -172,3 +172,15 @@ def test_ties_keep_the_first_grid_point():
     got = search.grid_search(T(f), T(yq), T(F), T(y), T(W), grid)
     assert (got.alpha, got.beta, got.gamma) == (1.0, 2.0, 0.5)
     assert int(got.counts.flatten().argmax()) == 0
+
+
+def test_unsorted_grids_give_the_same_counts_in_their_own_order():
+    f, yq, F, y, W = _problem(n=90, N=30, C=5, seed=9)
+    grid = search.Grid([0.5, 5.0, 20.0], [1.0, 6.0], [0.1, 3.0, 12.0, 6.0])
+    shuffled = search.Grid([20.0, 0.5, 5.0], [6.0, 1.0], [12.0, 0.1, 6.0, 3.0])
+    a = search.grid_search(T(f), T(yq), T(F), T(y), T(W), grid).counts
+    b = search.grid_search(T(f), T(yq), T(F), T(y), T(W), shuffled).counts
+    for i, av in enumerate(shuffled.alpha):
+        for j, bv in enumerate(shuffled.beta):
+            for k, gv in enumerate(shuffled.gamma):
+                assert b[i, j, k] == a[grid.alpha.index(av), grid.beta.index(bv), grid.gamma.index(gv)]

@@ -3,7 +3,8 @@
 For a fixed beta every logit difference ``logit_c - logit_y`` is linear in (alpha, gamma). So a query
 whose true class wins at the four corners of the (alpha, gamma) rectangle wins at every grid point,
 a query that one class beats at all four corners loses at every grid point, and only the rest, against
-only the classes that win at some corner, need the full sweep. Counts of correct queries are
+only the classes that win at some corner, need more work: per alpha, the gammas where the true class
+wins form one interval, found by binary search on the sorted gamma grid. Counts of correct queries are
 integers summed over query chunks, so the result does not depend on the chunk size, and ties keep the
 first grid point in alpha-major, then beta, then gamma order, as the reference's strict '>' does.
 """
@@ -91,14 +92,38 @@ def _chunk_counts(
     dz = Z[qi, ci] - Z[qi, yi]
     dc = cache[qi, ci] - cache[qi, yi]
     dk = K[qi, ci] - K[qi, yi]
-    lost = torch.zeros(q, A * G, dtype=torch.int32, device=Z.device)
+    # For one alpha, each candidate's condition "c does not beat y", dz + dc alpha + dk gamma < 0 (<= 0 when
+    # c > y), holds on a half-line of gamma. Their intersection is an interval of the sorted gamma grid,
+    # found by binary search, so a query costs O(A log G) instead of a sweep over all A x G points.
+    strict = ci < yi  # a tie goes to the lower index: then c beats y already at equality
+    start = torch.zeros(q, A, dtype=torch.int64, device=Z.device)  # first winning gamma index
+    stop = torch.full((q, A), G, dtype=torch.int64, device=Z.device)  # one past the last
     for s in range(0, qi.numel(), pair_chunk):
         sl = slice(s, s + pair_chunk)
-        val = dz[sl, None, None] + dc[sl, None, None] * alphas[None, :, None] + dk[sl, None, None] * gammas[None, None, :]
-        b = _beats(val, ci[sl, None, None], yi[sl, None, None])
-        lost.index_add_(0, qi[sl], b.reshape(-1, A * G).to(torch.int32))
-    right = (lost[undecided] == 0).sum(0).reshape(A, G)
-    return counts + right
+        e = dz[sl, None] + dc[sl, None] * alphas[None, :]  # (p, A): the difference at gamma = 0
+        k = dk[sl, None].expand_as(e)
+        st = strict[sl, None].expand_as(e)
+        t = -e / torch.where(k == 0, torch.ones_like(k), k)  # the gamma where the difference is 0
+        flat = t.reshape(-1).contiguous()
+        left = torch.searchsorted(gammas, flat, right=False).reshape(t.shape)  # gammas < t
+        right = torch.searchsorted(gammas, flat, right=True).reshape(t.shape)  # gammas <= t
+        # dk > 0: gamma < t (strict) or <= t; dk < 0: gamma > t (strict) or >= t; dk == 0: all or none.
+        hi = torch.where(k > 0, torch.where(st, left, right), torch.full_like(left, G))
+        lo = torch.where(k < 0, torch.where(st, right, left), torch.zeros_like(left))
+        never = (k == 0) & torch.where(st, e >= 0, e > 0)
+        hi = torch.where(never, torch.zeros_like(hi), hi)
+        index = qi[sl, None].expand_as(hi)
+        start.scatter_reduce_(0, index, lo, reduce="amax")
+        stop.scatter_reduce_(0, index, hi, reduce="amin")
+    rows_u = undecided.nonzero(as_tuple=True)[0]
+    lo, hi = start[rows_u], stop[rows_u]  # (u, A)
+    won = hi > lo
+    a_idx = torch.arange(A, device=Z.device).expand_as(lo)
+    diff = torch.zeros(A, G + 1, dtype=torch.int64, device=Z.device)
+    ones = torch.ones_like(lo[won])
+    diff.index_put_((a_idx[won], lo[won]), ones, accumulate=True)
+    diff.index_put_((a_idx[won], hi[won]), -ones, accumulate=True)
+    return counts + diff.cumsum(1)[:, :G]
 
 
 def grid_search(
@@ -126,7 +151,8 @@ def grid_search(
         raise ValueError("the grid has an empty axis")
     dtype, dev = f.dtype, f.device
     alphas = torch.tensor(grid.alpha, dtype=dtype, device=dev)
-    gammas = torch.tensor(grid.gamma, dtype=dtype, device=dev)
+    # The gamma sweep needs an ascending grid; counts are put back in the grid's own order at the end.
+    gammas, gamma_order = torch.sort(torch.tensor(grid.gamma, dtype=dtype, device=dev), stable=True)
     betas = list(grid.beta)
     counts = torch.zeros(len(grid.alpha), len(betas), len(grid.gamma), dtype=torch.int64, device=dev)
     ranges = None
@@ -159,6 +185,9 @@ def grid_search(
             counts[:, b, :] += _chunk_counts(t.Z, cache, t.kl_term, yc, alphas, gammas, pair_chunk)
             if progress is not None:
                 progress.advance(len(grid.alpha) * len(grid.gamma) * fc.shape[0] / f.shape[0])
+    unsorted = torch.empty_like(counts)
+    unsorted[:, :, gamma_order] = counts
+    counts = unsorted
     flat = int(torch.argmax(counts.flatten()))  # argmax returns the first maximum: the tie rule
     a, rest = divmod(flat, len(betas) * len(grid.gamma))
     b, g = divmod(rest, len(grid.gamma))
