@@ -156,18 +156,16 @@ def grid_search(
     betas = list(grid.beta)
     counts = torch.zeros(len(grid.alpha), len(betas), len(grid.gamma), dtype=torch.int64, device=dev)
     ranges = None
-    if exclude_self:
-        ranges = None  # leave-one-out runs on the whole support set in one chunk (N x N fits in memory)
-        chunk = f.shape[0]
-    elif f.shape[0] > chunk:
-        ranges = tipx.support_ranges(f, F, W, tau, chunk)
+    if f.shape[0] > chunk:
+        ranges = tipx.support_ranges(f, F, W, tau, chunk, exclude_self=exclude_self)
     # On a uniform beta grid, exp(-b_k (1 - S)) = exp(-b_{k-1} (1 - S)) * exp(-step (1 - S)).
     steps = [b2 - b1 for b1, b2 in zip(betas, betas[1:], strict=False)]
     uniform = len(steps) > 1 and all(math.isclose(s, steps[0], rel_tol=1e-9) for s in steps)
     for start in range(0, f.shape[0], chunk):
         fc, yc = f[start : start + chunk], yq[start : start + chunk]
         t = tipx.query_terms(
-            fc, F, y, W, tau=tau, logit_scale=logit_scale, normalize=normalize, exclude_self=exclude_self, ranges=ranges
+            fc, F, y, W, tau=tau, logit_scale=logit_scale, normalize=normalize, exclude_self=exclude_self,
+            self_offset=start, ranges=ranges
         )
         one_minus_s = 1.0 - t.S
         if t.mask is not None:

@@ -94,6 +94,7 @@ def query_terms(
     logit_scale: float = 100.0,
     normalize: bool = False,
     exclude_self: bool = False,
+    self_offset: int = 0,
     ranges: tuple[tuple[float, float], tuple[float, float]] | None = None,
 ) -> QueryTerms:
     """Precompute Z, S and the KL term (-K') L for queries f against support (F, y).
@@ -106,11 +107,7 @@ def query_terms(
     Z = zero_shot_logits(f, W, logit_scale)
     S = f @ F.T
     K = kl_matrix(signatures(f, W, tau), signatures(F, W, tau))
-    mask = None
-    if exclude_self:
-        mask = torch.ones_like(S, dtype=torch.bool)
-        idx = torch.arange(min(S.shape), device=S.device)
-        mask[idx, idx] = False
+    mask = self_mask(S, self_offset) if exclude_self else None
     if ranges is None:
         ranges = (min_max(K, mask), min_max(S, mask))
     neg = -rescale(K, *ranges)
@@ -123,18 +120,29 @@ def query_terms(
     return QueryTerms(Z, S, kl_term, mask, counts, normalize)
 
 
+def self_mask(S: torch.Tensor, offset: int) -> torch.Tensor:
+    """Leave-one-out mask for query rows offset..offset+q-1 of the support set itself: False at (i, offset+i)."""
+    mask = torch.ones_like(S, dtype=torch.bool)
+    idx = torch.arange(S.shape[0], device=S.device)
+    mask[idx, offset + idx] = False
+    return mask
+
+
 def support_ranges(
-    f: torch.Tensor, F: torch.Tensor, W: torch.Tensor, tau: float = 0.5, chunk: int = 4096
+    f: torch.Tensor, F: torch.Tensor, W: torch.Tensor, tau: float = 0.5, chunk: int = 4096, exclude_self: bool = False
 ) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Global (min, max) of K and of S over all query rows, computed in chunks of queries."""
+    """Global (min, max) of K and of S over all query rows (pairs (i, i) left out with ``exclude_self``),
+    computed in chunks of queries."""
     q = signatures(F, W, tau)
     k_lo, k_hi, s_lo, s_hi = float("inf"), float("-inf"), float("inf"), float("-inf")
     for start in range(0, f.shape[0], chunk):
         fc = f[start : start + chunk]
         K = kl_matrix(signatures(fc, W, tau), q)
         S = fc @ F.T
-        k_lo, k_hi = min(k_lo, float(K.min())), max(k_hi, float(K.max()))
-        s_lo, s_hi = min(s_lo, float(S.min())), max(s_hi, float(S.max()))
+        mask = self_mask(S, start) if exclude_self else None
+        (a, b), (c, d) = min_max(K, mask), min_max(S, mask)
+        k_lo, k_hi = min(k_lo, a), max(k_hi, b)
+        s_lo, s_hi = min(s_lo, c), max(s_hi, d)
     return (k_lo, k_hi), (s_lo, s_hi)
 
 
