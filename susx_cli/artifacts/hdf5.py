@@ -277,6 +277,37 @@ def read_features(path: str | Path) -> FeatureSet:
         )
 
 
+def read_feature_model(path: str | Path) -> ModelIdentity:
+    """The model identity of a complete image feature file, without reading its rows."""
+    with _open_checked(Path(path), common.IMAGE_FEATURES) as f:
+        return ModelIdentity.from_dict(_attr_json(f, "model"))
+
+
+def iter_feature_chunks(path: str | Path, chunk_rows: int):
+    """Yield (first row index, (b, D) float32 rows) of a feature file, ``chunk_rows`` rows at a time,
+    so files larger than memory can be scanned; raises on an empty file."""
+    path = Path(path)
+    with _open_checked(path, common.IMAGE_FEATURES) as f:
+        ds = f["features"]
+        if ds.shape[0] == 0:
+            raise SusxError(f"{path} holds no image features", hint="embed at least one readable image")
+        for start in range(0, ds.shape[0], chunk_rows):
+            yield start, np.ascontiguousarray(ds[start : start + chunk_rows], dtype=np.float32)
+
+
+def feature_rows(path: str | Path) -> int:
+    with _open_checked(Path(path), common.IMAGE_FEATURES) as f:
+        return int(f["features"].shape[0])
+
+
+def read_keys_at(path: str | Path, indices) -> dict[int, str]:
+    """Keys of the given row indices of a feature file."""
+    wanted = sorted({int(i) for i in indices})
+    with _open_checked(Path(path), common.IMAGE_FEATURES) as f:
+        values = f["keys"][wanted] if wanted else []
+    return {i: (v.decode() if isinstance(v, bytes) else str(v)) for i, v in zip(wanted, values, strict=True)}
+
+
 def existing_provenance(path: Path, kind: str) -> dict[str, Any] | None:
     """Provenance of a complete HDF5 artifact at ``path`` (None if absent); refuses a wrong kind."""
     if not path.exists():

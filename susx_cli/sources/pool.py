@@ -288,15 +288,7 @@ class PoolSource:
 
 
 def _stored_model(path: Path) -> hdf5.ModelIdentity:
-    import json
-
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        value = f.attrs.get("model")
-    if isinstance(value, bytes):
-        value = value.decode()
-    return hdf5.ModelIdentity.from_dict(json.loads(value))
+    return hdf5.read_feature_model(path)
 
 
 def _encode_queries(loaded, texts: list[str], batch_size: int = 256):
@@ -328,7 +320,6 @@ def search_features(path: Path, queries, k: int, method: str = "auto", chunk_row
 
     Reads the file in chunks of ``chunk_rows`` rows; faiss (brute force) or a numpy matrix product per chunk.
     """
-    import h5py
     import numpy as np
 
     use_faiss = method == "faiss"
@@ -349,35 +340,24 @@ def search_features(path: Path, queries, k: int, method: str = "auto", chunk_row
     q = np.ascontiguousarray(queries, dtype=np.float32)
     best_s = np.zeros((len(q), 0), dtype=np.float32)
     best_i = np.zeros((len(q), 0), dtype=np.int64)
-    with h5py.File(path, "r") as f:
-        ds = f["features"]
-        n = ds.shape[0]
-        if n == 0:
-            raise SusxError(f"{path} holds no image features", hint="the pool has no readable images")
-        with bar("search pool", total=n, unit="img") as progress:
-            for start in range(0, n, chunk_rows):
-                block = np.ascontiguousarray(ds[start : start + chunk_rows], dtype=np.float32)
-                kk = min(k, len(block))
-                if use_faiss:
-                    import faiss
+    with bar("search pool", total=hdf5.feature_rows(path), unit="img") as progress:
+        for start, block in hdf5.iter_feature_chunks(path, chunk_rows):
+            kk = min(k, len(block))
+            if use_faiss:
+                import faiss
 
-                    s, i = faiss.knn(q, block, kk, metric=faiss.METRIC_INNER_PRODUCT)
-                else:
-                    sims = q @ block.T
-                    i = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
-                    s = np.take_along_axis(sims, i, axis=1)
-                best_s, best_i = _topk_merge(best_s, best_i, s.astype(np.float32), i.astype(np.int64) + start, k)
-                progress.advance(len(block))
+                s, i = faiss.knn(q, block, kk, metric=faiss.METRIC_INNER_PRODUCT)
+            else:
+                sims = q @ block.T
+                i = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
+                s = np.take_along_axis(sims, i, axis=1)
+            best_s, best_i = _topk_merge(best_s, best_i, s.astype(np.float32), i.astype(np.int64) + start, k)
+            progress.advance(len(block))
     return best_s, best_i
 
 
 def _keys_at(path: Path, indices) -> dict[int, str]:
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        ds = f["keys"]
-        values = ds[sorted(int(i) for i in indices)] if len(indices) else []
-    return {int(i): (v.decode() if isinstance(v, bytes) else str(v)) for i, v in zip(sorted(int(i) for i in indices), values, strict=True)}
+    return hdf5.read_keys_at(path, indices)
 
 
 class _Reader:
