@@ -11,7 +11,7 @@ from susx_cli.artifacts import calibration as cal_io
 from susx_cli.artifacts import common
 from susx_cli.errors import SusxError
 from susx_cli.progress import bar, info
-from susx_cli.stages.inputs import load_queries, load_text_and_support
+from susx_cli.stages.inputs import as_float64, load_queries, load_text_and_support, method_device
 from susx_cli.stages.results import StageResult
 
 MODES = ("val", "loo", "fixed")
@@ -71,7 +71,6 @@ def calibrate(
 ) -> StageResult:
     import torch
 
-    from susx_cli.adapters.openclip import pick_device
     from susx_cli.method.search import Grid, grid_search
 
     if mode not in MODES:
@@ -122,9 +121,8 @@ def calibrate(
     objective = None
     summary: dict[str, Any] = {}
     if mode != "fixed":
-        dev = pick_device(device)
-        dev = "cpu" if dev == "mps" else dev  # no float64 on mps
-        as_t = lambda x: torch.from_numpy(x).to(dev, torch.float64)  # noqa: E731
+        dev = method_device(device)
+        as_t = lambda x: as_float64(x, dev)  # noqa: E731
         W, F = as_t(text.weights), as_t(sup.features)
         y = torch.from_numpy(sup.labels).to(dev)
         if mode == "val":

@@ -14,7 +14,7 @@ from susx_cli.classnames import check_same_classes
 from susx_cli.errors import SusxError
 from susx_cli.metrics import classification_metrics, topk_indices
 from susx_cli.progress import info, warn
-from susx_cli.stages.inputs import load_queries, load_text_and_support
+from susx_cli.stages.inputs import as_float64, load_queries, load_text_and_support, method_device
 from susx_cli.stages.results import StageResult
 
 METHODS = ("zero-shot", "tip-adapter", "tip-x")
@@ -58,7 +58,6 @@ def predict(
 ) -> PredictResult:
     import torch
 
-    from susx_cli.adapters.openclip import pick_device
     from susx_cli.method import tipx
 
     cal = cal_io.read_calibration(calibration_path) if calibration_path else None
@@ -95,9 +94,8 @@ def predict(
                              metrics=metrics if "n" in metrics else {})
 
     q = load_queries(query_features, text, need_labels=False, what="query set")
-    dev = pick_device(device)
-    dev = "cpu" if dev == "mps" else dev
-    as_t = lambda x: torch.from_numpy(x).to(dev, torch.float64)  # noqa: E731
+    dev = method_device(device)
+    as_t = lambda x: as_float64(x, dev)  # noqa: E731
     kwargs: dict[str, Any] = {}
     scale = cal.logit_scale if cal else 100.0
     if method != "zero-shot":
