@@ -55,7 +55,9 @@ class AlphaChoice:
 def check_finite(x: torch.Tensor, what: str) -> None:
     """A one-line error if ``x`` holds NaN or infinity."""
     if not bool(torch.isfinite(x).all()):
-        raise SusxError(f"the {what} contain NaN or infinite values", hint="re-embed the images; check the input files")
+        raise SusxError(
+            f"the {what} contain NaN or infinite values", hint="re-embed the images; check the input files"
+        )
 
 
 def check_support(F: torch.Tensor, y: torch.Tensor, num_classes: int) -> None:
@@ -67,7 +69,9 @@ def check_support(F: torch.Tensor, y: torch.Tensor, num_classes: int) -> None:
         )
     check_finite(F, "support features")
     if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-        raise SusxError(f"support labels must lie in 0..{num_classes - 1}", hint="check the support set's classes")
+        raise SusxError(
+            f"support labels must lie in 0..{num_classes - 1}", hint="check the support set's classes"
+        )
     sizes = torch.bincount(y, minlength=num_classes)
     empty = (sizes == 0).nonzero(as_tuple=True)[0]
     if empty.numel():
