@@ -106,6 +106,7 @@ def test_alpha_counts_match_a_direct_loop():
     choice = gda.choose_alpha(T(f), T(yq), T(W), head)
     expected = [int((numpy_logits(f, W, F, y, a).argmax(1) == yq).sum()) for a in gda.ALPHA_GRID]
     assert choice.counts.tolist() == expected
+    assert gda.alpha_counts(T(f), T(yq), T(W), head, chunk=7).tolist() == expected  # chunks change nothing
     assert choice.alphas == list(gda.ALPHA_GRID)
     best = int(np.argmax(expected))
     assert choice.alpha == gda.ALPHA_GRID[best] and choice.correct == expected[best] and choice.total == 200
@@ -163,6 +164,10 @@ def test_nan_and_mismatched_inputs_are_refused():
     badq[0, 0] = np.inf
     with pytest.raises(SusxError, match="NaN"):
         gda.gda_logits(T(badq), T(W), head, 1.0)
+    badW = W.copy()
+    badW[1, 1] = np.nan
+    with pytest.raises(SusxError, match="NaN"):
+        gda.gda_logits(T(f), T(badW), head, 1.0)
     with pytest.raises(SusxError, match="labels"):
         gda.fit_gda(T(F), T(y + 1), 3)  # label 3 with 3 classes
     with pytest.raises(SusxError, match="do not match"):
@@ -173,6 +178,8 @@ def test_nan_and_mismatched_inputs_are_refused():
         gda.gda_logits(T(f[:, :5]), T(W), head, 1.0)
     with pytest.raises(SusxError, match="alpha grid"):
         gda.choose_alpha(T(f), T(yq), T(W), head, alphas=[])
+    with pytest.raises(SusxError, match="labels of shape"):
+        gda.choose_alpha(T(f), T(yq[:-1]), T(W), head)
 
 
 # ---- k-fold -------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from susx_cli.errors import SusxError
+from susx_cli.method import tipx
 
 ALPHA_GRID = (1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0)  # the paper's grid for alpha
 
@@ -127,7 +128,8 @@ def _zero_shot(f: torch.Tensor, W: torch.Tensor, head: GDAHead, logit_scale: flo
             f"text classifier {tuple(W.shape)} does not match the GDA head {tuple(head.mu.shape)}",
             hint="use the text classifier the support set was calibrated with",
         )
-    return logit_scale * (f.to(torch.float64) @ W.to(torch.float64).T)
+    check_finite(W, "text classifier weights")
+    return tipx.zero_shot_logits(f.to(torch.float64), W.to(torch.float64), logit_scale)
 
 
 def gda_logits(
@@ -145,14 +147,26 @@ def alpha_counts(
     head: GDAHead,
     alphas: Sequence[float] = ALPHA_GRID,
     logit_scale: float = 100.0,
+    chunk: int = 4096,
 ) -> torch.Tensor:
-    """Correct queries (argmax, first index on ties) at every alpha: (A,) int64."""
+    """Correct queries (argmax, first index on ties) at every alpha: (A,) int64.
+
+    Queries go in chunks of rows, so memory stays O(chunk * C); integer counts do not depend on it.
+    """
     if len(alphas) == 0:
         raise SusxError("the alpha grid has no values", hint="give at least one alpha")
-    term = gda_term(f, head)
-    Z = _zero_shot(f, W, head, logit_scale)
-    yq = yq.to(device=Z.device, dtype=torch.int64)
-    return torch.stack([((Z + a * term).argmax(1) == yq).sum() for a in alphas]).to(torch.int64)
+    if yq.shape != (f.shape[0],):
+        raise SusxError(
+            f"{f.shape[0]} query features but labels of shape {tuple(yq.shape)}",
+            hint="give one label per query",
+        )
+    yq = yq.to(device=f.device, dtype=torch.int64)
+    counts = torch.zeros(len(alphas), dtype=torch.int64, device=f.device)
+    for start in range(0, f.shape[0], chunk):
+        fc, yc = f[start : start + chunk], yq[start : start + chunk]
+        term, Z = gda_term(fc, head), _zero_shot(fc, W, head, logit_scale)
+        counts += torch.stack([((Z + a * term).argmax(1) == yc).sum() for a in alphas])
+    return counts
 
 
 def pick_alpha(counts: torch.Tensor, alphas: Sequence[float], total: int) -> AlphaChoice:
