@@ -1,4 +1,4 @@
-"""SIMULATION: zero-shot vs Tip-Adapter vs TIP-X in a synthetic CLIP-like space with a modality gap.
+"""SIMULATION: zero-shot vs Tip-Adapter vs TIP-X vs GDA in a synthetic CLIP-like space with a modality gap.
 
 No model and no real image is involved. Every class c has an image centre m_c (a shared "image cone"
 direction plus a class part) and a text centre t_c = normalise(m_c + g + e_c), where g is a gap vector
@@ -9,13 +9,18 @@ images ("few-shot" support) or drawn around shifted centres normalise(m_c + s + 
 domain shift s and per-class drift d_c ("synthetic" support, mimicking generated images, SuS-SD).
 A labelled validation split and a test split are drawn like the target images.
 
-Hyperparameters are calibrated three ways:
+Hyperparameters are calibrated these ways:
   val    grid search on the labelled validation split (the paper's protocol; NOT name-only),
-  loo    grid search by leave-one-out over the support set itself (name-only),
+  loo    grid search by leave-one-out over the support set itself (name-only; Tip-Adapter, TIP-X),
+  kfold  k-fold over the support set (name-only): estimate on k - 1 folds, score the held-out fold,
+         counts summed over folds; the stratified split is seeded with the simulation's seed,
   fixed  no search: Tip-Adapter's published initialisation alpha=1, beta=5.5, and gamma=1 for TIP-X
-         (TIP-X publishes no default; 1 is this script's choice).
+         (TIP-X publishes no default; 1 is this script's choice); alpha=1 for GDA (the middle of the
+         paper's grid; GDA publishes no default either).
 Searches use susx_cli.method.search.grid_search on the reference grid (20 alphas x 200 betas x 50
-gammas; gamma = 0 for Tip-Adapter); test logits come from susx_cli.method.tipx.logits.
+gammas; gamma = 0 for Tip-Adapter); test logits come from susx_cli.method.tipx.logits. GDA
+(susx_cli.method.gda) picks alpha from the paper's grid {1e-4, ..., 100}; k-fold uses
+susx_cli.method.kfold.
 
 The figures say what the simulation does, not what SuS-X does on real data.
 
@@ -32,11 +37,13 @@ import time
 import numpy as np
 import torch
 
-from susx_cli.method import search, tipx
+from susx_cli.method import gda, kfold, search, tipx
 
-FIXED = {"tip-adapter": (1.0, 5.5, 0.0), "tip-x": (1.0, 5.5, 1.0)}
+FIXED = {"tip-adapter": (1.0, 5.5, 0.0), "tip-x": (1.0, 5.5, 1.0), "gda": (1.0, 0.0, 0.0)}
 SUPPORTS = ("few-shot", "synthetic")
-CALIBRATIONS = ("val", "loo", "fixed")
+CALIBRATIONS = ("val", "loo", "kfold", "fixed")
+GDA_CALIBRATIONS = ("val", "kfold", "fixed")  # leave-one-out would refit the head N times
+METHOD_MODES = (("tip-adapter", CALIBRATIONS), ("tip-x", CALIBRATIONS), ("gda", GDA_CALIBRATIONS))
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -83,15 +90,25 @@ def T(x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x))
 
 
-def calibrate(method: str, mode: str, sim, support: str, grid: search.Grid):
+def calibrate(method: str, mode: str, sim, support: str, grid: search.Grid, split: kfold.FoldSplit):
+    """(alpha, beta, gamma) of ``method`` calibrated by ``mode`` (GDA uses alpha only)."""
     if mode == "fixed":
         return FIXED[method]
     F, y = (T(a) for a in sim[support])
     W = T(sim["W"])
+    if method == "gda":
+        if mode == "val":
+            f, yq = (T(a) for a in sim["val"])
+            choice = gda.choose_alpha(f, yq, W, gda.fit_gda(F, y, W.shape[0]))
+        else:  # k-fold over the support set: no target label is used
+            choice = kfold.gda_alpha(F, y, W, split)
+        return choice.alpha, 0.0, 0.0
     g = search.Grid(grid.alpha, grid.beta, [0.0]) if method == "tip-adapter" else grid
     if mode == "val":
         f, yq = (T(a) for a in sim["val"])
         r = search.grid_search(f, yq, F, y, W, g)
+    elif mode == "kfold":  # k-fold over the support set: no target label is used
+        r = kfold.grid_search(F, y, W, g, split)
     else:  # leave-one-out over the support set: no target label is used
         r = search.grid_search(F, y, F, y, W, g, exclude_self=True)
     return r.alpha, r.beta, (0.0 if method == "tip-adapter" else r.gamma)
@@ -100,8 +117,12 @@ def calibrate(method: str, mode: str, sim, support: str, grid: search.Grid):
 def top1(method: str, sim, support: str, params) -> float:
     f, yq = (T(a) for a in sim["test"])
     F, y = (T(a) for a in sim[support])
+    W = T(sim["W"])
     alpha, beta, gamma = params
-    out = tipx.logits(method, f, T(sim["W"]), F, y, alpha=alpha, beta=beta, gamma=gamma)
+    if method == "gda":
+        out = gda.gda_logits(f, W, gda.fit_gda(F, y, W.shape[0]), alpha)
+    else:
+        out = tipx.logits(method, f, W, F, y, alpha=alpha, beta=beta, gamma=gamma)
     return float((out.argmax(1) == yq).double().mean())
 
 
@@ -144,6 +165,7 @@ def main() -> None:
     ap.add_argument(
         "--class-drift", type=float, default=0.3, help="synthetic support: per-class drift (norm)"
     )
+    ap.add_argument("--folds", type=int, default=4, help="k of the k-fold name-only calibration")
     ap.add_argument(
         "--grid",
         choices=("reference", "coarse"),
@@ -178,7 +200,12 @@ def main() -> None:
     )
     print(
         f"fixed calibration: Tip-Adapter alpha, beta = {FIXED['tip-adapter'][:2]} (Tip-Adapter's published init); "
-        f"TIP-X alpha, beta, gamma = {FIXED['tip-x']} (gamma = 1 is this script's choice)",
+        f"TIP-X alpha, beta, gamma = {FIXED['tip-x']} (gamma = 1 is this script's choice); "
+        f"GDA alpha = {FIXED['gda'][0]} (this script's choice)",
+    )
+    print(
+        f"k-fold: {args.folds} stratified folds of the support set, seeded with the simulation's seed; "
+        f"GDA alpha grid {list(gda.ALPHA_GRID)}",
         flush=True,
     )
 
@@ -193,9 +220,10 @@ def main() -> None:
             top1("zero-shot", sim, "few-shot", (0.0, 1.0, 0.0))
         )
         for support in SUPPORTS:
-            for method in ("tip-adapter", "tip-x"):
-                for mode in CALIBRATIONS:
-                    params = calibrate(method, mode, sim, support, grid)
+            split = kfold.stratified_folds(T(sim[support][1]), args.folds, seed)
+            for method, modes in METHOD_MODES:
+                for mode in modes:
+                    params = calibrate(method, mode, sim, support, grid, split)
                     acc.setdefault((method, mode, support), []).append(top1(method, sim, support, params))
                     chosen.setdefault((method, mode, support), []).append(params)
         print(f"seed {seed} done ({time.perf_counter() - start:.0f} s)", flush=True)
@@ -211,22 +239,30 @@ def main() -> None:
     w = 15 if len(args.seeds) > 1 else 8
     print()
     print(f"SIMULATION: top-1 % on the test split ({len(args.seeds)} seed(s), mean ± std over seeds)")
-    print(f"{'method':<13}{'calibration':<26}{'few-shot support':>{w + 4}}{'synthetic support':>{w + 4}}")
-    print(f"{'zero-shot':<13}{'none':<26}{cell(acc[('zero-shot', '-', '-')]):>{w + 4}}{'(same)':>{w + 4}}")
-    labels = {"val": "val (labelled val split)", "loo": "loo (support, name-only)", "fixed": "fixed"}
-    for method in ("tip-adapter", "tip-x"):
-        for mode in CALIBRATIONS:
+    print(f"{'method':<13}{'calibration':<30}{'few-shot support':>{w + 4}}{'synthetic support':>{w + 4}}")
+    print(f"{'zero-shot':<13}{'none':<30}{cell(acc[('zero-shot', '-', '-')]):>{w + 4}}{'(same)':>{w + 4}}")
+    labels = {
+        "val": "val (labelled val split)",
+        "loo": "loo (support, name-only)",
+        "kfold": f"{args.folds}-fold (support, name-only)",
+        "fixed": "fixed",
+    }
+    for method, modes in METHOD_MODES:
+        for mode in modes:
             row = [cell(acc[(method, mode, s)]) for s in SUPPORTS]
-            print(f"{method:<13}{labels[mode]:<26}{row[0]:>{w + 4}}{row[1]:>{w + 4}}")
+            print(f"{method:<13}{labels[mode]:<30}{row[0]:>{w + 4}}{row[1]:>{w + 4}}")
 
     print()
-    print("chosen (alpha, beta, gamma) per seed:")
-    for method in ("tip-adapter", "tip-x"):
-        for mode in ("val", "loo"):
+    print("chosen (alpha, beta, gamma) per seed (GDA: alpha):")
+    for method, modes in METHOD_MODES:
+        for mode in (m for m in modes if m != "fixed"):
             for s in SUPPORTS:
-                vals = "  ".join(
-                    "(" + ", ".join(f"{v:.2f}" for v in p) + ")" for p in chosen[(method, mode, s)]
-                )
+                if method == "gda":
+                    vals = "  ".join(f"{p[0]:g}" for p in chosen[(method, mode, s)])
+                else:
+                    vals = "  ".join(
+                        "(" + ", ".join(f"{v:.2f}" for v in p) + ")" for p in chosen[(method, mode, s)]
+                    )
                 print(f"  {method:<12}{mode:<6}{s:<11}{vals}")
     print()
     print(
