@@ -50,11 +50,18 @@ def from_class_folders(root: Path, classes: list[str]) -> ImageSet:
     by_key = {folder_key(name): i for i, name in enumerate(classes)}
     items: list[ImageItem] = []
     unmatched = []
+    folder_of: dict[int, str] = {}
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         label = by_key.get(folder_key(folder.name))
         if label is None:
             unmatched.append(folder.name)
             continue
+        if label in folder_of:
+            raise SusxError(
+                f"{root}: folders {folder_of[label]!r} and {folder.name!r} both match class {classes[label]!r}",
+                hint="merge them into one folder, or rename one to another class",
+            )
+        folder_of[label] = folder.name
         items += [ImageItem(p, label, str(p.relative_to(root))) for p in _image_files(folder)]
     if unmatched:
         shown = ", ".join(repr(u) for u in unmatched[:5]) + (" ..." if len(unmatched) > 5 else "")

@@ -53,6 +53,15 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def is_safe_relative(path: Any) -> bool:
+    """Whether a path read from an artifact stays inside the artifact's folder: a relative POSIX path
+    without '..', '.', empty parts, a drive or backslashes (a hand-edited row must not reach other files)."""
+    if not isinstance(path, str) or not path or "\\" in path or "\x00" in path:
+        return False
+    parts = path.split("/")
+    return not path.startswith("/") and ":" not in parts[0] and all(p not in ("", ".", "..") for p in parts)
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

@@ -261,6 +261,11 @@ def read_support(root: str | Path) -> SupportSet:
         missing = [k for k in REQUIRED_FIELDS if k not in row]
         if missing:
             raise SusxError(f"{root}/{MANIFEST}: a row lacks {missing}", hint="re-create the support set")
+        if not common.is_safe_relative(row["path"]):
+            raise SusxError(
+                f"{root}/{MANIFEST}: row path {row['path']!r} is absolute or leaves the support folder",
+                hint="a manifest names images inside its own folder only; re-create the support set",
+            )
         ci = int(row["class_index"])
         if not 0 <= ci < len(classes) or classes[ci] != row["class_name"]:
             raise SusxError(

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from susx_cli.artifacts import common, support
 from susx_cli.artifacts.prompts import read_prompts
+from susx_cli.errors import SusxError
 from susx_cli.progress import info, warn
 from susx_cli.sharding import Shard
 from susx_cli.sources.base import Source
@@ -18,6 +19,7 @@ def curate(
     source: Source,
     *,
     shard: Shard = Shard(),
+    min_per_class: int = 1,
     overwrite: bool = False,
 ) -> StageResult:
     """Run ``source`` for this shard's work units; merge when all shards are done.
@@ -43,6 +45,9 @@ def curate(
         if len(todo) < len(units):
             info(f"resuming: {len(units) - len(todo)} of {len(units)} images of this shard are already done")
         summary = source.run(todo, writer) if todo else {}
+        if shard.count == 1:
+            # Before the marker: a set missing whole classes must not look complete (a rerun resumes).
+            check_min_per_class(writer, min_per_class)
     finally:
         writer.close()
     merged = writer.finish({"source": source.name, **summary} if shard.count == 1 else summary)
@@ -70,6 +75,23 @@ def curate(
             warn(f"... and {len(shared) - 10} more images that are in more than one class")
         result.summary["cross_class_duplicates"] = len(shared)
     return result
+
+
+def check_min_per_class(writer: support.SupportWriter, min_per_class: int) -> None:
+    """Refuse to finish a support set where some class has fewer than ``min_per_class`` images."""
+    if min_per_class < 0:
+        raise SusxError(f"--min-per-class must be at least 0, got {min_per_class}", hint="e.g. --min-per-class 1")
+    counts = [0] * len(writer.classes)
+    for class_index, _ in writer.done:
+        counts[class_index] += 1
+    short = [(writer.classes[i], c) for i, c in enumerate(counts) if c < min_per_class]
+    if short:
+        shown = ", ".join(f"{name!r} ({count})" for name, count in short[:5]) + (" ..." if len(short) > 5 else "")
+        what = "no image" if min_per_class == 1 else f"fewer than {min_per_class} images"
+        raise SusxError(
+            f"{len(short)} class(es) have {what}: {shown}; the support set is left unfinished",
+            hint="check the source's warnings above and re-run, or lower --min-per-class (0 accepts empty classes)",
+        )
 
 
 def cross_class_duplicates(rows: list[dict]) -> dict[str, list[str]]:

@@ -99,6 +99,29 @@ def _sharded_unfinished(ws: Path) -> None:
         os.chdir(old)
 
 
+def _latin1_class_file(ws: Path) -> None:
+    (ws / "latin1.txt").write_bytes("caf\xe9\nth\xe9\n".encode("latin-1"))
+
+
+def _nfd_prompts(ws: Path) -> None:
+    # A hand-edited prompts.json whose second class is the first in another Unicode form.
+    import unicodedata
+
+    data = json.loads((ws / "p.json").read_text())
+    data["entries"][0]["name"] = unicodedata.normalize("NFC", "caf\u00e9")
+    data["entries"][1]["name"] = unicodedata.normalize("NFD", "caf\u00e9")
+    (ws / "p-edited.json").write_text(json.dumps(data))
+
+
+def _twin_folders(ws: Path) -> None:
+    shutil.copytree(ws / "shots", ws / "twins")
+    shutil.copytree(ws / "twins" / "kiwi", ws / "twins" / "Kiwi_")
+
+
+def _digits_classes(ws: Path) -> None:
+    (ws / "digits.txt").write_text("class 1\nclass 2\nclass_3\nn01440764\nn01443537\n")
+
+
 # ------------------------------------------------------------------ the table
 
 CASES: list[Case] = [
@@ -149,12 +172,22 @@ CASES: list[Case] = [
          message="red", issue_item="7"),
     Case("curate-no-readable-image", ("curate", "p.json", "-o", "s3", "--images", "bad-shots"),
          setup=_unreadable_shots, message="no image", issue_item="10"),
+    Case("class-file-not-utf8", ("prompts", "-c", "latin1.txt", "-o", "p2.json"), setup=_latin1_class_file,
+         message="UTF-8", issue_item="tracebacks"),
+    Case("prompts-json-unicode-forms", ("embed", "p-edited.json", "-o", "t2.h5", *TINY), setup=_nfd_prompts,
+         message="Unicode", issue_item="7"),
+    Case("two-folders-one-class", ("curate", "p.json", "-o", "s4", "--images", "twins"), setup=_twin_folders,
+         message="both match", issue_item="7"),
     # shards
     Case("merge-zero-shards", ("merge", "sharded", "--num-shards", "0"), setup=_sharded_unfinished,
          message="shards", issue_item="5"),
     Case("merge-missing-shard", ("merge", "sharded", "--num-shards", "2"), setup=_sharded_unfinished,
          message="not finished"),
+    Case("merge-other-shard-count", ("merge", "sharded", "--num-shards", "3"), setup=_sharded_unfinished,
+         message="not --num-shards 3", issue_item="5"),
     # valid controls: these must succeed
+    Case("control-digits-stay-distinct", ("prompts", "-c", "digits.txt", "-o", "p3.json"), setup=_digits_classes,
+         expect_exit=0),
     Case("control-calibrate-fixed", ("calibrate", "text.h5", "sup.h5", "-o", "c2.json", "--mode", "fixed",
                                      "--alpha", "1", "--beta", "1", "--gamma", "1"), expect_exit=0),
     Case("control-rerun-is-skipped", ("predict", "text.h5", "test.h5", "-s", "sup.h5", "-c", "cal.json",
@@ -176,8 +209,4 @@ OPEN = {
     "curate-overwrite-lookalike",
     "curate-output-is-input",
     "demo-overwrite-user-folder",
-    "manifest-path-escapes",
-    "class-names-clash",
-    "curate-no-readable-image",
-    "merge-zero-shards",
 }
