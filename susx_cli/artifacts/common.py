@@ -8,7 +8,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,27 @@ def identity(path: str | os.PathLike, kind: str | None = None) -> dict[str, Any]
         "kind": kind,
         "sha256": sha256_file(target) if target.is_file() else None,
     }
+
+
+def listing_identity(root: str | os.PathLike, files: Iterable[str | os.PathLike], kind: str) -> dict[str, Any]:
+    """How an artifact names a folder of files it read: the resolved folder, and a sha256 over each file's
+    path relative to it, size and modification time, so a changed, added or removed file changes the
+    identity while another spelling of the same folder (relative, absolute, another cwd) does not."""
+    root = Path(root)
+    digest = hashlib.sha256()
+    count = 0
+    for path in sorted(Path(f) for f in files):
+        try:
+            rel = path.relative_to(root).as_posix()
+        except ValueError:  # a file outside the folder (a split row may point anywhere under its root)
+            rel = str(path.resolve())
+        try:
+            st = path.stat()
+            digest.update(f"{rel}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{rel}\tmissing\n".encode())
+        count += 1
+    return {"path": str(root.resolve()), "kind": kind, "sha256": digest.hexdigest(), "files": count}
 
 
 def provenance(options: dict[str, Any], inputs: list[dict[str, Any]]) -> dict[str, Any]:

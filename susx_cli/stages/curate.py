@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from susx_cli.artifacts import common, support
+from susx_cli.artifacts.lock import output_lock
 from susx_cli.artifacts.prompts import read_prompts
 from susx_cli.errors import SusxError
 from susx_cli.progress import info, warn
@@ -28,17 +29,41 @@ def curate(
     """
     prompts = read_prompts(prompts_path)
     options = {"source": source.name, **source.options()}
-    prov = common.provenance(
-        options, [common.identity(prompts_path, common.PROMPTS), *source.inputs()]
-    )
-    if common.decide_existing(output, support.existing_provenance(output), prov, overwrite):
-        info(f"{output} is up to date (same inputs and options); nothing to do")
-        return StageResult("curate", [output], skipped=True)
+    inputs = [common.identity(prompts_path, common.PROMPTS), *source.inputs()]
+    refuse_output_among_inputs(output, inputs)
+    prov = common.provenance(options, inputs)
+    with output_lock(output.with_name(f"{output.name}.shard-{shard.index:05d}-of-{shard.count:05d}")):
+        support.recover_interrupted_swap(output)
+        replacing = overwrite and output.is_dir() and any(output.iterdir())
+        if replacing:
+            support.check_replaceable(output)
+        elif common.decide_existing(output, support.existing_provenance(output), prov, overwrite):
+            info(f"{output} is up to date (same inputs and options); nothing to do")
+            return StageResult("curate", [output], skipped=True)
+        # --overwrite builds the new set beside the old one and swaps it in only once it is complete.
+        target = support.staging_dir(output) if replacing else output
+        return _curate_into(target, output, prompts, prov, source, shard, min_per_class, replacing)
 
+
+def refuse_output_among_inputs(output: Path, inputs: list[dict]) -> None:
+    """An output that is, contains or lies inside one of the run's inputs would destroy that input."""
+    out = output.resolve()
+    for item in inputs:
+        if not item.get("path"):
+            continue
+        source = Path(item["path"]).resolve()
+        if out == source or out in source.parents or source in out.parents:
+            raise SusxError(
+                f"the output {output} overlaps the input {item['path']}",
+                hint="write the support set to a separate -o/--output folder",
+            )
+
+
+def _curate_into(target, output, prompts, prov, source, shard, min_per_class, replacing) -> StageResult:
     # The unit list first: a source that refuses its input (e.g. no CuPL sentences) leaves no folder behind.
     units = shard.select(source.units(prompts))
     writer = support.SupportWriter(
-        output, prompts.classes, prov, shard_index=shard.index, num_shards=shard.count, overwrite=overwrite
+        target, prompts.classes, prov, shard_index=shard.index, num_shards=shard.count, overwrite=replacing
     )
     try:
         todo = [u for u in units if not writer.is_done(u.class_index, u.key)]
@@ -56,6 +81,8 @@ def curate(
         info(f"shard {shard.index + 1}/{shard.count} done; the set completes when every shard has finished")
         result.summary["complete"] = False
         return result
+    if target != output:
+        support.swap_into_place(target, output)
     final = support.read_support(output)
     counts = final.counts()
     result.summary.update({"complete": True, "images": len(final.rows), "per_class": counts})

@@ -164,6 +164,8 @@ CASES: list[Case] = [
          setup=_classes_like_folder, message="mine", issue_item="1"),
     Case("curate-output-is-input", ("curate", "p.json", "-o", "sup", "--images", "sup", "--overwrite"),
          message="input", issue_item="2"),
+    Case("curate-overwrite-broken-source", ("curate", "p.json", "-o", "sup", "--images", "nope", "--overwrite"),
+         message="does not exist", issue_item="2"),
     Case("demo-overwrite-user-folder", ("demo", "-o", "mine", "--overwrite"), message="mine", issue_item="1"),
     # paths and class lists read from artifacts or files
     Case("manifest-path-escapes", ("embed", "sup", "-o", "s2.h5", *TINY), setup=_manifest_escape,
@@ -206,7 +208,5 @@ OPEN = {
     "text-fewer-rows",
     "features-missing-model-attr",
     "calibration-of-other-support",
-    "curate-overwrite-lookalike",
-    "curate-output-is-input",
     "demo-overwrite-user-folder",
 }
