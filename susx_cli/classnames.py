@@ -55,12 +55,21 @@ def validate_classes(classes: list[str], source: str = "class list") -> list[str
                 f"{source}: class {index} ({name!r}) looks like a path that would escape the output folder",
                 hint="class names must not start with '/' or contain '.' or '..' path parts",
             )
-        if name in seen:
+        key = folder_key(name)
+        if key in seen:
+            other = classes[seen[key]]
+            if other == name:
+                raise SusxError(
+                    f"{source}: class name {name!r} appears twice (indices {seen[key]} and {index})",
+                    hint="class names must be unique; rename one of them",
+                )
+            # Folders and files are matched to classes with this key, so the two would share one label.
             raise SusxError(
-                f"{source}: class name {name!r} appears twice (indices {seen[name]} and {index})",
-                hint="class names must be unique; rename one of them",
+                f"{source}: class names {other!r} (index {seen[key]}) and {name!r} (index {index}) differ only in "
+                "case, '-', '_', spaces or Unicode form",
+                hint="give them names that differ in letters or digits, or merge them into one class",
             )
-        seen[name] = index
+        seen[key] = index
     return list(classes)
 
 
@@ -72,8 +81,10 @@ def slug(name: str, max_len: int = 48) -> str:
 
 
 def folder_key(name: str) -> str:
-    """Comparison key that matches a folder name to a class name (case, '_', '-', spaces ignored)."""
-    return " ".join(re.sub(r"[_\-]+", " ", name).lower().split())
+    """Comparison key that matches a folder name to a class name: case, '_', '-', runs of spaces and the
+    Unicode form (NFC/NFD, compatibility characters) are ignored; letters and digits all count."""
+    folded = unicodedata.normalize("NFKC", name).casefold()
+    return " ".join(re.sub(r"[_\-]+", " ", folded).split())
 
 
 def read_class_file(path: Path) -> tuple[list[str], str]:
@@ -83,7 +94,13 @@ def read_class_file(path: Path) -> tuple[list[str], str]:
     """
     if not path.exists():
         raise SusxError(f"class file {path} does not exist", hint="check the path")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SusxError(
+            f"class file {path} is not UTF-8 text (byte {exc.start} cannot be read)",
+            hint="save it as UTF-8, one class name per line",
+        ) from None
     if path.suffix.lower() == ".json" or text.lstrip().startswith(("[", "{")):
         try:
             data = json.loads(text)
@@ -130,7 +147,7 @@ def classes_from_split(data: dict, path: Path) -> list[str]:
             f"{path}: labels {missing[:5]} have no rows, so their class names are unknown",
             hint="the split must cover labels 0..C-1",
         )
-    return [by_label[i] for i in range(len(by_label))]
+    return validate_classes([by_label[i] for i in range(len(by_label))], str(path))
 
 
 def check_same_classes(a: list[str], b: list[str], what_a: str, what_b: str) -> None:

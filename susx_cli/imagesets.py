@@ -35,7 +35,7 @@ class ImageSet:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-def _image_files(folder: Path) -> list[Path]:
+def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
 
 
@@ -50,19 +50,27 @@ def from_class_folders(root: Path, classes: list[str]) -> ImageSet:
     by_key = {folder_key(name): i for i, name in enumerate(classes)}
     items: list[ImageItem] = []
     unmatched = []
+    folder_of: dict[int, str] = {}
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         label = by_key.get(folder_key(folder.name))
         if label is None:
             unmatched.append(folder.name)
             continue
-        items += [ImageItem(p, label, str(p.relative_to(root))) for p in _image_files(folder)]
+        if label in folder_of:
+            raise SusxError(
+                f"{root}: folders {folder_of[label]!r} and {folder.name!r} both match class {classes[label]!r}",
+                hint="merge them into one folder, or rename one to another class",
+            )
+        folder_of[label] = folder.name
+        items += [ImageItem(p, label, str(p.relative_to(root))) for p in image_files(folder)]
     if unmatched:
         shown = ", ".join(repr(u) for u in unmatched[:5]) + (" ..." if len(unmatched) > 5 else "")
         raise SusxError(
             f"{root}: {len(unmatched)} folder(s) match no class name: {shown}",
             hint="rename the folders to the class names, or remove them",
         )
-    return ImageSet(classes, items, "class-folders")
+    listing = common.listing_identity(root, (it.path for it in items), "class-folders")
+    return ImageSet(classes, items, "class-folders", [listing])
 
 
 def from_split(
@@ -80,7 +88,8 @@ def from_split(
     if shots is not None:
         items = sample_shots(items, len(classes), shots, seed, classes)
         options.update({"shots": shots, "seed": seed})
-    return ImageSet(classes, items, "split", [common.identity(split_file, "coop-split")], options)
+    listing = common.listing_identity(root, (it.path for it in items), "split-images")
+    return ImageSet(classes, items, "split", [common.identity(split_file, "coop-split"), listing], options)
 
 
 def sample_shots(items: list[ImageItem], num_classes: int, shots: int, seed: int, classes: list[str]) -> list[ImageItem]:
@@ -104,8 +113,9 @@ def sample_shots(items: list[ImageItem], num_classes: int, shots: int, seed: int
 
 
 def from_unlabelled(root: Path) -> ImageSet:
-    files = _image_files(root)
-    return ImageSet(None, [ImageItem(p, -1, str(p.relative_to(root))) for p in files], "unlabelled")
+    files = image_files(root)
+    items = [ImageItem(p, -1, str(p.relative_to(root))) for p in files]
+    return ImageSet(None, items, "unlabelled", [common.listing_identity(root, files, "unlabelled")])
 
 
 def resolve(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 from pathlib import Path
 
 from susx_cli.errors import SusxError, missing_extra
@@ -172,9 +171,9 @@ def save_pipeline(path: Path, make) -> Path:
             if any(path.iterdir()):
                 raise SusxError(f"{path} exists and is not a diffusers pipeline folder", hint="choose an empty folder")
             path.rmdir()
-        umask = os.umask(0)
-        os.umask(umask)
-        staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; give it the usual folder mode
+        from susx_cli.artifacts.common import current_umask
+
+        staging.chmod(0o777 & ~current_umask())  # mkdtemp makes it private; give it the usual folder mode
         staging.rename(path)
     finally:
         if staging.exists():

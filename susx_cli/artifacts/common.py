@@ -8,7 +8,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,15 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def is_safe_relative(path: Any) -> bool:
+    """Whether a path read from an artifact stays inside the artifact's folder: a relative POSIX path
+    without '..', '.', empty parts, a drive or backslashes (a hand-edited row must not reach other files)."""
+    if not isinstance(path, str) or not path or "\\" in path or "\x00" in path:
+        return False
+    parts = path.split("/")
+    return not path.startswith("/") and ":" not in parts[0] and all(p not in ("", ".", "..") for p in parts)
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -69,6 +78,27 @@ def identity(path: str | os.PathLike, kind: str | None = None) -> dict[str, Any]
         "kind": kind,
         "sha256": sha256_file(target) if target.is_file() else None,
     }
+
+
+def listing_identity(root: str | os.PathLike, files: Iterable[str | os.PathLike], kind: str) -> dict[str, Any]:
+    """How an artifact names a folder of files it read: the resolved folder, and a sha256 over each file's
+    path relative to it, size and modification time, so a changed, added or removed file changes the
+    identity while another spelling of the same folder (relative, absolute, another cwd) does not."""
+    root = Path(root)
+    digest = hashlib.sha256()
+    count = 0
+    for path in sorted(Path(f) for f in files):
+        try:
+            rel = path.relative_to(root).as_posix()
+        except ValueError:  # a file outside the folder (a split row may point anywhere under its root)
+            rel = str(path.resolve())
+        try:
+            st = path.stat()
+            digest.update(f"{rel}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{rel}\tmissing\n".encode())
+        count += 1
+    return {"path": str(root.resolve()), "kind": kind, "sha256": digest.hexdigest(), "files": count}
 
 
 def provenance(options: dict[str, Any], inputs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -108,12 +138,29 @@ def decide_existing(
     )
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where the OS allows (Linux /proc)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: the only portable read is a set-and-restore
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+    # mkstemp makes the file private (0600); an artifact gets the mode any new file of the user gets,
+    # so collaborators on a shared cluster can read it when the umask allows.
+    os.fchmod(fd, 0o666 & ~current_umask())
     os.close(fd)
     tmp_path = Path(tmp)
     try:

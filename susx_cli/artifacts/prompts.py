@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from susx_cli.artifacts import common
+from susx_cli.classnames import validate_classes
 from susx_cli.errors import SusxError
 
 POOLS = ("template", "cupl", "combined")
@@ -111,6 +112,8 @@ def read_prompts(path: str | Path) -> Prompts:
         raise SusxError(f"{path}: malformed prompts entry ({exc})", hint="re-create it with `susx prompts`") from exc
     if [e.index for e in entries] != list(range(len(entries))):
         raise SusxError(f"{path}: entry indices are not 0..C-1 in order", hint="re-create it with `susx prompts`")
+    # A hand-edited file must not bring back names that would merge two classes' folders.
+    validate_classes([e.name for e in entries], str(path))
     known = {"kind", "schema_version", "tool", "created", "options", "inputs", "dataset", "cleaning",
              "default_pool", "classes", "entries"}
     return Prompts(

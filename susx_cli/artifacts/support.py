@@ -77,6 +77,84 @@ def existing_provenance(root: Path) -> dict[str, Any] | None:
     return {k: data.get(k) for k in ("tool", "created", "options", "inputs")}
 
 
+STAGING_SUFFIX = ".susx-new"
+RETIRED_SUFFIX = ".susx-old"
+
+
+def staging_dir(root: Path) -> Path:
+    """Where a replacement of ``root`` is built (--overwrite) before it is swapped into place."""
+    return root.with_name(f".{root.name}{STAGING_SUFFIX}")
+
+
+def _retired_dir(root: Path) -> Path:
+    return root.with_name(f".{root.name}{RETIRED_SUFFIX}")
+
+
+def _written_paths(root: Path) -> set[str]:
+    """Every relative path susx writes in a support folder: its files and the images its manifests name."""
+    owned = {CLASSES_FILE, MARKER, MANIFEST}
+    manifests = [root / MANIFEST, *(root / PARTS).glob("manifest-*.jsonl")]
+    for manifest in manifests:
+        owned.update(str(r.get("path")) for r in _read_jsonl(manifest) if common.is_safe_relative(r.get("path")))
+    return owned
+
+
+def foreign_files(root: Path) -> list[str]:
+    """Files in ``root`` that susx did not write (not in its manifests, not its own bookkeeping)."""
+    owned = _written_paths(root)
+    foreign = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if path.is_dir() and not path.is_symlink():
+            continue
+        ours = rel in owned or rel.startswith(f"{PARTS}/") or (path.name.startswith(".") and path.name.endswith(".tmp"))
+        if not ours:
+            foreign.append(rel)
+    return foreign
+
+
+def check_replaceable(root: Path) -> None:
+    """Refuse --overwrite of a folder unless it is a support set susx made and holds nothing else."""
+    data = common.read_json(root / CLASSES_FILE) if (root / CLASSES_FILE).is_file() else None
+    if not isinstance(data, dict) or data.get("kind") != common.SUPPORT_SET:
+        raise SusxError(
+            f"{root} is not a support set made by susx, so --overwrite will not replace it",
+            hint="choose a new or empty -o/--output folder",
+        )
+    foreign = foreign_files(root)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise SusxError(
+            f"{root} holds files susx did not write ({shown}); --overwrite only replaces what susx wrote",
+            hint="move those files away first, or choose another -o/--output folder",
+        )
+
+
+def recover_interrupted_swap(root: Path) -> None:
+    """Finish or undo a swap that a crash interrupted (see ``swap_into_place``)."""
+    retired = _retired_dir(root)
+    if not retired.exists():
+        return
+    if root.exists():
+        shutil.rmtree(retired)  # the new set was already in place: the old one only waited for removal
+    else:
+        os.replace(retired, root)  # the crash came between the two renames: put the old set back
+
+
+def swap_into_place(staging: Path, root: Path) -> None:
+    """Replace ``root`` with the complete set at ``staging``: old set aside, new set in, old set removed.
+
+    Each step is a rename in one folder, so after a crash ``recover_interrupted_swap`` finds either the
+    old or the new set in place and never a mixture.
+    """
+    retired = _retired_dir(root)
+    if root.exists():
+        os.replace(root, retired)
+    os.replace(staging, root)
+    if retired.exists():
+        shutil.rmtree(retired)
+
+
 class SupportWriter:
     """Writes one shard's images into a support folder; merges all parts once every shard is done."""
 
@@ -261,6 +339,11 @@ def read_support(root: str | Path) -> SupportSet:
         missing = [k for k in REQUIRED_FIELDS if k not in row]
         if missing:
             raise SusxError(f"{root}/{MANIFEST}: a row lacks {missing}", hint="re-create the support set")
+        if not common.is_safe_relative(row["path"]):
+            raise SusxError(
+                f"{root}/{MANIFEST}: row path {row['path']!r} is absolute or leaves the support folder",
+                hint="a manifest names images inside its own folder only; re-create the support set",
+            )
         ci = int(row["class_index"])
         if not 0 <= ci < len(classes) or classes[ci] != row["class_name"]:
             raise SusxError(

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from susx_cli import imagesets
+from susx_cli.artifacts import common
 from susx_cli.artifacts.prompts import Prompts
 from susx_cli.artifacts.support import SupportWriter
 from susx_cli.classnames import check_same_classes, folder_key, slug
@@ -34,7 +35,7 @@ class FolderSource:
 
     def options(self) -> dict[str, Any]:
         return {
-            "images": str(self.images),
+            "images": str(Path(self.images).resolve()),
             "split": self.split,
             "shots": self.shots,
             "seed": self.seed,
@@ -52,6 +53,16 @@ class FolderSource:
         return image_set
 
     def inputs(self) -> list[dict[str, Any]]:
+        """The images read: every image file under the folder, or the split file and its rows' images,
+        by name, size and time, so a changed image makes the set out of date."""
+        if Path(self.images).is_dir():
+            root = Path(self.images)
+            return [common.listing_identity(root, imagesets.image_files(root), "image-folder")]
+        if Path(self.images).is_file() and self.split is not None:
+            try:
+                return imagesets.from_split(self.images, self.split, self.image_root).inputs
+            except SusxError:
+                return []  # units() gives the error with its hint
         return []
 
     def units(self, prompts: Prompts) -> list[WorkUnit]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from susx_cli.artifacts import common, support
+from susx_cli.artifacts.lock import output_lock
 from susx_cli.artifacts.prompts import read_prompts
+from susx_cli.errors import SusxError
 from susx_cli.progress import info, warn
 from susx_cli.sharding import Shard
 from susx_cli.sources.base import Source
@@ -18,6 +20,7 @@ def curate(
     source: Source,
     *,
     shard: Shard = Shard(),
+    min_per_class: int = 1,
     overwrite: bool = False,
 ) -> StageResult:
     """Run ``source`` for this shard's work units; merge when all shards are done.
@@ -26,23 +29,50 @@ def curate(
     """
     prompts = read_prompts(prompts_path)
     options = {"source": source.name, **source.options()}
-    prov = common.provenance(
-        options, [common.identity(prompts_path, common.PROMPTS), *source.inputs()]
-    )
-    if common.decide_existing(output, support.existing_provenance(output), prov, overwrite):
-        info(f"{output} is up to date (same inputs and options); nothing to do")
-        return StageResult("curate", [output], skipped=True)
+    inputs = [common.identity(prompts_path, common.PROMPTS), *source.inputs()]
+    refuse_output_among_inputs(output, inputs)
+    prov = common.provenance(options, inputs)
+    with output_lock(output.with_name(f"{output.name}.shard-{shard.index:05d}-of-{shard.count:05d}")):
+        support.recover_interrupted_swap(output)
+        replacing = overwrite and output.is_dir() and any(output.iterdir())
+        if replacing:
+            support.check_replaceable(output)
+        elif common.decide_existing(output, support.existing_provenance(output), prov, overwrite):
+            info(f"{output} is up to date (same inputs and options); nothing to do")
+            return StageResult("curate", [output], skipped=True)
+        # --overwrite builds the new set beside the old one and swaps it in only once it is complete.
+        target = support.staging_dir(output) if replacing else output
+        return _curate_into(target, output, prompts, prov, source, shard, min_per_class, replacing)
 
+
+def refuse_output_among_inputs(output: Path, inputs: list[dict]) -> None:
+    """An output that is, contains or lies inside one of the run's inputs would destroy that input."""
+    out = output.resolve()
+    for item in inputs:
+        if not item.get("path"):
+            continue
+        source = Path(item["path"]).resolve()
+        if out == source or out in source.parents or source in out.parents:
+            raise SusxError(
+                f"the output {output} overlaps the input {item['path']}",
+                hint="write the support set to a separate -o/--output folder",
+            )
+
+
+def _curate_into(target, output, prompts, prov, source, shard, min_per_class, replacing) -> StageResult:
     # The unit list first: a source that refuses its input (e.g. no CuPL sentences) leaves no folder behind.
     units = shard.select(source.units(prompts))
     writer = support.SupportWriter(
-        output, prompts.classes, prov, shard_index=shard.index, num_shards=shard.count, overwrite=overwrite
+        target, prompts.classes, prov, shard_index=shard.index, num_shards=shard.count, overwrite=replacing
     )
     try:
         todo = [u for u in units if not writer.is_done(u.class_index, u.key)]
         if len(todo) < len(units):
             info(f"resuming: {len(units) - len(todo)} of {len(units)} images of this shard are already done")
         summary = source.run(todo, writer) if todo else {}
+        if shard.count == 1:
+            # Before the marker: a set missing whole classes must not look complete (a rerun resumes).
+            check_min_per_class(writer, min_per_class)
     finally:
         writer.close()
     merged = writer.finish({"source": source.name, **summary} if shard.count == 1 else summary)
@@ -51,6 +81,8 @@ def curate(
         info(f"shard {shard.index + 1}/{shard.count} done; the set completes when every shard has finished")
         result.summary["complete"] = False
         return result
+    if target != output:
+        support.swap_into_place(target, output)
     final = support.read_support(output)
     counts = final.counts()
     result.summary.update({"complete": True, "images": len(final.rows), "per_class": counts})
@@ -70,6 +102,23 @@ def curate(
             warn(f"... and {len(shared) - 10} more images that are in more than one class")
         result.summary["cross_class_duplicates"] = len(shared)
     return result
+
+
+def check_min_per_class(writer: support.SupportWriter, min_per_class: int) -> None:
+    """Refuse to finish a support set where some class has fewer than ``min_per_class`` images."""
+    if min_per_class < 0:
+        raise SusxError(f"--min-per-class must be at least 0, got {min_per_class}", hint="e.g. --min-per-class 1")
+    counts = [0] * len(writer.classes)
+    for class_index, _ in writer.done:
+        counts[class_index] += 1
+    short = [(writer.classes[i], c) for i, c in enumerate(counts) if c < min_per_class]
+    if short:
+        shown = ", ".join(f"{name!r} ({count})" for name, count in short[:5]) + (" ..." if len(short) > 5 else "")
+        what = "no image" if min_per_class == 1 else f"fewer than {min_per_class} images"
+        raise SusxError(
+            f"{len(short)} class(es) have {what}: {shown}; the support set is left unfinished",
+            hint="check the source's warnings above and re-run, or lower --min-per-class (0 accepts empty classes)",
+        )
 
 
 def cross_class_duplicates(rows: list[dict]) -> dict[str, list[str]]:

@@ -1,0 +1,212 @@
+"""The table of bad inputs and faults (issue 11), each with its expected exit and one-line message.
+
+``OPEN`` lists the ids that are known to fail today; the suite marks them xfail(strict), so fixing one
+turns its test red until it is moved out of ``OPEN`` — the table cannot silently drift.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from tests.faults.harness import Case
+
+TINY = ("--model", "susx-tiny-vit", "--pretrained", "none")
+
+
+# ------------------------------------------------------------------ setups that plant a fault
+
+
+def _edit_h5(name: str, edit):
+    def setup(ws: Path) -> None:
+        with h5py.File(ws / name, "a") as f:
+            edit(f)
+
+    return setup
+
+
+def _labels_beyond_classes(f):
+    f["labels"][0] = len(f["classes"])
+
+
+def _drop_last_key(f):
+    f["keys"].resize(f["keys"].shape[0] - 1, axis=0)
+
+
+def _nan_row(f):
+    f["features"][0] = np.nan
+
+
+def _fewer_text_rows(f):
+    w = f["weights"][()]
+    del f["weights"]
+    f.create_dataset("weights", data=w[:-1])
+
+
+def _missing_attr(f):
+    del f.attrs["model"]
+
+
+def _other_support_calibration(ws: Path) -> None:
+    # The same classes and model, another support set: shots sampled with another seed.
+    shutil.copy(ws / "sup.h5", ws / "sup-other.h5")
+    with h5py.File(ws / "sup-other.h5", "a") as f:
+        x = f["features"][()]
+        f["features"][()] = np.roll(x, 1, axis=0)
+
+
+def _manifest_escape(ws: Path) -> None:
+    manifest = ws / "sup" / "manifest.jsonl"
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    rows[0]["path"] = "../mine/thesis.tex"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _classes_like_folder(ws: Path) -> None:
+    # A folder of the user's that merely has a classes.json: not something susx made.
+    (ws / "mine" / "classes.json").write_text(json.dumps({"classes": ["a", "b"]}))
+
+
+def _case_clash_classes(ws: Path) -> None:
+    (ws / "clash.txt").write_text("Red Fox\nred-fox\nowl\n")
+
+
+def _unreadable_shots(ws: Path) -> None:
+    for name in ("zebra", "apple", "mango", "kiwi"):
+        folder = ws / "bad-shots" / name
+        folder.mkdir(parents=True)
+        (folder / "a.png").write_bytes(b"not an image")
+
+
+def _sharded_unfinished(ws: Path) -> None:
+    import os
+
+    from typer.testing import CliRunner
+
+    from susx_cli.cli import app
+
+    old = Path.cwd()
+    os.chdir(ws)
+    try:
+        r = CliRunner().invoke(app, ["curate", "p.json", "-o", "sharded", "--images", "shots", "--num-shards", "2",
+                                     "--shard-index", "0"])
+        assert r.exit_code == 0, r.stderr
+    finally:
+        os.chdir(old)
+
+
+def _latin1_class_file(ws: Path) -> None:
+    (ws / "latin1.txt").write_bytes("caf\xe9\nth\xe9\n".encode("latin-1"))
+
+
+def _nfd_prompts(ws: Path) -> None:
+    # A hand-edited prompts.json whose second class is the first in another Unicode form.
+    import unicodedata
+
+    data = json.loads((ws / "p.json").read_text())
+    data["entries"][0]["name"] = unicodedata.normalize("NFC", "caf\u00e9")
+    data["entries"][1]["name"] = unicodedata.normalize("NFD", "caf\u00e9")
+    (ws / "p-edited.json").write_text(json.dumps(data))
+
+
+def _twin_folders(ws: Path) -> None:
+    shutil.copytree(ws / "shots", ws / "twins")
+    shutil.copytree(ws / "twins" / "kiwi", ws / "twins" / "Kiwi_")
+
+
+def _digits_classes(ws: Path) -> None:
+    (ws / "digits.txt").write_text("class 1\nclass 2\nclass_3\nn01440764\nn01443537\n")
+
+
+# ------------------------------------------------------------------ the table
+
+CASES: list[Case] = [
+    # missing or wrong artifacts
+    Case("embed-missing-input", ("embed", "nope", "-o", "x.h5", *TINY), message="does not exist"),
+    Case("calibrate-wrong-kind", ("calibrate", "sup.h5", "sup.h5", "-o", "c2.json"), message="expected"),
+    Case("calibrate-json-as-text", ("calibrate", "p.json", "sup.h5", "-o", "c2.json"), message="p.json"),
+    Case("predict-missing-calibration", ("predict", "text.h5", "test.h5", "-s", "sup.h5", "-c", "nope.json",
+                                         "-o", "p2.h5"), message="does not exist"),
+    # numbers from the command line
+    Case("tau-negative", ("calibrate", "text.h5", "sup.h5", "-o", "c2.json", "--tau", "-1"), message="--tau"),
+    Case("tau-nan", ("calibrate", "text.h5", "sup.h5", "-o", "c2.json", "--tau", "nan"), message="--tau",
+         issue_item="9"),
+    Case("alpha-grid-nan", ("calibrate", "text.h5", "sup.h5", "-o", "c2.json", "--alpha-grid", "1,nan",
+                            "--beta-grid", "1", "--gamma-grid", "1"), message="alpha", issue_item="9"),
+    Case("fixed-alpha-inf", ("calibrate", "text.h5", "sup.h5", "-o", "c2.json", "--mode", "fixed", "--alpha", "inf",
+                             "--beta", "1", "--gamma", "1"), message="--alpha", issue_item="9"),
+    Case("logit-scale-negative", ("calibrate", "text.h5", "sup.h5", "-o", "c2.json", "--logit-scale", "-5"),
+         message="logit", issue_item="9"),
+    # hand-damaged artifacts
+    Case("support-label-beyond-classes", ("calibrate", "text.h5", "sup.h5", "-o", "c2.json", "--mode", "fixed",
+                                          "--alpha", "1", "--beta", "1", "--gamma", "1"),
+         setup=_edit_h5("sup.h5", _labels_beyond_classes), message="label", issue_item="9"),
+    Case("query-keys-shorter", ("predict", "text.h5", "test.h5", "-s", "sup.h5", "-c", "cal.json", "-o", "p2.h5"),
+         setup=_edit_h5("test.h5", _drop_last_key), message="keys", issue_item="9"),
+    Case("support-nan-row", ("calibrate", "text.h5", "sup.h5", "-o", "c2.json"),
+         setup=_edit_h5("sup.h5", _nan_row), message="NaN"),
+    Case("text-fewer-rows", ("predict", "text.h5", "test.h5", "-s", "sup.h5", "-c", "cal.json", "-o", "p2.h5"),
+         setup=_edit_h5("text.h5", _fewer_text_rows), message="text.h5", issue_item="9"),
+    Case("features-missing-model-attr", ("calibrate", "text.h5", "sup.h5", "-o", "c2.json"),
+         setup=_edit_h5("sup.h5", _missing_attr), message="sup.h5", issue_item="tracebacks"),
+    Case("calibration-of-other-support", ("predict", "text.h5", "test.h5", "-s", "sup-other.h5", "-c", "cal.json",
+                                          "-o", "p2.h5"),
+         setup=_other_support_calibration, message="support", issue_item="9"),
+    # outputs the user has
+    Case("embed-onto-other-artifact", ("embed", "sup", "-o", "text.h5", *TINY), message="text.h5"),
+    Case("curate-into-user-folder", ("curate", "p.json", "-o", "mine", "--images", "shots"),
+         message="not a susx support set"),
+    Case("curate-overwrite-lookalike", ("curate", "p.json", "-o", "mine", "--images", "shots", "--overwrite"),
+         setup=_classes_like_folder, message="mine", issue_item="1"),
+    Case("curate-output-is-input", ("curate", "p.json", "-o", "sup", "--images", "sup", "--overwrite"),
+         message="input", issue_item="2"),
+    Case("curate-overwrite-broken-source", ("curate", "p.json", "-o", "sup", "--images", "nope", "--overwrite"),
+         message="does not exist", issue_item="2"),
+    Case("demo-overwrite-user-folder", ("demo", "-o", "mine", "--overwrite"), message="mine", issue_item="1"),
+    # paths and class lists read from artifacts or files
+    Case("manifest-path-escapes", ("embed", "sup", "-o", "s2.h5", *TINY), setup=_manifest_escape,
+         message="manifest", issue_item="8"),
+    Case("class-names-clash", ("prompts", "-c", "clash.txt", "-o", "p2.json"), setup=_case_clash_classes,
+         message="red", issue_item="7"),
+    Case("curate-no-readable-image", ("curate", "p.json", "-o", "s3", "--images", "bad-shots"),
+         setup=_unreadable_shots, message="no image", issue_item="10"),
+    Case("class-file-not-utf8", ("prompts", "-c", "latin1.txt", "-o", "p2.json"), setup=_latin1_class_file,
+         message="UTF-8", issue_item="tracebacks"),
+    Case("prompts-json-unicode-forms", ("embed", "p-edited.json", "-o", "t2.h5", *TINY), setup=_nfd_prompts,
+         message="Unicode", issue_item="7"),
+    Case("two-folders-one-class", ("curate", "p.json", "-o", "s4", "--images", "twins"), setup=_twin_folders,
+         message="both match", issue_item="7"),
+    # shards
+    Case("merge-zero-shards", ("merge", "sharded", "--num-shards", "0"), setup=_sharded_unfinished,
+         message="shards", issue_item="5"),
+    Case("merge-missing-shard", ("merge", "sharded", "--num-shards", "2"), setup=_sharded_unfinished,
+         message="not finished"),
+    Case("merge-other-shard-count", ("merge", "sharded", "--num-shards", "3"), setup=_sharded_unfinished,
+         message="not --num-shards 3", issue_item="5"),
+    # valid controls: these must succeed
+    Case("control-digits-stay-distinct", ("prompts", "-c", "digits.txt", "-o", "p3.json"), setup=_digits_classes,
+         expect_exit=0),
+    Case("control-calibrate-fixed", ("calibrate", "text.h5", "sup.h5", "-o", "c2.json", "--mode", "fixed",
+                                     "--alpha", "1", "--beta", "1", "--gamma", "1"), expect_exit=0),
+    Case("control-rerun-is-skipped", ("predict", "text.h5", "test.h5", "-s", "sup.h5", "-c", "cal.json",
+                                      "-o", "pred.h5"), expect_exit=0),
+    Case("control-embed-rerun", ("embed", "sup", "-o", "sup.h5", *TINY), expect_exit=0),
+]
+
+# Known to fail today (issue 11); each fix moves its id out of here.
+OPEN = {
+    "tau-nan",
+    "alpha-grid-nan",
+    "fixed-alpha-inf",
+    "logit-scale-negative",
+    "support-label-beyond-classes",
+    "query-keys-shorter",
+    "text-fewer-rows",
+    "features-missing-model-attr",
+    "calibration-of-other-support",
+    "demo-overwrite-user-folder",
+}
