@@ -1,23 +1,18 @@
-"""CuPL-style sentences from an LLM: questions per class, answers cleaned, cached on disk, resumable.
+"""The run loop: ask the endpoint for every answer the cache lacks (the first request alone, then the
+rest concurrently, with retries and a request budget), then assemble the cleaned sentences.
 
-For every class, question and sample index one chat-completions request is made (n=1, with a seed
-derived from the question and the sample index, so local servers reproduce their answers). Raw answers
-go to an append-only JSONL cache keyed by (model, question, sample index, options); a rerun or a
-resumed run asks only for what the cache lacks. Cleaning is applied when the sentences are read from
-the cache, so it never costs a request.
+Exceptions: ``SusxError`` for a fatal endpoint error (nothing more is sent); ``IncompleteRunError``
+(exit code 3) when requests failed after their retries or ``max_requests`` stopped the run: the
+cache keeps what was done, and the same command resumes.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from rich.markup import escape
@@ -29,270 +24,15 @@ from susx_cli.adapters.llm import (
     Completion,
     LLMFatal,
     LLMTransient,
-    RetryPolicy,
     with_retries,
 )
 from susx_cli.artifacts import common
-from susx_cli.cupl_questions import format_question, resolve_questions
-from susx_cli.errors import SusxError
+from susx_cli.artifacts.llm_cache import AnswerCache
+from susx_cli.cupl.clean import clean_answers
+from susx_cli.cupl.plan import Request, plan_requests, request_options
+from susx_cli.cupl.settings import LLMPlan, LLMSettings
+from susx_cli.errors import IncompleteRunError, SusxError
 from susx_cli.progress import bar, info, warn
-
-# The paper's settings (METHOD.md): temperature 0.99, at most 50 tokens, 10 answers per question.
-DEFAULT_SAMPLES = 10
-DEFAULT_TEMPERATURE = 0.99
-DEFAULT_MAX_TOKENS = 50
-DEFAULT_CONCURRENCY = 8
-DEFAULT_TIMEOUT = 60.0
-DEFAULT_RETRIES = 5
-# Backoff of the first retry in seconds (doubles per retry, capped); tests lower it.
-BACKOFF_BASE = 1.0
-BACKOFF_CAP = 30.0
-MIN_CHARS = 5
-CLEANING_VERSION = 1
-# The paper sent bare questions to a completion model; chat models need to be told to be brief.
-DEFAULT_SYSTEM = "You write short visual descriptions for image captions. Reply with one plain sentence, no lists or markup."
-EXIT_INCOMPLETE = 3
-
-
-def default_retry_policy(retries: int = DEFAULT_RETRIES) -> RetryPolicy:
-    return RetryPolicy(retries=retries, base=BACKOFF_BASE, cap=BACKOFF_CAP)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Cleaning (pure)
-
-_FENCE = re.compile(r"```[a-zA-Z0-9_+-]*")
-_TAG = re.compile(r"</?[a-zA-Z][^<>]{0,200}>")
-_LIST_MARKER = re.compile(r"^\s*(?:[-*+\u2022>#]+|\d{1,3}[.)])\s+")
-_EMPHASIS = re.compile(r"(\*\*|__|\*|`)")
-_SENTENCE_END = re.compile(r"\.(?=\s|$)")
-_QUOTES = "\"'\u201c\u201d\u2018\u2019"
-
-
-def clean_answer(text: str | None, min_chars: int = MIN_CHARS) -> tuple[str | None, str]:
-    """One answer as a sentence, or None with the reason (``empty``, ``markup``, ``short``).
-
-    Markup (code fences, HTML tags, list markers, emphasis) is removed; a first line that only
-    introduces the answer ("Here is a caption:") is dropped; whitespace is collapsed; the text is cut at
-    its first full stop that ends a sentence (the paper stopped generation at the first '.'); it ends
-    with exactly one full stop (or its own '!' / '?'). Answers under ``min_chars`` characters are dropped.
-    """
-    if text is None or not text.strip():
-        return None, "empty"
-    text = _TAG.sub(" ", _FENCE.sub(" ", text))
-    lines = [_LIST_MARKER.sub("", ln).strip() for ln in text.splitlines()]
-    lines = [ln for ln in lines if ln]
-    if len(lines) > 1 and lines[0].endswith(":"):
-        lines = lines[1:]
-    text = " ".join(" ".join(lines).split())
-    text = _EMPHASIS.sub("", text).strip()
-    text = text.strip(_QUOTES + " ")
-    if not re.search(r"\w", text):
-        return None, "markup"
-    match = _SENTENCE_END.search(text)
-    if match:
-        text = text[: match.start()]
-    text = " ".join(text.split()).strip(_QUOTES + " ").rstrip(" .,;:").strip(_QUOTES + " ")
-    if len(text) < min_chars:
-        return None, "short"
-    if not text.endswith(("!", "?")):
-        text += "."
-    return text, "ok"
-
-
-def clean_answers(answers: list[str], min_chars: int = MIN_CHARS) -> tuple[list[str], dict[str, int]]:
-    """Cleaned sentences in order, exact duplicates dropped; counts of what was dropped and why."""
-    kept: list[str] = []
-    seen: set[str] = set()
-    dropped = {"empty": 0, "markup": 0, "short": 0, "duplicate": 0}
-    for answer in answers:
-        sentence, why = clean_answer(answer, min_chars)
-        if sentence is None:
-            dropped[why] += 1
-        elif sentence in seen:
-            dropped["duplicate"] += 1
-        else:
-            seen.add(sentence)
-            kept.append(sentence)
-    return kept, dropped
-
-
-# ---------------------------------------------------------------------------------------------------
-# Requests and their cache keys (pure)
-
-
-@dataclass(frozen=True)
-class Request:
-    class_index: int
-    question_index: int
-    sample: int
-    prompt: str  # the question with the class filled in
-    key: str
-    seed: int
-
-
-def request_options(temperature: float, max_tokens: int, system: str | None) -> dict[str, Any]:
-    """The options that change an answer, part of every cache key."""
-    return {"temperature": temperature, "max_tokens": max_tokens, "system": system or None, "seeded": True}
-
-
-def request_key(model: str, prompt: str, sample: int, options: dict[str, Any]) -> str:
-    blob = json.dumps({"model": model, "prompt": prompt, "sample": sample, "options": options},
-                      sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
-
-
-def request_seed(prompt: str, sample: int) -> int:
-    return int.from_bytes(hashlib.sha256(f"{prompt}\x00{sample}".encode()).digest()[:4], "big") & 0x7FFFFFFF
-
-
-def plan_requests(classes: list[str], questions: list[str], samples: int, model: str,
-                  options: dict[str, Any]) -> list[Request]:
-    """Every (class, question, sample) request, in class, question, sample order."""
-    out = []
-    for ci, name in enumerate(classes):
-        for qi, question in enumerate(questions):
-            prompt = format_question(question, name)
-            for s in range(samples):
-                out.append(Request(ci, qi, s, prompt, request_key(model, prompt, s, options), request_seed(prompt, s)))
-    return out
-
-
-# ---------------------------------------------------------------------------------------------------
-# The answer cache
-
-
-class AnswerCache:
-    """Append-only JSONL of raw answers, one line per successful request, keyed by ``request_key``.
-
-    A line cut short by a killed run is ignored on reading (that request is simply made again).
-    """
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self._lock = threading.Lock()
-        self._answers: dict[str, str] = {}
-        self.bad_lines = 0
-        if self.path.exists():
-            self._load()
-
-    def _load(self) -> None:
-        try:
-            raw = self.path.read_bytes()
-        except OSError as exc:
-            raise SusxError(f"cannot read the LLM cache {self.path} ({exc})", hint="check the path, or use --llm-cache") from exc
-        for line in raw.splitlines():
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                self._answers[row["key"]] = row["answer"]
-            except (ValueError, KeyError, TypeError):
-                self.bad_lines += 1
-                continue
-            if not isinstance(self._answers[row["key"]], str):
-                del self._answers[row["key"]]
-                self.bad_lines += 1
-
-    def __len__(self) -> int:
-        return len(self._answers)
-
-    def get(self, key: str) -> str | None:
-        return self._answers.get(key)
-
-    def put(self, key: str, answer: str, meta: dict[str, Any]) -> None:
-        line = json.dumps({"key": key, "answer": answer, **meta}, ensure_ascii=False) + "\n"
-        with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "ab") as handle:
-                if handle.tell() > 0:
-                    with open(self.path, "rb") as check:
-                        check.seek(-1, os.SEEK_END)
-                        if check.read(1) != b"\n":  # a torn line from a killed run: start afresh
-                            handle.write(b"\n")
-                handle.write(line.encode("utf-8"))
-                handle.flush()
-                os.fsync(handle.fileno())
-            self._answers[key] = answer
-
-
-# ---------------------------------------------------------------------------------------------------
-# Settings and generation
-
-
-@dataclass
-class LLMSettings:
-    """Everything ``susx prompts --llm`` needs; the CLI fills it from its options."""
-
-    model: str
-    base_url: str = DEFAULT_BASE_URL
-    key_env: str = "OPENAI_API_KEY"
-    questions: str | None = None  # dataset | generic | a dataset name | a file
-    samples: int = DEFAULT_SAMPLES
-    temperature: float = DEFAULT_TEMPERATURE
-    max_tokens: int = DEFAULT_MAX_TOKENS
-    system: str | None = DEFAULT_SYSTEM
-    concurrency: int = DEFAULT_CONCURRENCY
-    timeout: float = DEFAULT_TIMEOUT
-    cache: Path | None = None
-    max_requests: int | None = None
-    retry: RetryPolicy = field(default_factory=default_retry_policy)
-    sleep: Callable[[float], None] | None = None  # None: an interruptible wait
-
-    def validate(self) -> None:
-        if not self.model or not self.model.strip():
-            raise SusxError("--llm needs --llm-model NAME", hint="e.g. --llm-model gpt-4o-mini, or the model a vLLM/Ollama server serves")
-        if not self.base_url.startswith(("http://", "https://")):
-            raise SusxError(f"--llm-base-url {self.base_url!r} is not an http(s) URL", hint="e.g. http://localhost:8000/v1")
-        checks = [
-            (self.samples >= 1, "--llm-samples must be at least 1"),
-            (0.0 <= self.temperature <= 2.0, "--llm-temperature must be between 0 and 2"),
-            (self.max_tokens >= 1, "--llm-max-tokens must be at least 1"),
-            (self.concurrency >= 1, "--llm-concurrency must be at least 1"),
-            (self.timeout > 0, "--llm-timeout must be positive"),
-            (self.max_requests is None or self.max_requests >= 0, "--max-requests must be 0 or more"),
-            (self.retry.retries >= 0, "--llm-retries must be 0 or more"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise SusxError(message, hint="see susx prompts --help")
-
-
-@dataclass
-class LLMPlan:
-    """Settings resolved against the class list's dataset: the question set and the recorded options."""
-
-    settings: LLMSettings
-    questions: list[str]
-    questions_source: str
-    cache_path: Path
-
-    def options(self) -> dict[str, Any]:
-        """What decides the sentences; recorded in prompts.json's options (and its fingerprint)."""
-        s = self.settings
-        return {
-            "model": s.model,
-            "questions_source": self.questions_source,
-            "questions": self.questions,
-            "samples": s.samples,
-            "temperature": s.temperature,
-            "max_tokens": s.max_tokens,
-            "system": s.system or None,
-            "seeded": True,
-            "cleaning": {"version": CLEANING_VERSION, "min_chars": MIN_CHARS, "cut_at_first_full_stop": True,
-                         "dedupe": True},
-        }
-
-
-def default_cache_path(output: Path) -> Path:
-    return output.with_name(f"{output.stem}.llm-cache.jsonl")
-
-
-def prepare(settings: LLMSettings, dataset: str | None, output: Path) -> LLMPlan:
-    settings.validate()
-    questions, source = resolve_questions(settings.questions, dataset)
-    cache_path = Path(settings.cache) if settings.cache is not None else default_cache_path(output)
-    return LLMPlan(settings, questions, source, cache_path)
 
 
 @dataclass
@@ -360,7 +100,10 @@ def generate(
     if todo:
         if client is None:
             client = _make_client(s)
-        stats = _run_requests(plan, client, cache, todo, opts)
+        try:
+            stats = _run_requests(plan, client, cache, todo, opts)
+        finally:
+            cache.close()
     return _assemble(plan, classes, requests, cache, hits, stats, started)
 
 
@@ -470,17 +213,15 @@ def _raise_incomplete(plan: LLMPlan, counts: dict[str, int], last_failure: list[
     kept = f"the cache {plan.cache_path} keeps the {counts['answers']} answers of this run"
     if counts["failed"]:
         extra = f", and {counts['undone']} were not made" if counts["undone"] else ""
-        raise SusxError(
+        raise IncompleteRunError(
             f"{counts['failed']} LLM request(s) failed after {s.retry.retries} retries "
             f"(last: {last_failure[0] if last_failure else '?'}){extra}; {kept}; prompts not written",
             hint="re-run the same command to ask only for what is missing",
-            exit_code=EXIT_INCOMPLETE,
         )
-    raise SusxError(
+    raise IncompleteRunError(
         f"stopped at --max-requests {s.max_requests}: {counts['undone']} request(s) left undone; {kept}; "
         "prompts not written",
         hint="re-run with a higher --max-requests (or without it) to resume",
-        exit_code=EXIT_INCOMPLETE,
     )
 
 
