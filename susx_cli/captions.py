@@ -48,18 +48,16 @@ class Matches:
         return self.table.slice(start, n)
 
     def save(self, path: Path) -> None:
-        import pyarrow.parquet as pq
+        """As parquet (a shard's ``matches.parquet``, see ``artifacts.shard_state``), atomically."""
+        from susx_cli.artifacts.shard_state import write_parquet
 
-        from susx_cli.artifacts.common import atomic_path
-
-        with atomic_path(path, suffix=".parquet") as tmp:
-            pq.write_table(self.table, tmp)
+        write_parquet(path, self.table)
 
     @classmethod
     def load(cls, path: Path) -> Matches:
-        import pyarrow.parquet as pq
+        from susx_cli.artifacts.shard_state import read_parquet
 
-        return cls(pq.read_table(path))
+        return cls(read_parquet(path))
 
 
 def resolve_files(pattern: str) -> list[str]:

@@ -20,6 +20,17 @@ class SusxError(Exception):
         return " ".join(text.split())
 
 
+EXIT_INCOMPLETE = 3
+
+
+class IncompleteRunError(SusxError):
+    """A run that stopped before finishing (requests failed or a budget ran out) but kept its work:
+    nothing final was written, and the same command resumes. Exit code 3."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message, hint, exit_code=EXIT_INCOMPLETE)
+
+
 def missing_extra(package: str, extra: str) -> SusxError:
     """Error for an optional dependency that is not installed."""
     return SusxError(

@@ -164,3 +164,81 @@ def test_demo_runs_every_stage_through_the_cli(tmp_path, monkeypatch):
             assert Path(p).exists(), p
     r = invoke("demo", "-o", "run", expect=2)
     assert "not empty" in r.stderr
+
+
+def _damage(src: Path, dst: Path, change) -> Path:
+    """A copy of an HDF5 artifact with ``change(f)`` applied in place."""
+    import shutil
+
+    shutil.copy(src, dst)
+    with h5py.File(dst, "a") as f:
+        change(f)
+    return dst
+
+
+def _set(f, name, data):
+    del f[name]
+    f.create_dataset(name, data=data, maxshape=(None, *data.shape[1:]))
+
+
+@pytest.mark.parametrize("case", ["support-label", "query-label", "short-keys", "text-rows", "other-support",
+                                  "query-nan", "query-model", "calibrate-val-label"])
+def test_load_method_inputs_refuses_artifacts_that_do_not_fit(w, case, tmp_path):
+    """Each hand-damaged artifact is a one-line error with a non-zero exit, from calibrate or predict."""
+    cal = tmp_path / "cal.json"
+    invoke("calibrate", "text.h5", "sup.h5", "-o", cal, "--mode", "fixed", "--alpha", "1", "--beta", "1", "--gamma", "1")
+    text, sup, test = Path("text.h5"), Path("sup.h5"), Path("test.h5")
+    bad = tmp_path / "bad.h5"
+
+    def relabel(value):
+        def change(f):
+            labels = f["labels"][()]
+            labels[0] = value
+            f["labels"][...] = labels
+        return change
+
+    if case == "support-label":
+        sup, needle = _damage(sup, bad, relabel(len(CLASSES))), "label(s) outside 0..3"
+    elif case == "query-label":
+        test, needle = _damage(test, bad, relabel(9)), "label(s) outside 0..3 (e.g. 9)"
+    elif case == "short-keys":
+        test, needle = _damage(test, bad, lambda f: f["keys"].resize(f["keys"].shape[0] - 1, axis=0)), "but 19 keys"
+    elif case == "text-rows":
+        text, needle = _damage(text, bad, lambda f: _set(f, "weights", f["weights"][()][:3])), "3 classifier row(s) for 4"
+    elif case == "other-support":
+        def shuffle(f):  # the same images in another order: another file, another calibration's support set
+            for name in ("features", "labels", "keys"):
+                f[name][...] = f[name][()][::-1]
+        sup, needle = _damage(sup, bad, shuffle), "calibrated on another support set"
+    elif case == "query-nan":
+        def nan(f):
+            feats = f["features"][()]
+            feats[2] = np.nan
+            f["features"][...] = feats
+        test, needle = _damage(test, bad, nan), "NaN"
+    elif case == "query-model":
+        def other(f):
+            model = json.loads(f.attrs["model"])
+            model["arch"] = "ViT-B-32"
+            f.attrs["model"] = json.dumps(model)
+        test, needle = _damage(test, bad, other), "embedded with"
+    if case == "calibrate-val-label":
+        val = _damage(Path("val.h5"), bad, relabel(-3))
+        args = ["calibrate", "text.h5", "sup.h5", "--val", val, "-o", tmp_path / "c.json"]
+        needle = "outside 0..3 (e.g. -3)"
+    else:
+        args = ["predict", text, test, "-s", sup, "-c", cal, "-o", tmp_path / "p.h5"]
+    r = invoke(*args, expect=2)
+    assert needle in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "p.h5").exists() and not (tmp_path / "c.json").exists()
+
+
+def test_calibration_records_its_support_set(w, tmp_path):
+    from susx_cli.artifacts import calibration as cal_io
+    from susx_cli.artifacts import common
+
+    invoke("calibrate", "text.h5", "sup.h5", "-o", tmp_path / "c.json", "--mode", "fixed", "--alpha", "1",
+           "--beta", "1", "--gamma", "1")
+    made_on = cal_io.support_input(cal_io.read_calibration(tmp_path / "c.json"))
+    assert made_on["role"] == "support" and made_on["sha256"] == common.sha256_file(w / "sup.h5")

@@ -133,8 +133,8 @@ def _env(monkeypatch, tmp_path):
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(cupl, "BACKOFF_BASE", 0.01)
-    monkeypatch.setattr(cupl, "BACKOFF_CAP", 0.05)
+    monkeypatch.setattr(cupl.settings, "BACKOFF_BASE", 0.01)
+    monkeypatch.setattr(cupl.settings, "BACKOFF_CAP", 0.05)
 
 
 CLASSES = ["cat", "owl", "eagle"]
@@ -550,6 +550,29 @@ def test_generate_with_a_fake_client_and_recorded_sleeps(tmp_path):
     assert sleeps == [0.25] and client.calls == 11 and len(gen.sentences["cat"]) == 10
     again = cupl.generate(plan, ["cat"], client=client)
     assert client.calls == 11 and again.sentences == gen.sentences and again.record["cache_hits"] == 10
+
+
+def test_budget_stop_is_an_incomplete_run_error_and_the_cache_survives_a_torn_line(tmp_path):
+    """Python callers get IncompleteRunError (a SusxError, exit code 3); a torn cache tail is cut before appending."""
+    from susx_cli.adapters.llm import Completion
+    from susx_cli.errors import SusxError
+
+    class Client:
+        def complete(self, messages, *, temperature, max_tokens, seed=None):
+            return Completion(f"{messages[-1]['content']} number {seed}.")
+
+    settings = cupl.LLMSettings(model=MODEL, base_url="http://127.0.0.1:1/v1", samples=2, concurrency=1,
+                                questions="generic", max_requests=3)
+    plan = cupl.prepare(settings, None, tmp_path / "p.json")
+    with pytest.raises(cupl.IncompleteRunError) as info:
+        cupl.generate(plan, ["cat"], client=Client())
+    assert isinstance(info.value, SusxError) and info.value.exit_code == 3 and "--max-requests 3" in info.value.message
+    with open(plan.cache_path, "ab") as f:
+        f.write(b'{"key": "torn')
+    settings.max_requests = None
+    gen = cupl.generate(plan, ["cat"], client=Client())
+    lines = plan.cache_path.read_bytes().splitlines()
+    assert len(gen.sentences["cat"]) == 10 and len(lines) == 10 and all(json.loads(ln)["key"] for ln in lines)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -215,7 +215,7 @@ def _manifest(root: Path) -> list[dict]:
 
 
 def _candidates(out: Path, ci: int) -> list[dict]:
-    from susx_cli.sources.ranked import read_candidates
+    from susx_cli.artifacts.shard_state import read_candidates
 
     return read_candidates(out / "parts" / "laion-00000-of-00001" / "candidates" / f"c{ci:05d}.parquet")
 
@@ -329,7 +329,7 @@ def test_knn_resume_downloads_nothing_twice(backend, server, tmp_path, monkeypat
 
 def test_knn_shards(backend, server, tmp_path):
     """Shards split the classes; each keeps its own candidates and download state; the set merges when both are done."""
-    from susx_cli.sources.ranked import read_candidates
+    from susx_cli.artifacts.shard_state import read_candidates
 
     base, _ = server
     prompts = _write_prompts(tmp_path / "prompts.json", classes=["zebra", "apple"])
@@ -347,12 +347,12 @@ def test_knn_shards(backend, server, tmp_path):
 def test_knn_cupl_queries_interleave(backend, tmp_path):
     """Every CuPL sentence is a query; their results are interleaved (queried again when they overlap)."""
     from susx_cli.adapters.retrieval import KnnOptions
+    from susx_cli.artifacts.shard_state import ShardState, read_candidates
     from susx_cli.sources.laion import LaionSource
-    from susx_cli.sources.ranked import read_candidates
 
     src = LaionSource(1, query="cupl", candidates=8, knn_url=backend["url"], index_name="test", knn=KnnOptions(deduplicate=False))
     (tmp_path / "candidates").mkdir()
-    src._query_knn(tmp_path, [0], {0: CUPL["zebra"]}, ["zebra"])
+    src._query_knn(ShardState(tmp_path), [0], {0: CUPL["zebra"]}, ["zebra"])
     cands = read_candidates(tmp_path / "candidates" / "c00000.parquet")
     assert len(cands) == 8 and len({c["url"] for c in cands}) == 8
     assert cands[0]["query"] == CUPL["zebra"][0]

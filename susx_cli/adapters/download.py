@@ -6,10 +6,10 @@ It is run with re-encoding disabled, so that the bytes that come back are the se
 img2dataset decodes with, accepts truncated JPEGs, so the decode check here is a full PIL decode of the
 original bytes, and only then is the image resized with img2dataset's own ``Resizer``.
 
-A download *round* lives in a folder: ``urls.parquet`` (the candidates, fixed when the round starts)
-and one img2dataset output folder per attempt (``out-0000``, ``out-0001``, ...). A round that was
-interrupted is completed by downloading only the URLs that have no result yet, so nothing that came
-back is fetched twice.
+A download *round* lives in a folder (its layout: ``artifacts.shard_state``): the candidates, fixed
+when the round starts, and one img2dataset output folder per attempt. A round that was interrupted
+is completed by downloading only the URLs that have no result yet, so nothing that came back is
+fetched twice.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from susx_cli.artifacts import shard_state as state
 from susx_cli.errors import SusxError, missing_extra
 
 OUTPUT_FORMATS = ("files", "webdataset")
@@ -123,29 +124,6 @@ def _import_img2dataset():
 # ----------------------------------------------------------------------------------------- running img2dataset
 
 
-def _write_url_list(path: Path, rows: list[dict[str, Any]]) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from susx_cli.artifacts.common import atomic_path
-
-    table = pa.table(
-        {
-            "cid": [str(r["cid"]) for r in rows],
-            "url": [str(r["url"]) for r in rows],
-            "caption": [r.get("caption") or "" for r in rows],
-        }
-    )
-    with atomic_path(path, suffix=".parquet") as tmp:
-        pq.write_table(table, tmp)
-
-
-def _read_url_list(path: Path) -> list[dict[str, Any]]:
-    import pyarrow.parquet as pq
-
-    return pq.read_table(path).to_pylist()
-
-
 def _count_done(out_dir: Path, output_format: str) -> int:
     done = 0
     finished = set()
@@ -213,8 +191,8 @@ def run_img2dataset(rows: list[dict[str, Any]], out_dir: Path, opts: DownloadOpt
         raise SusxError(f"internal: refusing to fetch non-http(s) URL {bad[0]!r}")
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    url_list = out_dir.with_name(out_dir.name + ".urls.parquet")
-    _write_url_list(url_list, rows)
+    url_list = state.url_list_path(out_dir)
+    state.write_url_list(url_list, rows)
     kwargs = dict(
         url_list=str(url_list),
         output_folder=str(out_dir),
@@ -252,14 +230,14 @@ def run_img2dataset(rows: list[dict[str, Any]], out_dir: Path, opts: DownloadOpt
         watcher = threading.Thread(target=poll, daemon=True)
         watcher.start()
         try:
-            with _quiet_library(out_dir.with_name(out_dir.name + ".log")):
+            with _quiet_library(state.log_path(out_dir)):
                 download(**kwargs)
         except (KeyboardInterrupt, SusxError):
             raise
         except Exception as exc:
             raise SusxError(
                 f"img2dataset failed: {exc.__class__.__name__}: {exc}"[:400],
-                hint=f"see {out_dir.with_name(out_dir.name + '.log')}; check the --download-* options",
+                hint=f"see {state.log_path(out_dir)}; check the --download-* options",
             ) from exc
         finally:
             stop.set()
@@ -359,16 +337,15 @@ def fetch_round(
     and the recorded list is used. URLs in ``have`` are available to the caller already: never fetched,
     no result returned for them.
     """
-    round_dir = Path(round_dir)
-    round_dir.mkdir(parents=True, exist_ok=True)
-    listing = round_dir / "urls.parquet"
-    if not listing.exists():
+    rnd = state.DownloadRound(Path(round_dir))
+    rnd.root.mkdir(parents=True, exist_ok=True)
+    if not rnd.listing.exists():
         if rows is None:
-            raise SusxError(f"internal: round {round_dir} has no URL list")
-        _write_url_list(listing, rows)
-    wanted = _read_url_list(listing)
+            raise SusxError(f"internal: round {rnd.root} has no URL list")
+        state.write_url_list(rnd.listing, rows)
+    wanted = state.read_url_list(rnd.listing)
     results: dict[str, Result] = {}
-    outs = sorted(p for p in round_dir.glob("out-*") if p.is_dir())
+    outs = rnd.outputs()
     for out in outs:
         results.update(read_results(out, opts.output_format))
     by_url = {r.url: r for r in results.values()}
@@ -378,7 +355,7 @@ def fetch_round(
             seen.add(r["url"])
             unique.append(r)
     if unique:
-        out = round_dir / f"out-{len(outs):04d}"
+        out = rnd.next_output()
         resumed = " (rest of an interrupted round)" if outs else ""
         run_img2dataset(unique, out, opts, description=f"download{resumed}")
         fresh = read_results(out, opts.output_format)

@@ -72,5 +72,19 @@ def read_calibration(path: str | Path) -> Calibration:
     )
 
 
+def support_input(cal: Calibration) -> dict[str, Any] | None:
+    """The support features a calibration was chosen on (path, kind, sha256), from its provenance.
+
+    `calibrate` records it with ``role: support``; files written before that record the text
+    classifier first and the support features as the first image-features input.
+    """
+    inputs = cal.provenance.get("inputs") or []
+    tagged = [i for i in inputs if isinstance(i, dict) and i.get("role") == "support"]
+    if tagged:
+        return tagged[0]
+    images = [i for i in inputs if isinstance(i, dict) and i.get("kind") == common.IMAGE_FEATURES]
+    return images[0] if images else None
+
+
 def existing_provenance(path: Path) -> dict[str, Any] | None:
     return read_calibration(path).provenance if path.exists() else None

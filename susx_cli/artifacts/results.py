@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from susx_cli.artifacts import common
 from susx_cli.errors import SusxError
+
+if TYPE_CHECKING:  # h5py stays unimported until a file is read
+    from susx_cli.artifacts.calibration import Calibration
+    from susx_cli.artifacts.hdf5 import Predictions, TextClassifier
+    from susx_cli.artifacts.support import SupportSet
 
 RESULT = "susx.result"
 RESULT_SCHEMA_VERSION = 1
@@ -18,6 +23,69 @@ REQUIRED = ("dataset", "model", "method", "metrics", "config", "config_key", "ze
 def config_key(config: dict[str, Any]) -> str:
     """A content hash of the run's configuration: equal keys = the same run."""
     return common.sha256_bytes(common.to_json_str(config).encode("utf-8"))[:16]
+
+
+METRIC_KEYS = ("top1", "top5", "mean_per_class_recall", "n")
+
+
+def result_metrics(recorded: dict[str, Any]) -> dict[str, Any]:
+    """The figures a result keeps from a predictions file's metrics: top-k, mean per-class recall, n."""
+    return {k: v for k, v in recorded.items() if k in METRIC_KEYS or (k.startswith("top") and isinstance(v, float))}
+
+
+def calibration_record(cal: Calibration, path: Path, split: str | None) -> dict[str, Any]:
+    """What a result says about its calibration (``split``: the labelled split of mode val)."""
+    return {"mode": cal.mode, "split": split, "alpha": cal.alpha, "beta": cal.beta, "gamma": cal.gamma, "tau": cal.tau,
+            "normalize_per_class": cal.normalize_per_class, "objective": cal.objective,
+            "grid_size": (cal.grid or {}).get("size"), "path": str(path)}
+
+
+def support_record(config: dict[str, Any], support: SupportSet) -> dict[str, Any]:
+    """A result's support entry: its configuration plus the folder's source, size and class balance."""
+    counts = support.counts()
+    return {**config, "path": str(support.root), "source": (support.provenance.get("options") or {}).get("source"),
+            "size": len(support.rows), "per_class_min": min(counts), "per_class_max": max(counts)}
+
+
+def run_record(
+    config: dict[str, Any],
+    *,
+    dataset: dict[str, Any],
+    text: TextClassifier,
+    predictions: Predictions,
+    support: dict[str, Any] | None,
+    calibration: dict[str, Any] | None,
+    logit_scale_source: str,
+    prompt_options: dict[str, Any],
+    artifacts: dict[str, str | None],
+) -> dict[str, Any]:
+    """The result of one eval run (write it with ``write_result``).
+
+    ``dataset``: id, name, split, data_root, split_file; ``prompt_options``: templates and photo
+    template of the prompts; ``artifacts``: the path of every file the run used, by role.
+    """
+    return {
+        "config_key": config_key(config),
+        "config": config,
+        "dataset": {**{k: dataset[k] for k in ("id", "name", "split")}, "num_classes": len(text.classes),
+                    "n_queries": int(predictions.labels.shape[0]), "data_root": dataset["data_root"],
+                    "split_file": dataset["split_file"]},
+        "model": {"arch": config["model"], "pretrained": config["pretrained"], "random_weights": text.model.random_weights,
+                  "identity": text.model.to_dict()},
+        "method": config["method"],
+        "support": support,
+        "calibration": calibration,
+        "zero_shot_protocol": {
+            "logit_scale": predictions.metrics.get("logit_scale", 100.0),
+            "logit_scale_source": logit_scale_source,
+            "text_pool": text.pool,
+            "templates": prompt_options["templates"],
+            "photo_template": prompt_options["photo_template"],
+            "texts_per_class_mean": float(text.num_texts.mean()),
+        },
+        "metrics": result_metrics(predictions.metrics),
+        "artifacts": artifacts,
+    }
 
 
 def write_result(path: Path, result: dict[str, Any]) -> Path:

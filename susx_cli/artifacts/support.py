@@ -8,7 +8,6 @@ merged into `manifest.jsonl` and the completion marker `_SUCCESS.json` is writte
 from __future__ import annotations
 
 import io
-import json
 import os
 import re
 import shutil
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from susx_cli.artifacts import common
+from susx_cli.artifacts.jsonl import JsonlAppender, read_jsonl, write_jsonl
 from susx_cli.classnames import slug
 from susx_cli.errors import SusxError
 
@@ -51,21 +51,6 @@ def part_name(shard_index: int, num_shards: int) -> str:
 
 def is_support_dir(path: Path) -> bool:
     return path.is_dir() and (path / CLASSES_FILE).is_file()
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSON-lines file; a torn last line (killed mid-append) is ignored."""
-    rows = []
-    if not path.exists():
-        return rows
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
 
 
 def existing_provenance(root: Path) -> dict[str, Any] | None:
@@ -176,12 +161,12 @@ class SupportWriter:
         self._prepare(overwrite)
         self.part_path = self.root / PARTS / part_name(shard_index, num_shards)
         self.done: dict[tuple[int, str], dict[str, Any]] = {}
-        for row in _read_jsonl(self.part_path):
+        for row in read_jsonl(self.part_path):
             # Trust a recorded image only if its file is still there with the recorded size.
             if (self.root / row["path"]).is_file() and (self.root / row["path"]).stat().st_size == row.get("bytes"):
                 self.done[(int(row["class_index"]), row["key"])] = row
         self._rewrite_part()
-        self._part = open(self.part_path, "a", encoding="utf-8")  # noqa: SIM115
+        self._part = JsonlAppender(self.part_path)
 
     def _prepare(self, overwrite: bool) -> None:
         root = self.root
@@ -223,8 +208,7 @@ class SupportWriter:
     def _rewrite_part(self) -> None:
         # Drop torn lines and rows whose image vanished, so the part lists only complete images.
         rows = sorted(self.done.values(), key=lambda r: (r["class_index"], r.get("order", 0)))
-        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-        common.atomic_write_bytes(self.part_path, text.encode("utf-8"))
+        write_jsonl(self.part_path, rows)
 
     def class_dir(self, class_index: int) -> Path:
         return self.root / class_dir_name(class_index, self.classes[class_index])
@@ -273,9 +257,7 @@ class SupportWriter:
             "height": height,
             **fields,
         }
-        self._part.write(json.dumps(row, ensure_ascii=False) + "\n")
-        self._part.flush()
-        os.fsync(self._part.fileno())
+        self._part.append(row)
         self.done[(class_index, key)] = row
         return row
 
@@ -299,12 +281,11 @@ def merge_parts(root: Path, num_shards: int, summary: dict[str, Any] | None = No
     parts = [root / PARTS / part_name(i, num_shards) for i in range(num_shards)]
     if not all(p.with_name(p.name + ".done").exists() for p in parts):
         return False
-    rows = [r for p in parts for r in _read_jsonl(p)]
+    rows = [r for p in parts for r in read_jsonl(p)]
     rows.sort(key=lambda r: (int(r["class_index"]), r.get("order", 0), r["key"]))
     data = common.read_json(root / CLASSES_FILE)
     classes = data["classes"]
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    common.atomic_write_bytes(root / MANIFEST, text.encode("utf-8"))
+    write_jsonl(root / MANIFEST, rows)
     per = Counter(int(r["class_index"]) for r in rows)
     shard_summaries = [common.read_json(p.with_name(p.name + ".done")) for p in parts]
     marker = {
@@ -334,7 +315,7 @@ def read_support(root: str | Path) -> SupportSet:
             hint="re-run the same `susx curate` command to finish it, or `susx merge` once all shards are done",
         )
     classes = data["classes"]
-    rows = _read_jsonl(root / MANIFEST)
+    rows = read_jsonl(root / MANIFEST)
     for row in rows:
         missing = [k for k in REQUIRED_FIELDS if k not in row]
         if missing:
@@ -375,9 +356,9 @@ def describe(root: Path) -> dict[str, Any]:
         marker = common.read_json(root / MARKER)
         out["images"] = marker.get("images")
         out["per_class"] = marker.get("per_class")
-        out["sources"] = dict(Counter(r.get("source") for r in _read_jsonl(root / MANIFEST)))
+        out["sources"] = dict(Counter(r.get("source") for r in read_jsonl(root / MANIFEST)))
     else:
         parts = sorted((root / PARTS).glob("manifest-*.jsonl"))
-        out["images_so_far"] = sum(len(_read_jsonl(p)) for p in parts)
+        out["images_so_far"] = sum(len(read_jsonl(p)) for p in parts)
         out["parts"] = [p.name for p in parts]
     return out

@@ -27,8 +27,9 @@ NumShardsOpt = Annotated[int | None, typer.Option("--num-shards", help="Split th
 ShardIndexOpt = Annotated[int | None, typer.Option("--shard-index", help="This worker's shard (0-based).")]
 
 
-def run(stage: Callable[[], Any], *, quiet: bool, as_json: bool) -> None:
-    """Call a stage, render its result (paths or JSON on stdout), turn SusxError into one line + exit code."""
+def run(stage: Callable[[], Any], *, quiet: bool, as_json: bool, table: Callable[[Any], Any] | None = None) -> None:
+    """Call a stage, render its result (paths or JSON on stdout; ``table(result)``, a rich renderable or
+    None, on stderr), turn SusxError into one line + exit code."""
     from susx_cli.errors import SusxError
     from susx_cli.progress import set_quiet, stderr
 
@@ -43,19 +44,20 @@ def run(stage: Callable[[], Any], *, quiet: bool, as_json: bool) -> None:
     except KeyboardInterrupt:
         stderr.print("[red]interrupted[/red]: re-run the same command to resume")
         raise typer.Exit(130) from None
-    render(result, as_json=as_json)
+    render(result, as_json=as_json, table=table)
 
 
-def render(result: Any, *, as_json: bool) -> None:
+def render(result: Any, *, as_json: bool, table: Callable[[Any], Any] | None = None) -> None:
     if as_json:
         sys.stdout.write(json.dumps(result.to_json(), ensure_ascii=False, default=str) + "\n")
         return
     if getattr(result, "text", None):
         sys.stdout.write(result.text + "\n")
-    if getattr(result, "table", None) is not None:
+    shown = table(result) if table is not None else getattr(result, "table", None)
+    if shown is not None:
         from susx_cli.progress import is_quiet, stderr
 
         if not is_quiet():
-            stderr.print(result.table)
+            stderr.print(shown)
     for path in result.outputs:
         sys.stdout.write(f"{path}\n")

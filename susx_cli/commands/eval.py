@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -53,7 +53,8 @@ def eval_(
     """Benchmark: run every stage per dataset and model, reusing matching artifacts; skip finished runs."""
 
     def stage():
-        from susx_cli.stages.eval import METHODS, run_eval
+        from susx_cli.method import METHODS
+        from susx_cli.stages.eval import run_eval
 
         return run_eval(
             list(dataset), data_root=data_root, work_dir=work_dir, results_dir=results_dir, models=list(model),
@@ -64,4 +65,19 @@ def eval_(
             workers=workers, device=device, precision=precision, overwrite=overwrite,
         )
 
-    run(stage, quiet=quiet, as_json=as_json)
+    run(stage, quiet=quiet, as_json=as_json, table=results_table)
+
+
+def results_table(result: Any):
+    """One row per run: dataset, model, method, support, calibration, top-1, mean recall, done/skipped."""
+    if not result.rows:
+        return None
+    from rich.table import Table
+
+    table = Table(title="susx eval")
+    for col in ("dataset", "model", "method", "support", "calibration", "top1", "mean recall", "status"):
+        table.add_column(col, justify="right" if col in ("top1", "mean recall") else "left")
+    for r in result.rows:
+        table.add_row(r["dataset"], r["model"], r["method"], r["support"], r["calibration"],
+                      f"{r['top1']:.2f}", f"{r['mean_per_class_recall']:.2f}", r["status"])
+    return table

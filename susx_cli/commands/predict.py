@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -37,4 +37,22 @@ def predict(
             embed_options=embed_options, device=device, overwrite=overwrite,
         )
 
-    run(stage, quiet=quiet, as_json=as_json)
+    run(stage, quiet=quiet, as_json=as_json, table=metrics_table)
+
+
+def metrics_table(result: Any):
+    """One row: the method, its top-k accuracies and mean per-class recall, and n (None without labels)."""
+    if not result.metrics:
+        return None
+    from rich.table import Table
+
+    metrics = result.metrics
+    table = Table(title=f"susx predict: {result.summary.get('method')}")
+    for col in ("method", *[k for k in metrics if k != "n"], "n"):
+        table.add_column(col, justify="right" if col != "method" else "left")
+    table.add_row(
+        result.summary.get("method", ""),
+        *[f"{v:.2f}" for k, v in metrics.items() if k != "n"],
+        str(metrics["n"]),
+    )
+    return table

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
+from susx_cli.method import METHODS
+
 PROB_FLOOR = 1e-30  # floor on probabilities before the log; softmax of cosines never gets near it
-METHODS = ("zero-shot", "tip-adapter", "tip-x")
 
 
 def zero_shot_logits(f: torch.Tensor, W: torch.Tensor, logit_scale: float = 100.0) -> torch.Tensor:

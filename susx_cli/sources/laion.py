@@ -15,11 +15,8 @@ fetches a URL twice.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import re
-import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +26,7 @@ from susx_cli.adapters.download import DownloadOptions
 from susx_cli.adapters.retrieval import PUBLIC_INDEX, PUBLIC_KNN_URL, KnnOptions
 from susx_cli.artifacts import common
 from susx_cli.artifacts.prompts import Prompts
+from susx_cli.artifacts.shard_state import ShardState
 from susx_cli.artifacts.support import SupportWriter
 from susx_cli.errors import SusxError
 from susx_cli.progress import bar, info, warn
@@ -130,11 +128,10 @@ class LaionSource:
     # ------------------------------------------------------------------ run
 
     def run(self, units: list[WorkUnit], writer: SupportWriter) -> dict[str, Any]:
-        state = ranked.state_dir(writer.root, self.name, writer.shard_index, writer.num_shards)
-        (state / "candidates").mkdir(parents=True, exist_ok=True)
+        state = ShardState.of_shard(writer.root, self.name, writer.shard_index, writer.num_shards)
         texts = {u.class_index: u.payload["texts"] for u in units}
         kept = Counter(ci for ci, _ in writer.done)
-        todo = [ci for ci in sorted(texts) if kept[ci] < self.per_class and not self._cand_path(state, ci).exists()]
+        todo = [ci for ci in sorted(texts) if kept[ci] < self.per_class and not state.has_candidates(ci)]
         if todo:
             if self.mode == "knn":
                 self._query_knn(state, todo, texts, writer.classes)
@@ -157,11 +154,7 @@ class LaionSource:
         summary["knn_url" if self.mode == "knn" else "metadata"] = self.knn_url if self.mode == "knn" else self.metadata
         return summary
 
-    @staticmethod
-    def _cand_path(state: Path, ci: int) -> Path:
-        return state / "candidates" / f"c{ci:05d}.parquet"
-
-    def _query_knn(self, state: Path, todo: list[int], texts: dict[int, list[str]], classes: list[str]) -> None:
+    def _query_knn(self, state: ShardState, todo: list[int], texts: dict[int, list[str]], classes: list[str]) -> None:
         from susx_cli.adapters.retrieval import KnnBackend
 
         backend = KnnBackend(self.knn_url, self.index_name, self.knn)
@@ -187,16 +180,15 @@ class LaionSource:
                     progress.update(total=total)
                 if not found:
                     warn(f"the kNN backend returned no results for class {classes[ci]!r}")
-                ranked.write_candidates(self._cand_path(state, ci), found)
+                state.write_candidates(ci, found)
 
-    def _search_captions(self, state: Path, todo: list[int], texts: dict[int, list[str]], classes: list[str]) -> None:
+    def _search_captions(self, state: ShardState, todo: list[int], texts: dict[int, list[str]], classes: list[str]) -> None:
         from susx_cli import captions
         from susx_cli.adapters.openclip import load_model
 
-        matches_path = state / "matches.parquet"
-        if matches_path.exists():
-            info(f"reusing the caption matches of an interrupted run ({matches_path})")
-            matches = captions.Matches.load(matches_path)
+        if state.matches_path.exists():
+            info(f"reusing the caption matches of an interrupted run ({state.matches_path})")
+            matches = captions.Matches.load(state.matches_path)
         else:
             files = captions.resolve_files(self.metadata)
             synonyms = captions.read_synonyms(self.synonyms) if self.synonyms else {}
@@ -211,10 +203,10 @@ class LaionSource:
                 max_per_class=self.max_matches,
                 threads=self.duckdb_threads,
                 memory_limit=self.duckdb_memory,
-                temp_dir=state / "duckdb-tmp",
+                temp_dir=state.duckdb_tmp,
             )
-            matches.save(matches_path)
-            shutil.rmtree(state / "duckdb-tmp", ignore_errors=True)
+            matches.save(state.matches_path)
+            state.clear_duckdb_tmp()
         for ci in todo:
             if not matches.count(ci):
                 warn(f"no caption in the metadata mentions class {classes[ci]!r}")
@@ -223,24 +215,23 @@ class LaionSource:
             warn(f"{self.model} has RANDOM weights: the caption ranking is meaningless (pipeline check only)")
         ranking = captions.rank_matches(loaded, {ci: texts[ci] for ci in todo}, matches, keep=self.candidates)
         for ci in todo:
-            ranked.write_candidates(self._cand_path(state, ci), ranking[ci])
+            state.write_candidates(ci, ranking[ci])
 
     # ------------------------------------------------------------------ downloading
 
-    def _fill(self, state: Path, class_indices: list[int], writer: SupportWriter) -> dict[int, dict[str, Any]]:
+    def _fill(self, state: ShardState, class_indices: list[int], writer: SupportWriter) -> dict[int, dict[str, Any]]:
         """Download rounds until every class has M images or has no candidate left; returns per-class stats."""
         from susx_cli.adapters import download as dl
 
-        attempts_path = state / "attempts.jsonl"
-        stash = state / "stash"  # valid images a class did not need (surplus): kept so no other class refetches them
         attempts: dict[tuple[int, int], dict[str, Any]] = {}
-        for row in _read_jsonl(attempts_path):
+        for row in state.read_attempts():
             attempts[(int(row["class_index"]), int(row["rank"]))] = row
-        cands = {ci: ranked.read_candidates(self._cand_path(state, ci)) for ci in class_indices if self._cand_path(state, ci).exists()}
+        cands = {ci: state.read_candidates(ci) for ci in class_indices if state.has_candidates(ci)}
         kept: Counter = Counter()
         hashes: dict[int, set[str]] = {ci: set() for ci in class_indices}
         done_ranks: dict[int, set[int]] = {ci: set() for ci in class_indices}
-        by_sha: dict[str, Path] = {p.stem: p for p in stash.glob("*.*")} if stash.is_dir() else {}
+        # Valid images a class did not need (surplus) are stashed, so no other class refetches them.
+        by_sha: dict[str, Path] = state.stashed()
         local: dict[str, dict[str, Any]] = {}  # URL -> an image of it already processed in this shard
         for (ci, _), row in writer.done.items():
             path = writer.root / row["path"]
@@ -254,27 +245,25 @@ class LaionSource:
         for row in attempts.values():
             if row.get("sha256") in by_sha and row["url"] not in local:
                 local[row["url"]] = {"path": by_sha[row["sha256"]], "source_sha256": row.get("source_sha256")}
-        log = open(attempts_path, "a", encoding="utf-8")  # noqa: SIM115
+        log = state.attempt_log()
 
         def record(ci: int, rank: int, url: str, status: str, reason: str | None = None, **extra) -> None:
             row = {"class_index": ci, "rank": rank, "url": url, "status": status, "reason": reason, **extra}
             attempts[(ci, rank)] = row
-            log.write(json.dumps(row, ensure_ascii=False) + "\n")
+            log.append(row, sync=False)  # synced once per round
 
         try:
             while True:
-                pending = sorted(p for p in state.glob("round-*") if p.is_dir())
-                if pending:
-                    round_dir, rows = pending[0], None
-                    info(f"finishing the download round an interrupted run left ({round_dir.name})")
+                rnd, rows = state.pending_round(), None
+                if rnd is not None:
+                    info(f"finishing the download round an interrupted run left ({rnd.root.name})")
                 else:
                     rows = self._next_batch(cands, attempts, kept, done_ranks, record)
                     log.flush()
                     if not rows:
                         break
-                    number = 1 + max((int(p.name.split("-")[1].split(".")[0]) for p in state.glob("round-*.done")), default=0)
-                    round_dir = state / f"round-{number:04d}"
-                rows, results = dl.fetch_round(round_dir, rows, self.download, have=set(local))
+                    rnd = state.new_round()
+                rows, results = dl.fetch_round(rnd.root, rows, self.download, have=set(local))
                 for row in sorted(rows, key=lambda r: tuple(int(x) for x in str(r["cid"]).split(":"))):
                     ci, rank = (int(x) for x in str(row["cid"]).split(":"))
                     url = row["url"]
@@ -302,10 +291,8 @@ class LaionSource:
                     if digest in hashes[ci]:
                         record(ci, rank, url, "duplicate", **extra)
                     elif kept[ci] >= self.per_class:
-                        target = stash / f"{digest}.{ext}"
                         if digest not in by_sha:
-                            common.atomic_write_bytes(target, data)
-                            by_sha[digest] = target
+                            by_sha[digest] = state.stash(digest, ext, data)
                         local.setdefault(url, {"path": by_sha[digest], "source_sha256": source_sha})
                         record(ci, rank, url, "surplus", **extra)
                     else:
@@ -317,13 +304,11 @@ class LaionSource:
                         hashes[ci].add(digest)
                         done_ranks[ci].add(rank)
                         record(ci, rank, url, "kept", **extra)
-                log.flush()
-                os.fsync(log.fileno())
-                (round_dir.parent / f"{round_dir.name}.done").touch()
-                shutil.rmtree(round_dir)
+                log.sync()
+                state.finish_round(rnd)
         finally:
             log.close()
-        shutil.rmtree(stash, ignore_errors=True)  # every class is full or out of candidates: no round will need it
+        state.clear_stash()  # every class is full or out of candidates: no round will need it
         return self._stats(cands, attempts, kept, class_indices)
 
     def _next_batch(self, cands, attempts, kept, done_ranks, record) -> list[dict[str, Any]]:
@@ -395,13 +380,3 @@ class LaionSource:
             }
         return stats
 
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # torn last line of a killed run
-    return rows

@@ -1,11 +1,12 @@
-"""What the retrieval sources (laion, pool) share: query texts, interleaving, candidate files, the summary table."""
+"""What the retrieval sources (laion, pool) share: query texts, interleaving, the summary table.
+
+Their working files (candidates, attempt log, download rounds) live in ``artifacts.shard_state``."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 from susx_cli.artifacts.prompts import PromptEntry, Prompts
@@ -71,41 +72,6 @@ def listing_fingerprint(paths: Iterable[str | os.PathLike]) -> str:
         except OSError:
             digest.update(f"{path}\n".encode())
     return digest.hexdigest()
-
-
-def state_dir(root: Path, source: str, shard_index: int, num_shards: int) -> Path:
-    """Where a shard keeps its candidates and download state, beside its part manifest."""
-    return Path(root) / "parts" / f"{source}-{shard_index:05d}-of-{num_shards:05d}"
-
-
-def write_candidates(path: Path, rows: list[dict[str, Any]]) -> None:
-    """A class's ranked candidates (rank, url, caption, score, query, ...) as parquet, atomically."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from susx_cli.artifacts.common import atomic_path
-
-    columns = ["rank", "url", "caption", "score", "query"]
-    table = pa.table(
-        {
-            "rank": pa.array([i for i in range(len(rows))], pa.int64()),
-            "url": pa.array([r.get("url") for r in rows], pa.string()),
-            "caption": pa.array([r.get("caption") for r in rows], pa.string()),
-            "score": pa.array([r.get("score") for r in rows], pa.float64()),
-            "query": pa.array([r.get("query") for r in rows], pa.string()),
-        }
-    )
-    extra = sorted({k for r in rows for k in r} - set(columns))
-    for name in extra:
-        table = table.append_column(name, pa.array([None if r.get(name) is None else str(r[name]) for r in rows], pa.string()))
-    with atomic_path(path, suffix=".parquet") as tmp:
-        pq.write_table(table, tmp)
-
-
-def read_candidates(path: Path) -> list[dict[str, Any]]:
-    import pyarrow.parquet as pq
-
-    return pq.read_table(path).to_pylist()
 
 
 def summary_table(title: str, classes: list[str], stats: dict[int, dict[str, Any]], wanted: int) -> None:

@@ -10,12 +10,12 @@ from typing import Any
 from susx_cli.artifacts import calibration as cal_io
 from susx_cli.artifacts import common
 from susx_cli.errors import SusxError
+from susx_cli.method import SEARCHABLE_METHODS, uses_gamma
 from susx_cli.progress import bar, info
-from susx_cli.stages.inputs import as_float64, load_queries, load_text_and_support, method_device
+from susx_cli.stages.inputs import as_float64, load_method_inputs, method_device
 from susx_cli.stages.results import StageResult
 
 MODES = ("val", "loo", "fixed")
-SEARCH_METHODS = ("tip-x", "tip-adapter")
 
 
 def parse_grid(spec: str | None, axis: str) -> list[float]:
@@ -75,8 +75,8 @@ def calibrate(
 
     if mode not in MODES:
         raise SusxError(f"unknown mode {mode!r}", hint=f"use one of {', '.join(MODES)}")
-    if method not in SEARCH_METHODS:
-        raise SusxError(f"unknown method {method!r}", hint=f"use one of {', '.join(SEARCH_METHODS)}")
+    if method not in SEARCHABLE_METHODS:
+        raise SusxError(f"unknown method {method!r}", hint=f"use one of {', '.join(SEARCHABLE_METHODS)}")
     if mode == "val" and val_path is None:
         raise SusxError("--mode val needs --val FEATURES.h5", hint="embed a labelled validation split first")
     if mode != "val" and val_path is not None:
@@ -84,13 +84,13 @@ def calibrate(
     if tau <= 0:
         raise SusxError(f"--tau must be positive, got {tau}", hint="the paper uses 0.5")
 
-    inputs = load_text_and_support(text_path, support_path)
+    inputs = load_method_inputs(text_path, support_path, val_path, query_labels=True, query_what="validation set")
     text, sup = inputs.text, inputs.support
     scale, scale_source = resolve_logit_scale(logit_scale, text.model.logit_scale)
 
     if mode == "fixed":
         missing = [n for n, v in (("--alpha", alpha), ("--beta", beta)) if v is None]
-        if method == "tip-x" and gamma is None:
+        if uses_gamma(method) and gamma is None:
             missing.append("--gamma")
         if missing:
             raise SusxError(f"--mode fixed needs {', '.join(missing)}", hint="give every hyperparameter of the method")
@@ -99,7 +99,7 @@ def calibrate(
         grid = Grid(
             parse_grid(alpha_grid, "alpha"),
             parse_grid(beta_grid, "beta"),
-            [0.0] if method == "tip-adapter" else parse_grid(gamma_grid, "gamma"),
+            parse_grid(gamma_grid, "gamma") if uses_gamma(method) else [0.0],
         )
     options: dict[str, Any] = {
         "mode": mode,
@@ -110,9 +110,10 @@ def calibrate(
         "grid": None if grid is None else {"alpha": grid.alpha, "beta": grid.beta, "gamma": grid.gamma},
         "fixed": {"alpha": alpha, "beta": beta, "gamma": gamma} if mode == "fixed" else None,
     }
-    ids = [common.identity(text_path, common.TEXT_CLASSIFIER), common.identity(support_path, common.IMAGE_FEATURES)]
+    # The support set is tagged so `predict` can refuse this calibration with another support set.
+    ids = [inputs.ids["text"], {**inputs.ids["support"], "role": "support"}]
     if val_path is not None:
-        ids.append(common.identity(val_path, common.IMAGE_FEATURES))
+        ids.append(inputs.ids["query"])
     prov = common.provenance(options, ids)
     if common.decide_existing(output, cal_io.existing_provenance(output), prov, overwrite):
         info(f"{output} is up to date (same inputs and options); nothing to do")
@@ -126,7 +127,7 @@ def calibrate(
         W, F = as_t(text.weights), as_t(sup.features)
         y = torch.from_numpy(sup.labels).to(dev)
         if mode == "val":
-            val = load_queries(val_path, text, need_labels=True, what="validation set")
+            val = inputs.query
             f, yq, exclude = as_t(val.features), torch.from_numpy(val.labels).to(dev), False
         else:
             if F.shape[0] < 2:
@@ -154,7 +155,7 @@ def calibrate(
             from susx_cli.plots import accuracy_heatmap
 
             accuracy_heatmap(result.counts[:, b, :].numpy() / result.total, grid.alpha, grid.gamma, beta, heatmap)
-    if method == "tip-adapter":
+    if not uses_gamma(method):
         gamma = 0.0
     cal = cal_io.Calibration(
         method=method,

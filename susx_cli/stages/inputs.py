@@ -1,13 +1,21 @@
-"""Loading the method's inputs with every consistency check calibrate and predict need."""
+"""The one place that decides whether the method's artifacts fit together.
+
+`load_method_inputs` reads a text classifier and any of support features, query features and a
+calibration, and checks in one pass: model identity, class lists, shapes, label ranges, key counts,
+finiteness and norms, and which support set a calibration was made on. `calibrate`, `predict` and
+`eval` read their inputs only through it; every inconsistency is a one-line SusxError.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from susx_cli.artifacts import hdf5
+from susx_cli.artifacts import calibration as cal_io
+from susx_cli.artifacts import common, hdf5
 from susx_cli.classnames import check_same_classes
 from susx_cli.errors import SusxError
 
@@ -48,38 +56,114 @@ def check_features(x: np.ndarray, what: str) -> None:
 
 @dataclass
 class MethodInputs:
+    """Artifacts that fit together: one model, one class list of C classes, rows L2-normalised.
+
+    text.weights (C, D); support.features (N, D) with labels in 0..C-1 and every class present;
+    query.features (n, D) with labels in 0..C-1, or -1 where unknown. ``ids`` holds the
+    ``common.identity`` (path, kind, sha256) of every file read, by role, for provenance.
+    """
+
     text: hdf5.TextClassifier
-    support: hdf5.FeatureSet | None
+    support: hdf5.FeatureSet | None = None
+    query: hdf5.FeatureSet | None = None
+    calibration: cal_io.Calibration | None = None
+    ids: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def load_text_and_support(text_path: Path, support_path: Path | None) -> MethodInputs:
+def load_method_inputs(
+    text_path: Path,
+    support_path: Path | None = None,
+    query_path: Path | None = None,
+    calibration_path: Path | None = None,
+    *,
+    query_labels: bool = False,
+    query_what: str = "query set",
+) -> MethodInputs:
+    """Read and cross-check the given artifacts; ``query_labels`` requires every query to be labelled."""
+    ids = {"text": common.identity(text_path, common.TEXT_CLASSIFIER)}
     text = hdf5.read_text_classifier(text_path)
-    check_features(text.weights, str(text_path))
-    if support_path is None:
-        return MethodInputs(text, None)
-    sup = hdf5.read_features(support_path)
-    hdf5.check_same_model(text.model, sup.model, str(text_path), str(support_path))
-    check_same_classes(text.classes, sup.classes, str(text_path), str(support_path))
-    check_features(sup.features, str(support_path))
+    _check_text(text, str(text_path))
+    support = query = cal = None
+    if support_path is not None:
+        ids["support"] = common.identity(support_path, common.IMAGE_FEATURES)
+        support = hdf5.read_features(support_path)
+        _check_support(support, text, str(text_path), str(support_path))
+    if calibration_path is not None:
+        ids["calibration"] = common.identity(calibration_path, common.CALIBRATION)
+        cal = cal_io.read_calibration(calibration_path)
+        _check_calibration(cal, text, str(text_path), str(calibration_path))
+        if support_path is not None:
+            _check_calibrated_on(cal, ids["support"], str(calibration_path), str(support_path))
+    if query_path is not None:
+        ids["query"] = common.identity(query_path, common.IMAGE_FEATURES)
+        query = hdf5.read_features(query_path)
+        _check_queries(query, text, str(query_path), query_labels, query_what)
+    return MethodInputs(text, support, query, cal, ids)
+
+
+def _check_text(text: hdf5.TextClassifier, what: str) -> None:
+    rows, classes = text.weights.shape[0], len(text.classes)
+    if text.weights.ndim != 2 or rows != classes:
+        raise SusxError(f"{what} has {rows} classifier row(s) for {classes} classes",
+                        hint="the file is damaged: embed the prompts again")
+    check_features(text.weights, what)
+
+
+def _check_rows(fs: hdf5.FeatureSet, text: hdf5.TextClassifier, text_what: str, what: str) -> None:
+    """What support and query features share: model, classes, shapes, key counts, finite unit rows."""
+    hdf5.check_same_model(text.model, fs.model, text_what, what)
+    if fs.classes:
+        check_same_classes(text.classes, fs.classes, text_what, what)
+    n = fs.features.shape[0]
+    if fs.features.ndim != 2 or (n and fs.features.shape[1] != text.weights.shape[1]):
+        raise SusxError(f"{what} has features of shape {tuple(fs.features.shape)}, the text classifier's dim is "
+                        f"{text.weights.shape[1]}", hint="the file is damaged: embed the images again")
+    if len(fs.keys) != n or fs.labels.shape != (n,):
+        raise SusxError(f"{what} has {n} feature rows but {len(fs.keys)} keys and {fs.labels.shape[0]} labels",
+                        hint="the file is damaged: embed the images again")
+    check_features(fs.features, what)
+    num_classes = len(text.classes)
+    bad = (fs.labels < -1) | (fs.labels >= num_classes)
+    if bad.any():
+        raise SusxError(f"{what} has {int(bad.sum())} label(s) outside 0..{num_classes - 1} "
+                        f"(e.g. {int(fs.labels[bad][0])}) for {num_classes} classes",
+                        hint="the file is damaged or from another class list: embed the images again")
+
+
+def _check_support(sup: hdf5.FeatureSet, text: hdf5.TextClassifier, text_what: str, what: str) -> None:
+    _check_rows(sup, text, text_what, what)
     if (sup.labels < 0).any():
-        raise SusxError(f"{support_path} has images without labels", hint="embed a support set or labelled folders")
-    counts = np.bincount(sup.labels, minlength=len(sup.classes))
-    empty = [sup.classes[i] for i in np.flatnonzero(counts == 0)]
+        raise SusxError(f"{what} has images without labels", hint="embed a support set or labelled folders")
+    counts = np.bincount(sup.labels, minlength=len(text.classes))
+    empty = [text.classes[i] for i in np.flatnonzero(counts == 0)]
     if empty:
         shown = ", ".join(repr(e) for e in empty[:5]) + (" ..." if len(empty) > 5 else "")
         raise SusxError(
-            f"{support_path}: {len(empty)} class(es) have no support images: {shown}",
+            f"{what}: {len(empty)} class(es) have no support images: {shown}",
             hint="curate images for them (e.g. a larger --per-class) and embed again",
         )
-    return MethodInputs(text, sup)
 
 
-def load_queries(path: Path, text: hdf5.TextClassifier, need_labels: bool, what: str) -> hdf5.FeatureSet:
-    q = hdf5.read_features(path)
-    hdf5.check_same_model(text.model, q.model, "the text classifier", str(path))
-    if q.classes:
-        check_same_classes(text.classes, q.classes, "the text classifier", str(path))
-    check_features(q.features, str(path))
+def _check_queries(q: hdf5.FeatureSet, text: hdf5.TextClassifier, what: str, need_labels: bool, role: str) -> None:
+    _check_rows(q, text, "the text classifier", what)
     if need_labels and not q.has_labels:
-        raise SusxError(f"{what} {path} has images without labels", hint="embed a labelled split or class folders")
-    return q
+        raise SusxError(f"{role} {what} has images without labels", hint="embed a labelled split or class folders")
+
+
+def _check_calibration(cal: cal_io.Calibration, text: hdf5.TextClassifier, text_what: str, what: str) -> None:
+    check_same_classes(text.classes, cal.classes, text_what, what)
+    model = hdf5.ModelIdentity.from_dict(cal.model)
+    if model.key() != text.model.key():
+        raise SusxError(f"{what} was made for {model.describe()}, the text classifier is {text.model.describe()}",
+                        hint="calibrate again with this model's features")
+
+
+def _check_calibrated_on(cal: cal_io.Calibration, support_id: dict[str, Any], what: str, support_what: str) -> None:
+    """Refuse a calibration chosen on another support set: its alpha, beta, gamma belong to that set."""
+    made_on = cal_io.support_input(cal)
+    if made_on is None or made_on.get("sha256") in (None, support_id["sha256"]):
+        return
+    raise SusxError(
+        f"{what} was calibrated on another support set ({made_on.get('path')}), not on {support_what}",
+        hint="pass the support features it was made on, or calibrate again with these",
+    )

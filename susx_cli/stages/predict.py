@@ -8,37 +8,20 @@ from typing import Any
 
 import numpy as np
 
-from susx_cli.artifacts import calibration as cal_io
 from susx_cli.artifacts import common, hdf5
-from susx_cli.classnames import check_same_classes
 from susx_cli.errors import SusxError
+from susx_cli.method import METHODS, uses_gamma, uses_support
 from susx_cli.metrics import classification_metrics, topk_indices
 from susx_cli.progress import info, warn
-from susx_cli.stages.inputs import as_float64, load_queries, load_text_and_support, method_device
+from susx_cli.stages.inputs import as_float64, load_method_inputs, method_device
 from susx_cli.stages.results import StageResult
-
-METHODS = ("zero-shot", "tip-adapter", "tip-x")
 
 
 @dataclass
 class PredictResult(StageResult):
+    """``metrics``: top-k accuracies, mean per-class recall and n (empty without labels)."""
+
     metrics: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def table(self):
-        if not self.metrics:
-            return None
-        from rich.table import Table
-
-        table = Table(title=f"susx predict: {self.summary.get('method')}")
-        for col in ("method", *[k for k in self.metrics if k != "n"], "n"):
-            table.add_column(col, justify="right" if col != "method" else "left")
-        table.add_row(
-            self.summary.get("method", ""),
-            *[f"{v:.2f}" for k, v in self.metrics.items() if k != "n"],
-            str(self.metrics["n"]),
-        )
-        return table
 
     def to_json(self) -> dict[str, Any]:
         return {**super().to_json(), "metrics": self.metrics}
@@ -60,31 +43,24 @@ def predict(
 
     from susx_cli.method import tipx
 
-    cal = cal_io.read_calibration(calibration_path) if calibration_path else None
-    method = method or (cal.method if cal else "zero-shot")
-    if method not in METHODS:
+    if method is not None and method not in METHODS:
         raise SusxError(f"unknown method {method!r}", hint=f"use one of {', '.join(METHODS)}")
-    if method != "zero-shot":
-        if support_path is None or cal is None:
-            raise SusxError(f"--method {method} needs --support FEATURES.h5 and --calibration FILE", hint="or use --method zero-shot")
-        if cal.method != method:
-            warn(f"calibration was made for {cal.method}; using its alpha and beta for {method}")
-    inputs = load_text_and_support(text_path, support_path if method != "zero-shot" else None)
-    text = inputs.text
-    if cal is not None:
-        check_same_classes(text.classes, cal.classes, str(text_path), str(calibration_path))
-        if hdf5.ModelIdentity.from_dict(cal.model).key() != text.model.key():
-            raise SusxError(
-                f"{calibration_path} was made for {hdf5.ModelIdentity.from_dict(cal.model).describe()}, "
-                f"the text classifier is {text.model.describe()}",
-                hint="calibrate again with this model's features",
-            )
-
+    # A calibration names a method with support; without one (and without --method) it is zero-shot.
+    with_support = uses_support(method) if method is not None else calibration_path is not None
+    if with_support and (support_path is None or calibration_path is None):
+        raise SusxError(f"--method {method or 'tip-x'} needs --support FEATURES.h5 and --calibration FILE",
+                        hint="or use --method zero-shot")
     query_features = _query_features(query_path, output, text_path, embed_options, overwrite)
+    inputs = load_method_inputs(text_path, support_path if with_support else None, query_features, calibration_path)
+    text, q, cal = inputs.text, inputs.query, inputs.calibration
+    method = method or (cal.method if cal else "zero-shot")
+    if with_support and cal.method != method:
+        warn(f"calibration was made for {cal.method}; using its alpha and beta for {method}")
+
     options = {"method": method, "query": str(query_path)}
-    ids = [common.identity(text_path, common.TEXT_CLASSIFIER), common.identity(query_features, common.IMAGE_FEATURES)]
-    if method != "zero-shot":
-        ids += [common.identity(support_path, common.IMAGE_FEATURES), common.identity(calibration_path, common.CALIBRATION)]
+    ids = [inputs.ids["text"], inputs.ids["query"]]
+    if with_support:
+        ids += [inputs.ids["support"], inputs.ids["calibration"]]
     prov = common.provenance(options, ids)
     if common.decide_existing(output, hdf5.existing_provenance(output, common.PREDICTIONS), prov, overwrite):
         info(f"{output} is up to date (same inputs and options); nothing to do")
@@ -93,19 +69,18 @@ def predict(
         return PredictResult("predict", [output], skipped=True, summary={"method": method},
                              metrics=metrics if "n" in metrics else {})
 
-    q = load_queries(query_features, text, need_labels=False, what="query set")
     dev = method_device(device)
     as_t = lambda x: as_float64(x, dev)  # noqa: E731
     kwargs: dict[str, Any] = {}
     scale = cal.logit_scale if cal else 100.0
-    if method != "zero-shot":
+    if with_support:
         sup = inputs.support
         kwargs = dict(
             F=as_t(sup.features),
             y=torch.from_numpy(sup.labels).to(dev),
             alpha=cal.alpha,
             beta=cal.beta,
-            gamma=cal.gamma if method == "tip-x" else 0.0,
+            gamma=cal.gamma if uses_gamma(method) else 0.0,
             tau=cal.tau,
             normalize=cal.normalize_per_class,
         )
