@@ -80,7 +80,7 @@ def _written_paths(root: Path) -> set[str]:
     owned = {CLASSES_FILE, MARKER, MANIFEST}
     manifests = [root / MANIFEST, *(root / PARTS).glob("manifest-*.jsonl")]
     for manifest in manifests:
-        owned.update(str(r.get("path")) for r in _read_jsonl(manifest) if common.is_safe_relative(r.get("path")))
+        owned.update(str(r.get("path")) for r in read_jsonl(manifest) if common.is_safe_relative(r.get("path")))
     return owned
 
 

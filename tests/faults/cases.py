@@ -203,10 +203,6 @@ OPEN = {
     "alpha-grid-nan",
     "fixed-alpha-inf",
     "logit-scale-negative",
-    "support-label-beyond-classes",
-    "query-keys-shorter",
-    "text-fewer-rows",
     "features-missing-model-attr",
-    "calibration-of-other-support",
     "demo-overwrite-user-folder",
 }
