@@ -14,15 +14,6 @@ from susx_cli.errors import SusxError
 NORM_TOLERANCE = 1e-2  # stored features may be float16: allow its rounding
 
 
-def method_device(device: str) -> str:
-    """Where the method's float64 math runs: the chosen device (CUDA when present), but never MPS,
-    which has no float64."""
-    from susx_cli.adapters.openclip import pick_device
-
-    dev = pick_device(device)
-    return "cpu" if dev == "mps" else dev
-
-
 def as_float64(x: np.ndarray, device: str):
     """A float64 tensor on ``device``: the method's precision (METHOD.md: float32 or better)."""
     import torch

@@ -8,13 +8,14 @@ from typing import Any
 
 import numpy as np
 
+from susx_cli import runtime
 from susx_cli.artifacts import calibration as cal_io
 from susx_cli.artifacts import common, hdf5
 from susx_cli.classnames import check_same_classes
 from susx_cli.errors import SusxError
 from susx_cli.metrics import classification_metrics, topk_indices
 from susx_cli.progress import info, warn
-from susx_cli.stages.inputs import as_float64, load_queries, load_text_and_support, method_device
+from susx_cli.stages.inputs import as_float64, load_queries, load_text_and_support
 from susx_cli.stages.results import StageResult
 
 METHODS = ("zero-shot", "tip-adapter", "tip-x")
@@ -60,6 +61,7 @@ def predict(
 
     from susx_cli.method import tipx
 
+    dev = runtime.method_device(device)  # a bad --device fails before any reading
     cal = cal_io.read_calibration(calibration_path) if calibration_path else None
     method = method or (cal.method if cal else "zero-shot")
     if method not in METHODS:
@@ -94,7 +96,6 @@ def predict(
                              metrics=metrics if "n" in metrics else {})
 
     q = load_queries(query_features, text, need_labels=False, what="query set")
-    dev = method_device(device)
     as_t = lambda x: as_float64(x, dev)  # noqa: E731
     kwargs: dict[str, Any] = {}
     scale = cal.logit_scale if cal else 100.0
