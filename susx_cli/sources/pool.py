@@ -1,7 +1,7 @@
 """`curate --source pool`: retrieve each class's images from a local collection by CLIP text-to-image similarity.
 
 The embedded default that needs no service: the pool (an image folder, or webdataset tars) is embedded
-once with the embed stage's machinery into an HDF5 feature file that is kept as a cache, then every
+once by the encoder's embed loop (as `susx embed` does) into an HDF5 feature file that is kept as a cache, then every
 class's photo prompt (or each of its CuPL sentences, results interleaved) is searched against it with
 faiss or a plain matrix product, chunk by chunk, so a pool larger than memory works. The best M
 readable, distinct images per class are copied into the support set.
@@ -179,7 +179,7 @@ class PoolSource:
             self._embed(path, overwrite=True)
 
     def _embed(self, path: Path, overwrite: bool) -> None:
-        """Embed the pool into ``path`` with the embed stage's machinery (same file, same provenance)."""
+        """Embed the pool into ``path`` as `susx embed --unlabelled` does (same loop, same file, same provenance)."""
         if self.layout.kind == "folder":
             image_set, what = imagesets.resolve(self.layout.root, unlabelled=True), str(self.layout.root)
         else:
