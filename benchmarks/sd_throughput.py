@@ -141,12 +141,13 @@ def compare(support: Path, loop_dir: Path) -> dict:
 
 
 def measure(model: Path, work: Path, settings: dict, args, label: str) -> dict:
+    from susx_cli import runtime
     from susx_cli.adapters import diffusers as sd
     from susx_cli.artifacts.prompts import read_prompts
     from susx_cli.sources.sd import derive_seed
 
-    device = sd.resolve_device(args.device)
-    precision = sd.resolve_precision(args.precision, device)
+    device = runtime.resolve_device(args.device)
+    precision = runtime.resolve_precision(args.precision, device, gpu_auto="fp16")
     prompts_path = write_prompts(work / "prompts.json", args.classes)
     prompts = read_prompts(prompts_path)
     jobs = [
@@ -267,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import torch
 
+    from susx_cli import runtime
     from susx_cli.adapters import diffusers as sd
     from susx_cli.adapters.tiny_sd import build_random_sd1_pipeline, build_tiny_pipeline
 
@@ -287,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
             args.classes = args.classes or 2
             per_class = args.per_class or 8
             t = time.perf_counter()
-            model = build_random_sd1_pipeline(work / "sd1-random-fp16", device=sd.resolve_device(args.device))
+            model = build_random_sd1_pipeline(work / "sd1-random-fp16", device=runtime.resolve_device(args.device))
             print(f"built random-weight SD 1.x pipeline in {time.perf_counter() - t:.1f} s: {model}")
             for name in ("paper", "fast"):
                 p = sd.PRESETS[name]

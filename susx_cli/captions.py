@@ -253,20 +253,22 @@ def match_captions(
 
 
 def rank_matches(
-    loaded, prompts_per_class: dict[int, list[str]], matches: Matches, *, keep: int | None = None, batch_size: int = 256
+    encoder, prompts_per_class: dict[int, list[str]], matches: Matches, *, keep: int | None = None, batch_size: int = 256
 ) -> dict[int, list[dict[str, Any]]]:
-    """Each class's matches by CLIP text similarity of caption and class prompt, best first (the first ``keep``)."""
-    import numpy as np
-    import torch
+    """Each class's matches by CLIP text similarity of caption and class prompt, best first (the first ``keep``).
 
+    ``encoder`` is a ``susx_cli.encoder.Encoder``.
+    """
+    import numpy as np
+
+    from susx_cli.encoder import class_text_weights
     from susx_cli.progress import bar
-    from susx_cli.stages.embed import encode_texts
 
     classes = sorted(prompts_per_class)
-    weights = encode_texts(loaded, [prompts_per_class[c] for c in classes]) if classes else None
+    weights = class_text_weights(encoder, [prompts_per_class[c] for c in classes]) if classes else None
     ranked: dict[int, list[dict[str, Any]]] = {}
     total = sum(matches.count(c) for c in classes)
-    with bar("rank captions", total=total, unit="caption") as progress, torch.no_grad():
+    with bar("rank captions", total=total, unit="caption") as progress:
         for row, ci in enumerate(classes):
             part = matches.of(ci)
             urls = part.column("url").to_pylist()
@@ -275,9 +277,7 @@ def rank_matches(
             scores = np.empty(len(urls), dtype=np.float64)
             for start in range(0, len(urls), batch_size):
                 chunk = caps[start : start + batch_size]
-                tokens = loaded.tokenizer(chunk).to(loaded.device)
-                emb = torch.nn.functional.normalize(loaded.model.encode_text(tokens).float(), dim=-1).cpu().numpy()
-                scores[start : start + len(chunk)] = emb @ weights[row]
+                scores[start : start + len(chunk)] = encoder.encode_texts(chunk, batch_size) @ weights[row]
                 progress.advance(len(chunk))
             order = sorted(range(len(urls)), key=lambda i: (-scores[i], urls[i]))[:keep]
             query = " | ".join(prompts_per_class[ci])[:300]

@@ -178,7 +178,7 @@ def test_unreadable_images_are_skipped_and_listed(work):
         (["embed", "empty", "-o", "x.h5", "--unlabelled", *TINY], "holds no images"),
         (["embed", "p.json", "-o", "x.h5", "--model", "ViT-B-99", "--pretrained", "none"], "unknown model"),
         (["embed", "p.json", "-o", "x.h5", "--model", "susx-tiny-vit", "--pretrained", "laion9000"], "no pretrained weights"),
-        (["embed", "p.json", "-o", "x.h5", *TINY, "--precision", "fp16", "--device", "cpu"], "fp16 needs a CUDA"),
+        (["embed", "p.json", "-o", "x.h5", *TINY, "--precision", "fp16", "--device", "cpu"], "fp16 needs a GPU"),
         (["embed", "wrongnames", "-o", "x.h5", "-c", "p.json", *TINY], "match no class name"),
         (["curate", "p.json", "-o", "sup", "--images", "partial"], "no images for 1 class"),
         (["curate", "classes.txt", "-o", "sup", "--images", "partial"], "not valid JSON"),

@@ -62,10 +62,9 @@ def test_pool_folder_end_to_end_and_cache(pool, tmp_path):
     # the ranking is the text-image similarity of the cached features, best first
     from susx_cli.adapters.openclip import load_model
     from susx_cli.artifacts.hdf5 import read_features
-    from susx_cli.sources.pool import _encode_queries
 
     fs = read_features(features)
-    q = _encode_queries(load_model("susx-tiny-vit", "none", device="cpu"), ["A photo of a zebra."])[0]
+    q = load_model("susx-tiny-vit", "none", device="cpu").encode_texts(["A photo of a zebra."])[0]
     best = [fs.keys[i] for i in np.argsort(-(fs.features @ q), kind="stable")[:3]]
     assert [r["origin"] for r in rows if r["class_index"] == 0] == best
     assert [r["rank"] for r in rows if r["class_index"] == 0] == [0, 1, 2]
@@ -104,12 +103,13 @@ def test_pool_tars_match_folder(pool, tmp_path):
 
 def test_search_faiss_matches_matmul(tmp_path):
     from susx_cli.artifacts import hdf5
+    from susx_cli.artifacts.schema import ModelIdentity
     from susx_cli.sources.pool import search_features
 
     rng = np.random.default_rng(0)
     feats = rng.normal(size=(1000, 16)).astype(np.float32)
     feats /= np.linalg.norm(feats, axis=1, keepdims=True)
-    ident = hdf5.ModelIdentity("x", None, None, 16)
+    ident = ModelIdentity("x", None, None, 16)
     writer = hdf5.FeatureWriter(tmp_path / "f.h5", dim=16, items_total=1000, classes=[], model=ident, prov={"options": {}, "inputs": []})
     writer.append(feats, np.full(1000, -1), [f"k{i}" for i in range(1000)], 1000)
     writer.finish()

@@ -1,4 +1,4 @@
-"""diffusers behind a few functions: presets, scheduler names, device and precision checks, pipeline loading.
+"""diffusers behind a few functions: presets, scheduler names, model checks, pipeline loading.
 
 Everything heavy (torch, diffusers) is imported inside the functions, so importing this module is cheap.
 Any text-to-image pipeline that ``AutoPipelineForText2Image`` knows loads here: Stable Diffusion 1.x and
@@ -8,15 +8,14 @@ written by ``save_pretrained``.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from susx_cli import runtime
 from susx_cli.errors import SusxError, missing_extra
 
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 # An image whose every channel value is at most this (of 255) counts as black: what a safety checker
 # returns for a flagged image, and what NaNs from an fp16 overflow become.
 BLACK_MAX = 8
@@ -158,37 +157,6 @@ def require_diffusers() -> None:
         raise missing_extra("diffusers", "sd") from exc
 
 
-def resolve_device(device: str | None) -> str:
-    """'auto': this process's GPU (cuda:LOCAL_RANK under torchrun), else MPS, else CPU."""
-    torch = _torch()
-    if device and device != "auto":
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise SusxError(f"--device {device} asked for a CUDA GPU and none is available", hint="use --device cpu")
-        return device
-    if torch.cuda.is_available():
-        local = os.environ.get("LOCAL_RANK")
-        if local is not None and local.isdigit():
-            return f"cuda:{int(local) % torch.cuda.device_count()}"
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def resolve_precision(precision: str, device: str) -> str:
-    """'auto': fp16 on a GPU, fp32 on a CPU. fp16 on a CPU is refused (slow and unsupported there)."""
-    if precision not in PRECISIONS:
-        raise SusxError(f"unknown precision {precision!r}", hint=f"use one of {', '.join(PRECISIONS)}")
-    on_gpu = device.startswith(("cuda", "mps"))
-    if precision == "auto":
-        return "fp16" if on_gpu else "fp32"
-    if precision == "fp16" and not on_gpu:
-        raise SusxError(
-            f"fp16 needs a GPU and this run uses {device}", hint="use --precision fp32 or bf16 on a CPU"
-        )
-    return precision
-
-
 def local_pipeline_dir(model: str) -> Path | None:
     """The folder if ``model`` names an existing local path (checked to be a pipeline), else None."""
     path = Path(model).expanduser()
@@ -319,7 +287,7 @@ def load_pipeline(
         from diffusers import AutoPipelineForText2Image
 
     _quiet_libraries()
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    dtype = runtime.torch_dtype(precision)
     local = local_pipeline_dir(model)
     if cpu_offload and not device.startswith("cuda"):
         raise SusxError("--cpu-offload needs a CUDA GPU", hint="drop --cpu-offload on a CPU")

@@ -1,4 +1,5 @@
-"""open_clip behind one function: load a model (tag, hf-hub id, local checkpoint or random weights)."""
+"""open_clip behind one encoder: load a model (tag, hf-hub id, local checkpoint or random weights) and
+run it. This is the only module that calls the model's ``encode_image`` / ``encode_text``."""
 
 from __future__ import annotations
 
@@ -7,38 +8,53 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from susx_cli import runtime
 from susx_cli.artifacts.common import sha256_file
-from susx_cli.artifacts.hdf5 import ModelIdentity
+from susx_cli.artifacts.schema import ModelIdentity
 from susx_cli.errors import SusxError
 
 # Small configs shipped with susx, registered on first use: random-weight models for the offline demo
 # and the tests (no download), with the same code path as real models.
 BUILTIN_CONFIGS = {"susx-tiny-vit": "susx-tiny-vit.json"}
 RANDOM = ("", "none", "random")
-PRECISIONS = ("fp32", "fp16", "bf16")
 RANDOM_WEIGHTS_SEED = 0
+TEXT_BATCH = 256
 
 
 @dataclass
-class LoadedModel:
+class OpenClipEncoder:
+    """A loaded open_clip model; implements ``susx_cli.encoder.Encoder``.
+
+    Both encoders return L2-normalised float32 numpy arrays, computed without gradients.
+    """
+
     model: Any  # open_clip.CLIP
     preprocess: Any  # torchvision transform: PIL image -> (3, H, W) tensor
     tokenizer: Any
     identity: ModelIdentity
-    device: Any
+    device: str
     dtype: Any
 
+    def encode_texts(self, texts: list[str], batch_size: int = TEXT_BATCH):
+        """(N, D) float32, one unit row per text, in forward passes of ``batch_size`` texts."""
+        import numpy as np
+        import torch
 
-def pick_device(device: str | None = None) -> str:
-    import torch
+        out = [np.zeros((0, self.identity.embed_dim), dtype=np.float32)]
+        with torch.no_grad():
+            for start in range(0, len(texts), batch_size):
+                tokens = self.tokenizer(texts[start : start + batch_size]).to(self.device)
+                emb = self.model.encode_text(tokens).float()
+                out.append(torch.nn.functional.normalize(emb, dim=-1).cpu().numpy())
+        return np.concatenate(out)
 
-    if device and device != "auto":
-        return device
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+    def encode_images(self, pixels):
+        """(B, D) float32 unit rows for one batch of preprocessed images, a (B, 3, H, W) tensor."""
+        import torch
+
+        with torch.no_grad():
+            emb = self.model.encode_image(pixels.to(self.device, self.dtype)).float()
+            return torch.nn.functional.normalize(emb, dim=-1).cpu().numpy()
 
 
 def _register_builtin_configs() -> None:
@@ -53,10 +69,11 @@ def _register_builtin_configs() -> None:
 
 def load_model(
     arch: str, pretrained: str | None, *, device: str | None = None, precision: str = "fp32"
-) -> LoadedModel:
+) -> OpenClipEncoder:
     """Load ``arch`` with ``pretrained`` (a tag such as 'openai', a checkpoint path, or none for random).
 
-    ``arch`` may be an open_clip model name or an ``hf-hub:org/repo`` id.
+    ``arch`` may be an open_clip model name or an ``hf-hub:org/repo`` id; ``device`` and ``precision``
+    are resolved by ``susx_cli.runtime`` (precision ``auto`` is fp32).
     """
     try:
         import open_clip
@@ -65,11 +82,8 @@ def load_model(
         raise SusxError("open_clip_torch is not installed", hint="pip install susx") from exc
 
     _register_builtin_configs()
-    if precision not in PRECISIONS:
-        raise SusxError(f"unknown precision {precision!r}", hint=f"use one of {', '.join(PRECISIONS)}")
-    device = pick_device(device)
-    if precision == "fp16" and not device.startswith("cuda"):
-        raise SusxError("fp16 needs a CUDA GPU and none is in use", hint="use --precision fp32 or bf16 on a CPU")
+    device = runtime.resolve_device(device)
+    precision = runtime.resolve_precision(precision, device)
 
     is_hub = arch.startswith("hf-hub:")
     if not is_hub and arch not in open_clip.list_models():
@@ -116,5 +130,4 @@ def load_model(
         logit_scale=logit_scale,
         random_weights=tag is None and not is_hub,
     )
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
-    return LoadedModel(model, preprocess, tokenizer, identity, device, dtype)
+    return OpenClipEncoder(model, preprocess, tokenizer, identity, device, runtime.torch_dtype(precision))

@@ -10,6 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
+from susx_cli.runtime import DEVICE_HELP, PRECISION_HELP
+
 OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Where to write the artifact.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output made with other options.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or logs on stderr.")]
@@ -19,8 +21,8 @@ PretrainedOpt = Annotated[
     str,
     typer.Option("--pretrained", "-p", help="Weights: an open_clip tag (e.g. openai), a checkpoint path, or 'none' (random)."),
 ]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda, cuda:1, mps.")]
-PrecisionOpt = Annotated[str, typer.Option("--precision", help="fp32, fp16 (GPU only) or bf16.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help=DEVICE_HELP)]
+PrecisionOpt = Annotated[str, typer.Option("--precision", help=PRECISION_HELP)]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")]
 WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Image loading processes (default: cores - 1).")]
 NumShardsOpt = Annotated[int | None, typer.Option("--num-shards", help="Split the work into this many shards.")]

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from susx_cli import runtime
 from susx_cli.adapters.download import DownloadOptions
 from susx_cli.adapters.retrieval import PUBLIC_INDEX, PUBLIC_KNN_URL, KnnOptions
 from susx_cli.artifacts import common
@@ -68,7 +69,7 @@ class LaionSource:
     max_matches: int = 2000
     model: str = "ViT-B-32"
     pretrained: str | None = "openai"
-    device: str | None = None
+    device: str | None = None  # resolved by susx_cli.runtime
     duckdb_threads: int | None = None
     duckdb_memory: str | None = None
     download: DownloadOptions = field(default_factory=DownloadOptions)
@@ -87,6 +88,7 @@ class LaionSource:
                 hint="e.g. --metadata 'laion/metadata/*.parquet'",
             )
         self.download.validate()
+        self.device = runtime.resolve_device(self.device)  # fails fast; cuda:LOCAL_RANK under torchrun
 
     # ------------------------------------------------------------------ contract
 
@@ -184,7 +186,7 @@ class LaionSource:
 
     def _search_captions(self, state: ShardState, todo: list[int], texts: dict[int, list[str]], classes: list[str]) -> None:
         from susx_cli import captions
-        from susx_cli.adapters.openclip import load_model
+        from susx_cli.encoder import load_encoder
 
         if state.matches_path.exists():
             info(f"reusing the caption matches of an interrupted run ({state.matches_path})")
@@ -210,10 +212,10 @@ class LaionSource:
         for ci in todo:
             if not matches.count(ci):
                 warn(f"no caption in the metadata mentions class {classes[ci]!r}")
-        loaded = load_model(self.model, self.pretrained, device=self.device)
-        if loaded.identity.random_weights:
-            warn(f"{self.model} has RANDOM weights: the caption ranking is meaningless (pipeline check only)")
-        ranking = captions.rank_matches(loaded, {ci: texts[ci] for ci in todo}, matches, keep=self.candidates)
+        encoder = load_encoder(
+            self.model, self.pretrained, device=self.device, random_note="the caption ranking is meaningless (pipeline check only)"
+        )
+        ranking = captions.rank_matches(encoder, {ci: texts[ci] for ci in todo}, matches, keep=self.candidates)
         for ci in todo:
             state.write_candidates(ci, ranking[ci])
 

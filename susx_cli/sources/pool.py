@@ -1,7 +1,7 @@
 """`curate --source pool`: retrieve each class's images from a local collection by CLIP text-to-image similarity.
 
 The embedded default that needs no service: the pool (an image folder, or webdataset tars) is embedded
-once with the embed stage's machinery into an HDF5 feature file that is kept as a cache, then every
+once by the encoder's embed loop (as `susx embed` does) into an HDF5 feature file that is kept as a cache, then every
 class's photo prompt (or each of its CuPL sentences, results interleaved) is searched against it with
 faiss or a plain matrix product, chunk by chunk, so a pool larger than memory works. The best M
 readable, distinct images per class are copied into the support set.
@@ -16,13 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from susx_cli import imagesets, runtime
 from susx_cli.artifacts import common, hdf5
 from susx_cli.artifacts.prompts import Prompts
+from susx_cli.artifacts.schema import check_same_model
 from susx_cli.artifacts.support import SupportWriter
 from susx_cli.classnames import slug
+from susx_cli.encoder import TarMember, clip_precision, embed_image_set, load_encoder
 from susx_cli.errors import SusxError
 from susx_cli.imagesets import IMAGE_EXTS
-from susx_cli.progress import bar, info, warn
+from susx_cli.progress import bar, warn
 from susx_cli.sources import ranked
 from susx_cli.sources.base import WorkUnit
 
@@ -86,8 +89,8 @@ class PoolSource:
     features: Path | None = None
     model: str = "ViT-B-32"
     pretrained: str | None = "openai"
-    device: str | None = None
-    precision: str = "fp32"
+    device: str | None = None  # resolved by susx_cli.runtime
+    precision: str = "fp32"  # auto is fp32
     batch_size: int = 64
     workers: int | None = None
     search: str = "auto"
@@ -100,6 +103,8 @@ class PoolSource:
             raise SusxError(f"unknown --pool-search {self.search!r}", hint=f"use one of {', '.join(SEARCHES)}")
         if self.candidates is not None and self.candidates < 1:
             raise SusxError(f"--candidates must be at least 1, got {self.candidates}", hint="e.g. --candidates 64")
+        self.precision = clip_precision(self.precision)
+        self.device = runtime.resolve_device(self.device)  # fails fast; cuda:LOCAL_RANK under torchrun
         self.layout = resolve_pool(self.pool)
 
     @property
@@ -174,30 +179,30 @@ class PoolSource:
             self._embed(path, overwrite=True)
 
     def _embed(self, path: Path, overwrite: bool) -> None:
+        """Embed the pool into ``path`` as `susx embed --unlabelled` does (same loop, same file, same provenance)."""
         if self.layout.kind == "folder":
-            from susx_cli.stages.embed import embed_images
-
-            embed_images(
-                self.layout.root,
-                path,
-                model=self.model,
-                pretrained=self.pretrained,
-                unlabelled=True,
-                batch_size=self.batch_size,
-                workers=self.workers,
-                device=self.device,
-                precision=self.precision,
-                overwrite=overwrite,
-            )
+            image_set, what = imagesets.resolve(self.layout.root, unlabelled=True), str(self.layout.root)
         else:
-            _embed_tars(self, path, overwrite)
+            image_set, what = _tar_image_set(self.pool, self.layout.tars), f"the pool {self.pool}"
+        embed_image_set(
+            image_set,
+            path,
+            model=self.model,
+            pretrained=self.pretrained,
+            classes=[],
+            what=what,
+            device=self.device,
+            precision=self.precision,
+            batch_size=self.batch_size,
+            workers=self.workers,
+            overwrite=overwrite,
+            label="embed pool",
+        )
 
     # ------------------------------------------------------------------ run
 
     def run(self, units: list[WorkUnit], writer: SupportWriter) -> dict[str, Any]:
         import numpy as np
-
-        from susx_cli.adapters.openclip import load_model
 
         features = self.features_path()
         self._ensure_features(features, writer.num_shards)
@@ -209,12 +214,14 @@ class PoolSource:
         }
         if not todo:
             return {"features": str(features)}
-        loaded = load_model(self.model, self.pretrained, device=self.device, precision=self.precision)
-        stored = _stored_model(features)
-        hdf5.check_same_model(stored, loaded.identity, str(features), f"--clip-model {self.model}")
+        encoder = load_encoder(
+            self.model, self.pretrained, device=self.device, precision=self.precision,
+            random_note="the pool ranking is meaningless (pipeline check only)",
+        )
+        check_same_model(hdf5.read_feature_model(features), encoder.identity, str(features), f"--clip-model {self.model}")
         texts = [t for u in todo for t in u.payload["texts"]]
         owners = [u.class_index for u in todo for _ in u.payload["texts"]]
-        queries = _encode_queries(loaded, texts)
+        queries = encoder.encode_texts(texts)
         scores, indices = search_features(features, queries, self.depth, self.search)
         keys = _keys_at(features, np.unique(indices[indices >= 0]))
         reader = _Reader(self.layout)
@@ -285,24 +292,6 @@ class PoolSource:
             kept[ci] += 1
             stat["kept"] = kept[ci]
             progress.advance()
-
-
-def _stored_model(path: Path) -> hdf5.ModelIdentity:
-    return hdf5.read_feature_model(path)
-
-
-def _encode_queries(loaded, texts: list[str], batch_size: int = 256):
-    """One L2-normalised embedding per query text (no averaging: each text is its own query)."""
-    import numpy as np
-    import torch
-
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(texts), batch_size):
-            tokens = loaded.tokenizer(texts[start : start + batch_size]).to(loaded.device)
-            emb = loaded.model.encode_text(tokens).float()
-            out.append(torch.nn.functional.normalize(emb, dim=-1).cpu().numpy())
-    return np.concatenate(out).astype(np.float32)
 
 
 def _topk_merge(best_s, best_i, new_s, new_i, k):
@@ -384,96 +373,26 @@ class _Reader:
             handle.close()
 
 
-def _tar_images(tars: list[Path]):
-    """(key, bytes) of every image member of the tars, in order; a truncated tar ends early with a warning."""
-    for tar in tars:
-        try:
-            with tarfile.open(tar, "r|") as handle:
-                for member in handle:
-                    if member.isfile() and _is_image_name(member.name):
-                        data = handle.extractfile(member).read()
-                        yield f"{tar.name}/{member.name}", data
-        except (tarfile.TarError, OSError) as exc:
-            warn(f"stopped reading {tar} early: {exc.__class__.__name__}: {exc}")
-
-
-def _embed_tars(source: PoolSource, path: Path, overwrite: bool) -> None:
-    """Embed the image members of webdataset tars into a feature file (resumable, like `susx embed`)."""
-    import numpy as np
-    import torch
-    from PIL import Image
-
-    from susx_cli.adapters.openclip import load_model
-
-    tars = source.layout.tars
+def _tar_members(tars: list[Path]) -> list[TarMember]:
+    """Every image member of the tars, in order, with its byte range; a broken tar ends early with a warning."""
+    members: list[TarMember] = []
     with bar("index tars", total=len(tars), unit="tar") as progress:
-        count = 0
         for tar in tars:
             try:
                 with tarfile.open(tar, "r:") as handle:  # seekable: reads the headers, skips the data
-                    count += sum(1 for m in handle if m.isfile() and _is_image_name(m.name))
-            except (tarfile.TarError, OSError):
-                pass
+                    for m in handle:
+                        if m.isfile() and _is_image_name(m.name):
+                            members.append(TarMember(tar, m.offset_data, m.size, -1, f"{tar.name}/{m.name}"))
+            except (tarfile.TarError, OSError) as exc:
+                warn(f"stopped reading {tar} early: {exc.__class__.__name__}: {exc}")
             progress.advance()
-    if count == 0:
-        raise SusxError(f"pool {source.pool} holds no images", hint="the tars have no image members")
-    options = {
-        "input_layout": "webdataset",
-        "model": source.model,
-        "pretrained": source.pretrained or "none",
-        "precision": source.precision,
-        "num_items": count,
-    }
-    inputs = [{"path": str(source.pool), "kind": "webdataset", "sha256": ranked.listing_fingerprint(str(t) for t in tars)}]
-    prov = common.provenance(options, inputs)
-    if common.decide_existing(path, hdf5.existing_provenance(path, common.IMAGE_FEATURES), prov, overwrite):
-        info(f"{path} is up to date (same inputs and options); nothing to do")
-        return
-    partial = path.with_name(path.name + hdf5.PARTIAL_SUFFIX)
-    if overwrite and partial.exists():
-        partial.unlink()
-    loaded = load_model(source.model, source.pretrained, device=source.device, precision=source.precision)
-    writer = hdf5.FeatureWriter(
-        path, dim=loaded.identity.embed_dim, items_total=count, classes=[], model=loaded.identity, prov=prov,
-        chunk_rows=max(256, source.batch_size),
-    )
-    start = writer.resumed_from
-    try:
-        batch: list[tuple[str, Any]] = []
-        bad: list[tuple[str, str]] = []
+    return members
 
-        def flush(consumed: int) -> None:
-            feats = np.zeros((0, loaded.identity.embed_dim), dtype=np.float32)
-            if batch:
-                x = torch.stack([t for _, t in batch]).to(loaded.device, loaded.dtype)
-                with torch.no_grad():
-                    feats = torch.nn.functional.normalize(loaded.model.encode_image(x).float(), dim=-1).cpu().numpy()
-            writer.append(feats, np.full(len(batch), -1, dtype=np.int64), [k for k, _ in batch], consumed, list(bad))
-            batch.clear()
-            bad.clear()
 
-        with bar("embed pool", total=count, unit="img", completed=start) as progress:
-            consumed = 0
-            for position, (key, data) in enumerate(_tar_images(tars)):
-                if position < start:
-                    continue
-                try:
-                    with Image.open(io.BytesIO(data)) as img:
-                        img.load()
-                        batch.append((key, loaded.preprocess(img.convert("RGB"))))
-                except Exception as exc:
-                    warn(f"skipped unreadable image {key}: {exc.__class__.__name__}")
-                    bad.append((key, f"{exc.__class__.__name__}: {exc}"[:200]))
-                consumed += 1
-                if consumed == source.batch_size:
-                    flush(consumed)
-                    progress.advance(consumed)
-                    consumed = 0
-            if consumed:
-                flush(consumed)
-                progress.advance(consumed)
-        if int(writer.file["features"].shape[0]) == 0:
-            raise SusxError(f"no image of the pool {source.pool} could be read", hint="check the tar files")
-        writer.finish()
-    finally:
-        writer.close()
+def _tar_image_set(pool: str | Path, tars: list[Path]) -> imagesets.ImageSet:
+    """The image members of webdataset tars as an unlabelled image set (layout ``webdataset``)."""
+    members = _tar_members(tars)
+    if not members:
+        raise SusxError(f"pool {pool} holds no images", hint="the tars have no image members")
+    inputs = [{"path": str(pool), "kind": "webdataset", "sha256": ranked.listing_fingerprint(str(t) for t in tars)}]
+    return imagesets.ImageSet(None, members, "webdataset", inputs=inputs)

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from susx_cli import runtime
 from susx_cli.adapters import diffusers as sd
 from susx_cli.artifacts.prompts import Prompts
 from susx_cli.artifacts.support import SupportWriter
@@ -98,8 +99,7 @@ class SDSource:
             raise SusxError(f"--black-retries must be 0 or more, got {self.black_retries}", hint="0 drops black images")
         if self.prompt_mode not in PROMPT_MODES:
             raise SusxError(f"unknown --prompt-mode {self.prompt_mode!r}", hint=f"use one of {', '.join(PROMPT_MODES)}")
-        if self.precision not in sd.PRECISIONS:
-            raise SusxError(f"unknown precision {self.precision!r}", hint=f"use one of {', '.join(sd.PRECISIONS)}")
+        runtime.check_precision(self.precision)
         sd.check_scheduler_name(self.scheduler)
 
     @classmethod
@@ -113,8 +113,8 @@ class SDSource:
         """Device and precision, resolved once (needs torch; fp16 on a CPU is refused here)."""
         if not self._resolved:
             sd.require_diffusers()
-            device = sd.resolve_device(self.device)
-            precision = sd.resolve_precision(self.precision, device)
+            device = runtime.resolve_device(self.device)
+            precision = runtime.resolve_precision(self.precision, device, gpu_auto="fp16")
             if self.cpu_offload and not device.startswith("cuda"):
                 raise SusxError(f"--cpu-offload needs a CUDA GPU and this run uses {device}", hint="drop --cpu-offload")
             local = sd.check_model(self.model, self.revision)

@@ -7,12 +7,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from susx_cli import runtime
 from susx_cli.artifacts import calibration as cal_io
 from susx_cli.artifacts import common
 from susx_cli.errors import SusxError
 from susx_cli.method import SEARCHABLE_METHODS, uses_gamma
 from susx_cli.progress import bar, info
-from susx_cli.stages.inputs import as_float64, load_method_inputs, method_device
+from susx_cli.stages.inputs import as_float64, load_method_inputs
 from susx_cli.stages.results import StageResult
 
 MODES = ("val", "loo", "fixed")
@@ -73,6 +74,7 @@ def calibrate(
 
     from susx_cli.method.search import Grid, grid_search
 
+    dev = runtime.method_device(device)  # a bad --device fails before any reading
     if mode not in MODES:
         raise SusxError(f"unknown mode {mode!r}", hint=f"use one of {', '.join(MODES)}")
     if method not in SEARCHABLE_METHODS:
@@ -122,7 +124,6 @@ def calibrate(
     objective = None
     summary: dict[str, Any] = {}
     if mode != "fixed":
-        dev = method_device(device)
         as_t = lambda x: as_float64(x, dev)  # noqa: E731
         W, F = as_t(text.weights), as_t(sup.features)
         y = torch.from_numpy(sup.labels).to(dev)

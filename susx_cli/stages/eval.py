@@ -227,8 +227,10 @@ def run_eval(
     precision: str = "fp32",
     overwrite: bool = False,
 ) -> EvalResult:
+    from susx_cli import runtime
     from susx_cli.datasets import registry
 
+    runtime.resolve_device(device)  # a bad --device fails before any work
     if not datasets:
         raise SusxError("give at least one --dataset", hint="see susx datasets list")
     specs = [registry.get(d) for d in datasets]

@@ -16,19 +16,11 @@ import numpy as np
 
 from susx_cli.artifacts import calibration as cal_io
 from susx_cli.artifacts import common, hdf5
+from susx_cli.artifacts.schema import ModelIdentity, check_same_model
 from susx_cli.classnames import check_same_classes
 from susx_cli.errors import SusxError
 
 NORM_TOLERANCE = 1e-2  # stored features may be float16: allow its rounding
-
-
-def method_device(device: str) -> str:
-    """Where the method's float64 math runs: the chosen device (CUDA when present), but never MPS,
-    which has no float64."""
-    from susx_cli.adapters.openclip import pick_device
-
-    dev = pick_device(device)
-    return "cpu" if dev == "mps" else dev
 
 
 def as_float64(x: np.ndarray, device: str):
@@ -111,7 +103,7 @@ def _check_text(text: hdf5.TextClassifier, what: str) -> None:
 
 def _check_rows(fs: hdf5.FeatureSet, text: hdf5.TextClassifier, text_what: str, what: str) -> None:
     """What support and query features share: model, classes, shapes, key counts, finite unit rows."""
-    hdf5.check_same_model(text.model, fs.model, text_what, what)
+    check_same_model(text.model, fs.model, text_what, what)
     if fs.classes:
         check_same_classes(text.classes, fs.classes, text_what, what)
     n = fs.features.shape[0]
@@ -152,7 +144,7 @@ def _check_queries(q: hdf5.FeatureSet, text: hdf5.TextClassifier, what: str, nee
 
 def _check_calibration(cal: cal_io.Calibration, text: hdf5.TextClassifier, text_what: str, what: str) -> None:
     check_same_classes(text.classes, cal.classes, text_what, what)
-    model = hdf5.ModelIdentity.from_dict(cal.model)
+    model = ModelIdentity.from_dict(cal.model)
     if model.key() != text.model.key():
         raise SusxError(f"{what} was made for {model.describe()}, the text classifier is {text.model.describe()}",
                         hint="calibrate again with this model's features")

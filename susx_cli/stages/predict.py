@@ -8,12 +8,13 @@ from typing import Any
 
 import numpy as np
 
+from susx_cli import runtime
 from susx_cli.artifacts import common, hdf5
 from susx_cli.errors import SusxError
 from susx_cli.method import METHODS, uses_gamma, uses_support
 from susx_cli.metrics import classification_metrics, topk_indices
 from susx_cli.progress import info, warn
-from susx_cli.stages.inputs import as_float64, load_method_inputs, method_device
+from susx_cli.stages.inputs import as_float64, load_method_inputs
 from susx_cli.stages.results import StageResult
 
 
@@ -43,6 +44,7 @@ def predict(
 
     from susx_cli.method import tipx
 
+    dev = runtime.method_device(device)  # a bad --device fails before any reading
     if method is not None and method not in METHODS:
         raise SusxError(f"unknown method {method!r}", hint=f"use one of {', '.join(METHODS)}")
     # A calibration names a method with support; without one (and without --method) it is zero-shot.
@@ -69,7 +71,6 @@ def predict(
         return PredictResult("predict", [output], skipped=True, summary={"method": method},
                              metrics=metrics if "n" in metrics else {})
 
-    dev = method_device(device)
     as_t = lambda x: as_float64(x, dev)  # noqa: E731
     kwargs: dict[str, Any] = {}
     scale = cal.logit_scale if cal else 100.0

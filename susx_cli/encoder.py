@@ -1,0 +1,244 @@
+"""The image-text encoder every stage and source runs, and the one loop that embeds images into a feature file.
+
+An ``Encoder`` (open_clip today: ``adapters/openclip.py``) turns texts and preprocessed image batches
+into L2-normalised float32 numpy rows and carries the ``ModelIdentity`` written into every artifact.
+Nothing outside a backend calls a model's ``encode_image`` / ``encode_text``.
+
+``embed_image_set`` is the single path from images to an HDF5 feature file, for every layout: support
+folders, class folders, CoOp splits, unlabelled folders and webdataset tar shards (an ``ImageSet`` whose
+items are ``TarMember``s). It skips an up-to-date output, resumes a ``.partial`` one, decodes and
+preprocesses in worker processes, skips unreadable images (listing them), and marks the file complete
+only at the end. It lives here, below ``stages/``, so that sources (the pool) embed with it too.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from susx_cli.artifacts import common, hdf5
+from susx_cli.artifacts.schema import ModelIdentity
+from susx_cli.errors import SusxError
+from susx_cli.imagesets import ImageItem, ImageSet
+from susx_cli.progress import bar, info, warn
+
+TEXT_BATCH = 256
+# CLIP embeds in fp32 unless told otherwise: ``--precision auto`` means fp32 for every CLIP consumer.
+CLIP_AUTO_PRECISION = "fp32"
+
+
+class Encoder(Protocol):
+    """A loaded image-text model. Both encoders return (N, D) float32 numpy rows of unit L2 norm."""
+
+    identity: ModelIdentity
+    preprocess: Any  # PIL image -> (3, H, W) tensor; picklable, so DataLoader workers can run it
+    device: str
+
+    def encode_texts(self, texts: list[str], batch_size: int = TEXT_BATCH) -> Any: ...
+
+    def encode_images(self, pixels: Any) -> Any: ...
+
+
+def clip_precision(precision: str) -> str:
+    """The precision name a CLIP run records: ``auto`` is fp32 (checked against the device at load time)."""
+    from susx_cli import runtime
+
+    runtime.check_precision(precision)
+    return CLIP_AUTO_PRECISION if precision == "auto" else precision
+
+
+def load_encoder(
+    model: str, pretrained: str | None, *, device: str | None = None, precision: str = "fp32", random_note: str | None = None
+) -> Encoder:
+    """Load the encoder on ``device`` (resolved by ``susx_cli.runtime``); warn when its weights are random."""
+    from susx_cli.adapters.openclip import load_model
+
+    encoder = load_model(model, pretrained, device=device, precision=clip_precision(precision))
+    if encoder.identity.random_weights:
+        warn(f"{model} has RANDOM weights: {random_note or 'results only show that the pipeline runs'}")
+    return encoder
+
+
+def class_text_weights(encoder: Encoder, texts_per_class: list[list[str]], batch_size: int = TEXT_BATCH):
+    """Text classifier weights (C, D) float32: per class, the mean of its unit text embeddings, re-normalised."""
+    import numpy as np
+    import torch
+
+    flat = [t for texts in texts_per_class for t in texts]
+    owner = torch.tensor([c for c, texts in enumerate(texts_per_class) for _ in texts], dtype=torch.long)
+    sums = torch.zeros(len(texts_per_class), encoder.identity.embed_dim, dtype=torch.float64)
+    with bar("embed texts", total=len(flat), unit="text") as progress:
+        for start in range(0, len(flat), batch_size):
+            emb = encoder.encode_texts(flat[start : start + batch_size], batch_size)
+            sums.index_add_(0, owner[start : start + batch_size], torch.from_numpy(np.asarray(emb)).double())
+            progress.advance(len(emb))
+    return torch.nn.functional.normalize(sums, dim=-1).float().numpy()
+
+
+# ---------------------------------------------------------------------------------------------- images
+
+
+@dataclass(frozen=True)
+class TarMember:
+    """An image stored in a tar shard: ``size`` bytes at ``offset`` of ``path`` (read without tarfile)."""
+
+    path: Path
+    offset: int
+    size: int
+    label: int  # -1: tar shards are unlabelled pools
+    key: str  # ``<tar name>/<member name>``
+
+
+EmbedItem = ImageItem | TarMember
+
+
+def default_workers() -> int:
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+def _open_image(item: EmbedItem):
+    from PIL import Image
+
+    if isinstance(item, TarMember):
+        with open(item.path, "rb") as handle:
+            handle.seek(item.offset)
+            return Image.open(io.BytesIO(handle.read(item.size)))
+    return Image.open(item.path)
+
+
+class _ImageDataset:
+    """PIL decode + model preprocessing; a failed decode yields the reason instead of a tensor."""
+
+    def __init__(self, items: Sequence[EmbedItem], preprocess):
+        self.items, self.preprocess = items, preprocess
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        item = self.items[i]
+        try:
+            with _open_image(item) as img:
+                img.load()
+                tensor = self.preprocess(img.convert("RGB"))
+            return tensor, item.label, item.key, ""
+        except Exception as exc:  # unreadable, truncated or not an image: skip it, never substitute
+            return None, item.label, item.key, f"{exc.__class__.__name__}: {exc}"[:200]
+
+
+def _collate(batch):
+    import torch
+
+    good = [b for b in batch if b[0] is not None]
+    bad = [(b[2], b[3]) for b in batch if b[0] is None]
+    tensors = torch.stack([b[0] for b in good]) if good else None
+    return tensors, [b[1] for b in good], [b[2] for b in good], bad, len(batch)
+
+
+def embed_items(
+    encoder: Encoder,
+    items: Sequence[EmbedItem],
+    writer: hdf5.FeatureWriter,
+    *,
+    batch_size: int = 64,
+    workers: int | None = None,
+    label: str = "embed images",
+) -> None:
+    """Append the features of ``items[writer.resumed_from:]`` to ``writer``, batch by batch, in order.
+
+    Each batch of ``batch_size`` items becomes one forward pass over its readable images; unreadable ones
+    are warned about and recorded as skipped.
+    """
+    import numpy as np
+    import torch
+
+    start = writer.resumed_from
+    loader = torch.utils.data.DataLoader(
+        _ImageDataset(items[start:], encoder.preprocess),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=default_workers() if workers is None else workers,
+        collate_fn=_collate,
+    )
+    empty = np.zeros((0, encoder.identity.embed_dim), dtype=np.float32)
+    with bar(label, total=len(items), unit="img", completed=start) as progress:
+        for tensors, labels, keys, bad, consumed in loader:
+            feats = empty if tensors is None else encoder.encode_images(tensors)
+            for key, reason in bad:
+                warn(f"skipped unreadable image {key}: {reason}")
+            writer.append(feats, np.asarray(labels, dtype=np.int64), keys, consumed, bad)
+            progress.advance(consumed)
+
+
+@dataclass
+class EmbedSummary:
+    rows: int
+    skipped: int
+    model: ModelIdentity
+
+
+def embed_image_set(
+    image_set: ImageSet,
+    output: Path,
+    *,
+    model: str,
+    pretrained: str | None,
+    classes: list[str],
+    class_inputs: Sequence[dict[str, Any]] = (),
+    what: str,
+    device: str | None = None,
+    precision: str = "fp32",
+    batch_size: int = 64,
+    workers: int | None = None,
+    overwrite: bool = False,
+    label: str = "embed images",
+) -> EmbedSummary | None:
+    """Embed ``image_set`` into the feature file ``output``; None when it is already up to date.
+
+    ``what`` names the images in errors; ``classes`` (and the files they came from, ``class_inputs``) are
+    recorded in the file.
+    """
+    options = {
+        "input_layout": image_set.layout,
+        **image_set.options,
+        "model": model,
+        "pretrained": pretrained or "none",
+        "precision": clip_precision(precision),
+        "num_items": len(image_set.items),
+    }
+    inputs = image_set.inputs or [{"path": what, "kind": image_set.layout, "sha256": None}]
+    prov = common.provenance(options, [*inputs, *class_inputs])
+    if common.decide_existing(output, hdf5.existing_provenance(output, common.IMAGE_FEATURES), prov, overwrite):
+        info(f"{output} is up to date (same inputs and options); nothing to do")
+        return None
+    partial = output.with_name(output.name + hdf5.PARTIAL_SUFFIX)
+    if overwrite and output.exists() and partial.exists():  # a partial run of the replaced options
+        partial.unlink()
+
+    encoder = load_encoder(model, pretrained, device=device, precision=precision)
+    items = image_set.items
+    writer = hdf5.FeatureWriter(
+        output,
+        dim=encoder.identity.embed_dim,
+        items_total=len(items),
+        classes=classes,
+        model=encoder.identity,
+        prov=prov,
+        chunk_rows=max(256, batch_size),
+    )
+    if writer.resumed_from:
+        info(f"resuming {output}: {writer.resumed_from} of {len(items)} images already embedded")
+    try:
+        embed_items(encoder, items, writer, batch_size=batch_size, workers=workers, label=label)
+        rows = int(writer.file["features"].shape[0])
+        skipped = int(writer.file["skipped_keys"].shape[0])
+        if rows == 0:
+            raise SusxError(f"no image of {what} could be read", hint="check the image files")
+        writer.finish()
+    finally:
+        writer.close()
+    return EmbedSummary(rows, skipped, encoder.identity)
