@@ -54,7 +54,7 @@ def curate(
     final = support.read_support(output)
     counts = final.counts()
     result.summary.update({"complete": True, "images": len(final.rows), "per_class": counts})
-    wanted = getattr(source, "per_class", None)
+    wanted = source.per_class
     if wanted:
         short = [(final.classes[i], c) for i, c in enumerate(counts) if c < wanted]
         for name, count in short[:20]:
