@@ -107,15 +107,19 @@ def build_options(source: str, given: dict[str, Any]) -> Any:
     fields = {cli.param: f.name for f, cli in cli_fields(options_class)}
     foreign = [p for p in given if p not in fields]
     if foreign:
-        by_name = {p.name: p for p in cli_params()}
-        flags = [by_name[p].flag for p in foreign]
-        owners = sorted({s for p in foreign for s in by_name[p].sources}, key=list(SOURCES).index)
-        raise SusxError(
-            f"{', '.join(flags)} {'does' if len(flags) == 1 else 'do'} not apply to --source {source}",
-            hint=f"{'it is an option' if len(flags) == 1 else 'they are options'} of --source {' | '.join(owners)}; "
-            "`susx curate --help` lists each source's options",
-        )
+        raise _foreign_options(source, foreign)
     return options_class(**{fields[p]: value for p, value in given.items()})
+
+
+def _foreign_options(source: str, params: list[str]) -> SusxError:
+    by_name = {p.name: p for p in cli_params()}
+    flags = [by_name[p].flag if p in by_name else p for p in params]
+    owners = sorted({s for p in params if p in by_name for s in by_name[p].sources}, key=list(SOURCES).index)
+    them = "it is an option" if len(flags) == 1 else "they are options"
+    return SusxError(
+        f"{', '.join(flags)} {'does' if len(flags) == 1 else 'do'} not apply to --source {source}",
+        hint=f"{them} of --source {' | '.join(owners) or '(none)'}; `susx curate --help` lists each source's options",
+    )
 
 
 def make_source(source: str, options: Any) -> Source:
