@@ -94,11 +94,9 @@ def _sync() -> None:
 
 def run_susx(prompts: Path, model: Path, settings, batch_size: int, device: str, precision: str, out: Path):
     """The curate stage; returns (seconds spent generating, as the source measures it, and the folder)."""
-    from susx_cli.progress import set_quiet
     from susx_cli.sources.sd import SDSource
     from susx_cli.stages.curate import curate
 
-    set_quiet(True)
     if out.exists():
         shutil.rmtree(out)
     source = SDSource(

@@ -2,127 +2,25 @@
 
 Placeholders: ``{class}`` (the class name) and ``{article}`` ("a" or "an", chosen for the class name).
 
-The per-dataset sets restate the question templates of the SuS-X reference code
-(vishaal27/SuS-X, ``utils/prompts_helper.py``), keyed by our dataset names (the keys of
-``susx_cli.templates.PHOTO_BY_DATASET``). Differences from the reference: ``fgvc_aircraft`` lists its
-one question once (the reference lists it twice, i.e. it asked for twice as many answers; raise
-``--llm-samples`` for the same effect) and trailing spaces after a final colon are dropped.
-``GENERIC`` (for custom class lists) is ours: the ImageNet set of CuPL, the most general one.
+Each dataset's set (the SuS-X reference's questions) lives on its entry in
+``susx_cli.datasets.registry``; ``GENERIC`` (for custom class lists) is ours: CuPL's ImageNet set.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from susx_cli.datasets import registry
 from susx_cli.errors import SusxError
 
-_IMAGENET = [
-    "Describe what {article} {class} looks like",
-    "How can you identify {article} {class}?",
-    "What does {article} {class} look like?",
-    "Describe an image from the internet of {article} {class}",
-    "A caption of an image of {article} {class}:",
-]
-_OBJECTS = [
-    "Describe what {article} {class} looks like",
-    "What does {article} {class} look like",
-    "Describe a photo of {article} {class}",
-]
-_BIRDS = [
-    "Describe what {article} {class}, a species of bird, looks like",
-    "What does {article} {class} look like",
-    "Visually describe {article} {class}, a type of bird",
-    "A caption of an image of {article} {class}, a type of bird",
-    "Describe the appearance of {article} {class}",
-    "What are the prominent features to identify {article} {class} bird",
-]
+GENERIC = list(registry.Q_IMAGENET)  # for custom class lists: CuPL's ImageNet set, the most general one
 
-CUPL_QUESTIONS: dict[str, list[str]] = {
-    "imagenet": _IMAGENET,
-    "cifar10": _IMAGENET,
-    "cifar100": _IMAGENET,
-    "caltech101": _OBJECTS,
-    "caltech256": _OBJECTS,
-    "sun397": [
-        "Describe what {article} {class} looks like",
-        "How can you identify {article} {class}?",
-        "Describe a photo of {article} {class}",
-    ],
-    "imagenet-sketch": [
-        "Describe how a black and white sketch of {article} {class} looks like",
-        "A black and white sketch of {article} {class}",
-        "Describe a black and white sketch from the internet of {article} {class}",
-    ],
-    "imagenet-r": [
-        "An art drawing of {article} {class}",
-        "Artwork showing {article} {class}",
-        "A cartoon {article} {class}",
-        "An origami of {article} {class}",
-        "A deviant art photo depicting {article} {class}",
-        "An embroidery of {article} {class}",
-        "A graffiti art showing {article} {class}",
-        "A painting of {article} {class}",
-        "A sculpture of {article} {class}",
-        "A black and white sketch of {article} {class}",
-        "A toy {article} {class}",
-        "A videogame of {article} {class}",
-    ],
-    "birdsnap": _BIRDS,
-    "cub": _BIRDS,
-    "country211": [
-        "Visually describe what {class} looks like",
-        "What does the landscape of {class} look like",
-        "Describe a photo taken in {class}",
-        "How does a typical photo taken in {class} look like",
-    ],
-    "oxford_pets": [
-        "Describe what {article} {class} pet looks like",
-        "Visually describe {article} {class}, a type of pet",
-    ],
-    "stanford_cars": [
-        "How can you identify {article} {class}",
-        "Description of {article} {class}, a type of car",
-        "A caption of a photo of {article} {class}:",
-        "What are the primary characteristics of {article} {class}?",
-        "Description of the exterior of {article} {class}",
-        "What are the identifying characteristics of {article} {class}, a type of car?",
-        "Describe an image from the internet of {article} {class}",
-        "What does {article} {class} look like?",
-        "Describe what {article} {class}, a type of car, looks like",
-    ],
-    "flowers102": [
-        "What does {article} {class} flower look like",
-        "Describe the appearance of {article} {class}",
-        "A caption of an image of {article} {class}",
-        "Visually describe {article} {class}, a type of flower",
-    ],
-    "food101": [
-        "Describe what {article} {class} looks like",
-        "Visually describe {article} {class}",
-        "How can you tell that the food in this photo is {article} {class}?",
-    ],
-    "fgvc_aircraft": ["Describe {article} {class} aircraft"],
-    "dtd": [
-        "What does {article} {class} material look like?",
-        "What does {article} {class} surface look like?",
-        "What does {article} {class} texture look like?",
-        "What does {article} {class} object look like?",
-        "What does {article} {class} thing look like?",
-        "What does {article} {class} pattern look like?",
-    ],
-    "eurosat": [
-        "Describe an aerial satellite view of {article} {class}",
-        "How does a satellite photo of {article} {class} look like",
-        "Visually describe a centered satellite view of {article} {class}",
-    ],
-    "ucf101": [
-        "What does a person doing {class} look like",
-        "Describe the process of {class}",
-        "How does a person {class}",
-    ],
-}
 
-GENERIC = list(_IMAGENET)
+def dataset_questions(dataset: str) -> list[str] | None:
+    """The question set on a dataset's registry entry (by id, any case), or None."""
+    spec = registry.DATASETS.get(dataset.lower())
+    return list(spec.cupl_questions) if spec is not None else None
+
 
 # Words that start with a vowel letter but a consonant sound, or the other way round.
 _A_PREFIXES = ("uni", "use", "usu", "uti", "eu", "ewe", "one", "ubiq")
@@ -181,7 +79,7 @@ def resolve_questions(spec: str | None, dataset: str | None) -> tuple[list[str],
     dataset name (e.g. ``cub`` for a custom list of birds) or a path to a text file.
     """
     if spec is None:
-        spec = "dataset" if dataset is not None and dataset.lower() in CUPL_QUESTIONS else "generic"
+        spec = "dataset" if dataset is not None and dataset_questions(dataset) is not None else "generic"
     if spec == "generic":
         return list(GENERIC), "generic"
     if spec == "dataset":
@@ -190,19 +88,20 @@ def resolve_questions(spec: str | None, dataset: str | None) -> tuple[list[str],
                 "--llm-questions dataset needs --dataset NAME",
                 hint="use --llm-questions generic, a dataset name such as cub, or a file",
             )
-        key = dataset.lower()
-        if key not in CUPL_QUESTIONS:
+        questions = dataset_questions(dataset)
+        if questions is None:
             raise SusxError(
                 f"no CuPL questions for dataset {dataset!r}",
-                hint=f"use generic, a file, or one of {', '.join(sorted(CUPL_QUESTIONS))}",
+                hint=f"use generic, a file, or one of {', '.join(sorted(registry.DATASETS))}",
             )
-        return list(CUPL_QUESTIONS[key]), f"dataset:{key}"
-    if spec.lower() in CUPL_QUESTIONS:
-        return list(CUPL_QUESTIONS[spec.lower()]), f"dataset:{spec.lower()}"
+        return questions, f"dataset:{dataset.lower()}"
+    named = dataset_questions(spec)  # a dataset's set for another list, e.g. cub's for a list of birds
+    if named is not None:
+        return named, f"dataset:{spec.lower()}"
     path = Path(spec)
     if path.suffix or path.exists():
         return read_question_file(path), str(path)
     raise SusxError(
         f"unknown question set {spec!r}",
-        hint=f"use dataset, generic, a path to a text file, or one of {', '.join(sorted(CUPL_QUESTIONS))}",
+        hint=f"use dataset, generic, a path to a text file, or one of {', '.join(sorted(registry.DATASETS))}",
     )

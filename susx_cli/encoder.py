@@ -18,13 +18,16 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from susx_cli.artifacts import common, hdf5
+from susx_cli.artifacts import common
 from susx_cli.artifacts.schema import ModelIdentity
 from susx_cli.errors import SusxError
 from susx_cli.imagesets import ImageItem, ImageSet
 from susx_cli.progress import bar, info, warn
+
+if TYPE_CHECKING:
+    from susx_cli.artifacts import hdf5
 
 TEXT_BATCH = 256
 # CLIP embeds in fp32 unless told otherwise: ``--precision auto`` means fp32 for every CLIP consumer.
@@ -202,6 +205,8 @@ def embed_image_set(
     ``what`` names the images in errors; ``classes`` (and the files they came from, ``class_inputs``) are
     recorded in the file.
     """
+    from susx_cli.artifacts import hdf5  # lazy: h5py stays out of `susx --help`
+
     options = {
         "input_layout": image_set.layout,
         **image_set.options,

@@ -1,6 +1,7 @@
 """Files fetched by http(s) URL, checked against a sha256 and kept in the user cache directory.
 
-The cache directory is ``$SUSX_CACHE_DIR``, else ``$XDG_CACHE_HOME/susx``, else ``~/.cache/susx``.
+The cache directory is ``susx_cli.paths.cache_dir()``: ``$SUSX_CACHE_DIR``, else ``$XDG_CACHE_HOME/susx``,
+else ``~/.cache/susx``.
 Downloads are content-addressed (``downloads/<sha256><suffix>``): a file whose checksum was given and
 is already there is not downloaded again; a file whose checksum does not match is never kept.
 """
@@ -21,17 +22,11 @@ from rich.markup import escape
 from susx_cli import __version__
 from susx_cli.artifacts import common
 from susx_cli.errors import SusxError
+from susx_cli.paths import cache_dir
 from susx_cli.progress import info, warn
 
 MAX_BYTES = 512 * 1024 * 1024
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-
-
-def cache_dir() -> Path:
-    if os.environ.get("SUSX_CACHE_DIR"):
-        return Path(os.environ["SUSX_CACHE_DIR"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "susx"
 
 
 def is_url(value: str | os.PathLike) -> bool:

@@ -1,4 +1,7 @@
-"""Prompt templates: the paper's one photo template per dataset, the 7-template ensemble, open_clip's 80."""
+"""Prompt templates: the 7-template ensemble, open_clip's 80, template files; a dataset's photo template.
+
+Each dataset's photo template lives on its entry in ``susx_cli.datasets.registry``.
+"""
 
 from __future__ import annotations
 
@@ -17,32 +20,7 @@ ENSEMBLE = [
     "a photo of the small {}.",
 ]
 
-DEFAULT_PHOTO = "A photo of a {}."
-
-# The paper's `photo` prompt per dataset (METHOD.md). ImageNet-R has none in the reference code
-# (it crashes); ours is marked as our own choice.
-PHOTO_BY_DATASET = {
-    "imagenet": "A photo of a {}.",
-    "cifar10": "A photo of a {}.",
-    "cifar100": "A photo of a {}.",
-    "caltech101": "A photo of a {}.",
-    "caltech256": "A photo of a {}.",
-    "sun397": "A photo of a {}.",
-    "imagenet-sketch": "A black and white pencil sketch of a {}.",
-    "imagenet-r": "An art rendition of a {}.",
-    "birdsnap": "A photo of a {}, a type of bird.",
-    "cub": "A photo of a {}, a type of bird.",
-    "country211": "A photo I took in {}",
-    "oxford_pets": "A photo of a pet {}.",
-    "stanford_cars": "A photo of a {} car.",
-    "flowers102": "A photo of a {}, a type of flower.",
-    "food101": "A photo of a {}, a type of food.",
-    "fgvc_aircraft": "A photo of a {}, a type of aircraft",
-    "dtd": "{} texture.",
-    "eurosat": "A centered satellite photo of {}.",
-    "ucf101": "A photo of a person doing {}.",
-}
-OUR_CHOICE = {"imagenet-r"}
+DEFAULT_PHOTO = "A photo of a {}."  # for class lists that are no known dataset
 
 TEMPLATE_SETS = ("photo", "ensemble", "openai")
 
@@ -84,6 +62,8 @@ def resolve_templates(spec: str, photo: str) -> list[str]:
 
 
 def photo_template(dataset: str | None) -> str:
-    if dataset is None:
-        return DEFAULT_PHOTO
-    return PHOTO_BY_DATASET.get(dataset, DEFAULT_PHOTO)
+    """The dataset's photo prompt (its registry entry, by exact id), else the default one."""
+    from susx_cli.datasets.registry import DATASETS
+
+    spec = DATASETS.get(dataset) if dataset is not None else None
+    return spec.photo_template if spec is not None else DEFAULT_PHOTO

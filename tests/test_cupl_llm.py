@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from susx_cli import cupl, cupl_questions, fetch, templates
+from susx_cli import cupl, cupl_questions, fetch
 from susx_cli.adapters.llm import LLMTransient, RetryPolicy, parse_retry_after, with_retries
+from susx_cli.datasets import registry
 from susx_cli.errors import SusxError
 from tests.helpers import invoke
 
@@ -167,12 +168,11 @@ def cache_lines(path: Path) -> list[dict]:
 
 
 def test_question_sets_match_the_dataset_keys():
-    assert set(cupl_questions.CUPL_QUESTIONS) == set(templates.PHOTO_BY_DATASET)
-    for name, questions in cupl_questions.CUPL_QUESTIONS.items():
-        assert 1 <= len(questions) <= 12, name
-        for q in questions:
+    for name, spec in registry.DATASETS.items():
+        assert 1 <= len(spec.cupl_questions) <= 12, name
+        for q in spec.cupl_questions:
             cupl_questions.check_question(q, name)
-    assert len(cupl_questions.CUPL_QUESTIONS["imagenet-r"]) == 12
+    assert len(registry.get("imagenet-r").cupl_questions) == 12
 
 
 def test_article_and_formatting():
@@ -299,7 +299,7 @@ def test_generate_writes_sentences_and_provenance(llm_server, tmp_path):
 def test_dataset_questions_and_no_system_message(llm_server, tmp_path):
     invoke("prompts", "-d", "cifar10", "-o", tmp_path / "c10.json", "--llm", "--llm-base-url", llm_server.base_url,
            "--llm-model", MODEL, "--llm-samples", 1, "--llm-system", "", "--llm-concurrency", 4)
-    assert len(llm_server.requests) == 10 * len(cupl_questions.CUPL_QUESTIONS["cifar10"])
+    assert len(llm_server.requests) == 10 * len(registry.get("cifar10").cupl_questions)
     assert "How can you identify an airplane?" in llm_server.prompts()
     assert all(len(r["messages"]) == 1 for r in llm_server.requests)
     data = json.loads((tmp_path / "c10.json").read_text())

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from susx_cli.datasets import registry
-from susx_cli.templates import PHOTO_BY_DATASET
 from tests.helpers import invoke, make_class_folders, make_split
 
 # Alphabetical order differs from index order on purpose.
@@ -52,12 +51,12 @@ def evaluated(tmp_path_factory):
 
 
 def test_registry_has_19_datasets_with_templates_and_questions():
-    from susx_cli.cupl_questions import CUPL_QUESTIONS
+    from susx_cli.cupl_questions import dataset_questions
+    from susx_cli.templates import photo_template
 
     assert len(registry.DATASETS) == 19
-    assert set(registry.DATASETS) == set(PHOTO_BY_DATASET) == set(CUPL_QUESTIONS)
     for spec in registry.DATASETS.values():
-        assert spec.photo_template == PHOTO_BY_DATASET[spec.id] and spec.cupl_questions
+        assert photo_template(spec.id) == spec.photo_template and dataset_questions(spec.id) == list(spec.cupl_questions)
         assert spec.layout in registry.LAYOUTS and spec.calibration_split in ("val", "test")
     for name in ("imagenet", "imagenet-sketch", "imagenet-r", "cifar10", "cifar100"):
         assert registry.get(name).calibration_split == "test"

@@ -346,11 +346,10 @@ def test_knn_shards(backend, server, tmp_path):
 
 def test_knn_cupl_queries_interleave(backend, tmp_path):
     """Every CuPL sentence is a query; their results are interleaved (queried again when they overlap)."""
-    from susx_cli.adapters.retrieval import KnnOptions
     from susx_cli.artifacts.shard_state import ShardState, read_candidates
     from susx_cli.sources.laion import LaionSource
 
-    src = LaionSource(1, query="cupl", candidates=8, knn_url=backend["url"], index_name="test", knn=KnnOptions(deduplicate=False))
+    src = LaionSource(1, query="cupl", candidates=8, knn_url=backend["url"], index_name="test", knn_dedup=False)
     (tmp_path / "candidates").mkdir()
     src._query_knn(ShardState(tmp_path), [0], {0: CUPL["zebra"]}, ["zebra"])
     cands = read_candidates(tmp_path / "candidates" / "c00000.parquet")

@@ -6,11 +6,14 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from susx_cli.runtime import DEVICE_HELP, PRECISION_HELP
+
+if TYPE_CHECKING:
+    from susx_cli.progress import RichReporter
 
 OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Where to write the artifact.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output made with other options.")]
@@ -29,37 +32,38 @@ NumShardsOpt = Annotated[int | None, typer.Option("--num-shards", help="Split th
 ShardIndexOpt = Annotated[int | None, typer.Option("--shard-index", help="This worker's shard (0-based).")]
 
 
-def run(stage: Callable[[], Any], *, quiet: bool, as_json: bool, table: Callable[[Any], Any] | None = None) -> None:
-    """Call a stage, render its result (paths or JSON on stdout; ``table(result)``, a rich renderable or
-    None, on stderr), turn SusxError into one line + exit code."""
+def run(
+    stage: Callable[[], Any],
+    *,
+    quiet: bool,
+    as_json: bool,
+    table: Callable[[Any], Any] | None = None,
+) -> None:
+    """Call a stage under the rich reporter (stderr; --quiet keeps warnings only), render its result (paths
+    or JSON on stdout, ``table(result)`` on stderr), turn SusxError into one line + exit code."""
     from susx_cli.errors import SusxError
-    from susx_cli.progress import set_quiet, stderr
+    from susx_cli.progress import RichReporter, reporting
 
-    set_quiet(quiet)
-    try:
-        result = stage()
-    except SusxError as exc:
-        from rich.markup import escape
+    reporter = RichReporter(quiet=quiet)
+    with reporting(reporter):
+        try:
+            result = stage()
+        except SusxError as exc:
+            reporter.error(exc.one_line())
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            reporter.console.print("[red]interrupted[/red]: re-run the same command to resume")
+            raise typer.Exit(130) from None
+        render(result, as_json=as_json, reporter=reporter, table=table)
 
-        stderr.print(f"[red]error:[/red] {escape(exc.one_line())}", soft_wrap=True)
-        raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        stderr.print("[red]interrupted[/red]: re-run the same command to resume")
-        raise typer.Exit(130) from None
-    render(result, as_json=as_json, table=table)
 
-
-def render(result: Any, *, as_json: bool, table: Callable[[Any], Any] | None = None) -> None:
+def render(result: Any, *, as_json: bool, reporter: RichReporter, table: Callable[[Any], Any] | None = None) -> None:
+    """Paths (or one JSON object) on stdout; the result's table, if any, on stderr unless quiet."""
     if as_json:
         sys.stdout.write(json.dumps(result.to_json(), ensure_ascii=False, default=str) + "\n")
         return
     if getattr(result, "text", None):
         sys.stdout.write(result.text + "\n")
-    shown = table(result) if table is not None else getattr(result, "table", None)
-    if shown is not None:
-        from susx_cli.progress import is_quiet, stderr
-
-        if not is_quiet():
-            stderr.print(shown)
+    reporter.show(table(result) if table is not None else getattr(result, "table", None))
     for path in result.outputs:
         sys.stdout.write(f"{path}\n")

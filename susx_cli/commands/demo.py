@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from susx_cli.commands._common import JsonOpt, OverwriteOpt, QuietOpt, run
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from susx_cli.stages.demo import DemoResult
 
 
 def demo(
@@ -27,4 +32,17 @@ def demo(
 
         return run_demo(output, model=model, pretrained=pretrained, sd_model=sd_model, per_class=per_class, overwrite=overwrite)
 
-    run(stage, quiet=quiet, as_json=as_json)
+    run(stage, quiet=quiet, as_json=as_json, table=demo_table)
+
+
+def demo_table(result: DemoResult) -> Table:
+    """One row per (support set, method): top-1 and mean per-class recall in %."""
+    from rich.table import Table
+
+    title = "susx demo" + (" — RANDOM WEIGHTS: figures only show that the pipeline runs" if result.random_weights else "")
+    table = Table(title=title)
+    for col in ("support", "method", "calibration", "top1", "mean per-class recall"):
+        table.add_column(col)
+    for r in result.rows:
+        table.add_row(r["support"], r["method"], r["calibration"], f"{r['top1']:.1f}", f"{r['mean_per_class_recall']:.1f}")
+    return table

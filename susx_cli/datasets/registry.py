@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from susx_cli.errors import SusxError
+from susx_cli.templates import DEFAULT_PHOTO
 
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -80,7 +81,7 @@ PAPER_ROW_LABELS = {
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    id: str  # = the key of templates.PHOTO_BY_DATASET and cupl_questions.CUPL_QUESTIONS
+    id: str
     name: str
     num_classes: int
     layout: str  # one of LAYOUTS
@@ -92,18 +93,12 @@ class DatasetSpec:
     torchvision: str | None = None  # torchvision.datasets class a user can download with
     coop: bool = False  # one of the 11 CoOp datasets (the paper's mean)
     notes: str = ""
+    photo_template: str = ""  # the paper's one prompt, '{}' for the class name
+    cupl_questions: tuple[str, ...] = ()  # what an LLM is asked per class ({class}, {article}; cupl_questions.py)
 
-    @property
-    def photo_template(self) -> str:
-        from susx_cli.templates import PHOTO_BY_DATASET
-
-        return PHOTO_BY_DATASET[self.id]
-
-    @property
-    def cupl_questions(self) -> list[str]:
-        from susx_cli.cupl_questions import CUPL_QUESTIONS
-
-        return list(CUPL_QUESTIONS[self.id])
+    def __post_init__(self) -> None:
+        if self.photo_template.count("{}") != 1 or not self.cupl_questions:
+            raise ValueError(f"dataset {self.id!r} needs a photo template with one '{{}}' and a CuPL question set")
 
     @property
     def paper(self) -> dict[str, float]:
@@ -125,8 +120,114 @@ class DatasetSpec:
         return f"{self.folder}/{self.split_file} (CoOp row format) + images under {self.folder}/{self.image_dir or ''}{via}"
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "photo_template": self.photo_template, "cupl_questions": self.cupl_questions,
-                "paper": self.paper, "needs": self.needs()}
+        return {**asdict(self), "cupl_questions": list(self.cupl_questions), "paper": self.paper, "needs": self.needs()}
+
+
+# ---------------------------------------------------------------------------------------------------
+# CuPL question sets: the SuS-X reference's question templates (vishaal27/SuS-X,
+# ``utils/prompts_helper.py``). Differences: fgvc_aircraft lists its one question once (the reference
+# lists it twice, i.e. it asked for twice as many answers; raise ``--llm-samples`` for the same effect)
+# and trailing spaces after a final colon are dropped. Placeholders: see cupl_questions.py.
+
+Q_IMAGENET = (
+    "Describe what {article} {class} looks like",
+    "How can you identify {article} {class}?",
+    "What does {article} {class} look like?",
+    "Describe an image from the internet of {article} {class}",
+    "A caption of an image of {article} {class}:",
+)
+Q_OBJECTS = (
+    "Describe what {article} {class} looks like",
+    "What does {article} {class} look like",
+    "Describe a photo of {article} {class}",
+)
+Q_BIRDS = (
+    "Describe what {article} {class}, a species of bird, looks like",
+    "What does {article} {class} look like",
+    "Visually describe {article} {class}, a type of bird",
+    "A caption of an image of {article} {class}, a type of bird",
+    "Describe the appearance of {article} {class}",
+    "What are the prominent features to identify {article} {class} bird",
+)
+Q_SUN397 = (
+    "Describe what {article} {class} looks like",
+    "How can you identify {article} {class}?",
+    "Describe a photo of {article} {class}",
+)
+Q_SKETCH = (
+    "Describe how a black and white sketch of {article} {class} looks like",
+    "A black and white sketch of {article} {class}",
+    "Describe a black and white sketch from the internet of {article} {class}",
+)
+Q_RENDITION = (
+    "An art drawing of {article} {class}",
+    "Artwork showing {article} {class}",
+    "A cartoon {article} {class}",
+    "An origami of {article} {class}",
+    "A deviant art photo depicting {article} {class}",
+    "An embroidery of {article} {class}",
+    "A graffiti art showing {article} {class}",
+    "A painting of {article} {class}",
+    "A sculpture of {article} {class}",
+    "A black and white sketch of {article} {class}",
+    "A toy {article} {class}",
+    "A videogame of {article} {class}",
+)
+Q_COUNTRY = (
+    "Visually describe what {class} looks like",
+    "What does the landscape of {class} look like",
+    "Describe a photo taken in {class}",
+    "How does a typical photo taken in {class} look like",
+)
+Q_PETS = (
+    "Describe what {article} {class} pet looks like",
+    "Visually describe {article} {class}, a type of pet",
+)
+Q_CARS = (
+    "How can you identify {article} {class}",
+    "Description of {article} {class}, a type of car",
+    "A caption of a photo of {article} {class}:",
+    "What are the primary characteristics of {article} {class}?",
+    "Description of the exterior of {article} {class}",
+    "What are the identifying characteristics of {article} {class}, a type of car?",
+    "Describe an image from the internet of {article} {class}",
+    "What does {article} {class} look like?",
+    "Describe what {article} {class}, a type of car, looks like",
+)
+Q_FLOWERS = (
+    "What does {article} {class} flower look like",
+    "Describe the appearance of {article} {class}",
+    "A caption of an image of {article} {class}",
+    "Visually describe {article} {class}, a type of flower",
+)
+Q_FOOD = (
+    "Describe what {article} {class} looks like",
+    "Visually describe {article} {class}",
+    "How can you tell that the food in this photo is {article} {class}?",
+)
+Q_AIRCRAFT = ("Describe {article} {class} aircraft",)
+Q_TEXTURES = (
+    "What does {article} {class} material look like?",
+    "What does {article} {class} surface look like?",
+    "What does {article} {class} texture look like?",
+    "What does {article} {class} object look like?",
+    "What does {article} {class} thing look like?",
+    "What does {article} {class} pattern look like?",
+)
+Q_SATELLITE = (
+    "Describe an aerial satellite view of {article} {class}",
+    "How does a satellite photo of {article} {class} look like",
+    "Visually describe a centered satellite view of {article} {class}",
+)
+Q_ACTIONS = (
+    "What does a person doing {class} look like",
+    "Describe the process of {class}",
+    "How does a person {class}",
+)
+
+# The paper's photo prompt (METHOD.md). ImageNet-R has none in the reference code (it crashes); ours
+# is our own choice, said in its notes.
+PHOTO = DEFAULT_PHOTO
 
 
 def _coop(id_: str, name: str, n: int, folder: str, split: str, images: str, **kw: Any) -> DatasetSpec:
@@ -141,31 +242,47 @@ DATASETS: dict[str, DatasetSpec] = {
     s.id: s
     for s in [
         DatasetSpec("imagenet", "ImageNet", 1000, "imagenet-folders", "imagenet", None, "val", "test", "test",
-                    coop=True, notes="the 50,000 validation images are the test set; the paper also calibrated on them"),
+                    coop=True, notes="the 50,000 validation images are the test set; the paper also calibrated on them",
+                    photo_template=PHOTO, cupl_questions=Q_IMAGENET),
         DatasetSpec("imagenet-sketch", "ImageNet-Sketch", 1000, "imagenet-folders", "imagenet-sketch", None, "sketch",
-                    "test", "test", notes="test set only; the paper calibrated on it"),
+                    "test", "test", notes="test set only; the paper calibrated on it",
+                    photo_template="A black and white pencil sketch of a {}.", cupl_questions=Q_SKETCH),
         _own("imagenet-r", "ImageNet-R", 200, "imagenet-r", "ImageNetR", "test",
-             notes="200 ImageNet classes; test set only; the paper calibrated on it; our own photo template"),
+             notes="200 ImageNet classes; test set only; the paper calibrated on it; our own photo template",
+             photo_template="An art rendition of a {}.", cupl_questions=Q_RENDITION),
         _own("cifar10", "CIFAR-10", 10, "cifar10", "CIFAR10", "test", torchvision="CIFAR10",
-             notes="the paper calibrated on the test set"),
+             notes="the paper calibrated on the test set", photo_template=PHOTO, cupl_questions=Q_IMAGENET),
         _own("cifar100", "CIFAR-100", 100, "cifar100", "CIFAR100", "test", torchvision="CIFAR100",
-             notes="the paper calibrated on the test set"),
-        _coop("caltech101", "Caltech101", 100, "caltech-101", "split_zhou_Caltech101.json", "101_ObjectCategories"),
-        _own("caltech256", "Caltech256", 257, "caltech256", "Caltech256", torchvision="Caltech256"),
-        _coop("stanford_cars", "Stanford Cars", 196, "stanford_cars", "split_zhou_StanfordCars.json", ""),
-        _coop("flowers102", "Flowers102", 102, "oxford_flowers", "split_zhou_OxfordFlowers.json", "jpg"),
-        _coop("food101", "Food101", 101, "food-101", "split_zhou_Food101.json", "images"),
+             notes="the paper calibrated on the test set", photo_template=PHOTO, cupl_questions=Q_IMAGENET),
+        _coop("caltech101", "Caltech101", 100, "caltech-101", "split_zhou_Caltech101.json", "101_ObjectCategories",
+              photo_template=PHOTO, cupl_questions=Q_OBJECTS),
+        _own("caltech256", "Caltech256", 257, "caltech256", "Caltech256", torchvision="Caltech256",
+             photo_template=PHOTO, cupl_questions=Q_OBJECTS),
+        _coop("stanford_cars", "Stanford Cars", 196, "stanford_cars", "split_zhou_StanfordCars.json", "",
+              photo_template="A photo of a {} car.", cupl_questions=Q_CARS),
+        _coop("flowers102", "Flowers102", 102, "oxford_flowers", "split_zhou_OxfordFlowers.json", "jpg",
+              photo_template="A photo of a {}, a type of flower.", cupl_questions=Q_FLOWERS),
+        _coop("food101", "Food101", 101, "food-101", "split_zhou_Food101.json", "images",
+              photo_template="A photo of a {}, a type of food.", cupl_questions=Q_FOOD),
         DatasetSpec("fgvc_aircraft", "FGVC Aircraft", 100, "fgvc-variants", "fgvc_aircraft", None, "images", coop=True,
-                    notes="CoOp reads variants.txt and images_variant_{train,val,test}.txt, not a split_zhou file"),
-        _coop("sun397", "SUN397", 397, "sun397", "split_zhou_SUN397.json", "SUN397"),
-        _coop("dtd", "DTD", 47, "dtd", "split_zhou_DescribableTextures.json", "images"),
-        _coop("eurosat", "EuroSAT", 10, "eurosat", "split_zhou_EuroSAT.json", "2750"),
-        _coop("ucf101", "UCF101", 101, "ucf101", "split_zhou_UCF101.json", "UCF-101-midframes"),
-        _coop("oxford_pets", "Oxford Pets", 37, "oxford_pets", "split_zhou_OxfordPets.json", "images"),
+                    notes="CoOp reads variants.txt and images_variant_{train,val,test}.txt, not a split_zhou file",
+                    photo_template="A photo of a {}, a type of aircraft", cupl_questions=Q_AIRCRAFT),
+        _coop("sun397", "SUN397", 397, "sun397", "split_zhou_SUN397.json", "SUN397",
+              photo_template=PHOTO, cupl_questions=Q_SUN397),
+        _coop("dtd", "DTD", 47, "dtd", "split_zhou_DescribableTextures.json", "images",
+              photo_template="{} texture.", cupl_questions=Q_TEXTURES),
+        _coop("eurosat", "EuroSAT", 10, "eurosat", "split_zhou_EuroSAT.json", "2750",
+              photo_template="A centered satellite photo of {}.", cupl_questions=Q_SATELLITE),
+        _coop("ucf101", "UCF101", 101, "ucf101", "split_zhou_UCF101.json", "UCF-101-midframes",
+              photo_template="A photo of a person doing {}.", cupl_questions=Q_ACTIONS),
+        _coop("oxford_pets", "Oxford Pets", 37, "oxford_pets", "split_zhou_OxfordPets.json", "images",
+              photo_template="A photo of a pet {}.", cupl_questions=Q_PETS),
         _own("birdsnap", "Birdsnap", 500, "birdsnap", "Birdsnap",
-             notes="images are downloaded from URLs; many are gone, so local copies differ"),
-        _own("cub", "CUB", 200, "cub", "CUB"),
-        _own("country211", "Country211", 211, "country211", "Country211", torchvision="Country211"),
+             notes="images are downloaded from URLs; many are gone, so local copies differ",
+             photo_template="A photo of a {}, a type of bird.", cupl_questions=Q_BIRDS),
+        _own("cub", "CUB", 200, "cub", "CUB", photo_template="A photo of a {}, a type of bird.", cupl_questions=Q_BIRDS),
+        _own("country211", "Country211", 211, "country211", "Country211", torchvision="Country211",
+             photo_template="A photo I took in {}", cupl_questions=Q_COUNTRY),
     ]
 }
 

@@ -1,12 +1,19 @@
-"""The contract between `susx curate` and a source: a deterministic list of work units, then run them."""
+"""The contract between `susx curate` and a source: a deterministic list of work units, then run them.
+
+A source's user-facing options are an options dataclass whose fields carry their command-line flag and
+help (``option(...)``) and whose ``__post_init__`` fills and checks them; the source class extends it
+with behaviour, so ``XSource(**fields)`` and ``XSource.from_options(XOptions(...))`` validate alike.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from susx_cli.artifacts.prompts import Prompts
 from susx_cli.artifacts.support import SupportWriter
+from susx_cli.errors import SusxError
 
 
 @dataclass(frozen=True)
@@ -21,6 +28,7 @@ class WorkUnit:
 
 class Source(Protocol):
     name: str
+    per_class: int | None  # images wanted per class (None: whatever the source has); short classes are named
 
     def options(self) -> dict[str, Any]:
         """Everything that changes the output; recorded in provenance and compared on re-runs."""
@@ -33,3 +41,49 @@ class Source(Protocol):
 
     def run(self, units: list[WorkUnit], writer: SupportWriter) -> dict[str, Any]:
         """Produce the given (not yet done) units into ``writer``; return a summary for the marker."""
+
+
+# ------------------------------------------------------------------ options
+
+
+@dataclass(frozen=True)
+class CliOption:
+    """How an options field appears on `susx curate`: its flags (the first one long) and its help."""
+
+    flags: tuple[str, ...]
+    help: str
+
+    @property
+    def flag(self) -> str:
+        """The long flag as a user types it (``--knn-dedup`` for ``--knn-dedup/--no-knn-dedup``)."""
+        return self.flags[0].split("/")[0]
+
+    @property
+    def param(self) -> str:
+        """The command's parameter name: the long flag in snake case."""
+        return self.flag.lstrip("-").replace("-", "_")
+
+
+def option(default: Any, *flags: str, help: str) -> Any:
+    """An options-dataclass field with its default and how it appears on the command line."""
+    return field(default=default, metadata={"cli": CliOption(flags, help)})
+
+
+def cli_fields(options_class: type) -> list[tuple[dataclasses.Field, CliOption]]:
+    """The fields of an options dataclass that are command-line options, in declaration order."""
+    return [(f, f.metadata["cli"]) for f in dataclasses.fields(options_class) if "cli" in f.metadata]
+
+
+class FromOptions:
+    """``XSource.from_options(options)``: the source for a validated options object (its subclass)."""
+
+    @classmethod
+    def from_options(cls, options: Any) -> Any:
+        return cls(**{f.name: getattr(options, f.name) for f in dataclasses.fields(options) if f.init})
+
+
+def require_per_class(source: str, per_class: int | None, what: str = "images per class") -> None:
+    if per_class is None:
+        raise SusxError(f"--source {source} needs --per-class M ({what})", hint="e.g. --per-class 16")
+    if per_class < 1:
+        raise SusxError(f"--per-class must be at least 1, got {per_class}", hint="e.g. --per-class 16")

@@ -14,19 +14,29 @@ from susx_cli.artifacts.support import SupportWriter
 from susx_cli.classnames import check_same_classes, folder_key, slug
 from susx_cli.errors import SusxError
 from susx_cli.progress import bar, warn
-from susx_cli.sources.base import WorkUnit
+from susx_cli.sources.base import FromOptions, WorkUnit, option
 
 
 @dataclass
-class FolderSource:
+class FolderOptions:
+    """`curate --source folder`: existing images, e.g. k real labelled shots per class."""
+
+    images: Path | None = option(None, "--images", help="class folders or a CoOp split JSON.")
+    split: str | None = option(None, "--split", help="split of a split file (train | val | test).")
+    image_root: Path | None = option(None, "--image-root", help="root of the split's relative paths.")
+    shots: int | None = option(None, "--shots", help="K random images per class.")
+    seed: int = option(0, "--seed", help="run seed: which shots are drawn.")
+    link: bool = option(False, "--link", help="symlink the images instead of copying them.")
+
+    def __post_init__(self) -> None:
+        if self.images is None:
+            raise SusxError("--source folder needs --images DIR_OR_SPLIT", hint="point it at class folders or a split JSON")
+
+
+@dataclass
+class FolderSource(FolderOptions, FromOptions):
     """Copy (or symlink) images into the support layout, e.g. k real labelled shots per class."""
 
-    images: Path
-    split: str | None = None
-    image_root: Path | None = None
-    shots: int | None = None
-    seed: int = 0
-    link: bool = False
     name: str = "folder"
 
     @property

@@ -32,7 +32,7 @@ from susx_cli.artifacts.support import SupportWriter
 from susx_cli.errors import SusxError
 from susx_cli.progress import bar, info, warn
 from susx_cli.sources import ranked
-from susx_cli.sources.base import WorkUnit
+from susx_cli.sources.base import FromOptions, WorkUnit, option, require_per_class
 
 MODES = ("knn", "captions")
 
@@ -54,32 +54,57 @@ def reason_of(error: str | None) -> str:
 
 
 @dataclass
-class LaionSource:
-    per_class: int
-    mode: str = "knn"
-    query: str = "photo"
-    candidates: int = 5000
-    knn_url: str = PUBLIC_KNN_URL
-    index_name: str = PUBLIC_INDEX
-    knn: KnnOptions = field(default_factory=KnnOptions)
-    metadata: str | None = None
-    url_col: str = "url"
-    caption_col: str = "caption"
-    synonyms: Path | None = None
-    max_matches: int = 2000
-    model: str = "ViT-B-32"
-    pretrained: str | None = "openai"
-    device: str | None = None  # resolved by susx_cli.runtime
-    duckdb_threads: int | None = None
-    duckdb_memory: str | None = None
-    download: DownloadOptions = field(default_factory=DownloadOptions)
-    name: str = "laion"
+class LaionOptions:
+    """`curate --source laion` (SuS-LC): a kNN backend or an offline caption search; downloads by img2dataset."""
+
+    per_class: int | None = option(None, "--per-class", "-k", help="images per class.")
+    mode: str = option("knn", "--laion-mode", help="knn (a clip-retrieval backend) | captions (offline search of caption metadata).")
+    query: str = option("photo", "--prompt-mode", help="photo (the class's photo prompt) | cupl (its CuPL sentences, results interleaved).")
+    candidates: int = option(5000, "--candidates", help="ranked candidates per class (default 5000).")
+    knn_url: str = option(
+        PUBLIC_KNN_URL, "--knn-url", help="URL of a `clip-retrieval back` (the default, LAION's public service, is offline since 2024)."
+    )
+    index_name: str = option(PUBLIC_INDEX, "--index-name", help="index of the backend to search.")
+    knn_dedup: bool = option(True, "--knn-dedup/--no-knn-dedup", help="let the backend drop near-duplicate results.")
+    knn_safety: bool = option(True, "--knn-safety/--no-knn-safety", help="let the backend drop unsafe results (its safety model).")
+    knn_violence: bool = option(True, "--knn-violence/--no-knn-violence", help="let the backend drop violent results.")
+    knn_aesthetic_weight: float = option(
+        0.5, "--knn-aesthetic-weight", help="weight of the backend's aesthetic embedding in the query (0 = none)."
+    )
+    metadata: str | None = option(
+        None, "--metadata", help="captions mode: parquet files with url and caption columns (a glob, file or folder)."
+    )
+    url_col: str = option("url", "--url-col", help="captions mode: URL column of the metadata.")
+    caption_col: str = option("caption", "--caption-col", help="captions mode: caption column of the metadata.")
+    synonyms: Path | None = option(
+        None, "--synonyms", help='captions mode: JSON {"class name": ["synonym", ...]} also matched in captions.'
+    )
+    max_matches: int = option(
+        2000, "--max-matches", help="captions mode: caption matches per class to rank (a hash-ordered sample beyond)."
+    )
+    duckdb_threads: int | None = option(None, "--duckdb-threads", help="captions mode: DuckDB threads (default: all cores).")
+    duckdb_memory: str | None = option(
+        None, "--duckdb-memory", help="captions mode: DuckDB memory limit, e.g. 8GB (it spills to disk beyond)."
+    )
+    model: str = option("ViT-B-32", "--clip-model", help="captions mode: open_clip model that ranks the captions.")
+    pretrained: str | None = option("openai", "--clip-pretrained", help="its weights (tag, checkpoint path, or 'none').")
+    device: str | None = option("auto", "--device", help="auto (cuda:LOCAL_RANK under torchrun), cpu, cuda, cuda:1, mps.")
+    image_size: int = option(256, "--image-size", help="resize downloads to this size (img2dataset resizer).")
+    resize_mode: str = option("keep_ratio", "--resize-mode", help="keep_ratio | center_crop | border | keep_ratio_largest | no.")
+    download_timeout: int = option(10, "--download-timeout", help="seconds before a download is given up.")
+    download_retries: int = option(2, "--download-retries", help="retries of a failed download.")
+    download_processes: int = option(1, "--download-processes", help="img2dataset processes.")
+    download_threads: int = option(64, "--download-threads", help="img2dataset threads per process.")
+    distributor: str = option("multiprocessing", "--distributor", help="img2dataset distributor: multiprocessing | pyspark | ray.")
+    download_format: str = option("files", "--download-format", help="img2dataset output while downloading: files | webdataset.")
+    # Built from the fields above: what the kNN backend and img2dataset are asked.
+    knn: KnnOptions = field(init=False, repr=False, compare=False)
+    download: DownloadOptions = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise SusxError(f"unknown --laion-mode {self.mode!r}", hint="use knn or captions")
-        if self.per_class is None or self.per_class < 1:
-            raise SusxError("--source laion needs --per-class M (images to keep per class)", hint="e.g. --per-class 16")
+        require_per_class("laion", self.per_class, "images to keep per class")
         if self.candidates < 1:
             raise SusxError(f"--candidates must be at least 1, got {self.candidates}", hint="e.g. --candidates 5000")
         if self.mode == "captions" and not self.metadata:
@@ -87,8 +112,24 @@ class LaionSource:
                 "--laion-mode captions needs --metadata (parquet files with url and caption columns)",
                 hint="e.g. --metadata 'laion/metadata/*.parquet'",
             )
+        self.knn = KnnOptions(
+            deduplicate=self.knn_dedup, use_safety_model=self.knn_safety, use_violence_detector=self.knn_violence,
+            aesthetic_weight=self.knn_aesthetic_weight,
+        )
+        self.download = DownloadOptions(
+            timeout=self.download_timeout, retries=self.download_retries, processes=self.download_processes,
+            threads=self.download_threads, distributor=self.distributor, output_format=self.download_format,
+            image_size=self.image_size, resize_mode=self.resize_mode,
+        )
         self.download.validate()
         self.device = runtime.resolve_device(self.device)  # fails fast; cuda:LOCAL_RANK under torchrun
+
+
+@dataclass
+class LaionSource(LaionOptions, FromOptions):
+    """Per class: ranked candidates (kNN or captions), then downloads in rank order until M images are kept."""
+
+    name: str = "laion"
 
     # ------------------------------------------------------------------ contract
 
@@ -140,7 +181,6 @@ class LaionSource:
             else:
                 self._search_captions(state, todo, texts, writer.classes)
         stats = self._fill(state, sorted(texts), writer)
-        ranked.summary_table(f"laion ({self.mode}): downloads per class", writer.classes, stats, self.per_class)
         reasons: Counter = Counter()
         for s in stats.values():
             reasons.update(s.pop("reasons"))
@@ -152,6 +192,7 @@ class LaionSource:
             "kept": sum(s["kept"] for s in stats.values()),
             "failure_reasons": dict(reasons.most_common(20)),
             "success_rate": {writer.classes[ci]: s["success_rate"] for ci, s in stats.items()},
+            "class_stats": ranked.class_stats(writer.classes, stats, self.per_class),
         }
         summary["knn_url" if self.mode == "knn" else "metadata"] = self.knn_url if self.mode == "knn" else self.metadata
         return summary

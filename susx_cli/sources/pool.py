@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from susx_cli import imagesets, runtime
-from susx_cli.artifacts import common, hdf5
+from susx_cli.artifacts import common
 from susx_cli.artifacts.prompts import Prompts
 from susx_cli.artifacts.schema import check_same_model
 from susx_cli.artifacts.support import SupportWriter
@@ -27,7 +27,7 @@ from susx_cli.errors import SusxError
 from susx_cli.imagesets import IMAGE_EXTS
 from susx_cli.progress import bar, warn
 from susx_cli.sources import ranked
-from susx_cli.sources.base import WorkUnit
+from susx_cli.sources.base import FromOptions, WorkUnit, option, require_per_class
 
 SEARCHES = ("auto", "faiss", "matmul")
 CHUNK_ROWS = 65536
@@ -81,30 +81,42 @@ def _has_images(layout: PoolLayout) -> bool:
 
 
 @dataclass
-class PoolSource:
-    pool: str | Path
-    per_class: int
-    query: str = "photo"
-    candidates: int | None = None
-    features: Path | None = None
-    model: str = "ViT-B-32"
-    pretrained: str | None = "openai"
-    device: str | None = None  # resolved by susx_cli.runtime
-    precision: str = "fp32"  # auto is fp32
-    batch_size: int = 64
-    workers: int | None = None
-    search: str = "auto"
-    name: str = "pool"
+class PoolOptions:
+    """`curate --source pool`: retrieve each class's images from a local collection by CLIP similarity."""
+
+    pool: str | None = option(None, "--pool", help="image folder, .tar file, folder of .tar files or a tar glob.")
+    per_class: int | None = option(None, "--per-class", "-k", help="images per class.")
+    query: str = option("photo", "--prompt-mode", help="photo (the class's photo prompt) | cupl (its CuPL sentences, results interleaved).")
+    candidates: int | None = option(None, "--candidates", help="ranked images per class to look through (default 4*M+16).")
+    features: Path | None = option(
+        None, "--pool-features", help="feature file of the pool, made once and reused (default: one per pool and model under ~/.cache/susx)."
+    )
+    model: str = option("ViT-B-32", "--clip-model", help="open_clip model that embeds the pool and the queries.")
+    pretrained: str | None = option("openai", "--clip-pretrained", help="its weights (tag, checkpoint path, or 'none').")
+    device: str | None = option("auto", "--device", help="auto (cuda:LOCAL_RANK under torchrun), cpu, cuda, cuda:1, mps.")
+    precision: str = option("auto", "--precision", help="auto (fp32) | fp32 | fp16 | bf16.")
+    search: str = option("auto", "--pool-search", help="auto | faiss | matmul.")
 
     def __post_init__(self) -> None:
-        if self.per_class is None or self.per_class < 1:
-            raise SusxError("--source pool needs --per-class M (images to keep per class)", hint="e.g. --per-class 16")
+        if self.pool is None:
+            raise SusxError("--source pool needs --pool (an image folder or webdataset tars)", hint="e.g. --pool ~/images")
+        require_per_class("pool", self.per_class, "images to keep per class")
         if self.search not in SEARCHES:
             raise SusxError(f"unknown --pool-search {self.search!r}", hint=f"use one of {', '.join(SEARCHES)}")
         if self.candidates is not None and self.candidates < 1:
             raise SusxError(f"--candidates must be at least 1, got {self.candidates}", hint="e.g. --candidates 64")
-        self.precision = clip_precision(self.precision)
+        self.precision = clip_precision(self.precision)  # auto is fp32, as the pool source has always read it
         self.device = runtime.resolve_device(self.device)  # fails fast; cuda:LOCAL_RANK under torchrun
+
+
+@dataclass
+class PoolSource(PoolOptions, FromOptions):
+    batch_size: int = 64
+    workers: int | None = None
+    name: str = "pool"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         self.layout = resolve_pool(self.pool)
 
     @property
@@ -144,20 +156,22 @@ class PoolSource:
     def features_path(self) -> Path:
         """--pool-features, else one cache file per (pool, model, weights), shared by every curate run.
 
-        The cache folder is $SUSX_CACHE_DIR, else $XDG_CACHE_HOME/susx, else ~/.cache/susx.
+        The cache folder is ``susx_cli.paths.cache_dir()``.
         """
         if self.features is not None:
             return Path(self.features)
         import hashlib
-        import os
 
-        cache = os.environ.get("SUSX_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "susx"
+        from susx_cli.paths import cache_dir
+
         where = str(Path(str(self.pool)).expanduser().absolute())
         tag = hashlib.sha256(where.encode()).hexdigest()[:12]
         name = f"{slug(Path(where).name or 'pool', 32)}-{tag}-{slug(self.model, 32)}-{slug(self.pretrained or 'none', 32)}.h5"
-        return Path(cache) / "pool-features" / name
+        return cache_dir() / "pool-features" / name
 
     def _ensure_features(self, path: Path, num_shards: int) -> None:
+        from susx_cli.artifacts import hdf5  # lazy: h5py stays out of `susx --help`
+
         complete = path.exists() and hdf5.read_kind(path) == common.IMAGE_FEATURES
         if num_shards > 1 and not complete:
             raise SusxError(
@@ -214,6 +228,8 @@ class PoolSource:
         }
         if not todo:
             return {"features": str(features)}
+        from susx_cli.artifacts import hdf5  # lazy: h5py stays out of `susx --help`
+
         encoder = load_encoder(
             self.model, self.pretrained, device=self.device, precision=self.precision,
             random_note="the pool ranking is meaningless (pipeline check only)",
@@ -244,12 +260,12 @@ class PoolSource:
                     self._fill_class(ci, found, keys, reader, writer, stats[ci], kept, progress)
         finally:
             reader.close()
-        ranked.summary_table("pool: images per class", writer.classes, stats, self.per_class)
         return {
             "features": str(features),
             "tried": sum(s["tried"] for s in stats.values()),
             "unreadable": sum(s["invalid"] for s in stats.values()),
             "duplicates": sum(s["duplicate"] for s in stats.values()),
+            "class_stats": ranked.class_stats(writer.classes, stats, self.per_class),
         }
 
     def _fill_class(self, ci, found, keys, reader, writer, stat, kept, progress) -> None:
@@ -311,6 +327,8 @@ def search_features(path: Path, queries, k: int, method: str = "auto", chunk_row
     """
     import numpy as np
 
+    from susx_cli.artifacts import hdf5
+
     use_faiss = method == "faiss"
     if method == "auto":
         try:
@@ -346,6 +364,8 @@ def search_features(path: Path, queries, k: int, method: str = "auto", chunk_row
 
 
 def _keys_at(path: Path, indices) -> dict[int, str]:
+    from susx_cli.artifacts import hdf5
+
     return hdf5.read_keys_at(path, indices)
 
 

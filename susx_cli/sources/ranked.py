@@ -1,4 +1,4 @@
-"""What the retrieval sources (laion, pool) share: query texts, interleaving, the summary table.
+"""What the retrieval sources (laion, pool) share: query texts, interleaving, per-class stats.
 
 Their working files (candidates, attempt log, download rounds) live in ``artifacts.shard_state``."""
 
@@ -74,27 +74,13 @@ def listing_fingerprint(paths: Iterable[str | os.PathLike]) -> str:
     return digest.hexdigest()
 
 
-def summary_table(title: str, classes: list[str], stats: dict[int, dict[str, Any]], wanted: int) -> None:
-    """Per-class success rate on stderr (hidden by --quiet)."""
-    from rich.table import Table
+STAT_COLUMNS = ("candidates", "tried", "valid", "kept", "failed", "invalid", "duplicate")
 
-    from susx_cli.progress import is_quiet, stderr
 
-    if is_quiet() or not stats:
-        return
-    table = Table(title=title, title_justify="left")
-    for col in ("class", "candidates", "tried", "kept", "failed", "invalid", "dup", "success"):
-        table.add_column(col, justify="left" if col == "class" else "right")
-    for ci in sorted(stats):
-        s = stats[ci]
-        tried = s.get("tried", 0)
-        good = s.get("valid", 0)
-        rate = f"{100 * good / tried:.0f}%" if tried else "-"
-        kept = f"{s.get('kept', 0)}/{wanted}"
-        if s.get("kept", 0) < wanted:
-            kept = f"[yellow]{kept}[/yellow]"
-        table.add_row(
-            classes[ci][:40], str(s.get("candidates", 0)), str(tried), kept, str(s.get("failed", 0)),
-            str(s.get("invalid", 0)), str(s.get("duplicate", 0)), rate,
-        )
-    stderr.print(table)
+def class_stats(classes: list[str], stats: dict[int, dict[str, Any]], wanted: int) -> dict[str, Any]:
+    """Per-class counts for the summary (the command renders them as a table): images wanted per class,
+    and per class its name, ranked candidates, downloads tried, valid, kept, failed, invalid, duplicate."""
+    return {
+        "wanted": wanted,
+        "classes": [{"class": classes[ci], **{k: int(stats[ci].get(k, 0)) for k in STAT_COLUMNS}} for ci in sorted(stats)],
+    }

@@ -22,7 +22,7 @@ from susx_cli.artifacts.prompts import Prompts
 from susx_cli.artifacts.support import SupportWriter
 from susx_cli.errors import SusxError
 from susx_cli.progress import bar, info, warn
-from susx_cli.sources.base import WorkUnit
+from susx_cli.sources.base import FromOptions, WorkUnit, option, require_per_class
 
 PROMPT_MODES = ("photo", "cupl")
 
@@ -51,37 +51,38 @@ def png_bytes(pixels: Any) -> bytes:
 
 
 @dataclass
-class SDSource:
-    """Text-to-image generation: a preset (default: the paper's) with any field overridden."""
+class SDOptions:
+    """`curate --source sd`: a preset (default: the paper's) with any field overridden."""
 
-    per_class: int
-    preset: str | None = None
-    model: str | None = None
-    revision: str | None = None
-    steps: int | None = None
-    guidance: float | None = None
-    size: str | None = None
-    scheduler: str | None = None
-    precision: str = "auto"
-    prompt_mode: str = "photo"
-    seed: int = 0
-    batch_size: int = 4
-    black_retries: int = 2
+    per_class: int | None = option(None, "--per-class", "-k", help="images per class.")
+    preset: str | None = option(None, "--preset", help="paper (default) | fast | sd15 | sdxl | sd-turbo | sdxl-turbo.")
+    model: str | None = option(None, "--sd-model", help="diffusers model id or local pipeline folder (overrides the preset's).")
+    revision: str | None = option(None, "--revision", help="model revision (branch, tag or commit) of a hub model id.")
+    steps: int | None = option(None, "--steps", help="denoising steps (paper: 85).")
+    guidance: float | None = option(None, "--guidance", help="classifier-free guidance scale (paper: 9.5; 0 for turbo).")
+    size: str | None = option(None, "--size", help="image size, N or WIDTHxHEIGHT, multiples of 8 (paper: 512).")
+    scheduler: str | None = option(
+        None, "--scheduler", help="default | dpm++ | dpm++-karras | ddim | pndm | euler | euler-a | unipc | lcm | a diffusers class."
+    )
+    precision: str = option("auto", "--precision", help="auto (fp16 on a GPU, fp32 on a CPU) | fp32 | fp16 | bf16.")
+    prompt_mode: str = option(
+        "photo", "--prompt-mode", help="photo (the class's photo prompt) | cupl (a seeded draw of its CuPL sentences)."
+    )
+    seed: int = option(0, "--seed", help="run seed: generation and prompt sampling.")
+    batch_size: int = option(4, "--batch-size", help="images per pipeline call (does not change the images).")
+    black_retries: int = option(
+        2, "--black-retries", help="regenerate a black (safety-flagged) image from the next seed this often, then drop it."
+    )
     # Runtime settings: they change speed and memory, not the images, so they stay out of the options.
-    device: str = "auto"
-    attention_slicing: bool = False
-    vae_slicing: bool = False
-    vae_tiling: bool = False
-    compile: bool = False
-    cpu_offload: bool = False
-    name: str = "sd"
-    _resolved: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+    device: str = option("auto", "--device", help="auto (cuda:LOCAL_RANK under torchrun), cpu, cuda, cuda:1, mps.")
+    attention_slicing: bool = option(False, "--attention-slicing", help="compute attention in slices (less GPU memory).")
+    vae_slicing: bool = option(False, "--vae-slicing", help="decode the batch one image at a time (less GPU memory).")
+    vae_tiling: bool = option(False, "--vae-tiling", help="decode in tiles (large images on small GPUs).")
+    compile: bool = option(False, "--compile", help="torch.compile the denoiser (slow start, faster steps).")
+    cpu_offload: bool = option(False, "--cpu-offload", help="keep idle sub-models in CPU memory (small GPUs; needs accelerate).")
 
     def __post_init__(self) -> None:
-        if self.per_class is None:
-            raise SusxError("--source sd needs --per-class M (images per class)", hint="e.g. --per-class 16")
-        if self.per_class < 1:
-            raise SusxError(f"--per-class must be at least 1, got {self.per_class}", hint="e.g. --per-class 16")
+        require_per_class("sd", self.per_class)
         preset = sd.get_preset(self.preset or sd.DEFAULT_PRESET)
         self.preset = self.preset or sd.DEFAULT_PRESET
         self.model = self.model or preset.model
@@ -101,6 +102,14 @@ class SDSource:
             raise SusxError(f"unknown --prompt-mode {self.prompt_mode!r}", hint=f"use one of {', '.join(PROMPT_MODES)}")
         runtime.check_precision(self.precision)
         sd.check_scheduler_name(self.scheduler)
+
+
+@dataclass
+class SDSource(SDOptions, FromOptions):
+    """Text-to-image generation with diffusers, one seeded work unit per image."""
+
+    name: str = "sd"
+    _resolved: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
     @classmethod
     def for_demo(cls, model: str, per_class: int, tiny: bool = True) -> SDSource:

@@ -86,7 +86,7 @@ def _curate_into(target, output, prompts, prov, source, shard, min_per_class, re
     final = support.read_support(output)
     counts = final.counts()
     result.summary.update({"complete": True, "images": len(final.rows), "per_class": counts})
-    wanted = getattr(source, "per_class", None)
+    wanted = source.per_class
     if wanted:
         short = [(final.classes[i], c) for i, c in enumerate(counts) if c < wanted]
         for name, count in short[:20]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from susx_cli.errors import SusxError
-from susx_cli.progress import info, stderr
+from susx_cli.progress import info, warn
 
 # Alphabetical order differs from index order on purpose: labels must follow the class list.
 DEMO_CLASSES = ["zebra", "apple", "mango", "kiwi", "banana"]
@@ -22,22 +22,12 @@ TINY_MODEL = ("susx-tiny-vit", "none")
 
 @dataclass
 class DemoResult:
+    """The demo's folder and one row per (support, method): top1 and mean per-class recall in %."""
+
     outputs: list[Path]
     rows: list[dict[str, Any]]
     random_weights: bool
     stages: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def table(self):
-        from rich.table import Table
-
-        title = "susx demo" + (" — RANDOM WEIGHTS: figures only show that the pipeline runs" if self.random_weights else "")
-        table = Table(title=title)
-        for col in ("support", "method", "calibration", "top1", "mean per-class recall"):
-            table.add_column(col)
-        for r in self.rows:
-            table.add_row(r["support"], r["method"], r["calibration"], f"{r['top1']:.1f}", f"{r['mean_per_class_recall']:.1f}")
-        return table
 
     def to_json(self) -> dict[str, Any]:
         return {"stage": "demo", "outputs": [str(p) for p in self.outputs], "random_weights": self.random_weights,
@@ -104,8 +94,8 @@ def run_demo(
             info(f"   wrote {p}")
 
     if random_weights:
-        stderr.print("[bold yellow]susx demo: tiny models with RANDOM weights, generated images — the numbers below "
-                     "show that the pipeline runs, not how well SuS-X works.[/bold yellow]")
+        warn("susx demo: tiny models with RANDOM weights, generated images — the numbers below "
+             "show that the pipeline runs, not how well SuS-X works.")
     (output / "classes.txt").write_text("\n".join(DEMO_CLASSES) + "\n")
     banner("1. prompts: class names -> prompts.json")
     log(build_prompts(output / "prompts.json", classes_path=output / "classes.txt", template_set="ensemble"))
