@@ -95,3 +95,10 @@ def test_a_second_writer_of_the_same_set_is_refused_with_the_holders_pid(w):
         proc.wait()
     invoke("curate", "p.json", "-o", "sup2", "--images", "shots")  # the crashed holder's lock is stale
     assert json.loads((w / "sup2" / "_SUCCESS.json").read_text())["images"] == 9
+
+
+def test_min_per_class_threshold(w):
+    r = invoke("curate", "p.json", "-o", "sup3", "--images", "more", "--min-per-class", "3", expect=2)
+    assert "fewer than 3 images" in r.stderr and not (w / "sup3" / "_SUCCESS.json").exists()
+    invoke("curate", "p.json", "-o", "sup3", "--images", "more", "--min-per-class", "2")
+    assert support.read_support(w / "sup3").counts() == [2, 2, 2]

@@ -46,6 +46,14 @@ _GENERAL = [
     ),
 ]
 _TAIL = [
+    inspect.Parameter(
+        "min_per_class",
+        _KW,
+        default=1,
+        annotation=Annotated[
+            int, typer.Option("--min-per-class", help="Leave the set unfinished (exit 2) if a class has fewer images; 0 accepts empty classes.")
+        ],
+    ),
     inspect.Parameter("num_shards", _KW, default=None, annotation=NumShardsOpt),
     inspect.Parameter("shard_index", _KW, default=None, annotation=ShardIndexOpt),
     inspect.Parameter("overwrite", _KW, default=False, annotation=OverwriteOpt),
@@ -87,7 +95,10 @@ def curate(ctx: typer.Context, **values: Any) -> None:
 
         src = make_source(source, build_options(source, given))
         shard = resolve_shard(values["num_shards"], values["shard_index"])
-        return curate_stage(values["prompts_path"], values["output"], src, shard=shard, overwrite=values["overwrite"])
+        return curate_stage(
+            values["prompts_path"], values["output"], src, shard=shard, min_per_class=values["min_per_class"],
+            overwrite=values["overwrite"],
+        )
 
     run(stage, quiet=values["quiet"], as_json=values["as_json"], table=lambda result: class_stats_table(source, result))
 
