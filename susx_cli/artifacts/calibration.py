@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from susx_cli.artifacts import common
+from susx_cli.errors import SusxError
 
 
 @dataclass
@@ -52,6 +53,13 @@ def read_calibration(path: str | Path) -> Calibration:
     path = Path(path)
     data = common.read_json(path, "calibration file")
     common.check_header(path, data.get("kind") if isinstance(data, dict) else None, data.get("schema_version") if isinstance(data, dict) else None, common.CALIBRATION)
+    try:
+        return _calibration(path, data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SusxError(f"{path} is damaged: {exc.__class__.__name__} {exc}", hint="re-create it with susx calibrate") from None
+
+
+def _calibration(path: Path, data: dict[str, Any]) -> Calibration:
     hp = data["hyperparameters"]
     return Calibration(
         method=data["method"],
@@ -87,4 +95,5 @@ def support_input(cal: Calibration) -> dict[str, Any] | None:
 
 
 def existing_provenance(path: Path) -> dict[str, Any] | None:
-    return read_calibration(path).provenance if path.exists() else None
+    """The provenance of the calibration output at ``path`` (see ``common.existing_json_provenance``)."""
+    return common.existing_json_provenance(path, common.CALIBRATION, read_calibration)

@@ -7,6 +7,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -119,6 +120,58 @@ def same_fingerprint(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return json.loads(json.dumps(fingerprint(a))) == json.loads(json.dumps(fingerprint(b)))
 
 
+# The key of the stand-in provenance an existing-output reader returns for a file susx wrote that is
+# incomplete, damaged or of another schema version: --overwrite may replace it, nothing may skip on it.
+REPLACEABLE = "_susx_replaceable"
+
+
+def replaceable(reason: str) -> dict[str, Any]:
+    """The stand-in provenance of an output of susx's that cannot be used (``reason`` says why)."""
+    return {REPLACEABLE: reason}
+
+
+def foreign_output(path: Path) -> SusxError:
+    """The refusal for an output path holding something susx did not write (no --overwrite hint)."""
+    return SusxError(
+        f"{path} exists and is not a file susx wrote, so susx will not replace it",
+        hint="choose another -o/--output, or move that file away",
+    )
+
+
+def schema_problem(schema_version: Any) -> str | None:
+    """Why a file of this schema version cannot be read (None when it can)."""
+    try:
+        version = int(schema_version)
+    except (TypeError, ValueError):
+        return "without a readable schema version"
+    return None if version == SCHEMA_VERSION else f"of schema version {version} (this susx reads {SCHEMA_VERSION})"
+
+
+def existing_json_provenance(path: Path, kind: str, read: Any) -> dict[str, Any] | None:
+    """Provenance of the JSON output at ``path`` (None if absent) via ``read(path).provenance``.
+
+    Like ``hdf5.existing_provenance``: a file of susx's (a ``kind`` of 'susx.*') that cannot be read
+    is ``replaceable``; another susx kind, or anything else, is refused.
+    """
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise foreign_output(path) from None
+    found = data.get("kind") if isinstance(data, dict) else None
+    if not (isinstance(found, str) and found.startswith("susx.")):
+        raise foreign_output(path)
+    check_header(path, found, SCHEMA_VERSION, kind)  # another susx kind: refused, whatever --overwrite says
+    problem = schema_problem(data.get("schema_version"))
+    if problem:
+        return replaceable(problem)
+    try:
+        return read(path).provenance
+    except (SusxError, KeyError, TypeError, ValueError) as exc:
+        return replaceable(f"damaged ({getattr(exc, 'message', exc)})")
+
+
 def decide_existing(
     path: Path, existing_prov: dict[str, Any] | None, new_prov: dict[str, Any], overwrite: bool
 ) -> bool:
@@ -126,10 +179,16 @@ def decide_existing(
 
     True: a complete output made from the same inputs and options exists (skip and say so).
     False: nothing there, or ``overwrite`` is set (write). Raises when the output exists with other
-    options, so nothing the user has is replaced without ``--overwrite``.
+    options, or is an incomplete or damaged file of susx's, so nothing the user has is replaced
+    without ``--overwrite``.
     """
     if existing_prov is None or overwrite:
         return False
+    if REPLACEABLE in existing_prov:
+        raise SusxError(
+            f"{path} exists but is {existing_prov[REPLACEABLE]}",
+            hint="susx wrote it: pass --overwrite to replace it, or choose another -o/--output",
+        )
     if same_fingerprint(existing_prov, new_prov):
         return True
     raise SusxError(
@@ -169,6 +228,46 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+# A folder output (support set, demo run) replaced with --overwrite is built in a hidden sibling and
+# swapped in only once complete, so a failed run leaves the old output as it was.
+STAGING_SUFFIX = ".susx-new"
+RETIRED_SUFFIX = ".susx-old"
+
+
+def staging_dir(root: Path) -> Path:
+    """Where a replacement of the folder ``root`` is built (--overwrite) before it is swapped into place."""
+    return root.with_name(f".{root.name}{STAGING_SUFFIX}")
+
+
+def _retired_dir(root: Path) -> Path:
+    return root.with_name(f".{root.name}{RETIRED_SUFFIX}")
+
+
+def recover_interrupted_swap(root: Path) -> None:
+    """Finish or undo a swap that a crash interrupted (see ``swap_into_place``)."""
+    retired = _retired_dir(root)
+    if not retired.exists():
+        return
+    if root.exists():
+        shutil.rmtree(retired)  # the new folder was already in place: the old one only waited for removal
+    else:
+        os.replace(retired, root)  # the crash came between the two renames: put the old folder back
+
+
+def swap_into_place(staging: Path, root: Path) -> None:
+    """Replace the folder ``root`` with the complete one at ``staging``: old aside, new in, old removed.
+
+    Each step is a rename in one folder, so after a crash ``recover_interrupted_swap`` finds either the
+    old or the new folder in place and never a mixture.
+    """
+    retired = _retired_dir(root)
+    if root.exists():
+        os.replace(root, retired)
+    os.replace(staging, root)
+    if retired.exists():
+        shutil.rmtree(retired)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

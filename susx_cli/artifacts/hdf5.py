@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -44,6 +45,57 @@ def _open_checked(path: Path, expected_kind: str | tuple[str, ...]) -> h5py.File
         f.close()
         raise
     return f
+
+
+class _Damaged(Exception):
+    """Raised inside a reader when a required attribute or dataset is missing or unreadable."""
+
+
+@contextlib.contextmanager
+def _reading(path: Path, kind: str | tuple[str, ...]):
+    """Open a complete artifact of ``kind``; a missing or garbled part becomes one line naming the file."""
+    f = _open_checked(path, kind)
+    try:
+        with f:
+            yield f
+    except _Damaged as exc:
+        raise _damaged_error(path, f"{exc}", kind) from None
+    except (KeyError, TypeError, ValueError, OSError) as exc:
+        raise _damaged_error(path, f"a part cannot be read ({exc.__class__.__name__}: {exc})", kind) from None
+
+
+def _damaged_error(path: Path, what: str, kind: str | tuple[str, ...]) -> SusxError:
+    kinds = (kind,) if isinstance(kind, str) else kind
+    makers = " or ".join(sorted({common.STAGE_OF_KIND.get(k, k) for k in kinds}))
+    return SusxError(f"{path} is damaged: {what}", hint=f"re-create it with {makers}")
+
+
+def _need(f: h5py.File, name: str) -> h5py.Dataset:
+    """The dataset ``name``; raises _Damaged when it is missing."""
+    if name not in f or not isinstance(f[name], h5py.Dataset):
+        raise _Damaged(f"no '{name}' dataset")
+    return f[name]
+
+
+def _need_json(f: h5py.File, name: str) -> Any:
+    """The JSON attribute ``name``; raises _Damaged when it is missing or not valid JSON."""
+    if name not in f.attrs:
+        raise _Damaged(f"no '{name}' attribute")
+    try:
+        value = _attr_json(f, name)
+    except (ValueError, TypeError, UnicodeDecodeError):
+        raise _Damaged(f"the '{name}' attribute is not valid JSON") from None
+    if value is None:
+        raise _Damaged(f"the '{name}' attribute is empty")
+    return value
+
+
+def _model(f: h5py.File) -> ModelIdentity:
+    data = _need_json(f, "model")
+    try:
+        return ModelIdentity.from_dict(data)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise _Damaged("the 'model' attribute does not describe a model") from None
 
 
 def _attr_str(f: h5py.File, name: str) -> str | None:
@@ -209,22 +261,22 @@ class FeatureWriter:
 
 def read_features(path: str | Path) -> FeatureSet:
     path = Path(path)
-    with _open_checked(path, common.IMAGE_FEATURES) as f:
-        features = f["features"][()].astype(np.float32)
-        labels = f["labels"][()].astype(np.int64)
-        keys = _strings(f["keys"])
-        classes = _strings(f["classes"])
+    with _reading(path, common.IMAGE_FEATURES) as f:
+        features = _need(f, "features")[()].astype(np.float32)
+        labels = _need(f, "labels")[()].astype(np.int64)
+        keys = _strings(_need(f, "keys"))
+        classes = _strings(_need(f, "classes"))
         skipped = [
             {"key": k, "reason": r}
-            for k, r in zip(_strings(f["skipped_keys"]), _strings(f["skipped_reasons"]), strict=True)
+            for k, r in zip(_strings(_need(f, "skipped_keys")), _strings(_need(f, "skipped_reasons")), strict=True)
         ]
         return FeatureSet(
             features=features,
             labels=labels,
             keys=keys,
             classes=classes,
-            model=ModelIdentity.from_dict(_attr_json(f, "model")),
-            provenance=_attr_json(f, "provenance"),
+            model=_model(f),
+            provenance=_need_json(f, "provenance"),
             skipped=skipped,
             path=path,
         )
@@ -232,8 +284,8 @@ def read_features(path: str | Path) -> FeatureSet:
 
 def read_feature_model(path: str | Path) -> ModelIdentity:
     """The model identity of a complete image feature file, without reading its rows."""
-    with _open_checked(Path(path), common.IMAGE_FEATURES) as f:
-        return ModelIdentity.from_dict(_attr_json(f, "model"))
+    with _reading(Path(path), common.IMAGE_FEATURES) as f:
+        return _model(f)
 
 
 def iter_feature_chunks(path: str | Path, chunk_rows: int):
@@ -262,11 +314,51 @@ def read_keys_at(path: str | Path, indices) -> dict[int, str]:
 
 
 def existing_provenance(path: Path, kind: str) -> dict[str, Any] | None:
-    """Provenance of a complete HDF5 artifact at ``path`` (None if absent); refuses a wrong kind."""
+    """Provenance of the HDF5 output at ``path`` (None if absent), for ``common.decide_existing``.
+
+    A file of susx's that is incomplete, damaged or of another schema version gives a
+    ``common.replaceable`` provenance (--overwrite replaces it); a file of another susx kind, or one
+    that is not recognisably susx's, is refused without suggesting --overwrite.
+    """
     if not path.exists():
         return None
-    with _open_checked(path, kind) as f:
-        return _attr_json(f, "provenance")
+    try:
+        f = h5py.File(path, "r")
+    except OSError:
+        raise common.foreign_output(path) from None
+    with f:
+        found = _attr_str(f, "kind")
+        if not (isinstance(found, str) and found.startswith("susx.")):
+            raise common.foreign_output(path)
+        common.check_header(path, found, common.SCHEMA_VERSION, kind)  # another susx kind: always refused
+        problem = common.schema_problem(f.attrs.get("schema_version"))
+        if problem:
+            return common.replaceable(problem)
+        if not bool(f.attrs.get("complete", False)):
+            return common.replaceable("incomplete (no completion marker)")
+        try:
+            _check_parts(f, kind)
+            return _need_json(f, "provenance")
+        except (_Damaged, KeyError, TypeError, ValueError, OSError) as exc:
+            return common.replaceable(f"damaged ({exc})")
+
+
+# What a complete file of each kind holds: JSON attributes, datasets. Checked without reading rows, so a
+# damaged output is never taken as up to date.
+_PARTS = {
+    common.IMAGE_FEATURES: (("model", "provenance"), ("features", "labels", "keys", "classes")),
+    common.TEXT_CLASSIFIER: (("model", "provenance"), ("weights", "num_texts", "classes")),
+    common.PREDICTIONS: (("metrics", "provenance"), ("predicted", "top5", "top5_scores", "labels", "keys", "classes")),
+}
+
+
+def _check_parts(f: h5py.File, kind: str) -> None:
+    """Raise _Damaged when a required attribute or dataset of ``kind`` is missing or garbled."""
+    attrs, datasets = _PARTS.get(kind, ((), ()))
+    for name in attrs:
+        _need_json(f, name)
+    for name in datasets:
+        _need(f, name)
 
 
 # ----------------------------------------------------------------------------------------- text classifier
@@ -299,14 +391,14 @@ def write_text_classifier(path: Path, tc: TextClassifier) -> None:
 
 def read_text_classifier(path: str | Path) -> TextClassifier:
     path = Path(path)
-    with _open_checked(path, common.TEXT_CLASSIFIER) as f:
+    with _reading(path, common.TEXT_CLASSIFIER) as f:
         return TextClassifier(
-            weights=f["weights"][()].astype(np.float32),
-            num_texts=f["num_texts"][()].astype(np.int64),
-            classes=_strings(f["classes"]),
-            model=ModelIdentity.from_dict(_attr_json(f, "model")),
+            weights=_need(f, "weights")[()].astype(np.float32),
+            num_texts=_need(f, "num_texts")[()].astype(np.int64),
+            classes=_strings(_need(f, "classes")),
+            model=_model(f),
             pool=_attr_str(f, "pool"),
-            provenance=_attr_json(f, "provenance"),
+            provenance=_need_json(f, "provenance"),
             path=path,
         )
 
@@ -344,17 +436,17 @@ def write_predictions(path: Path, p: Predictions) -> None:
 
 def read_predictions(path: str | Path) -> Predictions:
     path = Path(path)
-    with _open_checked(path, common.PREDICTIONS) as f:
+    with _reading(path, common.PREDICTIONS) as f:
         return Predictions(
-            predicted=f["predicted"][()],
-            top5=f["top5"][()],
-            scores=f["top5_scores"][()],
-            labels=f["labels"][()],
-            keys=_strings(f["keys"]),
-            classes=_strings(f["classes"]),
+            predicted=_need(f, "predicted")[()],
+            top5=_need(f, "top5")[()],
+            scores=_need(f, "top5_scores")[()],
+            labels=_need(f, "labels")[()],
+            keys=_strings(_need(f, "keys")),
+            classes=_strings(_need(f, "classes")),
             method=_attr_str(f, "method"),
-            metrics=_attr_json(f, "metrics"),
-            provenance=_attr_json(f, "provenance"),
+            metrics=_need_json(f, "metrics"),
+            provenance=_need_json(f, "provenance"),
             path=path,
         )
 

@@ -128,7 +128,5 @@ def read_prompts(path: str | Path) -> Prompts:
 
 
 def existing_provenance(path: Path) -> dict[str, Any] | None:
-    """The provenance of a complete prompts file at ``path``, or None if there is none."""
-    if not path.exists():
-        return None
-    return read_prompts(path).provenance
+    """The provenance of the prompts output at ``path`` (see ``common.existing_json_provenance``)."""
+    return common.existing_json_provenance(path, common.PROMPTS, read_prompts)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from susx_cli.artifacts import common
+from susx_cli.artifacts.common import recover_interrupted_swap, staging_dir, swap_into_place  # noqa: F401 (re-exported)
 from susx_cli.artifacts.jsonl import JsonlAppender, read_jsonl, write_jsonl
 from susx_cli.classnames import slug
 from susx_cli.errors import SusxError
@@ -62,19 +63,6 @@ def existing_provenance(root: Path) -> dict[str, Any] | None:
     return {k: data.get(k) for k in ("tool", "created", "options", "inputs")}
 
 
-STAGING_SUFFIX = ".susx-new"
-RETIRED_SUFFIX = ".susx-old"
-
-
-def staging_dir(root: Path) -> Path:
-    """Where a replacement of ``root`` is built (--overwrite) before it is swapped into place."""
-    return root.with_name(f".{root.name}{STAGING_SUFFIX}")
-
-
-def _retired_dir(root: Path) -> Path:
-    return root.with_name(f".{root.name}{RETIRED_SUFFIX}")
-
-
 def _written_paths(root: Path) -> set[str]:
     """Every relative path susx writes in a support folder: its files and the images its manifests name."""
     owned = {CLASSES_FILE, MARKER, MANIFEST}
@@ -113,31 +101,6 @@ def check_replaceable(root: Path) -> None:
             f"{root} holds files susx did not write ({shown}); --overwrite only replaces what susx wrote",
             hint="move those files away first, or choose another -o/--output folder",
         )
-
-
-def recover_interrupted_swap(root: Path) -> None:
-    """Finish or undo a swap that a crash interrupted (see ``swap_into_place``)."""
-    retired = _retired_dir(root)
-    if not retired.exists():
-        return
-    if root.exists():
-        shutil.rmtree(retired)  # the new set was already in place: the old one only waited for removal
-    else:
-        os.replace(retired, root)  # the crash came between the two renames: put the old set back
-
-
-def swap_into_place(staging: Path, root: Path) -> None:
-    """Replace ``root`` with the complete set at ``staging``: old set aside, new set in, old set removed.
-
-    Each step is a rename in one folder, so after a crash ``recover_interrupted_swap`` finds either the
-    old or the new set in place and never a mixture.
-    """
-    retired = _retired_dir(root)
-    if root.exists():
-        os.replace(root, retired)
-    os.replace(staging, root)
-    if retired.exists():
-        shutil.rmtree(retired)
 
 
 class SupportWriter:

@@ -3,6 +3,7 @@ support set (name-only: no target labels), or take fixed values; write calibrati
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -17,36 +18,68 @@ from susx_cli.stages.inputs import as_float64, load_method_inputs
 from susx_cli.stages.results import StageResult
 
 MODES = ("val", "loo", "fixed")
+# The most (alpha, beta, gamma) points a search may try: the search keeps a count per point, and a
+# larger grid is almost always a typo (the reference grid has 200,000 points).
+MAX_GRID_POINTS = 10_000_000
 
 
 def parse_grid(spec: str | None, axis: str) -> list[float]:
-    """'reference' (METHOD.md), 'start:stop:steps' (reference formula), or 'v1,v2,...'."""
+    """'reference' (METHOD.md), 'start:stop:steps' (reference formula), or 'v1,v2,...'; finite values only."""
     from susx_cli.method.search import REFERENCE, reference_grid
 
+    option = f"--{axis}-grid"
     if spec is None or spec == "reference":
         return list(REFERENCE[axis])
     try:
         if ":" in spec:
             start, stop, steps = spec.split(":")
-            values = reference_grid(float(start), float(stop), int(steps))
+            start_f, stop_f, steps_i = finite(float(start), option), finite(float(stop), option), int(steps)
+            if not 1 <= steps_i <= MAX_GRID_POINTS:
+                raise SusxError(f"{option} {spec!r}: the number of steps must be 1..{MAX_GRID_POINTS:,}, got {steps_i}",
+                                hint="e.g. 0.1:50:20")
+            values = reference_grid(start_f, stop_f, steps_i)
         else:
-            values = [float(v) for v in spec.split(",") if v.strip()]
+            values = [finite(float(v), option) for v in spec.split(",") if v.strip()]
     except ValueError as exc:
-        raise SusxError(f"cannot read the {axis} grid {spec!r}", hint="use 'reference', 'start:stop:steps' or '1,2,3'") from exc
+        raise SusxError(f"cannot read {option} {spec!r}", hint="use 'reference', 'start:stop:steps' or '1,2,3'") from exc
     if not values:
-        raise SusxError(f"the {axis} grid {spec!r} has no values", hint="give at least one value")
+        raise SusxError(f"{option} {spec!r} has no values", hint="give at least one value")
     return values
 
 
+def finite(value: float | None, option: str) -> float | None:
+    """``value`` unchanged, or a one-line error naming ``option`` when it is NaN or infinite."""
+    if value is not None and not math.isfinite(value):
+        raise SusxError(f"{option} must be a finite number, got {value}", hint="give a finite number")
+    return value
+
+
+def check_grid_size(sizes: dict[str, int]) -> None:
+    """Refuse, before anything is allocated, a grid with more than ``MAX_GRID_POINTS`` points."""
+    total = math.prod(sizes.values())
+    if total > MAX_GRID_POINTS:
+        shape = " x ".join(f"{n:,} {axis}" for axis, n in sizes.items())
+        raise SusxError(
+            f"the search grid has {total:,} points ({shape}), more than the {MAX_GRID_POINTS:,} allowed",
+            hint="use fewer values per axis (--alpha-grid/--beta-grid/--gamma-grid)",
+        )
+
+
 def resolve_logit_scale(choice: str, model_scale: float | None) -> tuple[float, str]:
+    """The logit scale (a positive finite number) and where it came from."""
     if choice == "model":
         if model_scale is None:
             raise SusxError("the text classifier records no learned logit scale", hint="use --logit-scale 100")
-        return float(model_scale), "model"
-    try:
-        return float(choice), "reference (100)" if float(choice) == 100.0 else "given"
-    except ValueError as exc:
-        raise SusxError(f"--logit-scale must be a number or 'model', got {choice!r}", hint="e.g. 100") from exc
+        scale, source = float(model_scale), "model"
+    else:
+        try:
+            scale = float(choice)
+        except ValueError as exc:
+            raise SusxError(f"--logit-scale must be a number or 'model', got {choice!r}", hint="e.g. 100") from exc
+        source = "reference (100)" if scale == 100.0 else "given"
+    if not (math.isfinite(scale) and scale > 0):
+        raise SusxError(f"--logit-scale must be a positive finite number, got {scale}", hint="the reference uses 100")
+    return scale, source
 
 
 def calibrate(
@@ -83,8 +116,12 @@ def calibrate(
         raise SusxError("--mode val needs --val FEATURES.h5", hint="embed a labelled validation split first")
     if mode != "val" and val_path is not None:
         mode = "val"
-    if tau <= 0:
-        raise SusxError(f"--tau must be positive, got {tau}", hint="the paper uses 0.5")
+    if not (math.isfinite(tau) and tau > 0):
+        raise SusxError(f"--tau must be a positive finite number, got {tau}", hint="the paper uses 0.5")
+    for option, value in (("--alpha", alpha), ("--beta", beta), ("--gamma", gamma)):
+        finite(value, option)
+    if logit_scale != "model":
+        resolve_logit_scale(logit_scale, None)  # a bad number fails before any reading
 
     inputs = load_method_inputs(text_path, support_path, val_path, query_labels=True, query_what="validation set")
     text, sup = inputs.text, inputs.support
@@ -103,6 +140,7 @@ def calibrate(
             parse_grid(beta_grid, "beta"),
             parse_grid(gamma_grid, "gamma") if uses_gamma(method) else [0.0],
         )
+        check_grid_size({"alpha": len(grid.alpha), "beta": len(grid.beta), "gamma": len(grid.gamma)})
     options: dict[str, Any] = {
         "mode": mode,
         "method": method,

@@ -64,6 +64,8 @@ def embed_images(
 ) -> StageResult:
     """Embed images into an HDF5 feature file, streaming in batches; resumes an interrupted run."""
     _check_runtime(device, precision)
+    if workers is not None and workers < 0:
+        raise SusxError(f"--workers must be 0 or more, got {workers}", hint="0 loads images in this process")
     given, class_inputs = _read_class_list(classes_path)
     if given is None and class_names is not None:
         given = class_names

@@ -9,6 +9,10 @@ from typing import Any
 
 from susx_cli.artifacts import common, hdf5, support
 from susx_cli.errors import SusxError
+from susx_cli.progress import warn
+
+# A contact sheet wider than this is refused by image viewers and costs memory for nothing.
+MAX_SHEET_WIDTH = 16384
 
 
 @dataclass
@@ -55,12 +59,18 @@ def contact_sheet(root: Path, output: Path, per_class: int = 8, thumb: int = 96,
     """A PNG grid: one row per class (label on the left), up to ``per_class`` thumbnails each."""
     from PIL import Image, ImageDraw
 
+    if per_class < 1:
+        raise SusxError(f"--per-class must be at least 1, got {per_class}", hint="e.g. 8")
+    label_w = 180
+    fits = (MAX_SHEET_WIDTH - label_w) // (thumb + 4)
+    if per_class > fits:
+        warn(f"--per-class {per_class} would make a sheet wider than {MAX_SHEET_WIDTH} pixels; showing {fits} per class")
+        per_class = fits
     s = support.read_support(root)
     rows_by_class: dict[int, list[dict]] = {}
     for row in s.rows:
         rows_by_class.setdefault(int(row["class_index"]), []).append(row)
     classes = list(range(min(len(s.classes), max_classes)))
-    label_w = 180
     sheet = Image.new("RGB", (label_w + per_class * (thumb + 4), len(classes) * (thumb + 4) + 4), "white")
     draw = ImageDraw.Draw(sheet)
     for r, ci in enumerate(classes):

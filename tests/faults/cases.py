@@ -122,6 +122,32 @@ def _digits_classes(ws: Path) -> None:
     (ws / "digits.txt").write_text("class 1\nclass 2\nclass_3\nn01440764\nn01443537\n")
 
 
+def _png_named_h5(ws: Path) -> None:
+    (ws / "out.h5").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+
+
+def _damaged_calibration(ws: Path) -> None:
+    data = json.loads((ws / "cal.json").read_text())
+    del data["hyperparameters"]
+    (ws / "cal.json").write_text(json.dumps(data))
+
+
+def _future_version(f):
+    f.attrs["schema_version"] = 99
+
+
+def _drop_weights(f):
+    del f["weights"]
+
+
+def _demo_folder_with_foreign_file(ws: Path) -> None:
+    # A folder a demo run made (its marker lists what it wrote), where the user then put a file.
+    (ws / "old-demo").mkdir()
+    (ws / "old-demo" / "classes.txt").write_text("a\nb\n")
+    (ws / "old-demo" / "_DEMO.json").write_text(json.dumps({"kind": "susx.demo", "files": ["classes.txt"]}))
+    (ws / "old-demo" / "results-notes.md").write_text("the user's notes")
+
+
 # ------------------------------------------------------------------ the table
 
 CASES: list[Case] = [
@@ -141,7 +167,26 @@ CASES: list[Case] = [
                              "--beta", "1", "--gamma", "1"), message="--alpha", issue_item="9"),
     Case("logit-scale-negative", ("calibrate", "text.h5", "sup.h5", "-o", "c2.json", "--logit-scale", "-5"),
          message="logit", issue_item="9"),
+    Case("fixed-gamma-nan", ("calibrate", "text.h5", "sup.h5", "-o", "c2.json", "--mode", "fixed", "--alpha", "1",
+                             "--beta", "1", "--gamma", "nan"), message="--gamma", issue_item="9"),
+    Case("beta-grid-inf-range", ("calibrate", "text.h5", "sup.h5", "-o", "c2.json", "--beta-grid", "1:inf:4"),
+         message="--beta-grid", issue_item="9"),
+    Case("logit-scale-nan", ("calibrate", "text.h5", "sup.h5", "-o", "c2.json", "--logit-scale", "nan"),
+         message="--logit-scale", issue_item="9"),
+    Case("grid-too-large", ("calibrate", "text.h5", "sup.h5", "-o", "c2.json", "--alpha-grid", "0:1:1000",
+                            "--beta-grid", "0:1:1000", "--gamma-grid", "0:1:1000"), message="points",
+         issue_item="tracebacks"),
+    Case("embed-workers-negative", ("embed", "sup", "-o", "s5.h5", "--workers", "-1", *TINY), message="--workers",
+         issue_item="tracebacks"),
+    Case("report-unknown-metric", ("report", "pred.h5", "--metric", "accuracy"), message="metric",
+         issue_item="tracebacks"),
     # hand-damaged artifacts
+    Case("text-missing-weights", ("predict", "text.h5", "test.h5", "-s", "sup.h5", "-c", "cal.json", "-o", "p2.h5"),
+         setup=_edit_h5("text.h5", _drop_weights), message="no 'weights'", issue_item="tracebacks"),
+    Case("calibration-damaged", ("predict", "text.h5", "test.h5", "-s", "sup.h5", "-c", "cal.json", "-o", "p2.h5"),
+         setup=_damaged_calibration, message="cal.json", issue_item="tracebacks"),
+    Case("damaged-output-not-up-to-date", ("embed", "sup", "-o", "sup.h5", *TINY),
+         setup=_edit_h5("sup.h5", _missing_attr), message="--overwrite", issue_item="tracebacks"),
     Case("support-label-beyond-classes", ("calibrate", "text.h5", "sup.h5", "-o", "c2.json", "--mode", "fixed",
                                           "--alpha", "1", "--beta", "1", "--gamma", "1"),
          setup=_edit_h5("sup.h5", _labels_beyond_classes), message="label", issue_item="9"),
@@ -167,6 +212,21 @@ CASES: list[Case] = [
     Case("curate-overwrite-broken-source", ("curate", "p.json", "-o", "sup", "--images", "nope", "--overwrite"),
          message="does not exist", issue_item="2"),
     Case("demo-overwrite-user-folder", ("demo", "-o", "mine", "--overwrite"), message="mine", issue_item="1"),
+    Case("demo-overwrite-foreign-file", ("demo", "-o", "old-demo", "--overwrite"),
+         setup=_demo_folder_with_foreign_file, message="results-notes.md", issue_item="1"),
+    Case("embed-overwrite-non-susx-file", ("embed", "sup", "-o", "out.h5", "--overwrite", *TINY),
+         setup=_png_named_h5, message="not a file susx wrote", issue_item="tracebacks"),
+    # --overwrite replaces an output of susx's that is damaged or of a newer schema
+    Case("embed-overwrite-damaged-features", ("embed", "sup", "-o", "sup.h5", "--overwrite", *TINY),
+         setup=_edit_h5("sup.h5", _missing_attr), expect_exit=0, may_change=("sup.h5",), issue_item="tracebacks"),
+    Case("predict-overwrite-future-version", ("predict", "text.h5", "test.h5", "-s", "sup.h5", "-c", "cal.json",
+                                              "-o", "pred.h5", "--overwrite"),
+         setup=_edit_h5("pred.h5", _future_version), expect_exit=0, may_change=("pred.h5",), issue_item="tracebacks"),
+    Case("calibrate-overwrite-damaged", ("calibrate", "text.h5", "sup.h5", "-o", "cal.json", "--overwrite", "--mode",
+                                         "fixed", "--alpha", "1", "--beta", "1", "--gamma", "1"),
+         setup=_damaged_calibration, expect_exit=0, may_change=("cal.json",), issue_item="tracebacks"),
+    Case("inspect-per-class-huge", ("inspect", "sup", "--contact-sheet", "sheet.png", "--per-class", "100000"),
+         expect_exit=0, issue_item="12"),
     # paths and class lists read from artifacts or files
     Case("manifest-path-escapes", ("embed", "sup", "-o", "s2.h5", *TINY), setup=_manifest_escape,
          message="manifest", issue_item="8"),
@@ -198,11 +258,4 @@ CASES: list[Case] = [
 ]
 
 # Known to fail today (issue 11); each fix moves its id out of here.
-OPEN = {
-    "tau-nan",
-    "alpha-grid-nan",
-    "fixed-alpha-inf",
-    "logit-scale-negative",
-    "features-missing-model-attr",
-    "demo-overwrite-user-folder",
-}
+OPEN: set[str] = set()
