@@ -1,4 +1,10 @@
-"""calibration.json: the chosen method and (alpha, beta, gamma, tau), with how they were chosen."""
+"""calibration.json: the chosen method and its hyperparameters, with how they were chosen.
+
+TIP-X / Tip-Adapter record (alpha, beta, gamma, tau); GDA records alpha only, plus a ``gda`` entry
+saying where its class means and precision come from (which support file, which estimator), since
+`predict` re-fits that head from the same support features. Mode kfold adds ``folds``: the seeded
+split of the support set the hyperparameters were chosen on.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +18,8 @@ from susx_cli.errors import SusxError
 
 @dataclass
 class Calibration:
-    method: str  # tip-x | tip-adapter
-    mode: str  # val | loo | fixed
+    method: str  # tip-x | tip-adapter | gda
+    mode: str  # val | loo | kfold | fixed
     alpha: float
     beta: float
     gamma: float
@@ -27,6 +33,14 @@ class Calibration:
     grid: dict[str, Any] | None
     provenance: dict[str, Any]
     path: Path | None = None
+    gda: dict[str, Any] | None = None  # GDA: mean/precision provenance (support file, estimator)
+    folds: dict[str, Any] | None = None  # mode kfold: the fold split (see kfold_record)
+
+    def hyperparameters(self) -> dict[str, float]:
+        """The values this method uses: GDA has alpha only; the others alpha, beta, gamma and tau."""
+        if self.method == "gda":
+            return {"alpha": self.alpha}
+        return {"alpha": self.alpha, "beta": self.beta, "gamma": self.gamma, "tau": self.tau}
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -35,14 +49,38 @@ class Calibration:
             **self.provenance,
             "method": self.method,
             "mode": self.mode,
-            "hyperparameters": {"alpha": self.alpha, "beta": self.beta, "gamma": self.gamma, "tau": self.tau},
+            "hyperparameters": self.hyperparameters(),
             "logit_scale": {"value": self.logit_scale, "source": self.logit_scale_source},
             "normalize_per_class": self.normalize_per_class,
             "objective": self.objective,
             "grid": self.grid,
             "model": self.model,
             "classes": self.classes,
+            **({"gda": self.gda} if self.gda is not None else {}),
+            **({"folds": self.folds} if self.folds is not None else {}),
         }
+
+
+# Up to this many support images the calibration file lists every image's fold; above it, the split is
+# recorded by (k, seed, fold sizes, sha256 of the assignment): it is a pure function of the support
+# labels, k and the seed, so that is enough to rebuild and check it, and the file stays small.
+MAX_LISTED_FOLDS = 20000
+
+
+def kfold_record(split: dict[str, Any]) -> dict[str, Any]:
+    """What a calibration stores of a fold split ``{"k", "seed", "fold": [N ints]}`` (FoldSplit.to_dict)."""
+    import hashlib
+
+    fold = list(split["fold"])
+    sizes = [0] * int(split["k"])
+    for f in fold:
+        sizes[f] += 1
+    digest = hashlib.sha256(",".join(map(str, fold)).encode()).hexdigest()
+    out = {"k": int(split["k"]), "seed": int(split["seed"]), "sizes": sizes, "fold_sha256": digest,
+           "stratified": "per class, seeded shuffle, dealt round-robin"}
+    if len(fold) <= MAX_LISTED_FOLDS:
+        out["fold"] = fold
+    return out
 
 
 def write_calibration(path: Path, cal: Calibration) -> None:
@@ -65,9 +103,9 @@ def _calibration(path: Path, data: dict[str, Any]) -> Calibration:
         method=data["method"],
         mode=data["mode"],
         alpha=float(hp["alpha"]),
-        beta=float(hp["beta"]),
-        gamma=float(hp["gamma"]),
-        tau=float(hp["tau"]),
+        beta=float(hp.get("beta", 0.0)),  # GDA records alpha only
+        gamma=float(hp.get("gamma", 0.0)),
+        tau=float(hp.get("tau", 0.5)),
         logit_scale=float(data["logit_scale"]["value"]),
         logit_scale_source=data["logit_scale"]["source"],
         normalize_per_class=bool(data.get("normalize_per_class", False)),
@@ -77,6 +115,8 @@ def _calibration(path: Path, data: dict[str, Any]) -> Calibration:
         grid=data.get("grid"),
         provenance={k: data.get(k) for k in ("tool", "created", "options", "inputs")},
         path=path,
+        gda=data.get("gda"),
+        folds=data.get("folds"),
     )
 
 

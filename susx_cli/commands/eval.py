@@ -25,8 +25,8 @@ def eval_(
     model: Annotated[list[str], typer.Option("--model", "-m", help="open_clip architecture, or ARCH:TAG (repeatable).")],
     pretrained: Annotated[list[str] | None, typer.Option("--pretrained", "-p", help="Weights per --model, by position (repeatable).")] = None,
     support: Annotated[list[str] | None, typer.Option("--support", "-s", help="folder-shots:K (K train images per class) or a support folder made by susx curate (repeatable).")] = None,
-    method: Annotated[list[str] | None, typer.Option("--method", help="zero-shot | tip-adapter | tip-x (repeatable; default all).")] = None,
-    calibration: Annotated[list[str] | None, typer.Option("--calibration", "-c", help="val | loo | fixed (repeatable; default loo).")] = None,
+    method: Annotated[list[str] | None, typer.Option("--method", help="zero-shot | tip-adapter | tip-x | gda (repeatable; default: the paper's three, without gda).")] = None,
+    calibration: Annotated[list[str] | None, typer.Option("--calibration", "-c", help="val | loo | kfold | fixed (repeatable; default loo; gda has no loo: it runs val, kfold, fixed).")] = None,
     work_dir: Annotated[Path, typer.Option("--work-dir", help="Where the stage artifacts go (reused across runs).")] = Path("susx-work"),
     results_dir: Annotated[Path, typer.Option("--results-dir", help="One result JSON per run.")] = Path("susx-results"),
     templates: Annotated[str, typer.Option("--templates", help="photo | ensemble | openai | FILE.")] = "ensemble",
@@ -41,6 +41,9 @@ def eval_(
     alpha: Annotated[float | None, typer.Option("--alpha", help="--calibration fixed: alpha.")] = None,
     beta: Annotated[float | None, typer.Option("--beta", help="--calibration fixed: beta.")] = None,
     gamma: Annotated[float | None, typer.Option("--gamma", help="--calibration fixed: gamma (tip-x).")] = None,
+    gda_alpha: Annotated[float | None, typer.Option("--gda-alpha", help="--calibration fixed: GDA's alpha (gda's grid is the paper's).")] = None,
+    folds: Annotated[int, typer.Option("--folds", help="--calibration kfold: folds of the support set.")] = 4,
+    fold_seed: Annotated[int, typer.Option("--fold-seed", help="--calibration kfold: seed of the fold split.")] = 0,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the few-shot sample.")] = 0,
     batch_size: BatchSizeOpt = 64,
     workers: WorkersOpt = None,
@@ -53,15 +56,15 @@ def eval_(
     """Benchmark: run every stage per dataset and model, reusing matching artifacts; skip finished runs."""
 
     def stage():
-        from susx_cli.method import METHODS
+        from susx_cli.method import PAPER_METHODS
         from susx_cli.stages.eval import run_eval
 
         return run_eval(
             list(dataset), data_root=data_root, work_dir=work_dir, results_dir=results_dir, models=list(model),
-            pretrained=list(pretrained or []), supports=list(support or []), methods=list(method or METHODS),
+            pretrained=list(pretrained or []), supports=list(support or []), methods=list(method or PAPER_METHODS),
             calibrations=list(calibration or ["loo"]), templates=templates, cupl_dir=cupl_dir, prompts_path=prompts,
             pool=pool, logit_scale=logit_scale, tau=tau, alpha_grid=alpha_grid, beta_grid=beta_grid,
-            gamma_grid=gamma_grid, alpha=alpha, beta=beta, gamma=gamma, seed=seed, batch_size=batch_size,
+            gamma_grid=gamma_grid, alpha=alpha, beta=beta, gamma=gamma, gda_alpha=gda_alpha, folds=folds, fold_seed=fold_seed, seed=seed, batch_size=batch_size,
             workers=workers, device=device, precision=precision, overwrite=overwrite,
         )
 

@@ -18,11 +18,11 @@ from susx_cli.artifacts import results as res_io
 from susx_cli.artifacts.workdir import Workdir, write_split
 from susx_cli.classnames import folder_key, slug
 from susx_cli.errors import SusxError
-from susx_cli.method import METHODS, uses_gamma, uses_support
+from susx_cli.method import METHOD_MODES, METHODS, PAPER_METHODS, hyperparameters, uses_support
 from susx_cli.progress import info
 from susx_cli.stages.results import StageResult
 
-CALIBRATIONS = ("val", "loo", "fixed")
+CALIBRATIONS = ("val", "loo", "kfold", "fixed")
 
 
 @dataclass(frozen=True)
@@ -87,18 +87,33 @@ def parse_models(models: list[str], pretrained: list[str]) -> list[tuple[str, st
 
 
 def _calibration_options(mode: str, method: str, grids: dict[str, str | None], fixed: dict[str, float | None],
-                         tau: float, logit_scale: str) -> dict[str, Any]:
+                         tau: float, logit_scale: str, folds: dict[str, int] | None = None) -> dict[str, Any]:
+    """What decides a run's calibration. GDA's alpha is a different quantity from TIP-X's: its fixed value
+    is --gda-alpha and its grid is always the paper's (the --*-grid options are TIP-X / Tip-Adapter's)."""
     out: dict[str, Any] = {"mode": mode, "tau": tau, "logit_scale": logit_scale}
+    if method == "gda":
+        out = {"mode": mode, "logit_scale": logit_scale}
     if mode == "fixed":
-        missing = [f"--{k}" for k in ("alpha", "beta") if fixed.get(k) is None]
-        if uses_gamma(method) and fixed.get("gamma") is None:
-            missing.append("--gamma")
+        given = {**fixed, "alpha": fixed.get("gda_alpha")} if method == "gda" else fixed
+        missing = [f"--{k}" for k in hyperparameters(method) if given.get(k) is None]
         if missing:
-            raise SusxError(f"--calibration fixed needs {', '.join(missing)}", hint="give every hyperparameter of the method")
-        out["fixed"] = {k: fixed.get(k) for k in ("alpha", "beta", "gamma")}
+            missing = ["--gda-alpha"] if method == "gda" else missing
+            raise SusxError(f"--calibration fixed needs {', '.join(missing)} for {method}",
+                            hint="give every hyperparameter of the method")
+        out["fixed"] = {k: given.get(k) for k in hyperparameters(method)} if method == "gda" else \
+            {k: fixed.get(k) for k in ("alpha", "beta", "gamma")}
+    elif method == "gda":
+        out["grid"] = {"alpha": "reference"}
     else:
         out["grid"] = {k: grids.get(k) or "reference" for k in ("alpha", "beta", "gamma")}
+    if mode == "kfold":
+        out["folds"] = dict(folds or {"k": 4, "seed": 0})
     return out
+
+
+def method_modes(method: str, calibrations: list[str]) -> list[str]:
+    """The asked calibration modes ``method`` has, in the asked order (GDA has no loo: kfold is its name-only mode)."""
+    return [m for m in calibrations if m in METHOD_MODES.get(method, ())]
 
 
 @dataclass(frozen=True)
@@ -119,7 +134,9 @@ class EvalConfig:
     logit_scale: str = "100"
     tau: float = 0.5
     grids: dict[str, str | None] = field(default_factory=dict)
-    fixed: dict[str, float | None] = field(default_factory=dict)
+    fixed: dict[str, float | None] = field(default_factory=dict)  # alpha, beta, gamma, gda_alpha
+    folds: int = 4  # kfold: folds of the support set
+    fold_seed: int = 0  # kfold: seed of the split
     seed: int = 0
     batch_size: int = 64
     workers: int | None = None
@@ -131,7 +148,8 @@ class EvalConfig:
     def from_options(cls, *, num_datasets: int, models: list[str], pretrained: list[str], supports: list[str],
                      methods: list[str], calibrations: list[str], alpha_grid: str | None = None,
                      beta_grid: str | None = None, gamma_grid: str | None = None, alpha: float | None = None,
-                     beta: float | None = None, gamma: float | None = None, **options: Any) -> EvalConfig:
+                     beta: float | None = None, gamma: float | None = None, gda_alpha: float | None = None,
+                     **options: Any) -> EvalConfig:
         """Refuse bad options before any work starts."""
         pairs = parse_models(list(models), list(pretrained))
         bad = [m for m in methods if m not in METHODS]
@@ -142,20 +160,24 @@ class EvalConfig:
             raise SusxError(f"unknown calibration mode(s) {', '.join(bad) or '(none)'}", hint=f"use {', '.join(CALIBRATIONS)}")
         choices = [parse_support(s) for s in supports]
         if any(uses_support(m) for m in methods) and not choices:
-            raise SusxError("tip-adapter and tip-x need --support", hint="e.g. --support folder-shots:16 or --support SUPPORT_DIR")
+            raise SusxError("tip-adapter, tip-x and gda need --support", hint="e.g. --support folder-shots:16 or --support SUPPORT_DIR")
         if options.get("prompts_path") is not None and num_datasets > 1:
             raise SusxError("--prompts holds one dataset's classes; give one --dataset with it", hint="or use --cupl-dir DIR")
         cfg = cls(models=pairs, supports=choices, methods=list(methods), calibrations=list(calibrations),
                   grids={"alpha": alpha_grid, "beta": beta_grid, "gamma": gamma_grid},
-                  fixed={"alpha": alpha, "beta": beta, "gamma": gamma}, **options)
+                  fixed={"alpha": alpha, "beta": beta, "gamma": gamma, "gda_alpha": gda_alpha}, **options)
         for method in methods:
             if uses_support(method):
-                for mode in calibrations:
+                if not method_modes(method, calibrations):
+                    raise SusxError(f"{method} has none of the calibration modes {', '.join(calibrations)}",
+                                    hint=f"add --calibration {' or '.join(METHOD_MODES[method])}")
+                for mode in method_modes(method, calibrations):
                     cfg.calibration_options(mode, method)  # refuse early
         return cfg
 
     def calibration_options(self, mode: str, method: str) -> dict[str, Any]:
-        return _calibration_options(mode, method, self.grids, self.fixed, self.tau, self.logit_scale)
+        folds = {"k": self.folds, "seed": self.fold_seed}
+        return _calibration_options(mode, method, self.grids, self.fixed, self.tau, self.logit_scale, folds)
 
 
 @dataclass(frozen=True)
@@ -174,7 +196,8 @@ class Run:
 
 
 def plan_runs(cfg: EvalConfig) -> list[Run]:
-    """Every run of one dataset, in order: per model, zero-shot, then support x method x calibration mode."""
+    """Every run of one dataset, in order: per model, zero-shot, then support x method x calibration mode
+    (each method with the asked modes it has: GDA skips loo)."""
     runs: list[Run] = []
     for arch, tag in cfg.models:
         if "zero-shot" in cfg.methods:
@@ -182,7 +205,7 @@ def plan_runs(cfg: EvalConfig) -> list[Run]:
         for choice in cfg.supports:
             for method in cfg.methods:
                 if uses_support(method):
-                    runs += [Run(arch, tag, method, choice, mode) for mode in cfg.calibrations]
+                    runs += [Run(arch, tag, method, choice, mode) for mode in method_modes(method, cfg.calibrations)]
     return runs
 
 
@@ -206,7 +229,7 @@ def run_eval(
     models: list[str],
     pretrained: list[str] = (),
     supports: list[str] = (),
-    methods: list[str] = METHODS,
+    methods: list[str] = PAPER_METHODS,
     calibrations: list[str] = ("loo",),
     templates: str = "ensemble",
     cupl_dir: Path | None = None,
@@ -220,6 +243,9 @@ def run_eval(
     alpha: float | None = None,
     beta: float | None = None,
     gamma: float | None = None,
+    gda_alpha: float | None = None,
+    folds: int = 4,
+    fold_seed: int = 0,
     seed: int = 0,
     batch_size: int = 64,
     workers: int | None = None,
@@ -237,7 +263,7 @@ def run_eval(
     cfg = EvalConfig.from_options(
         num_datasets=len(specs), models=models, pretrained=pretrained, supports=supports, methods=methods,
         calibrations=calibrations, alpha_grid=alpha_grid, beta_grid=beta_grid, gamma_grid=gamma_grid, alpha=alpha,
-        beta=beta, gamma=gamma, data_root=Path(data_root), work_dir=Path(work_dir), results_dir=Path(results_dir),
+        beta=beta, gamma=gamma, gda_alpha=gda_alpha, folds=folds, fold_seed=fold_seed, data_root=Path(data_root), work_dir=Path(work_dir), results_dir=Path(results_dir),
         templates=templates, cupl_dir=cupl_dir, prompts_path=prompts_path, pool=pool, logit_scale=logit_scale,
         tau=tau, seed=seed, batch_size=batch_size, workers=workers, device=device, precision=precision,
         overwrite=overwrite,
@@ -400,6 +426,15 @@ class DatasetEval:
             result.rows.append({**row, **_metric_row(metrics), "status": status})
             result.outputs.append(out_json)
 
+    def _search_options(self, run: Run) -> dict[str, Any]:
+        """calibrate's grids or fixed values for this run; GDA: the paper's alpha grid, or --gda-alpha."""
+        fixed = self.cfg.fixed
+        if run.method == "gda":
+            return {"alpha": fixed.get("gda_alpha")} if run.mode == "fixed" else {}
+        if run.mode == "fixed":
+            return {k: fixed.get(k) for k in ("alpha", "beta", "gamma")}
+        return {f"{k}_grid": v for k, v in self.cfg.grids.items()}
+
     def _run(self, run: Run, config: dict[str, Any], out_json: Path) -> dict[str, Any]:
         """Make the run's artifacts, calibrate, predict, and write its result record."""
         from susx_cli.artifacts import calibration as cal_io
@@ -416,8 +451,8 @@ class DatasetEval:
             cal_path = wd.calibration(run.arch, run.pretrained, run.tag, run.method, run.mode)
             val = self.split_features(run, spec.calibration_split) if run.mode == "val" else None
             calibrate(text, sup_path, cal_path, mode=run.mode, val_path=val, method=run.method, tau=cfg.tau,
-                      logit_scale=cfg.logit_scale, device=cfg.device,
-                      **{f"{k}_grid": v for k, v in cfg.grids.items()}, **(cfg.fixed if run.mode == "fixed" else {}))
+                      logit_scale=cfg.logit_scale, device=cfg.device, folds=cfg.folds, fold_seed=cfg.fold_seed,
+                      **self._search_options(run))
             cal = cal_io.read_calibration(cal_path)
             scale_source = cal.logit_scale_source
             cal_record = res_io.calibration_record(cal, cal_path, spec.calibration_split if run.mode == "val" else None)

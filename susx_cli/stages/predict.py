@@ -1,4 +1,5 @@
-"""`predict`: classify query features (or images, embedded on the fly) with zero-shot, Tip-Adapter or TIP-X."""
+"""`predict`: classify query features (or images, embedded on the fly) with zero-shot, Tip-Adapter, TIP-X or
+GDA (whose head is re-fitted, deterministically, from the support features the calibration names)."""
 
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def predict(
     text, q, cal = inputs.text, inputs.query, inputs.calibration
     method = method or (cal.method if cal else "zero-shot")
     if with_support and cal.method != method:
-        warn(f"calibration was made for {cal.method}; using its alpha and beta for {method}")
+        _check_method_match(cal.method, method, str(calibration_path))
 
     options = {"method": method, "query": str(query_path)}
     ids = [inputs.ids["text"], inputs.ids["query"]]
@@ -74,7 +75,9 @@ def predict(
     as_t = lambda x: as_float64(x, dev)  # noqa: E731
     kwargs: dict[str, Any] = {}
     scale = cal.logit_scale if cal else 100.0
-    if with_support:
+    if with_support and method == "gda":
+        logits = _gda_logits(inputs, as_t, dev, cal.alpha, scale)
+    elif with_support:
         sup = inputs.support
         kwargs = dict(
             F=as_t(sup.features),
@@ -85,7 +88,9 @@ def predict(
             tau=cal.tau,
             normalize=cal.normalize_per_class,
         )
-    logits = tipx.logits(method, as_t(q.features), as_t(text.weights), logit_scale=scale, **kwargs).cpu().numpy()
+    if not (with_support and method == "gda"):
+        logits = tipx.logits(method, as_t(q.features), as_t(text.weights), logit_scale=scale, **kwargs)
+    logits = logits.cpu().numpy()
     top = topk_indices(logits, 5)
     scores = np.take_along_axis(logits, top, axis=1)
     metrics = classification_metrics(top, q.labels, len(text.classes)) if q.has_labels else {}
@@ -100,13 +105,38 @@ def predict(
         classes=text.classes,
         method=method,
         metrics={**metrics, "method": method, "logit_scale": scale,
-                 "hyperparameters": None if cal is None or method == "zero-shot" else
-                 {"alpha": cal.alpha, "beta": cal.beta, "gamma": kwargs.get("gamma"), "tau": cal.tau}},
+                 "hyperparameters": None if cal is None or method == "zero-shot" else _used(cal, method, kwargs)},
         provenance=prov,
     )
     hdf5.write_predictions(output, preds)
     outputs = [output] + ([query_features] if query_features != query_path else [])
     return PredictResult("predict", outputs, summary={"method": method, "queries": len(q.keys)}, metrics=metrics)
+
+
+def _check_method_match(made_for: str, method: str, what: str) -> None:
+    """Tip-Adapter and TIP-X share alpha and beta (a warning); GDA's alpha means something else (an error)."""
+    if "gda" in (made_for, method):
+        raise SusxError(f"{what} was made for {made_for}, not {method}: their hyperparameters mean different things",
+                        hint=f"calibrate with --method {method}, or predict with --method {made_for}")
+    warn(f"calibration was made for {made_for}; using its alpha and beta for {method}")
+
+
+def _gda_logits(inputs, as_t, dev: str, alpha: float, scale: float):
+    """GDA's logits (n, C) float64: the head re-fitted from the support features (deterministic, float64)."""
+    import torch
+
+    from susx_cli.method import gda
+
+    sup, text = inputs.support, inputs.text
+    head = gda.fit_gda(as_t(sup.features), torch.from_numpy(sup.labels).to(dev), len(text.classes))
+    return gda.gda_logits(as_t(inputs.query.features), as_t(text.weights), head, alpha, scale)
+
+
+def _used(cal, method: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The hyperparameters predict used: GDA's alpha, or alpha, beta, gamma (0 for Tip-Adapter) and tau."""
+    if method == "gda":
+        return {"alpha": cal.alpha}
+    return {"alpha": cal.alpha, "beta": cal.beta, "gamma": kwargs.get("gamma"), "tau": cal.tau}
 
 
 def _query_features(query_path: Path, output: Path, text_path: Path, embed_options: dict | None, overwrite: bool) -> Path:

@@ -15,8 +15,8 @@ from susx_cli.artifacts import common
 from susx_cli.artifacts import results as res_io
 from susx_cli.stages.results import StageResult
 
-METHOD_LABELS = {"zero-shot": "Zero-shot CLIP", "tip-adapter": "Tip-Adapter", "tip-x": "TIP-X"}
-METHOD_ORDER = {"zero-shot": 0, "tip-adapter": 1, "tip-x": 2}
+METHOD_LABELS = {"zero-shot": "Zero-shot CLIP", "tip-adapter": "Tip-Adapter", "tip-x": "TIP-X", "gda": "GDA"}
+METHOD_ORDER = {"zero-shot": 0, "tip-adapter": 1, "tip-x": 2, "gda": 3}
 SOURCE_LABELS = {"sd": "SuS-SD", "laion": "SuS-LC", "pool": "SuS-pool"}
 
 
