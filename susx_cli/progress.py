@@ -242,7 +242,6 @@ class RichReporter:
             task = progress.add_task(description, total=total, completed=completed, rate="")
             yield _RichBar(progress, task)
 
-
     def _plain_bar(self, description: str, total: float | None, unit: str, completed: float) -> Iterator[Bar]:
         from rich.text import Text
 
