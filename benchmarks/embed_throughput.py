@@ -22,6 +22,8 @@ marginal throughput with fixed costs (imports, model loading, worker start-up) c
 
     python benchmarks/embed_throughput.py                  # 2,000 images (and 8,000 for the 4N runs)
     python benchmarks/embed_throughput.py --num-images 500 --workers 1 --batch-size 64
+    python benchmarks/embed_throughput.py --model ViT-B-16 --device cuda --susx-only --no-4n --repeats 1
+                                          # GPU: susx alone, full-size ViT-B/16 with random weights
 """
 
 from __future__ import annotations
@@ -83,14 +85,14 @@ def tiny_config_path() -> Path:
     return Path(oc.__file__).resolve().parent.parent / "data" / oc.BUILTIN_CONFIGS[MODEL]
 
 
-def write_checkpoint(path: Path, seed: int) -> None:
-    """Random weights for susx-tiny-vit, saved as a plain state dict both tools can load offline."""
+def write_checkpoint(path: Path, seed: int, model_name: str = MODEL) -> None:
+    """Random weights for ``model_name`` (an open_clip architecture), a plain state dict both tools load offline."""
     import open_clip
     import torch
 
     open_clip.add_model_config(tiny_config_path())
     torch.manual_seed(seed)
-    model = open_clip.create_model(MODEL, pretrained=None)
+    model = open_clip.create_model(model_name, pretrained=None)
     torch.save(model.state_dict(), path)
 
 
@@ -108,12 +110,12 @@ def run_susx(args) -> dict:
     result = embed_images(
         Path(args.input),
         Path(args.out) / "features.h5",
-        model=MODEL,
+        model=args.model,
         pretrained=args.checkpoint,
         class_names=class_names(args.classes),
         batch_size=args.batch_size,
         workers=args.workers,
-        device="cpu",
+        device=args.device,
     )
     return {"call_s": time.perf_counter() - t0, "rows": result.summary.get("rows")}
 
@@ -133,7 +135,7 @@ def run_clip_retrieval(args) -> dict:
         enable_text=False,
         enable_image=True,
         enable_metadata=False,
-        clip_model=f"open_clip:{MODEL}/{args.checkpoint}",
+        clip_model=f"open_clip:{args.model}/{args.checkpoint}",
         use_jit=False,
         use_mclip=False,
         distribution_strategy="sequential",
@@ -185,8 +187,11 @@ def measure(args, tool: str, images: Path, count: int, out: Path) -> dict:
         sys.executable, os.path.abspath(__file__), "--_run", tool, "--_input", str(images), "--_out", str(out),
         "--_checkpoint", str(args.checkpoint), "--classes", str(args.classes),
         "--batch-size", str(args.batch_size), "--workers", str(args.workers),
+        "--model", args.model, "--device", args.device,
     ]  # fmt: skip
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", NO_ALBUMENTATIONS_UPDATE="1", PYTHONWARNINGS="ignore")
+    env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1", PYTHONWARNINGS="ignore")
+    if args.device == "cpu":
+        env.update(CUDA_VISIBLE_DEVICES="")
     if args.threads:
         env.update(OMP_NUM_THREADS=str(args.threads))
     log = open(out / "output.log", "w")
@@ -270,6 +275,10 @@ def main() -> None:
     )
     ap.add_argument("--keep", action="store_true", help="keep the work dir")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model", default=MODEL, help=f"open_clip architecture, random weights (default {MODEL})")
+    ap.add_argument("--device", default="cpu", help="device of the runs: cpu (CUDA hidden) or cuda")
+    ap.add_argument("--susx-only", action="store_true", help="run susx alone (no clip-retrieval runs)")
+    ap.add_argument("--json", type=Path, default=None, help="also write the per-run rows here")
     ap.add_argument("--_run", dest="run", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_input", dest="input", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_out", dest="out", default=None, help=argparse.SUPPRESS)
@@ -284,9 +293,10 @@ def main() -> None:
 
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="susx-embed-bench-"))
     work.mkdir(parents=True, exist_ok=True)
+    args.cr_4n = args.cr_4n and not args.susx_only
     N, total = args.num_images, args.num_images * (4 if (args.four_n or args.cr_4n) else 1)
     print(f"embedding throughput: {N:,} JPEGs of {args.image_size} px in {args.classes} class folders, "
-          f"model {MODEL} (random weights from one local checkpoint), CPU, batch {args.batch_size}, "
+          f"model {args.model} (random weights from one local checkpoint), {args.device}, batch {args.batch_size}, "
           f"{args.workers} loader worker(s), {os.cpu_count()} cores")  # fmt: skip
     load_before = os.getloadavg()
     print("load average before (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in load_before), flush=True)
@@ -297,16 +307,16 @@ def main() -> None:
             make_images(big, total, args.classes, args.image_size, args.seed)
         if small != big and not small.exists():
             subset_links(big, small, N, args.classes)
-        args.checkpoint = work / "susx-tiny-vit-random.pt"
-        write_checkpoint(args.checkpoint, args.seed)
+        args.checkpoint = work / f"{args.model}-random.pt"
+        write_checkpoint(args.checkpoint, args.seed, args.model)
         print(
             f"generated {total:,} images and the checkpoint in {time.perf_counter() - t0:.0f} s ({work})",
             flush=True,
         )
 
-        plan = [("susx", N), ("clip-retrieval", N)]
+        plan = [("susx", N)] + ([] if args.susx_only else [("clip-retrieval", N)])
         plan += [("susx", 4 * N)] if args.four_n else []
-        plan += [("clip-retrieval", 4 * N)] if args.cr_4n else []
+        plan += [("clip-retrieval", 4 * N)] if args.cr_4n and not args.susx_only else []
         rows, first = [], {}
         for rep in range(args.repeats):
             for tool, count in plan:
@@ -341,6 +351,10 @@ def main() -> None:
                     "maxrss_mib": max(r["maxrss_mib"] for r in runs),
                     "pss_mib": max(r["pss_mib"] for r in runs),
                 }
+        if args.json:
+            runs = [{"tool": t, "images": n, "img_per_s_call": n / a["call_s"], "img_per_s_wall": n / a["wall_s"], **a}
+                    for (t, n), a in agg.items()]  # fmt: skip
+            args.json.write_text(json.dumps({"model": args.model, "device": args.device, "runs": runs}, indent=2))
         rep_note = " (fastest of the repeats)" if args.repeats > 1 else ""
         print()
         s, c = agg.get(("susx", N)), agg.get(("clip-retrieval", N))
@@ -355,7 +369,7 @@ def main() -> None:
                 )
             except Exception as exc:  # a check, not the benchmark: say why it could not run
                 print(f"embeddings: comparison failed: {exc.__class__.__name__}: {exc}")
-        else:
+        elif not args.susx_only:
             failed = sorted({r["tool"] for r in rows if r["rc"] != 0})
             print(f"no side-by-side ratio: {', '.join(failed)} failed (see above)")
         marginal = {}
