@@ -25,6 +25,7 @@ from susx_cli.artifacts.schema import ModelIdentity
 from susx_cli.errors import SusxError
 from susx_cli.imagesets import ImageItem, ImageSet
 from susx_cli.progress import bar, info, warn
+from susx_cli.sharding import Shard
 
 if TYPE_CHECKING:
     from susx_cli.artifacts import hdf5
@@ -177,6 +178,44 @@ def embed_items(
             progress.advance(consumed)
 
 
+# Options a part file of a sharded run adds to those of the single-process run.
+SHARD_OPTION_KEYS = ("num_shards", "shard_index", "item_start", "item_stop")
+
+
+def shard_range(shard: Shard, n: int, align: int = 1) -> tuple[int, int]:
+    """The contiguous item range [start, stop) of ``shard`` among ``n`` items: parts join in order.
+
+    Inner bounds are rounded down to a multiple of ``align`` (the batch size), so every forward pass
+    sees the batch a single process would: features equal bit for bit, not only to rounding.
+    """
+
+    def bound(i: int) -> int:
+        return n if i == shard.count else (i * n // shard.count) // align * align
+
+    return bound(shard.index), bound(shard.index + 1)
+
+
+def image_set_provenance(
+    image_set: ImageSet,
+    model: str,
+    pretrained: str | None,
+    precision: str,
+    what: str,
+    class_inputs: Sequence[dict[str, Any]] = (),
+) -> dict[str, Any]:
+    """The provenance a single-process feature file of ``image_set`` records (options and inputs)."""
+    options = {
+        "input_layout": image_set.layout,
+        **image_set.options,
+        "model": model,
+        "pretrained": pretrained or "none",
+        "precision": clip_precision(precision),
+        "num_items": len(image_set.items),
+    }
+    inputs = image_set.inputs or [{"path": what, "kind": image_set.layout, "sha256": None}]
+    return common.provenance(options, [*inputs, *class_inputs])
+
+
 @dataclass
 class EmbedSummary:
     rows: int
@@ -199,24 +238,25 @@ def embed_image_set(
     workers: int | None = None,
     overwrite: bool = False,
     label: str = "embed images",
+    shard: Shard | None = None,
 ) -> EmbedSummary | None:
     """Embed ``image_set`` into the feature file ``output``; None when it is already up to date.
 
     ``what`` names the images in errors; ``classes`` (and the files they came from, ``class_inputs``) are
-    recorded in the file.
+    recorded in the file. With a ``shard`` of a multi-shard run, ``output`` is that shard's part file and
+    holds only the contiguous item range ``shard_range``; its options add the shard keys
+    (``SHARD_OPTION_KEYS``) to those of a single-process run, so dropping them recovers the latter.
     """
     from susx_cli.artifacts import hdf5  # lazy: h5py stays out of `susx --help`
 
-    options = {
-        "input_layout": image_set.layout,
-        **image_set.options,
-        "model": model,
-        "pretrained": pretrained or "none",
-        "precision": clip_precision(precision),
-        "num_items": len(image_set.items),
-    }
-    inputs = image_set.inputs or [{"path": what, "kind": image_set.layout, "sha256": None}]
-    prov = common.provenance(options, [*inputs, *class_inputs])
+    prov = image_set_provenance(image_set, model, pretrained, precision, what, class_inputs)
+    items = image_set.items
+    sharded = shard is not None and shard.count > 1
+    if sharded:
+        start, stop = shard_range(shard, len(items), align=batch_size)
+        items = items[start:stop]
+        shard_options = {"num_shards": shard.count, "shard_index": shard.index, "item_start": start, "item_stop": stop}
+        prov["options"] |= shard_options
     if common.decide_existing(output, hdf5.existing_provenance(output, common.IMAGE_FEATURES), prov, overwrite):
         info(f"{output} is up to date (same inputs and options); nothing to do")
         return None
@@ -225,7 +265,6 @@ def embed_image_set(
         partial.unlink()
 
     encoder = load_encoder(model, pretrained, device=device, precision=precision)
-    items = image_set.items
     writer = hdf5.FeatureWriter(
         output,
         dim=encoder.identity.embed_dim,
@@ -241,7 +280,7 @@ def embed_image_set(
         embed_items(encoder, items, writer, batch_size=batch_size, workers=workers, label=label)
         rows = int(writer.file["features"].shape[0])
         skipped = int(writer.file["skipped_keys"].shape[0])
-        if rows == 0:
+        if rows == 0 and not sharded:  # a shard may hold no readable image; the join checks the whole
             raise SusxError(f"no image of {what} could be read", hint="check the image files")
         writer.finish()
     finally:

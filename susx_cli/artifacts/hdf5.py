@@ -475,3 +475,76 @@ def describe(path: Path) -> dict[str, Any]:
         if "skipped_keys" in f:
             out["skipped"] = int(f["skipped_keys"].shape[0])
         return out
+
+
+# ----------------------------------------------------------------------------------------- feature parts
+
+_ROW_DATASETS = ("features", "labels", "keys")
+_SKIP_DATASETS = ("skipped_keys", "skipped_reasons")
+
+
+@dataclass
+class FeatureHeader:
+    """What a complete image feature file says about itself, without its rows."""
+
+    provenance: dict[str, Any]
+    model: dict[str, Any]
+    classes: list[str]
+    rows: int
+    skipped: int
+    items: int
+
+
+def read_feature_header(path: str | Path) -> FeatureHeader:
+    """The header of a complete image feature file (refuses an incomplete or foreign one)."""
+    path = Path(path)
+    with _open_checked(path, common.IMAGE_FEATURES) as f:
+        return FeatureHeader(
+            provenance=_attr_json(f, "provenance") or {},
+            model=_attr_json(f, "model") or {},
+            classes=_strings(f["classes"]),
+            rows=int(f["features"].shape[0]),
+            skipped=int(f["skipped_keys"].shape[0]),
+            items=int(f.attrs.get("items_total", 0)),
+        )
+
+
+def _copy_rows(src: h5py.Dataset, dst: h5py.Dataset, offset: int, chunk_rows: int) -> None:
+    # Slice by slice, so memory stays at one chunk however large the part is.
+    for start in range(0, src.shape[0], chunk_rows):
+        block = src[start : start + chunk_rows]
+        dst[offset + start : offset + start + block.shape[0]] = block
+
+
+def join_feature_parts(parts: list[Path], output: Path, prov: dict[str, Any], chunk_rows: int = 16384) -> None:
+    """Concatenate complete feature part files, in order, into one feature file at ``output``.
+
+    A copy, not an HDF5 virtual dataset: the result stands alone (plain h5py, rsync, removing the parts).
+    Datasets keep the layout of the first part; attributes are those a single writer of all the items
+    leaves, with ``prov`` as the provenance. Written beside ``output`` and renamed into place when complete.
+    """
+    headers = [read_feature_header(p) for p in parts]
+    rows, skipped = sum(h.rows for h in headers), sum(h.skipped for h in headers)
+    with common.atomic_path(output, suffix=".h5") as tmp:
+        with h5py.File(tmp, "w") as out, h5py.File(parts[0], "r") as first:
+            _write_header(out, common.IMAGE_FEATURES, prov, headers[0].classes)
+            for attr in ("model", "normalized", "dtype"):
+                out.attrs[attr] = first.attrs[attr]
+            out.attrs["items_total"] = out.attrs["items_done"] = sum(h.items for h in headers)
+            out.attrs["rows_done"], out.attrs["skipped_done"] = rows, skipped
+            for name in (*_ROW_DATASETS, *_SKIP_DATASETS):
+                src = first[name]
+                total = rows if name in _ROW_DATASETS else skipped
+                out.create_dataset(
+                    name, shape=(total, *src.shape[1:]), maxshape=src.maxshape, dtype=src.dtype, chunks=src.chunks
+                )
+            row0 = skip0 = 0
+            for part, header in zip(parts, headers, strict=True):
+                with h5py.File(part, "r") as src:
+                    for name in _ROW_DATASETS:
+                        _copy_rows(src[name], out[name], row0, chunk_rows)
+                    for name in _SKIP_DATASETS:
+                        _copy_rows(src[name], out[name], skip0, chunk_rows)
+                row0, skip0 = row0 + header.rows, skip0 + header.skipped
+            out.flush()
+            out.attrs["complete"] = True

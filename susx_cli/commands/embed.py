@@ -12,11 +12,13 @@ from susx_cli.commands._common import (
     DeviceOpt,
     JsonOpt,
     ModelOpt,
+    NumShardsOpt,
     OutputOpt,
     OverwriteOpt,
     PrecisionOpt,
     PretrainedOpt,
     QuietOpt,
+    ShardIndexOpt,
     WorkersOpt,
     run,
 )
@@ -42,17 +44,25 @@ def embed(
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "fp32",
     overwrite: OverwriteOpt = False,
+    num_shards: NumShardsOpt = None,
+    shard_index: ShardIndexOpt = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Embed images or texts with an open_clip model into an HDF5 artifact."""
+    """Embed images or texts with an open_clip model into an HDF5 artifact.
+
+    Sharded (--num-shards/--shard-index, or a SLURM array / torchrun's variables): each shard embeds a
+    contiguous share into OUT.parts/, and the last one to finish joins them into OUT.
+    """
 
     def stage():
+        from susx_cli.sharding import resolve_shard
         from susx_cli.stages.embed import embed as embed_stage
 
         return embed_stage(
             input_path,
             output,
+            shard=resolve_shard(num_shards, shard_index),
             model=model,
             pretrained=pretrained,
             classes_path=classes,

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from pathlib import Path
 from typing import Any
 
 from susx_cli import imagesets, runtime
 from susx_cli.artifacts import common, hdf5
+from susx_cli.artifacts.lock import output_lock
 from susx_cli.artifacts.prompts import read_prompts
 from susx_cli.classnames import folder_key, read_class_file
-from susx_cli.encoder import class_text_weights, clip_precision, embed_image_set, load_encoder
+from susx_cli.encoder import (
+    class_text_weights,
+    clip_precision,
+    embed_image_set,
+    image_set_provenance,
+    load_encoder,
+)
 from susx_cli.errors import SusxError
 from susx_cli.progress import info
+from susx_cli.sharding import Shard
 from susx_cli.stages.results import StageResult
 
 
@@ -61,8 +71,13 @@ def embed_images(
     device: str | None = None,
     precision: str = "fp32",
     overwrite: bool = False,
+    shard: Shard = Shard(),
 ) -> StageResult:
-    """Embed images into an HDF5 feature file, streaming in batches; resumes an interrupted run."""
+    """Embed images into an HDF5 feature file, streaming in batches; resumes an interrupted run.
+
+    With a ``shard`` of several, embeds that shard's contiguous share into a part file beside ``output``
+    and, when it is the last to finish, joins every part into ``output`` (see ``_embed_shard``).
+    """
     _check_runtime(device, precision)
     if workers is not None and workers < 0:
         raise SusxError(f"--workers must be 0 or more, got {workers}", hint="0 loads images in this process")
@@ -72,24 +87,63 @@ def embed_images(
     image_set = imagesets.resolve(
         input_path, classes=given, split=split, image_root=image_root, shots=shots, seed=seed, unlabelled=unlabelled
     )
-    done = embed_image_set(
+    what = str(input_path)
+    run = functools.partial(
+        embed_image_set,
         image_set,
-        output,
         model=model,
         pretrained=pretrained,
-        classes=_reconcile_classes(image_set.classes, given, str(input_path)) or [],
+        classes=_reconcile_classes(image_set.classes, given, what) or [],
         class_inputs=class_inputs,
-        what=str(input_path),
+        what=what,
         device=device,
         precision=precision,
         batch_size=batch_size,
         workers=workers,
         overwrite=overwrite,
     )
+    if shard.count > 1:
+        prov = image_set_provenance(image_set, model, pretrained, precision, what, class_inputs)
+        return _embed_shard(run, output, shard, prov, overwrite)
+    done = run(output)
     if done is None:
         return StageResult("embed", [output], skipped=True)
     summary = {"rows": done.rows, "skipped": done.skipped, "model": done.model.describe(), "layout": image_set.layout}
     return StageResult("embed", [output], summary=summary)
+
+
+def _embed_shard(run, output: Path, shard: Shard, prov: dict[str, Any], overwrite: bool) -> StageResult:
+    """Embed this shard's part (skipped when finished, resumed when killed); join when every part is done.
+
+    ``run(path, shard=..., label=...)`` embeds into ``path``; ``prov`` is the single-process provenance,
+    to skip a shard whose joined output is already up to date (and refuse one of other options).
+    """
+    from susx_cli.stages import merge
+
+    if common.decide_existing(output, hdf5.existing_provenance(output, common.IMAGE_FEATURES), prov, overwrite):
+        info(f"{output} is up to date (same inputs and options); nothing to do")
+        return StageResult("embed", [output], skipped=True)
+    merge.check_part_count(output, shard.count)
+    part = merge.part_path(output, shard.index, shard.count)
+    with output_lock(part):
+        done = run(part, shard=shard, label=f"embed images (shard {shard.index + 1}/{shard.count})")
+    summary: dict[str, Any] = {"shard": shard.index, "num_shards": shard.count}
+    if done is not None:
+        summary |= {"rows": done.rows, "skipped": done.skipped, "model": done.model.describe()}
+    if not merge.parts_ready(output, shard.count):
+        info(f"shard {shard.index + 1}/{shard.count} done; {output} is joined when every shard has finished")
+        return StageResult("embed", [part], summary=summary, skipped=done is None)
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(output_lock(output))
+        except SusxError:  # another shard finished at the same moment and is joining
+            info(f"another shard is joining the parts into {output}")
+            return StageResult("embed", [part], summary=summary, skipped=done is None)
+        if not merge.parts_ready(output, shard.count):  # joined (and the parts removed) meanwhile
+            return StageResult("embed", [output], summary=summary, skipped=done is None)
+        joined = merge.join_parts_locked(output, shard.count, replace=overwrite)
+    info(f"joined {shard.count} parts into {output}")
+    return StageResult("embed", [output], summary={**summary, "joined": joined.summary})
 
 
 def embed_texts(
@@ -132,11 +186,16 @@ def embed_texts(
     )
 
 
-def embed(input_path: Path, output: Path, **kwargs) -> StageResult:
+def embed(input_path: Path, output: Path, shard: Shard = Shard(), **kwargs) -> StageResult:
     """Dispatch on the input: prompts.json -> text classifier; anything else -> image features."""
     if input_path.is_file() and input_path.suffix.lower() == ".json":
         data = common.read_json(input_path)
         if isinstance(data, dict) and data.get("kind") == common.PROMPTS:
+            if shard.source == "options":
+                raise SusxError(
+                    f"{input_path} is a prompts file: the text classifier is not sharded",
+                    hint="drop --num-shards/--shard-index (one process embeds the texts)",
+                )
             image_only = ("classes_path", "split", "image_root", "shots", "seed", "unlabelled", "workers")
             used = [k for k in image_only if kwargs.get(k) not in (None, False, 0)]
             if used:
@@ -149,4 +208,4 @@ def embed(input_path: Path, output: Path, **kwargs) -> StageResult:
             text_kwargs["batch_size"] = max(kwargs.get("batch_size", 256), 256)
             return embed_texts(input_path, output, **text_kwargs)
     kwargs.pop("pool", None)
-    return embed_images(input_path, output, **kwargs)
+    return embed_images(input_path, output, shard=shard, **kwargs)

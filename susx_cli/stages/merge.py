@@ -1,12 +1,16 @@
-"""`merge`: finish a sharded support set."""
+"""`merge`: finish a sharded run: a support set (`curate`) or a feature file (`embed`)."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
+from typing import Any
 
-from susx_cli.artifacts import support
+from susx_cli.artifacts import common, hdf5, support
+from susx_cli.artifacts.lock import output_lock
 from susx_cli.errors import SusxError
+from susx_cli.progress import info
 from susx_cli.stages.results import StageResult
 
 _PART = re.compile(r"manifest-(\d{5})-of-(\d{5})\.jsonl")
@@ -42,3 +46,124 @@ def merge_support(root: Path, num_shards: int) -> StageResult:
     support.merge_parts(root, num_shards)
     final = support.read_support(root)
     return StageResult("merge", [root], summary={"images": len(final.rows), "per_class": final.counts()})
+
+
+# ------------------------------------------------------------------------------------ sharded features
+
+_FEATURE_PART = re.compile(r"part-(\d{5})-of-(\d{5})\.h5(?:\.partial)?")
+
+
+def parts_dir(output: Path) -> Path:
+    """Where the shards of ``susx embed -o OUT.h5`` write their parts: ``OUT.h5.parts/``."""
+    return output.with_name(output.name + ".parts")
+
+
+def part_path(output: Path, index: int, count: int) -> Path:
+    return parts_dir(output) / f"part-{index:05d}-of-{count:05d}.h5"
+
+
+def recorded_part_counts(output: Path) -> set[int]:
+    """The shard counts of the feature parts (finished or not) beside ``output``."""
+    folder = parts_dir(output)
+    names = (p.name for p in folder.iterdir()) if folder.is_dir() else ()
+    return {int(m.group(2)) for m in map(_FEATURE_PART.fullmatch, names) if m}
+
+
+def check_part_count(output: Path, num_shards: int) -> None:
+    """Refuse a run or merge whose shard count disagrees with the parts already beside ``output``."""
+    recorded = recorded_part_counts(output)
+    if recorded and recorded != {num_shards}:
+        counts = ", ".join(str(c) for c in sorted(recorded))
+        raise SusxError(
+            f"{parts_dir(output)} holds parts of a run of {counts} shards, not {num_shards}",
+            hint=f"use {counts} shards, or delete {parts_dir(output)} to start again",
+        )
+
+
+def unsharded(prov: dict[str, Any]) -> dict[str, Any]:
+    """A part's provenance as the single-process run records it: the shard options dropped."""
+    from susx_cli.encoder import SHARD_OPTION_KEYS
+
+    options = {k: v for k, v in (prov.get("options") or {}).items() if k not in SHARD_OPTION_KEYS}
+    return {**prov, "options": options}
+
+
+def parts_ready(output: Path, num_shards: int) -> bool:
+    return all(part_path(output, i, num_shards).exists() for i in range(num_shards))
+
+
+def merge_features(output: Path, num_shards: int) -> StageResult:
+    """`susx merge OUT.h5 --num-shards N`: join the finished parts of a sharded `embed` into OUT.h5."""
+    if num_shards < 1:
+        raise SusxError(f"--num-shards must be at least 1, got {num_shards}", hint="pass the count the shards ran with")
+    with output_lock(output):
+        return join_parts_locked(output, num_shards, replace=False)
+
+
+def join_parts_locked(output: Path, num_shards: int, *, replace: bool) -> StageResult:
+    """Validate the parts of ``output`` and join them; the caller holds ``output_lock(output)``.
+
+    Nothing is merged on any refusal, and the parts are removed only once OUT.h5 is complete in place.
+    """
+    folder = parts_dir(output)
+    if not recorded_part_counts(output):
+        if output.exists() and hdf5.existing_provenance(output, common.IMAGE_FEATURES) is not None:
+            info(f"{output} is already joined; nothing to do")
+            return StageResult("merge", [output], skipped=True)
+        raise SusxError(f"{output}: no shard parts to merge in {folder}", hint="run the shards of `susx embed` first")
+    check_part_count(output, num_shards)
+    parts = [part_path(output, i, num_shards) for i in range(num_shards)]
+    missing = [i for i, p in enumerate(parts) if not p.exists()]
+    if missing:
+        raise SusxError(
+            f"{output}: shard(s) {missing[:10]} of {num_shards} have not finished",
+            hint="run the missing shards (same command with --shard-index), then merge again",
+        )
+    headers = [hdf5.read_feature_header(p) for p in parts]
+    prov = _check_parts_agree(parts, headers)
+    if sum(h.rows for h in headers) == 0:
+        raise SusxError(f"no image of the {num_shards} parts of {output} could be read", hint="check the image files")
+    existing = hdf5.existing_provenance(output, common.IMAGE_FEATURES) if output.exists() else None
+    if not replace and existing is not None and not common.same_fingerprint(existing, prov):
+        raise SusxError(
+            f"{output} exists and was made from other inputs or options",
+            hint="move it away (or re-run the shards with --overwrite), then merge again",
+        )
+    if replace or existing is None:
+        hdf5.join_feature_parts(parts, output, {**prov, "created": common.now_iso()})
+    for part in parts:
+        part.unlink()
+    with contextlib.suppress(OSError):  # leftovers (another count's partials) keep the folder
+        folder.rmdir()
+    rows, skipped = sum(h.rows for h in headers), sum(h.skipped for h in headers)
+    return StageResult("merge", [output], summary={"rows": rows, "skipped": skipped, "parts": num_shards})
+
+
+def _check_parts_agree(parts: list[Path], headers: list) -> dict[str, Any]:
+    """The joined provenance; refuses parts of other models, options or inputs, or with gaps between them."""
+    first = unsharded(headers[0].provenance)
+    expected_start = 0
+    for index, (part, header) in enumerate(zip(parts, headers, strict=True)):
+        options = header.provenance.get("options") or {}
+        prov = unsharded(header.provenance)
+        differs = [
+            what
+            for what, same in (
+                ("model", header.model == headers[0].model),
+                ("options", prov.get("options") == first.get("options")),
+                ("inputs", common.fingerprint(prov)["inputs"] == common.fingerprint(first)["inputs"]),
+                ("classes", header.classes == headers[0].classes),
+            )
+            if not same
+        ]
+        if differs:
+            raise SusxError(
+                f"{part} was made with other {', '.join(differs)} than {parts[0].name}",
+                hint="re-run that shard with the same command as the others (--overwrite replaces its part)",
+            )
+        if options.get("shard_index") != index or options.get("item_start") != expected_start:
+            raise SusxError(f"{part} does not hold shard {index}'s items", hint="delete it and re-run that shard")
+        expected_start = options.get("item_stop")
+    if expected_start != first["options"].get("num_items"):
+        raise SusxError(f"the parts of {parts[0].parent} do not cover every item", hint="re-run the shards")
+    return first
