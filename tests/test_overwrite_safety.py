@@ -102,3 +102,18 @@ def test_min_per_class_threshold(w):
     assert "fewer than 3 images" in r.stderr and not (w / "sup3" / "_SUCCESS.json").exists()
     invoke("curate", "p.json", "-o", "sup3", "--images", "more", "--min-per-class", "2")
     assert support.read_support(w / "sup3").counts() == [2, 2, 2]
+
+
+def test_a_resubmitted_array_task_that_sees_one_shard_is_refused(w, monkeypatch):
+    invoke("curate", "p.json", "-o", "sharded", "--images", "shots", "--num-shards", "3", "--shard-index", "0")
+    # `sbatch --array=1` alone: SLURM reports one task, so the shard would be 0 of 1.
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "1")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "1")
+    r = invoke("curate", "p.json", "-o", "sharded", "--images", "shots", expect=2)
+    assert "parts of a run of 3 shards" in r.stderr and "--num-shards 3" in r.stderr
+    assert not (w / "sharded" / "_SUCCESS.json").exists()
+    monkeypatch.delenv("SLURM_ARRAY_TASK_ID")
+    for i in (1, 2):
+        invoke("curate", "p.json", "-o", "sharded", "--images", "shots", "--num-shards", "3", "--shard-index", str(i))
+    assert support.read_support(w / "sharded").counts() == [3, 3, 3]

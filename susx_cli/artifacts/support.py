@@ -50,6 +50,15 @@ def part_name(shard_index: int, num_shards: int) -> str:
     return f"manifest-{shard_index:05d}-of-{num_shards:05d}.jsonl"
 
 
+_PART = re.compile(r"manifest-(\d{5})-of-(\d{5})\.jsonl")
+
+
+def recorded_shard_counts(root: Path) -> set[int]:
+    """The shard counts the part manifests of ``root`` were written with (one, unless runs were mixed)."""
+    names = (p.name for p in (Path(root) / PARTS).glob("manifest-*-of-*.jsonl"))
+    return {int(m.group(2)) for m in map(_PART.fullmatch, names) if m}
+
+
 def is_support_dir(path: Path) -> bool:
     return path.is_dir() and (path / CLASSES_FILE).is_file()
 

@@ -42,7 +42,21 @@ def curate(
             return StageResult("curate", [output], skipped=True)
         # --overwrite builds the new set beside the old one and swaps it in only once it is complete.
         target = support.staging_dir(output) if replacing else output
+        refuse_other_shard_count(target, shard)
         return _curate_into(target, output, prompts, prov, source, shard, min_per_class, replacing)
+
+
+def refuse_other_shard_count(root: Path, shard: Shard) -> None:
+    """A folder with parts of another shard count: a resubmitted SLURM array task sees a count of 1
+    (``sbatch --array=3``), and would otherwise redo every image as a run of one shard."""
+    recorded = support.recorded_shard_counts(root) - {shard.count}
+    if recorded:
+        counts = ", ".join(str(c) for c in sorted(recorded))
+        raise SusxError(
+            f"{root} holds parts of a run of {counts} shards, and this run is shard {shard.index} of {shard.count} "
+            f"({shard.source})",
+            hint=f"rerun the missing shard with --num-shards {counts} --shard-index I, or `susx merge` once all are done",
+        )
 
 
 def refuse_output_among_inputs(output: Path, inputs: list[dict]) -> None:

@@ -13,21 +13,13 @@ from susx_cli.errors import SusxError
 from susx_cli.progress import info
 from susx_cli.stages.results import StageResult
 
-_PART = re.compile(r"manifest-(\d{5})-of-(\d{5})\.jsonl")
-
-
-def recorded_shard_counts(root: Path) -> set[int]:
-    """The shard counts the part manifests of ``root`` were written with (one, unless runs were mixed)."""
-    names = (p.name for p in (root / support.PARTS).glob("manifest-*-of-*.jsonl"))
-    return {int(m.group(2)) for m in map(_PART.fullmatch, names) if m}
-
 
 def merge_support(root: Path, num_shards: int) -> StageResult:
     if not support.is_support_dir(root):
         raise SusxError(f"{root} is not a susx support folder", hint="pass the -o folder of `susx curate`")
     if num_shards < 1:
         raise SusxError(f"--num-shards must be at least 1, got {num_shards}", hint="pass the count the shards ran with")
-    recorded = recorded_shard_counts(root)
+    recorded = support.recorded_shard_counts(root)
     if not recorded:
         raise SusxError(f"{root} holds no shard parts to merge", hint="run the shards of `susx curate` first")
     if recorded != {num_shards}:
