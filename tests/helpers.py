@@ -59,3 +59,25 @@ def invoke(*args, expect: int = 0, input: str | None = None):
         f"exc: {result.exception!r}"
     )
     return result
+
+
+def build_method_workspace(root: Path, classes: list[str], *, shots: int = 3, val: int = 4, test: int = 5) -> Path:
+    """In ``root``: prompts (p.json), a ``shots``-shot support set (sup/), the text classifier (text.h5),
+    support / validation / test features (sup.h5, val.h5, test.h5) with the tiny random model."""
+    import os
+
+    old = Path.cwd()
+    os.chdir(root)
+    try:
+        (root / "classes.txt").write_text("\n".join(classes))
+        invoke("prompts", "-c", "classes.txt", "-o", "p.json")
+        make_class_folders(root / "shots", classes, shots)
+        split = make_split(root / "data", classes, {"val": val, "test": test})
+        invoke("curate", "p.json", "-o", "sup", "--images", "shots")
+        invoke("embed", "sup", "-o", "sup.h5", *TINY)
+        invoke("embed", "p.json", "-o", "text.h5", *TINY)
+        invoke("embed", split, "--split", "val", "-c", "p.json", "-o", "val.h5", *TINY)
+        invoke("embed", split, "--split", "test", "-c", "p.json", "-o", "test.h5", *TINY)
+    finally:
+        os.chdir(old)
+    return root

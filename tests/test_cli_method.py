@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from susx_cli.artifacts import hdf5
-from tests.helpers import TINY, invoke, make_class_folders, make_split
+from tests.helpers import TINY, build_method_workspace, invoke
 
 CLASSES = ["zebra", "apple", "mango", "kiwi"]
 
@@ -18,24 +18,7 @@ CLASSES = ["zebra", "apple", "mango", "kiwi"]
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """prompts, a 3-shot support set, text classifier, support/val/test features."""
-    import os
-
-    root = tmp_path_factory.mktemp("method")
-    old = Path.cwd()
-    os.chdir(root)
-    try:
-        (root / "classes.txt").write_text("\n".join(CLASSES))
-        invoke("prompts", "-c", "classes.txt", "-o", "p.json")
-        make_class_folders(root / "shots", CLASSES, 3)
-        split = make_split(root / "data", CLASSES, {"val": 4, "test": 5})
-        invoke("curate", "p.json", "-o", "sup", "--images", "shots")
-        invoke("embed", "sup", "-o", "sup.h5", *TINY)
-        invoke("embed", "p.json", "-o", "text.h5", *TINY)
-        invoke("embed", split, "--split", "val", "-c", "p.json", "-o", "val.h5", *TINY)
-        invoke("embed", split, "--split", "test", "-c", "p.json", "-o", "test.h5", *TINY)
-    finally:
-        os.chdir(old)
-    return root
+    return build_method_workspace(tmp_path_factory.mktemp("method"), CLASSES)
 
 
 @pytest.fixture()

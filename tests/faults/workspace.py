@@ -6,24 +6,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.helpers import TINY, invoke, make_class_folders, make_split
+from tests.helpers import build_method_workspace, invoke
 
 CLASSES = ["zebra", "apple", "mango", "kiwi"]
 
 
 def build_workspace(root: Path) -> Path:
+    build_method_workspace(root, CLASSES, val=3, test=3)
     old = Path.cwd()
     os.chdir(root)
     try:
-        (root / "classes.txt").write_text("\n".join(CLASSES))
-        invoke("prompts", "-c", "classes.txt", "-o", "p.json")
-        make_class_folders(root / "shots", CLASSES, 3)
-        split = make_split(root / "data", CLASSES, {"val": 3, "test": 3})
-        invoke("curate", "p.json", "-o", "sup", "--images", "shots")
-        invoke("embed", "sup", "-o", "sup.h5", *TINY)
-        invoke("embed", "p.json", "-o", "text.h5", *TINY)
-        invoke("embed", split, "--split", "val", "-c", "p.json", "-o", "val.h5", *TINY)
-        invoke("embed", split, "--split", "test", "-c", "p.json", "-o", "test.h5", *TINY)
         invoke("calibrate", "text.h5", "sup.h5", "-o", "cal.json", "--mode", "fixed", "--alpha", "1", "--beta", "2",
                "--gamma", "0.5")
         invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "-c", "cal.json", "-o", "pred.h5")
