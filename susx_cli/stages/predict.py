@@ -13,7 +13,13 @@ from susx_cli import runtime
 from susx_cli.artifacts import common, hdf5
 from susx_cli.errors import SusxError
 from susx_cli.method import METHODS, uses_gamma, uses_support
-from susx_cli.metrics import PerClass, calibration_metrics, classification_metrics, per_class_results, topk_indices
+from susx_cli.metrics import (
+    PerClass,
+    calibration_metrics,
+    classification_metrics,
+    per_class_results,
+    topk_indices,
+)
 from susx_cli.progress import info, warn
 from susx_cli.stages.inputs import as_float64, load_method_inputs
 from susx_cli.stages.results import StageResult
