@@ -271,6 +271,7 @@ def test_report_long_has_one_row_per_run_with_flattened_fields(evaluated, tmp_pa
     assert row["result"].endswith("tip-x__2shot__loo.json")
     assert by_method["zero-shot"]["calibration.alpha"] == ""  # no calibration: empty, not "None"
     assert not any(k.startswith("per_class") for k in row)
+    assert "support" not in row and "calibration" not in row  # null in zero-shot runs: only dotted columns
     pandas = pytest.importorskip("pandas")
     frame = pandas.read_csv(tmp_path / "long.csv")
     assert len(frame) == 2 and frame["metrics.top1"].dtype.kind == "f"

@@ -258,6 +258,9 @@ def long_table(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]
     seen: dict[str, None] = {}
     for f in flat:
         seen.update(dict.fromkeys(f))
+    # A field that is null in one run (no support set) and a dict in another is its dotted columns alone.
+    parents = {c[:i] for c in seen for i, ch in enumerate(c) if ch == "."}
+    seen = {c: None for c in seen if c not in parents}
     group = {g: i for i, g in enumerate(LONG_GROUPS)}
     rest = sorted((c for c in seen if c not in LONG_LEADING),
                   key=lambda c: group.get(c.split(".", 1)[0], len(LONG_GROUPS)))  # stable: first-seen order kept
