@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from susx_cli import __version__
-from susx_cli.commands import calibrate, curate, demo, embed, inspect, merge, predict, prompts
+from susx_cli.commands import calibrate, curate, demo, embed, export, inspect, merge, predict, prompts
 from susx_cli.commands import datasets as datasets_cmd
 from susx_cli.commands import eval as eval_cmd
 from susx_cli.commands import report as report_cmd
@@ -43,6 +43,7 @@ app.command("merge")(merge.merge)
 app.add_typer(datasets_cmd.app, name="datasets")
 app.command("eval")(eval_cmd.eval_)
 app.command("report")(report_cmd.report)
+app.command("export")(export.export)
 
 
 def main() -> None:

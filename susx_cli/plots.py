@@ -69,3 +69,48 @@ def results_bars(datasets: list[str], series: list[tuple[str, str, list[float | 
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
     return output
+
+
+def confusion_figure(classes: list[str], output: Path, *, confusion: np.ndarray | None = None,
+                     top_confused: np.ndarray | None = None, top_counts: np.ndarray | None = None,
+                     title: str = "confusion", pairs: int = 30) -> Path:
+    """The confusion matrix (C, C) as a heat map of row-normalised counts (rows: true class), or, for a
+    large C where only each class's top confusions (C, k) are kept, a bar chart of the ``pairs`` most
+    frequent (true -> predicted) confusions."""
+    plt = _pyplot()
+    if confusion is not None:
+        c = len(classes)
+        rates = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+        side = min(4 + 0.25 * c, 30)
+        fig, ax = plt.subplots(figsize=(side + 1.5, side))
+        im = ax.imshow(100 * rates, cmap="Blues", vmin=0, vmax=100, interpolation="nearest")
+        fig.colorbar(im, ax=ax, label="% of the true class's queries")
+        if c <= 60:  # beyond this, names overlap: the axes keep indices
+            font = 8 if c <= 30 else 5
+            ax.set_xticks(range(c), classes, rotation=90, fontsize=font)
+            ax.set_yticks(range(c), classes, fontsize=font)
+        if c <= 20:
+            for t in range(c):
+                for p in range(c):
+                    if confusion[t, p]:
+                        ax.text(p, t, str(confusion[t, p]), ha="center", va="center", fontsize=7,
+                                color="white" if rates[t, p] > 0.5 else "black")
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+    else:
+        true_idx, rank = np.nonzero(top_counts > 0)
+        counts = top_counts[true_idx, rank]
+        order = np.argsort(-counts, kind="stable")[:pairs]
+        labels = [f"{classes[true_idx[i]]} → {classes[top_confused[true_idx[i], rank[i]]]}"[:60] for i in order]
+        fig, ax = plt.subplots(figsize=(9, 1 + 0.28 * max(len(order), 1)))
+        ax.barh(range(len(order)), counts[order], color="#4c72b0")
+        ax.set_yticks(range(len(order)), labels, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel("queries (true → predicted)")
+        title += f" (the {len(order)} most frequent of each class's top confusions)"
+    ax.set_title(title)
+    fig.tight_layout()
+    with atomic_path(output, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return output

@@ -15,6 +15,7 @@ import numpy as np
 from susx_cli.artifacts import common
 from susx_cli.artifacts.schema import ModelIdentity
 from susx_cli.errors import SusxError
+from susx_cli.metrics import METRIC_DESCRIPTIONS, PerClass
 
 STR = h5py.string_dtype(encoding="utf-8")
 PARTIAL_SUFFIX = ".partial"
@@ -418,6 +419,14 @@ class Predictions:
     metrics: dict[str, Any]
     provenance: dict[str, Any]
     path: Path | None = None
+    per_class: PerClass | None = None  # labelled queries only; None in files written before it existed
+
+
+# Per-class datasets (optional: older files and unlabelled queries have none). Recall in percent, NaN for
+# a class without queries; the confusion matrix for C <= metrics.CONFUSION_MATRIX_MAX_CLASSES, else the
+# top confusions (each class's most frequent wrong predictions, -1 / 0 padded).
+_PER_CLASS = {"recall": "per_class_recall", "queries": "query_count", "support": "support_count",
+              "confusion": "confusion", "top_confused": "top_confusions", "top_counts": "top_confusion_counts"}
 
 
 def write_predictions(path: Path, p: Predictions) -> None:
@@ -431,7 +440,26 @@ def write_predictions(path: Path, p: Predictions) -> None:
             f.create_dataset("top5_scores", data=p.scores.astype(np.float32))
             f.create_dataset("labels", data=p.labels.astype(np.int64))
             f.create_dataset("keys", data=np.array(p.keys, dtype=object), dtype=STR)
+            if p.per_class is not None:
+                _write_per_class(f, p.per_class)
             f.attrs["complete"] = True
+
+
+def _write_per_class(f: h5py.File, pc: PerClass) -> None:
+    f.attrs["metric_descriptions"] = common.to_json_str(METRIC_DESCRIPTIONS)
+    for field_name, name in _PER_CLASS.items():
+        value = getattr(pc, field_name)
+        if value is not None:
+            f.create_dataset(name, data=value.astype(np.float64 if field_name == "recall" else np.int64))
+
+
+def _read_per_class(f: h5py.File) -> PerClass | None:
+    if _PER_CLASS["recall"] not in f:
+        return None
+    found = {field_name: f[name][()] for field_name, name in _PER_CLASS.items() if name in f}
+    if "queries" not in found or ("confusion" not in found and "top_confused" not in found):
+        raise _Damaged("per-class datasets are incomplete")
+    return PerClass(**found)
 
 
 def read_predictions(path: str | Path) -> Predictions:
@@ -448,6 +476,7 @@ def read_predictions(path: str | Path) -> Predictions:
             metrics=_need_json(f, "metrics"),
             provenance=_need_json(f, "provenance"),
             path=path,
+            per_class=_read_per_class(f),
         )
 
 
@@ -465,7 +494,7 @@ def describe(path: Path) -> dict[str, Any]:
             classes = _strings(f["classes"])
             out["num_classes"] = len(classes)
             out["classes"] = classes[:10] + (["..."] if len(classes) > 10 else [])
-        for attr in ("model", "provenance", "metrics"):
+        for attr in ("model", "provenance", "metrics", "metric_descriptions"):
             if attr in f.attrs:
                 out[attr] = _attr_json(f, attr)
         for attr in ("pool", "method", "normalized", "dtype", "items_done", "items_total"):

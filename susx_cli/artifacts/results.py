@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from susx_cli.artifacts import common
 from susx_cli.errors import SusxError
+from susx_cli.metrics import METRIC_DESCRIPTIONS
 
 if TYPE_CHECKING:  # h5py stays unimported until a file is read
     from susx_cli.artifacts.calibration import Calibration
@@ -25,12 +26,34 @@ def config_key(config: dict[str, Any]) -> str:
     return common.sha256_bytes(common.to_json_str(config).encode("utf-8"))[:16]
 
 
-METRIC_KEYS = ("top1", "top5", "mean_per_class_recall", "n")
+METRIC_KEYS = ("top1", "top5", "mean_per_class_recall", "ece", "nll", "n")
 
 
 def result_metrics(recorded: dict[str, Any]) -> dict[str, Any]:
-    """The figures a result keeps from a predictions file's metrics: top-k, mean per-class recall, n."""
+    """The figures a result keeps from a predictions file's metrics: top-k, mean per-class recall, ECE, NLL, n."""
     return {k: v for k, v in recorded.items() if k in METRIC_KEYS or (k.startswith("top") and isinstance(v, float))}
+
+
+def per_class_record(predictions: Predictions) -> dict[str, Any] | None:
+    """A result's per-class entry: class names, recall (%, null for a class without queries), queries and
+    support images per class (support: null without a support set), and the confusion matrix (rows: true
+    class, columns: predicted) or, above metrics.CONFUSION_MATRIX_MAX_CLASSES classes, ``top_confusions``:
+    per class its most frequent wrong predictions as [class index, count] pairs. None for older predictions."""
+    pc = predictions.per_class
+    if pc is None:
+        return None
+    out: dict[str, Any] = {
+        "classes": list(predictions.classes),
+        "recall": [None if r != r else float(r) for r in pc.recall],  # NaN -> null: JSON has no NaN
+        "queries": pc.queries.tolist(),
+        "support": None if pc.support is None else pc.support.tolist(),
+    }
+    if pc.confusion is not None:
+        out["confusion"] = pc.confusion.tolist()
+    else:
+        out["top_confusions"] = [[[int(c), int(n)] for c, n in zip(cs, ns, strict=True) if c >= 0]
+                                 for cs, ns in zip(pc.top_confused, pc.top_counts, strict=True)]
+    return out
 
 
 def calibration_record(cal: Calibration, path: Path, split: str | None) -> dict[str, Any]:
@@ -84,6 +107,8 @@ def run_record(
             "texts_per_class_mean": float(text.num_texts.mean()),
         },
         "metrics": result_metrics(predictions.metrics),
+        "metric_descriptions": {k: v for k, v in METRIC_DESCRIPTIONS.items() if k in predictions.metrics},
+        "per_class": per_class_record(predictions),
         "artifacts": artifacts,
     }
 

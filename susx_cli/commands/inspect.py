@@ -16,14 +16,19 @@ def inspect(
         Path | None, typer.Option("--contact-sheet", help="Support folder: draw a PNG grid of each class's images.")
     ] = None,
     per_class: Annotated[int, typer.Option("--per-class", help="Images per class on the contact sheet.")] = 8,
+    confusion: Annotated[
+        Path | None,
+        typer.Option("--confusion", help="Predictions file: draw its confusion matrix (top confusions above 100 classes) as PNG."),
+    ] = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show kind, shapes, model, classes and provenance of an artifact (as JSON with --json)."""
+    """Show kind, shapes, model, classes and provenance of an artifact (as JSON with --json); with a picture
+    option, draw it and print its path alone."""
 
     def stage():
         from susx_cli.stages.inspect import inspect_artifact
 
-        return inspect_artifact(path, contact_sheet=contact_sheet, per_class=per_class)
+        return inspect_artifact(path, contact_sheet=contact_sheet, per_class=per_class, confusion=confusion)
 
     run(stage, quiet=quiet, as_json=as_json)

@@ -40,19 +40,40 @@ def predict(
     run(stage, quiet=quiet, as_json=as_json, table=metrics_table)
 
 
+METRIC_HEADERS = {"ece": "ECE (%)", "nll": "NLL (nats)"}
+
+
 def metrics_table(result: Any):
-    """One row: the method, its top-k accuracies and mean per-class recall, and n (None without labels)."""
+    """The metrics row (method, top-k accuracies, mean per-class recall, ECE, NLL, n; percent unless
+    said), then the worst classes by recall; None without labels."""
     if not result.metrics:
         return None
+    from rich.console import Group
     from rich.table import Table
 
     metrics = result.metrics
-    table = Table(title=f"susx predict: {result.summary.get('method')}")
+    table = Table(title=f"susx predict: {result.summary.get('method')} (accuracy and recall in %)")
     for col in ("method", *[k for k in metrics if k != "n"], "n"):
-        table.add_column(col, justify="right" if col != "method" else "left")
+        table.add_column(METRIC_HEADERS.get(col, col), justify="right" if col != "method" else "left")
     table.add_row(
         result.summary.get("method", ""),
         *[f"{v:.2f}" for k, v in metrics.items() if k != "n"],
         str(metrics["n"]),
     )
+    worst = getattr(result, "worst_classes", None)
+    return Group(table, worst_classes_table(worst)) if worst else table
+
+
+def worst_classes_table(rows: list[dict[str, Any]]):
+    """Worst classes by recall: class, recall (%), queries, support images, most frequent wrong prediction."""
+    from rich.table import Table
+
+    table = Table(title=f"worst {len(rows)} classes by recall")
+    for col in ("class", "recall (%)", "queries", "support", "most often predicted as"):
+        table.add_column(col, justify="left" if col in ("class", "most often predicted as") else "right")
+    for r in rows:
+        other = r["confused_with"]
+        table.add_row(f"{r['class']}: {r['name']}", f"{r['recall']:.2f}", str(r["queries"]),
+                      "-" if r["support"] is None else str(r["support"]),
+                      "-" if other is None else f"{other['name']} ({other['count']})")
     return table

@@ -15,6 +15,10 @@ def report(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Markdown table (default: print it).")] = None,
     csv_path: Annotated[Path | None, typer.Option("--csv", help="The same table as CSV.")] = None,
     chart: Annotated[Path | None, typer.Option("--chart", help="PNG bar chart, one panel per dataset.")] = None,
+    long_path: Annotated[
+        Path | None,
+        typer.Option("--long", help="Long CSV: one row per run, every metric and configuration field (dotted names)."),
+    ] = None,
     metric: Annotated[str, typer.Option("--metric", help="top1 | top5 | mean_per_class_recall.")] = "top1",
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
@@ -24,6 +28,7 @@ def report(
     def stage():
         from susx_cli.stages.report import report as report_stage
 
-        return report_stage(list(results), output=output, csv_path=csv_path, chart=chart, metric=metric)
+        return report_stage(list(results), output=output, csv_path=csv_path, chart=chart, long_path=long_path,
+                            metric=metric)
 
     run(stage, quiet=quiet, as_json=as_json)

@@ -22,7 +22,8 @@ class InspectResult:
 
     @property
     def text(self) -> str:
-        return json.dumps(self.description, indent=2, ensure_ascii=False, default=str)
+        """The description; empty when a picture was drawn, so that its path stands alone on stdout."""
+        return "" if self.outputs else json.dumps(self.description, indent=2, ensure_ascii=False, default=str)
 
     def to_json(self) -> dict[str, Any]:
         return self.description
@@ -96,11 +97,32 @@ def _png_bytes(image) -> bytes:
     return buf.getvalue()
 
 
-def inspect_artifact(path: Path, contact_sheet: Path | None = None, per_class: int = 8) -> InspectResult:
+def confusion_picture(path: Path, output: Path) -> Path:
+    """Draw the confusion matrix (or, for many classes, the top confusions) of a predictions file."""
+    from susx_cli.plots import confusion_figure
+
+    preds = hdf5.read_predictions(path)
+    pc = preds.per_class
+    if pc is None:
+        why = ("its queries have no labels" if not (preds.labels >= 0).any()
+               else "it was written by an older susx, before per-class results")
+        raise SusxError(f"{path} holds no confusion data: {why}",
+                        hint="re-run susx predict --overwrite on labelled query features")
+    title = f"{preds.method}: confusion over {len(preds.classes)} classes, {int(pc.queries.sum())} queries"
+    return confusion_figure(preds.classes, output, confusion=pc.confusion, top_confused=pc.top_confused,
+                            top_counts=pc.top_counts, title=title)
+
+
+def inspect_artifact(path: Path, contact_sheet: Path | None = None, per_class: int = 8,
+                     confusion: Path | None = None) -> InspectResult:
     description = describe(path)
     result = InspectResult(description)
     if contact_sheet is not None:
         if not support.is_support_dir(path):
             raise SusxError("--contact-sheet needs a support folder", hint="pass the -o folder of `susx curate`")
         result.outputs.append(globals()["contact_sheet"](path, contact_sheet, per_class=per_class))
+    if confusion is not None:
+        if description.get("kind") != common.PREDICTIONS:
+            raise SusxError("--confusion needs a predictions file", hint="pass the -o file of `susx predict`")
+        result.outputs.append(confusion_picture(path, confusion))
     return result

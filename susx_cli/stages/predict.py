@@ -13,7 +13,13 @@ from susx_cli import runtime
 from susx_cli.artifacts import common, hdf5
 from susx_cli.errors import SusxError
 from susx_cli.method import METHODS, uses_gamma, uses_support
-from susx_cli.metrics import classification_metrics, topk_indices
+from susx_cli.metrics import (
+    PerClass,
+    calibration_metrics,
+    classification_metrics,
+    per_class_results,
+    topk_indices,
+)
 from susx_cli.progress import info, warn
 from susx_cli.stages.inputs import as_float64, load_method_inputs
 from susx_cli.stages.results import StageResult
@@ -21,12 +27,14 @@ from susx_cli.stages.results import StageResult
 
 @dataclass
 class PredictResult(StageResult):
-    """``metrics``: top-k accuracies, mean per-class recall and n (empty without labels)."""
+    """``metrics``: top-k accuracies, mean per-class recall, ECE, NLL and n (empty without labels);
+    ``worst_classes``: up to 10 classes with the lowest recall (see ``worst_classes``)."""
 
     metrics: dict[str, Any] = field(default_factory=dict)
+    worst_classes: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {**super().to_json(), "metrics": self.metrics}
+        return {**super().to_json(), "metrics": self.metrics, "worst_classes": self.worst_classes}
 
 
 def predict(
@@ -67,10 +75,11 @@ def predict(
     prov = common.provenance(options, ids)
     if common.decide_existing(output, hdf5.existing_provenance(output, common.PREDICTIONS), prov, overwrite):
         info(f"{output} is up to date (same inputs and options); nothing to do")
-        existing = hdf5.read_predictions(output).metrics
-        metrics = {k: v for k, v in existing.items() if k == "n" or k.startswith("top") or k == "mean_per_class_recall"}
+        existing = hdf5.read_predictions(output)
+        metrics = summary_metrics(existing.metrics)
         return PredictResult("predict", [output], skipped=True, summary={"method": method},
-                             metrics=metrics if "n" in metrics else {})
+                             metrics=metrics if "n" in metrics else {},
+                             worst_classes=worst_classes(existing.per_class, existing.classes))
 
     as_t = lambda x: as_float64(x, dev)  # noqa: E731
     kwargs: dict[str, Any] = {}
@@ -93,7 +102,11 @@ def predict(
     logits = logits.cpu().numpy()
     top = topk_indices(logits, 5)
     scores = np.take_along_axis(logits, top, axis=1)
-    metrics = classification_metrics(top, q.labels, len(text.classes)) if q.has_labels else {}
+    metrics, per_class = {}, None
+    if q.has_labels:
+        metrics = {**classification_metrics(top, q.labels, len(text.classes)), **calibration_metrics(logits, q.labels)}
+        per_class = per_class_results(top[:, 0], q.labels, len(text.classes),
+                                      inputs.support.labels if with_support else None)
     if not q.has_labels and (q.labels >= 0).any():
         warn("some queries have labels and some do not: no metrics computed")
     preds = hdf5.Predictions(
@@ -107,10 +120,36 @@ def predict(
         metrics={**metrics, "method": method, "logit_scale": scale,
                  "hyperparameters": None if cal is None or method == "zero-shot" else _used(cal, method, kwargs)},
         provenance=prov,
+        per_class=per_class,
     )
     hdf5.write_predictions(output, preds)
     outputs = [output] + ([query_features] if query_features != query_path else [])
-    return PredictResult("predict", outputs, summary={"method": method, "queries": len(q.keys)}, metrics=metrics)
+    return PredictResult("predict", outputs, summary={"method": method, "queries": len(q.keys)},
+                         metrics=summary_metrics(metrics),
+                         worst_classes=worst_classes(per_class, text.classes))
+
+
+def summary_metrics(recorded: dict[str, Any]) -> dict[str, Any]:
+    """The figures predict prints, in order, from a predictions file's metrics: top-k accuracies (k = 1 and
+    min(5, C)), mean per-class recall, ECE, NLL (older files lack these two) and n."""
+    names = [k for k in recorded if k.startswith("top") and k[3:].isdigit()]
+    return {k: recorded[k] for k in (*names, "mean_per_class_recall", "ece", "nll", "n") if k in recorded}
+
+
+def worst_classes(per_class: PerClass | None, classes: list[str], limit: int = 10) -> list[dict[str, Any]]:
+    """Up to ``limit`` classes with the lowest recall: index, name, recall (%), queries, support images (or
+    None) and the class it is most often mistaken for (name and count, or None)."""
+    if per_class is None:
+        return []
+    confused, counts = per_class.confusions(1)
+    rows = []
+    for c in per_class.worst(limit):
+        other = int(confused[c, 0])
+        rows.append({"class": c, "name": classes[c], "recall": float(per_class.recall[c]),
+                     "queries": int(per_class.queries[c]),
+                     "support": None if per_class.support is None else int(per_class.support[c]),
+                     "confused_with": None if other < 0 else {"name": classes[other], "count": int(counts[c, 0])}})
+    return rows
 
 
 def _check_method_match(made_for: str, method: str, what: str) -> None:

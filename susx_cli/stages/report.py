@@ -1,6 +1,6 @@
 """`report`: join `susx eval` result files into the paper's table layout (datasets as columns, methods
-as rows, a mean column), as Markdown and CSV, with the paper's figures (METHOD.md) beside ours, and a
-bar chart per dataset."""
+as rows, a mean column), as Markdown and CSV, with the paper's figures (METHOD.md) in columns beside ours,
+a bar chart per dataset, and a long table (one row per run, every metric and configuration field)."""
 
 from __future__ import annotations
 
@@ -52,61 +52,89 @@ class Row:
     paper: str | None = None
 
     def mean(self, columns: list[str]) -> float | None:
-        vals = [self.values[c] for c in columns if c in self.values]
-        return sum(vals) / len(vals) if vals else None
+        """Mean over every column; None when the row lacks one (a mean over fewer datasets is not comparable)."""
+        if not columns or any(c not in self.values for c in columns):
+            return None
+        return sum(self.values[c] for c in columns) / len(columns)
+
+    def paper_figures(self) -> dict[str, float]:
+        """The paper's figures for this row (registry.PAPER_NUMBERS), by dataset id and PAPER_MEAN_KEY."""
+        from susx_cli.datasets.registry import PAPER_NUMBERS
+
+        return PAPER_NUMBERS.get(self.paper or "", {})
+
+
+def paper_label(key: str) -> str:
+    from susx_cli.datasets.registry import PAPER_ROW_LABELS
+
+    method, _, shots = key.rpartition("-")
+    return PAPER_ROW_LABELS.get(key) or f"{METHOD_LABELS.get(method, method)} {shots.replace('shot', '-shot')}"
 
 
 @dataclass
 class Report:
+    """The paper layout: one row per (model, method, support, calibration), one column per dataset with the
+    paper's figure (OpenAI RN50, METHOD.md) in a column beside ours where the paper has one, then our mean and
+    the paper's mean. A mean is only shown over exactly the table's datasets: ours when the row has all of
+    them; the paper's when it has a figure for each of them, or when they are exactly its 11 CoOp datasets
+    (its published mean). Other paper means are named in a note, never put in a column."""
+
     columns: list[str]  # dataset ids
     names: dict[str, str]  # id -> display name
     rows: list[Row]
     notes: list[str]
     metric: str
 
-    def paper_rows(self) -> list[tuple[int, str, dict[str, float]]]:
-        """(index of our row it follows, label, values incl. 'mean') for rows with known paper figures."""
-        from susx_cli.datasets.registry import PAPER_MEAN_KEY, PAPER_NUMBERS, PAPER_ROW_LABELS
+    def paper_columns(self) -> list[str]:
+        """Datasets for which some row has a paper figure."""
+        return [c for c in self.columns if any(c in row.paper_figures() for row in self.rows)]
 
-        out, seen = [], set()
-        for i, row in enumerate(self.rows):
-            key = row.paper
-            if key is None or key not in PAPER_NUMBERS or key in seen:
-                continue
-            seen.add(key)
-            nums = PAPER_NUMBERS[key]
-            vals = {c: nums[c] for c in self.columns if c in nums}
-            if PAPER_MEAN_KEY in nums:
-                vals["mean"] = nums[PAPER_MEAN_KEY]
-            method, _, shots = key.rpartition("-")
-            label = PAPER_ROW_LABELS.get(key) or f"{METHOD_LABELS.get(method, method)} {shots.replace('shot', '-shot')}"
-            out.append((i, f"paper: {label} (RN50)", vals))
-        return out
+    def paper_mean(self, row: Row) -> float | None:
+        """The paper's mean over exactly this table's datasets, or None."""
+        from susx_cli.datasets.registry import DATASETS, PAPER_MEAN_KEY
 
-    def lines(self) -> list[tuple[str, str, str, str, str, list[float | None], float | None]]:
-        """Table rows in order: (source, label, model, support, calibration, values, mean)."""
-        paper = {}
-        for i, label, vals in self.paper_rows():
-            paper.setdefault(i, []).append((label, vals))
+        nums = row.paper_figures()
+        if self.columns and all(c in nums for c in self.columns):
+            return sum(nums[c] for c in self.columns) / len(self.columns)
+        coop = {d for d, spec in DATASETS.items() if spec.coop}
+        return nums.get(PAPER_MEAN_KEY) if set(self.columns) == coop else None
+
+    def header(self, name=lambda c: c, paper=lambda c: f"{c}_paper") -> list[str]:
+        """Value columns in order: each dataset (its paper column beside it), mean, paper mean (if any)."""
+        with_paper = set(self.paper_columns())
+        head = []
+        for c in self.columns:
+            head += [name(c)] + ([paper(c)] if c in with_paper else [])
+        head.append(name("mean"))
+        if any(self.paper_mean(row) is not None for row in self.rows):
+            head.append(paper("mean"))
+        return head
+
+    def lines(self) -> list[tuple[Row, list[float | None]]]:
+        """Each row with its values in ``header`` order (None = no figure)."""
+        with_paper = set(self.paper_columns())
+        show_paper_mean = any(self.paper_mean(row) is not None for row in self.rows)
         out = []
-        for i, row in enumerate(self.rows):
-            out.append(("ours", row.label, row.model, row.support, row.calibration,
-                        [row.values.get(c) for c in self.columns], row.mean(self.columns)))
-            for label, vals in paper.get(i, []):
-                out.append(("paper", label, "RN50/openai", row.support, "val (paper)",
-                            [vals.get(c) for c in self.columns], vals.get("mean")))
+        for row in self.rows:
+            nums, vals = row.paper_figures(), []
+            for c in self.columns:
+                vals += [row.values.get(c)] + ([nums.get(c)] if c in with_paper else [])
+            vals.append(row.mean(self.columns))
+            if show_paper_mean:
+                vals.append(self.paper_mean(row))
+            out.append((row, vals))
         return out
 
     def markdown(self) -> str:
         def fmt(v: float | None) -> str:
             return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
 
-        head = ["method", "model", "support", "calibration", *[self.names[c] for c in self.columns], "mean"]
+        values = self.header(name=lambda c: self.names.get(c, c), paper=lambda c: f"{self.names.get(c, c)} (paper)")
+        head = ["method", "model", "support", "calibration", *values]
         text = [f"# susx results ({self.metric}, %)", "", "| " + " | ".join(head) + " |",
-                "|" + "|".join(["---"] * 4 + ["---:"] * (len(self.columns) + 1)) + "|"]
-        for source, label, model, sup, cal, vals, mean in self.lines():
-            name = f"*{label}*" if source == "paper" else label
-            text.append("| " + " | ".join([name, model, sup, cal, *map(fmt, vals), fmt(mean)]) + " |")
+                "|" + "|".join(["---"] * 4 + ["---:"] * len(values)) + "|"]
+        for row, vals in self.lines():
+            text.append("| " + " | ".join([row.label, row.model, row.support, row.calibration, *map(fmt, vals)]) + " |")
         if self.notes:
             text += [""] + [f"Note: {n}" for n in self.notes]
         return "\n".join(text) + "\n"
@@ -114,11 +142,27 @@ class Report:
     def csv(self) -> str:
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow(["source", "method", "model", "support", "calibration", *self.columns, "mean"])
-        for source, label, model, sup, cal, vals, mean in self.lines():
-            w.writerow([source, label, model, sup, cal, *["" if v is None else f"{v:.4f}" for v in vals],
-                        "" if mean is None else f"{mean:.4f}"])
+        w.writerow(["source", "method", "model", "support", "calibration", *self.header()])
+        for row, vals in self.lines():
+            w.writerow(["ours", row.label, row.model, row.support, row.calibration,
+                        *["" if v is None else f"{v:.4f}" for v in vals]])
         return buf.getvalue()
+
+    def paper_mean_notes(self) -> list[str]:
+        """The paper's means that are over other datasets than this table's: named here, not in a column."""
+        from susx_cli.datasets.registry import PAPER_MEAN_KEY
+
+        left_out, seen = [], set()
+        for row in self.rows:
+            nums = row.paper_figures()
+            if row.paper in seen or PAPER_MEAN_KEY not in nums or self.paper_mean(row) is not None:
+                continue
+            seen.add(row.paper)
+            left_out.append(f"paper: {paper_label(row.paper)} (RN50) {nums[PAPER_MEAN_KEY]:.2f}")
+        if not left_out:
+            return []
+        return [f"the paper's means over its 11 CoOp datasets are not comparable with a mean over this table's "
+                f"{len(self.columns)} dataset(s), so they stand here instead of in a column: {'; '.join(left_out)}"]
 
 
 def build_report(results: list[dict[str, Any]], metric: str = "top1") -> Report:
@@ -149,7 +193,8 @@ def build_report(results: list[dict[str, Any]], metric: str = "top1") -> Report:
     ordered = sorted(rows.values(), key=lambda x: (x.model, _support_order(x.support), METHOD_ORDER.get(x.method, 9), x.calibration))
     incomplete = [row for row in ordered if len(row.values) < len(columns)]
     if incomplete:
-        notes.append(f"{len(incomplete)} row(s) lack some datasets; their mean is over the datasets they have")
+        notes.append(f"{len(incomplete)} row(s) lack some datasets: they have no mean, since a mean over other "
+                     "datasets would not be comparable")
     protocols = {res_io.config_key({k: r["zero_shot_protocol"].get(k) for k in
                                     ("logit_scale", "text_pool", "templates")}): r["zero_shot_protocol"]
                  for r in results}
@@ -163,10 +208,64 @@ def build_report(results: list[dict[str, Any]], metric: str = "top1") -> Report:
         notes.append("some results come from RANDOM-weight models: they only show that the pipeline runs")
     if len(models) > 1:
         notes.append(f"{len(models)} models: {', '.join(sorted(models))}")
-    if any(row.paper for row in ordered):
-        notes.append("paper figures: OpenAI CLIP RN50, METHOD.md; the paper's mean is over the 11 CoOp datasets, "
-                     "its hyperparameters were searched on a labelled validation split (the test set for ImageNet)")
-    return Report(columns, names, ordered, notes, metric)
+    rep = Report(columns, names, ordered, notes, metric)
+    if any(row.paper_figures() for row in ordered):
+        matched = sorted({f"{row.label} = {paper_label(row.paper)}" for row in ordered if row.paper_figures()})
+        notes.append(f"paper figures ({'; '.join(matched)}): OpenAI CLIP RN50, METHOD.md; the paper's "
+                     "hyperparameters were searched on a labelled validation split (the test set for ImageNet)")
+        notes += rep.paper_mean_notes()
+    return rep
+
+
+# Long table: the leading columns say which run a row is; the rest follow, grouped by the result's
+# top-level field in this order, each group in the order its fields first appear.
+LONG_LEADING = ("result", "dataset.id", "model.arch", "model.pretrained", "method", "support.kind", "support.shots",
+                "support.source", "calibration.mode")
+LONG_GROUPS = ("dataset", "model", "method", "support", "calibration", "metrics", "zero_shot_protocol", "config",
+               "config_key", "created", "tool", "artifacts")
+LONG_SKIPPED = ("kind", "schema_version", "_path", "per_class", "metric_descriptions")  # not one value per run
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts to dotted keys ({"calibration": {"alpha": 1}} -> {"calibration.alpha": 1}); other values as is."""
+    if not isinstance(value, dict):
+        return {prefix: value}
+    out: dict[str, Any] = {}
+    for k, v in value.items():
+        out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def long_cell(value: Any) -> str:
+    """A CSV cell pandas reads back: empty for None, True/False, floats in full precision, lists as JSON."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else repr(value)
+    if isinstance(value, (list, tuple)):
+        import json
+
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def long_table(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows): one row per result, every metric and configuration field flattened to dotted columns."""
+    flat = []
+    for r in results:
+        record = {k: v for k, v in r.items() if k not in LONG_SKIPPED}
+        flat.append({"result": r.get("_path"), **flatten(record)})
+    seen: dict[str, None] = {}
+    for f in flat:
+        seen.update(dict.fromkeys(f))
+    # A field that is null in one run (no support set) and a dict in another is its dotted columns alone.
+    parents = {c[:i] for c in seen for i, ch in enumerate(c) if ch == "."}
+    seen = {c: None for c in seen if c not in parents}
+    group = {g: i for i, g in enumerate(LONG_GROUPS)}
+    rest = sorted((c for c in seen if c not in LONG_LEADING),
+                  key=lambda c: group.get(c.split(".", 1)[0], len(LONG_GROUPS)))  # stable: first-seen order kept
+    header = [c for c in LONG_LEADING if c in seen or c == "result"] + rest
+    return header, [[long_cell(f.get(c)) for c in header] for f in flat]
 
 
 def _support_order(label: str) -> tuple[int, int, str]:
@@ -183,6 +282,7 @@ def report(
     output: Path | None = None,
     csv_path: Path | None = None,
     chart: Path | None = None,
+    long_path: Path | None = None,
     metric: str = "top1",
 ) -> StageResult:
     from susx_cli.errors import SusxError
@@ -201,6 +301,12 @@ def report(
     if csv_path is not None:
         common.atomic_write_bytes(csv_path, rep.csv().encode("utf-8"))
         outputs.append(csv_path)
+    if long_path is not None:
+        from susx_cli.artifacts import tables
+
+        header, rows = long_table(results)
+        tables.write_csv(long_path, header, rows)
+        outputs.append(long_path)
     if chart is not None:
         from susx_cli.plots import results_bars
 
