@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from susx_cli.artifacts import common
 from susx_cli.artifacts.schema import ModelIdentity
 from susx_cli.errors import SusxError
-from susx_cli.imagesets import ImageItem, ImageSet
+from susx_cli.imagesets import ImageItem, ImageSet, changed_after_curate, recorded_mismatch
 from susx_cli.progress import bar, info, warn
 
 if TYPE_CHECKING:
@@ -103,18 +103,20 @@ def default_workers() -> int:
     return max(0, min(8, (os.cpu_count() or 1) - 1))
 
 
-def _open_image(item: EmbedItem):
-    from PIL import Image
-
+def _read_bytes(item: EmbedItem) -> bytes:
     if isinstance(item, TarMember):
         with open(item.path, "rb") as handle:
             handle.seek(item.offset)
-            return Image.open(io.BytesIO(handle.read(item.size)))
-    return Image.open(item.path)
+            return handle.read(item.size)
+    return Path(item.path).read_bytes()
 
 
 class _ImageDataset:
-    """PIL decode + model preprocessing; a failed decode yields the reason instead of a tensor."""
+    """Read + PIL decode + model preprocessing; a failed decode yields the reason instead of a tensor.
+
+    The bytes decoded are the bytes checked: an item with a recorded size / sha256 (a support folder's
+    image) whose bytes differ yields the mismatch ('size' or 'sha256') instead, and the run stops.
+    """
 
     def __init__(self, items: Sequence[EmbedItem], preprocess):
         self.items, self.preprocess = items, preprocess
@@ -123,23 +125,31 @@ class _ImageDataset:
         return len(self.items)
 
     def __getitem__(self, i: int):
+        from PIL import Image
+
         item = self.items[i]
         try:
-            with _open_image(item) as img:
+            data = _read_bytes(item)
+            if isinstance(item, ImageItem):
+                mismatch = recorded_mismatch(data, item.sha256, item.size)
+                if mismatch:
+                    return None, item.label, item.key, "", mismatch
+            with Image.open(io.BytesIO(data)) as img:
                 img.load()
                 tensor = self.preprocess(img.convert("RGB"))
-            return tensor, item.label, item.key, ""
+            return tensor, item.label, item.key, "", None
         except Exception as exc:  # unreadable, truncated or not an image: skip it, never substitute
-            return None, item.label, item.key, f"{exc.__class__.__name__}: {exc}"[:200]
+            return None, item.label, item.key, f"{exc.__class__.__name__}: {exc}"[:200], None
 
 
 def _collate(batch):
     import torch
 
     good = [b for b in batch if b[0] is not None]
-    bad = [(b[2], b[3]) for b in batch if b[0] is None]
+    bad = [(b[2], b[3]) for b in batch if b[0] is None and b[4] is None]
+    changed = [(b[2], b[4]) for b in batch if b[4] is not None]
     tensors = torch.stack([b[0] for b in good]) if good else None
-    return tensors, [b[1] for b in good], [b[2] for b in good], bad, len(batch)
+    return tensors, [b[1] for b in good], [b[2] for b in good], bad, changed, len(batch)
 
 
 def embed_items(
@@ -154,7 +164,8 @@ def embed_items(
     """Append the features of ``items[writer.resumed_from:]`` to ``writer``, batch by batch, in order.
 
     Each batch of ``batch_size`` items becomes one forward pass over its readable images; unreadable ones
-    are warned about and recorded as skipped.
+    are warned about and recorded as skipped; an image that differs from its recorded size or sha256 stops
+    the run with an error (the batches before it stay written, so the run resumes once the file is restored).
     """
     import numpy as np
     import torch
@@ -169,7 +180,10 @@ def embed_items(
     )
     empty = np.zeros((0, encoder.identity.embed_dim), dtype=np.float32)
     with bar(label, total=len(items), unit="img", completed=start) as progress:
-        for tensors, labels, keys, bad, consumed in loader:
+        for tensors, labels, keys, bad, changed, consumed in loader:
+            if changed:  # before this batch is written: the rows so far stay resumable
+                key, what = changed[0]
+                raise changed_after_curate(next(it.path for it in items if it.key == key), what)
             feats = empty if tensors is None else encoder.encode_images(tensors)
             for key, reason in bad:
                 warn(f"skipped unreadable image {key}: {reason}")

@@ -42,6 +42,10 @@ def embed(
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "fp32",
     overwrite: OverwriteOpt = False,
+    verify: Annotated[
+        bool,
+        typer.Option("--verify/--no-verify", help="Check each support image's sha256 against its manifest (sizes are always checked)."),
+    ] = True,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -67,6 +71,7 @@ def embed(
             device=device,
             precision=precision,
             overwrite=overwrite,
+            verify=verify,
         )
 
     run(stage, quiet=quiet, as_json=as_json)

@@ -285,6 +285,8 @@ class PoolSource(PoolOptions, FromOptions):
                 with Image.open(io.BytesIO(data)) as img:
                     img.load()
                     fmt = (img.format or Path(origin).suffix.lstrip(".") or "png").lower()
+            except SusxError:
+                raise
             except Exception as exc:
                 warn(f"skipped unreadable pool image {origin}: {exc.__class__.__name__}")
                 stat["invalid"] += 1
@@ -378,9 +380,19 @@ class _Reader:
         self.open: dict[str, tarfile.TarFile] = {}
 
     def read(self, key: str) -> bytes:
+        """The bytes under ``key``; a key that is absolute, has '..' or names no tar of the pool is refused
+        (a damaged or hand-edited feature file must not make curate copy files from elsewhere)."""
+        tar_name, _, member = key.partition("/")
+        # Tar members are often named './x.jpg': that leading './' stays inside the tar.
+        safe = common.is_safe_relative(key if self.layout.kind == "folder" else f"{tar_name}/{member.removeprefix('./')}")
+        if not safe or (self.layout.kind != "folder" and tar_name not in self.tars):
+            raise SusxError(
+                f"the pool feature file names an image {key!r} that is absolute, leaves the pool or is not in it",
+                hint="the feature file is damaged or belongs to another pool: delete it (susx embeds the pool again) "
+                "or pass the right --pool-features",
+            )
         if self.layout.kind == "folder":
             return (self.layout.root / key).read_bytes()
-        tar_name, _, member = key.partition("/")
         if tar_name not in self.open:
             self.open[tar_name] = tarfile.open(self.tars[tar_name], "r:")  # noqa: SIM115
         handle = self.open[tar_name].extractfile(member)

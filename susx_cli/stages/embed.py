@@ -61,8 +61,12 @@ def embed_images(
     device: str | None = None,
     precision: str = "fp32",
     overwrite: bool = False,
+    verify: bool = True,
 ) -> StageResult:
-    """Embed images into an HDF5 feature file, streaming in batches; resumes an interrupted run."""
+    """Embed images into an HDF5 feature file, streaming in batches; resumes an interrupted run.
+
+    ``verify=False`` skips the sha256 check of a support folder's images (sizes are checked anyway).
+    """
     _check_runtime(device, precision)
     if workers is not None and workers < 0:
         raise SusxError(f"--workers must be 0 or more, got {workers}", hint="0 loads images in this process")
@@ -70,7 +74,8 @@ def embed_images(
     if given is None and class_names is not None:
         given = class_names
     image_set = imagesets.resolve(
-        input_path, classes=given, split=split, image_root=image_root, shots=shots, seed=seed, unlabelled=unlabelled
+        input_path, classes=given, split=split, image_root=image_root, shots=shots, seed=seed, unlabelled=unlabelled,
+        verify=verify,
     )
     done = embed_image_set(
         image_set,
@@ -135,6 +140,7 @@ def embed_texts(
 def embed(input_path: Path, output: Path, **kwargs) -> StageResult:
     """Dispatch on the input: prompts.json -> text classifier; anything else -> image features."""
     if input_path.is_file() and input_path.suffix.lower() == ".json":
+        kwargs.pop("verify", None)  # texts have no recorded image hashes to check
         data = common.read_json(input_path)
         if isinstance(data, dict) and data.get("kind") == common.PROMPTS:
             image_only = ("classes_path", "split", "image_root", "shots", "seed", "unlabelled", "workers")

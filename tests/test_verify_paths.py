@@ -1,0 +1,97 @@
+"""Issue 11 items 8 and 11: recorded sha256/sizes are checked where images are read, keys read from
+artifacts stay inside their folder, and the same run spelled with other paths is the same run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import h5py
+import pytest
+
+from tests.helpers import TINY, invoke, make_class_folders, make_image
+
+CLASSES = ["zebra", "apple", "kiwi"]
+
+
+@pytest.fixture
+def ws(tmp_path, monkeypatch):
+    """prompts + a support folder of BMP images (fixed size per pixel count, so a swap can keep the size)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "classes.txt").write_text("\n".join(CLASSES))
+    invoke("prompts", "-c", "classes.txt", "-o", "p.json")
+    for ci, name in enumerate(CLASSES):
+        for j in range(2):
+            make_image(tmp_path / "shots" / name / f"img_{j}.bmp", ci * 10 + j, (40 + 80 * ci, 90, 200 - 60 * ci))
+    invoke("curate", "p.json", "-o", "sup", "--images", "shots")
+    return tmp_path
+
+
+def _rows(sup: Path) -> list[dict]:
+    return [json.loads(line) for line in (sup / "manifest.jsonl").read_text().splitlines()]
+
+
+def _swap_same_size(sup: Path) -> Path:
+    """Replace the first image with another BMP of the same size: only the sha256 can tell."""
+    target = sup / _rows(sup)[0]["path"]
+    size = target.stat().st_size
+    make_image(target, 999, (250, 250, 0), fmt="BMP")
+    assert target.stat().st_size == size
+    return target
+
+
+def _error(result) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_embed_refuses_a_swapped_image_and_no_verify_skips_only_the_hash(ws):
+    target = _swap_same_size(ws / "sup")
+    r = invoke("embed", "sup", "-o", "s.h5", *TINY, expect=2)
+    assert target.name in _error(r) and "does not match its manifest (sha256)" in _error(r)
+    assert not (ws / "s.h5").exists()
+    invoke("embed", "sup", "-o", "s.h5", "--no-verify", *TINY)  # same size: only the hash would tell
+    assert (ws / "s.h5").exists()
+
+
+def test_a_changed_size_is_refused_even_with_no_verify(ws):
+    target = ws / "sup" / _rows(ws / "sup")[0]["path"]
+    target.write_bytes(target.read_bytes() + b"\0")
+    r = invoke("embed", "sup", "-o", "s.h5", "--no-verify", *TINY, expect=2)
+    assert "does not match its manifest (size)" in _error(r)
+
+
+def test_curate_from_a_support_folder_refuses_a_swapped_image(ws):
+    _swap_same_size(ws / "sup")
+    r = invoke("curate", "p.json", "-o", "sup2", "--images", "sup", expect=2)
+    assert "does not match its manifest (sha256)" in _error(r)
+
+
+def test_contact_sheet_refuses_a_swapped_image(ws):
+    _swap_same_size(ws / "sup")
+    r = invoke("inspect", "sup", "--contact-sheet", "sheet.png", expect=2)
+    assert "does not match its manifest" in _error(r)
+    assert not (ws / "sheet.png").exists()
+
+
+def test_an_untouched_support_folder_embeds_and_copies(ws):
+    invoke("embed", "sup", "-o", "s.h5", *TINY)
+    invoke("curate", "p.json", "-o", "sup2", "--images", "sup")
+    assert len(_rows(ws / "sup2")) == len(_rows(ws / "sup"))
+
+
+@pytest.mark.parametrize("bad_key", ["../outside.png", "/etc/hostname", "a/../../x.png"])
+def test_pool_feature_keys_outside_the_pool_are_refused(ws, bad_key):
+    make_class_folders(ws / "pool", CLASSES, 2)
+    (ws / "outside.png").write_bytes((ws / "pool" / "zebra" / "img_000.png").read_bytes())
+    invoke("embed", "pool", "--unlabelled", "-o", "pool.h5", *TINY)
+    with h5py.File(ws / "pool.h5", "a") as f:
+        for i in range(f["keys"].shape[0]):
+            f["keys"][i] = bad_key
+    r = invoke("curate", "p.json", "-o", "sup3", "--source", "pool", "--pool", "pool", "--pool-features", "pool.h5",
+               "--per-class", "1", "--clip-model", "susx-tiny-vit", "--clip-pretrained", "none", expect=2)
+    assert bad_key in _error(r) and "pool" in _error(r)
+    assert not list((ws / "sup3").rglob("*.png"))
