@@ -54,12 +54,21 @@ def clip_precision(precision: str) -> str:
     return CLIP_AUTO_PRECISION if precision == "auto" else precision
 
 
+def recorded_pretrained(pretrained: str | None) -> str:
+    """The weights as options record them: 'none', a tag, or a checkpoint file's resolved path."""
+    if not pretrained:
+        return "none"
+    path = Path(pretrained).expanduser()
+    return common.resolved_path(path) if path.is_file() else pretrained
+
+
 def load_encoder(
     model: str, pretrained: str | None, *, device: str | None = None, precision: str = "fp32", random_note: str | None = None
 ) -> Encoder:
     """Load the encoder on ``device`` (resolved by ``susx_cli.runtime``); warn when its weights are random."""
     from susx_cli.adapters.openclip import load_model
 
+    pretrained = None if pretrained is None else recorded_pretrained(pretrained)  # a checkpoint: one spelling
     encoder = load_model(model, pretrained, device=device, precision=clip_precision(precision))
     if encoder.identity.random_weights:
         warn(f"{model} has RANDOM weights: {random_note or 'results only show that the pipeline runs'}")
@@ -225,7 +234,7 @@ def embed_image_set(
         "input_layout": image_set.layout,
         **image_set.options,
         "model": model,
-        "pretrained": pretrained or "none",
+        "pretrained": recorded_pretrained(pretrained),
         "precision": clip_precision(precision),
         "num_items": len(image_set.items),
     }

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import h5py
@@ -95,3 +94,64 @@ def test_pool_feature_keys_outside_the_pool_are_refused(ws, bad_key):
                "--per-class", "1", "--clip-model", "susx-tiny-vit", "--clip-pretrained", "none", expect=2)
     assert bad_key in _error(r) and "pool" in _error(r)
     assert not list((ws / "sup3").rglob("*.png"))
+
+
+# ------------------------------------------------------------------ item 11: the same run, spelled otherwise
+
+
+def _up_to_date(result) -> bool:
+    return "up to date" in " ".join((result.stdout + result.stderr).split())  # long paths wrap lines
+
+
+def test_the_same_runs_from_another_directory_with_absolute_paths_are_up_to_date(tmp_path, monkeypatch):
+    work, other = tmp_path / "work", tmp_path / "other"
+    other.mkdir()
+    make_class_folders(work / "shots", CLASSES, 2)
+    make_class_folders(work / "pool", CLASSES, 2, seed=1)
+    (work / "classes.txt").write_text("\n".join(CLASSES))
+    pool_args = ("--source", "pool", "--per-class", "1", "--clip-model", "susx-tiny-vit", "--clip-pretrained", "none")
+
+    def steps(at) -> list[tuple]:
+        return [
+            ("prompts", "-c", at("classes.txt"), "-o", at("p.json")),
+            ("curate", at("p.json"), "-o", at("sup"), "--images", at("shots")),
+            ("curate", at("p.json"), "-o", at("sup-pool"), "--pool", at("pool"), "--pool-features", at("pool.h5"),
+             *pool_args),
+            ("embed", at("sup"), "-o", at("sup.h5"), *TINY),
+            ("embed", at("p.json"), "-o", at("text.h5"), *TINY),
+            ("embed", at("shots"), "-c", at("p.json"), "-o", at("q.h5"), *TINY),
+            ("calibrate", at("text.h5"), at("sup.h5"), "-o", at("cal.json"), "--mode", "fixed", "--alpha", "1",
+             "--beta", "1", "--gamma", "1"),
+            ("predict", at("text.h5"), at("q.h5"), "-s", at("sup.h5"), "-c", at("cal.json"), "-o", at("pred.h5")),
+            ("predict", at("text.h5"), at("shots"), "-o", at("pred-images.h5")),  # query images embedded on the fly
+        ]
+
+    monkeypatch.chdir(work)
+    for args in steps(lambda name: name):
+        assert not _up_to_date(invoke(*args)), args
+    monkeypatch.chdir(other)
+    for args in steps(lambda name: str(work / name)):
+        assert _up_to_date(invoke(*args)), args
+    monkeypatch.chdir(work / "shots")  # and relative paths from another directory
+    for args in steps(lambda name: os.path.join("..", name)):
+        assert _up_to_date(invoke(*args)), args
+
+
+def test_a_checkpoint_path_is_recorded_resolved(tmp_path, monkeypatch):
+    from susx_cli.encoder import recorded_pretrained
+
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "ckpt.pt").write_bytes(b"weights")
+    monkeypatch.chdir(tmp_path / "w")
+    here = recorded_pretrained("ckpt.pt")
+    monkeypatch.chdir(tmp_path)
+    assert recorded_pretrained("w/ckpt.pt") == here == recorded_pretrained(str(tmp_path / "w" / "ckpt.pt"))
+    assert recorded_pretrained("openai") == "openai" and recorded_pretrained(None) == "none"
+
+
+def test_a_checkpoint_is_the_same_model_by_content_whatever_its_path():
+    from susx_cli.artifacts.schema import ModelIdentity
+
+    a = ModelIdentity("RN50", "ckpt.pt", "abc", 512)
+    assert a.key() == ModelIdentity("RN50", "/x/ckpt.pt", "abc", 512).key()
+    assert a.key() != ModelIdentity("RN50", "ckpt.pt", "abd", 512).key()

@@ -22,7 +22,7 @@ from susx_cli.artifacts.prompts import Prompts
 from susx_cli.artifacts.schema import check_same_model
 from susx_cli.artifacts.support import SupportWriter
 from susx_cli.classnames import slug
-from susx_cli.encoder import TarMember, clip_precision, embed_image_set, load_encoder
+from susx_cli.encoder import TarMember, clip_precision, embed_image_set, load_encoder, recorded_pretrained
 from susx_cli.errors import SusxError
 from susx_cli.imagesets import IMAGE_EXTS
 from susx_cli.progress import bar, warn
@@ -126,13 +126,13 @@ class PoolSource(PoolOptions, FromOptions):
 
     def options(self) -> dict[str, Any]:
         return {
-            "pool": str(self.pool),
+            "pool": common.resolved_path(self.pool),
             "layout": self.layout.kind,
             "per_class": self.per_class,
             "query": self.query,
             "candidates": self.depth,
             "model": self.model,
-            "pretrained": self.pretrained or "none",
+            "pretrained": recorded_pretrained(self.pretrained),
             "precision": self.precision,
         }
 

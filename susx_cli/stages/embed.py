@@ -9,14 +9,20 @@ from susx_cli import imagesets, runtime
 from susx_cli.artifacts import common, hdf5
 from susx_cli.artifacts.prompts import read_prompts
 from susx_cli.classnames import folder_key, read_class_file
-from susx_cli.encoder import class_text_weights, clip_precision, embed_image_set, load_encoder
+from susx_cli.encoder import (
+    class_text_weights,
+    clip_precision,
+    embed_image_set,
+    load_encoder,
+    recorded_pretrained,
+)
 from susx_cli.errors import SusxError
 from susx_cli.progress import info
 from susx_cli.stages.results import StageResult
 
 
 def _model_options(model: str, pretrained: str | None, precision: str) -> dict[str, Any]:
-    return {"model": model, "pretrained": pretrained or "none", "precision": clip_precision(precision)}
+    return {"model": model, "pretrained": recorded_pretrained(pretrained), "precision": clip_precision(precision)}
 
 
 def _check_runtime(device: str | None, precision: str) -> None:
