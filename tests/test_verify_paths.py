@@ -155,3 +155,40 @@ def test_a_checkpoint_is_the_same_model_by_content_whatever_its_path():
     a = ModelIdentity("RN50", "ckpt.pt", "abc", 512)
     assert a.key() == ModelIdentity("RN50", "/x/ckpt.pt", "abc", 512).key()
     assert a.key() != ModelIdentity("RN50", "ckpt.pt", "abd", 512).key()
+
+
+# ------------------------------------------------------------------ item 11: a failed run does not lock its output
+
+
+def test_an_unfinished_set_with_images_still_needs_overwrite_for_other_options(ws):
+    invoke("curate", "p.json", "-o", "half", "--images", "shots", "--num-shards", "2", "--shard-index", "0")
+    before = sorted(p.relative_to(ws).as_posix() for p in (ws / "half").rglob("*"))
+    r = invoke("curate", "p.json", "-o", "half", "--images", "shots", "--shots", "1", expect=2)
+    assert "other inputs or options" in _error(r)
+    assert sorted(p.relative_to(ws).as_posix() for p in (ws / "half").rglob("*")) == before
+
+
+def test_a_failed_set_restarts_with_the_new_options_and_drops_the_old_bookkeeping(ws):
+    from susx_cli.artifacts import support
+
+    for name in CLASSES:
+        (ws / "bad" / name).mkdir(parents=True)
+        (ws / "bad" / name / "x.png").write_bytes(b"not an image")
+    invoke("curate", "p.json", "-o", "s", "--images", "bad", expect=2)
+    stale = ws / "s" / support.PARTS / "laion-00000-of-00001" / "candidates" / "c00000.parquet"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"candidates of the failed run's options")
+    invoke("curate", "p.json", "-o", "s", "--images", "shots")
+    assert not stale.exists()
+    done = support.read_support(ws / "s")
+    assert len(done.rows) == 6 and done.provenance["options"]["images"] == str((ws / "shots").resolve())
+
+
+def test_a_foreign_file_keeps_a_failed_set_from_restarting(ws):
+    for name in CLASSES:
+        (ws / "bad" / name).mkdir(parents=True)
+        (ws / "bad" / name / "x.png").write_bytes(b"not an image")
+    invoke("curate", "p.json", "-o", "s", "--images", "bad", expect=2)
+    (ws / "s" / "notes.txt").write_text("the user's")
+    r = invoke("curate", "p.json", "-o", "s", "--images", "shots", expect=2)
+    assert "other inputs or options" in _error(r) and (ws / "s" / "notes.txt").exists()
