@@ -100,7 +100,7 @@ def resolve_questions(spec: str | None, dataset: str | None) -> tuple[list[str],
         return named, f"dataset:{spec.lower()}"
     path = Path(spec)
     if path.suffix or path.exists():
-        return read_question_file(path), str(path)
+        return read_question_file(path), str(path.expanduser().resolve())  # one spelling of the file
     raise SusxError(
         f"unknown question set {spec!r}",
         hint=f"use dataset, generic, a path to a text file, or one of {', '.join(sorted(registry.DATASETS))}",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from susx_cli.artifacts import common
 from susx_cli.artifacts.schema import ModelIdentity
 from susx_cli.errors import SusxError
-from susx_cli.imagesets import ImageItem, ImageSet
+from susx_cli.imagesets import ImageItem, ImageSet, changed_after_curate, recorded_mismatch
 from susx_cli.progress import bar, info, warn
 from susx_cli.sharding import Shard
 
@@ -55,12 +56,21 @@ def clip_precision(precision: str) -> str:
     return CLIP_AUTO_PRECISION if precision == "auto" else precision
 
 
+def recorded_pretrained(pretrained: str | None) -> str:
+    """The weights as options record them: 'none', a tag, or a checkpoint file's resolved path."""
+    if not pretrained:
+        return "none"
+    path = Path(pretrained).expanduser()
+    return common.resolved_path(path) if path.is_file() else pretrained
+
+
 def load_encoder(
     model: str, pretrained: str | None, *, device: str | None = None, precision: str = "fp32", random_note: str | None = None
 ) -> Encoder:
     """Load the encoder on ``device`` (resolved by ``susx_cli.runtime``); warn when its weights are random."""
     from susx_cli.adapters.openclip import load_model
 
+    pretrained = None if pretrained is None else recorded_pretrained(pretrained)  # a checkpoint: one spelling
     encoder = load_model(model, pretrained, device=device, precision=clip_precision(precision))
     if encoder.identity.random_weights:
         warn(f"{model} has RANDOM weights: {random_note or 'results only show that the pipeline runs'}")
@@ -104,18 +114,20 @@ def default_workers() -> int:
     return max(0, min(8, (os.cpu_count() or 1) - 1))
 
 
-def _open_image(item: EmbedItem):
-    from PIL import Image
-
+def _read_bytes(item: EmbedItem) -> bytes:
     if isinstance(item, TarMember):
         with open(item.path, "rb") as handle:
             handle.seek(item.offset)
-            return Image.open(io.BytesIO(handle.read(item.size)))
-    return Image.open(item.path)
+            return handle.read(item.size)
+    return Path(item.path).read_bytes()
 
 
 class _ImageDataset:
-    """PIL decode + model preprocessing; a failed decode yields the reason instead of a tensor."""
+    """Read + PIL decode + model preprocessing; a failed decode yields the reason instead of a tensor.
+
+    The bytes decoded are the bytes checked: an item with a recorded size / sha256 (a support folder's
+    image) whose bytes differ yields the mismatch ('size' or 'sha256') instead, and the run stops.
+    """
 
     def __init__(self, items: Sequence[EmbedItem], preprocess):
         self.items, self.preprocess = items, preprocess
@@ -124,23 +136,38 @@ class _ImageDataset:
         return len(self.items)
 
     def __getitem__(self, i: int):
+        from PIL import Image
+
         item = self.items[i]
         try:
-            with _open_image(item) as img:
+            data = _read_bytes(item)
+            if isinstance(item, ImageItem):
+                mismatch = recorded_mismatch(data, item.sha256, item.size)
+                if mismatch:
+                    return None, item.label, item.key, "", mismatch
+            with Image.open(io.BytesIO(data)) as img:
                 img.load()
                 tensor = self.preprocess(img.convert("RGB"))
-            return tensor, item.label, item.key, ""
+            return tensor, item.label, item.key, "", None
         except Exception as exc:  # unreadable, truncated or not an image: skip it, never substitute
-            return None, item.label, item.key, f"{exc.__class__.__name__}: {exc}"[:200]
+            return None, item.label, item.key, _reason(exc), None
+
+
+def _reason(exc: Exception) -> str:
+    """Why an image was skipped, without object addresses (``<_io.BytesIO object at 0x...>``), so the
+    recorded reason is the same in every run, shard and worker."""
+    text = re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the image bytes", str(exc))
+    return f"{exc.__class__.__name__}: {text}"[:200]
 
 
 def _collate(batch):
     import torch
 
     good = [b for b in batch if b[0] is not None]
-    bad = [(b[2], b[3]) for b in batch if b[0] is None]
+    bad = [(b[2], b[3]) for b in batch if b[0] is None and b[4] is None]
+    changed = [(b[2], b[4]) for b in batch if b[4] is not None]
     tensors = torch.stack([b[0] for b in good]) if good else None
-    return tensors, [b[1] for b in good], [b[2] for b in good], bad, len(batch)
+    return tensors, [b[1] for b in good], [b[2] for b in good], bad, changed, len(batch)
 
 
 def embed_items(
@@ -155,7 +182,8 @@ def embed_items(
     """Append the features of ``items[writer.resumed_from:]`` to ``writer``, batch by batch, in order.
 
     Each batch of ``batch_size`` items becomes one forward pass over its readable images; unreadable ones
-    are warned about and recorded as skipped.
+    are warned about and recorded as skipped; an image that differs from its recorded size or sha256 stops
+    the run with an error (the batches before it stay written, so the run resumes once the file is restored).
     """
     import numpy as np
     import torch
@@ -170,7 +198,10 @@ def embed_items(
     )
     empty = np.zeros((0, encoder.identity.embed_dim), dtype=np.float32)
     with bar(label, total=len(items), unit="img", completed=start) as progress:
-        for tensors, labels, keys, bad, consumed in loader:
+        for tensors, labels, keys, bad, changed, consumed in loader:
+            if changed:  # before this batch is written: the rows so far stay resumable
+                key, what = changed[0]
+                raise changed_after_curate(next(it.path for it in items if it.key == key), what)
             feats = empty if tensors is None else encoder.encode_images(tensors)
             for key, reason in bad:
                 warn(f"skipped unreadable image {key}: {reason}")
@@ -208,7 +239,7 @@ def image_set_provenance(
         "input_layout": image_set.layout,
         **image_set.options,
         "model": model,
-        "pretrained": pretrained or "none",
+        "pretrained": recorded_pretrained(pretrained),
         "precision": clip_precision(precision),
         "num_items": len(image_set.items),
     }

@@ -24,6 +24,9 @@ class ImageItem:
     path: Path
     label: int  # index into the class list, -1 when unknown
     key: str  # stable id written to artifacts (relative path)
+    # What a support manifest recorded of the file (None: nothing recorded, or not to be checked).
+    sha256: str | None = None
+    size: int | None = None
 
 
 @dataclass
@@ -39,10 +42,44 @@ def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
 
 
-def from_support(root: Path) -> ImageSet:
+def from_support(root: Path, verify: bool = True) -> ImageSet:
+    """The images of a support folder, each carrying its recorded size (always checked when read) and
+    sha256 (checked unless ``verify`` is False, for sets too large to hash)."""
     s = support.read_support(root)
-    items = [ImageItem(root / r["path"], int(r["class_index"]), r["path"]) for r in s.rows]
+    items = [
+        ImageItem(
+            root / r["path"], int(r["class_index"]), r["path"],
+            sha256=r.get("sha256") if verify else None, size=r.get("bytes"),
+        )
+        for r in s.rows
+    ]
     return ImageSet(s.classes, items, "support", [common.identity(root, common.SUPPORT_SET)])
+
+
+def recorded_mismatch(data: bytes, sha256: str | None, size: int | None) -> str | None:
+    """Which recorded property ``data`` fails ('size' or 'sha256'), None when it matches what was recorded."""
+    if isinstance(size, int) and len(data) != size:
+        return "size"
+    if sha256 and common.sha256_bytes(data) != sha256:
+        return "sha256"
+    return None
+
+
+def changed_after_curate(path: str | Path, what: str) -> SusxError:
+    """The refusal of a support image whose bytes are not the ones its manifest recorded."""
+    return SusxError(
+        f"{path} does not match its manifest ({what}); the support set was changed after curate",
+        hint="restore the original file, or re-create the support set with `susx curate --overwrite`",
+    )
+
+
+def read_recorded(item: ImageItem) -> bytes:
+    """The bytes of ``item``, refused when they are not the ones its manifest recorded."""
+    data = Path(item.path).read_bytes()
+    mismatch = recorded_mismatch(data, item.sha256, item.size)
+    if mismatch:
+        raise changed_after_curate(item.path, mismatch)
+    return data
 
 
 def from_class_folders(root: Path, classes: list[str]) -> ImageSet:
@@ -127,8 +164,12 @@ def resolve(
     shots: int | None = None,
     seed: int = 0,
     unlabelled: bool = False,
+    verify: bool = True,
 ) -> ImageSet:
-    """Pick the layout of ``path``: support folder, split JSON, class folders, or unlabelled images."""
+    """Pick the layout of ``path``: support folder, split JSON, class folders, or unlabelled images.
+
+    ``verify=False`` skips the sha256 check of a support folder's images (their sizes are still checked).
+    """
     if not path.exists():
         raise SusxError(f"{path} does not exist", hint="check the path")
     if path.is_file():
@@ -138,7 +179,7 @@ def resolve(
             raise SusxError(f"{path} is a split file; say which split to use", hint="add --split train|val|test")
         image_set = from_split(path, split, image_root, shots, seed)
     elif support.is_support_dir(path):
-        image_set = from_support(path)
+        image_set = from_support(path, verify)
     elif unlabelled or classes is None:
         if any(p.is_dir() for p in path.iterdir()) and not unlabelled:
             raise SusxError(

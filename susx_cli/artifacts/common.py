@@ -63,6 +63,12 @@ def is_safe_relative(path: Any) -> bool:
     return not path.startswith("/") and ":" not in parts[0] and all(p not in ("", ".", "..") for p in parts)
 
 
+def resolved_path(path: str | os.PathLike) -> str:
+    """How a path the user typed is recorded in options: absolute and resolved, so the same file spelled
+    another way (relative, absolute, from another working directory, through '~') is the same option."""
+    return str(Path(path).expanduser().resolve())
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

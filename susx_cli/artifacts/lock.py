@@ -52,8 +52,9 @@ def _pid_alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def output_lock(output: str | os.PathLike) -> Iterator[Path]:
-    """Hold the exclusive write lock of ``output`` for the block; refuse at once if another run holds it."""
+def output_lock(output: str | os.PathLike, *, wait: bool = False) -> Iterator[Path]:
+    """Hold the exclusive write lock of ``output`` for the block; refuse at once if another run holds it
+    (``wait``: wait for it instead, for short steps that runs of one command take in turn)."""
     output = Path(output)
     path = lock_path(output)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -62,7 +63,7 @@ def output_lock(output: str | os.PathLike) -> Iterator[Path]:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX
         fcntl = None
-    fd = _acquire(output, path, fcntl)
+    fd = _acquire(output, path, fcntl, wait)
     try:
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps(me).encode())
@@ -78,7 +79,7 @@ def output_lock(output: str | os.PathLike) -> Iterator[Path]:
         os.close(fd)
 
 
-def _acquire(output: Path, path: Path, fcntl) -> int:
+def _acquire(output: Path, path: Path, fcntl, wait: bool = False) -> int:
     """An open descriptor of the lock file, exclusively locked, that the lock path still names."""
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -87,7 +88,7 @@ def _acquire(output: Path, path: Path, fcntl) -> int:
                 _exclusive_fallback(output, path)
                 return fd
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
                 if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                     raise _refuse(output, _holder(path)) from None

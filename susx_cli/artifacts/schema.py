@@ -20,7 +20,8 @@ class ModelIdentity:
     random_weights: bool = False
 
     def key(self) -> tuple:
-        return (self.arch, self.pretrained, self.checkpoint_sha256, self.embed_dim)
+        # A checkpoint file is the same weights by its content, however its path was spelled.
+        return (self.arch, self.checkpoint_sha256 or self.pretrained, self.embed_dim)
 
     def describe(self) -> str:
         weights = "random weights" if self.random_weights else (self.pretrained or "checkpoint")

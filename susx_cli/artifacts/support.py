@@ -95,6 +95,18 @@ def foreign_files(root: Path) -> list[str]:
     return foreign
 
 
+def holds_no_image(root: Path, classes_data: Any) -> bool:
+    """Whether ``root`` is an unfinished support folder of susx's in which no image was recorded: no
+    marker, no manifest or part row, and no file susx did not write (so restarting it loses nothing)."""
+    if not isinstance(classes_data, dict) or classes_data.get("kind") != common.SUPPORT_SET:
+        return False
+    if (root / MARKER).exists() or read_jsonl(root / MANIFEST):
+        return False
+    if any(read_jsonl(part) for part in (root / PARTS).glob("manifest-*.jsonl")):
+        return False
+    return not foreign_files(root)
+
+
 def check_replaceable(root: Path) -> None:
     """Refuse --overwrite of a folder unless it is a support set susx made and holds nothing else."""
     data = common.read_json(root / CLASSES_FILE) if (root / CLASSES_FILE).is_file() else None
@@ -153,29 +165,55 @@ class SupportWriter:
                     f"{root} is a non-empty folder that is not a susx support set",
                     hint="choose an empty or new -o/--output folder",
                 )
-            data = common.read_json(classes_file)
-            same = common.same_fingerprint(data, self.prov) and data.get("classes") == self.classes
-            if not same:
-                if not overwrite:
-                    raise SusxError(
-                        f"{root} holds a support set made from other inputs or options",
-                        hint="pass --overwrite to replace it, or choose another -o/--output",
-                    )
-                shutil.rmtree(root)
+            if not self._same_run(common.read_json(classes_file)):
+                if overwrite:
+                    shutil.rmtree(root)
+                else:
+                    self._restart_unfinished()
             elif overwrite and (root / MARKER).exists():
                 shutil.rmtree(root)
         if not classes_file.exists():
-            common.atomic_write_json(
-                classes_file,
-                {
-                    "kind": common.SUPPORT_SET,
-                    "schema_version": common.SCHEMA_VERSION,
-                    **self.prov,
-                    "classes": self.classes,
-                    "folders": [class_dir_name(i, n) for i, n in enumerate(self.classes)],
-                },
-            )
+            self._write_classes()
         (root / PARTS).mkdir(parents=True, exist_ok=True)  # after classes.json: see the check above
+
+    def _write_classes(self) -> None:
+        common.atomic_write_json(
+            self.root / CLASSES_FILE,
+            {
+                "kind": common.SUPPORT_SET,
+                "schema_version": common.SCHEMA_VERSION,
+                **self.prov,
+                "classes": self.classes,
+                "folders": [class_dir_name(i, n) for i, n in enumerate(self.classes)],
+            },
+        )
+
+    def _same_run(self, data: Any) -> bool:
+        return isinstance(data, dict) and common.same_fingerprint(data, self.prov) and data.get("classes") == self.classes
+
+    def _restart_unfinished(self) -> None:
+        """Start this folder again with this run's options when the run that made it recorded no image
+        (it failed before writing anything); refuse otherwise: its images are kept until --overwrite.
+
+        Shards of one run start together: the first one restarts the folder under a short lock and the
+        others, waiting for it, then find their own options recorded.
+        """
+        from susx_cli.artifacts.lock import output_lock
+
+        root = self.root
+        with output_lock(root.with_name(f"{root.name}.restart"), wait=True):
+            data = common.read_json(root / CLASSES_FILE)
+            if self._same_run(data):
+                return
+            if not holds_no_image(root, data):
+                raise SusxError(
+                    f"{root} holds a support set made from other inputs or options",
+                    hint="pass --overwrite to replace it, or choose another -o/--output",
+                )
+            # Its parts hold no row, only the failed run's bookkeeping (empty parts, shard state):
+            # drop them so nothing of the other options is resumed, then record this run's options.
+            shutil.rmtree(root / PARTS, ignore_errors=True)
+            self._write_classes()
 
     def _rewrite_part(self) -> None:
         # Drop torn lines and rows whose image vanished, so the part lists only complete images.

@@ -46,6 +46,10 @@ def embed(
     overwrite: OverwriteOpt = False,
     num_shards: NumShardsOpt = None,
     shard_index: ShardIndexOpt = None,
+    verify: Annotated[
+        bool,
+        typer.Option("--verify/--no-verify", help="Check each support image's sha256 against its manifest (sizes are always checked)."),
+    ] = True,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -77,6 +81,7 @@ def embed(
             device=device,
             precision=precision,
             overwrite=overwrite,
+            verify=verify,
         )
 
     run(stage, quiet=quiet, as_json=as_json)

@@ -83,7 +83,9 @@ class FolderSource(FolderOptions, FromOptions):
             order = counts[item.label]
             counts[item.label] += 1
             key = f"{order:05d}_{slug(item.path.stem, 40)}"
-            units.append(WorkUnit(item.label, order, key, {"src": str(item.path), "ref": item.key}))
+            # A support folder's images carry what its manifest recorded, checked on the bytes copied.
+            payload = {"src": str(item.path), "ref": item.key, "sha256": item.sha256, "size": item.size}
+            units.append(WorkUnit(item.label, order, key, payload))
         empty = [prompts.classes[i] for i, c in enumerate(counts) if c == 0]
         if empty:
             shown = ", ".join(repr(e) for e in empty[:5]) + (" ..." if len(empty) > 5 else "")
@@ -91,22 +93,21 @@ class FolderSource(FolderOptions, FromOptions):
         return units
 
     def run(self, units: list[WorkUnit], writer: SupportWriter) -> dict[str, Any]:
-        from PIL import Image
-
         bad: list[str] = []
         with bar("import images", total=len(units), unit="img") as progress:
             for unit in units:
                 src = Path(unit.payload["src"])
                 try:
                     data = src.read_bytes()
-                    with Image.open(io.BytesIO(data)) as img:
-                        img.load()  # a full decode: truncated files fail here, not at embed time
-                        fmt = (img.format or src.suffix.lstrip(".")).lower()
+                    mismatch = imagesets.recorded_mismatch(data, unit.payload.get("sha256"), unit.payload.get("size"))
+                    fmt = None if mismatch else _decoded_format(data, src)
                 except Exception as exc:
                     warn(f"skipped unreadable image {src}: {exc.__class__.__name__}")
                     bad.append(str(src))
                     progress.advance()
                     continue
+                if mismatch:
+                    raise imagesets.changed_after_curate(src, mismatch)
                 ext = {"jpeg": "jpg"}.get(fmt, fmt)
                 writer.add(
                     unit.class_index,
@@ -118,3 +119,12 @@ class FolderSource(FolderOptions, FromOptions):
                 )
                 progress.advance()
         return {"unreadable": bad}
+
+
+def _decoded_format(data: bytes, src: Path) -> str:
+    """The image format of ``data`` after a full decode (a truncated file fails here, not at embed time)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        img.load()
+        return (img.format or src.suffix.lstrip(".")).lower()

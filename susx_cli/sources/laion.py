@@ -29,6 +29,7 @@ from susx_cli.artifacts import common
 from susx_cli.artifacts.prompts import Prompts
 from susx_cli.artifacts.shard_state import ShardState
 from susx_cli.artifacts.support import SupportWriter
+from susx_cli.encoder import recorded_pretrained
 from susx_cli.errors import SusxError
 from susx_cli.progress import bar, info, warn
 from susx_cli.sources import ranked
@@ -145,12 +146,12 @@ class LaionSource(LaionOptions, FromOptions):
             opts["knn"] = {"index_name": self.index_name, **self.knn.__dict__}
         else:
             opts["captions"] = {
-                "metadata": self.metadata,
+                "metadata": self.metadata if "://" in self.metadata else common.resolved_path(self.metadata),
                 "url_col": self.url_col,
                 "caption_col": self.caption_col,
                 "max_matches": self.max_matches,
                 "model": self.model,
-                "pretrained": self.pretrained or "none",
+                "pretrained": recorded_pretrained(self.pretrained),
             }
         return opts
 

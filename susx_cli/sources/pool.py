@@ -22,7 +22,7 @@ from susx_cli.artifacts.prompts import Prompts
 from susx_cli.artifacts.schema import check_same_model
 from susx_cli.artifacts.support import SupportWriter
 from susx_cli.classnames import slug
-from susx_cli.encoder import TarMember, clip_precision, embed_image_set, load_encoder
+from susx_cli.encoder import TarMember, clip_precision, embed_image_set, load_encoder, recorded_pretrained
 from susx_cli.errors import SusxError
 from susx_cli.imagesets import IMAGE_EXTS
 from susx_cli.progress import bar, warn
@@ -126,13 +126,13 @@ class PoolSource(PoolOptions, FromOptions):
 
     def options(self) -> dict[str, Any]:
         return {
-            "pool": str(self.pool),
+            "pool": common.resolved_path(self.pool),
             "layout": self.layout.kind,
             "per_class": self.per_class,
             "query": self.query,
             "candidates": self.depth,
             "model": self.model,
-            "pretrained": self.pretrained or "none",
+            "pretrained": recorded_pretrained(self.pretrained),
             "precision": self.precision,
         }
 
@@ -285,6 +285,8 @@ class PoolSource(PoolOptions, FromOptions):
                 with Image.open(io.BytesIO(data)) as img:
                     img.load()
                     fmt = (img.format or Path(origin).suffix.lstrip(".") or "png").lower()
+            except SusxError:
+                raise
             except Exception as exc:
                 warn(f"skipped unreadable pool image {origin}: {exc.__class__.__name__}")
                 stat["invalid"] += 1
@@ -378,9 +380,19 @@ class _Reader:
         self.open: dict[str, tarfile.TarFile] = {}
 
     def read(self, key: str) -> bytes:
+        """The bytes under ``key``; a key that is absolute, has '..' or names no tar of the pool is refused
+        (a damaged or hand-edited feature file must not make curate copy files from elsewhere)."""
+        tar_name, _, member = key.partition("/")
+        # Tar members are often named './x.jpg': that leading './' stays inside the tar.
+        safe = common.is_safe_relative(key if self.layout.kind == "folder" else f"{tar_name}/{member.removeprefix('./')}")
+        if not safe or (self.layout.kind != "folder" and tar_name not in self.tars):
+            raise SusxError(
+                f"the pool feature file names an image {key!r} that is absolute, leaves the pool or is not in it",
+                hint="the feature file is damaged or belongs to another pool: delete it (susx embeds the pool again) "
+                "or pass the right --pool-features",
+            )
         if self.layout.kind == "folder":
             return (self.layout.root / key).read_bytes()
-        tar_name, _, member = key.partition("/")
         if tar_name not in self.open:
             self.open[tar_name] = tarfile.open(self.tars[tar_name], "r:")  # noqa: SIM115
         handle = self.open[tar_name].extractfile(member)

@@ -63,9 +63,13 @@ def interleave(result_lists: list[list[dict[str, Any]]], limit: int, key: str = 
 
 
 def listing_fingerprint(paths: Iterable[str | os.PathLike]) -> str:
-    """A cheap identity for a large file collection: sha256 of (path, size, mtime) lines."""
+    """A cheap identity for a large file collection: sha256 of (path, size, mtime) lines.
+
+    Local paths count as absolute ones (no file-system calls: collections are large), so a collection
+    named by a relative path, or from another working directory, has the same identity.
+    """
     digest = hashlib.sha256()
-    for path in sorted(str(p) for p in paths):
+    for path in sorted(str(p) if "://" in str(p) else os.path.abspath(p) for p in paths):
         try:
             st = os.stat(path)
             digest.update(f"{path}\t{st.st_size}\t{int(st.st_mtime)}\n".encode())

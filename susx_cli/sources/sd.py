@@ -18,6 +18,7 @@ from typing import Any
 
 from susx_cli import runtime
 from susx_cli.adapters import diffusers as sd
+from susx_cli.artifacts import common
 from susx_cli.artifacts.prompts import Prompts
 from susx_cli.artifacts.support import SupportWriter
 from susx_cli.errors import SusxError
@@ -136,7 +137,7 @@ class SDSource(SDOptions, FromOptions):
         return {
             "per_class": self.per_class,
             "preset": self.preset,
-            "model": str(local) if local else self.model,
+            "model": common.resolved_path(local) if local else self.model,
             "revision": None if local else self.revision,
             "scheduler": self.scheduler,
             "steps": self.steps,

@@ -42,15 +42,18 @@ def curate(
             return StageResult("curate", [output], skipped=True)
         # --overwrite builds the new set beside the old one and swaps it in only once it is complete.
         target = support.staging_dir(output) if replacing else output
-        refuse_other_shard_count(target, shard)
+        refuse_other_shard_count(target, shard, prov)
         return _curate_into(target, output, prompts, prov, source, shard, min_per_class, replacing)
 
 
-def refuse_other_shard_count(root: Path, shard: Shard) -> None:
-    """A folder with parts of another shard count: a resubmitted SLURM array task sees a count of 1
-    (``sbatch --array=3``), and would otherwise redo every image as a run of one shard."""
+def refuse_other_shard_count(root: Path, shard: Shard, prov: dict) -> None:
+    """The same run resumed with another shard count: a resubmitted SLURM array task sees a count of 1
+    (``sbatch --array=3``), and would otherwise redo every image as a run of one shard. (A run with other
+    options is refused, or restarted, by the support writer.)"""
     recorded = support.recorded_shard_counts(root) - {shard.count}
-    if recorded:
+    classes_file = root / support.CLASSES_FILE
+    same_run = classes_file.is_file() and common.same_fingerprint(common.read_json(classes_file), prov)
+    if recorded and same_run:
         counts = ", ".join(str(c) for c in sorted(recorded))
         raise SusxError(
             f"{root} holds parts of a run of {counts} shards, and this run is shard {shard.index} of {shard.count} "

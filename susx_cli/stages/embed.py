@@ -18,6 +18,7 @@ from susx_cli.encoder import (
     embed_image_set,
     image_set_provenance,
     load_encoder,
+    recorded_pretrained,
 )
 from susx_cli.errors import SusxError
 from susx_cli.progress import info
@@ -26,7 +27,7 @@ from susx_cli.stages.results import StageResult
 
 
 def _model_options(model: str, pretrained: str | None, precision: str) -> dict[str, Any]:
-    return {"model": model, "pretrained": pretrained or "none", "precision": clip_precision(precision)}
+    return {"model": model, "pretrained": recorded_pretrained(pretrained), "precision": clip_precision(precision)}
 
 
 def _check_runtime(device: str | None, precision: str) -> None:
@@ -72,11 +73,13 @@ def embed_images(
     precision: str = "fp32",
     overwrite: bool = False,
     shard: Shard = Shard(),
+    verify: bool = True,
 ) -> StageResult:
     """Embed images into an HDF5 feature file, streaming in batches; resumes an interrupted run.
 
     With a ``shard`` of several, embeds that shard's contiguous share into a part file beside ``output``
     and, when it is the last to finish, joins every part into ``output`` (see ``_embed_shard``).
+    ``verify=False`` skips the sha256 check of a support folder's images (sizes are checked anyway).
     """
     _check_runtime(device, precision)
     if workers is not None and workers < 0:
@@ -85,7 +88,8 @@ def embed_images(
     if given is None and class_names is not None:
         given = class_names
     image_set = imagesets.resolve(
-        input_path, classes=given, split=split, image_root=image_root, shots=shots, seed=seed, unlabelled=unlabelled
+        input_path, classes=given, split=split, image_root=image_root, shots=shots, seed=seed, unlabelled=unlabelled,
+        verify=verify,
     )
     what = str(input_path)
     run = functools.partial(
@@ -189,6 +193,7 @@ def embed_texts(
 def embed(input_path: Path, output: Path, shard: Shard = Shard(), **kwargs) -> StageResult:
     """Dispatch on the input: prompts.json -> text classifier; anything else -> image features."""
     if input_path.is_file() and input_path.suffix.lower() == ".json":
+        kwargs.pop("verify", None)  # texts have no recorded image hashes to check
         data = common.read_json(input_path)
         if isinstance(data, dict) and data.get("kind") == common.PROMPTS:
             if shard.source == "options":

@@ -17,6 +17,7 @@ from susx_cli.artifacts import common
 from susx_cli.artifacts import results as res_io
 from susx_cli.artifacts.workdir import Workdir, write_split
 from susx_cli.classnames import folder_key, slug
+from susx_cli.encoder import recorded_pretrained
 from susx_cli.errors import SusxError
 from susx_cli.method import METHOD_MODES, METHODS, PAPER_METHODS, hyperparameters, uses_support
 from susx_cli.progress import info
@@ -405,7 +406,7 @@ class DatasetEval:
         if cal_cfg is not None and run.mode == "val":
             cal_cfg["split"] = spec.calibration_split
         return {"dataset": spec.id, "split_sha256": self.split_sha, "test_split": spec.test_split, "model": run.arch,
-                "pretrained": run.pretrained, "precision": cfg.precision, "method": run.method, "support": sup_cfg,
+                "pretrained": run.pretrained and recorded_pretrained(run.pretrained), "precision": cfg.precision, "method": run.method, "support": sup_cfg,
                 "calibration": cal_cfg, "prompts": self.prompts_cfg}
 
     def execute(self, runs: list[Run], result: EvalResult) -> None:

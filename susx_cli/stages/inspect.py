@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from susx_cli import imagesets
 from susx_cli.artifacts import common, hdf5, support
 from susx_cli.errors import SusxError
 from susx_cli.progress import warn
@@ -67,19 +69,20 @@ def contact_sheet(root: Path, output: Path, per_class: int = 8, thumb: int = 96,
     if per_class > fits:
         warn(f"--per-class {per_class} would make a sheet wider than {MAX_SHEET_WIDTH} pixels; showing {fits} per class")
         per_class = fits
-    s = support.read_support(root)
-    rows_by_class: dict[int, list[dict]] = {}
-    for row in s.rows:
-        rows_by_class.setdefault(int(row["class_index"]), []).append(row)
+    # Read as embed reads it: paths stay inside the folder, and each image is checked against its manifest.
+    s = imagesets.from_support(root)
+    items_by_class: dict[int, list[imagesets.ImageItem]] = {}
+    for item in s.items:
+        items_by_class.setdefault(item.label, []).append(item)
     classes = list(range(min(len(s.classes), max_classes)))
     sheet = Image.new("RGB", (label_w + per_class * (thumb + 4), len(classes) * (thumb + 4) + 4), "white")
     draw = ImageDraw.Draw(sheet)
     for r, ci in enumerate(classes):
         y = 4 + r * (thumb + 4)
         draw.text((4, y + thumb // 2 - 6), f"{ci}: {s.classes[ci]}"[:28], fill="black")
-        for c, row in enumerate(rows_by_class.get(ci, [])[:per_class]):
+        for c, item in enumerate(items_by_class.get(ci, [])[:per_class]):
             try:
-                with Image.open(root / row["path"]) as img:
+                with Image.open(io.BytesIO(imagesets.read_recorded(item))) as img:
                     tile = img.convert("RGB")
                     tile.thumbnail((thumb, thumb))
             except OSError:
@@ -90,8 +93,6 @@ def contact_sheet(root: Path, output: Path, per_class: int = 8, thumb: int = 96,
 
 
 def _png_bytes(image) -> bytes:
-    import io
-
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return buf.getvalue()

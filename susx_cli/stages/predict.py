@@ -68,7 +68,8 @@ def predict(
     if with_support and cal.method != method:
         _check_method_match(cal.method, method, str(calibration_path))
 
-    options = {"method": method, "query": str(query_path)}
+    # The query is identified by its features' content hash (an input below), not by how its path was typed.
+    options = {"method": method}
     ids = [inputs.ids["text"], inputs.ids["query"]]
     if with_support:
         ids += [inputs.ids["support"], inputs.ids["calibration"]]

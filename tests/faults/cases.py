@@ -82,7 +82,8 @@ def _unreadable_shots(ws: Path) -> None:
         (folder / "a.png").write_bytes(b"not an image")
 
 
-def _sharded_unfinished(ws: Path) -> None:
+def _run_in(ws: Path, *args: str, expect: int = 0) -> None:
+    """Run one CLI command inside the workspace (a setup step); assert its exit code."""
     import os
 
     from typer.testing import CliRunner
@@ -92,11 +93,14 @@ def _sharded_unfinished(ws: Path) -> None:
     old = Path.cwd()
     os.chdir(ws)
     try:
-        r = CliRunner().invoke(app, ["curate", "p.json", "-o", "sharded", "--images", "shots", "--num-shards", "2",
-                                     "--shard-index", "0"])
-        assert r.exit_code == 0, r.stderr
+        r = CliRunner().invoke(app, list(args))
+        assert r.exit_code == expect, r.stderr
     finally:
         os.chdir(old)
+
+
+def _sharded_unfinished(ws: Path) -> None:
+    _run_in(ws, "curate", "p.json", "-o", "sharded", "--images", "shots", "--num-shards", "2", "--shard-index", "0")
 
 
 def _latin1_class_file(ws: Path) -> None:
@@ -146,6 +150,35 @@ def _demo_folder_with_foreign_file(ws: Path) -> None:
     (ws / "old-demo" / "classes.txt").write_text("a\nb\n")
     (ws / "old-demo" / "_DEMO.json").write_text(json.dumps({"kind": "susx.demo", "files": ["classes.txt"]}))
     (ws / "old-demo" / "results-notes.md").write_text("the user's notes")
+
+
+def _swapped_support_image(ws: Path) -> None:
+    # Same name, other bytes: the second image of the manifest copied over the first.
+    rows = [json.loads(line) for line in (ws / "sup" / "manifest.jsonl").read_text().splitlines()]
+    shutil.copy(ws / "sup" / rows[1]["path"], ws / "sup" / rows[0]["path"])
+
+
+def _pool_key_escapes(ws: Path) -> None:
+    (ws / "pool").mkdir()
+    for image in sorted((ws / "shots").rglob("*.png")):
+        shutil.copy(image, ws / "pool" / f"{image.parent.name}-{image.name}")
+    _run_in(ws, "embed", "pool", "--unlabelled", "-o", "pool.h5", *TINY)
+    with h5py.File(ws / "pool.h5", "a") as f:
+        for i in range(f["keys"].shape[0]):
+            f["keys"][i] = "../x"
+
+
+def _failed_curate(ws: Path) -> None:
+    # A curate run that failed before recording any image (no image readable) leaves its folder behind.
+    _unreadable_shots(ws)
+    _run_in(ws, "curate", "p.json", "-o", "s8", "--images", "bad-shots", expect=2)
+
+
+def _failed_embed(ws: Path) -> None:
+    # An embed run that failed with 0 rows leaves its .partial file behind.
+    _unreadable_shots(ws)
+    _run_in(ws, "embed", "bad-shots", "-c", "p.json", "-o", "s9.h5", *TINY, expect=2)
+    assert (ws / "s9.h5.partial").exists()
 
 
 # ------------------------------------------------------------------ the table
@@ -240,6 +273,17 @@ CASES: list[Case] = [
          message="Unicode", issue_item="7"),
     Case("two-folders-one-class", ("curate", "p.json", "-o", "s4", "--images", "twins"), setup=_twin_folders,
          message="both match", issue_item="7"),
+    Case("embed-swapped-support-image", ("embed", "sup", "-o", "s2.h5", *TINY), setup=_swapped_support_image,
+         message="does not match its manifest", issue_item="8"),
+    Case("curate-pool-key-escapes", ("curate", "p.json", "-o", "s6", "--source", "pool", "--pool", "pool",
+                                     "--pool-features", "pool.h5", "--per-class", "1", "--clip-model", "susx-tiny-vit",
+                                     "--clip-pretrained", "none"),
+         setup=_pool_key_escapes, message="'../x'", issue_item="8"),
+    # a run that failed before writing anything does not lock its output against the corrected rerun
+    Case("curate-rerun-after-failed-run", ("curate", "p.json", "-o", "s8", "--images", "shots"),
+         setup=_failed_curate, expect_exit=0, may_change=("s8",), issue_item="11"),
+    Case("embed-rerun-after-failed-run", ("embed", "shots", "-c", "p.json", "-o", "s9.h5", *TINY),
+         setup=_failed_embed, expect_exit=0, may_change=("s9.h5.partial",), issue_item="11"),
     # shards
     Case("merge-zero-shards", ("merge", "sharded", "--num-shards", "0"), setup=_sharded_unfinished,
          message="shards", issue_item="5"),
