@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import io
 import json
 import os
@@ -187,8 +188,8 @@ class GuardedDownloader:
 def _guarded_downloads(policy: guarded_http.UrlPolicy) -> Iterator[None]:
     """While img2dataset's ``download`` runs, the downloader it builds is wrapped in GuardedDownloader."""
     import img2dataset.downloader as impl
-    import img2dataset.main as main
 
+    main = importlib.import_module("img2dataset.main")  # the package's ``main`` attribute is a function of that name
     if not callable(getattr(impl, "download_image_with_retry", None)) or not hasattr(main, "Downloader"):
         raise SusxError("this img2dataset version cannot be guarded", hint="install img2dataset 1.47 (pip install 'susx[retrieval]')")
     own = main.Downloader
