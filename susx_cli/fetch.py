@@ -4,6 +4,8 @@ The cache directory is ``susx_cli.paths.cache_dir()``: ``$SUSX_CACHE_DIR``, else
 else ``~/.cache/susx``.
 Downloads are content-addressed (``downloads/<sha256><suffix>``): a file whose checksum was given and
 is already there is not downloaded again; a file whose checksum does not match is never kept.
+The fetch is ``guarded_http.get``: ``timeout`` seconds in all, at most ``max_bytes``, redirects only to
+http(s) and only to public addresses (the host the user typed is trusted, whatever its address).
 """
 
 from __future__ import annotations
@@ -12,14 +14,12 @@ import hashlib
 import os
 import re
 import tempfile
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 from rich.markup import escape
 
-from susx_cli import __version__
+from susx_cli import __version__, guarded_http
 from susx_cli.artifacts import common
 from susx_cli.errors import SusxError
 from susx_cli.paths import cache_dir
@@ -50,12 +50,6 @@ def check_sha256(value: str) -> str:
     return hexdigest
 
 
-class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        check_url(newurl)
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
 def fetch_url(url: str, sha256: str | None = None, *, what: str = "file", suffix: str = "",
               timeout: float = 60.0, max_bytes: int = MAX_BYTES) -> Path:
     """A local copy of ``url`` in the cache, checked against ``sha256`` when given.
@@ -72,29 +66,23 @@ def fetch_url(url: str, sha256: str | None = None, *, what: str = "file", suffix
             info(f"{what} {escape(url)}: using the cached copy {cached}")
             return cached
     folder.mkdir(parents=True, exist_ok=True)
-    opener = urllib.request.build_opener(_HttpOnlyRedirects())
-    request = urllib.request.Request(url, headers={"User-Agent": f"susx/{__version__}"})
+    policy = guarded_http.UrlPolicy(timeout=timeout, max_bytes=max_bytes, trusted=frozenset({guarded_http.host_port(url)}))
     digest = hashlib.sha256()
-    size = 0
     fd, tmp_name = tempfile.mkstemp(prefix=".download.", suffix=".tmp", dir=folder)
     tmp = Path(tmp_name)
     try:
-        try:
-            with os.fdopen(fd, "wb") as out, opener.open(request, timeout=timeout) as response:
-                while block := response.read(1 << 16):
-                    size += len(block)
-                    if size > max_bytes:
-                        raise SusxError(f"{what} {url} is larger than {max_bytes // (1 << 20)} MiB", hint="check the URL")
-                    digest.update(block)
-                    out.write(block)
-        except urllib.error.HTTPError as exc:
-            raise SusxError(f"could not fetch {what} {url}: HTTP {exc.code} {exc.reason}", hint="check the URL") from exc
-        except urllib.error.URLError as exc:
-            raise SusxError(f"could not reach {url} ({exc.reason})", hint="check the URL and the network") from exc
-        except TimeoutError as exc:
-            raise SusxError(f"no answer from {url} within {timeout:g} s", hint="check the URL and the network") from exc
-        except OSError as exc:
-            raise SusxError(f"could not fetch {what} {url} ({exc})", hint="check the URL and the network") from exc
+        with os.fdopen(fd, "wb") as out:
+
+            def keep(block: bytes) -> None:
+                digest.update(block)
+                out.write(block)
+
+            try:
+                size = guarded_http.get(url, policy, {"User-Agent": f"susx/{__version__}"}, on_block=keep).size
+            except guarded_http.Refused as exc:
+                raise SusxError(f"{what} {url}: {exc}", hint="check the URL, or download it yourself and pass the path") from None
+            except guarded_http.FetchFailed as exc:
+                raise SusxError(f"could not fetch {what} {url}: {exc}", hint="check the URL and the network") from None
         got = digest.hexdigest()
         if expected is not None and got != expected:
             raise SusxError(

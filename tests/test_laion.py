@@ -41,7 +41,8 @@ CUPL = {
 }
 N_GOOD = 12
 BAD = ["404/a.jpg", "html/b.jpg", "trunc/c.jpg", "slow/d.jpg", "optout/e.jpg", "dup/0.jpg"]
-TIMEOUT_ARGS = ["--download-timeout", "1", "--download-retries", "0", "--download-threads", "16"]
+# The image server is on loopback, which downloads refuse unless --allow-private-urls.
+TIMEOUT_ARGS = ["--download-timeout", "1", "--download-retries", "0", "--download-threads", "16", "--allow-private-urls"]
 
 
 def _jpeg(seed: int, color) -> bytes:
@@ -407,7 +408,7 @@ def test_fetch_round_completes_an_interrupted_round(server, tmp_path):
     from susx_cli.adapters import download as dl
 
     base, counts = server
-    opts = dl.DownloadOptions(timeout=1, retries=0, threads=8, output_format="webdataset")
+    opts = dl.DownloadOptions(timeout=1, retries=0, threads=8, output_format="webdataset", allow_private=True)
     rows = [{"cid": f"0:{i}", "url": f"{base}/img/{i}.jpg?round", "caption": f"c{i}"} for i in range(6)]
     rows.append({"cid": "1:0", "url": f"{base}/img/0.jpg?round", "caption": "same URL, other class"})
     dl.run_img2dataset(rows[:2], tmp_path / "round" / "out-0000", opts)  # what an interrupted round left

@@ -31,7 +31,7 @@ SAMPLES: dict[str, list[str]] = {
         "--duckdb-threads", "1", "--duckdb-memory", "1GB", "--clip-model", "tiny", "--clip-pretrained", "none",
         "--device", "cpu", "--image-size", "64", "--resize-mode", "border", "--download-timeout", "3",
         "--download-retries", "0", "--download-processes", "2", "--download-threads", "4", "--distributor", "ray",
-        "--download-format", "webdataset",
+        "--download-format", "webdataset", "--knn-timeout", "5", "--max-image-bytes", "1000", "--allow-private-urls",
     ],
     "pool": [
         "--pool", "images", "-k", "2", "--prompt-mode", "cupl", "--candidates", "9", "--pool-features", "f.h5",

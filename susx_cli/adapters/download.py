@@ -1,7 +1,12 @@
 """img2dataset behind a few functions: download a list of candidate URLs, read the results back, check them.
 
-img2dataset fetches (threads, retries, timeouts, X-Robots-Tag opt-outs, its multiprocessing / pyspark /
-ray distributors) and writes what it got (``files`` or ``webdataset`` output, one status row per URL).
+img2dataset runs the downloads (threads, its multiprocessing / pyspark / ray distributors) and writes
+what it got (``files`` or ``webdataset`` output, one status row per URL), but each URL is fetched by
+``susx_cli.guarded_http``: img2dataset's own fetch (urllib) has a per-read timeout only, follows
+redirects to any scheme and address, and buffers bodies of any size, and it has no parameter to change
+that. ``GuardedDownloader`` wraps the downloader img2dataset builds; in the worker that runs a shard, it
+points img2dataset's per-URL fetch at ``guarded_fetch`` (same arguments, same result), which keeps the
+X-Robots-Tag opt-out check and retries transient failures within the one deadline per image.
 It is run with re-encoding disabled, so that the bytes that come back are the server's own: cv2, which
 img2dataset decodes with, accepts truncated JPEGs, so the decode check here is a full PIL decode of the
 original bytes, and only then is the image resized with img2dataset's own ``Resizer``.
@@ -15,6 +20,8 @@ fetched twice.
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib
 import io
 import json
 import os
@@ -22,12 +29,14 @@ import signal
 import sys
 import tarfile
 import threading
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from susx_cli import guarded_http
 from susx_cli.artifacts import shard_state as state
 from susx_cli.errors import SusxError, missing_extra
 
@@ -35,6 +44,7 @@ OUTPUT_FORMATS = ("files", "webdataset")
 DISTRIBUTORS = ("multiprocessing", "pyspark", "ray")
 RESIZE_MODES = ("no", "keep_ratio", "keep_ratio_largest", "center_crop", "border")
 RAW_EXT = "jpg"  # img2dataset names every stored sample <key>.<encode_format>, even when it does not re-encode
+MAX_IMAGE_BYTES = 30_000_000
 
 
 @dataclass
@@ -46,6 +56,9 @@ class DownloadOptions:
     distributor: str = "multiprocessing"
     output_format: str = "files"
     user_agent_token: str | None = "img2dataset"
+    max_bytes: int = MAX_IMAGE_BYTES  # body-size cap per image
+    allow_private: bool = False  # fetch from loopback / private / link-local addresses too
+    trusted: frozenset[tuple[str, int]] = frozenset()  # (host, port) exempt from the address check (tests)
     # applied after the decode check, with img2dataset's Resizer
     image_size: int = 256
     resize_mode: str = "keep_ratio"
@@ -71,6 +84,14 @@ class DownloadOptions:
                 "download timeout, processes and threads must be at least 1 and retries at least 0",
                 hint="e.g. --download-timeout 10 --download-retries 2",
             )
+        if self.max_bytes < 1:
+            raise SusxError(f"--max-image-bytes must be at least 1, got {self.max_bytes}", hint="e.g. --max-image-bytes 30000000")
+
+    def policy(self) -> guarded_http.UrlPolicy:
+        """What one image's fetch may do: ``timeout`` seconds in all, ``max_bytes``, public addresses only."""
+        return guarded_http.UrlPolicy(
+            timeout=self.timeout, max_bytes=self.max_bytes, allow_private=self.allow_private, trusted=self.trusted
+        )
 
     def recorded(self) -> dict[str, Any]:
         """The options that change the stored images (how they are fetched does not)."""
@@ -109,6 +130,74 @@ def is_fetchable(url: Any) -> bool:
     except ValueError:
         return False
     return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+
+
+def user_agent(token: str | None) -> str:
+    """The User-Agent of image downloads: names img2dataset's token, which site owners use to opt out."""
+    return f"Mozilla/5.0 (compatible; {token}; +https://github.com/rom1504/img2dataset)" if token else "Mozilla/5.0"
+
+
+def guarded_fetch(row, timeout, retries, user_agent_token, disallowed_header_directives, *, policy):
+    """img2dataset's per-URL fetch, through guarded_http: (key, BytesIO or None, error or None).
+
+    The policy's timeout is the budget of the image: a retry (transient failures only) gets what is left.
+    """
+    from img2dataset.downloader import is_disallowed
+
+    key, url = row
+    end = time.monotonic() + policy.timeout
+    error = "no attempt"
+    for _ in range(retries + 1):
+        left = end - time.monotonic()
+        if left <= 0.05:
+            break
+        try:
+            answer = guarded_http.get(url, replace(policy, timeout=left), {"User-Agent": user_agent(user_agent_token)})
+        except guarded_http.Refused as exc:
+            return key, None, str(exc)
+        except guarded_http.FetchFailed as exc:
+            error = str(exc)
+            if not exc.transient:
+                break
+            continue
+        if disallowed_header_directives and is_disallowed(answer.headers, user_agent_token, disallowed_header_directives):
+            return key, None, "Use of image disallowed by X-Robots-Tag directive"
+        return key, io.BytesIO(answer.body), None
+    return key, None, error
+
+
+@dataclass
+class GuardedDownloader:
+    """img2dataset's shard downloader, with every URL fetched by ``guarded_fetch`` (picklable: runs in workers)."""
+
+    inner: Any
+    policy: guarded_http.UrlPolicy
+
+    def __call__(self, shard):
+        import img2dataset.downloader as impl
+
+        own = impl.download_image_with_retry
+        impl.download_image_with_retry = functools.partial(guarded_fetch, policy=self.policy)
+        try:
+            return self.inner(shard)
+        finally:
+            impl.download_image_with_retry = own
+
+
+@contextlib.contextmanager
+def _guarded_downloads(policy: guarded_http.UrlPolicy) -> Iterator[None]:
+    """While img2dataset's ``download`` runs, the downloader it builds is wrapped in GuardedDownloader."""
+    import img2dataset.downloader as impl
+
+    main = importlib.import_module("img2dataset.main")  # the package's ``main`` attribute is a function of that name
+    if not callable(getattr(impl, "download_image_with_retry", None)) or not hasattr(main, "Downloader"):
+        raise SusxError("this img2dataset version cannot be guarded", hint="install img2dataset 1.47 (pip install 'susx[retrieval]')")
+    own = main.Downloader
+    main.Downloader = lambda **kwargs: GuardedDownloader(own(**kwargs), policy)
+    try:
+        yield
+    finally:
+        main.Downloader = own
 
 
 def _import_img2dataset():
@@ -230,7 +319,7 @@ def run_img2dataset(rows: list[dict[str, Any]], out_dir: Path, opts: DownloadOpt
         watcher = threading.Thread(target=poll, daemon=True)
         watcher.start()
         try:
-            with _quiet_library(state.log_path(out_dir)):
+            with _quiet_library(state.log_path(out_dir)), _guarded_downloads(opts.policy()):
                 download(**kwargs)
         except (KeyboardInterrupt, SusxError):
             raise

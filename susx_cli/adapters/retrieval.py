@@ -1,19 +1,22 @@
-"""clip-retrieval's `ClipClient` behind one class: a text-to-image kNN query against a `clip-retrieval back`.
+"""A text-to-image kNN query against a `clip-retrieval back`, in one class.
 
 The public LAION service the paper used (knn.laion.ai) has been offline since early 2024; the same
-client talks to any self-hosted `clip-retrieval back` over any index. Before the first query the
+queries go to any self-hosted `clip-retrieval back` over any index. Before the first query the
 backend is checked once (reachable, answers like clip-retrieval, holds the index), so a wrong URL or
-index name fails with one clear line instead of a stack trace or an hour-long request timeout.
+index name fails with one clear line instead of a stack trace.
+
+The query is the JSON POST to ``/knn-service`` that clip-retrieval's ``ClipClient`` sends, made here
+with requests, because ClipClient waits up to an hour for an answer and has no timeout parameter:
+every request here has ``timeout`` seconds (``--knn-timeout``).
 """
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from susx_cli.errors import SusxError, missing_extra
+from susx_cli.errors import SusxError
 
 PUBLIC_KNN_URL = "https://knn.laion.ai/knn-service"
 PUBLIC_INDEX = "laion5B-L-14"
@@ -36,32 +39,6 @@ def endpoints(url: str) -> tuple[str, str]:
     return base, base + KNN_PATH
 
 
-def _client_class():
-    """clip-retrieval's ClipClient.
-
-    ``clip_retrieval/__init__`` imports the whole backend (torch, flask, faiss: several seconds); the
-    client module itself only needs requests, so it is loaded on its own when the file is where
-    clip-retrieval keeps it, and through the package otherwise.
-    """
-    spec = importlib.util.find_spec("clip_retrieval")
-    if spec is None:
-        raise missing_extra("clip-retrieval", "retrieval")
-    for folder in spec.submodule_search_locations or []:
-        path = f"{folder}/clip_client.py"
-        try:
-            module_spec = importlib.util.spec_from_file_location("susx_clip_retrieval_client", path)
-            module = importlib.util.module_from_spec(module_spec)
-            module_spec.loader.exec_module(module)
-            return module.ClipClient, module.Modality
-        except (FileNotFoundError, AttributeError, ImportError):
-            continue
-    try:
-        from clip_retrieval.clip_client import ClipClient, Modality
-    except ImportError as exc:
-        raise missing_extra("clip-retrieval", "retrieval") from exc
-    return ClipClient, Modality
-
-
 @dataclass
 class KnnOptions:
     """What the backend is asked to do besides the search itself (ClipClient's options)."""
@@ -77,15 +54,16 @@ class KnnOptions:
 class KnnBackend:
     """A checked connection to a clip-retrieval backend and one of its indices."""
 
-    def __init__(self, url: str, index_name: str, options: KnnOptions | None = None, *, check_timeout: float = 20):
+    def __init__(self, url: str, index_name: str, options: KnnOptions | None = None, *, timeout: float = 60,
+                 check_timeout: float = 20):
         self.url = url
         self.base, self.knn_url = endpoints(url)
         self.index_name = index_name
         self.options = options or KnnOptions()
+        self.timeout = timeout
         if self.options.modality not in ("image", "text"):
             raise SusxError(f"unknown kNN modality {self.options.modality!r}", hint="use image or text")
-        self.indices = self._check(check_timeout)
-        self._client_cls, self._modality = _client_class()
+        self.indices = self._check(min(check_timeout, timeout))
 
     def _check(self, timeout: float) -> list[str] | None:
         import requests
@@ -125,19 +103,29 @@ class KnnBackend:
         import requests
 
         opts = self.options
-        client = self._client_cls(
-            url=self.knn_url,
-            indice_name=self.index_name,
-            aesthetic_score=opts.aesthetic_score,
-            aesthetic_weight=opts.aesthetic_weight,
-            modality=self._modality.IMAGE if opts.modality == "image" else self._modality.TEXT,
-            num_images=int(num),
-            deduplicate=opts.deduplicate,
-            use_safety_model=opts.use_safety_model,
-            use_violence_detector=opts.use_violence_detector,
-        )
+        request = {
+            "text": text,
+            "image": None,
+            "image_url": None,
+            "embedding_input": None,
+            "deduplicate": opts.deduplicate,
+            "use_safety_model": opts.use_safety_model,
+            "use_violence_detector": opts.use_violence_detector,
+            "indice_name": self.index_name,
+            "use_mclip": False,
+            "aesthetic_score": opts.aesthetic_score,
+            "aesthetic_weight": opts.aesthetic_weight,
+            "modality": opts.modality,
+            "num_images": int(num),
+            "num_result_ids": int(num),
+        }
         try:
-            rows = client.query(text=text)
+            rows = requests.post(self.knn_url, json=request, timeout=self.timeout).json()
+        except requests.exceptions.Timeout:
+            raise SusxError(
+                f"the kNN backend at {self.url} did not answer the query {text!r} within {self.timeout:g} s",
+                hint="check the backend (its log, its load), or raise --knn-timeout",
+            ) from None
         except requests.exceptions.RequestException as exc:
             raise SusxError(
                 f"the kNN backend at {self.url} failed on the query {text!r} ({exc.__class__.__name__})",

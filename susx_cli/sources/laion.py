@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from susx_cli import runtime
-from susx_cli.adapters.download import DownloadOptions
+from susx_cli.adapters.download import MAX_IMAGE_BYTES, DownloadOptions
 from susx_cli.adapters.retrieval import PUBLIC_INDEX, PUBLIC_KNN_URL, KnnOptions
 from susx_cli.artifacts import common
 from susx_cli.artifacts.prompts import Prompts
@@ -44,7 +44,9 @@ def reason_of(error: str | None) -> str:
     low = text.lower()
     if "timed out" in low or "timeout" in low:
         return "timeout"
-    match = re.search(r"http error (\d{3})", low)
+    if low.startswith("refused:"):  # guarded_http: scheme, private address or size; drop the detail in brackets
+        return text.split(" (")[0]
+    match = re.search(r"http (?:error )?(\d{3})", low)
     if match:
         return f"HTTP {match.group(1)}"
     if "x-robots-tag" in low:
@@ -66,6 +68,7 @@ class LaionOptions:
         PUBLIC_KNN_URL, "--knn-url", help="URL of a `clip-retrieval back` (the default, LAION's public service, is offline since 2024)."
     )
     index_name: str = option(PUBLIC_INDEX, "--index-name", help="index of the backend to search.")
+    knn_timeout: float = option(60.0, "--knn-timeout", help="seconds to wait for the kNN backend's answer to one query.")
     knn_dedup: bool = option(True, "--knn-dedup/--no-knn-dedup", help="let the backend drop near-duplicate results.")
     knn_safety: bool = option(True, "--knn-safety/--no-knn-safety", help="let the backend drop unsafe results (its safety model).")
     knn_violence: bool = option(True, "--knn-violence/--no-knn-violence", help="let the backend drop violent results.")
@@ -92,7 +95,16 @@ class LaionOptions:
     device: str | None = option("auto", "--device", help="auto (cuda:LOCAL_RANK under torchrun), cpu, cuda, cuda:1, mps.")
     image_size: int = option(256, "--image-size", help="resize downloads to this size (img2dataset resizer).")
     resize_mode: str = option("keep_ratio", "--resize-mode", help="keep_ratio | center_crop | border | keep_ratio_largest | no.")
-    download_timeout: int = option(10, "--download-timeout", help="seconds before a download is given up.")
+    download_timeout: int = option(
+        10, "--download-timeout", help="seconds for one image in all (connect, redirects, every read, retries)."
+    )
+    max_image_bytes: int = option(
+        MAX_IMAGE_BYTES, "--max-image-bytes", help="refuse an image larger than this many bytes (default 30 MB)."
+    )
+    allow_private_urls: bool = option(
+        False, "--allow-private-urls/--no-allow-private-urls",
+        help="also fetch from loopback, private and link-local addresses (refused by default, redirects included).",
+    )
     download_retries: int = option(2, "--download-retries", help="retries of a failed download.")
     download_processes: int = option(1, "--download-processes", help="img2dataset processes.")
     download_threads: int = option(64, "--download-threads", help="img2dataset threads per process.")
@@ -106,6 +118,8 @@ class LaionOptions:
         if self.mode not in MODES:
             raise SusxError(f"unknown --laion-mode {self.mode!r}", hint="use knn or captions")
         require_per_class("laion", self.per_class, "images to keep per class")
+        if not self.knn_timeout > 0 or math.isinf(self.knn_timeout):
+            raise SusxError(f"--knn-timeout must be a positive number of seconds, got {self.knn_timeout}", hint="e.g. --knn-timeout 60")
         if self.candidates < 1:
             raise SusxError(f"--candidates must be at least 1, got {self.candidates}", hint="e.g. --candidates 5000")
         if self.mode == "captions" and not self.metadata:
@@ -120,7 +134,8 @@ class LaionOptions:
         self.download = DownloadOptions(
             timeout=self.download_timeout, retries=self.download_retries, processes=self.download_processes,
             threads=self.download_threads, distributor=self.distributor, output_format=self.download_format,
-            image_size=self.image_size, resize_mode=self.resize_mode,
+            image_size=self.image_size, resize_mode=self.resize_mode, max_bytes=self.max_image_bytes,
+            allow_private=self.allow_private_urls,
         )
         self.download.validate()
         self.device = runtime.resolve_device(self.device)  # fails fast; cuda:LOCAL_RANK under torchrun
@@ -201,7 +216,7 @@ class LaionSource(LaionOptions, FromOptions):
     def _query_knn(self, state: ShardState, todo: list[int], texts: dict[int, list[str]], classes: list[str]) -> None:
         from susx_cli.adapters.retrieval import KnnBackend
 
-        backend = KnnBackend(self.knn_url, self.index_name, self.knn)
+        backend = KnnBackend(self.knn_url, self.index_name, self.knn, timeout=self.knn_timeout)
         total = sum(len(texts[ci]) for ci in todo)
         with bar("query kNN", total=total, unit="query") as progress:
             for ci in todo:

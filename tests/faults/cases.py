@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 
 from tests.faults.harness import Case
+from tests.loopback import Server
 
 TINY = ("--model", "susx-tiny-vit", "--pretrained", "none")
 
@@ -181,6 +182,13 @@ def _failed_embed(ws: Path) -> None:
     assert (ws / "s9.h5.partial").exists()
 
 
+# Loopback servers for the hang cases (their ports go in the commands, so they start with the table):
+# a kNN backend whose candidates all trickle one byte per 0.5 s, and one that never answers a query.
+_TRICKLE_KNN = Server(knn_target="/trickle")
+_SILENT_KNN = Server(knn_target="hang")
+_LAION = ("curate", "p.json", "-s", "laion", "--index-name", "idx", "-k", "1", "--candidates", "2")
+
+
 # ------------------------------------------------------------------ the table
 
 CASES: list[Case] = [
@@ -296,6 +304,12 @@ CASES: list[Case] = [
          expect_exit=0),
     Case("control-calibrate-fixed", ("calibrate", "text.h5", "sup.h5", "-o", "c2.json", "--mode", "fixed",
                                      "--alpha", "1", "--beta", "1", "--gamma", "1"), expect_exit=0),
+    # hangs
+    Case("laion-download-trickle", (*_LAION, "-o", "s-trickle", "--knn-url", _TRICKLE_KNN.url, "--allow-private-urls",
+                                    "--download-timeout", "2", "--download-retries", "0"),
+         message="no image", may_change=("s-trickle",), timeout_s=90, issue_item="12"),
+    Case("knn-never-answers", (*_LAION, "-o", "s-knn", "--knn-url", _SILENT_KNN.url, "--knn-timeout", "2"),
+         message="did not answer", may_change=("s-knn",), timeout_s=30, issue_item="12"),
     Case("control-rerun-is-skipped", ("predict", "text.h5", "test.h5", "-s", "sup.h5", "-c", "cal.json",
                                       "-o", "pred.h5"), expect_exit=0),
     Case("control-embed-rerun", ("embed", "sup", "-o", "sup.h5", *TINY), expect_exit=0),

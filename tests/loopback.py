@@ -1,0 +1,141 @@
+"""A loopback HTTP server with the hostile answers downloads must survive, and a fake kNN backend.
+
+Paths (any query string is ignored, so one path can be asked for many times as distinct URLs):
+- ``/img``: a small JPEG; ``/trickle``: announces 10 000 bytes, then sends one every 0.5 s;
+- ``/to-ftp``: redirects to ftp://; ``/to/<port>``: redirects to ``/img`` on 127.0.0.1:<port>;
+- ``/big``: BIG bytes with their Content-Length; ``/big-stream``: the same, no Content-Length (read to close);
+- ``/indices-list``: ``["idx"]``; ``/knn-service`` (POST): rows pointing at ``KNN_TARGET`` (a path of this
+  server), or no answer at all when ``KNN_TARGET`` is ``"hang"``.
+``sent`` counts body bytes written per path, ``hits`` requests per path.
+"""
+
+from __future__ import annotations
+
+import http.server
+import io
+import json
+import threading
+import time
+import urllib.parse
+from collections import Counter
+
+import numpy as np
+
+BIG = 8 * 1024 * 1024
+
+
+def jpeg(seed: int = 0) -> bytes:
+    from PIL import Image
+
+    arr = np.random.default_rng(seed).integers(0, 255, (24, 24, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    server: Server
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _head(self, code: int, headers: dict[str, str]) -> None:
+        self.send_response(code)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+
+    def _body(self, data: bytes) -> None:
+        self.wfile.write(data)
+        with self.server.lock:
+            self.server.sent[self.path.split("?")[0]] += len(data)
+
+    def do_GET(self) -> None:  # noqa: N802
+        path = self.path.split("?")[0]
+        with self.server.lock:
+            self.server.hits[path] += 1
+        try:
+            self._answer(path)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def _answer(self, path: str) -> None:
+        srv = self.server
+        if path == "/img":
+            self._head(200, {"Content-Type": "image/jpeg", "Content-Length": str(len(srv.image))})
+            self._body(srv.image)
+        elif path == "/trickle":
+            self._head(200, {"Content-Type": "image/jpeg", "Content-Length": "10000"})
+            for _ in range(10000):
+                if srv.stop.wait(0.5):
+                    return
+                self._body(b"x")
+                self.wfile.flush()
+        elif path == "/to-ftp":
+            self._head(302, {"Location": "ftp://127.0.0.1/img", "Content-Length": "0"})
+        elif path.startswith("/to/"):
+            self._head(302, {"Location": f"http://127.0.0.1:{path.split('/')[2]}/img", "Content-Length": "0"})
+        elif path in ("/big", "/big-stream"):
+            headers = {"Content-Type": "image/jpeg", "Connection": "close"}
+            if path == "/big":
+                headers["Content-Length"] = str(BIG)
+            self._head(200, headers)
+            block = b"\xff" * 65536
+            for _ in range(BIG // len(block)):
+                self._body(block)
+        elif path == "/indices-list":
+            self._json(["idx"])
+        else:
+            self._head(404, {"Content-Length": "0"})
+
+    def do_POST(self) -> None:  # noqa: N802
+        request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        with self.server.lock:
+            self.server.hits[self.path] += 1
+        if self.server.knn_target == "hang":
+            self.server.stop.wait(3600)
+            return
+        n = int(request.get("num_images", 1))
+        base = f"http://127.0.0.1:{self.server.server_port}{self.server.knn_target}"
+        query = urllib.parse.quote(str(request.get("text", "")))
+        rows = [{"url": f"{base}?q={query}&i={i}", "caption": "c", "similarity": 1 - i / 100, "id": i}
+                for i in range(n)]
+        try:
+            self._json(rows)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def _json(self, value) -> None:
+        data = json.dumps(value).encode()
+        self._head(200, {"Content-Type": "application/json", "Content-Length": str(len(data))})
+        self.wfile.write(data)
+
+
+class Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(self, knn_target: str = "/img"):
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.knn_target = knn_target
+        self.image = jpeg()
+        self.hits: Counter = Counter()
+        self.sent: Counter = Counter()
+        self.lock = threading.Lock()
+        self.stop = threading.Event()  # set on close: trickles and hung answers end
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_port}"
+
+    def close(self) -> None:
+        self.stop.set()
+        self.shutdown()
+        self.server_close()
+
+
+def elapsed(fn, *args, **kwargs) -> tuple[float, object]:
+    start = time.monotonic()
+    result = fn(*args, **kwargs)
+    return time.monotonic() - start, result
