@@ -16,7 +16,6 @@ Local layout under a data root (``--data-root ROOT``), one folder per dataset (`
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -300,9 +299,6 @@ def get(dataset: str) -> DatasetSpec:
 # ---------------------------------------------------------------------------------------------------
 # Local copies: read the split rows, check completeness
 
-_WNID = re.compile(r"^n\d{8}$")
-
-
 @dataclass
 class LocalSplits:
     """A dataset's local copy as CoOp rows: ``splits[name] = [[relative_path, label, classname], ...]``."""
@@ -375,22 +371,25 @@ def _load_fgvc(spec: DatasetSpec, root: Path) -> LocalSplits:
 
 
 def _load_imagenet_folders(spec: DatasetSpec, root: Path, image_root: Path) -> LocalSplits:
+    """WordNet-id folders as rows; a folder's label is its id's ImageNet-1k index (``classnames.wnid_labels``)."""
+    from susx_cli.classnames import is_wnid, wnid_labels
+    from susx_cli.imagesets import IMAGE_EXTS
+
     if not image_root.is_dir():
         raise _fail(spec, root, f"folder {spec.image_dir}/ of WordNet-id class folders is missing")
-    wnids = sorted(p.name for p in image_root.iterdir() if p.is_dir() and _WNID.match(p.name))
+    wnids = sorted(p.name for p in image_root.iterdir() if p.is_dir() and is_wnid(p.name))
     classes = class_names("imagenet")
     if not wnids:
         raise _fail(spec, image_root, "no WordNet-id class folders (n01440764/ ...)")
+    labels = wnid_labels(wnids, classes, str(image_root))
     problems = []
     if len(wnids) != len(classes):
-        problems.append(f"{len(wnids)} WordNet-id folders, ImageNet has {len(classes)}: labels would be wrong")
-    from susx_cli.imagesets import IMAGE_EXTS
-
+        problems.append(f"{len(wnids)} WordNet-id folders, ImageNet has {len(classes)}: classes are missing")
     rows = []
-    for label, wnid in enumerate(wnids):
+    for wnid in wnids:
         files = sorted(p for p in (image_root / wnid).iterdir() if p.suffix.lower() in IMAGE_EXTS)
-        rows += [[f"{wnid}/{p.name}", label, classes[label] if label < len(classes) else wnid] for p in files]
-    return LocalSplits(spec, root, image_root, classes[: len(wnids)], {spec.test_split: rows}, None, problems)
+        rows += [[f"{wnid}/{p.name}", labels[wnid], classes[labels[wnid]]] for p in files]
+    return LocalSplits(spec, root, image_root, classes, {spec.test_split: rows}, None, problems)
 
 
 def check_local(spec: DatasetSpec, data_root: Path, max_listed: int = 5) -> LocalSplits:
