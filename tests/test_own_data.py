@@ -124,3 +124,33 @@ def test_table_needs_a_class_list(work):
     table, _ = make_table(work)
     bad = invoke("embed", table, "-o", "b.h5", *TINY, expect=2)
     assert "needs the class list" in bad.stderr and "--classes" in bad.stderr
+
+
+# ---------------------------------------------------------------------------------------------------
+# Guard rails
+
+
+def test_predict_warns_when_calibrated_on_its_own_queries(work):
+    from tests.helpers import make_split
+
+    invoke("prompts", "-c", "classes.txt", "-o", "p.json")
+    split = make_split(work / "data", CLASSES, {"train": 2, "val": 2, "test": 2})
+    invoke("curate", "p.json", "-o", "sup", "--images", split, "--split", "train")
+    for args in (("sup", "-o", "sup.h5"), ("p.json", "-o", "text.h5"),
+                 (split, "--split", "val", "-c", "p.json", "-o", "val.h5"),
+                 (split, "--split", "test", "-c", "p.json", "-o", "test.h5")):
+        invoke("embed", *args, "--workers", "0", *TINY) if args[0] != "p.json" else invoke("embed", *args, *TINY)
+    grid = ["--alpha-grid", "1,2", "--beta-grid", "1,2", "--gamma-grid", "0,1"]
+    invoke("calibrate", "text.h5", "sup.h5", "--val", "test.h5", "-o", "cal.json", *grid)
+    tuned = invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "-c", "cal.json", "-o", "p1.h5")
+    assert "tuned on its own test set" in tuned.stderr
+    invoke("calibrate", "text.h5", "sup.h5", "--val", "val.h5", "-o", "cal2.json", *grid)
+    held_out = invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "-c", "cal2.json", "-o", "p2.h5")
+    assert "tuned on its own test set" not in held_out.stderr
+
+
+def test_laion_without_knn_url_names_both_ways(work):
+    invoke("prompts", "-c", "classes.txt", "-o", "p.json")
+    bad = invoke("curate", "p.json", "-o", "sup", "--source", "laion", "-k", "2", expect=2)
+    assert "--knn-url" in bad.stderr and "--laion-mode captions" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and not (work / "sup").exists()
