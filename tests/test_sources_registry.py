@@ -178,7 +178,7 @@ def test_every_source_says_how_many_images_per_class_it_wants(tmp_path):
     sources = {
         "folder": {"images": tmp_path, "shots": 4},
         "sd": {"per_class": 4},
-        "laion": {"per_class": 4},
+        "laion": {"per_class": 4, "knn_url": "http://127.0.0.1:9"},
         "pool": {"pool": str(tmp_path / "images"), "per_class": 4},
     }
     assert set(sources) == set(registry.SOURCES)

@@ -107,12 +107,6 @@ class LaionOptions:
         require_per_class("laion", self.per_class, "images to keep per class")
         if self.candidates < 1:
             raise SusxError(f"--candidates must be at least 1, got {self.candidates}", hint="e.g. --candidates 5000")
-        if self.mode == "knn" and not self.knn_url:
-            # No default endpoint: the public service the paper used is gone, so the user picks the backend.
-            raise SusxError(
-                "--source laion needs --knn-url: LAION's public kNN service is offline since 2024",
-                hint="pass --knn-url of a self-hosted `clip-retrieval back`, or use --laion-mode captions --metadata FILES",
-            )
         if self.mode == "captions" and not self.metadata:
             raise SusxError(
                 "--laion-mode captions needs --metadata (parquet files with url and caption columns)",
@@ -129,6 +123,12 @@ class LaionOptions:
         )
         self.download.validate()
         self.device = runtime.resolve_device(self.device)  # fails fast; cuda:LOCAL_RANK under torchrun
+        if self.mode == "knn" and not self.knn_url:
+            # No default endpoint: the public service the paper used is gone, so the user picks the backend.
+            raise SusxError(
+                "--source laion needs --knn-url: LAION's public kNN service is offline since 2024",
+                hint="pass --knn-url of a self-hosted `clip-retrieval back`, or use --laion-mode captions --metadata FILES",
+            )
 
 
 @dataclass
