@@ -165,3 +165,59 @@ def check_same_classes(a: list[str], b: list[str], what_a: str, what_b: str) -> 
         f"the class lists of {what_a} and {what_b} differ: {detail}",
         hint="make both from the same prompts.json",
     )
+
+
+# ---------------------------------------------------------------------------------------------------
+# ImageNet's WordNet-id class folders (``n01440764/`` ...): the one place that maps them to labels.
+
+IMAGENET_CLASSES = 1000
+_WNID = re.compile(r"^n\d{8}$")
+
+
+def is_wnid(name: str) -> bool:
+    """Whether a folder name is a WordNet id such as ``n01440764``."""
+    return bool(_WNID.match(name))
+
+
+def imagenet_wnids() -> list[str]:
+    """The 1000 ImageNet-1k WordNet ids, sorted: position = class index (ImageNet's own label definition,
+    the order of open_clip's IMAGENET_CLASSNAMES). Shipped as package data (data/imagenet_wnids.json)."""
+    from importlib import resources
+
+    text = resources.files("susx_cli").joinpath("data/imagenet_wnids.json").read_text(encoding="utf-8")
+    return list(json.loads(text)["wnids"])
+
+
+def wnid_labels(wnids: list[str], classes: list[str], where: str) -> dict[str, int]:
+    """The label of each WordNet-id folder in ``classes``.
+
+    A 1000-class list is ImageNet-1k in index order, so a folder's label is its id's position among the
+    sorted ids. A shorter list (a subset such as ImageNet-R's 200) is matched by name: the id's ImageNet
+    class name (open_clip's, as ``susx prompts --dataset imagenet`` writes them) looked up in ``classes``.
+    """
+    index = {w: i for i, w in enumerate(imagenet_wnids())}
+    unknown = [w for w in wnids if w not in index]
+    if unknown:
+        raise SusxError(
+            f"{where}: {len(unknown)} folder(s) are not ImageNet-1k WordNet ids: {_shown(unknown)}",
+            hint="WordNet-id folders are read as ImageNet-1k classes; rename the folders to class names otherwise",
+        )
+    if len(classes) == IMAGENET_CLASSES:
+        return {w: index[w] for w in wnids}
+    from susx_cli.datasets.registry import class_names
+
+    names = class_names("imagenet")
+    by_key = {folder_key(name): i for i, name in enumerate(classes)}
+    labels = {w: by_key.get(folder_key(names[index[w]])) for w in wnids}
+    unmatched = [f"{w} ({names[index[w]]})" for w, label in labels.items() if label is None]
+    if unmatched:
+        raise SusxError(
+            f"{where}: {len(unmatched)} WordNet-id folder(s) name ImageNet classes missing from the class list: "
+            f"{_shown(unmatched)}",
+            hint="use a prompts.json made by `susx prompts --dataset imagenet`, or remove those folders",
+        )
+    return {w: int(label) for w, label in labels.items() if label is not None}
+
+
+def _shown(items: list[str], limit: int = 5) -> str:
+    return ", ".join(repr(x) for x in items[:limit]) + (" ..." if len(items) > limit else "")

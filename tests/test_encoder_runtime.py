@@ -296,7 +296,7 @@ def test_every_clip_consumer_loads_on_this_ranks_gpu(work, fake_gpus, monkeypatc
     assert pool.device == "cuda:1"
     with pytest.raises(SusxError):
         pool._embed(work / "pool.h5", overwrite=False)
-    assert LaionSource(1, model="susx-tiny-vit", pretrained="none").device == "cuda:1"  # what its caption ranking loads on
+    assert LaionSource(1, model="susx-tiny-vit", pretrained="none", knn_url="http://127.0.0.1:9").device == "cuda:1"  # what its caption ranking loads on
     assert seen == ["cuda:1"] * 3
 
 

@@ -108,7 +108,7 @@ def test_fgvc_variants_layout(tmp_path):
 def test_eval_writes_results_and_skips_on_rerun(evaluated):
     base, data, args, first = evaluated
     # per dataset: zero-shot + 2 methods x 2 calibrations = 5 runs
-    assert first["summary"] == {"runs": 10, "skipped": 0}
+    assert first["summary"] == {"runs": 10, "skipped": 0, "failed": 0}
     files = sorted((base / "results").glob("*.json"))
     assert len(files) == 10
     tipx = json.loads((base / "results" / "eurosat__susx_tiny_vit-none__tip-x__2shot__val.json").read_text())
@@ -120,7 +120,7 @@ def test_eval_writes_results_and_skips_on_rerun(evaluated):
     assert tipx["zero_shot_protocol"]["logit_scale"] == 100.0 and tipx["zero_shot_protocol"]["text_pool"] == "template"
     assert tipx["model"]["random_weights"] is True
     again = invoke(*args, "--json")
-    assert json.loads(again.stdout)["summary"] == {"runs": 10, "skipped": 10}
+    assert json.loads(again.stdout)["summary"] == {"runs": 10, "skipped": 10, "failed": 0}
     assert "skipped" in again.stderr
 
 

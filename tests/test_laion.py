@@ -392,8 +392,8 @@ def test_knn_bad_backend_errors(backend, server, tmp_path):
     assert "is not an http(s) URL" in r.output
     for res in (r,):
         assert len([line for line in res.output.splitlines() if line.startswith("error:")]) == 1
-    r = invoke("curate", prompts, "-o", tmp_path / "f", *args, expect=2)  # the default: the public service
-    assert "offline since early 2024" in r.output
+    r = invoke("curate", prompts, "-o", tmp_path / "f", *args, expect=2)  # no default: the public service is gone
+    assert "needs --knn-url" in r.output and "--laion-mode captions" in r.output
     # a class without CuPL sentences cannot be queried with them
     no_cupl = _write_prompts(tmp_path / "nocupl.json", classes=["zebra"], cupl=False)
     r = invoke("curate", no_cupl, "-o", tmp_path / "e", *args, "--prompt-mode", "cupl", "--knn-url", backend["url"], expect=2)

@@ -98,9 +98,10 @@ def test_sample_values_reach_the_sources():
     sd = registry.build_options("sd", {"per_class": 2, "sd_model": "x/y", "size": "64x32", "compile": True})
     assert isinstance(sd, SDOptions) and (sd.model, sd.width, sd.height, sd.compile) == ("x/y", 64, 32, True)
     assert sd.preset == "paper" and sd.steps == 85  # defaults from the preset, filled by the options class
-    laion = LaionSource.from_options(registry.build_options("laion", {"per_class": 3, "knn_dedup": False, "image_size": 64}))
+    laion = LaionSource.from_options(registry.build_options(
+        "laion", {"per_class": 3, "knn_dedup": False, "image_size": 64, "knn_url": "http://127.0.0.1:9/knn-service"}))
     assert laion.per_class == 3 and laion.knn.deduplicate is False and laion.download.image_size == 64
-    assert laion.candidates == 5000 and laion.knn_url == registry.laion.PUBLIC_KNN_URL  # the defaults of today
+    assert laion.candidates == 5000 and laion.knn_url == "http://127.0.0.1:9/knn-service"  # no default endpoint
     pool = registry.build_options("pool", {"pool": "images", "per_class": 1})
     assert isinstance(pool, PoolOptions) and pool.precision == "fp32" and pool.candidates is None
 
@@ -177,7 +178,7 @@ def test_every_source_says_how_many_images_per_class_it_wants(tmp_path):
     sources = {
         "folder": {"images": tmp_path, "shots": 4},
         "sd": {"per_class": 4},
-        "laion": {"per_class": 4},
+        "laion": {"per_class": 4, "knn_url": "http://127.0.0.1:9"},
         "pool": {"pool": str(tmp_path / "images"), "per_class": 4},
     }
     assert set(sources) == set(registry.SOURCES)

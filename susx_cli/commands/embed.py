@@ -27,14 +27,14 @@ from susx_cli.commands._common import (
 def embed(
     input_path: Annotated[
         Path,
-        typer.Argument(help="prompts.json, a support folder, class folders, an unlabelled folder, or a CoOp split JSON."),
+        typer.Argument(help="prompts.json, a support folder, class folders (names or ImageNet WordNet ids), a path,label CSV/TSV, an unlabelled folder, or a CoOp split JSON."),
     ],
     output: OutputOpt,
     model: ModelOpt = "ViT-B-32",
     pretrained: PretrainedOpt = "openai",
-    classes: Annotated[Path | None, typer.Option("--classes", "-c", help="Class list (prompts.json) for class folders.")] = None,
+    classes: Annotated[Path | None, typer.Option("--classes", "-c", help="Class list (prompts.json) for class folders and path,label tables; WordNet-id folders default to ImageNet's.")] = None,
     split: Annotated[str | None, typer.Option("--split", help="Split of a CoOp split file: train | val | test.")] = None,
-    image_root: Annotated[Path | None, typer.Option("--image-root", help="Folder the split's paths are relative to.")] = None,
+    image_root: Annotated[Path | None, typer.Option("--image-root", help="Folder the split's or table's paths are relative to (default: the file's folder).")] = None,
     shots: Annotated[int | None, typer.Option("--shots", help="Few-shot: K random images per class.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for --shots sampling.")] = 0,
     unlabelled: Annotated[bool, typer.Option("--unlabelled", help="Treat the folder as images without labels.")] = False,

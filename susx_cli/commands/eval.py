@@ -20,10 +20,10 @@ from susx_cli.commands._common import (
 
 
 def eval_(
-    dataset: Annotated[list[str], typer.Option("--dataset", "-d", help="Dataset id (repeatable; susx datasets list).")],
-    data_root: Annotated[Path, typer.Option("--data-root", help="Folder holding one folder per dataset.")],
+    dataset: Annotated[list[str], typer.Option("--dataset", "-d", help="Dataset id (susx datasets list) or a dataset file DATASET.json: class list + split file, class folders or path,label CSVs per split (repeatable).")],
     model: Annotated[list[str], typer.Option("--model", "-m", help="open_clip architecture, or ARCH:TAG (repeatable).")],
     pretrained: Annotated[list[str] | None, typer.Option("--pretrained", "-p", help="Weights per --model, by position (repeatable).")] = None,
+    data_root: Annotated[Path | None, typer.Option("--data-root", help="Folder holding one folder per registered dataset.")] = None,
     support: Annotated[list[str] | None, typer.Option("--support", "-s", help="folder-shots:K (K train images per class) or a support folder made by susx curate (repeatable).")] = None,
     method: Annotated[list[str] | None, typer.Option("--method", help="zero-shot | tip-adapter | tip-x | gda (repeatable; default: the paper's three, without gda).")] = None,
     calibration: Annotated[list[str] | None, typer.Option("--calibration", "-c", help="val | loo | kfold | fixed (repeatable; default loo; gda has no loo: it runs val, kfold, fixed).")] = None,
@@ -50,25 +50,33 @@ def eval_(
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "fp32",
     overwrite: OverwriteOpt = False,
+    keep_going: Annotated[bool, typer.Option("--keep-going", help="Record a failed dataset or run (a result with status failed and the error) and go on; exit 1 at the end.")] = False,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Benchmark: run every stage per dataset and model, reusing matching artifacts; skip finished runs."""
+    """Benchmark: run every stage per dataset and model, reusing matching artifacts; skip finished runs.
+
+    Every dataset is checked before any is computed."""
+    outcome: dict[str, Any] = {}
 
     def stage():
         from susx_cli.method import PAPER_METHODS
         from susx_cli.stages.eval import run_eval
 
-        return run_eval(
+        result = run_eval(
             list(dataset), data_root=data_root, work_dir=work_dir, results_dir=results_dir, models=list(model),
             pretrained=list(pretrained or []), supports=list(support or []), methods=list(method or PAPER_METHODS),
             calibrations=list(calibration or ["loo"]), templates=templates, cupl_dir=cupl_dir, prompts_path=prompts,
             pool=pool, logit_scale=logit_scale, tau=tau, alpha_grid=alpha_grid, beta_grid=beta_grid,
             gamma_grid=gamma_grid, alpha=alpha, beta=beta, gamma=gamma, gda_alpha=gda_alpha, folds=folds, fold_seed=fold_seed, seed=seed, batch_size=batch_size,
-            workers=workers, device=device, precision=precision, overwrite=overwrite,
+            workers=workers, device=device, precision=precision, overwrite=overwrite, keep_going=keep_going,
         )
+        outcome["result"] = result
+        return result
 
     run(stage, quiet=quiet, as_json=as_json, table=results_table)
+    if outcome["result"].summary.get("failed"):
+        raise typer.Exit(1)  # --keep-going: every run was tried and recorded, but not every run succeeded
 
 
 def results_table(result: Any):

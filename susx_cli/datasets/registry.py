@@ -12,11 +12,13 @@ Local layout under a data root (``--data-root ROOT``), one folder per dataset (`
   position of its id among the 1000 sorted ids (ImageNet's own label definition), names from open_clip;
 - ``split-file``: a split file in the CoOp row format that the user makes (the paper's splits, or an
   export of the torchvision dataset named in ``torchvision``).
+
+Besides these, ``resolve`` takes a dataset file (``datasets/own.py``: a class list plus a split file, class
+folders or ``path,label`` tables per split), layout ``dataset-file``.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,7 +60,7 @@ def class_names(dataset: str) -> list[str]:
 # ---------------------------------------------------------------------------------------------------
 # The paper's 19 datasets
 
-LAYOUTS = ("coop-split", "fgvc-variants", "imagenet-folders", "split-file")
+LAYOUTS = ("coop-split", "fgvc-variants", "imagenet-folders", "split-file", "dataset-file")
 
 # METHOD.md, "Headline numbers" (OpenAI CLIP RN50, top-1 %). Per-dataset figures other than ImageNet
 # are not in METHOD.md and are not invented here.
@@ -116,6 +118,8 @@ class DatasetSpec:
             return f"{self.folder}/variants.txt, images_variant_{{train,val,test}}.txt, images/ (CoOp)"
         if self.layout == "imagenet-folders":
             return f"{self.folder}/{self.image_dir}/<wnid>/ x 1000 (class names from open_clip)"
+        if self.layout == "dataset-file":
+            return f"what its dataset file {self.split_file} names (class list; split file, tables or class folders)"
         via = f"; images from torchvision.datasets.{self.torchvision}" if self.torchvision else ""
         return f"{self.folder}/{self.split_file} (CoOp row format) + images under {self.folder}/{self.image_dir or ''}{via}"
 
@@ -297,11 +301,15 @@ def get(dataset: str) -> DatasetSpec:
     return DATASETS[key]
 
 
+def resolve(value: str) -> DatasetSpec:
+    """A registered dataset by id, or a user's dataset file (``datasets/own.py``) by path."""
+    from susx_cli.datasets import own
+
+    return own.load_spec(Path(value)) if own.is_dataset_file(value) else get(value)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Local copies: read the split rows, check completeness
-
-_WNID = re.compile(r"^n\d{8}$")
-
 
 @dataclass
 class LocalSplits:
@@ -324,11 +332,17 @@ def _fail(spec: DatasetSpec, root: Path, what: str) -> SusxError:
     return SusxError(f"{spec.id}: {what} under {root}", hint=f"{spec.name} needs {spec.needs()}")
 
 
-def load_local(spec: DatasetSpec, data_root: Path) -> LocalSplits:
+def load_local(spec: DatasetSpec, data_root: Path | None) -> LocalSplits:
     """Read a local copy's splits (no image checks); SusxError naming what is missing for a wrong layout."""
     from susx_cli.artifacts.common import read_json
     from susx_cli.classnames import classes_from_split
 
+    if spec.layout == "dataset-file":
+        from susx_cli.datasets import own
+
+        return own.load_local(spec)
+    if data_root is None:
+        raise SusxError(f"{spec.id} needs --data-root ROOT holding one folder per dataset", hint=f"{spec.name} needs {spec.needs()}")
     data_root = Path(data_root)
     if not data_root.is_dir():
         raise SusxError(f"data root {data_root} does not exist", hint="pass --data-root ROOT holding one folder per dataset")
@@ -375,29 +389,34 @@ def _load_fgvc(spec: DatasetSpec, root: Path) -> LocalSplits:
 
 
 def _load_imagenet_folders(spec: DatasetSpec, root: Path, image_root: Path) -> LocalSplits:
+    """WordNet-id folders as rows; a folder's label is its id's ImageNet-1k index (``classnames.wnid_labels``)."""
+    from susx_cli.classnames import is_wnid, wnid_labels
+    from susx_cli.imagesets import IMAGE_EXTS
+
     if not image_root.is_dir():
         raise _fail(spec, root, f"folder {spec.image_dir}/ of WordNet-id class folders is missing")
-    wnids = sorted(p.name for p in image_root.iterdir() if p.is_dir() and _WNID.match(p.name))
+    wnids = sorted(p.name for p in image_root.iterdir() if p.is_dir() and is_wnid(p.name))
     classes = class_names("imagenet")
     if not wnids:
         raise _fail(spec, image_root, "no WordNet-id class folders (n01440764/ ...)")
+    labels = wnid_labels(wnids, classes, str(image_root))
     problems = []
     if len(wnids) != len(classes):
-        problems.append(f"{len(wnids)} WordNet-id folders, ImageNet has {len(classes)}: labels would be wrong")
-    from susx_cli.imagesets import IMAGE_EXTS
-
+        problems.append(f"{len(wnids)} WordNet-id folders, ImageNet has {len(classes)}: classes are missing")
     rows = []
-    for label, wnid in enumerate(wnids):
+    for wnid in wnids:
         files = sorted(p for p in (image_root / wnid).iterdir() if p.suffix.lower() in IMAGE_EXTS)
-        rows += [[f"{wnid}/{p.name}", label, classes[label] if label < len(classes) else wnid] for p in files]
-    return LocalSplits(spec, root, image_root, classes[: len(wnids)], {spec.test_split: rows}, None, problems)
+        rows += [[f"{wnid}/{p.name}", labels[wnid], classes[labels[wnid]]] for p in files]
+    return LocalSplits(spec, root, image_root, classes, {spec.test_split: rows}, None, problems)
 
 
-def check_local(spec: DatasetSpec, data_root: Path, max_listed: int = 5) -> LocalSplits:
+def check_local(spec: DatasetSpec, data_root: Path | None, max_listed: int = 5) -> LocalSplits:
     """``load_local`` plus: every referenced image present, class list consistent. Problems are listed,
     not raised (``problems`` empty = complete)."""
     local = load_local(spec, data_root)
-    for split in (spec.test_split, spec.calibration_split):
+    # A dataset file needs its calibration split only for --calibration val (eval checks that).
+    needed = (spec.test_split,) if spec.layout == "dataset-file" else (spec.test_split, spec.calibration_split)
+    for split in needed:
         if not local.splits.get(split):
             local.problems.append(f"split {split!r} is missing or empty")
     missing = []
@@ -410,7 +429,7 @@ def check_local(spec: DatasetSpec, data_root: Path, max_listed: int = 5) -> Loca
     if missing:
         shown = ", ".join(missing[:max_listed]) + (" ..." if len(missing) > max_listed else "")
         local.problems.append(f"{len(missing)} of {total} images missing under {local.image_root}: {shown}")
-    if len(local.classes) != spec.num_classes and spec.layout != "imagenet-folders":
+    if len(local.classes) != spec.num_classes and spec.layout not in ("imagenet-folders", "dataset-file"):
         local.notes.append(f"{len(local.classes)} classes, the paper's {spec.name} has {spec.num_classes} (a subset?)")
     used = {int(r[1]) for rows in local.splits.values() for r in rows}
     unused = [local.classes[i] for i in range(len(local.classes)) if i not in used]

@@ -1,4 +1,5 @@
-"""`curate --source folder`: an existing image collection (class folders or a split) as a support set."""
+"""`curate --source folder`: an existing image collection (class folders, a split or a path,label table) as a
+support set."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from susx_cli.sources.base import FromOptions, WorkUnit, option
 class FolderOptions:
     """`curate --source folder`: existing images, e.g. k real labelled shots per class."""
 
-    images: Path | None = option(None, "--images", help="class folders or a CoOp split JSON.")
+    images: Path | None = option(None, "--images", help="class folders, a CoOp split JSON, or a path,label CSV/TSV.")
     split: str | None = option(None, "--split", help="split of a split file (train | val | test).")
     image_root: Path | None = option(None, "--image-root", help="root of the split's relative paths.")
     shots: int | None = option(None, "--shots", help="K random images per class.")
@@ -30,7 +31,7 @@ class FolderOptions:
 
     def __post_init__(self) -> None:
         if self.images is None:
-            raise SusxError("--source folder needs --images DIR_OR_SPLIT", hint="point it at class folders or a split JSON")
+            raise SusxError("--source folder needs --images DIR_OR_SPLIT", hint="point it at class folders, a split JSON or a path,label CSV")
 
 
 @dataclass
@@ -63,11 +64,17 @@ class FolderSource(FolderOptions, FromOptions):
         return image_set
 
     def inputs(self) -> list[dict[str, Any]]:
-        """The images read: every image file under the folder, or the split file and its rows' images,
+        """The images read: every image file under the folder, or the split file or table and its rows' images,
         by name, size and time, so a changed image makes the set out of date."""
         if Path(self.images).is_dir():
             root = Path(self.images)
             return [common.listing_identity(root, imagesets.image_files(root), "image-folder")]
+        if Path(self.images).suffix.lower() in imagesets.TABLE_DELIMITERS and Path(self.images).is_file():
+            try:
+                rows = imagesets.read_table(Path(self.images))
+            except SusxError:
+                return []  # units() gives the error with its hint
+            return imagesets.table_inputs(Path(self.images), self.image_root, rows)
         if Path(self.images).is_file() and self.split is not None:
             try:
                 return imagesets.from_split(self.images, self.split, self.image_root).inputs

@@ -24,7 +24,7 @@ from typing import Any
 
 from susx_cli import runtime
 from susx_cli.adapters.download import MAX_IMAGE_BYTES, DownloadOptions
-from susx_cli.adapters.retrieval import PUBLIC_INDEX, PUBLIC_KNN_URL, KnnOptions
+from susx_cli.adapters.retrieval import PUBLIC_INDEX, KnnOptions
 from susx_cli.artifacts import common
 from susx_cli.artifacts.prompts import Prompts
 from susx_cli.artifacts.shard_state import ShardState
@@ -64,8 +64,8 @@ class LaionOptions:
     mode: str = option("knn", "--laion-mode", help="knn (a clip-retrieval backend) | captions (offline search of caption metadata).")
     query: str = option("photo", "--prompt-mode", help="photo (the class's photo prompt) | cupl (its CuPL sentences, results interleaved).")
     candidates: int = option(5000, "--candidates", help="ranked candidates per class (default 5000).")
-    knn_url: str = option(
-        PUBLIC_KNN_URL, "--knn-url", help="URL of a `clip-retrieval back` (the default, LAION's public service, is offline since 2024)."
+    knn_url: str | None = option(
+        None, "--knn-url", help="knn mode: URL of your `clip-retrieval back` (no default: LAION's public service is offline since 2024)."
     )
     index_name: str = option(PUBLIC_INDEX, "--index-name", help="index of the backend to search.")
     knn_timeout: float = option(60.0, "--knn-timeout", help="seconds to wait for the kNN backend's answer to one query.")
@@ -139,6 +139,12 @@ class LaionOptions:
         )
         self.download.validate()
         self.device = runtime.resolve_device(self.device)  # fails fast; cuda:LOCAL_RANK under torchrun
+        if self.mode == "knn" and not self.knn_url:
+            # No default endpoint: the public service the paper used is gone, so the user picks the backend.
+            raise SusxError(
+                "--source laion needs --knn-url: LAION's public kNN service is offline since 2024",
+                hint="pass --knn-url of a self-hosted `clip-retrieval back`, or use --laion-mode captions --metadata FILES",
+            )
 
 
 @dataclass

@@ -2,9 +2,12 @@
 methods x calibration modes, reusing every artifact that exists and matches, and write one result JSON
 per run (skipped when a result with the same configuration exists).
 
-Three steps: ``EvalConfig.from_options`` checks the options and ``plan_runs`` lists the runs (plan); a
-``DatasetEval`` makes each run's artifacts through the stage functions, at the paths its ``Workdir``
-names (execute); ``results.run_record`` describes the run and ``results.write_result`` stores it (record).
+Four steps: ``EvalConfig.from_options`` checks the options and ``plan_runs`` lists the runs (plan);
+``check_dataset`` checks every requested dataset (registered or a dataset file) before any is computed
+(check); a ``DatasetEval`` makes each run's artifacts through the stage functions, at the paths its
+``Workdir`` names (execute); ``results.run_record`` describes the run and ``results.write_result`` stores
+it (record). With ``keep_going`` a dataset or run that fails is recorded (a result with ``status: failed``
+and the error line) and the rest goes on.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 from susx_cli.artifacts import common
 from susx_cli.artifacts import results as res_io
 from susx_cli.artifacts.workdir import Workdir, write_split
-from susx_cli.classnames import folder_key, slug
+from susx_cli.classnames import check_same_classes, folder_key, slug
 from susx_cli.encoder import recorded_pretrained
 from susx_cli.errors import SusxError
 from susx_cli.method import METHOD_MODES, METHODS, PAPER_METHODS, hyperparameters, uses_support
@@ -121,7 +124,7 @@ def method_modes(method: str, calibrations: list[str]) -> list[str]:
 class EvalConfig:
     """Every option of an eval, checked: what ``plan_runs`` and ``DatasetEval`` work from."""
 
-    data_root: Path
+    data_root: Path | None  # None when every dataset is a dataset file
     work_dir: Path
     results_dir: Path
     models: list[tuple[str, str]]  # (architecture, weights)
@@ -144,6 +147,7 @@ class EvalConfig:
     device: str = "auto"
     precision: str = "fp32"
     overwrite: bool = False
+    keep_going: bool = False  # record a failed dataset or run and go on
 
     @classmethod
     def from_options(cls, *, num_datasets: int, models: list[str], pretrained: list[str], supports: list[str],
@@ -213,7 +217,7 @@ def plan_runs(cfg: EvalConfig) -> list[Run]:
 @dataclass
 class EvalResult(StageResult):
     """``rows``: per run dataset, model, method, support, calibration, top1, mean_per_class_recall,
-    status (done | skipped) and path of the result file."""
+    status (done | skipped | failed, with ``error``) and path of the result file."""
 
     rows: list[dict[str, Any]] = field(default_factory=list)
 
@@ -224,7 +228,7 @@ class EvalResult(StageResult):
 def run_eval(
     datasets: list[str],
     *,
-    data_root: Path,
+    data_root: Path | None,
     work_dir: Path,
     results_dir: Path,
     models: list[str],
@@ -253,6 +257,7 @@ def run_eval(
     device: str = "auto",
     precision: str = "fp32",
     overwrite: bool = False,
+    keep_going: bool = False,
 ) -> EvalResult:
     from susx_cli import runtime
     from susx_cli.datasets import registry
@@ -260,34 +265,135 @@ def run_eval(
     runtime.resolve_device(device)  # a bad --device fails before any work
     if not datasets:
         raise SusxError("give at least one --dataset", hint="see susx datasets list")
-    specs = [registry.get(d) for d in datasets]
+    specs = [registry.resolve(d) for d in datasets]
+    ids = [s.id for s in specs]
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        raise SusxError(f"dataset {twice[0]!r} is requested twice", hint="give each --dataset once (dataset files need distinct ids)")
+    if data_root is None and any(s.layout != "dataset-file" for s in specs):
+        raise SusxError("registered datasets need --data-root ROOT (one folder per dataset)",
+                        hint="pass --data-root, or describe the dataset in a file: --dataset path/to/dataset.json")
     cfg = EvalConfig.from_options(
         num_datasets=len(specs), models=models, pretrained=pretrained, supports=supports, methods=methods,
         calibrations=calibrations, alpha_grid=alpha_grid, beta_grid=beta_grid, gamma_grid=gamma_grid, alpha=alpha,
-        beta=beta, gamma=gamma, gda_alpha=gda_alpha, folds=folds, fold_seed=fold_seed, data_root=Path(data_root), work_dir=Path(work_dir), results_dir=Path(results_dir),
+        beta=beta, gamma=gamma, gda_alpha=gda_alpha, folds=folds, fold_seed=fold_seed,
+        data_root=None if data_root is None else Path(data_root), work_dir=Path(work_dir), results_dir=Path(results_dir),
         templates=templates, cupl_dir=cupl_dir, prompts_path=prompts_path, pool=pool, logit_scale=logit_scale,
         tau=tau, seed=seed, batch_size=batch_size, workers=workers, device=device, precision=precision,
-        overwrite=overwrite,
+        overwrite=overwrite, keep_going=keep_going,
     )
     runs = plan_runs(cfg)
     result = EvalResult("eval", [])
+    # Every dataset is checked before any is computed: a broken second dataset stops the eval before the
+    # first one's artifacts are made (or, with --keep-going, is recorded as failed).
+    checked = []
     for spec in specs:
-        DatasetEval(spec, cfg).execute(runs, result)
-    result.summary = {"runs": len(result.rows), "skipped": sum(r["status"] == "skipped" for r in result.rows)}
+        try:
+            checked.append((spec, check_dataset(spec, cfg)))
+        except SusxError as exc:
+            if not cfg.keep_going:
+                raise
+            record_failed_dataset(spec, cfg, runs, exc, result)
+    for spec, local in checked:
+        try:
+            dataset_eval = DatasetEval(spec, cfg, local)
+        except Exception as exc:  # noqa: BLE001 - --keep-going records any failure, then goes on
+            if not cfg.keep_going:
+                raise
+            record_failed_dataset(spec, cfg, runs, exc, result)
+            continue
+        dataset_eval.execute(runs, result)
+    statuses = [r["status"] for r in result.rows]
+    result.summary = {"runs": len(statuses), "skipped": statuses.count("skipped"), "failed": statuses.count("failed")}
     return result
+
+
+def check_dataset(spec, cfg: EvalConfig):
+    """What can be checked of one dataset before any work: its images and splits present and its labels in
+    range (``registry.check_local``), and the class lists of --prompts and of support folders the same as
+    its own. Returns its ``registry.LocalSplits``."""
+    from susx_cli.artifacts import support
+    from susx_cli.artifacts.prompts import read_prompts
+    from susx_cli.datasets import registry
+
+    local = registry.check_local(spec, cfg.data_root)
+    if local.problems:
+        hint = (f"fix the dataset file {spec.split_file}" if spec.layout == "dataset-file" else
+                f"run `susx datasets check {cfg.data_root} {spec.id}`; {spec.name} needs {spec.needs()}")
+        raise SusxError(f"{spec.id}: the local copy under {local.root} is incomplete: {local.problems[0]}", hint=hint)
+    with_support = any(uses_support(m) for m in cfg.methods)
+    needed = {spec.calibration_split: "--calibration val"} if with_support and "val" in cfg.calibrations else {}
+    if with_support and any(c.kind == "folder-shots" for c in cfg.supports):
+        needed["train"] = "--support folder-shots:K"
+    for split, why in needed.items():
+        if not local.splits.get(split):
+            raise SusxError(f"{spec.id}: {why} needs a {split!r} split, which the dataset does not have",
+                            hint=f"add a {split!r} split, or drop {why}")
+    given = [(str(cfg.prompts_path), read_prompts(cfg.prompts_path).classes)] if cfg.prompts_path is not None else []
+    given += [(str(c.path), support.read_support(c.path).classes) for c in cfg.supports if c.path is not None]
+    for what, classes in given:
+        if [folder_key(c) for c in classes] != [folder_key(c) for c in local.classes]:
+            check_same_classes(local.classes, classes, f"{spec.id}'s split", what)
+    return local
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for a result record: a SusxError's message and hint, else the exception's type and first line."""
+    if isinstance(exc, SusxError):
+        return exc.one_line()
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def is_failed_record(path: Path) -> bool:
+    """Whether ``path`` holds a result of a failed run (replaced by the next attempt without --overwrite)."""
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("kind") == res_io.RESULT and data.get("status") == "failed"
+
+
+def record_failure(out_json: Path, config: dict[str, Any], run: Run, spec, exc: BaseException,
+                   row: dict[str, Any], result: EvalResult) -> None:
+    """A failed run's row, and its result file (``status: failed`` and the error line) unless that would
+    replace a finished result: a failure never overwrites a figure."""
+    error = error_line(exc)
+    info(f"   [red]failed[/red] {out_json.stem}: {error}")
+    if not out_json.exists() or is_failed_record(out_json):
+        res_io.write_result(out_json, {
+            "status": "failed", "error": error, "config_key": res_io.config_key(config), "config": config,
+            "dataset": {"id": spec.id, "name": spec.name, "split": spec.test_split},
+            "model": {"arch": run.arch, "pretrained": run.pretrained}, "method": run.method,
+            "support": None, "calibration": None, "zero_shot_protocol": None, "metrics": {},
+        })
+        result.outputs.append(out_json)
+    result.rows.append({**row, **_metric_row({}), "status": "failed", "error": error})
+
+
+def record_failed_dataset(spec, cfg: EvalConfig, runs: list[Run], exc: BaseException, result: EvalResult) -> None:
+    """--keep-going: every run of a dataset that could not be checked or prepared is recorded as failed."""
+    wd = Workdir(cfg.work_dir, cfg.results_dir, spec.id)
+    for run in runs:
+        config = {"dataset": spec.id, "model": run.arch, "pretrained": run.pretrained, "method": run.method,
+                  "support": run.support.spec if run.support else None, "calibration": run.mode}
+        out_json = wd.result(run.arch, run.pretrained, run.method, run.tag, run.mode)
+        record_failure(out_json, config, run, spec, exc, _row(spec, run, out_json), result)
+
+
+def _row(spec, run: Run, out_json: Path) -> dict[str, Any]:
+    return {"dataset": spec.id, "model": f"{run.arch}/{run.pretrained}", "method": run.method,
+            "support": run.tag or "-", "calibration": run.mode or "-", "path": str(out_json)}
 
 
 class DatasetEval:
     """The runs of one dataset: its split and prompts, then per run the artifacts it needs, each made once."""
 
-    def __init__(self, spec, cfg: EvalConfig):
-        from susx_cli.datasets import registry
-
+    def __init__(self, spec, cfg: EvalConfig, local):
+        """``local``: the dataset's splits as ``check_dataset`` returned them."""
         info(f"[bold cyan]== {spec.name}[/bold cyan]")
-        local = registry.check_local(spec, cfg.data_root)
-        if local.problems:
-            raise SusxError(f"{spec.id}: the local copy under {local.root} is incomplete: {local.problems[0]}",
-                            hint=f"run `susx datasets check {cfg.data_root} {spec.id}`; {spec.name} needs {spec.needs()}")
         self.spec, self.cfg, self.local = spec, cfg, local
         self.wd = Workdir(cfg.work_dir, cfg.results_dir, spec.id)
         self.wd.root.mkdir(parents=True, exist_ok=True)
@@ -308,17 +414,11 @@ class DatasetEval:
         return self._made[key]
 
     def _prompts(self) -> tuple[Path, dict[str, Any]]:
-        """The given prompts file (classes must match the split's), or one made here from the split's classes."""
-        from susx_cli.artifacts.prompts import read_prompts
+        """The given prompts file (``check_dataset`` checked its classes), or one made here from the split's."""
         from susx_cli.stages.prompts import build_prompts
 
         spec, cfg = self.spec, self.cfg
         if cfg.prompts_path is not None:
-            given = read_prompts(cfg.prompts_path).classes
-            if [folder_key(c) for c in given] != [folder_key(c) for c in self.local.classes]:
-                from susx_cli.classnames import check_same_classes
-
-                check_same_classes(self.local.classes, given, f"{spec.id}'s split", str(cfg.prompts_path))
             return cfg.prompts_path, {"file_sha256": common.sha256_file(cfg.prompts_path)}
         found = cfg.cupl_dir / f"{spec.id}.json" if cfg.cupl_dir is not None else None
         cupl = [found] if found is not None and found.is_file() else []
@@ -410,20 +510,28 @@ class DatasetEval:
                 "calibration": cal_cfg, "prompts": self.prompts_cfg}
 
     def execute(self, runs: list[Run], result: EvalResult) -> None:
+        """Each run: skipped when its result exists with the same configuration, else made; a failed run's
+        result is retried. With --keep-going a failure is recorded and the next run goes on."""
         for run in runs:
             config = self.config(run)
             out_json = self.wd.result(run.arch, run.pretrained, run.method, run.tag, run.mode)
-            row = {"dataset": self.spec.id, "model": f"{run.arch}/{run.pretrained}", "method": run.method,
-                   "support": run.tag or "-", "calibration": run.mode or "-", "path": str(out_json)}
-            if res_io.existing_key(out_json) == res_io.config_key(config) and not self.cfg.overwrite:
-                info(f"   {out_json.name}: a result with the same configuration exists; skipped")
-                metrics, status = res_io.read_result(out_json)["metrics"], "skipped"
-            elif out_json.exists() and not self.cfg.overwrite:
-                raise SusxError(f"{out_json} exists and was made with another configuration",
-                                hint="pass --overwrite to replace it, or another --results-dir")
-            else:
-                info(f"   run {out_json.stem}")
-                metrics, status = self._run(run, config, out_json)["metrics"], "done"
+            row = _row(self.spec, run, out_json)
+            retry = is_failed_record(out_json)
+            try:
+                if res_io.existing_key(out_json) == res_io.config_key(config) and not (self.cfg.overwrite or retry):
+                    info(f"   {out_json.name}: a result with the same configuration exists; skipped")
+                    metrics, status = res_io.read_result(out_json)["metrics"], "skipped"
+                elif out_json.exists() and not (self.cfg.overwrite or retry):
+                    raise SusxError(f"{out_json} exists and was made with another configuration",
+                                    hint="pass --overwrite to replace it, or another --results-dir")
+                else:
+                    info(f"   run {out_json.stem}")
+                    metrics, status = self._run(run, config, out_json)["metrics"], "done"
+            except Exception as exc:  # noqa: BLE001 - --keep-going records any failure, then goes on
+                if not self.cfg.keep_going:
+                    raise
+                record_failure(out_json, config, run, self.spec, exc, row, result)
+                continue
             result.rows.append({**row, **_metric_row(metrics), "status": status})
             result.outputs.append(out_json)
 
@@ -464,7 +572,8 @@ class DatasetEval:
         prompt_opts = self.prompts.provenance.get("options") or {}
         record = res_io.run_record(
             config,
-            dataset={"id": spec.id, "name": spec.name, "split": spec.test_split, "data_root": str(cfg.data_root),
+            dataset={"id": spec.id, "name": spec.name, "split": spec.test_split,
+                     "data_root": None if spec.layout == "dataset-file" else str(cfg.data_root),
                      "split_file": str(self.split_path)},
             text=self._once(("text-classifier", text), lambda: hdf5.read_text_classifier(text)),
             predictions=hdf5.read_predictions(pred_path),

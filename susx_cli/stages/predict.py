@@ -65,6 +65,8 @@ def predict(
     inputs = load_method_inputs(text_path, support_path if with_support else None, query_features, calibration_path)
     text, q, cal = inputs.text, inputs.query, inputs.calibration
     method = method or (cal.method if cal else "zero-shot")
+    if cal is not None and with_support:
+        _warn_if_tuned_on_queries(cal, inputs.ids["query"], calibration_path)
     if with_support and cal.method != method:
         _check_method_match(cal.method, method, str(calibration_path))
 
@@ -151,6 +153,19 @@ def worst_classes(per_class: PerClass | None, classes: list[str], limit: int = 1
                      "support": None if per_class.support is None else int(per_class.support[c]),
                      "confused_with": None if other < 0 else {"name": classes[other], "count": int(counts[c, 0])}})
     return rows
+
+
+def _warn_if_tuned_on_queries(cal, query_id: dict[str, Any], calibration_path: Path) -> None:
+    """Guard rail: a calibration searched (``--mode val``) on these very query features makes the accuracy
+    below a figure tuned on its own test set. The calibration records its inputs' sha256; compare them."""
+    from susx_cli.artifacts.calibration import support_input
+
+    support = support_input(cal)
+    searched_on = {i.get("sha256") for i in cal.provenance.get("inputs") or []
+                   if isinstance(i, dict) and i.get("kind") == common.IMAGE_FEATURES and i is not support}
+    if query_id.get("sha256") in searched_on - {None}:
+        warn(f"{calibration_path} was calibrated on these query features ({query_id['path']}): the accuracy is tuned "
+             "on its own test set, not a held-out estimate (calibrate on another labelled split, or --mode loo/kfold)")
 
 
 def _check_method_match(made_for: str, method: str, what: str) -> None:

@@ -289,7 +289,8 @@ def report(
 
     if metric not in ("top1", "top5", "mean_per_class_recall"):
         raise SusxError(f"unknown metric {metric!r}", hint="use top1, top5 or mean_per_class_recall")
-    results = res_io.collect(paths)
+    # Failed runs of `eval --keep-going` have no figures; they are listed by eval, not tabled here.
+    results = [r for r in res_io.collect(paths) if r.get("status") != "failed"]
     if not results:
         raise SusxError("no result files given", hint="pass result files or the --results-dir of susx eval")
     rep = build_report(results, metric)
