@@ -13,7 +13,9 @@ only at the end. It lives here, below ``stages/``, so that sources (the pool) em
 
 from __future__ import annotations
 
+import hashlib
 import io
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -42,10 +44,11 @@ class Encoder(Protocol):
     identity: ModelIdentity
     preprocess: Any  # PIL image -> (3, H, W) tensor; picklable, so DataLoader workers can run it
     device: str
+    input_config: dict[str, Any]  # size (H, W), mean, std of ``preprocess``: what augmented views use
 
     def encode_texts(self, texts: list[str], batch_size: int = TEXT_BATCH) -> Any: ...
 
-    def encode_images(self, pixels: Any) -> Any: ...
+    def encode_images(self, pixels: Any, normalize: bool = True) -> Any: ...
 
 
 def clip_precision(precision: str) -> str:
@@ -122,15 +125,111 @@ def _read_bytes(item: EmbedItem) -> bytes:
     return Path(item.path).read_bytes()
 
 
+# Random resized crop of the few-shot protocol (METHOD.md, "Support embeddings with augmentation").
+CROP_SCALE = (0.5, 1.0)
+CROP_RATIO = (3 / 4, 4 / 3)
+CROP_ATTEMPTS = 10
+
+
+def view_generator(seed: int, key: str, view: int):
+    """A torch.Generator seeded from sha256(seed, image key, pass index): the draws of one view of one
+    image depend on nothing else (not on batch size, loader workers or shards)."""
+    import torch
+
+    digest = hashlib.sha256(f"{seed}\0{key}\0{view}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+
+
+def _uniform(gen, lo: float, hi: float) -> float:
+    import torch
+
+    return lo + (hi - lo) * float(torch.rand(1, generator=gen, dtype=torch.float64))
+
+
+def crop_box(width: int, height: int, gen) -> tuple[int, int, int, int]:
+    """(top, left, h, w) of a random crop covering CROP_SCALE of the area with aspect ratio in CROP_RATIO;
+    after CROP_ATTEMPTS misses, the largest centred crop whose ratio is in range."""
+    import torch
+
+    area = width * height
+    log_lo, log_hi = math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1])
+    for _ in range(CROP_ATTEMPTS):
+        target = area * _uniform(gen, *CROP_SCALE)
+        ratio = math.exp(_uniform(gen, log_lo, log_hi))
+        w, h = round(math.sqrt(target * ratio)), round(math.sqrt(target / ratio))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(torch.randint(0, height - h + 1, (1,), generator=gen))
+            left = int(torch.randint(0, width - w + 1, (1,), generator=gen))
+            return top, left, h, w
+    ratio = width / height
+    if ratio < CROP_RATIO[0]:
+        w, h = width, round(width / CROP_RATIO[0])
+    elif ratio > CROP_RATIO[1]:
+        w, h = round(height * CROP_RATIO[1]), height
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """``passes`` random views per image: a random resized crop (CROP_SCALE of the area, bicubic, to the
+    model's input ``size``), a random horizontal flip, then the model's normalisation (``mean``, ``std``).
+    Picklable, so DataLoader workers run it."""
+
+    passes: int
+    seed: int
+    size: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def views(self, img, key: str):
+        """(passes, 3, H, W) float32 views of an RGB PIL image; view v is drawn from view_generator(seed, key, v)."""
+        import torch
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms import functional as TF
+
+        out = []
+        for view in range(self.passes):
+            gen = view_generator(self.seed, key, view)
+            top, left, h, w = crop_box(img.width, img.height, gen)
+            crop = TF.resized_crop(img, top, left, h, w, list(self.size), InterpolationMode.BICUBIC, antialias=True)
+            if float(torch.rand(1, generator=gen)) < 0.5:
+                crop = TF.hflip(crop)
+            out.append(TF.normalize(TF.to_tensor(crop), list(self.mean), list(self.std)))
+        return torch.stack(out)
+
+
+def augmentation(encoder: Encoder, passes: int, seed: int) -> Augmentation | None:
+    """The augmentation of ``passes`` views with the encoder's input size and normalisation; None for one
+    pass, which is the plain preprocessing (features bit-identical to an embedding without the option)."""
+    if passes <= 1:
+        return None
+    cfg = encoder.input_config
+    return Augmentation(passes, seed, tuple(cfg["size"]), tuple(cfg["mean"]), tuple(cfg["std"]))
+
+
+def mean_of_views(encoder: Encoder, views):
+    """(B, D) float32 unit rows from (B, K, 3, H, W) views: the K raw embeddings of an image averaged, then
+    L2-normalised (METHOD.md)."""
+    import numpy as np
+
+    b, k = views.shape[:2]
+    raw = np.asarray(encoder.encode_images(views.flatten(0, 1), normalize=False), dtype=np.float64)
+    mean = raw.reshape(b, k, -1).mean(axis=1)
+    return (mean / np.linalg.norm(mean, axis=1, keepdims=True)).astype(np.float32)
+
+
 class _ImageDataset:
-    """Read + PIL decode + model preprocessing; a failed decode yields the reason instead of a tensor.
+    """Read + PIL decode + model preprocessing (or K augmented views); a failed decode yields the reason
+    instead of a tensor.
 
     The bytes decoded are the bytes checked: an item with a recorded size / sha256 (a support folder's
     image) whose bytes differ yields the mismatch ('size' or 'sha256') instead, and the run stops.
     """
 
-    def __init__(self, items: Sequence[EmbedItem], preprocess):
-        self.items, self.preprocess = items, preprocess
+    def __init__(self, items: Sequence[EmbedItem], preprocess, augment: Augmentation | None = None):
+        self.items, self.preprocess, self.augment = items, preprocess, augment
 
     def __len__(self) -> int:
         return len(self.items)
@@ -147,7 +246,8 @@ class _ImageDataset:
                     return None, item.label, item.key, "", mismatch
             with Image.open(io.BytesIO(data)) as img:
                 img.load()
-                tensor = self.preprocess(img.convert("RGB"))
+                rgb = img.convert("RGB")
+                tensor = self.preprocess(rgb) if self.augment is None else self.augment.views(rgb, item.key)
             return tensor, item.label, item.key, "", None
         except Exception as exc:  # unreadable, truncated or not an image: skip it, never substitute
             return None, item.label, item.key, _reason(exc), None
@@ -178,19 +278,21 @@ def embed_items(
     batch_size: int = 64,
     workers: int | None = None,
     label: str = "embed images",
+    augment: Augmentation | None = None,
 ) -> None:
     """Append the features of ``items[writer.resumed_from:]`` to ``writer``, batch by batch, in order.
 
-    Each batch of ``batch_size`` items becomes one forward pass over its readable images; unreadable ones
-    are warned about and recorded as skipped; an image that differs from its recorded size or sha256 stops
-    the run with an error (the batches before it stay written, so the run resumes once the file is restored).
+    Each batch of ``batch_size`` items becomes one forward pass over its readable images (over their
+    ``augment.passes`` views each, averaged per image, with ``augment``); unreadable ones are warned about
+    and recorded as skipped; an image that differs from its recorded size or sha256 stops the run with an
+    error (the batches before it stay written, so the run resumes once the file is restored).
     """
     import numpy as np
     import torch
 
     start = writer.resumed_from
     loader = torch.utils.data.DataLoader(
-        _ImageDataset(items[start:], encoder.preprocess),
+        _ImageDataset(items[start:], encoder.preprocess, augment),
         batch_size=batch_size,
         shuffle=False,
         num_workers=default_workers() if workers is None else workers,
@@ -202,7 +304,10 @@ def embed_items(
             if changed:  # before this batch is written: the rows so far stay resumable
                 key, what = changed[0]
                 raise changed_after_curate(next(it.path for it in items if it.key == key), what)
-            feats = empty if tensors is None else encoder.encode_images(tensors)
+            if tensors is None:
+                feats = empty
+            else:
+                feats = encoder.encode_images(tensors) if augment is None else mean_of_views(encoder, tensors)
             for key, reason in bad:
                 warn(f"skipped unreadable image {key}: {reason}")
             writer.append(feats, np.asarray(labels, dtype=np.int64), keys, consumed, bad)
@@ -233,8 +338,13 @@ def image_set_provenance(
     precision: str,
     what: str,
     class_inputs: Sequence[dict[str, Any]] = (),
+    augment_passes: int = 1,
+    augment_seed: int = 0,
 ) -> dict[str, Any]:
-    """The provenance a single-process feature file of ``image_set`` records (options and inputs)."""
+    """The provenance a single-process feature file of ``image_set`` records (options and inputs).
+
+    Augmentation options appear only with several passes: one pass is the plain embedding of before.
+    """
     options = {
         "input_layout": image_set.layout,
         **image_set.options,
@@ -243,8 +353,15 @@ def image_set_provenance(
         "precision": clip_precision(precision),
         "num_items": len(image_set.items),
     }
+    if augment_passes != 1:
+        options |= {"augment_passes": augment_passes, "augment_seed": augment_seed}
     inputs = image_set.inputs or [{"path": what, "kind": image_set.layout, "sha256": None}]
     return common.provenance(options, [*inputs, *class_inputs])
+
+
+def augment_attrs(passes: int, seed: int) -> dict[str, int]:
+    """The attributes a feature file records about its views: passes always, the seed when it was used."""
+    return {"augment_passes": passes, **({"augment_seed": seed} if passes > 1 else {})}
 
 
 @dataclass
@@ -270,6 +387,8 @@ def embed_image_set(
     overwrite: bool = False,
     label: str = "embed images",
     shard: Shard | None = None,
+    augment_passes: int = 1,
+    augment_seed: int = 0,
 ) -> EmbedSummary | None:
     """Embed ``image_set`` into the feature file ``output``; None when it is already up to date.
 
@@ -277,10 +396,14 @@ def embed_image_set(
     recorded in the file. With a ``shard`` of a multi-shard run, ``output`` is that shard's part file and
     holds only the contiguous item range ``shard_range``; its options add the shard keys
     (``SHARD_OPTION_KEYS``) to those of a single-process run, so dropping them recovers the latter.
+    ``augment_passes`` > 1 embeds each image as the mean of that many augmented views (``Augmentation``),
+    seeded by ``augment_seed``; the file records both (options and attributes).
     """
     from susx_cli.artifacts import hdf5  # lazy: h5py stays out of `susx --help`
 
-    prov = image_set_provenance(image_set, model, pretrained, precision, what, class_inputs)
+    prov = image_set_provenance(
+        image_set, model, pretrained, precision, what, class_inputs, augment_passes, augment_seed
+    )
     items = image_set.items
     sharded = shard is not None and shard.count > 1
     if sharded:
@@ -308,12 +431,13 @@ def embed_image_set(
     if writer.resumed_from:
         info(f"resuming {output}: {writer.resumed_from} of {len(items)} images already embedded")
     try:
-        embed_items(encoder, items, writer, batch_size=batch_size, workers=workers, label=label)
+        augment = augmentation(encoder, augment_passes, augment_seed)
+        embed_items(encoder, items, writer, batch_size=batch_size, workers=workers, label=label, augment=augment)
         rows = int(writer.file["features"].shape[0])
         skipped = int(writer.file["skipped_keys"].shape[0])
         if rows == 0 and not sharded:  # a shard may hold no readable image; the join checks the whole
             raise SusxError(f"no image of {what} could be read", hint="check the image files")
-        writer.finish()
+        writer.finish(augment_attrs(augment_passes, augment_seed))
     finally:
         writer.close()
     return EmbedSummary(rows, skipped, encoder.identity)

@@ -15,7 +15,9 @@ from susx_cli.errors import SusxError
 
 # Small configs shipped with susx, registered on first use: random-weight models for the offline demo
 # and the tests (no download), with the same code path as real models.
-BUILTIN_CONFIGS = {"susx-tiny-vit": "susx-tiny-vit.json"}
+# susx-tiny-sigmoid is SigLIP-style (logit bias, non-causal text tower pooled at the last token); its name
+# avoids "siglip", for which open_clip fetches a SentencePiece vocabulary: it keeps the offline CLIP tokenizer.
+BUILTIN_CONFIGS = {"susx-tiny-vit": "susx-tiny-vit.json", "susx-tiny-sigmoid": "susx-tiny-sigmoid.json"}
 RANDOM = ("", "none", "random")
 RANDOM_WEIGHTS_SEED = 0
 TEXT_BATCH = 256
@@ -34,6 +36,7 @@ class OpenClipEncoder:
     identity: ModelIdentity
     device: str
     dtype: Any
+    input_config: dict[str, Any]  # size (H, W), mean, std: the model's own image preprocessing
 
     def encode_texts(self, texts: list[str], batch_size: int = TEXT_BATCH):
         """(N, D) float32, one unit row per text, in forward passes of ``batch_size`` texts."""
@@ -48,13 +51,28 @@ class OpenClipEncoder:
                 out.append(torch.nn.functional.normalize(emb, dim=-1).cpu().numpy())
         return np.concatenate(out)
 
-    def encode_images(self, pixels):
-        """(B, D) float32 unit rows for one batch of preprocessed images, a (B, 3, H, W) tensor."""
+    def encode_images(self, pixels, normalize: bool = True):
+        """(B, D) float32 rows for one batch of preprocessed images, a (B, 3, H, W) tensor: unit rows, or
+        the model's raw embeddings with ``normalize=False`` (to average several views before normalising)."""
         import torch
 
         with torch.no_grad():
             emb = self.model.encode_image(pixels.to(self.device, self.dtype)).float()
-            return torch.nn.functional.normalize(emb, dim=-1).cpu().numpy()
+            return (torch.nn.functional.normalize(emb, dim=-1) if normalize else emb).cpu().numpy()
+
+
+def _input_config(model) -> dict[str, Any]:
+    """The image size (H, W), mean and std the model's preprocessing uses (open_clip's defaults if unset)."""
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+    cfg = getattr(model.visual, "preprocess_cfg", None) or {}
+    size = cfg.get("size", getattr(model.visual, "image_size", 224))
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    return {
+        "size": tuple(int(s) for s in size),
+        "mean": tuple(float(m) for m in cfg.get("mean", OPENAI_DATASET_MEAN)),
+        "std": tuple(float(s) for s in cfg.get("std", OPENAI_DATASET_STD)),
+    }
 
 
 def _register_builtin_configs() -> None:
@@ -122,6 +140,9 @@ def load_model(
         with torch.no_grad():
             embed_dim = int(model.encode_text(tokenizer(["x"]).to(device)).shape[-1])
     logit_scale = float(model.logit_scale.exp().item()) if hasattr(model, "logit_scale") else None
+    # SigLIP models learn an additive bias beside the scale: logits = scale * cos + bias.
+    bias = getattr(model, "logit_bias", None)
+    logit_bias = float(bias.item()) if bias is not None else None
     identity = ModelIdentity(
         arch=arch,
         pretrained=None if is_hub else tag,
@@ -129,5 +150,8 @@ def load_model(
         embed_dim=embed_dim,
         logit_scale=logit_scale,
         random_weights=tag is None and not is_hub,
+        logit_bias=logit_bias,
     )
-    return OpenClipEncoder(model, preprocess, tokenizer, identity, device, runtime.torch_dtype(precision))
+    return OpenClipEncoder(
+        model, preprocess, tokenizer, identity, device, runtime.torch_dtype(precision), _input_config(model)
+    )

@@ -35,6 +35,7 @@ class Calibration:
     path: Path | None = None
     gda: dict[str, Any] | None = None  # GDA: mean/precision provenance (support file, estimator)
     folds: dict[str, Any] | None = None  # mode kfold: the fold split (see kfold_record)
+    logit_bias: float = 0.0  # added to the zero-shot term with --logit-scale model (SigLIP models)
 
     def hyperparameters(self) -> dict[str, float]:
         """The values this method uses: GDA has alpha only; the others alpha, beta, gamma and tau."""
@@ -50,7 +51,8 @@ class Calibration:
             "method": self.method,
             "mode": self.mode,
             "hyperparameters": self.hyperparameters(),
-            "logit_scale": {"value": self.logit_scale, "source": self.logit_scale_source},
+            "logit_scale": {"value": self.logit_scale, "source": self.logit_scale_source,
+                            **({"bias": self.logit_bias} if self.logit_bias else {})},
             "normalize_per_class": self.normalize_per_class,
             "objective": self.objective,
             "grid": self.grid,
@@ -117,6 +119,7 @@ def _calibration(path: Path, data: dict[str, Any]) -> Calibration:
         path=path,
         gda=data.get("gda"),
         folds=data.get("folds"),
+        logit_bias=float(data["logit_scale"].get("bias", 0.0)),  # absent: no bias (and older files)
     )
 
 

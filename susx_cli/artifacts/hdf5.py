@@ -497,7 +497,7 @@ def describe(path: Path) -> dict[str, Any]:
         for attr in ("model", "provenance", "metrics", "metric_descriptions"):
             if attr in f.attrs:
                 out[attr] = _attr_json(f, attr)
-        for attr in ("pool", "method", "normalized", "dtype", "items_done", "items_total"):
+        for attr in ("pool", "method", "normalized", "dtype", "items_done", "items_total", "augment_passes", "augment_seed"):
             if attr in f.attrs:
                 value = f.attrs[attr]
                 out[attr] = value.item() if hasattr(value, "item") else (value.decode() if isinstance(value, bytes) else value)
@@ -559,6 +559,9 @@ def join_feature_parts(parts: list[Path], output: Path, prov: dict[str, Any], ch
             _write_header(out, common.IMAGE_FEATURES, prov, headers[0].classes)
             for attr in ("model", "normalized", "dtype"):
                 out.attrs[attr] = first.attrs[attr]
+            for attr in ("augment_passes", "augment_seed"):  # absent in files written before augmentation
+                if attr in first.attrs:
+                    out.attrs[attr] = first.attrs[attr]
             out.attrs["items_total"] = out.attrs["items_done"] = sum(h.items for h in headers)
             out.attrs["rows_done"], out.attrs["skipped_done"] = rows, skipped
             for name in (*_ROW_DATASETS, *_SKIP_DATASETS):

@@ -18,6 +18,7 @@ class ModelIdentity:
     embed_dim: int
     logit_scale: float | None = None
     random_weights: bool = False
+    logit_bias: float | None = None  # SigLIP-style models: learned additive bias on the logits
 
     def key(self) -> tuple:
         # A checkpoint file is the same weights by its content, however its path was spelled.
@@ -35,6 +36,8 @@ class ModelIdentity:
             "embed_dim": self.embed_dim,
             "logit_scale": self.logit_scale,
             "random_weights": self.random_weights,
+            # Only models that have one record it, so CLIP artifacts keep their exact attributes.
+            **({"logit_bias": self.logit_bias} if self.logit_bias is not None else {}),
         }
 
     @classmethod
@@ -46,6 +49,7 @@ class ModelIdentity:
             embed_dim=int(d["embed_dim"]),
             logit_scale=d.get("logit_scale"),
             random_weights=bool(d.get("random_weights", False)),
+            logit_bias=d.get("logit_bias"),  # absent in files of models without one, and in older files
         )
 
 

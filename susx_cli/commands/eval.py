@@ -44,7 +44,8 @@ def eval_(
     gda_alpha: Annotated[float | None, typer.Option("--gda-alpha", help="--calibration fixed: GDA's alpha (gda's grid is the paper's).")] = None,
     folds: Annotated[int, typer.Option("--folds", help="--calibration kfold: folds of the support set.")] = 4,
     fold_seed: Annotated[int, typer.Option("--fold-seed", help="--calibration kfold: seed of the fold split.")] = 0,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the few-shot sample.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the few-shot sample and of its augmented views.")] = 0,
+    augment_passes: Annotated[int, typer.Option("--augment-passes", help="folder-shots support: augmented views per image, averaged (the paper's 10); support folders: 1.")] = 10,
     batch_size: BatchSizeOpt = 64,
     workers: WorkersOpt = None,
     device: DeviceOpt = "auto",
@@ -68,7 +69,8 @@ def eval_(
             pretrained=list(pretrained or []), supports=list(support or []), methods=list(method or PAPER_METHODS),
             calibrations=list(calibration or ["loo"]), templates=templates, cupl_dir=cupl_dir, prompts_path=prompts,
             pool=pool, logit_scale=logit_scale, tau=tau, alpha_grid=alpha_grid, beta_grid=beta_grid,
-            gamma_grid=gamma_grid, alpha=alpha, beta=beta, gamma=gamma, gda_alpha=gda_alpha, folds=folds, fold_seed=fold_seed, seed=seed, batch_size=batch_size,
+            gamma_grid=gamma_grid, alpha=alpha, beta=beta, gamma=gamma, gda_alpha=gda_alpha, folds=folds,
+            fold_seed=fold_seed, seed=seed, augment_passes=augment_passes, batch_size=batch_size,
             workers=workers, device=device, precision=precision, overwrite=overwrite, keep_going=keep_going,
         )
         outcome["result"] = result

@@ -122,22 +122,22 @@ def gda_term(f: torch.Tensor, head: GDAHead) -> torch.Tensor:
     return f.to(torch.float64) @ head.weight.T + head.bias
 
 
-def _zero_shot(f: torch.Tensor, W: torch.Tensor, head: GDAHead, logit_scale: float) -> torch.Tensor:
+def _zero_shot(f: torch.Tensor, W: torch.Tensor, head: GDAHead, logit_scale: float, logit_bias: float = 0.0) -> torch.Tensor:
     if W.shape != head.mu.shape:
         raise SusxError(
             f"text classifier {tuple(W.shape)} does not match the GDA head {tuple(head.mu.shape)}",
             hint="use the text classifier the support set was calibrated with",
         )
     check_finite(W, "text classifier weights")
-    return tipx.zero_shot_logits(f.to(torch.float64), W.to(torch.float64), logit_scale)
+    return tipx.zero_shot_logits(f.to(torch.float64), W.to(torch.float64), logit_scale, logit_bias)
 
 
 def gda_logits(
-    f: torch.Tensor, W: torch.Tensor, head: GDAHead, alpha: float, logit_scale: float = 100.0
+    f: torch.Tensor, W: torch.Tensor, head: GDAHead, alpha: float, logit_scale: float = 100.0, logit_bias: float = 0.0
 ) -> torch.Tensor:
-    """logit_scale f W^T + alpha (f W_gda^T + b): (n, C) float64; prediction = argmax."""
+    """logit_scale f W^T + logit_bias + alpha (f W_gda^T + b): (n, C) float64; prediction = argmax."""
     term = gda_term(f, head)
-    return _zero_shot(f, W, head, logit_scale) + alpha * term
+    return _zero_shot(f, W, head, logit_scale, logit_bias) + alpha * term
 
 
 def alpha_counts(
@@ -148,6 +148,7 @@ def alpha_counts(
     alphas: Sequence[float] = ALPHA_GRID,
     logit_scale: float = 100.0,
     chunk: int = 4096,
+    logit_bias: float = 0.0,
 ) -> torch.Tensor:
     """Correct queries (argmax, first index on ties) at every alpha: (A,) int64.
 
@@ -164,7 +165,7 @@ def alpha_counts(
     counts = torch.zeros(len(alphas), dtype=torch.int64, device=f.device)
     for start in range(0, f.shape[0], chunk):
         fc, yc = f[start : start + chunk], yq[start : start + chunk]
-        term, Z = gda_term(fc, head), _zero_shot(fc, W, head, logit_scale)
+        term, Z = gda_term(fc, head), _zero_shot(fc, W, head, logit_scale, logit_bias)
         counts += torch.stack([((Z + a * term).argmax(1) == yc).sum() for a in alphas])
     return counts
 
@@ -182,6 +183,8 @@ def choose_alpha(
     head: GDAHead,
     alphas: Sequence[float] = ALPHA_GRID,
     logit_scale: float = 100.0,
+    logit_bias: float = 0.0,
 ) -> AlphaChoice:
     """alpha on labelled validation features f (n, D), yq (n,): the paper's grid, first maximum kept."""
-    return pick_alpha(alpha_counts(f, yq, W, head, alphas, logit_scale), alphas, int(f.shape[0]))
+    counts = alpha_counts(f, yq, W, head, alphas, logit_scale, logit_bias=logit_bias)
+    return pick_alpha(counts, alphas, int(f.shape[0]))

@@ -93,6 +93,7 @@ def gda_alpha(
     split: FoldSplit,
     alphas: Sequence[float] = gda.ALPHA_GRID,
     logit_scale: float = 100.0,
+    logit_bias: float = 0.0,
 ) -> gda.AlphaChoice:
     """GDA's alpha by k-fold: per fold, the head from the other folds scores the held-out fold; correct
     counts (A,) are summed over folds and the first maximum is kept. total = N."""
@@ -107,7 +108,7 @@ def gda_alpha(
                 hint="use more folds or more support images per class",
             )
         head = gda.fit_gda(F[train], y[train], C)
-        counts += gda.alpha_counts(F[held], y[held], W, head, alphas, logit_scale).cpu()
+        counts += gda.alpha_counts(F[held], y[held], W, head, alphas, logit_scale, logit_bias=logit_bias).cpu()
     return gda.pick_alpha(counts, alphas, int(F.shape[0]))
 
 
@@ -142,7 +143,7 @@ def grid_search(
 ) -> search.SearchResult:
     """TIP-X (Tip-Adapter with gamma = [0]) by k-fold: search.grid_search with support = the other folds
     and queries = the held-out fold, (A, B, G) counts summed over folds. ``options`` (tau, logit_scale,
-    normalize, chunk, pair_chunk) go to search.grid_search unchanged. total = N."""
+    logit_bias, normalize, chunk, pair_chunk) go to search.grid_search unchanged. total = N."""
     _check_split(split, y)
     scaled = None if progress is None else _PerFold(progress, split.k)
     counts = torch.zeros(len(grid.alpha), len(grid.beta), len(grid.gamma), dtype=torch.int64)

@@ -141,6 +141,7 @@ def grid_search(
     chunk: int = 2048,
     pair_chunk: int = 4096,
     progress=None,
+    logit_bias: float = 0.0,
 ) -> SearchResult:
     """Top-1 accuracy of TIP-X at every grid point; the best point (first in alpha, beta, gamma order).
 
@@ -165,7 +166,7 @@ def grid_search(
         fc, yc = f[start : start + chunk], yq[start : start + chunk]
         t = tipx.query_terms(
             fc, F, y, W, tau=tau, logit_scale=logit_scale, normalize=normalize, exclude_self=exclude_self,
-            self_offset=start, ranges=ranges
+            self_offset=start, ranges=ranges, logit_bias=logit_bias
         )
         one_minus_s = 1.0 - t.S
         if t.mask is not None:

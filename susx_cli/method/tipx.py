@@ -17,9 +17,10 @@ from susx_cli.method import METHODS
 PROB_FLOOR = 1e-30  # floor on probabilities before the log; softmax of cosines never gets near it
 
 
-def zero_shot_logits(f: torch.Tensor, W: torch.Tensor, logit_scale: float = 100.0) -> torch.Tensor:
-    """Z = scale * f W^T: (n, C)."""
-    return logit_scale * (f @ W.T)
+def zero_shot_logits(f: torch.Tensor, W: torch.Tensor, logit_scale: float = 100.0, logit_bias: float = 0.0) -> torch.Tensor:
+    """Z = scale * f W^T + bias: (n, C). The bias (SigLIP models learn one) is the same for every class."""
+    Z = logit_scale * (f @ W.T)
+    return Z + logit_bias if logit_bias else Z
 
 
 def signatures(x: torch.Tensor, W: torch.Tensor, tau: float = 0.5) -> torch.Tensor:
@@ -97,6 +98,7 @@ def query_terms(
     exclude_self: bool = False,
     self_offset: int = 0,
     ranges: tuple[tuple[float, float], tuple[float, float]] | None = None,
+    logit_bias: float = 0.0,
 ) -> QueryTerms:
     """Precompute Z, S and the KL term (-K') L for queries f against support (F, y).
 
@@ -105,7 +107,7 @@ def query_terms(
     ranges of the whole query set; by default they are this query set's own.
     """
     C = W.shape[0]
-    Z = zero_shot_logits(f, W, logit_scale)
+    Z = zero_shot_logits(f, W, logit_scale, logit_bias)
     S = f @ F.T
     K = kl_matrix(signatures(f, W, tau), signatures(F, W, tau))
     mask = self_mask(S, self_offset) if exclude_self else None
@@ -161,6 +163,7 @@ def logits(
     logit_scale: float = 100.0,
     normalize: bool = False,
     chunk: int = 4096,
+    logit_bias: float = 0.0,
 ) -> torch.Tensor:
     """Logits (n, C) of ``method``: Z; Z + alpha A L; or Z + alpha A L + gamma (-K') L (TIP-X).
 
@@ -168,7 +171,7 @@ def logits(
     global range over all queries, as the unchunked formula does.
     """
     if method == "zero-shot":
-        return zero_shot_logits(f, W, logit_scale)
+        return zero_shot_logits(f, W, logit_scale, logit_bias)
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}")
     ranges = support_ranges(f, F, W, tau, chunk) if method == "tip-x" else None
@@ -176,12 +179,14 @@ def logits(
     for start in range(0, f.shape[0], chunk):
         fc = f[start : start + chunk]
         if method == "tip-adapter":
-            Z = zero_shot_logits(fc, W, logit_scale)
+            Z = zero_shot_logits(fc, W, logit_scale, logit_bias)
             A = class_sum(affinity(fc @ F.T, beta), y, W.shape[0])
             if normalize:
                 A = A / torch.bincount(y, minlength=W.shape[0]).clamp_min(1).to(A.dtype)
             out.append(Z + alpha * A)
         else:
-            t = query_terms(fc, F, y, W, tau=tau, logit_scale=logit_scale, normalize=normalize, ranges=ranges)
+            t = query_terms(
+                fc, F, y, W, tau=tau, logit_scale=logit_scale, normalize=normalize, ranges=ranges, logit_bias=logit_bias
+            )
             out.append(t.Z + alpha * t.cache(y, beta) + gamma * t.kl_term)
     return torch.cat(out)

@@ -84,6 +84,11 @@ def resolve_logit_scale(choice: str, model_scale: float | None) -> tuple[float, 
     return scale, source
 
 
+def resolve_logit_bias(choice: str, model_bias: float | None) -> float:
+    """The additive logit bias: the model's own (SigLIP) with ``--logit-scale model``, else none."""
+    return float(model_bias) if choice == "model" and model_bias is not None else 0.0
+
+
 def calibrate(
     text_path: Path,
     support_path: Path,
@@ -133,6 +138,7 @@ def calibrate(
     inputs = load_method_inputs(text_path, support_path, val_path, query_labels=True, query_what="validation set")
     text, sup = inputs.text, inputs.support
     scale, scale_source = resolve_logit_scale(logit_scale, text.model.logit_scale)
+    bias = resolve_logit_bias(logit_scale, text.model.logit_bias)
 
     fixed = _fixed_values(method, alpha, beta, gamma) if mode == "fixed" else None
     grid = None if mode == "fixed" else _grid(method, alpha_grid, beta_grid, gamma_grid)
@@ -147,6 +153,8 @@ def calibrate(
         "grid": _grid_record(method, grid, sizes=False),
         "fixed": fixed,
     }
+    if bias:  # only models with a bias record one, so calibrations of the others keep their provenance
+        options["logit_bias"] = bias
     if mode == "kfold":
         options["folds"] = {"k": folds, "seed": fold_seed}
     # The support set is tagged so `predict` can refuse this calibration with another support set.
@@ -177,10 +185,11 @@ def calibrate(
             split_record = cal_io.kfold_record(split.to_dict())
         start = time.perf_counter()
         if method == "gda":
-            values, correct, total, counts = _search_gda(mode, inputs, W, F, y, grid, split, scale, dev)
+            values, correct, total, counts = _search_gda(mode, inputs, W, F, y, grid, split, scale, bias, dev)
         else:
             values, correct, total, counts = _search_tipx(
-                method, mode, inputs, W, F, y, grid, split, tau=tau, logit_scale=scale, normalize=normalize, dev=dev
+                method, mode, inputs, W, F, y, grid, split, tau=tau, logit_scale=scale, logit_bias=bias,
+                normalize=normalize, dev=dev
             )
         seconds = time.perf_counter() - start
         accuracy = correct / total if total else 0.0
@@ -219,6 +228,7 @@ def calibrate(
         tau=tau,
         logit_scale=scale,
         logit_scale_source=scale_source,
+        logit_bias=bias,
         normalize_per_class=normalize,
         classes=text.classes,
         model=text.model.to_dict(),
@@ -293,7 +303,7 @@ def _grid_record(method: str, grid, *, sizes: bool) -> dict[str, Any] | None:
     return {**out, "size": grid.size} if sizes else out
 
 
-def _search_gda(mode: str, inputs, W, F, y, grid, split, scale: float, dev: str):
+def _search_gda(mode: str, inputs, W, F, y, grid, split, scale: float, bias: float, dev: str):
     """GDA's alpha: on the validation split (head from the whole support set) or by k-fold.
     Returns (values, correct, total, counts (A,))."""
     import torch
@@ -303,14 +313,14 @@ def _search_gda(mode: str, inputs, W, F, y, grid, split, scale: float, dev: str)
     if mode == "val":
         head = gda.fit_gda(F, y, W.shape[0])
         f, yq = as_float64(inputs.query.features, dev), torch.from_numpy(inputs.query.labels).to(dev)
-        choice = gda.choose_alpha(f, yq, W, head, grid.alpha, scale)
+        choice = gda.choose_alpha(f, yq, W, head, grid.alpha, scale, logit_bias=bias)
     else:
-        choice = kfold.gda_alpha(F, y, W, split, grid.alpha, scale)
+        choice = kfold.gda_alpha(F, y, W, split, grid.alpha, scale, logit_bias=bias)
     return {"alpha": choice.alpha}, choice.correct, choice.total, choice.counts
 
 
 def _search_tipx(method: str, mode: str, inputs, W, F, y, grid, split, *, tau: float, logit_scale: float,
-                 normalize: bool, dev: str):
+                 logit_bias: float, normalize: bool, dev: str):
     """TIP-X / Tip-Adapter's (alpha, beta, gamma) by exhaustive grid search on the validation split, by
     leave-one-out or by k-fold over the support set. Returns (values, correct, total, counts (A, B, G))."""
     import torch
@@ -318,7 +328,7 @@ def _search_tipx(method: str, mode: str, inputs, W, F, y, grid, split, *, tau: f
     from susx_cli.method import kfold
     from susx_cli.method.search import grid_search
 
-    opts = dict(tau=tau, logit_scale=logit_scale, normalize=normalize)
+    opts = dict(tau=tau, logit_scale=logit_scale, logit_bias=logit_bias, normalize=normalize)
     with bar(f"search {method} ({mode})", total=grid.size, unit="cfg") as progress:
         if mode == "kfold":
             result = kfold.grid_search(F, y, W, grid, split, progress=progress, **opts)

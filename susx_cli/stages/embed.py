@@ -66,6 +66,7 @@ def embed_images(
     image_root: Path | None = None,
     shots: int | None = None,
     seed: int = 0,
+    augment_passes: int = 1,
     unlabelled: bool = False,
     batch_size: int = 64,
     workers: int | None = None,
@@ -80,10 +81,13 @@ def embed_images(
     With a ``shard`` of several, embeds that shard's contiguous share into a part file beside ``output``
     and, when it is the last to finish, joins every part into ``output`` (see ``_embed_shard``).
     ``verify=False`` skips the sha256 check of a support folder's images (sizes are checked anyway).
+    ``augment_passes`` > 1: each image is the mean of that many augmented views seeded from ``seed``.
     """
     _check_runtime(device, precision)
     if workers is not None and workers < 0:
         raise SusxError(f"--workers must be 0 or more, got {workers}", hint="0 loads images in this process")
+    if augment_passes < 1:
+        raise SusxError(f"--augment-passes must be 1 or more, got {augment_passes}", hint="1 embeds each image once, as it is")
     given, class_inputs = _read_class_list(classes_path)
     if given is None and class_names is not None:
         given = class_names
@@ -105,9 +109,11 @@ def embed_images(
         batch_size=batch_size,
         workers=workers,
         overwrite=overwrite,
+        augment_passes=augment_passes,
+        augment_seed=seed,
     )
     if shard.count > 1:
-        prov = image_set_provenance(image_set, model, pretrained, precision, what, class_inputs)
+        prov = image_set_provenance(image_set, model, pretrained, precision, what, class_inputs, augment_passes, seed)
         return _embed_shard(run, output, shard, prov, overwrite)
     done = run(output)
     if done is None:
@@ -201,8 +207,9 @@ def embed(input_path: Path, output: Path, shard: Shard = Shard(), **kwargs) -> S
                     f"{input_path} is a prompts file: the text classifier is not sharded",
                     hint="drop --num-shards/--shard-index (one process embeds the texts)",
                 )
-            image_only = ("classes_path", "split", "image_root", "shots", "seed", "unlabelled", "workers")
-            used = [k for k in image_only if kwargs.get(k) not in (None, False, 0)]
+            image_only = ("classes_path", "split", "image_root", "shots", "seed", "unlabelled", "workers", "augment_passes")
+            unset = {"augment_passes": (None, 1)}  # the others are unset at None, False or 0
+            used = [k for k in image_only if kwargs.get(k) not in unset.get(k, (None, False, 0))]
             if used:
                 raise SusxError(
                     f"{', '.join('--' + u.replace('_path', '').replace('_', '-') for u in used)} apply to images, "

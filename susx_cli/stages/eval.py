@@ -27,6 +27,9 @@ from susx_cli.progress import info
 from susx_cli.stages.results import StageResult
 
 CALIBRATIONS = ("val", "loo", "kfold", "fixed")
+# Augmented views per folder-shots support image, as the paper's few-shot figures used (METHOD.md); generated
+# or retrieved support folders get one plain pass, as in the reference.
+SHOT_AUGMENT_PASSES = 10
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,7 @@ class EvalConfig:
     folds: int = 4  # kfold: folds of the support set
     fold_seed: int = 0  # kfold: seed of the split
     seed: int = 0
+    augment_passes: int = SHOT_AUGMENT_PASSES  # folder-shots support: augmented views per image
     batch_size: int = 64
     workers: int | None = None
     device: str = "auto"
@@ -166,6 +170,9 @@ class EvalConfig:
         choices = [parse_support(s) for s in supports]
         if any(uses_support(m) for m in methods) and not choices:
             raise SusxError("tip-adapter, tip-x and gda need --support", hint="e.g. --support folder-shots:16 or --support SUPPORT_DIR")
+        if options.get("augment_passes", 1) < 1:
+            raise SusxError(f"--augment-passes must be 1 or more, got {options['augment_passes']}",
+                            hint=f"the paper's few-shot figures used {SHOT_AUGMENT_PASSES}; 1 embeds each image once")
         if options.get("prompts_path") is not None and num_datasets > 1:
             raise SusxError("--prompts holds one dataset's classes; give one --dataset with it", hint="or use --cupl-dir DIR")
         cfg = cls(models=pairs, supports=choices, methods=list(methods), calibrations=list(calibrations),
@@ -183,6 +190,10 @@ class EvalConfig:
     def calibration_options(self, mode: str, method: str) -> dict[str, Any]:
         folds = {"k": self.folds, "seed": self.fold_seed}
         return _calibration_options(mode, method, self.grids, self.fixed, self.tau, self.logit_scale, folds)
+
+    def support_passes(self, choice: SupportChoice) -> int:
+        """Augmented views per support image: ``augment_passes`` for folder-shots, one for a support folder."""
+        return self.augment_passes if choice.kind == "folder-shots" else 1
 
 
 @dataclass(frozen=True)
@@ -252,6 +263,7 @@ def run_eval(
     folds: int = 4,
     fold_seed: int = 0,
     seed: int = 0,
+    augment_passes: int = SHOT_AUGMENT_PASSES,
     batch_size: int = 64,
     workers: int | None = None,
     device: str = "auto",
@@ -279,8 +291,8 @@ def run_eval(
         beta=beta, gamma=gamma, gda_alpha=gda_alpha, folds=folds, fold_seed=fold_seed,
         data_root=None if data_root is None else Path(data_root), work_dir=Path(work_dir), results_dir=Path(results_dir),
         templates=templates, cupl_dir=cupl_dir, prompts_path=prompts_path, pool=pool, logit_scale=logit_scale,
-        tau=tau, seed=seed, batch_size=batch_size, workers=workers, device=device, precision=precision,
-        overwrite=overwrite, keep_going=keep_going,
+        tau=tau, seed=seed, augment_passes=augment_passes, batch_size=batch_size, workers=workers, device=device,
+        precision=precision, overwrite=overwrite, keep_going=keep_going,
     )
     runs = plan_runs(cfg)
     result = EvalResult("eval", [])
@@ -484,10 +496,13 @@ class DatasetEval:
     def support_features(self, run: Run) -> Path:
         from susx_cli.stages.embed import embed_images
 
-        out = self.wd.support_features(run.arch, run.pretrained, run.tag)
+        passes = self.cfg.support_passes(run.support)
+        # Augmented features get their own file name, so plain ones made before are neither reused nor refused.
+        out = self.wd.support_features(run.arch, run.pretrained, run.tag if passes == 1 else f"{run.tag}-aug{passes}")
 
         def make() -> Path:
-            embed_images(self.support_folder(run.support), out, classes_path=self.prompts_file, **self._embed_options(run))
+            embed_images(self.support_folder(run.support), out, classes_path=self.prompts_file, augment_passes=passes,
+                         seed=self.cfg.seed, **self._embed_options(run))
             return out
 
         return self._once(("support", run.arch, run.pretrained, run.tag), make)
@@ -502,6 +517,8 @@ class DatasetEval:
             sup_cfg = {"spec": choice.spec if choice.kind != "folder" else "folder", "kind": choice.kind,
                        "shots": choice.shots, "seed": cfg.seed if choice.kind == "folder-shots" else None,
                        "manifest_sha256": common.identity(choice.path)["sha256"] if choice.path else None}
+            if choice.kind == "folder-shots":  # support folders keep their configuration (one plain pass)
+                sup_cfg["augment_passes"] = cfg.support_passes(choice)
         cal_cfg = None if run.mode is None else cfg.calibration_options(run.mode, run.method)
         if cal_cfg is not None and run.mode == "val":
             cal_cfg["split"] = spec.calibration_split

@@ -87,8 +87,9 @@ def predict(
     as_t = lambda x: as_float64(x, dev)  # noqa: E731
     kwargs: dict[str, Any] = {}
     scale = cal.logit_scale if cal else 100.0
+    bias = cal.logit_bias if cal else 0.0
     if with_support and method == "gda":
-        logits = _gda_logits(inputs, as_t, dev, cal.alpha, scale)
+        logits = _gda_logits(inputs, as_t, dev, cal.alpha, scale, bias)
     elif with_support:
         sup = inputs.support
         kwargs = dict(
@@ -101,7 +102,7 @@ def predict(
             normalize=cal.normalize_per_class,
         )
     if not (with_support and method == "gda"):
-        logits = tipx.logits(method, as_t(q.features), as_t(text.weights), logit_scale=scale, **kwargs)
+        logits = tipx.logits(method, as_t(q.features), as_t(text.weights), logit_scale=scale, logit_bias=bias, **kwargs)
     logits = logits.cpu().numpy()
     top = topk_indices(logits, 5)
     scores = np.take_along_axis(logits, top, axis=1)
@@ -120,7 +121,7 @@ def predict(
         keys=q.keys,
         classes=text.classes,
         method=method,
-        metrics={**metrics, "method": method, "logit_scale": scale,
+        metrics={**metrics, "method": method, "logit_scale": scale, **({"logit_bias": bias} if bias else {}),
                  "hyperparameters": None if cal is None or method == "zero-shot" else _used(cal, method, kwargs)},
         provenance=prov,
         per_class=per_class,
@@ -176,7 +177,7 @@ def _check_method_match(made_for: str, method: str, what: str) -> None:
     warn(f"calibration was made for {made_for}; using its alpha and beta for {method}")
 
 
-def _gda_logits(inputs, as_t, dev: str, alpha: float, scale: float):
+def _gda_logits(inputs, as_t, dev: str, alpha: float, scale: float, bias: float):
     """GDA's logits (n, C) float64: the head re-fitted from the support features (deterministic, float64)."""
     import torch
 
@@ -184,7 +185,7 @@ def _gda_logits(inputs, as_t, dev: str, alpha: float, scale: float):
 
     sup, text = inputs.support, inputs.text
     head = gda.fit_gda(as_t(sup.features), torch.from_numpy(sup.labels).to(dev), len(text.classes))
-    return gda.gda_logits(as_t(inputs.query.features), as_t(text.weights), head, alpha, scale)
+    return gda.gda_logits(as_t(inputs.query.features), as_t(text.weights), head, alpha, scale, bias)
 
 
 def _used(cal, method: str, kwargs: dict[str, Any]) -> dict[str, Any]:
