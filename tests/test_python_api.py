@@ -66,3 +66,136 @@ def test_prompts_imagenet_openai_imports_neither_torch_nor_open_clip(tmp_path):
     data = json.loads((tmp_path / "p.json").read_text())
     assert len(data["entries"]) == 1000 and len(data["entries"][0]["template"]) == 80
     assert data["entries"][0]["template"][0] == "a bad photo of a tench."
+
+
+# ------------------------------------------------------------------ the Python API
+
+
+def test_api_examples_run():
+    """The module docstring's examples: prompts -> curate folder -> embed -> calibrate -> predict -> load."""
+    import doctest
+
+    from susx_cli import api
+
+    failed, attempted = doctest.testmod(api, optionflags=doctest.ELLIPSIS)
+    assert attempted >= 20 and failed == 0
+
+
+def test_import_is_light_until_a_stage_runs(tmp_path):
+    code = (
+        "import json, sys\n"
+        "import susx_cli as susx\n"
+        "after_import = [m for m in ('torch', 'open_clip', 'h5py') if m in sys.modules]\n"
+        "names = ['prompts', 'curate', 'embed', 'calibrate', 'predict', 'eval', 'load', 'verbose']\n"
+        "found = [n for n in names if callable(getattr(susx, n))]\n"
+        "after_access = [m for m in ('torch', 'open_clip', 'h5py') if m in sys.modules]\n"
+        "print(json.dumps({'import': after_import, 'access': after_access, 'found': found, 'dir': 'load' in dir(susx)}))\n"
+    )
+    out = _run_python(code, cwd=tmp_path)
+    report = json.loads(out.stdout.splitlines()[-1])
+    assert report == {
+        "import": [], "access": [], "dir": True,
+        "found": ["prompts", "curate", "embed", "calibrate", "predict", "eval", "load", "verbose"],
+    }, out.stderr
+    missing = _run_python("import susx_cli as s; s.nothing_here", cwd=tmp_path)
+    assert missing.returncode == 1 and "has no attribute 'nothing_here'" in missing.stderr
+
+
+def _tiny_support(root: Path):
+    """prompts.json for two classes and a support set of two real shots each, through the API."""
+    import susx_cli as susx
+    from tests.helpers import make_class_folders
+
+    (root / "classes.txt").write_text("cat\ndog\n")
+    make_class_folders(root / "shots", ["cat", "dog"], 3)
+    susx.prompts(classes=str(root / "classes.txt"), output=str(root / "p.json"))
+    return susx.curate(prompts=root / "p.json", output=str(root / "sup"), source="folder", images=str(root / "shots"), shots=2)
+
+
+def test_stages_are_silent_unless_asked(tmp_path, capsys):
+    import susx_cli as susx
+    from susx_cli import progress
+
+    result = _tiny_support(tmp_path)
+    assert result.summary["per_class"] == [2, 2] and not result.skipped
+    assert capsys.readouterr() == ("", "")
+    with susx.verbose():
+        again = susx.curate(prompts=tmp_path / "p.json", output=tmp_path / "sup", images=tmp_path / "shots", shots=2)
+    assert again.skipped and "up to date" in capsys.readouterr().err
+    assert progress.current() is progress.NULL  # the block restored the silent default
+    susx.verbose()
+    try:
+        susx.curate(prompts=tmp_path / "p.json", output=tmp_path / "sup", images=tmp_path / "shots", shots=2)
+        assert "up to date" in capsys.readouterr().err
+    finally:
+        susx.verbose(False)
+    susx.curate(prompts=tmp_path / "p.json", output=tmp_path / "sup", images=tmp_path / "shots", shots=2)
+    assert capsys.readouterr() == ("", "")
+
+
+def test_load_dispatches_on_the_recorded_kind(tmp_path):
+    import susx_cli as susx
+    from susx_cli.artifacts.prompts import Prompts
+    from susx_cli.artifacts.support import SupportSet
+
+    _tiny_support(tmp_path)
+    assert isinstance(susx.load(tmp_path / "p.json"), Prompts)
+    support = susx.load(str(tmp_path / "sup"))
+    assert isinstance(support, SupportSet) and support.classes == ["cat", "dog"] and support.counts() == [2, 2]
+    # A result file is read as its record; renamed, it is still found by its kind, not its name.
+    from susx_cli.artifacts.results import RESULT, RESULT_SCHEMA_VERSION
+
+    record = {"kind": RESULT, "schema_version": RESULT_SCHEMA_VERSION, "dataset": "cifar10", "model": "m",
+              "method": "zero-shot", "metrics": {"top1": 50.0}, "config": {}, "config_key": "k", "zero_shot_protocol": "x"}
+    (tmp_path / "run.data").write_text(json.dumps(record))
+    assert susx.load(tmp_path / "run.data")["metrics"] == {"top1": 50.0}
+
+
+def test_load_refuses_what_is_not_an_artifact(tmp_path):
+    import h5py
+    import pytest
+
+    import susx_cli as susx
+
+    (tmp_path / "other.json").write_text(json.dumps({"kind": "someone.else"}))
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with h5py.File(tmp_path / "plain.h5", "w") as f:
+        f["x"] = [1, 2, 3]
+    (tmp_path / "folder").mkdir()
+    cases = {
+        "other.json": "not a susx artifact", "list.json": "not a susx artifact", "plain.h5": "HDF5 file but not a susx",
+        "folder": "not a susx support set", "absent.h5": "does not exist",
+    }
+    for name, message in cases.items():
+        with pytest.raises(susx.SusxError, match=message):
+            susx.load(tmp_path / name)
+
+
+def test_curate_options_are_checked_by_the_source_registry(tmp_path):
+    import pytest
+
+    import susx_cli as susx
+
+    _tiny_support(tmp_path)
+    with pytest.raises(susx.SusxError, match="--per-class does not apply to --source folder") as err:
+        susx.curate(prompts=tmp_path / "p.json", output=tmp_path / "x", source="folder", images=tmp_path / "shots", per_class=3)
+    assert "sd" in err.value.hint
+    with pytest.raises(susx.SusxError, match="unknown source 'flickr'"):
+        susx.curate(prompts=tmp_path / "p.json", output=tmp_path / "x", source="flickr")
+    with pytest.raises(susx.SusxError, match="needs --images"):
+        susx.curate(prompts=tmp_path / "p.json", output=tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def test_stage_options_beyond_the_named_ones_are_checked(tmp_path):
+    import pytest
+
+    import susx_cli as susx
+
+    with pytest.raises(susx.SusxError, match="unknown option") as err:
+        susx.calibrate(text="t.h5", support="s.h5", output="c.json", alpha_gird="0,1")
+    assert "alpha_grid" in err.value.hint
+    with pytest.raises(susx.SusxError, match="unknown option"):
+        susx.predict(text="t.h5", query="q.h5", output="p.h5", calibration_path="c.json")
+    with pytest.raises(susx.SusxError, match="unknown option"):
+        susx.eval(datasets="cifar10", data_root=tmp_path, models="RN50", bogus=1)
