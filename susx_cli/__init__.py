@@ -1,7 +1,29 @@
-"""susx: training-free, name-only transfer of CLIP-like models (SuS-X) as staged artifacts."""
+"""susx: training-free, name-only transfer of CLIP-like models (SuS-X) as staged artifacts.
+
+As a library, ``import susx_cli as susx``: the stages ``susx.prompts``, ``susx.curate``, ``susx.embed``,
+``susx.calibrate``, ``susx.predict``, ``susx.eval``, the reader ``susx.load`` and ``susx.verbose`` (see
+``susx_cli.api``). They are imported on first use, so importing the package (and `susx --help`) stays light.
+"""
+
+from typing import Any
 
 __version__ = "0.1.0"
 
 from susx_cli.errors import SusxError  # noqa: E402
 
-__all__ = ["SusxError", "__version__"]
+# Names served by susx_cli.api, imported when first asked for.
+_API = ("prompts", "curate", "embed", "calibrate", "predict", "eval", "load", "verbose", "reporting")
+
+__all__ = ["SusxError", "__version__", *_API]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        from susx_cli import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'susx_cli' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_API})

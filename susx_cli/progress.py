@@ -285,14 +285,25 @@ def current() -> Reporter:
     return _current.get()
 
 
+def install(reporter: Reporter) -> contextvars.Token:
+    """Make ``reporter`` current until ``uninstall(token)``: a notebook's choice for every later cell,
+    where no ``with reporting(...)`` block can span the cells."""
+    return _current.set(reporter)
+
+
+def uninstall(token: contextvars.Token) -> None:
+    """Restore the reporter that was current before ``install`` returned ``token``."""
+    _current.reset(token)
+
+
 @contextlib.contextmanager
 def reporting(reporter: Reporter) -> Iterator[Reporter]:
     """Make ``reporter`` the one ``bar``/``info``/``warn`` use inside the block (the previous one after)."""
-    token = _current.set(reporter)
+    token = install(reporter)
     try:
         yield reporter
     finally:
-        _current.reset(token)
+        uninstall(token)
 
 
 def info(message: str) -> None:

@@ -26,11 +26,10 @@ TEMPLATE_SETS = ("photo", "ensemble", "openai")
 
 
 def openai_templates() -> list[str]:
-    """The 80 ImageNet templates that open_clip ships, as format strings."""
-    import open_clip  # lazy: pulls torch
+    """open_clip's 80 ImageNet templates as format strings (shipped as data: no torch import)."""
+    from susx_cli import shipped
 
-    marker = "\x00CLASS\x00"
-    return [t(marker).replace(marker, "{}") for t in open_clip.OPENAI_IMAGENET_TEMPLATES]
+    return shipped.openai_templates()
 
 
 def read_template_file(path: Path) -> list[str]:

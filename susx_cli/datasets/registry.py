@@ -36,9 +36,9 @@ IMAGENET_RENAMES = {744: "projectile", 837: "dark glasses"}
 
 
 def _imagenet() -> list[str]:
-    import open_clip  # lazy: the 1000 names ship with open_clip
+    from susx_cli import shipped  # open_clip's 1000 names, shipped as data (no torch import)
 
-    names = list(open_clip.IMAGENET_CLASSNAMES)
+    names = shipped.imagenet_classnames()
     for index, name in IMAGENET_RENAMES.items():
         names[index] = name
     return names

@@ -1,0 +1,398 @@
+"""The Python API: the stages as functions, ``load`` for any artifact, and progress output on request.
+
+``import susx_cli as susx`` exposes these names lazily (this module is imported on first use, and the
+stages import torch only when they run). Each stage function takes keyword arguments only, accepts
+``str`` or ``Path`` for paths, writes the same artifacts as the command of the same name and returns a
+``StageResult`` (``outputs``: the paths written; ``skipped``: an up-to-date output was left as it was;
+``summary``: the figures the command prints). Bad input raises ``susx.SusxError``. Nothing is printed
+unless asked: ``susx.verbose()`` turns on the command line's progress bars and log lines (on stderr),
+warnings otherwise go to the ``susx`` logger.
+
+The whole pipeline on generated images, with a tiny random-weight model (``pretrained="none"``):
+
+>>> import tempfile
+>>> from pathlib import Path
+>>> from PIL import Image
+>>> import susx_cli as susx
+>>> root = Path(tempfile.mkdtemp())
+>>> _ = (root / "classes.txt").write_text("red\\nblue\\n")
+>>> for name, colour in [("red", (220, 30, 30)), ("blue", (30, 30, 220))]:
+...     for i in range(3):
+...         for split in ("shots", "queries"):
+...             folder = root / split / name
+...             folder.mkdir(parents=True, exist_ok=True)
+...             Image.new("RGB", (32, 32), tuple(c + 10 * i for c in colour)).save(folder / f"{i}.png")
+
+``prompts`` writes the class names with their prompt texts; ``load`` reads it back as ``Prompts``:
+
+>>> result = susx.prompts(classes=root / "classes.txt", output=root / "prompts.json", templates="ensemble")
+>>> result.outputs == [root / "prompts.json"], result.summary["templates"]
+(True, 7)
+>>> susx.load(root / "prompts.json").classes
+['red', 'blue']
+
+``curate`` takes a source name and that source's options (the ``susx curate`` flags in snake case):
+
+>>> support = susx.curate(prompts=root / "prompts.json", output=root / "support",
+...                       source="folder", images=root / "shots", shots=2, seed=0)
+>>> support.summary["per_class"]
+[2, 2]
+>>> susx.load(root / "support").counts()
+[2, 2]
+
+``embed`` turns prompts into a text classifier and images into features:
+
+>>> tiny = {"model": "susx-tiny-vit", "pretrained": "none"}
+>>> _ = susx.embed(input=root / "prompts.json", output=root / "text.h5", **tiny)
+>>> _ = susx.embed(input=root / "support", output=root / "support.h5", **tiny)
+>>> text = susx.load(root / "text.h5")
+>>> type(text).__name__, text.weights.shape
+('TextClassifier', (2, 32))
+>>> features = susx.load(root / "support.h5")
+>>> type(features).__name__, features.features.shape, features.labels.tolist()
+('FeatureSet', (4, 32), [0, 0, 1, 1])
+
+``calibrate`` searches the hyperparameters (here leave-one-out on the support set, on a small grid):
+
+>>> _ = susx.calibrate(text=root / "text.h5", support=root / "support.h5", output=root / "calibration.json",
+...                    mode="loo", alpha_grid="0.1,1", beta_grid="1,2", gamma_grid="0,0.1")
+>>> calibration = susx.load(root / "calibration.json")
+>>> calibration.method, calibration.mode, sorted(calibration.hyperparameters())
+('tip-x', 'loo', ['alpha', 'beta', 'gamma', 'tau'])
+
+``predict`` classifies a folder (embedding it first, with the text classifier's model):
+
+>>> result = susx.predict(text=root / "text.h5", query=root / "queries", output=root / "predictions.h5",
+...                       support=root / "support.h5", calibration=root / "calibration.json")
+>>> {"top1", "mean_per_class_recall"} <= set(result.metrics), result.metrics["n"]
+(True, 6)
+>>> predictions = susx.load(root / "predictions.h5")
+>>> predictions.method, predictions.predicted.shape, predictions.classes
+('tip-x', (6,), ['red', 'blue'])
+>>> [predictions.classes[label] for label in predictions.labels]  # the query folders' names, in listing order
+['blue', 'blue', 'blue', 'red', 'red', 'red']
+
+Running a stage again with the same inputs and options leaves its output alone:
+
+>>> susx.prompts(classes=root / "classes.txt", output=root / "prompts.json", templates="ensemble").skipped
+True
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import typing
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from susx_cli import progress
+from susx_cli.errors import SusxError
+
+if TYPE_CHECKING:
+    from susx_cli.stages.results import StageResult
+
+PathLike = str | Path
+
+
+def _path(value: PathLike | None) -> Path | None:
+    return None if value is None else Path(value)
+
+
+def _check_options(stage: Callable[..., Any], options: dict[str, Any], fixed: Sequence[str]) -> None:
+    """Refuse a keyword the stage does not take (or one the wrapper sets itself) with the ones it does."""
+    params = inspect.signature(stage).parameters
+    allowed = sorted(n for n, p in params.items() if p.kind is p.KEYWORD_ONLY and n not in fixed)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise SusxError(
+            f"{stage.__module__.rsplit('.', 1)[-1]}() got unknown option(s) {', '.join(unknown)}",
+            hint=f"it takes {', '.join(allowed)}",
+        )
+
+
+def _shard(num_shards: int | None, shard_index: int | None):
+    from susx_cli.sharding import resolve_shard
+
+    return resolve_shard(num_shards, shard_index)
+
+
+# ------------------------------------------------------------------------------------------ stages
+
+
+def prompts(
+    *,
+    output: PathLike,
+    classes: PathLike | None = None,
+    dataset: str | None = None,
+    templates: str = "ensemble",
+    photo: str | None = None,
+    cupl: Sequence[PathLike] = (),
+    cupl_sha256: Sequence[str] = (),
+    pool: str | None = None,
+    clean: bool = True,
+    overwrite: bool = False,
+) -> StageResult:
+    """Write prompts.json: class names (``classes`` file: text, CSV or CoOp split; or the built-in
+    ``dataset``'s), each with its photo prompt, ``templates`` (photo | ensemble | openai | a file) and
+    CuPL sentences from the ``cupl`` files or URLs; ``pool`` chooses the default text pool."""
+    from susx_cli.stages.prompts import build_prompts
+
+    return build_prompts(
+        Path(output), classes_path=_path(classes), dataset=dataset, template_set=templates, photo=photo,
+        cupl_paths=list(cupl), cupl_sha256=list(cupl_sha256), pool=pool, clean=clean, overwrite=overwrite,
+    )
+
+
+def curate(
+    *,
+    prompts: PathLike,
+    output: PathLike,
+    source: str = "folder",
+    min_per_class: int = 1,
+    num_shards: int | None = None,
+    shard_index: int | None = None,
+    overwrite: bool = False,
+    **source_options: Any,
+) -> StageResult:
+    """Build a support set (one folder per class and a manifest) for the classes of ``prompts`` with a
+    source: folder | sd | laion | pool. ``source_options`` are that source's options, named as its
+    `susx curate` flags in snake case (``images=``, ``shots=`` for folder; ``per_class=``, ``steps=`` for sd).
+
+    Sharding as on the command line: ``num_shards``/``shard_index``, else a SLURM array or torchrun."""
+    from susx_cli.sources.registry import build_options, make_source
+    from susx_cli.stages.curate import curate as curate_stage
+
+    options = build_options(source, _source_paths(source_options))
+    return curate_stage(
+        Path(prompts), Path(output), make_source(source, options), shard=_shard(num_shards, shard_index),
+        min_per_class=min_per_class, overwrite=overwrite,
+    )
+
+
+def _source_paths(options: dict[str, Any]) -> dict[str, Any]:
+    """Strings given for path options become Paths, as the command line would parse them."""
+    from susx_cli.sources.registry import cli_params
+
+    path_params = {p.name for p in cli_params() if p.type is Path or Path in typing.get_args(p.type)}
+    return {k: Path(v) if k in path_params and isinstance(v, str) else v for k, v in options.items()}
+
+
+def embed(
+    *,
+    input: PathLike,
+    output: PathLike,
+    model: str = "ViT-B-32",
+    pretrained: str = "openai",
+    classes: PathLike | None = None,
+    split: str | None = None,
+    image_root: PathLike | None = None,
+    shots: int | None = None,
+    seed: int = 0,
+    unlabelled: bool = False,
+    pool: str | None = None,
+    batch_size: int = 64,
+    workers: int | None = None,
+    device: str = "auto",
+    precision: str = "fp32",
+    num_shards: int | None = None,
+    shard_index: int | None = None,
+    overwrite: bool = False,
+) -> StageResult:
+    """Embed ``input`` with an open_clip model (``model``, ``pretrained``: a tag, a checkpoint or 'none')
+    into an HDF5 file: prompts.json gives the text classifier (weights C x D, texts of ``pool``); a
+    support folder, class folders, a CoOp split file (``split``) or an unlabelled folder gives image
+    features (N x D, L2-normalised). ``classes`` (prompts.json) names the classes of class folders."""
+    from susx_cli.stages.embed import embed as embed_stage
+
+    return embed_stage(
+        Path(input), Path(output), shard=_shard(num_shards, shard_index), model=model, pretrained=pretrained,
+        classes_path=_path(classes), split=split, image_root=_path(image_root), shots=shots, seed=seed,
+        unlabelled=unlabelled, pool=pool, batch_size=batch_size, workers=workers, device=device,
+        precision=precision, overwrite=overwrite,
+    )
+
+
+def calibrate(
+    *,
+    text: PathLike,
+    support: PathLike,
+    output: PathLike,
+    mode: str = "loo",
+    method: str = "tip-x",
+    val: PathLike | None = None,
+    heatmap: PathLike | None = None,
+    overwrite: bool = False,
+    **options: Any,
+) -> StageResult:
+    """Choose the method's hyperparameters and write calibration.json. ``mode``: loo (leave one out on
+    the support set) | kfold | val (search on the ``val`` features) | fixed (the given ``alpha``,
+    ``beta``, ``gamma``). ``options``: alpha, beta, gamma, alpha_grid/beta_grid/gamma_grid ("0.1,1" or
+    "start:stop:num"), tau, logit_scale, normalize, folds, fold_seed, device (as `susx calibrate`)."""
+    from susx_cli.stages.calibrate import calibrate as calibrate_stage
+
+    _check_options(calibrate_stage, options, ("mode", "method", "val_path", "heatmap", "overwrite"))
+    return calibrate_stage(
+        Path(text), Path(support), Path(output), mode=mode, method=method, val_path=_path(val),
+        heatmap=_path(heatmap), overwrite=overwrite, **options,
+    )
+
+
+def predict(
+    *,
+    text: PathLike,
+    query: PathLike,
+    output: PathLike,
+    support: PathLike | None = None,
+    calibration: PathLike | None = None,
+    method: str | None = None,
+    split: str | None = None,
+    image_root: PathLike | None = None,
+    unlabelled: bool = False,
+    batch_size: int = 64,
+    device: str = "auto",
+    overwrite: bool = False,
+    **options: Any,
+) -> StageResult:
+    """Classify ``query`` (image features, or images that are embedded first beside ``output`` with the
+    text classifier's model) and write predictions.h5. Zero-shot with ``text`` alone; with ``support``
+    and ``calibration`` the calibrated method (``method`` defaults to the calibration's). The result's
+    ``metrics`` hold top-1/top-5 accuracy and mean per-class recall (percent) when labels are known."""
+    from susx_cli.stages.predict import predict as predict_stage
+
+    fixed = ("support_path", "calibration_path", "method", "embed_options", "device", "overwrite")
+    _check_options(predict_stage, options, fixed)
+    embed_options = {
+        "split": split, "image_root": _path(image_root), "unlabelled": unlabelled, "batch_size": batch_size,
+        "device": device,
+    }
+    return predict_stage(
+        Path(text), Path(query), Path(output), support_path=_path(support), calibration_path=_path(calibration),
+        method=method, embed_options=embed_options, device=device, overwrite=overwrite, **options,
+    )
+
+
+def eval(  # noqa: A001 - the stage's name, as `susx eval`
+    *,
+    datasets: str | Sequence[str],
+    data_root: PathLike,
+    models: str | Sequence[str],
+    pretrained: str | Sequence[str] = (),
+    work_dir: PathLike = "work",
+    results_dir: PathLike = "results",
+    supports: Sequence[str] = (),
+    methods: Sequence[str] | None = None,
+    calibrations: Sequence[str] = ("loo",),
+    overwrite: bool = False,
+    **options: Any,
+) -> StageResult:
+    """Run the paper's protocol on registered datasets under ``data_root``: prompts, text classifier,
+    features, calibration, predictions per (dataset, model, method, support, calibration), each a
+    self-describing result JSON in ``results_dir`` (intermediate artifacts in ``work_dir``). The result's
+    ``rows`` list one record per run. ``options``: the other `susx eval` options by parameter name."""
+    from susx_cli.method import PAPER_METHODS
+    from susx_cli.stages.eval import run_eval
+
+    fixed = ("data_root", "work_dir", "results_dir", "models", "pretrained", "supports", "methods",
+             "calibrations", "overwrite")
+    _check_options(run_eval, options, fixed)
+    return run_eval(
+        _as_list(datasets), data_root=Path(data_root), work_dir=Path(work_dir), results_dir=Path(results_dir),
+        models=_as_list(models), pretrained=_as_list(pretrained), supports=list(supports),
+        methods=list(methods or PAPER_METHODS), calibrations=list(calibrations), overwrite=overwrite, **options,
+    )
+
+
+def _as_list(value: str | Sequence[str]) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+# ------------------------------------------------------------------------------------------ readers
+
+
+def load(path: PathLike) -> Any:
+    """Read any susx artifact by its recorded kind: prompts.json -> ``Prompts``; features .h5 ->
+    ``FeatureSet`` (``features`` N x D, ``labels`` N); text classifier -> ``TextClassifier``
+    (``weights`` C x D); predictions -> ``Predictions``; calibration.json -> ``Calibration``; a support
+    folder -> ``SupportSet``; a result JSON of `susx eval` -> its record (a dict). Arrays are numpy."""
+    path = Path(path)
+    if not path.exists():
+        raise SusxError(f"{path} does not exist", hint="check the path")
+    if path.is_dir():
+        return _load_support(path)
+    if _is_hdf5(path):
+        return _load_hdf5(path)
+    return _load_json(path)
+
+
+def _load_support(path: Path) -> Any:
+    from susx_cli.artifacts import support
+
+    if not support.is_support_dir(path):
+        raise SusxError(f"{path} is a folder but not a susx support set", hint="pass the -o folder of `susx curate`")
+    return support.read_support(path)
+
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _is_hdf5(path: Path) -> bool:
+    with path.open("rb") as handle:
+        return handle.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE
+
+
+def _load_hdf5(path: Path) -> Any:
+    from susx_cli.artifacts import common, hdf5
+
+    readers = {
+        common.IMAGE_FEATURES: hdf5.read_features,
+        common.TEXT_CLASSIFIER: hdf5.read_text_classifier,
+        common.PREDICTIONS: hdf5.read_predictions,
+    }
+    kind = hdf5.read_kind(path)
+    if kind not in readers:
+        raise SusxError(f"{path} is an HDF5 file but not a susx artifact (kind {kind!r})", hint="pass a file made by susx")
+    return readers[kind](path)
+
+
+def _load_json(path: Path) -> Any:
+    from susx_cli.artifacts import common, results
+    from susx_cli.artifacts.calibration import read_calibration
+    from susx_cli.artifacts.prompts import read_prompts
+
+    readers = {common.PROMPTS: read_prompts, common.CALIBRATION: read_calibration, results.RESULT: results.read_result}
+    data = common.read_json(path, "artifact")
+    kind = data.get("kind") if isinstance(data, dict) else None
+    if kind not in readers:
+        raise SusxError(
+            f"{path} is not a susx artifact susx.load reads (kind {kind!r})",
+            hint="pass prompts.json, calibration.json, a result JSON, an .h5 artifact or a support folder",
+        )
+    return readers[kind](path)
+
+
+# ------------------------------------------------------------------------------------------ output
+
+
+class Verbosity:
+    """What ``verbose()`` returns: the choice holds from the call on; a ``with`` block undoes it at its end."""
+
+    def __init__(self, token: contextvars.Token):
+        self._token = token
+
+    def __enter__(self) -> Verbosity:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        progress.uninstall(self._token)
+
+
+def verbose(enabled: bool = True, *, quiet: bool = False) -> Verbosity:
+    """Show progress bars and log lines on stderr from now on (``enabled=False``: silent again;
+    ``quiet``: warnings only), or only inside ``with susx.verbose(): ...``."""
+    reporter = progress.RichReporter(quiet=quiet) if enabled else progress.NULL
+    return Verbosity(progress.install(reporter))
+
+
+reporting = progress.reporting  # `with susx.reporting(reporter):` for a reporter of one's own
