@@ -363,8 +363,28 @@ def test_exact_class_ties_go_to_the_lower_index():
     # exactly 0, so class 1 wins every query of class 2, as argmax's first index does.
     f, yq, F, y, W = _problem(n=120, N=40, C=5, seed=7)
     W[2], F[y == 2] = W[1], F[y == 1]
+    yq[np.flatnonzero(yq == 1)[::2]] = 2  # queries near the shared class, half of them labelled 2
     grid = search.Grid([0.5, 5.0, 20.0], [1.0, 6.0, 11.0], [0.1, 3.0, 12.0])
     expected, best = direct_triple_loop(f, yq, F, y, W, grid)
     got = search.grid_search(T(f), T(yq), T(F), T(y), T(W), grid, chunk=50)
     assert (got.alpha, got.beta, got.gamma) == expected and got.correct == best
     assert torch.equal(got.counts, old_grid_search(T(f), T(yq), T(F), T(y), T(W), grid).counts)
+
+
+@pytest.mark.parametrize("alphas", [[0.0, 1.0, 2.0, 3.0], [-1.0, 0.5, 2.0]])
+def test_counting_is_exact_when_margins_are_exactly_zero(alphas):
+    # Small-integer logits make every margin exact, and many exactly 0: at the rivals' bound, at grid
+    # corners and where a rival's threshold falls on a grid gamma. Counts must equal argmax at every point.
+    rng = np.random.default_rng(0)
+    q, C, B = 400, 4, 3
+    Z, kl = (T(rng.integers(-3, 4, (q, C)).astype(float)) for _ in range(2))
+    caches = T(rng.integers(0, 4, (B, q, C)).astype(float))
+    yq = T(rng.integers(0, C, q))
+    gammas = T(np.array([0.0, 0.5, 1.0, 2.0, 3.0]))
+    rivals = search.Rivals.of(caches, Z, kl, yq, alphas, gammas)
+    for b in range(B):
+        got = search.count_correct(caches[b], rivals, T(np.array(alphas)), gammas, pair_chunk=97)
+        for ai, a in enumerate(alphas):
+            for gi, g in enumerate(gammas.tolist()):
+                direct = int(((Z + a * caches[b] + g * kl).argmax(1) == yq).sum())
+                assert int(got[ai, gi]) == direct, (b, a, g)

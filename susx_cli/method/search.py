@@ -172,34 +172,53 @@ def class_affinity_sums(
 
 
 @dataclass
-class Margins:
-    """What counting needs about one query chunk besides the cache; every tensor (q, C).
+class Rivals:
+    """The (query, class) pairs of a chunk where class c might beat the true class y at some grid point.
 
-    dz, dk: zero-shot and KL-term logits minus the true class's. top / bottom: dz plus the largest /
-    smallest of gamma dk over the gamma range, -inf at the true class so it never counts as a rival.
-    lower: c < y (a tie goes to the lower index, so class c beats y already at equality).
-    alpha_range: the smallest and largest alpha.
+    For one beta, c beats y at some corner of the (alpha, gamma) rectangle iff it does at the corner
+    maximising (dz + gamma dk) + alpha dc, where dz, dk, dc are c's zero-shot, KL and cache logits minus
+    y's. The cache differences of all betas lie within [min_b cache_c - max_b cache_y, max_b cache_c -
+    min_b cache_y], and rounded subtraction, multiplication and addition are monotonic, so that
+    interval's corners bound every beta's maximum exactly, in floating point: a pair whose bound stays
+    below 0 (at 0 the index tie rule may count) can never matter, and the rest are the rivals, a few per
+    query instead of C. Per-pair tensors (P,); pairs ordered by query row.
     """
 
-    yq: torch.Tensor
+    q: int
+    rows: torch.Tensor  # query row of each pair
+    flat: torch.Tensor  # row * C + c: the pair's index into a flattened (q, C) cache
+    flat_true: torch.Tensor  # row * C + y
     dz: torch.Tensor
     dk: torch.Tensor
-    top: torch.Tensor
-    bottom: torch.Tensor
-    lower: torch.Tensor
+    top: torch.Tensor  # dz + max(gamma_lo dk, gamma_hi dk)
+    bottom: torch.Tensor  # dz + min(gamma_lo dk, gamma_hi dk)
+    lower: torch.Tensor  # c < y: a tie goes to the lower index, so c beats y already at equality
     alpha_range: tuple[float, float]
 
     @classmethod
     def of(
-        cls, Z: torch.Tensor, kl: torch.Tensor, yq: torch.Tensor, alphas: list[float], gammas: torch.Tensor
-    ) -> Margins:
+        cls, caches: torch.Tensor, Z: torch.Tensor, kl: torch.Tensor, yq: torch.Tensor, alphas: list[float],
+        gammas: torch.Tensor,
+    ) -> Rivals:
+        """caches (B, q, C): every beta's cache logits; Z, kl (q, C); gammas ascending."""
+        q, C = Z.shape
         col = yq[:, None]
         dz, dk = Z - Z.gather(1, col), kl - kl.gather(1, col)
-        g_lo, g_hi = dk * gammas[0], dk * gammas[-1]  # gammas ascending
-        top = torch.maximum(g_lo, g_hi).add_(dz).scatter_(1, col, -math.inf)
-        bottom = torch.minimum(g_lo, g_hi).add_(dz).scatter_(1, col, -math.inf)
-        lower = torch.arange(Z.shape[1], device=Z.device)[None, :] < col
-        return cls(yq, dz, dk, top, bottom, lower, (min(alphas), max(alphas)))
+        g_lo, g_hi = dk * gammas[0], dk * gammas[-1]
+        top = torch.maximum(g_lo, g_hi).add_(dz)
+        low, high = torch.aminmax(caches, dim=0)  # (q, C): each class's cache logits over all betas
+        d_hi = high - low.gather(1, col)  # >= every beta's cache_c - cache_y, also after rounding
+        d_lo = low - high.gather(1, col)  # <=
+        a_lo, a_hi = min(alphas), max(alphas)
+        reach = torch.maximum(torch.maximum(d_hi * a_lo, d_hi * a_hi), torch.maximum(d_lo * a_lo, d_lo * a_hi))
+        possible = (top + reach) >= 0
+        possible.scatter_(1, col, False)  # y is not its own rival
+        rows, c = possible.nonzero(as_tuple=True)
+        flat = rows * C + c
+        pick = lambda t: t.reshape(-1)[flat]  # noqa: E731
+        bottom = torch.minimum(g_lo, g_hi).add_(dz)
+        return cls(q, rows, flat, rows * C + yq[rows], pick(dz), pick(dk), pick(top), pick(bottom), c < yq[rows],
+                   (a_lo, a_hi))
 
 
 def _beats(d: torch.Tensor, lower: torch.Tensor) -> torch.Tensor:
@@ -208,64 +227,52 @@ def _beats(d: torch.Tensor, lower: torch.Tensor) -> torch.Tensor:
 
 
 def count_correct(
-    cache: torch.Tensor, m: Margins, alphas: torch.Tensor, gammas: torch.Tensor, pair_chunk: int, buf: torch.Tensor
+    cache: torch.Tensor, r: Rivals, alphas: torch.Tensor, gammas: torch.Tensor, pair_chunk: int = 4096
 ) -> torch.Tensor:
-    """Correct queries of one chunk at every (alpha, gamma) for one beta: (A, G) int64.
-
-    cache: (q, C) cache logits of this beta; buf: (4, q', C) scratch with q' >= q.
-    """
-    q, C = cache.shape
+    """Correct queries of one chunk at every (alpha, gamma) for one beta: (A, G) int64. cache: (q, C)."""
     A, G = alphas.numel(), gammas.numel()
-    dc, lo, hi, best = buf[0, :q], buf[1, :q], buf[2, :q], buf[3, :q]
-    torch.sub(cache, cache.gather(1, m.yq[:, None]), out=dc)
-    torch.mul(dc, m.alpha_range[0], out=lo)
-    torch.mul(dc, m.alpha_range[1], out=hi)
+    dev = cache.device
+    flat = cache.reshape(-1)
+    dc = flat[r.flat] - flat[r.flat_true]
+    lo, hi = dc * r.alpha_range[0], dc * r.alpha_range[1]
     # Rounding is monotonic, so these are exactly the largest and smallest of (dz + gamma dk) + alpha dc
-    # over the four corners; a class beats y at some corner iff it beats y at `best`, at all iff at `worst`.
-    torch.maximum(lo, hi, out=best).add_(m.top)
-    worst = torch.minimum(lo, hi, out=lo).add_(m.bottom)
-    best_row, worst_row = best.amax(1), worst.amax(1)
-    right = best_row < 0  # no rival reaches y at any corner: right at every grid point
-    wrong = worst_row > 0  # a rival beats y at every corner: wrong at every grid point
-    # The rest, exact zero margins included, goes through the sweep below, which applies the tie rule.
-    counts = torch.full((A, G), int(right.sum()), dtype=torch.int64, device=cache.device)
-    rows_u = (~(right | wrong)).nonzero(as_tuple=True)[0]
-    if rows_u.numel() == 0:
+    # over the four corners; a rival beats y at some corner iff it beats y at `best`, at all iff at `worst`.
+    beats_somewhere = _beats(torch.maximum(lo, hi).add_(r.top), r.lower)
+    beats_everywhere = _beats(torch.minimum(lo, hi).add_(r.bottom), r.lower)
+    per_row = lambda m: torch.zeros(r.q, dtype=torch.int64, device=dev).index_add_(0, r.rows, m.long()) > 0  # noqa: E731
+    right = ~per_row(beats_somewhere)  # right at every grid point
+    wrong = per_row(beats_everywhere)  # wrong at every grid point
+    counts = torch.full((A, G), int(right.sum()), dtype=torch.int64, device=dev)
+    pairs = (beats_somewhere & ~wrong[r.rows]).nonzero(as_tuple=True)[0]  # rivals of undecided queries
+    if pairs.numel() == 0:
         return counts
-    ui, ci = _beats(best[rows_u], m.lower[rows_u]).nonzero(as_tuple=True)  # rivals that win at some corner
-    qi = rows_u[ui]
-    dz, dcp, dk = m.dz[qi, ci], dc[qi, ci], m.dk[qi, ci]
-    strict = m.lower[qi, ci]
-    # For one alpha, each rival's condition "c does not beat y", dz + dc alpha + dk gamma < 0 (<= 0 when
-    # c > y), holds on a half-line of gamma. Their intersection is an interval of the sorted gamma grid,
-    # found by binary search, so a query costs O(A log G) instead of a sweep over all A x G points.
-    u = rows_u.numel()
-    start = torch.zeros(u, A, dtype=torch.int64, device=cache.device)  # first winning gamma index
-    stop = torch.full((u, A), G, dtype=torch.int64, device=cache.device)  # one past the last
-    for s in range(0, ui.numel(), pair_chunk):
-        sl = slice(s, s + pair_chunk)
-        e = dz[sl, None] + dcp[sl, None] * alphas[None, :]  # (p, A): the difference at gamma = 0
-        k = dk[sl, None].expand_as(e)
-        st = strict[sl, None].expand_as(e)
+    # For one alpha, each rival's condition "c does not beat y", dz + dc alpha + dk gamma < 0 when c < y
+    # (<= 0 when c > y), holds on a half-line of gamma: gamma <= u (dk > 0) or gamma >= l (dk < 0), a
+    # strict bound made non-strict with the next float (gamma < t iff gamma <= nextafter(t, -inf)). Their intersection per (query, alpha) is
+    # [max l, min u]: its grid indices come from one binary search each on the sorted gamma grid.
+    upper = torch.full((r.q, A), math.inf, dtype=dc.dtype, device=dev)
+    lower = torch.full((r.q, A), -math.inf, dtype=dc.dtype, device=dev)
+    inf = torch.tensor(math.inf, dtype=dc.dtype, device=dev)
+    for s in range(0, pairs.numel(), pair_chunk):
+        p = pairs[s : s + pair_chunk]
+        e = r.dz[p, None] + dc[p, None] * alphas[None, :]  # (p, A): the difference at gamma = 0
+        k = r.dk[p, None]
+        strict = r.lower[p, None]  # c < y: c must stay strictly below y
         t = -e / torch.where(k == 0, torch.ones_like(k), k)  # the gamma where the difference is 0
-        flat = t.reshape(-1).contiguous()
-        left = torch.searchsorted(gammas, flat, right=False).reshape(t.shape)  # gammas < t
-        right_i = torch.searchsorted(gammas, flat, right=True).reshape(t.shape)  # gammas <= t
-        # dk > 0: gamma < t (strict) or <= t; dk < 0: gamma > t (strict) or >= t; dk == 0: all or none.
-        hi_i = torch.where(k > 0, torch.where(st, left, right_i), torch.full_like(left, G))
-        lo_i = torch.where(k < 0, torch.where(st, right_i, left), torch.zeros_like(left))
-        never = (k == 0) & torch.where(st, e >= 0, e > 0)
-        hi_i = torch.where(never, torch.zeros_like(hi_i), hi_i)
-        index = ui[sl, None].expand_as(hi_i)
-        start.scatter_reduce_(0, index, lo_i, reduce="amax")
-        stop.scatter_reduce_(0, index, hi_i, reduce="amin")
+        u = torch.where(k > 0, torch.where(strict, torch.nextafter(t, -inf), t), inf)
+        u = torch.where((k == 0) & torch.where(strict, e >= 0, e > 0), -inf, u)  # dk == 0: never or always
+        lo_b = torch.where(k < 0, torch.where(strict, torch.nextafter(t, inf), t), -inf)
+        index = r.rows[p, None].expand_as(u)
+        upper.scatter_reduce_(0, index, u, reduce="amin")
+        lower.scatter_reduce_(0, index, lo_b, reduce="amax")
+    undecided = (~right & ~wrong).nonzero(as_tuple=True)[0]
+    start = torch.searchsorted(gammas, lower[undecided].contiguous(), right=False)  # first gamma >= max l
+    stop = torch.searchsorted(gammas, upper[undecided].contiguous(), right=True)  # one past the last <= min u
     won = stop > start
-    a_idx = torch.arange(A, device=cache.device).expand_as(start)
-    diff = torch.zeros(A, G + 1, dtype=torch.int64, device=cache.device)
-    ones = torch.ones_like(start[won])
-    diff.index_put_((a_idx[won], start[won]), ones, accumulate=True)
-    diff.index_put_((a_idx[won], stop[won]), -ones, accumulate=True)
-    return counts + diff.cumsum(1)[:, :G]
+    a_idx = torch.arange(A, device=dev).expand_as(start)[won]
+    edges = torch.bincount(a_idx * (G + 1) + start[won], minlength=A * (G + 1))
+    edges -= torch.bincount(a_idx * (G + 1) + stop[won], minlength=A * (G + 1))
+    return counts + edges.view(A, G + 1).cumsum(1)[:, :G]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -276,10 +283,13 @@ def count_correct(
 def chunk_plan(n: int, N: int, C: int, B: int, columns: int, device, budget: int | None = None) -> tuple[int, int]:
     """(query rows per chunk, rows per affinity block) for this problem and the free memory.
 
-    Per query row a chunk holds S and K (2 N floats, in query_terms), the laid-out distances (columns),
-    the cache logits of every beta (B C) and about a dozen (C) rows of margins and scratch.
+    Beside the (n, C) KL sums, a chunk holds per query row S and K (2 N floats; S alone in the second
+    pass), the laid-out distances (columns), the cache logits of every beta (B C) and about a dozen (C)
+    rows of margins and scratch.
     """
-    per_row = 8 * (2 * N + columns + B * C + 12 * C)
+    budget = memory.working_budget(device) if budget is None else budget
+    budget = max(budget // 4, budget - 8 * n * C)
+    per_row = 8 * (max(2 * N, N + columns) + B * C + 12 * C)
     rows = memory.chunk_rows(per_row, n, device, budget)
     if getattr(device, "type", str(device)) == "cuda":
         return rows, rows  # a GPU wants big kernels, not cache blocking
@@ -321,29 +331,27 @@ def grid_search(
     layout = ClassLayout.of(y, C)
     rows, auto_block = chunk_plan(n, F.shape[0], C, len(betas), layout.columns, dev)
     rows, block = chunk or rows, block or auto_block
-    log_q = tipx.log_signatures(F, W, tau)
-    ranges = tipx.support_ranges(f, F, W, tau, rows, exclude_self=exclude_self, log_q=log_q) if n > rows else None
+    kl = tipx.kl_sums(f, F, y, W, tau=tau, rows=rows, exclude_self=exclude_self)  # pass 1: S and K
     q_max = min(rows, n)
     x_buf = torch.empty(q_max, layout.columns, dtype=torch.float64, device=dev)
     caches = torch.empty(len(betas), q_max, C, dtype=torch.float64, device=dev)
-    scratch = torch.empty(4, q_max, C, dtype=torch.float64, device=dev)
     counts = torch.zeros(len(grid.alpha), len(betas), len(grid.gamma), dtype=torch.int64, device=dev)
-    for start in range(0, n, rows):
-        fc, yc = f[start : start + rows], yq[start : start + rows]
+    for start in range(0, n, rows):  # pass 2: S again, the affinities of every beta, the counts
+        chunk_rows = slice(start, start + rows)
+        fc, yc = f[chunk_rows], yq[chunk_rows]
         q = fc.shape[0]
-        t = tipx.query_terms(
-            fc, F, y, W, tau=tau, logit_scale=logit_scale, normalize=normalize, exclude_self=exclude_self,
-            self_offset=start, ranges=ranges, log_q=log_q,
-        )
-        x = layout.distances(t.S, t.mask, x_buf[:q])
-        t.S = t.mask = None  # free the (q, N) tensors before the betas
-        class_affinity_sums(x, betas, layout, caches[:, :q], block)
-        margins = Margins.of(t.Z, t.kl_term, yc, grid.alpha, gammas)
+        S = fc @ F.T
+        x = layout.distances(S, tipx.self_mask(S, start) if exclude_self else None, x_buf[:q])
+        del S
+        seen = tipx.class_counts(y, C, q, start if exclude_self else None)
+        kl_term = kl.term(chunk_rows, seen)
+        chunk_caches = class_affinity_sums(x, betas, layout, caches[:, :q], block)
+        if normalize:
+            kl_term.div_(seen.clamp_min(1))
+            chunk_caches.div_(seen.clamp_min(1))
+        rivals = Rivals.of(chunk_caches, tipx.zero_shot_logits(fc, W, logit_scale), kl_term, yc, grid.alpha, gammas)
         for b in range(len(betas)):
-            cache = caches[b, :q]
-            if normalize:
-                cache.div_(t.counts.clamp_min(1))
-            counts[:, b, :] += count_correct(cache, margins, alphas, gammas, pair_chunk, scratch)
+            counts[:, b, :] += count_correct(chunk_caches[b], rivals, alphas, gammas, pair_chunk)
             if progress is not None:
                 progress.advance(len(grid.alpha) * len(grid.gamma) * q / n)
     unsorted = torch.empty_like(counts)

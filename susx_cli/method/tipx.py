@@ -8,6 +8,7 @@ query set's own similarity range, and nothing runs in float16.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -64,76 +65,6 @@ def min_max(x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[float, f
     return float(x[mask].min()), float(x[mask].max())
 
 
-def rescale_(K: torch.Tensor, k_range: tuple[float, float], s_range: tuple[float, float]) -> torch.Tensor:
-    """One global min-max of K onto the range of S, in K's buffer:
-    K' = (K - min K)/(max K - min K)(max S - min S) + min S."""
-    k_min, k_max = k_range
-    s_min, s_max = s_range
-    span = k_max - k_min
-    if span <= 0:  # all divergences equal: the term carries no information
-        return K.fill_(s_min)
-    return K.sub_(k_min).div_(span).mul_(s_max - s_min).add_(s_min)
-
-
-@dataclass
-class QueryTerms:
-    """Everything about a query set that does not depend on (alpha, beta, gamma).
-
-    Z, kl_term: (n, C); S: (n, N); mask: (n, N) bool, False at left-out pairs, or None; counts: (n, C)
-    support images per class each query sees (differs from the class sizes only in leave-one-out).
-    """
-
-    Z: torch.Tensor
-    S: torch.Tensor
-    kl_term: torch.Tensor
-    mask: torch.Tensor | None
-    counts: torch.Tensor
-
-
-def query_terms(
-    f: torch.Tensor,
-    F: torch.Tensor,
-    y: torch.Tensor,
-    W: torch.Tensor,
-    *,
-    tau: float = 0.5,
-    logit_scale: float = 100.0,
-    normalize: bool = False,
-    exclude_self: bool = False,
-    self_offset: int = 0,
-    ranges: tuple[tuple[float, float], tuple[float, float]] | None = None,
-    log_q: torch.Tensor | None = None,
-) -> QueryTerms:
-    """Precompute Z, S and the KL term (-K') L for queries f against support (F, y).
-
-    ``exclude_self`` (leave-one-out, f is F): pair (i, i) is left out of the cache, the KL term and the
-    rescale range. ``ranges`` ((min K, max K), (min S, max S)) lets a chunked caller pass the global
-    ranges of the whole query set; by default they are this query set's own. ``log_q``: the support's
-    ``log_signatures``, when the caller has them. Peak memory: two (n, N) tensors.
-    """
-    C = W.shape[0]
-    log_q = log_signatures(F, W, tau) if log_q is None else log_q
-    Z = zero_shot_logits(f, W, logit_scale)
-    S = f @ F.T
-    K = kl_to_logs(signatures(f, W, tau), log_q)
-    mask = self_mask(S, self_offset) if exclude_self else None
-    if ranges is None:
-        ranges = (min_max(K, mask), min_max(S, mask))
-    neg = rescale_(K, *ranges).neg_()
-    if mask is not None:
-        neg.masked_fill_(~mask, 0.0)
-    counts = torch.bincount(y, minlength=C).to(S.dtype).expand(f.shape[0], C)
-    if exclude_self:  # query i does not see its own support image
-        counts = counts.clone()
-        rows = torch.arange(f.shape[0], device=S.device)
-        counts[rows, y[self_offset + rows]] -= 1
-    kl_term = class_sum(neg, y, C)
-    del neg, K
-    if normalize:
-        kl_term = kl_term / counts.clamp_min(1)
-    return QueryTerms(Z, S, kl_term, mask, counts)
-
-
 def self_mask(S: torch.Tensor, offset: int) -> torch.Tensor:
     """Leave-one-out mask for query rows offset..offset+q-1 of the support set itself: False at (i, offset+i)."""
     mask = torch.ones_like(S, dtype=torch.bool)
@@ -142,29 +73,74 @@ def self_mask(S: torch.Tensor, offset: int) -> torch.Tensor:
     return mask
 
 
-def support_ranges(
+def class_counts(y: torch.Tensor, num_classes: int, rows: int, self_offset: int | None = None) -> torch.Tensor:
+    """Support images per class that each of ``rows`` queries sees: the class sizes, less the query's own
+    image in leave-one-out (query i is support image self_offset + i): (rows, C) float64."""
+    sizes = torch.bincount(y, minlength=num_classes).to(torch.float64).expand(rows, num_classes)
+    if self_offset is None:
+        return sizes
+    counts = sizes.clone()
+    idx = torch.arange(rows, device=y.device)
+    counts[idx, y[self_offset + idx]] -= 1
+    return counts
+
+
+@dataclass
+class KLSums:
+    """What the KL term needs from the (n, N) divergences, gathered in one pass over the queries.
+
+    sums: (n, C) per-class sums of K over the pairs each query sees; k_range, s_range: global (min, max)
+    of K and of S over those pairs (the rescale uses the whole query set's ranges, as the unchunked
+    formula does).
+    """
+
+    sums: torch.Tensor
+    k_range: tuple[float, float]
+    s_range: tuple[float, float]
+
+    def term(self, rows: slice, counts: torch.Tensor) -> torch.Tensor:
+        """The KL logits (-K') L of these query rows: (q, C). The rescale K' = a K + b is affine, so its
+        per-class sum is a (sum of K) + b (count): no second (q, N) pass. counts: (q, C)."""
+        (k_min, k_max), (s_min, s_max) = self.k_range, self.s_range
+        span = k_max - k_min
+        a = (s_max - s_min) / span if span > 0 else 0.0  # all divergences equal: the term carries no information
+        b = s_min - k_min * a
+        return (self.sums[rows] * a).add_(counts * b).neg_()
+
+
+def kl_sums(
     f: torch.Tensor,
     F: torch.Tensor,
+    y: torch.Tensor,
     W: torch.Tensor,
+    *,
     tau: float = 0.5,
-    chunk: int = 4096,
+    rows: int = 4096,
     exclude_self: bool = False,
     log_q: torch.Tensor | None = None,
-) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Global (min, max) of K and of S over all query rows (pairs (i, i) left out with ``exclude_self``),
-    computed in chunks of queries."""
+) -> KLSums:
+    """The first pass of TIP-X over queries f, ``rows`` at a time (two (rows, N) tensors at once).
+
+    ``exclude_self`` (leave-one-out, f is F): pair (i, i) is left out of the sums and the ranges.
+    ``log_q``: the support's ``log_signatures``, when the caller has them.
+    """
     log_q = log_signatures(F, W, tau) if log_q is None else log_q
-    k_lo, k_hi, s_lo, s_hi = float("inf"), float("-inf"), float("inf"), float("-inf")
-    for start in range(0, f.shape[0], chunk):
-        fc = f[start : start + chunk]
+    n, C = f.shape[0], W.shape[0]
+    sums = torch.empty(n, C, dtype=f.dtype, device=f.device)
+    k_lo, k_hi, s_lo, s_hi = math.inf, -math.inf, math.inf, -math.inf
+    for start in range(0, n, rows):
+        fc = f[start : start + rows]
         K = kl_to_logs(signatures(fc, W, tau), log_q)
         S = fc @ F.T
         mask = self_mask(S, start) if exclude_self else None
         (a, b), (c, d) = min_max(K, mask), min_max(S, mask)
-        k_lo, k_hi = min(k_lo, a), max(k_hi, b)
-        s_lo, s_hi = min(s_lo, c), max(s_hi, d)
-        del K, S, mask
-    return (k_lo, k_hi), (s_lo, s_hi)
+        k_lo, k_hi, s_lo, s_hi = min(k_lo, a), max(k_hi, b), min(s_lo, c), max(s_hi, d)
+        del S
+        if mask is not None:
+            K.masked_fill_(~mask, 0.0)
+        sums[start : start + rows] = class_sum(K, y, C)
+        del K, mask
+    return KLSums(sums, (k_lo, k_hi), (s_lo, s_hi))
 
 
 def logits_rows_per_chunk(n: int, N: int, C: int, device) -> int:
@@ -192,8 +168,7 @@ def logits(
     """Logits (n, C) of ``method``: Z; Z + alpha A L; or Z + alpha A L + gamma (-K') L (TIP-X).
 
     Queries are processed in chunks of rows (by default sized from free memory), so memory stays
-    O(chunk * N) beside the (n, C) result; the KL rescale uses the global range over all queries, as the
-    unchunked formula does.
+    O(chunk * N) beside the (n, C) results.
     """
     if method == "zero-shot":
         return zero_shot_logits(f, W, logit_scale)
@@ -201,21 +176,17 @@ def logits(
         raise ValueError(f"unknown method {method!r}")
     n, C = f.shape[0], W.shape[0]
     chunk = chunk or logits_rows_per_chunk(n, F.shape[0], C, f.device)
-    log_q = log_signatures(F, W, tau) if method == "tip-x" else None
-    ranges = support_ranges(f, F, W, tau, chunk, log_q=log_q) if method == "tip-x" else None
-    sizes = torch.bincount(y, minlength=C).to(f.dtype)
+    counts = class_counts(y, C, 1)
+    kl = kl_sums(f, F, y, W, tau=tau, rows=chunk) if method == "tip-x" else None
     out = torch.empty(n, C, dtype=f.dtype, device=f.device)
     for start in range(0, n, chunk):
-        fc = f[start : start + chunk]
-        if method == "tip-adapter":
-            cache = class_sum(affinity_(fc @ F.T, beta), y, C)
-            if normalize:
-                cache = cache / sizes.clamp_min(1)
-            out[start : start + chunk] = zero_shot_logits(fc, W, logit_scale) + alpha * cache
-        else:
-            t = query_terms(fc, F, y, W, tau=tau, logit_scale=logit_scale, normalize=normalize, ranges=ranges, log_q=log_q)
-            cache = class_sum(affinity_(t.S, beta), y, C)
-            if normalize:
-                cache = cache / t.counts.clamp_min(1)
-            out[start : start + chunk] = t.Z + alpha * cache + gamma * t.kl_term
+        rows = slice(start, start + chunk)
+        fc = f[rows]
+        cache = class_sum(affinity_(fc @ F.T, beta), y, C)
+        if normalize:
+            cache = cache / counts.clamp_min(1)
+        out[rows] = zero_shot_logits(fc, W, logit_scale) + alpha * cache
+        if kl is not None:
+            term = kl.term(rows, counts)
+            out[rows] += gamma * (term / counts.clamp_min(1) if normalize else term)
     return out
