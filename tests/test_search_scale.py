@@ -276,7 +276,7 @@ def test_running_product_stays_within_its_drift_bound():
     # One class per column (width 1), so the per-class sums are the affinities themselves.
     layout = search.ClassLayout.of(torch.arange(x.size), x.size)
     out = torch.empty(len(betas), 1, x.size, dtype=torch.float64)
-    search.class_affinity_sums(T(x[None, :]).clone(), betas, layout, out, block=1)
+    search.cache_logits(T(x[None, :]).clone(), betas, layout, torch.zeros(1, dtype=torch.long), out, block=1)
     got = out[:, 0].numpy()
     xl = x.astype(np.longdouble)
     k0 = 0
@@ -381,7 +381,9 @@ def test_counting_is_exact_when_margins_are_exactly_zero(alphas):
     caches = T(rng.integers(0, 4, (B, q, C)).astype(float))
     yq = T(rng.integers(0, C, q))
     gammas = T(np.array([0.0, 0.5, 1.0, 2.0, 3.0]))
-    rivals = search.Rivals.of(caches, Z, kl, yq, alphas, gammas)
+    diffs = caches - caches.gather(2, yq[None, :, None].expand(B, q, 1))
+    ranges = search.CacheLogits(caches, diffs.amin(0), diffs.amax(0))
+    rivals = search.Rivals.of(ranges, Z, kl, yq, alphas, gammas)
     for b in range(B):
         got = search.count_correct(caches[b], rivals, T(np.array(alphas)), gammas, pair_chunk=97)
         for ai, a in enumerate(alphas):

@@ -135,24 +135,46 @@ class ClassLayout:
         if self.slots is None:
             return out.zero_().index_add_(1, self.labels, A)
         # A matrix-vector product with ones is the fastest contiguous segment sum torch has on CPU.
-        return torch.mv(A.view(-1, self.width), ones, out=out.view(-1))
+        torch.mv(A.view(-1, self.width), ones, out=out.view(-1))
+        return out
 
 
-def class_affinity_sums(
-    x: torch.Tensor, betas: list[float], layout: ClassLayout, out: torch.Tensor, block: int
-) -> torch.Tensor:
-    """out[k] = per-class sums of exp(-betas[k] x) for every beta: x (q, columns) -> out (B, q, C).
+@dataclass
+class CacheLogits:
+    """The cache logits A L of a query chunk for every beta, and the range over the betas of each
+    (query, class) difference cache_c - cache_y, computed as counting computes it."""
 
-    Rows go in blocks of ``block``; each block runs through all betas while its buffers stay in cache.
+    values: torch.Tensor  # (B, q, C)
+    diff_low: torch.Tensor  # (q, C)
+    diff_high: torch.Tensor  # (q, C)
+
+
+def cache_logits(
+    x: torch.Tensor,
+    betas: list[float],
+    layout: ClassLayout,
+    yq: torch.Tensor,
+    out: torch.Tensor,
+    block: int,
+    divide_by: torch.Tensor | None = None,
+) -> CacheLogits:
+    """Per-class sums of exp(-beta x) for every beta, divided by ``divide_by`` (q, C) if given (per-class
+    normalisation): x (q, columns), yq (q,) true classes, out (B, q, C) receives the values.
+
+    Rows go in blocks of ``block``; each block runs through all betas while its buffers stay in cache,
+    and its differences to the true class are folded into their range over the betas there and then.
     """
     exact, step = affinity_schedule(betas)
-    q = x.shape[0]
+    q, C = x.shape[0], out.shape[2]
     A = torch.empty(min(block, q), x.shape[1], dtype=x.dtype, device=x.device)
     E = torch.empty_like(A) if step is not None else None
+    diff = torch.empty(min(block, q), C, dtype=x.dtype, device=x.device)
+    low, high = torch.empty(q, C, dtype=x.dtype, device=x.device), torch.empty(q, C, dtype=x.dtype, device=x.device)
     ones = torch.ones(max(layout.width, 1), dtype=x.dtype, device=x.device)
     for r0 in range(0, q, block):
-        xb = x[r0 : r0 + block]
-        a = A[: xb.shape[0]]
+        rows = slice(r0, min(r0 + block, q))
+        xb, col = x[rows], yq[rows, None]
+        a, d = A[: xb.shape[0]], diff[: xb.shape[0]]
         if E is not None:
             e = torch.mul(xb, -step, out=E[: xb.shape[0]]).exp_()
         for k, beta in enumerate(betas):
@@ -162,8 +184,16 @@ def class_affinity_sums(
                     a.masked_fill_(xb == math.inf, 0.0)
             else:
                 a.mul_(e)
-            layout.class_sums(a, out[k, r0 : r0 + xb.shape[0]], ones)
-    return out
+            sums = layout.class_sums(a, out[k, rows], ones)
+            if divide_by is not None:
+                sums.div_(divide_by[rows])
+            torch.sub(sums, sums.gather(1, col), out=d)
+            if k == 0:
+                low[rows], high[rows] = d, d
+            else:
+                torch.minimum(low[rows], d, out=low[rows])
+                torch.maximum(high[rows], d, out=high[rows])
+    return CacheLogits(out, low, high)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -177,9 +207,8 @@ class Rivals:
 
     For one beta, c beats y at some corner of the (alpha, gamma) rectangle iff it does at the corner
     maximising (dz + gamma dk) + alpha dc, where dz, dk, dc are c's zero-shot, KL and cache logits minus
-    y's. The cache differences of all betas lie within [min_b cache_c - max_b cache_y, max_b cache_c -
-    min_b cache_y], and rounded subtraction, multiplication and addition are monotonic, so that
-    interval's corners bound every beta's maximum exactly, in floating point: a pair whose bound stays
+    y's. With dc's range over all betas (``CacheLogits``), and because rounded multiplication and addition
+    are monotonic, the range's ends bound every beta's maximum exactly, in floating point: a pair whose bound stays
     below 0 (at 0 the index tie rule may count) can never matter, and the rest are the rivals, a few per
     query instead of C. Per-pair tensors (P,); pairs ordered by query row.
     """
@@ -197,19 +226,17 @@ class Rivals:
 
     @classmethod
     def of(
-        cls, caches: torch.Tensor, Z: torch.Tensor, kl: torch.Tensor, yq: torch.Tensor, alphas: list[float],
+        cls, caches: CacheLogits, Z: torch.Tensor, kl: torch.Tensor, yq: torch.Tensor, alphas: list[float],
         gammas: torch.Tensor,
     ) -> Rivals:
-        """caches (B, q, C): every beta's cache logits; Z, kl (q, C); gammas ascending."""
+        """Z, kl (q, C): zero-shot and KL logits; gammas ascending."""
         q, C = Z.shape
         col = yq[:, None]
         dz, dk = Z - Z.gather(1, col), kl - kl.gather(1, col)
         g_lo, g_hi = dk * gammas[0], dk * gammas[-1]
         top = torch.maximum(g_lo, g_hi).add_(dz)
-        low, high = torch.aminmax(caches, dim=0)  # (q, C): each class's cache logits over all betas
-        d_hi = high - low.gather(1, col)  # >= every beta's cache_c - cache_y, also after rounding
-        d_lo = low - high.gather(1, col)  # <=
         a_lo, a_hi = min(alphas), max(alphas)
+        d_lo, d_hi = caches.diff_low, caches.diff_high
         reach = torch.maximum(torch.maximum(d_hi * a_lo, d_hi * a_hi), torch.maximum(d_lo * a_lo, d_lo * a_hi))
         possible = (top + reach) >= 0
         possible.scatter_(1, col, False)  # y is not its own rival
@@ -345,13 +372,12 @@ def grid_search(
         del S
         seen = tipx.class_counts(y, C, q, start if exclude_self else None)
         kl_term = kl.term(chunk_rows, seen)
-        chunk_caches = class_affinity_sums(x, betas, layout, caches[:, :q], block)
         if normalize:
             kl_term.div_(seen.clamp_min(1))
-            chunk_caches.div_(seen.clamp_min(1))
+        chunk_caches = cache_logits(x, betas, layout, yc, caches[:, :q], block, seen.clamp_min(1) if normalize else None)
         rivals = Rivals.of(chunk_caches, tipx.zero_shot_logits(fc, W, logit_scale), kl_term, yc, grid.alpha, gammas)
         for b in range(len(betas)):
-            counts[:, b, :] += count_correct(chunk_caches[b], rivals, alphas, gammas, pair_chunk)
+            counts[:, b, :] += count_correct(chunk_caches.values[b], rivals, alphas, gammas, pair_chunk)
             if progress is not None:
                 progress.advance(len(grid.alpha) * len(grid.gamma) * q / n)
     unsorted = torch.empty_like(counts)
