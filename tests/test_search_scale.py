@@ -390,3 +390,30 @@ def test_counting_is_exact_when_margins_are_exactly_zero(alphas):
             for gi, g in enumerate(gammas.tolist()):
                 direct = int(((Z + a * caches[b] + g * kl).argmax(1) == yq).sum())
                 assert int(got[ai, gi]) == direct, (b, a, g)
+
+
+@pytest.mark.parametrize("labels", ["unequal", "lopsided"])
+def test_cache_logits_and_their_ranges_over_betas(labels):
+    rng = np.random.default_rng(4)
+    q, N, C = 30, 60, 6
+    y = T(_labels(labels, N, C))
+    S = rng.uniform(-1, 1, (q, N))
+    yq = T(rng.integers(0, C, q))
+    divide = T(rng.integers(1, 5, (q, C)).astype(float))
+    layout = search.ClassLayout.of(y, C)
+    x = layout.distances(T(S).clone(), None, torch.empty(q, layout.columns, dtype=torch.float64))
+    betas = SCALE_GRID.beta
+    got = search.cache_logits(x, betas, layout, yq, torch.empty(len(betas), q, C, dtype=torch.float64), 7, divide)
+    direct = torch.stack([tipx.class_sum(tipx.affinity(T(S), b), y, C) / divide for b in betas])
+    torch.testing.assert_close(got.values, direct, rtol=1e-13, atol=0)
+    diffs = got.values - got.values.gather(2, yq[None, :, None].expand(len(betas), q, 1))
+    assert torch.equal(got.diff_low, diffs.amin(0)) and torch.equal(got.diff_high, diffs.amax(0))
+
+
+def test_negative_alphas_match_the_triple_loop():
+    f, yq, F, y, W = _problem(n=150, N=60, C=6, seed=2)
+    grid = search.Grid([-3.0, -0.5, 1.0], search.reference_grid(1, 50, 12), [0.1, 2.0, 6.0])
+    expected, best = direct_triple_loop(f, yq, F, y, W, grid)
+    got = search.grid_search(T(f), T(yq), T(F), T(y), T(W), grid, chunk=40, block=7)
+    assert (got.alpha, got.beta, got.gamma) == expected and got.correct == best
+    assert torch.equal(got.counts, old_grid_search(T(f), T(yq), T(F), T(y), T(W), grid).counts)
