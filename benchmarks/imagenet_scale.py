@@ -9,8 +9,8 @@ structure as in calibrate_speed.py) and measures, each in its own subprocess so 
 - search: ``susx_cli.method.search.grid_search`` on the reference grid, float64, as `susx calibrate --val`
   runs it: seconds, configurations/s, peak RSS;
 - floor: the same number of passes the search cannot avoid, timed alone: for every beta one exp and one
-  per-class sum over n x N float64 values (cache-sized row blocks, preallocated buffers, the fastest
-  per-class sum), and the ratio search / floor (target: <= 3 on CPU);
+  per-class sum over n x N float64 values (row blocks of the fastest size tried, preallocated buffers,
+  the fastest per-class sum), and the ratio search / floor (target: <= 3 on CPU);
 - predict: ``tipx.logits('tip-x', ...)`` on --predict-n queries (default 50,000): seconds, peak RSS;
 - with --compare-old N_OLD: the previous implementation (frozen in tests/test_search_scale.py) and the
   current one on the same problem with N_OLD queries, side by side, with their counts compared.
@@ -107,28 +107,38 @@ def phase_search(args, old: bool = False) -> dict:
 def phase_floor(args) -> dict:
     """One exp and one per-class sum per beta over n x N float64 values, nothing else.
 
-    The values are a (rows, N) block of distances in [0, 2] in the class layout of a balanced support set;
-    it is passed over n / rows times per beta, in the search's cache-sized row blocks.
+    The values are a (rows, N) block of distances in [0, 2] in the class layout of a balanced support set,
+    passed over n / rows times per beta in row blocks of preallocated buffers; the block size is the
+    fastest of a few, tried first on a few betas (the search's own block is one of them).
     """
     from susx_cli.method import search
 
     C, m = args.C, math.ceil(args.N / args.C)
     B = len(reference().beta)
-    rows, block = search.chunk_plan(args.n, args.N, C, B, C * m, torch.device("cpu"))
+    rows, search_block = search.chunk_plan(args.n, args.N, C, B, C * m, torch.device("cpu"))
     x = torch.rand(min(rows, args.n), C * m, dtype=torch.float64).mul_(2.0)
-    a = torch.empty(min(block, x.shape[0]), C * m, dtype=torch.float64)
     sums = torch.empty(x.shape[0], C, dtype=torch.float64)
     ones = torch.ones(m, dtype=torch.float64)
-    out = {"rss_inputs_mib": rss_mib(), "plan": [rows, block], "elements": args.n * C * m * B}
-    t0 = time.perf_counter()
-    for start in range(0, args.n, rows):
-        q = min(rows, args.n - start)
+
+    def passes(q: int, block: int, betas: int) -> None:
+        a = torch.empty(min(block, q), C * m, dtype=torch.float64)
         for r0 in range(0, q, block):
             xb = x[r0 : min(r0 + block, q)]
             ab = a[: xb.shape[0]]
-            for _ in range(B):
+            for _ in range(betas):
                 torch.exp(xb, out=ab)
                 torch.mv(ab.view(-1, m), ones, out=sums[r0 : r0 + xb.shape[0]].view(-1))
+
+    trials = {}
+    for block in sorted({2, 4, 8, 16, 32, search_block}):
+        t0 = time.perf_counter()
+        passes(min(64, x.shape[0]), block, 20)
+        trials[block] = time.perf_counter() - t0
+    block = min(trials, key=trials.get)
+    out = {"rss_inputs_mib": rss_mib(), "plan": [rows, block], "elements": args.n * C * m * B}
+    t0 = time.perf_counter()
+    for start in range(0, args.n, rows):
+        passes(min(rows, args.n - start), block, B)
     out["seconds"] = time.perf_counter() - t0
     return out
 

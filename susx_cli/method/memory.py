@@ -14,6 +14,7 @@ GIB = 1 << 30
 CPU_CAP = 1 * GIB
 CUDA_CAP = 8 * GIB
 FALLBACK = 2 * GIB  # when nothing says how much is free
+L2_FALLBACK = 1 << 20
 
 
 def available_bytes(device) -> int:
@@ -49,3 +50,17 @@ def chunk_rows(bytes_per_row: int, total_rows: int, device, budget: int | None =
     """Rows per chunk so that rows * bytes_per_row fits the budget: at least 1, at most total_rows."""
     budget = working_budget(device) if budget is None else budget
     return max(1, min(max(total_rows, 1), budget // max(bytes_per_row, 1)))
+
+
+def l2_cache_bytes() -> int:
+    """The per-core L2 cache size Linux reports in sysfs, else 1 MiB."""
+    root = Path("/sys/devices/system/cpu/cpu0/cache")
+    try:
+        for index in sorted(root.glob("index*")):
+            if (index / "level").read_text().strip() == "2":
+                size = (index / "size").read_text().strip().upper()
+                scale = {"K": 1 << 10, "M": 1 << 20}.get(size[-1:], 1)
+                return int(size.rstrip("KM")) * scale
+    except (OSError, ValueError):
+        pass
+    return L2_FALLBACK

@@ -24,8 +24,9 @@ import torch
 
 from susx_cli.method import memory, tipx
 
-EXACT_EVERY = 8  # running product for at most 7 betas between exact exponentials (drift bound: see affinity_schedule)
-BLOCK_BYTES = 6 << 20  # CPU: rows per affinity block so that its three (rows, N) float64 buffers stay in cache
+EXACT_EVERY = 16  # running product for at most 15 betas between exact exponentials (drift bound: affinity_schedule)
+L2_SHARE = 0.75  # CPU: an affinity block's two (rows, columns) float64 buffers fill this share of the L2 cache
+RANGE_GROUP = 8  # betas whose cache differences are folded into their range at once
 MAX_PADDING = 2.0  # class-padded layout only if it is at most this many times wider than the support set
 
 
@@ -168,13 +169,14 @@ def cache_logits(
     q, C = x.shape[0], out.shape[2]
     A = torch.empty(min(block, q), x.shape[1], dtype=x.dtype, device=x.device)
     E = torch.empty_like(A) if step is not None else None
-    diff = torch.empty(min(block, q), C, dtype=x.dtype, device=x.device)
-    low, high = torch.empty(q, C, dtype=x.dtype, device=x.device), torch.empty(q, C, dtype=x.dtype, device=x.device)
+    diff = torch.empty(RANGE_GROUP, min(block, q), C, dtype=x.dtype, device=x.device)
+    low = torch.full((q, C), math.inf, dtype=x.dtype, device=x.device)
+    high = torch.full((q, C), -math.inf, dtype=x.dtype, device=x.device)
     ones = torch.ones(max(layout.width, 1), dtype=x.dtype, device=x.device)
     for r0 in range(0, q, block):
         rows = slice(r0, min(r0 + block, q))
-        xb, col = x[rows], yq[rows, None]
-        a, d = A[: xb.shape[0]], diff[: xb.shape[0]]
+        xb = x[rows]
+        a = A[: xb.shape[0]]
         if E is not None:
             e = torch.mul(xb, -step, out=E[: xb.shape[0]]).exp_()
         for k, beta in enumerate(betas):
@@ -184,15 +186,15 @@ def cache_logits(
                     a.masked_fill_(xb == math.inf, 0.0)
             else:
                 a.mul_(e)
-            sums = layout.class_sums(a, out[k, rows], ones)
-            if divide_by is not None:
-                sums.div_(divide_by[rows])
-            torch.sub(sums, sums.gather(1, col), out=d)
-            if k == 0:
-                low[rows], high[rows] = d, d
-            else:
-                torch.minimum(low[rows], d, out=low[rows])
-                torch.maximum(high[rows], d, out=high[rows])
+            layout.class_sums(a, out[k, rows], ones)
+            if k % RANGE_GROUP == RANGE_GROUP - 1 or k == len(betas) - 1:  # a few betas at once: fewer calls
+                group = out[k - k % RANGE_GROUP : k + 1, rows]  # (g, b, C), still in cache
+                if divide_by is not None:
+                    group.div_(divide_by[rows])
+                d = torch.sub(group, group.gather(2, yq[None, rows, None].expand(group.shape[0], -1, 1)),
+                              out=diff[: group.shape[0], : xb.shape[0]])
+                torch.minimum(low[rows], d.amin(0), out=low[rows])
+                torch.maximum(high[rows], d.amax(0), out=high[rows])
     return CacheLogits(out, low, high)
 
 
@@ -320,7 +322,7 @@ def chunk_plan(n: int, N: int, C: int, B: int, columns: int, device, budget: int
     rows = memory.chunk_rows(per_row, n, device, budget)
     if getattr(device, "type", str(device)) == "cuda":
         return rows, rows  # a GPU wants big kernels, not cache blocking
-    return rows, max(1, min(rows, BLOCK_BYTES // (3 * 8 * max(columns, 1))))
+    return rows, max(1, min(rows, int(L2_SHARE * memory.l2_cache_bytes()) // (2 * 8 * max(columns, 1))))
 
 
 def grid_search(
