@@ -385,6 +385,7 @@ def test_counting_is_exact_when_margins_are_exactly_zero(alphas):
     diffs = caches - caches.gather(2, yq[None, :, None].expand(B, q, 1))
     ranges = search.CacheLogits(caches, diffs.amin(0), diffs.amax(0))
     rivals = search.Rivals.of(ranges, Z, kl, yq, alphas, gammas)
+    assert 0 < int(rivals.always_wrong.sum()) < q  # some queries are left out, not all
     for b in range(B):
         got = search.count_correct(caches[b], rivals, T(np.array(alphas)), gammas, pair_chunk=97)
         for ai, a in enumerate(alphas):

@@ -212,7 +212,8 @@ class Rivals:
     y's. With dc's range over all betas (``CacheLogits``), and because rounded multiplication and addition
     are monotonic, the range's ends bound every beta's maximum exactly, in floating point: a pair whose bound stays
     below 0 (at 0 the index tie rule may count) can never matter, and the rest are the rivals, a few per
-    query instead of C. Per-pair tensors (P,); pairs ordered by query row.
+    query instead of C. The same bounds from below find queries that a rival beats at every grid point
+    of every beta: they are left out altogether. Per-pair tensors (P,); pairs ordered by query row.
     """
 
     q: int
@@ -225,6 +226,7 @@ class Rivals:
     bottom: torch.Tensor  # dz + min(gamma_lo dk, gamma_hi dk)
     lower: torch.Tensor  # c < y: a tie goes to the lower index, so c beats y already at equality
     alpha_range: tuple[float, float]
+    always_wrong: torch.Tensor  # (q,) queries some rival beats at every grid point: they have no pairs
 
     @classmethod
     def of(
@@ -239,15 +241,20 @@ class Rivals:
         top = torch.maximum(g_lo, g_hi).add_(dz)
         a_lo, a_hi = min(alphas), max(alphas)
         d_lo, d_hi = caches.diff_low, caches.diff_high
-        reach = torch.maximum(torch.maximum(d_hi * a_lo, d_hi * a_hi), torch.maximum(d_lo * a_lo, d_lo * a_hi))
-        possible = (top + reach) >= 0
+        ends = [d_hi * a_lo, d_hi * a_hi, d_lo * a_lo, d_lo * a_hi]  # alpha dc over all betas lies between these
+        lower = torch.arange(C, device=Z.device)[None, :] < col
+        bottom = torch.minimum(g_lo, g_hi).add_(dz)
+        # A rival that beats y even at the least favourable corner and beta makes y lose everywhere.
+        sure = _beats(bottom + torch.minimum(torch.minimum(ends[0], ends[1]), torch.minimum(ends[2], ends[3])), lower)
+        always_wrong = sure.scatter_(1, col, False).any(1)
+        possible = (top + torch.maximum(torch.maximum(ends[0], ends[1]), torch.maximum(ends[2], ends[3]))) >= 0
         possible.scatter_(1, col, False)  # y is not its own rival
+        possible &= ~always_wrong[:, None]
         rows, c = possible.nonzero(as_tuple=True)
         flat = rows * C + c
         pick = lambda t: t.reshape(-1)[flat]  # noqa: E731
-        bottom = torch.minimum(g_lo, g_hi).add_(dz)
         return cls(q, rows, flat, rows * C + yq[rows], pick(dz), pick(dk), pick(top), pick(bottom), c < yq[rows],
-                   (a_lo, a_hi))
+                   (a_lo, a_hi), always_wrong)
 
 
 def _beats(d: torch.Tensor, lower: torch.Tensor) -> torch.Tensor:
@@ -262,45 +269,46 @@ def count_correct(
     A, G = alphas.numel(), gammas.numel()
     dev = cache.device
     flat = cache.reshape(-1)
-    dc = flat[r.flat] - flat[r.flat_true]
+    dc = flat.index_select(0, r.flat) - flat.index_select(0, r.flat_true)  # index_select: faster than t[idx]
     lo, hi = dc * r.alpha_range[0], dc * r.alpha_range[1]
     # Rounding is monotonic, so these are exactly the largest and smallest of (dz + gamma dk) + alpha dc
     # over the four corners; a rival beats y at some corner iff it beats y at `best`, at all iff at `worst`.
     beats_somewhere = _beats(torch.maximum(lo, hi).add_(r.top), r.lower)
     beats_everywhere = _beats(torch.minimum(lo, hi).add_(r.bottom), r.lower)
     per_row = lambda m: torch.zeros(r.q, dtype=torch.int64, device=dev).index_add_(0, r.rows, m.long()) > 0  # noqa: E731
-    right = ~per_row(beats_somewhere)  # right at every grid point
+    right = ~per_row(beats_somewhere) & ~r.always_wrong  # right at every grid point
     wrong = per_row(beats_everywhere)  # wrong at every grid point
     counts = torch.full((A, G), int(right.sum()), dtype=torch.int64, device=dev)
-    pairs = (beats_somewhere & ~wrong[r.rows]).nonzero(as_tuple=True)[0]  # rivals of undecided queries
+    pairs = (beats_somewhere & ~wrong.index_select(0, r.rows)).nonzero().view(-1)  # rivals of undecided queries
     if pairs.numel() == 0:
         return counts
     # For one alpha, each rival's condition "c does not beat y", dz + dc alpha + dk gamma < 0 when c < y
     # (<= 0 when c > y), holds on a half-line of gamma: gamma <= u (dk > 0) or gamma >= l (dk < 0), a
-    # strict bound made non-strict with the next float (gamma < t iff gamma <= nextafter(t, -inf)). Their intersection per (query, alpha) is
-    # [max l, min u]: its grid indices come from one binary search each on the sorted gamma grid.
+    # strict bound made non-strict with the next float (gamma < t iff gamma <= nextafter(t, -inf)).
+    # Their intersection per (query, alpha) is [max l, min u]: its grid indices come from one binary
+    # search each on the sorted gamma grid.
     upper = torch.full((r.q, A), math.inf, dtype=dc.dtype, device=dev)
     lower = torch.full((r.q, A), -math.inf, dtype=dc.dtype, device=dev)
     inf = torch.tensor(math.inf, dtype=dc.dtype, device=dev)
     for s in range(0, pairs.numel(), pair_chunk):
         p = pairs[s : s + pair_chunk]
-        e = r.dz[p, None] + dc[p, None] * alphas[None, :]  # (p, A): the difference at gamma = 0
-        k = r.dk[p, None]
-        strict = r.lower[p, None]  # c < y: c must stay strictly below y
-        t = -e / torch.where(k == 0, torch.ones_like(k), k)  # the gamma where the difference is 0
+        pick = lambda t, p=p: t.index_select(0, p)[:, None]  # noqa: E731
+        k, strict = pick(r.dk), pick(r.lower)  # strict: c < y must stay strictly below y
+        e = torch.addcmul(pick(r.dz), pick(dc), alphas[None, :])  # (p, A): the difference at gamma = 0
+        t = -e / torch.where(k == 0, 1.0, k)  # the gamma where the difference is 0
         u = torch.where(k > 0, torch.where(strict, torch.nextafter(t, -inf), t), inf)
         u = torch.where((k == 0) & torch.where(strict, e >= 0, e > 0), -inf, u)  # dk == 0: never or always
         lo_b = torch.where(k < 0, torch.where(strict, torch.nextafter(t, inf), t), -inf)
-        index = r.rows[p, None].expand_as(u)
+        index = pick(r.rows).expand_as(u)
         upper.scatter_reduce_(0, index, u, reduce="amin")
         lower.scatter_reduce_(0, index, lo_b, reduce="amax")
-    undecided = (~right & ~wrong).nonzero(as_tuple=True)[0]
-    start = torch.searchsorted(gammas, lower[undecided].contiguous(), right=False)  # first gamma >= max l
-    stop = torch.searchsorted(gammas, upper[undecided].contiguous(), right=True)  # one past the last <= min u
-    won = stop > start
-    a_idx = torch.arange(A, device=dev).expand_as(start)[won]
-    edges = torch.bincount(a_idx * (G + 1) + start[won], minlength=A * (G + 1))
-    edges -= torch.bincount(a_idx * (G + 1) + stop[won], minlength=A * (G + 1))
+    undecided = (~right & ~wrong & ~r.always_wrong).nonzero().view(-1)
+    start = torch.searchsorted(gammas, lower.index_select(0, undecided), right=False)  # first gamma >= max l
+    stop = torch.searchsorted(gammas, upper.index_select(0, undecided), right=True)  # one past the last <= min u
+    a_idx = torch.arange(A, device=dev).mul_(G + 1).expand_as(start)
+    won = (stop > start).view(-1)
+    edges = torch.bincount((a_idx + start).view(-1)[won], minlength=A * (G + 1))
+    edges -= torch.bincount((a_idx + stop).view(-1)[won], minlength=A * (G + 1))
     return counts + edges.view(A, G + 1).cumsum(1)[:, :G]
 
 
