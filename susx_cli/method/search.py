@@ -8,11 +8,13 @@ wins form one interval, found by binary search on the sorted gamma grid. Counts 
 integers summed over query chunks, so the result does not depend on the chunk size, and ties keep the
 first grid point in alpha-major, then beta, then gamma order, as the reference's strict '>' does.
 
-What remains is about one pass over the (n, N) affinities per beta, arranged to run near that floor:
-the support set is laid out class by class (so a per-class sum is a reduce over contiguous segments),
-the affinities of consecutive betas are a running product (an exact exponential every few betas), rows
-are processed in blocks small enough to stay in the CPU cache across all betas, every large buffer is
-allocated once, and chunks are sized from free memory. Everything is counted in float64.
+What remains is about one pass over the (n, N) affinities per beta, arranged to run near that floor
+(one exp and one per-class sum per beta): the support set is laid out class by class, so a per-class sum
+is a reduce over contiguous segments; the affinities of consecutive betas are a running product (an
+exact exponential every few betas); rows go in blocks that stay in the CPU's L2 cache across all betas;
+large buffers are allocated once per search; chunks of queries are sized from free memory. The corner
+test then runs only on each query's rivals (``Rivals``), and the KL term takes one (n, N) pass
+(``tipx.kl_sums``). Everything is computed and counted in float64.
 """
 
 from __future__ import annotations
