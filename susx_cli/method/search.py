@@ -372,6 +372,7 @@ def grid_search(
     rows, block = chunk or rows, block or auto_block
     kl = tipx.kl_sums(f, F, y, W, tau=tau, rows=rows, exclude_self=exclude_self)  # pass 1: S and K
     q_max = min(rows, n)
+    s_buf = torch.empty(q_max, F.shape[0], dtype=torch.float64, device=dev)
     x_buf = torch.empty(q_max, layout.columns, dtype=torch.float64, device=dev)
     caches = torch.empty(len(betas), q_max, C, dtype=torch.float64, device=dev)
     counts = torch.zeros(len(grid.alpha), len(betas), len(grid.gamma), dtype=torch.int64, device=dev)
@@ -379,9 +380,8 @@ def grid_search(
         chunk_rows = slice(start, start + rows)
         fc, yc = f[chunk_rows], yq[chunk_rows]
         q = fc.shape[0]
-        S = fc @ F.T
+        S = torch.matmul(fc, F.T, out=s_buf[:q])
         x = layout.distances(S, tipx.self_mask(S, start) if exclude_self else None, x_buf[:q])
-        del S
         seen = tipx.class_counts(y, C, q, start if exclude_self else None)
         kl_term = kl.term(chunk_rows, seen)
         if normalize:

@@ -37,10 +37,10 @@ def kl_matrix(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return kl_to_logs(p, q.clamp_min(PROB_FLOOR).log())
 
 
-def kl_to_logs(p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
-    """K = rowsum(p log p) 1^T - p log_q^T, built in the product's own (n, N) buffer."""
+def kl_to_logs(p: torch.Tensor, log_q: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """K = rowsum(p log p) 1^T - p log_q^T, built in the product's own (n, N) buffer (``out`` if given)."""
     entropy_term = (p * p.clamp_min(PROB_FLOOR).log()).sum(-1, keepdim=True)
-    return (p @ log_q.T).neg_().add_(entropy_term)
+    return torch.matmul(p, log_q.T, out=out).neg_().add_(entropy_term)
 
 
 def class_sum(M: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -127,27 +127,28 @@ def kl_sums(
     log_q = log_signatures(F, W, tau) if log_q is None else log_q
     n, C = f.shape[0], W.shape[0]
     sums = torch.empty(n, C, dtype=f.dtype, device=f.device)
+    k_buf, s_buf = (torch.empty(min(rows, n), F.shape[0], dtype=f.dtype, device=f.device) for _ in range(2))
     k_lo, k_hi, s_lo, s_hi = math.inf, -math.inf, math.inf, -math.inf
     for start in range(0, n, rows):
         fc = f[start : start + rows]
-        K = kl_to_logs(signatures(fc, W, tau), log_q)
-        S = fc @ F.T
+        K = kl_to_logs(signatures(fc, W, tau), log_q, out=k_buf[: fc.shape[0]])
+        S = torch.matmul(fc, F.T, out=s_buf[: fc.shape[0]])
         mask = self_mask(S, start) if exclude_self else None
         (a, b), (c, d) = min_max(K, mask), min_max(S, mask)
         k_lo, k_hi, s_lo, s_hi = min(k_lo, a), max(k_hi, b), min(s_lo, c), max(s_hi, d)
-        del S
         if mask is not None:
             K.masked_fill_(~mask, 0.0)
         sums[start : start + rows] = class_sum(K, y, C)
-        del K, mask
     return KLSums(sums, (k_lo, k_hi), (s_lo, s_hi))
 
 
 def logits_rows_per_chunk(n: int, N: int, C: int, device) -> int:
-    """Query rows per chunk of ``logits``: two (rows, N) tensors and a few (rows, C) ones fit the budget."""
+    """Query rows per chunk of ``logits``: beside the (n, C) logits and KL sums, two (rows, N) tensors and a
+    few (rows, C) ones fit the working budget."""
     from susx_cli.method import memory
 
-    return memory.chunk_rows(8 * (2 * N + 6 * C), n, device)
+    budget = memory.working_budget(device)
+    return memory.chunk_rows(8 * (2 * N + 6 * C), n, device, max(budget // 4, budget - 16 * n * C))
 
 
 def logits(
@@ -179,10 +180,11 @@ def logits(
     counts = class_counts(y, C, 1)
     kl = kl_sums(f, F, y, W, tau=tau, rows=chunk) if method == "tip-x" else None
     out = torch.empty(n, C, dtype=f.dtype, device=f.device)
+    s_buf = torch.empty(min(chunk, n), F.shape[0], dtype=f.dtype, device=f.device)
     for start in range(0, n, chunk):
         rows = slice(start, start + chunk)
         fc = f[rows]
-        cache = class_sum(affinity_(fc @ F.T, beta), y, C)
+        cache = class_sum(affinity_(torch.matmul(fc, F.T, out=s_buf[: fc.shape[0]]), beta), y, C)
         if normalize:
             cache = cache / counts.clamp_min(1)
         out[rows] = zero_shot_logits(fc, W, logit_scale) + alpha * cache
