@@ -7,6 +7,14 @@ only the classes that win at some corner, need more work: per alpha, the gammas 
 wins form one interval, found by binary search on the sorted gamma grid. Counts of correct queries are
 integers summed over query chunks, so the result does not depend on the chunk size, and ties keep the
 first grid point in alpha-major, then beta, then gamma order, as the reference's strict '>' does.
+
+What remains is about one pass over the (n, N) affinities per beta, arranged to run near that floor
+(one exp and one per-class sum per beta): the support set is laid out class by class, so a per-class sum
+is a reduce over contiguous segments; the affinities of consecutive betas are a running product (an
+exact exponential every few betas); rows go in blocks that stay in the CPU's L2 cache across all betas;
+large buffers are allocated once per search; chunks of queries are sized from free memory. The corner
+test then runs only on each query's rivals (``Rivals``), and the KL term takes one (n, N) pass
+(``tipx.kl_sums``). Everything is computed and counted in float64.
 """
 
 from __future__ import annotations
@@ -16,7 +24,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from susx_cli.method import tipx
+from susx_cli.method import memory, tipx
+
+EXACT_EVERY = 16  # running product for at most 15 betas between exact exponentials (drift bound: affinity_schedule)
+L2_SHARE = 0.75  # CPU: an affinity block's two (rows, columns) float64 buffers fill this share of the L2 cache
+RANGE_GROUP = 8  # betas whose cache differences are folded into their range at once
+MAX_PADDING = 2.0  # class-padded layout only if it is at most this many times wider than the support set
 
 
 def reference_grid(start: float, stop: float, steps: int) -> list[float]:
@@ -56,74 +69,270 @@ class SearchResult:
         return self.correct / self.total if self.total else 0.0
 
 
-def _beats(d: torch.Tensor, cls: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
-    """Class c beats the true class y under argmax-first-index: d > 0, or d == 0 with c < y."""
-    return (d > 0) | ((d == 0) & (cls < true))
+# ----------------------------------------------------------------------------------------------------
+# Affinities: exp(-beta (1 - S)) summed per class, for every beta, near one pass per beta.
+# ----------------------------------------------------------------------------------------------------
 
 
-def _chunk_counts(
-    Z: torch.Tensor,
-    cache: torch.Tensor,
-    K: torch.Tensor,
+def affinity_schedule(betas: list[float], exact_every: int = EXACT_EVERY) -> tuple[list[bool], float | None]:
+    """Which betas get an exact exponential (True) and which the running product, and the product's step.
+
+    On a uniform ascending grid exp(-b_k x) = exp(-b_{k-1} x) exp(-h x), h = b_1 - b_0: one multiplication
+    instead of an exponential. Drift bound, for x = 1 - S in [0, 2] and u = 2^-53: after j <= exact_every - 1
+    products since the last exact value, the relative error against exp(-b_k x) exceeds the exact
+    exponential's own (argument rounding x b_k u plus one exp rounding) by at most
+    j (u_exp + u) + x |b_k - b_k0 - j h|, where u_exp <= 2u is exp's accuracy and the last term is the grid's
+    departure from uniform spacing in floating point (a few ulps of b_k). tests/test_search_scale.py checks
+    this bound against extended-precision exponentials on the reference grid.
+    """
+    steps = [b2 - b1 for b1, b2 in zip(betas, betas[1:], strict=False)]
+    uniform = len(steps) > 1 and steps[0] > 0 and all(math.isclose(s, steps[0], rel_tol=1e-9) for s in steps)
+    if not uniform:
+        return [True] * len(betas), None
+    return [k % exact_every == 0 for k in range(len(betas))], steps[0]
+
+
+@dataclass
+class ClassLayout:
+    """Support columns arranged so that a per-class sum is a reduce over contiguous segments.
+
+    Support images sorted by class, every class padded to the largest class size m with empty slots
+    (distance +inf, affinity 0): support image j sits in column ``slots[j]`` of a (C * m)-wide row, and
+    the per-class sum is a sum over the last axis of a (rows, C, m) view. When padding would more than
+    double the width (very unequal classes), ``slots`` is None: original order and index_add_.
+    """
+
+    classes: int
+    width: int  # m: columns per class, or 0 without padding
+    slots: torch.Tensor | None
+    labels: torch.Tensor
+
+    @classmethod
+    def of(cls, y: torch.Tensor, num_classes: int, max_padding: float = MAX_PADDING) -> ClassLayout:
+        sizes = torch.bincount(y, minlength=num_classes)
+        m = int(sizes.max()) if y.numel() else 0
+        if m == 0 or num_classes * m > max_padding * y.numel():
+            return cls(num_classes, 0, None, y)
+        order = torch.argsort(y, stable=True)
+        first = torch.cumsum(sizes, 0) - sizes  # first sorted position of each class
+        rank = torch.arange(y.numel(), device=y.device) - first[y[order]]  # place within its class
+        slots = torch.empty_like(y)
+        slots[order] = y[order] * m + rank
+        return cls(num_classes, m, slots, y)
+
+    @property
+    def columns(self) -> int:
+        return self.classes * self.width if self.slots is not None else self.labels.numel()
+
+    def distances(self, S: torch.Tensor, mask: torch.Tensor | None, out: torch.Tensor) -> torch.Tensor:
+        """x = 1 - S in this layout, +inf at padding and at left-out pairs (S is overwritten): (q, columns)."""
+        x = S.neg_().add_(1.0)  # same rounding as 1 - S
+        if mask is not None:
+            x.masked_fill_(~mask, math.inf)  # exp(-beta inf) = 0: the pair is left out
+        if self.slots is None:
+            return out.copy_(x)
+        return out.fill_(math.inf).index_copy_(1, self.slots, x)
+
+    def class_sums(self, A: torch.Tensor, out: torch.Tensor, ones: torch.Tensor | None) -> torch.Tensor:
+        """Per-class sums of the affinities A (rows, columns) into out (rows, C)."""
+        if self.slots is None:
+            return out.zero_().index_add_(1, self.labels, A)
+        # A matrix-vector product with ones is the fastest contiguous segment sum torch has on CPU.
+        torch.mv(A.view(-1, self.width), ones, out=out.view(-1))
+        return out
+
+
+@dataclass
+class CacheLogits:
+    """The cache logits A L of a query chunk for every beta, and the range over the betas of each
+    (query, class) difference cache_c - cache_y, computed as counting computes it."""
+
+    values: torch.Tensor  # (B, q, C)
+    diff_low: torch.Tensor  # (q, C)
+    diff_high: torch.Tensor  # (q, C)
+
+
+def cache_logits(
+    x: torch.Tensor,
+    betas: list[float],
+    layout: ClassLayout,
     yq: torch.Tensor,
-    alphas: torch.Tensor,
-    gammas: torch.Tensor,
-    pair_chunk: int,
+    out: torch.Tensor,
+    block: int,
+    divide_by: torch.Tensor | None = None,
+) -> CacheLogits:
+    """Per-class sums of exp(-beta x) for every beta, divided by ``divide_by`` (q, C) if given (per-class
+    normalisation): x (q, columns), yq (q,) true classes, out (B, q, C) receives the values.
+
+    Rows go in blocks of ``block``; each block runs through all betas while its buffers stay in cache,
+    and its differences to the true class are folded into their range over the betas there and then.
+    """
+    exact, step = affinity_schedule(betas)
+    q, C = x.shape[0], out.shape[2]
+    A = torch.empty(min(block, q), x.shape[1], dtype=x.dtype, device=x.device)
+    E = torch.empty_like(A) if step is not None else None
+    diff = torch.empty(RANGE_GROUP, min(block, q), C, dtype=x.dtype, device=x.device)
+    low = torch.full((q, C), math.inf, dtype=x.dtype, device=x.device)
+    high = torch.full((q, C), -math.inf, dtype=x.dtype, device=x.device)
+    ones = torch.ones(max(layout.width, 1), dtype=x.dtype, device=x.device)
+    for r0 in range(0, q, block):
+        rows = slice(r0, min(r0 + block, q))
+        xb = x[rows]
+        a = A[: xb.shape[0]]
+        if E is not None:
+            e = torch.mul(xb, -step, out=E[: xb.shape[0]]).exp_()
+        for k, beta in enumerate(betas):
+            if exact[k]:
+                torch.mul(xb, -beta, out=a).exp_()  # the bits of exp(-beta * (1 - S))
+                if beta <= 0:  # -beta * inf is nan or +inf there: left-out and padding pairs stay 0
+                    a.masked_fill_(xb == math.inf, 0.0)
+            else:
+                a.mul_(e)
+            layout.class_sums(a, out[k, rows], ones)
+            if k % RANGE_GROUP == RANGE_GROUP - 1 or k == len(betas) - 1:  # a few betas at once: fewer calls
+                group = out[k - k % RANGE_GROUP : k + 1, rows]  # (g, b, C), still in cache
+                if divide_by is not None:
+                    group.div_(divide_by[rows])
+                d = torch.sub(group, group.gather(2, yq[None, rows, None].expand(group.shape[0], -1, 1)),
+                              out=diff[: group.shape[0], : xb.shape[0]])
+                torch.minimum(low[rows], d.amin(0), out=low[rows])
+                torch.maximum(high[rows], d.amax(0), out=high[rows])
+    return CacheLogits(out, low, high)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Counting correct queries at every (alpha, gamma) for one beta.
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Rivals:
+    """The (query, class) pairs of a chunk where class c might beat the true class y at some grid point.
+
+    For one beta, c beats y at some corner of the (alpha, gamma) rectangle iff it does at the corner
+    maximising (dz + gamma dk) + alpha dc, where dz, dk, dc are c's zero-shot, KL and cache logits minus
+    y's. With dc's range over all betas (``CacheLogits``), and because rounded multiplication and addition
+    are monotonic, the range's ends bound every beta's maximum exactly, in floating point: a pair whose bound stays
+    below 0 (at 0 the index tie rule may count) can never matter, and the rest are the rivals, a few per
+    query instead of C. The same bounds from below find queries that a rival beats at every grid point
+    of every beta: they are left out altogether. Per-pair tensors (P,); pairs ordered by query row.
+    """
+
+    q: int
+    rows: torch.Tensor  # query row of each pair
+    flat: torch.Tensor  # row * C + c: the pair's index into a flattened (q, C) cache
+    flat_true: torch.Tensor  # row * C + y
+    dz: torch.Tensor
+    dk: torch.Tensor
+    top: torch.Tensor  # dz + max(gamma_lo dk, gamma_hi dk)
+    bottom: torch.Tensor  # dz + min(gamma_lo dk, gamma_hi dk)
+    lower: torch.Tensor  # c < y: a tie goes to the lower index, so c beats y already at equality
+    alpha_range: tuple[float, float]
+    always_wrong: torch.Tensor  # (q,) queries some rival beats at every grid point: they have no pairs
+
+    @classmethod
+    def of(
+        cls, caches: CacheLogits, Z: torch.Tensor, kl: torch.Tensor, yq: torch.Tensor, alphas: list[float],
+        gammas: torch.Tensor,
+    ) -> Rivals:
+        """Z, kl (q, C): zero-shot and KL logits; gammas ascending."""
+        q, C = Z.shape
+        col = yq[:, None]
+        dz, dk = Z - Z.gather(1, col), kl - kl.gather(1, col)
+        g_lo, g_hi = dk * gammas[0], dk * gammas[-1]
+        top = torch.maximum(g_lo, g_hi).add_(dz)
+        a_lo, a_hi = min(alphas), max(alphas)
+        d_lo, d_hi = caches.diff_low, caches.diff_high
+        ends = [d_hi * a_lo, d_hi * a_hi, d_lo * a_lo, d_lo * a_hi]  # alpha dc over all betas lies between these
+        lower = torch.arange(C, device=Z.device)[None, :] < col
+        bottom = torch.minimum(g_lo, g_hi).add_(dz)
+        # A rival that beats y even at the least favourable corner and beta makes y lose everywhere.
+        sure = _beats(bottom + torch.minimum(torch.minimum(ends[0], ends[1]), torch.minimum(ends[2], ends[3])), lower)
+        always_wrong = sure.scatter_(1, col, False).any(1)
+        possible = (top + torch.maximum(torch.maximum(ends[0], ends[1]), torch.maximum(ends[2], ends[3]))) >= 0
+        possible.scatter_(1, col, False)  # y is not its own rival
+        possible &= ~always_wrong[:, None]
+        rows, c = possible.nonzero(as_tuple=True)
+        flat = rows * C + c
+        pick = lambda t: t.reshape(-1)[flat]  # noqa: E731
+        return cls(q, rows, flat, rows * C + yq[rows], pick(dz), pick(dk), pick(top), pick(bottom), c < yq[rows],
+                   (a_lo, a_hi), always_wrong)
+
+
+def _beats(d: torch.Tensor, lower: torch.Tensor) -> torch.Tensor:
+    """Class c beats the true class y under argmax-first-index: d > 0, or d == 0 with c < y."""
+    return (d > 0) | ((d == 0) & lower)
+
+
+def count_correct(
+    cache: torch.Tensor, r: Rivals, alphas: torch.Tensor, gammas: torch.Tensor, pair_chunk: int = 4096
 ) -> torch.Tensor:
-    """Correct queries of one chunk at every (alpha, gamma) for one beta: (A, G) int64."""
-    q, C = Z.shape
+    """Correct queries of one chunk at every (alpha, gamma) for one beta: (A, G) int64. cache: (q, C)."""
     A, G = alphas.numel(), gammas.numel()
-    cls = torch.arange(C, device=Z.device)
-    rows = torch.arange(q, device=Z.device)
-    a_c = torch.stack([alphas.min(), alphas.max()])
-    g_c = torch.stack([gammas.min(), gammas.max()])
-    corners = Z[None, None] + a_c[:, None, None, None] * cache[None, None] + g_c[None, :, None, None] * K[None, None]
-    corners = corners.reshape(4, q, C)
-    d = corners - corners[:, rows, yq][..., None]
-    beats = _beats(d, cls[None, None, :], yq[None, :, None])  # (4, q, C)
-    right_everywhere = ~beats.any(-1).any(0)
-    wrong_everywhere = beats.all(0).any(-1)
-    undecided = ~(right_everywhere | wrong_everywhere)
-    counts = torch.full((A, G), int(right_everywhere.sum()), dtype=torch.int64, device=Z.device)
-    if not bool(undecided.any()):
+    dev = cache.device
+    flat = cache.reshape(-1)
+    dc = flat.index_select(0, r.flat) - flat.index_select(0, r.flat_true)  # index_select: faster than t[idx]
+    lo, hi = dc * r.alpha_range[0], dc * r.alpha_range[1]
+    # Rounding is monotonic, so these are exactly the largest and smallest of (dz + gamma dk) + alpha dc
+    # over the four corners; a rival beats y at some corner iff it beats y at `best`, at all iff at `worst`.
+    beats_somewhere = _beats(torch.maximum(lo, hi).add_(r.top), r.lower)
+    beats_everywhere = _beats(torch.minimum(lo, hi).add_(r.bottom), r.lower)
+    per_row = lambda m: torch.zeros(r.q, dtype=torch.int64, device=dev).index_add_(0, r.rows, m.long()) > 0  # noqa: E731
+    right = ~per_row(beats_somewhere) & ~r.always_wrong  # right at every grid point
+    wrong = per_row(beats_everywhere)  # wrong at every grid point
+    counts = torch.full((A, G), int(right.sum()), dtype=torch.int64, device=dev)
+    pairs = (beats_somewhere & ~wrong.index_select(0, r.rows)).nonzero().view(-1)  # rivals of undecided queries
+    if pairs.numel() == 0:
         return counts
-    qi, ci = (beats.any(0) & undecided[:, None]).nonzero(as_tuple=True)
-    yi = yq[qi]
-    dz = Z[qi, ci] - Z[qi, yi]
-    dc = cache[qi, ci] - cache[qi, yi]
-    dk = K[qi, ci] - K[qi, yi]
-    # For one alpha, each candidate's condition "c does not beat y", dz + dc alpha + dk gamma < 0 (<= 0 when
-    # c > y), holds on a half-line of gamma. Their intersection is an interval of the sorted gamma grid,
-    # found by binary search, so a query costs O(A log G) instead of a sweep over all A x G points.
-    strict = ci < yi  # a tie goes to the lower index: then c beats y already at equality
-    start = torch.zeros(q, A, dtype=torch.int64, device=Z.device)  # first winning gamma index
-    stop = torch.full((q, A), G, dtype=torch.int64, device=Z.device)  # one past the last
-    for s in range(0, qi.numel(), pair_chunk):
-        sl = slice(s, s + pair_chunk)
-        e = dz[sl, None] + dc[sl, None] * alphas[None, :]  # (p, A): the difference at gamma = 0
-        k = dk[sl, None].expand_as(e)
-        st = strict[sl, None].expand_as(e)
-        t = -e / torch.where(k == 0, torch.ones_like(k), k)  # the gamma where the difference is 0
-        flat = t.reshape(-1).contiguous()
-        left = torch.searchsorted(gammas, flat, right=False).reshape(t.shape)  # gammas < t
-        right = torch.searchsorted(gammas, flat, right=True).reshape(t.shape)  # gammas <= t
-        # dk > 0: gamma < t (strict) or <= t; dk < 0: gamma > t (strict) or >= t; dk == 0: all or none.
-        hi = torch.where(k > 0, torch.where(st, left, right), torch.full_like(left, G))
-        lo = torch.where(k < 0, torch.where(st, right, left), torch.zeros_like(left))
-        never = (k == 0) & torch.where(st, e >= 0, e > 0)
-        hi = torch.where(never, torch.zeros_like(hi), hi)
-        index = qi[sl, None].expand_as(hi)
-        start.scatter_reduce_(0, index, lo, reduce="amax")
-        stop.scatter_reduce_(0, index, hi, reduce="amin")
-    rows_u = undecided.nonzero(as_tuple=True)[0]
-    lo, hi = start[rows_u], stop[rows_u]  # (u, A)
-    won = hi > lo
-    a_idx = torch.arange(A, device=Z.device).expand_as(lo)
-    diff = torch.zeros(A, G + 1, dtype=torch.int64, device=Z.device)
-    ones = torch.ones_like(lo[won])
-    diff.index_put_((a_idx[won], lo[won]), ones, accumulate=True)
-    diff.index_put_((a_idx[won], hi[won]), -ones, accumulate=True)
-    return counts + diff.cumsum(1)[:, :G]
+    # For one alpha, each rival's condition "c does not beat y", dz + dc alpha + dk gamma < 0 when c < y
+    # (<= 0 when c > y), holds on a half-line of gamma: gamma <= u (dk > 0) or gamma >= l (dk < 0), a
+    # strict bound made non-strict with the next float (gamma < t iff gamma <= nextafter(t, -inf)).
+    # Their intersection per (query, alpha) is [max l, min u]: its grid indices come from one binary
+    # search each on the sorted gamma grid.
+    upper = torch.full((r.q, A), math.inf, dtype=dc.dtype, device=dev)
+    lower = torch.full((r.q, A), -math.inf, dtype=dc.dtype, device=dev)
+    inf = torch.tensor(math.inf, dtype=dc.dtype, device=dev)
+    for s in range(0, pairs.numel(), pair_chunk):
+        p = pairs[s : s + pair_chunk]
+        pick = lambda t, p=p: t.index_select(0, p)[:, None]  # noqa: E731
+        k, strict = pick(r.dk), pick(r.lower)  # strict: c < y must stay strictly below y
+        e = torch.addcmul(pick(r.dz), pick(dc), alphas[None, :])  # (p, A): the difference at gamma = 0
+        t = -e / torch.where(k == 0, 1.0, k)  # the gamma where the difference is 0
+        u = torch.where(k > 0, torch.where(strict, torch.nextafter(t, -inf), t), inf)
+        u = torch.where((k == 0) & torch.where(strict, e >= 0, e > 0), -inf, u)  # dk == 0: never or always
+        lo_b = torch.where(k < 0, torch.where(strict, torch.nextafter(t, inf), t), -inf)
+        index = pick(r.rows).expand_as(u)
+        upper.scatter_reduce_(0, index, u, reduce="amin")
+        lower.scatter_reduce_(0, index, lo_b, reduce="amax")
+    undecided = (~right & ~wrong & ~r.always_wrong).nonzero().view(-1)
+    start = torch.searchsorted(gammas, lower.index_select(0, undecided), right=False)  # first gamma >= max l
+    stop = torch.searchsorted(gammas, upper.index_select(0, undecided), right=True)  # one past the last <= min u
+    a_idx = torch.arange(A, device=dev).mul_(G + 1).expand_as(start)
+    won = (stop > start).view(-1)
+    edges = torch.bincount((a_idx + start).view(-1)[won], minlength=A * (G + 1))
+    edges -= torch.bincount((a_idx + stop).view(-1)[won], minlength=A * (G + 1))
+    return counts + edges.view(A, G + 1).cumsum(1)[:, :G]
+
+
+# ----------------------------------------------------------------------------------------------------
+# The search.
+# ----------------------------------------------------------------------------------------------------
+
+
+def chunk_plan(n: int, N: int, C: int, B: int, columns: int, device, budget: int | None = None) -> tuple[int, int]:
+    """(query rows per chunk, rows per affinity block) for this problem and the free memory.
+
+    Beside the (n, C) KL sums, a chunk holds per query row S and K (2 N floats; S alone in the second
+    pass), the laid-out distances (columns), the cache logits of every beta (B C) and about a dozen (C)
+    rows of margins and scratch.
+    """
+    budget = memory.working_budget(device) if budget is None else budget
+    budget = max(budget // 4, budget - 8 * n * C)
+    per_row = 8 * (max(2 * N, N + columns) + B * C + 12 * C)
+    rows = memory.chunk_rows(per_row, n, device, budget)
+    if getattr(device, "type", str(device)) == "cuda":
+        return rows, rows  # a GPU wants big kernels, not cache blocking
+    return rows, max(1, min(rows, int(L2_SHARE * memory.l2_cache_bytes()) // (2 * 8 * max(columns, 1))))
 
 
 def grid_search(
@@ -138,7 +347,8 @@ def grid_search(
     logit_scale: float = 100.0,
     normalize: bool = False,
     exclude_self: bool = False,
-    chunk: int = 2048,
+    chunk: int | None = None,
+    block: int | None = None,
     pair_chunk: int = 4096,
     progress=None,
     logit_bias: float = 0.0,
@@ -146,44 +356,43 @@ def grid_search(
     """Top-1 accuracy of TIP-X at every grid point; the best point (first in alpha, beta, gamma order).
 
     Tip-Adapter is the same search with gamma = [0]. ``exclude_self`` runs leave-one-out (f is F,
-    yq is y). Z and the KL term are computed once per query chunk, the cache once per beta.
+    yq is y). Features may come in any float dtype: the search runs in float64, where a float32 rounding
+    could flip a count. ``chunk`` (query rows at a time) and ``block`` (rows per affinity block) default
+    to sizes from free memory and the CPU cache; they change speed and memory, never the result.
     """
     if not (grid.alpha and grid.beta and grid.gamma):
         raise ValueError("the grid has an empty axis")
-    dtype, dev = f.dtype, f.device
-    alphas = torch.tensor(grid.alpha, dtype=dtype, device=dev)
+    f, F, W = (t.to(torch.float64) for t in (f, F, W))
+    dev, n, C = f.device, f.shape[0], W.shape[0]
+    alphas = torch.tensor(grid.alpha, dtype=torch.float64, device=dev)
     # The gamma sweep needs an ascending grid; counts are put back in the grid's own order at the end.
-    gammas, gamma_order = torch.sort(torch.tensor(grid.gamma, dtype=dtype, device=dev), stable=True)
+    gammas, gamma_order = torch.sort(torch.tensor(grid.gamma, dtype=torch.float64, device=dev), stable=True)
     betas = list(grid.beta)
+    layout = ClassLayout.of(y, C)
+    rows, auto_block = chunk_plan(n, F.shape[0], C, len(betas), layout.columns, dev)
+    rows, block = chunk or rows, block or auto_block
+    kl = tipx.kl_sums(f, F, y, W, tau=tau, rows=rows, exclude_self=exclude_self)  # pass 1: S and K
+    q_max = min(rows, n)
+    s_buf = torch.empty(q_max, F.shape[0], dtype=torch.float64, device=dev)
+    x_buf = torch.empty(q_max, layout.columns, dtype=torch.float64, device=dev)
+    caches = torch.empty(len(betas), q_max, C, dtype=torch.float64, device=dev)
     counts = torch.zeros(len(grid.alpha), len(betas), len(grid.gamma), dtype=torch.int64, device=dev)
-    ranges = None
-    if f.shape[0] > chunk:
-        ranges = tipx.support_ranges(f, F, W, tau, chunk, exclude_self=exclude_self)
-    # On a uniform beta grid, exp(-b_k (1 - S)) = exp(-b_{k-1} (1 - S)) * exp(-step (1 - S)).
-    steps = [b2 - b1 for b1, b2 in zip(betas, betas[1:], strict=False)]
-    uniform = len(steps) > 1 and all(math.isclose(s, steps[0], rel_tol=1e-9) for s in steps)
-    for start in range(0, f.shape[0], chunk):
-        fc, yc = f[start : start + chunk], yq[start : start + chunk]
-        t = tipx.query_terms(
-            fc, F, y, W, tau=tau, logit_scale=logit_scale, normalize=normalize, exclude_self=exclude_self,
-            self_offset=start, ranges=ranges, logit_bias=logit_bias
-        )
-        one_minus_s = 1.0 - t.S
-        if t.mask is not None:
-            one_minus_s = one_minus_s.masked_fill(~t.mask, float("inf"))  # exp(-inf) = 0: pair left out
-        A = None
-        step_factor = torch.exp(-steps[0] * one_minus_s) if uniform else None
-        for b, beta in enumerate(betas):
-            if A is None or not uniform or b % 8 == 0:
-                A = torch.exp(-beta * one_minus_s)  # exact now and then, so rounding cannot build up
-            else:
-                A = A * step_factor
-            cache = tipx.class_sum(A, y, W.shape[0])
-            if normalize:
-                cache = cache / t.counts.clamp_min(1)
-            counts[:, b, :] += _chunk_counts(t.Z, cache, t.kl_term, yc, alphas, gammas, pair_chunk)
+    for start in range(0, n, rows):  # pass 2: S again, the affinities of every beta, the counts
+        chunk_rows = slice(start, start + rows)
+        fc, yc = f[chunk_rows], yq[chunk_rows]
+        q = fc.shape[0]
+        S = torch.matmul(fc, F.T, out=s_buf[:q])
+        x = layout.distances(S, tipx.self_mask(S, start) if exclude_self else None, x_buf[:q])
+        seen = tipx.class_counts(y, C, q, start if exclude_self else None)
+        kl_term = kl.term(chunk_rows, seen)
+        if normalize:
+            kl_term.div_(seen.clamp_min(1))
+        chunk_caches = cache_logits(x, betas, layout, yc, caches[:, :q], block, seen.clamp_min(1) if normalize else None)
+        rivals = Rivals.of(chunk_caches, tipx.zero_shot_logits(fc, W, logit_scale, logit_bias), kl_term, yc, grid.alpha, gammas)
+        for b in range(len(betas)):
+            counts[:, b, :] += count_correct(chunk_caches.values[b], rivals, alphas, gammas, pair_chunk)
             if progress is not None:
-                progress.advance(len(grid.alpha) * len(grid.gamma) * fc.shape[0] / f.shape[0])
+                progress.advance(len(grid.alpha) * len(grid.gamma) * q / n)
     unsorted = torch.empty_like(counts)
     unsorted[:, :, gamma_order] = counts
     counts = unsorted
@@ -195,6 +404,6 @@ def grid_search(
         beta=betas[b],
         gamma=grid.gamma[g],
         correct=int(counts.flatten()[flat]),
-        total=int(f.shape[0]),
+        total=n,
         counts=counts.cpu(),
     )

@@ -8,6 +8,7 @@ query set's own similarity range, and nothing runs in float16.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -28,11 +29,20 @@ def signatures(x: torch.Tensor, W: torch.Tensor, tau: float = 0.5) -> torch.Tens
     return torch.softmax((x @ W.T) / tau, dim=-1)
 
 
+def log_signatures(x: torch.Tensor, W: torch.Tensor, tau: float = 0.5) -> torch.Tensor:
+    """log of the signatures, floored: (m, C). The support's are computed once and reused by every chunk."""
+    return signatures(x, W, tau).clamp_min(PROB_FLOOR).log()
+
+
 def kl_matrix(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """K[i, j] = KL(p_i || q_j) for all pairs with one matrix product, never an (n, N, C) tensor: (n, N)."""
-    log_p = p.clamp_min(PROB_FLOOR).log()
-    log_q = q.clamp_min(PROB_FLOOR).log()
-    return (p * log_p).sum(-1, keepdim=True) - p @ log_q.T
+    return kl_to_logs(p, q.clamp_min(PROB_FLOOR).log())
+
+
+def kl_to_logs(p: torch.Tensor, log_q: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """K = rowsum(p log p) 1^T - p log_q^T, built in the product's own (n, N) buffer (``out`` if given)."""
+    entropy_term = (p * p.clamp_min(PROB_FLOOR).log()).sum(-1, keepdim=True)
+    return torch.matmul(p, log_q.T, out=out).neg_().add_(entropy_term)
 
 
 def class_sum(M: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -46,81 +56,15 @@ def affinity(S: torch.Tensor, beta: float) -> torch.Tensor:
     return torch.exp(-beta * (1.0 - S))
 
 
+def affinity_(S: torch.Tensor, beta: float) -> torch.Tensor:
+    """``affinity`` computed in S's own buffer (S is overwritten), with the same rounding: (n, N)."""
+    return S.neg_().add_(1.0).mul_(-beta).exp_()
+
+
 def min_max(x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[float, float]:
     if mask is None:
         return float(x.min()), float(x.max())
     return float(x[mask].min()), float(x[mask].max())
-
-
-def rescale(K: torch.Tensor, k_range: tuple[float, float], s_range: tuple[float, float]) -> torch.Tensor:
-    """One global min-max of K onto the range of S: K' = (K - min K)/(max K - min K)(max S - min S) + min S."""
-    k_min, k_max = k_range
-    s_min, s_max = s_range
-    span = k_max - k_min
-    if span <= 0:  # all divergences equal: the term carries no information
-        return torch.full_like(K, s_min)
-    return (K - k_min) / span * (s_max - s_min) + s_min
-
-
-@dataclass
-class QueryTerms:
-    """Everything about a query set that does not depend on (alpha, beta, gamma).
-
-    Z, kl_term: (n, C); S: (n, N); counts: (n, C) support images per class each query sees
-    (differs from the class sizes only in leave-one-out).
-    """
-
-    Z: torch.Tensor
-    S: torch.Tensor
-    kl_term: torch.Tensor
-    mask: torch.Tensor | None
-    counts: torch.Tensor
-    normalize: bool
-
-    def cache(self, y: torch.Tensor, beta: float) -> torch.Tensor:
-        """The cache logits A L for one beta (normalised per class if asked): (n, C)."""
-        A = affinity(self.S, beta)
-        if self.mask is not None:
-            A = A * self.mask
-        out = class_sum(A, y, self.counts.shape[1])
-        return out / self.counts.clamp_min(1) if self.normalize else out
-
-
-def query_terms(
-    f: torch.Tensor,
-    F: torch.Tensor,
-    y: torch.Tensor,
-    W: torch.Tensor,
-    *,
-    tau: float = 0.5,
-    logit_scale: float = 100.0,
-    normalize: bool = False,
-    exclude_self: bool = False,
-    self_offset: int = 0,
-    ranges: tuple[tuple[float, float], tuple[float, float]] | None = None,
-    logit_bias: float = 0.0,
-) -> QueryTerms:
-    """Precompute Z, S and the KL term (-K') L for queries f against support (F, y).
-
-    ``exclude_self`` (leave-one-out, f is F): pair (i, i) is left out of the cache, the KL term and the
-    rescale range. ``ranges`` ((min K, max K), (min S, max S)) lets a chunked caller pass the global
-    ranges of the whole query set; by default they are this query set's own.
-    """
-    C = W.shape[0]
-    Z = zero_shot_logits(f, W, logit_scale, logit_bias)
-    S = f @ F.T
-    K = kl_matrix(signatures(f, W, tau), signatures(F, W, tau))
-    mask = self_mask(S, self_offset) if exclude_self else None
-    if ranges is None:
-        ranges = (min_max(K, mask), min_max(S, mask))
-    neg = -rescale(K, *ranges)
-    if mask is not None:
-        neg = neg * mask
-    counts = class_sum(torch.ones_like(S) if mask is None else mask.to(S.dtype), y, C)
-    kl_term = class_sum(neg, y, C)
-    if normalize:
-        kl_term = kl_term / counts.clamp_min(1)
-    return QueryTerms(Z, S, kl_term, mask, counts, normalize)
 
 
 def self_mask(S: torch.Tensor, offset: int) -> torch.Tensor:
@@ -131,22 +75,82 @@ def self_mask(S: torch.Tensor, offset: int) -> torch.Tensor:
     return mask
 
 
-def support_ranges(
-    f: torch.Tensor, F: torch.Tensor, W: torch.Tensor, tau: float = 0.5, chunk: int = 4096, exclude_self: bool = False
-) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Global (min, max) of K and of S over all query rows (pairs (i, i) left out with ``exclude_self``),
-    computed in chunks of queries."""
-    q = signatures(F, W, tau)
-    k_lo, k_hi, s_lo, s_hi = float("inf"), float("-inf"), float("inf"), float("-inf")
-    for start in range(0, f.shape[0], chunk):
-        fc = f[start : start + chunk]
-        K = kl_matrix(signatures(fc, W, tau), q)
-        S = fc @ F.T
+def class_counts(y: torch.Tensor, num_classes: int, rows: int, self_offset: int | None = None) -> torch.Tensor:
+    """Support images per class that each of ``rows`` queries sees: the class sizes, less the query's own
+    image in leave-one-out (query i is support image self_offset + i): (rows, C) float64."""
+    sizes = torch.bincount(y, minlength=num_classes).to(torch.float64).expand(rows, num_classes)
+    if self_offset is None:
+        return sizes
+    counts = sizes.clone()
+    idx = torch.arange(rows, device=y.device)
+    counts[idx, y[self_offset + idx]] -= 1
+    return counts
+
+
+@dataclass
+class KLSums:
+    """What the KL term needs from the (n, N) divergences, gathered in one pass over the queries.
+
+    sums: (n, C) per-class sums of K over the pairs each query sees; k_range, s_range: global (min, max)
+    of K and of S over those pairs (the rescale uses the whole query set's ranges, as the unchunked
+    formula does).
+    """
+
+    sums: torch.Tensor
+    k_range: tuple[float, float]
+    s_range: tuple[float, float]
+
+    def term(self, rows: slice, counts: torch.Tensor) -> torch.Tensor:
+        """The KL logits (-K') L of these query rows: (q, C). The rescale K' = a K + b is affine, so its
+        per-class sum is a (sum of K) + b (count): no second (q, N) pass. counts: (q, C)."""
+        (k_min, k_max), (s_min, s_max) = self.k_range, self.s_range
+        span = k_max - k_min
+        a = (s_max - s_min) / span if span > 0 else 0.0  # all divergences equal: the term carries no information
+        b = s_min - k_min * a
+        return (self.sums[rows] * a).add_(counts * b).neg_()
+
+
+def kl_sums(
+    f: torch.Tensor,
+    F: torch.Tensor,
+    y: torch.Tensor,
+    W: torch.Tensor,
+    *,
+    tau: float = 0.5,
+    rows: int = 4096,
+    exclude_self: bool = False,
+    log_q: torch.Tensor | None = None,
+) -> KLSums:
+    """The first pass of TIP-X over queries f, ``rows`` at a time (two (rows, N) tensors at once).
+
+    ``exclude_self`` (leave-one-out, f is F): pair (i, i) is left out of the sums and the ranges.
+    ``log_q``: the support's ``log_signatures``, when the caller has them.
+    """
+    log_q = log_signatures(F, W, tau) if log_q is None else log_q
+    n, C = f.shape[0], W.shape[0]
+    sums = torch.empty(n, C, dtype=f.dtype, device=f.device)
+    k_buf, s_buf = (torch.empty(min(rows, n), F.shape[0], dtype=f.dtype, device=f.device) for _ in range(2))
+    k_lo, k_hi, s_lo, s_hi = math.inf, -math.inf, math.inf, -math.inf
+    for start in range(0, n, rows):
+        fc = f[start : start + rows]
+        K = kl_to_logs(signatures(fc, W, tau), log_q, out=k_buf[: fc.shape[0]])
+        S = torch.matmul(fc, F.T, out=s_buf[: fc.shape[0]])
         mask = self_mask(S, start) if exclude_self else None
         (a, b), (c, d) = min_max(K, mask), min_max(S, mask)
-        k_lo, k_hi = min(k_lo, a), max(k_hi, b)
-        s_lo, s_hi = min(s_lo, c), max(s_hi, d)
-    return (k_lo, k_hi), (s_lo, s_hi)
+        k_lo, k_hi, s_lo, s_hi = min(k_lo, a), max(k_hi, b), min(s_lo, c), max(s_hi, d)
+        if mask is not None:
+            K.masked_fill_(~mask, 0.0)
+        sums[start : start + rows] = class_sum(K, y, C)
+    return KLSums(sums, (k_lo, k_hi), (s_lo, s_hi))
+
+
+def logits_rows_per_chunk(n: int, N: int, C: int, device) -> int:
+    """Query rows per chunk of ``logits``: beside the (n, C) logits and KL sums, two (rows, N) tensors and a
+    few (rows, C) ones fit the working budget."""
+    from susx_cli.method import memory
+
+    budget = memory.working_budget(device)
+    return memory.chunk_rows(8 * (2 * N + 6 * C), n, device, max(budget // 4, budget - 16 * n * C))
 
 
 def logits(
@@ -162,31 +166,32 @@ def logits(
     tau: float = 0.5,
     logit_scale: float = 100.0,
     normalize: bool = False,
-    chunk: int = 4096,
+    chunk: int | None = None,
     logit_bias: float = 0.0,
 ) -> torch.Tensor:
     """Logits (n, C) of ``method``: Z; Z + alpha A L; or Z + alpha A L + gamma (-K') L (TIP-X).
 
-    Queries are processed in chunks of rows so memory stays O(chunk * N); the KL rescale uses the
-    global range over all queries, as the unchunked formula does.
+    Queries are processed in chunks of rows (by default sized from free memory), so memory stays
+    O(chunk * N) beside the (n, C) results.
     """
     if method == "zero-shot":
         return zero_shot_logits(f, W, logit_scale, logit_bias)
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}")
-    ranges = support_ranges(f, F, W, tau, chunk) if method == "tip-x" else None
-    out = []
-    for start in range(0, f.shape[0], chunk):
-        fc = f[start : start + chunk]
-        if method == "tip-adapter":
-            Z = zero_shot_logits(fc, W, logit_scale, logit_bias)
-            A = class_sum(affinity(fc @ F.T, beta), y, W.shape[0])
-            if normalize:
-                A = A / torch.bincount(y, minlength=W.shape[0]).clamp_min(1).to(A.dtype)
-            out.append(Z + alpha * A)
-        else:
-            t = query_terms(
-                fc, F, y, W, tau=tau, logit_scale=logit_scale, normalize=normalize, ranges=ranges, logit_bias=logit_bias
-            )
-            out.append(t.Z + alpha * t.cache(y, beta) + gamma * t.kl_term)
-    return torch.cat(out)
+    n, C = f.shape[0], W.shape[0]
+    chunk = chunk or logits_rows_per_chunk(n, F.shape[0], C, f.device)
+    counts = class_counts(y, C, 1)
+    kl = kl_sums(f, F, y, W, tau=tau, rows=chunk) if method == "tip-x" else None
+    out = torch.empty(n, C, dtype=f.dtype, device=f.device)
+    s_buf = torch.empty(min(chunk, n), F.shape[0], dtype=f.dtype, device=f.device)
+    for start in range(0, n, chunk):
+        rows = slice(start, start + chunk)
+        fc = f[rows]
+        cache = class_sum(affinity_(torch.matmul(fc, F.T, out=s_buf[: fc.shape[0]]), beta), y, C)
+        if normalize:
+            cache = cache / counts.clamp_min(1)
+        out[rows] = zero_shot_logits(fc, W, logit_scale, logit_bias) + alpha * cache
+        if kl is not None:
+            term = kl.term(rows, counts)
+            out[rows] += gamma * (term / counts.clamp_min(1) if normalize else term)
+    return out
