@@ -34,15 +34,17 @@ def _one_line_error(result, *needles: str) -> None:
 def ray_address():
     """A local Ray instance in this process with 2 CPUs; its workers import this checkout's susx."""
     ray = pytest.importorskip("ray")
-    saved = dict(os.environ)
-    os.environ.update(
-        {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
-    )
+    worker_env = {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    saved = {k: os.environ.get(k) for k in worker_env}
+    os.environ.update(worker_env)  # the Ray processes started here inherit this environment
     try:
         ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     finally:
-        os.environ.clear()
-        os.environ.update(saved)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
@@ -78,7 +80,9 @@ def test_embed_on_ray_equals_one_process(ray_address, images, tmp_path):
 def test_embed_through_a_ray_address_defaults_to_one_shard_per_cpu(ray_address, images, tmp_path):
     """A separate driver process joins the module's cluster by address; 2 CPUs, no GPU: 2 shards."""
     invoke(*embed_args(images, "whole.h5"))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    # RAY_AUTH_MODE=token: how a driver joins a cluster with Ray's token authentication (its default for
+    # a local instance); the token is the one ray.init saved under ~/.ray.
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "RAY_AUTH_MODE": "token"}
     args = [*embed_args(images, "out.h5"), "--executor", "ray", "--ray-address", ray_address, "--json"]
     proc = subprocess.run([sys.executable, "-m", "susx_cli", *args], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
@@ -178,6 +182,6 @@ def test_curate_on_ray_is_for_the_sd_source_only(tmp_path):
 
     prompts = _write_prompts(tmp_path / "prompts.json")
     (tmp_path / "imgs").mkdir()
-    result = invoke("curate", prompts, "-o", tmp_path / "s", "-s", "folder", "--folder", tmp_path / "imgs",
+    result = invoke("curate", prompts, "-o", tmp_path / "s", "-s", "folder", "--images", tmp_path / "imgs",
                     "--executor", "ray", expect=2)
     _one_line_error(result, "--source sd only")

@@ -16,6 +16,8 @@ Where the tasks run:
 Resources: one GPU per task where the cluster has GPUs (Ray sets ``CUDA_VISIBLE_DEVICES`` to that GPU,
 so ``--device auto`` resolves to ``cuda``), else one CPU per task. Each task runs in a fresh worker
 process (``max_calls=1``): CUDA state and the launcher variables of one shard never leak into the next.
+Tasks run in the driver's working folder, so relative paths (and the provenance that records them) mean
+the same as in a local run; on a cluster every node must mount it at the same path.
 """
 
 from __future__ import annotations
@@ -102,11 +104,20 @@ def default_shard_count(ray: Any, use_gpus: bool) -> int:
     return max(1, int(resources.get("GPU" if use_gpus else "CPU", 1)))
 
 
-def _run_shard(call: Callable[[Shard], Any], shard: Shard) -> tuple[str, Any]:
-    """The task body: ``("ok", result)`` or ``("error", (message, hint, exit code))`` for a SusxError."""
+def _run_shard(call: Callable[[Shard], Any], shard: Shard, cwd: str | None = None) -> tuple[str, Any]:
+    """The task body, in the driver's working folder (relative paths mean the same there):
+    ``("ok", result)`` or ``("error", (message, hint, exit code))`` for a SusxError."""
     for var in _LAUNCHER_GPU_VARS:
         os.environ.pop(var, None)
     try:
+        if cwd is not None:
+            try:
+                os.chdir(cwd)
+            except OSError:
+                raise SusxError(
+                    f"the Ray task on {socket.gethostname()} cannot enter the working folder {cwd}",
+                    hint="run from a folder every node mounts at the same path (a shared file system)",
+                ) from None
         return "ok", call(shard)
     except SusxError as exc:  # travels as plain values: the driver raises it as its own one-line error
         return "error", (exc.message, exc.hint, exc.exit_code)
@@ -130,7 +141,8 @@ def run_shards(
         gpus = cluster_gpus(ray) > 0 if use_gpus is None else use_gpus
         count = num_shards or default_shard_count(ray, gpus)
         task = ray.remote(num_cpus=1, num_gpus=1 if gpus else 0, max_calls=1)(_run_shard)
-        outcomes = ray.get([task.remote(call, Shard(i, count, "ray")) for i in range(count)])
+        cwd = os.getcwd()
+        outcomes = ray.get([task.remote(call, Shard(i, count, "ray"), cwd) for i in range(count)])
     errors = [value for status, value in outcomes if status == "error"]
     if errors:
         message, hint, code = errors[0]
