@@ -184,4 +184,4 @@ def test_curate_on_ray_is_for_the_sd_source_only(tmp_path):
     (tmp_path / "imgs").mkdir()
     result = invoke("curate", prompts, "-o", tmp_path / "s", "-s", "folder", "--images", tmp_path / "imgs",
                     "--executor", "ray", expect=2)
-    _one_line_error(result, "--source sd only")
+    _one_line_error(result, "`curate --source sd` only")
