@@ -45,6 +45,7 @@ def make_images(root: Path, count: int, classes: int = 10, size: int = 64) -> Pa
         folder = root / f"class_{c:02d}"
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(pixels).save(folder / f"img_{i:05d}.png")
+    (root.parent / "classes.txt").write_text("".join(f"class_{c:02d}\n" for c in range(classes)))
     return root
 
 
@@ -59,9 +60,9 @@ def _env() -> dict[str, str]:
 
 
 def _embed(images: Path, out: Path, batch_size: int, *extra: str) -> subprocess.Popen:
-    args = ["embed", str(images), "-o", str(out), *TINY, "--batch-size", str(batch_size), "--workers", "0",
+    args = ["embed", str(images), "-o", str(out), "-c", str(images.parent / "classes.txt"), *TINY, "--batch-size", str(batch_size), "--workers", "0",
             "--device", "cpu", "-q", *extra]
-    return subprocess.Popen([sys.executable, "-m", "susx_cli", *args], env=_env(), cwd=out.parent,
+    return subprocess.Popen([sys.executable, "-m", "susx_cli", *args], env=_env(), cwd=out.parent, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
 
 
