@@ -271,14 +271,15 @@ class SupportWriter:
         self.done[(class_index, key)] = row
         return row
 
-    def finish(self, summary: dict[str, Any] | None = None) -> bool:
-        """Mark this shard done; merge and write the completion marker if every shard is. Returns merged."""
+    def finish(self, summary: dict[str, Any] | None = None, *, merge: bool = True) -> bool:
+        """Mark this shard done; merge and write the completion marker if every shard is (and ``merge``).
+        Returns merged."""
         self._part.close()
         common.atomic_write_json(
             self.root / PARTS / (part_name(self.shard_index, self.num_shards) + ".done"),
             {"rows": len(self.done), **(summary or {})},
         )
-        return merge_parts(self.root, self.num_shards, summary)
+        return merge and merge_parts(self.root, self.num_shards, summary)
 
     def close(self) -> None:
         if not self._part.closed:

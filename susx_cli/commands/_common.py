@@ -30,6 +30,22 @@ BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Im
 WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Image loading processes (default: cores - 1).")]
 NumShardsOpt = Annotated[int | None, typer.Option("--num-shards", help="Split the work into this many shards.")]
 ShardIndexOpt = Annotated[int | None, typer.Option("--shard-index", help="This worker's shard (0-based).")]
+ExecutorOpt = Annotated[
+    str,
+    typer.Option(
+        "--executor",
+        help="local (this process, or the shard given by --shard-index) or ray (every shard as a Ray task; "
+        "--num-shards defaults to the cluster's GPUs, else its CPUs).",
+    ),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        help="Ray cluster to run on (host:port, ray://host:port, auto); default: $RAY_ADDRESS, else a local "
+        "Ray started for the run.",
+    ),
+]
 
 
 def run(

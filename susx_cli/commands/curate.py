@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from susx_cli.commands._common import (
+    ExecutorOpt,
     JsonOpt,
     NumShardsOpt,
     OutputOpt,
     OverwriteOpt,
     QuietOpt,
+    RayAddressOpt,
     ShardIndexOpt,
     run,
 )
@@ -56,6 +58,8 @@ _TAIL = [
     ),
     inspect.Parameter("num_shards", _KW, default=None, annotation=NumShardsOpt),
     inspect.Parameter("shard_index", _KW, default=None, annotation=ShardIndexOpt),
+    inspect.Parameter("executor", _KW, default="local", annotation=ExecutorOpt),
+    inspect.Parameter("ray_address", _KW, default=None, annotation=RayAddressOpt),
     inspect.Parameter("overwrite", _KW, default=False, annotation=OverwriteOpt),
     inspect.Parameter("quiet", _KW, default=False, annotation=QuietOpt),
     inspect.Parameter("as_json", _KW, default=False, annotation=JsonOpt),
@@ -91,9 +95,17 @@ def curate(ctx: typer.Context, **values: Any) -> None:
     def stage() -> StageResult:
         from susx_cli.sharding import resolve_shard
         from susx_cli.sources.registry import build_options, make_source
+        from susx_cli.stages import on_ray
         from susx_cli.stages.curate import curate as curate_stage
 
-        src = make_source(source, build_options(source, given))
+        options = build_options(source, given)
+        if on_ray.check_executor(values["executor"], values["ray_address"], values["shard_index"]):
+            return on_ray.curate_on_ray(
+                values["prompts_path"], values["output"], source, options, num_shards=values["num_shards"],
+                address=values["ray_address"], min_per_class=values["min_per_class"], overwrite=values["overwrite"],
+                quiet=values["quiet"],
+            )
+        src = make_source(source, options)
         shard = resolve_shard(values["num_shards"], values["shard_index"])
         return curate_stage(
             values["prompts_path"], values["output"], src, shard=shard, min_per_class=values["min_per_class"],

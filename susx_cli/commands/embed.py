@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Annotated
 
@@ -10,6 +11,7 @@ import typer
 from susx_cli.commands._common import (
     BatchSizeOpt,
     DeviceOpt,
+    ExecutorOpt,
     JsonOpt,
     ModelOpt,
     NumShardsOpt,
@@ -18,6 +20,7 @@ from susx_cli.commands._common import (
     PrecisionOpt,
     PretrainedOpt,
     QuietOpt,
+    RayAddressOpt,
     ShardIndexOpt,
     WorkersOpt,
     run,
@@ -51,23 +54,30 @@ def embed(
         bool,
         typer.Option("--verify/--no-verify", help="Check each support image's sha256 against its manifest (sizes are always checked)."),
     ] = True,
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Embed images or texts with an open_clip model into an HDF5 artifact.
 
     Sharded (--num-shards/--shard-index, or a SLURM array / torchrun's variables): each shard embeds a
-    contiguous share into OUT.parts/, and the last one to finish joins them into OUT.
+    contiguous share into OUT.parts/, and the last one to finish joins them into OUT. With --executor ray,
+    every shard runs as a Ray task (one GPU each where the cluster has GPUs) and this process joins them.
     """
 
     def stage():
         from susx_cli.sharding import resolve_shard
+        from susx_cli.stages import on_ray
         from susx_cli.stages.embed import embed as embed_stage
 
-        return embed_stage(
+        if on_ray.check_executor(executor, ray_address, shard_index):
+            run_stage = functools.partial(on_ray.embed_on_ray, num_shards=num_shards, address=ray_address, quiet=quiet)
+        else:
+            run_stage = functools.partial(embed_stage, shard=resolve_shard(num_shards, shard_index))
+        return run_stage(
             input_path,
             output,
-            shard=resolve_shard(num_shards, shard_index),
             model=model,
             pretrained=pretrained,
             classes_path=classes,

@@ -22,10 +22,13 @@ def curate(
     shard: Shard = Shard(),
     min_per_class: int = 1,
     overwrite: bool = False,
+    join: bool = True,
 ) -> StageResult:
     """Run ``source`` for this shard's work units; merge when all shards are done.
 
-    Idempotent: a complete support set from the same inputs and options is left as it is.
+    Idempotent: a complete support set from the same inputs and options is left as it is. ``join=False``
+    leaves the merge to the caller (``join_shards``, once every shard ended); the result's output is then
+    the folder this shard wrote into (the output, or its staging folder under --overwrite).
     """
     prompts = read_prompts(prompts_path)
     options = {"source": source.name, **source.options()}
@@ -43,7 +46,7 @@ def curate(
         # --overwrite builds the new set beside the old one and swaps it in only once it is complete.
         target = support.staging_dir(output) if replacing else output
         refuse_other_shard_count(target, shard, prov)
-        return _curate_into(target, output, prompts, prov, source, shard, min_per_class, replacing)
+        return _curate_into(target, output, prompts, prov, source, shard, min_per_class, replacing, join)
 
 
 def refuse_other_shard_count(root: Path, shard: Shard, prov: dict) -> None:
@@ -76,7 +79,7 @@ def refuse_output_among_inputs(output: Path, inputs: list[dict]) -> None:
             )
 
 
-def _curate_into(target, output, prompts, prov, source, shard, min_per_class, replacing) -> StageResult:
+def _curate_into(target, output, prompts, prov, source, shard, min_per_class, replacing, join=True) -> StageResult:
     # The unit list first: a source that refuses its input (e.g. no CuPL sentences) leaves no folder behind.
     units = shard.select(source.units(prompts))
     writer = support.SupportWriter(
@@ -92,18 +95,37 @@ def _curate_into(target, output, prompts, prov, source, shard, min_per_class, re
             check_min_per_class(writer, min_per_class)
     finally:
         writer.close()
-    merged = writer.finish({"source": source.name, **summary} if shard.count == 1 else summary)
+    merged = writer.finish({"source": source.name, **summary} if shard.count == 1 else summary, merge=join)
     result = StageResult("curate", [output], summary={"shard": shard.index, "num_shards": shard.count, **summary})
     if not merged:
         info(f"shard {shard.index + 1}/{shard.count} done; the set completes when every shard has finished")
         result.summary["complete"] = False
+        if not join:
+            result.outputs = [target]
         return result
+    return _completed(target, output, source.per_class, result)
+
+
+def join_shards(target: Path, output: Path, num_shards: int, per_class: int | None) -> StageResult:
+    """Merge the parts that ``num_shards`` shards run with ``join=False`` wrote into ``target``, then put
+    the set in place at ``output``: what the last shard of a sharded run does, done once by an executor."""
+    with output_lock(output):
+        if not support.merge_parts(target, num_shards):
+            raise SusxError(
+                f"{output}: not every one of the {num_shards} shards has finished",
+                hint="re-run the same command: finished shards are skipped",
+            )
+        result = StageResult("curate", [output], summary={"num_shards": num_shards})
+        return _completed(target, output, per_class, result)
+
+
+def _completed(target: Path, output: Path, wanted: int | None, result: StageResult) -> StageResult:
+    """Swap a merged set built beside ``output`` into place; report its counts, short classes, duplicates."""
     if target != output:
         support.swap_into_place(target, output)
     final = support.read_support(output)
     counts = final.counts()
     result.summary.update({"complete": True, "images": len(final.rows), "per_class": counts})
-    wanted = source.per_class
     if wanted:
         short = [(final.classes[i], c) for i, c in enumerate(counts) if c < wanted]
         for name, count in short[:20]:

@@ -75,11 +75,13 @@ def embed_images(
     overwrite: bool = False,
     shard: Shard = Shard(),
     verify: bool = True,
+    join: bool = True,
 ) -> StageResult:
     """Embed images into an HDF5 feature file, streaming in batches; resumes an interrupted run.
 
     With a ``shard`` of several, embeds that shard's contiguous share into a part file beside ``output``
-    and, when it is the last to finish, joins every part into ``output`` (see ``_embed_shard``).
+    and, when it is the last to finish, joins every part into ``output`` (see ``_embed_shard``);
+    ``join=False`` leaves the join to the caller (an executor that joins once, after every shard).
     ``verify=False`` skips the sha256 check of a support folder's images (sizes are checked anyway).
     ``augment_passes`` > 1: each image is the mean of that many augmented views seeded from ``seed``.
     """
@@ -114,7 +116,7 @@ def embed_images(
     )
     if shard.count > 1:
         prov = image_set_provenance(image_set, model, pretrained, precision, what, class_inputs, augment_passes, seed)
-        return _embed_shard(run, output, shard, prov, overwrite)
+        return _embed_shard(run, output, shard, prov, overwrite, join)
     done = run(output)
     if done is None:
         return StageResult("embed", [output], skipped=True)
@@ -122,7 +124,7 @@ def embed_images(
     return StageResult("embed", [output], summary=summary)
 
 
-def _embed_shard(run, output: Path, shard: Shard, prov: dict[str, Any], overwrite: bool) -> StageResult:
+def _embed_shard(run, output: Path, shard: Shard, prov: dict[str, Any], overwrite: bool, join: bool) -> StageResult:
     """Embed this shard's part (skipped when finished, resumed when killed); join when every part is done.
 
     ``run(path, shard=..., label=...)`` embeds into ``path``; ``prov`` is the single-process provenance,
@@ -140,7 +142,7 @@ def _embed_shard(run, output: Path, shard: Shard, prov: dict[str, Any], overwrit
     summary: dict[str, Any] = {"shard": shard.index, "num_shards": shard.count}
     if done is not None:
         summary |= {"rows": done.rows, "skipped": done.skipped, "model": done.model.describe()}
-    if not merge.parts_ready(output, shard.count):
+    if not join or not merge.parts_ready(output, shard.count):
         info(f"shard {shard.index + 1}/{shard.count} done; {output} is joined when every shard has finished")
         return StageResult("embed", [part], summary=summary, skipped=done is None)
     with contextlib.ExitStack() as stack:
@@ -194,6 +196,14 @@ def embed_texts(
     return StageResult(
         "embed", [output], summary={"classes": len(texts), "texts": sum(map(len, texts)), "pool": pool}
     )
+
+
+def is_prompts_file(input_path: Path) -> bool:
+    """Whether ``embed`` reads ``input_path`` as prompts.json (the text classifier) rather than images."""
+    if not (input_path.is_file() and input_path.suffix.lower() == ".json"):
+        return False
+    data = common.read_json(input_path)
+    return isinstance(data, dict) and data.get("kind") == common.PROMPTS
 
 
 def embed(input_path: Path, output: Path, shard: Shard = Shard(), **kwargs) -> StageResult:
