@@ -113,3 +113,19 @@ def test_atomic_writes_follow_the_umask(tmp_path, umask):
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+def test_a_second_embed_of_the_same_output_is_refused(tmp_path, monkeypatch):
+    from tests.helpers import TINY, invoke, make_class_folders
+
+    monkeypatch.chdir(tmp_path)
+    make_class_folders(tmp_path / "imgs", ["a", "b"], 2)
+    proc = _hold_in_child(tmp_path / "f.h5")
+    try:
+        r = invoke("embed", "imgs", "--unlabelled", "-o", "f.h5", *TINY, expect=2)
+        assert f"PID {proc.pid}" in r.stderr and not (tmp_path / "f.h5").exists()
+    finally:
+        proc.kill()
+        proc.wait()
+    invoke("embed", "imgs", "--unlabelled", "-o", "f.h5", *TINY)
+    assert (tmp_path / "f.h5").exists()

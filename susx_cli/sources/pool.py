@@ -198,6 +198,13 @@ class PoolSource(PoolOptions, FromOptions):
             image_set, what = imagesets.resolve(self.layout.root, unlabelled=True), str(self.layout.root)
         else:
             image_set, what = _tar_image_set(self.pool, self.layout.tars), f"the pool {self.pool}"
+        from susx_cli.artifacts.lock import output_lock
+
+        # The cache is shared by every curate run on this pool: one of them embeds it at a time.
+        with output_lock(path):
+            self._embed_locked(image_set, what, path, overwrite)
+
+    def _embed_locked(self, image_set, what: str, path: Path, overwrite: bool) -> None:
         embed_image_set(
             image_set,
             path,

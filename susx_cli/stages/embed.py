@@ -117,7 +117,8 @@ def embed_images(
     if shard.count > 1:
         prov = image_set_provenance(image_set, model, pretrained, precision, what, class_inputs, augment_passes, seed)
         return _embed_shard(run, output, shard, prov, overwrite, join)
-    done = run(output)
+    with output_lock(output):  # one writer: a second run of the same output is refused with our PID
+        done = run(output)
     if done is None:
         return StageResult("embed", [output], skipped=True)
     summary = {"rows": done.rows, "skipped": done.skipped, "model": done.model.describe(), "layout": image_set.layout}
