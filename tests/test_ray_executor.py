@@ -185,3 +185,17 @@ def test_curate_on_ray_is_for_the_sd_source_only(tmp_path):
     result = invoke("curate", prompts, "-o", tmp_path / "s", "-s", "folder", "--images", tmp_path / "imgs",
                     "--executor", "ray", expect=2)
     _one_line_error(result, "`curate --source sd` only")
+
+
+def test_the_local_instance_listens_on_loopback_only(ray_address):
+    """Every socket Ray's processes listen on is a loopback address (the tests' services stay on this machine)."""
+    import subprocess
+
+    assert ray_address.startswith("127.0.0.1:"), ray_address
+
+    out = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True)
+    if out.returncode != 0:
+        pytest.skip("ss is not available to list listening sockets")
+    ray_lines = [line for line in out.stdout.splitlines() if any(p in line for p in ("raylet", "gcs_server", "ray::"))]
+    assert ray_lines, "no Ray process is listening"
+    assert all(("127.0.0.1" in line or "[::1]" in line) for line in ray_lines), "\n".join(ray_lines)

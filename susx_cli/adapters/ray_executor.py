@@ -68,9 +68,17 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
         ) from None
 
 
+# Ray's switch between a single-machine instance on loopback ("0") and a cluster node on the network.
+LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
 @contextlib.contextmanager
 def connected(address: str | None) -> Iterator[Any]:
     """The ``ray`` module, connected as the module docstring says, for the block."""
+    if not (address or os.environ.get("RAY_ADDRESS")):
+        # A run's own instance serves only this machine: Ray then binds every service to loopback (it reads
+        # this once, when it is first imported) instead of the machine's network address.
+        os.environ.setdefault(LOOPBACK_ONLY, "0")
     ray = import_ray()
     if address is None and ray.is_initialized():
         yield ray
