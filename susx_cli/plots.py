@@ -96,7 +96,7 @@ def accuracy_heatmap(acc: np.ndarray, alphas: list[float], gammas: list[float], 
     ax.plot(g, a, "o", markersize=18, markerfacecolor="none", markeredgecolor="white", markeredgewidth=2)
     ax.plot(g, a, "x", markersize=11, color="red", markeredgewidth=2.5)
     # The annotation points at the cell from the roomier side of the plot.
-    dx = -0.35 if g > (len(gammas) - 1) / 2 else 0.35
+    dx = -0.25 if g > (len(gammas) - 1) / 2 else 0.25
     dy = -0.3 if a > (len(alphas) - 1) / 2 else 0.3
     ax.annotate(note, xy=(g, a), xycoords="data", xytext=(0.5 + dx, 0.5 + dy), textcoords="axes fraction",
                 ha="center", va="center", fontsize=9,
@@ -155,6 +155,17 @@ def _styles(keys: list[str], named: dict, spare: tuple) -> dict:
     return out
 
 
+def _title_and_note(fig, title: str, note: str | None) -> float:
+    """Draw the title and a boxed red note under it; return the figure fraction left above the panels.
+    Heights are in inches, so title and note keep their size on a figure of any number of panels."""
+    height = fig.get_figheight()
+    fig.suptitle(title, y=1 - 0.08 / height, va="top")
+    if note:
+        fig.text(0.5, 1 - 0.42 / height, note, ha="center", va="top", fontsize=9, color="#b00020",
+                 bbox={"boxstyle": "round", "fc": "#fff3f3", "ec": "#b00020"})
+    return 1 - (0.8 if note else 0.45) / height
+
+
 def shot_curves(panels: list[ShotPanel], output: Path, *, title: str, note: str | None = None,
                 ylabel: str = "top-1 accuracy (%)") -> ChartDescription:
     """One panel per dataset: a curve per (model, method, mode) over shots, log2 x axis; colour = calibration
@@ -198,14 +209,11 @@ def shot_curves(panels: list[ShotPanel], output: Path, *, title: str, note: str 
             if lab not in handles:
                 handles[lab] = h
                 labels.append(lab)
-    fig.legend([handles[lab] for lab in labels], labels, loc="lower center", ncol=min(4, max(1, len(labels))),
-               fontsize=8, frameon=False)
-    fig.suptitle(title)
-    bottom = 0.04 + 0.035 * (-(-len(labels) // 4))
-    if note:
-        fig.text(0.5, 0.985 - 0.04, note, ha="center", va="top", fontsize=9, color="#b00020",
-                 bbox={"boxstyle": "round", "fc": "#fff3f3", "ec": "#b00020"})
-    fig.tight_layout(rect=(0, bottom, 1, 0.9 if note else 0.95))
+    ncol = min(3, max(1, len(labels)))
+    fig.legend([handles[lab] for lab in labels], labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+    top = _title_and_note(fig, title, note)
+    bottom = (0.15 + 0.2 * -(-len(labels) // ncol)) / fig.get_figheight()
+    fig.tight_layout(rect=(0, bottom, 1, top))
     _save(fig, output)
     return ChartDescription("shot-curves", title, note, described)
 
@@ -231,10 +239,7 @@ def results_bars(datasets: list[str], series: list[tuple[str, str, list[float | 
         described.append({"dataset": ds, "series": [{"label": lab, "method": m, "y": [v]} for lab, m, v in vals]})
     for j in range(len(datasets), rows * cols):
         axes[j // cols][j % cols].axis("off")
-    fig.suptitle(title)
-    if note:
-        fig.text(0.5, 0.93, note, ha="center", va="top", fontsize=8, color="#b00020")
-    fig.tight_layout(rect=(0, 0, 1, 0.88 if note else 1))
+    fig.tight_layout(rect=(0, 0, 1, _title_and_note(fig, title, note)))
     _save(fig, output)
     return ChartDescription("bars", title, note, described)
 
