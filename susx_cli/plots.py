@@ -1,8 +1,15 @@
-"""Figures (matplotlib, optional extra `plots`)."""
+"""Figures: contact sheets (Pillow) and charts (matplotlib, optional extra `plots`).
+
+Each drawing function writes one PNG and returns a small description of what it drew (titles, series,
+page classes, sizes): text cannot be read back from pixels, so tests and `--json` read the description.
+"""
 
 from __future__ import annotations
 
+import io
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,36 +28,204 @@ def _pyplot():
     return plt
 
 
-def accuracy_heatmap(acc: np.ndarray, alphas: list[float], gammas: list[float], beta: float, output: Path) -> Path:
-    """Top-1 accuracy over (alpha, gamma) at the chosen beta: acc (A, G) in [0, 1]."""
+def _save(fig, output: Path, **kwargs) -> None:
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 5))
-    im = ax.imshow(
-        100 * acc, origin="lower", aspect="auto", cmap="viridis",
-        extent=(min(gammas), max(gammas), min(alphas), max(alphas)),
-    )
-    fig.colorbar(im, ax=ax, label="top-1 (%)")
-    ax.set_xlabel("gamma (KL term weight)")
-    ax.set_ylabel("alpha (cache term weight)")
-    ax.set_title(f"TIP-X calibration accuracy at beta = {beta:.3g}")
-    best = np.unravel_index(int(np.argmax(acc)), acc.shape)
-    ax.plot(gammas[best[1]], alphas[best[0]], "r+", markersize=14)
     with atomic_path(output, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+        fig.savefig(tmp, format="png", dpi=100, **kwargs)
     plt.close(fig)
-    return output
 
+
+# ------------------------------------------------------------------ calibration heat map
+
+
+@dataclass(frozen=True)
+class HeatmapDescription:
+    title: str
+    xlabel: str
+    ylabel: str
+    colorbar: str
+    chosen: dict[str, float]  # alpha, gamma, beta and accuracy (%) of the marked point
+    chosen_cell: tuple[int, int]  # (alpha index, gamma index)
+    annotation: str
+
+
+def _index_of(grid: list[float], value: float) -> int:
+    """The grid point nearest ``value`` (the chosen point is a grid point; nearest guards float round trips)."""
+    return int(np.argmin(np.abs(np.asarray(grid, dtype=float) - value)))
+
+
+def _sparse_ticks(values: list[float], most: int = 12) -> tuple[list[int], list[str]]:
+    step = max(1, -(-len(values) // most))
+    idx = list(range(0, len(values), step))
+    return idx, [f"{values[i]:.3g}" for i in idx]
+
+
+def accuracy_heatmap(acc: np.ndarray, alphas: list[float], gammas: list[float], beta: float, output: Path, *,
+                     chosen: tuple[float, float] | None = None, method: str = "TIP-X",
+                     objective_on: str | None = None) -> HeatmapDescription:
+    """Top-1 accuracy over the (alpha, gamma) grid at the chosen beta: acc (A, G) in [0, 1].
+
+    Cells are drawn at grid indices with the grid values as tick labels, so uneven grids (0.1, 1, 5) are
+    not stretched. ``chosen`` = (alpha, gamma) of the calibration (default: the best cell) gets a marker
+    and an annotation with alpha, gamma and its accuracy.
+    """
+    plt = _pyplot()
+    acc = np.asarray(acc, dtype=float)
+    if chosen is None:
+        a, g = np.unravel_index(int(np.argmax(acc)), acc.shape)
+    else:
+        a, g = _index_of(alphas, chosen[0]), _index_of(gammas, chosen[1])
+    best = {"alpha": float(alphas[a]), "gamma": float(gammas[g]), "beta": float(beta),
+            "accuracy": round(100 * float(acc[a, g]), 4)}
+    title = f"{method} calibration: top-1 accuracy over alpha and gamma at beta = {beta:.3g}"
+    if objective_on:
+        title += f"\n(measured on the {objective_on})"
+    xlabel, ylabel = "gamma, KL term weight (unitless)", "alpha, cache term weight (unitless)"
+    colorbar = "top-1 accuracy (%)"
+    note = f"chosen: alpha = {best['alpha']:.3g}, gamma = {best['gamma']:.3g}\ntop-1 = {best['accuracy']:.2f} %"
+
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    im = ax.imshow(100 * acc, origin="lower", aspect="auto", cmap="viridis", interpolation="nearest")
+    fig.colorbar(im, ax=ax, label=colorbar)
+    ax.set_xticks(*_sparse_ticks(gammas))
+    ax.set_yticks(*_sparse_ticks(alphas))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    # A white ring around a red cross reads on every colour of the map.
+    ax.plot(g, a, "o", markersize=18, markerfacecolor="none", markeredgecolor="white", markeredgewidth=2)
+    ax.plot(g, a, "x", markersize=11, color="red", markeredgewidth=2.5)
+    # The annotation points at the cell from the roomier side of the plot.
+    dx = -0.25 if g > (len(gammas) - 1) / 2 else 0.25
+    dy = -0.3 if a > (len(alphas) - 1) / 2 else 0.3
+    ax.annotate(note, xy=(g, a), xycoords="data", xytext=(0.5 + dx, 0.5 + dy), textcoords="axes fraction",
+                ha="center", va="center", fontsize=9,
+                bbox={"boxstyle": "round", "fc": "white", "ec": "red", "alpha": 0.9},
+                arrowprops={"arrowstyle": "->", "color": "red", "lw": 1.5})
+    fig.tight_layout()
+    _save(fig, output)
+    return HeatmapDescription(title, xlabel, ylabel, colorbar, best, (int(a), int(g)), note)
+
+
+# ------------------------------------------------------------------ report charts
 
 METHOD_COLORS = {"zero-shot": "#9e9e9e", "tip-adapter": "#4c72b0", "tip-x": "#dd8452"}
+# One colour per calibration mode of the few-shot curves; the method is the line style.
+MODE_COLORS = {"val": "#1b9e77", "loo": "#d95f02", "kfold": "#7570b3", "fixed": "#e7298a", "-": "#666666"}
+_SPARE_COLORS = ("#66a61e", "#e6ab02", "#a6761d", "#1f78b4")
+METHOD_STYLES = {"tip-adapter": "-", "tip-x": "--", "gda": ":"}
+_SPARE_STYLES = ("-.", (0, (5, 1)), (0, (1, 3)))
+MODEL_MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
+@dataclass(frozen=True)
+class ShotSeries:
+    """One few-shot curve of one dataset: top-1 (%) of (model, method, calibration mode) over shots."""
+
+    model: str
+    method: str
+    mode: str
+    label: str
+    shots: list[int]  # ascending
+    values: list[float]  # same length
+
+
+@dataclass(frozen=True)
+class ShotPanel:
+    dataset: str
+    series: list[ShotSeries]
+    baselines: list[tuple[str, float]] = field(default_factory=list)  # (label, value): zero-shot, no shots
+
+
+@dataclass(frozen=True)
+class ChartDescription:
+    kind: str  # shot-curves | bars
+    title: str
+    note: str | None
+    panels: list[dict[str, Any]]  # per dataset: its title and series (label, colour, style, x, y)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _styles(keys: list[str], named: dict, spare: tuple) -> dict:
+    out, extra = {}, iter(spare * (1 + len(keys)))
+    for k in keys:
+        out[k] = named[k] if k in named else next(extra)
+    return out
+
+
+def _title_and_note(fig, title: str, note: str | None) -> float:
+    """Draw the title and a boxed red note under it; return the figure fraction left above the panels.
+    Heights are in inches, so title and note keep their size on a figure of any number of panels."""
+    height = fig.get_figheight()
+    fig.suptitle(title, y=1 - 0.08 / height, va="top")
+    if note:
+        fig.text(0.5, 1 - 0.42 / height, note, ha="center", va="top", fontsize=9, color="#b00020",
+                 bbox={"boxstyle": "round", "fc": "#fff3f3", "ec": "#b00020"})
+    return 1 - (0.8 if note else 0.45) / height
+
+
+def shot_curves(panels: list[ShotPanel], output: Path, *, title: str, note: str | None = None,
+                ylabel: str = "top-1 accuracy (%)") -> ChartDescription:
+    """One panel per dataset: a curve per (model, method, mode) over shots, log2 x axis; colour = calibration
+    mode, line style = method, marker = model; zero-shot results as horizontal dotted lines."""
+    plt = _pyplot()
+    every = [s for p in panels for s in p.series]
+    colors = _styles(sorted({s.mode for s in every}), MODE_COLORS, _SPARE_COLORS)
+    styles = _styles(sorted({s.method for s in every}), METHOD_STYLES, _SPARE_STYLES)
+    markers = {m: MODEL_MARKERS[i % len(MODEL_MARKERS)] for i, m in enumerate(sorted({s.model for s in every}))}
+    cols = min(3, max(1, len(panels)))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols + 1, 3.6 * rows + 1.2), squeeze=False)
+    described = []
+    for i, panel in enumerate(panels):
+        ax = axes[i // cols][i % cols]
+        drawn = []
+        for s in panel.series:
+            ax.plot(s.shots, s.values, color=colors[s.mode], linestyle=styles[s.method], marker=markers[s.model],
+                    label=s.label, linewidth=1.8, markersize=5)
+            drawn.append({"label": s.label, "method": s.method, "mode": s.mode, "color": colors[s.mode],
+                          "linestyle": str(styles[s.method]), "x": list(s.shots), "y": list(s.values)})
+        for label, value in panel.baselines:
+            ax.axhline(value, color=METHOD_COLORS["zero-shot"], linestyle=":", linewidth=1.5, label=label)
+            drawn.append({"label": label, "method": "zero-shot", "mode": "-", "color": METHOD_COLORS["zero-shot"],
+                          "linestyle": ":", "x": [], "y": [value]})
+        shots = sorted({k for s in panel.series for k in s.shots})
+        if shots and shots[0] > 0:
+            ax.set_xscale("log", base=2)
+        ax.set_xticks(shots, [str(k) for k in shots])
+        ax.minorticks_off()
+        ax.set_xlabel("shots (labelled images per class)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(panel.dataset, fontsize=10)
+        ax.grid(alpha=0.3)
+        described.append({"dataset": panel.dataset, "series": drawn})
+    for j in range(len(panels), rows * cols):
+        axes[j // cols][j % cols].axis("off")
+    handles, labels = {}, []
+    for ax in fig.axes:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            if lab not in handles:
+                handles[lab] = h
+                labels.append(lab)
+    ncol = min(3, max(1, len(labels)))
+    fig.legend([handles[lab] for lab in labels], labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+    top = _title_and_note(fig, title, note)
+    bottom = (0.15 + 0.2 * -(-len(labels) // ncol)) / fig.get_figheight()
+    fig.tight_layout(rect=(0, bottom, 1, top))
+    _save(fig, output)
+    return ChartDescription("shot-curves", title, note, described)
 
 
 def results_bars(datasets: list[str], series: list[tuple[str, str, list[float | None]]], output: Path,
-                 title: str = "top-1 accuracy (%)") -> Path:
+                 title: str = "top-1 accuracy (%)", note: str | None = None) -> ChartDescription:
     """One panel per dataset, one bar per series (label, method, value per dataset; None = no result)."""
     plt = _pyplot()
     cols = min(4, max(1, len(datasets)))
     rows = (len(datasets) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols + 1, 2.8 * rows + 0.6), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols + 1, 2.8 * rows + 0.9), squeeze=False)
+    described = []
     for i, ds in enumerate(datasets):
         ax = axes[i // cols][i % cols]
         vals = [(label, method, v[i]) for label, method, v in series if v[i] is not None]
@@ -61,14 +236,15 @@ def results_bars(datasets: list[str], series: list[tuple[str, str, list[float | 
         ax.set_xticks(list(xs), [label for label, _, _ in vals], rotation=35, ha="right", fontsize=7)
         ax.set_title(ds, fontsize=9)
         ax.set_ylim(0, max([v for _, _, v in vals] + [1]) * 1.15)
+        described.append({"dataset": ds, "series": [{"label": lab, "method": m, "y": [v]} for lab, m, v in vals]})
     for j in range(len(datasets), rows * cols):
         axes[j // cols][j % cols].axis("off")
-    fig.suptitle(title)
-    fig.tight_layout()
-    with atomic_path(output, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return output
+    fig.tight_layout(rect=(0, 0, 1, _title_and_note(fig, title, note)))
+    _save(fig, output)
+    return ChartDescription("bars", title, note, described)
+
+
+# ------------------------------------------------------------------ confusion
 
 
 def confusion_figure(classes: list[str], output: Path, *, confusion: np.ndarray | None = None,
@@ -110,7 +286,121 @@ def confusion_figure(classes: list[str], output: Path, *, confusion: np.ndarray 
         title += f" (the {len(order)} most frequent of each class's top confusions)"
     ax.set_title(title)
     fig.tight_layout()
-    with atomic_path(output, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    _save(fig, output)
     return output
+
+
+# ------------------------------------------------------------------ contact sheets (Pillow, no extra needed)
+
+SHEET_THUMB = 128  # px: a 32 px image becomes 4 x 4 blocks per pixel, large enough to see what it shows
+SHEET_LABEL_WIDTH = 220
+SHEET_GAP = 4
+SHEET_MIN_WIDTH = 640  # room for the title above a sheet of few columns
+SHEET_RESAMPLE = "nearest-neighbour when enlarging (each pixel stays a visible block), bicubic when shrinking"
+_TITLE_PX, _LABEL_PX = 15, 13
+
+
+@dataclass(frozen=True)
+class SheetRow:
+    """One class of a contact sheet: label lines drawn on the left, its encoded images left to right."""
+
+    label: list[str]
+    images: list[bytes]
+
+
+@dataclass(frozen=True)
+class SheetPage:
+    path: str
+    title: list[str]  # lines, before wrapping to the sheet's width
+    classes: list[str]
+    size: tuple[int, int]  # (width, height) px
+    rows_top: int  # y of the first class row; row r starts at rows_top + r * (thumb + SHEET_GAP)
+
+
+@dataclass
+class SheetDescription:
+    thumb: int  # side of a thumbnail cell, px
+    columns: int  # thumbnails per class row
+    resample: str
+    pages: list[SheetPage] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _font(px: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=px)
+    except (TypeError, ValueError, OSError):  # Pillow < 10.1, or no FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _wrap(text: str, width: float, measure) -> list[str]:
+    """Greedy word wrap to ``width`` px; a word longer than a line is cut to fit."""
+    lines: list[str] = []
+    for word in text.split(" "):
+        if lines and measure(f"{lines[-1]} {word}") <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+            continue
+        while measure(word) > width and len(word) > 1:
+            cut = len(word) - 1
+            while cut > 1 and measure(word[:cut]) > width:
+                cut -= 1
+            lines.append(word[:cut])
+            word = word[cut:]
+        lines.append(word)
+    return lines
+
+
+def fit_thumbnail(image, side: int):
+    """``image`` scaled to fit a side x side cell, aspect ratio kept (see SHEET_RESAMPLE)."""
+    from PIL import Image
+
+    w, h = image.size
+    scale = side / max(w, h)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    if scale >= 1:
+        return image.resize(size, Image.NEAREST)
+    return image.resize(size, Image.BICUBIC, reducing_gap=3.0)
+
+
+def contact_sheet_png(title: list[str], rows: list[SheetRow], columns: int,
+                      thumb: int = SHEET_THUMB) -> tuple[bytes, tuple[int, int], int]:
+    """A white PNG: the title lines on top, then one row per class (label left, thumbnails centred in
+    thumb x thumb cells from x = SHEET_LABEL_WIDTH). An image that cannot be decoded leaves a grey cell.
+    Returns (png bytes, (width, height), y of the first row)."""
+    from PIL import Image, ImageDraw
+
+    title_font, label_font = _font(_TITLE_PX), _font(_LABEL_PX)
+    cell = thumb + SHEET_GAP
+    width = max(SHEET_MIN_WIDTH, SHEET_LABEL_WIDTH + columns * cell)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength
+    lines = [w for line in title for w in _wrap(line, width - 16, lambda t: measure(t, font=title_font))]
+    line_h = _TITLE_PX + 6
+    top = 8 + len(lines) * line_h + 8
+    sheet = Image.new("RGB", (width, top + len(rows) * cell + SHEET_GAP), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, line in enumerate(lines):
+        draw.text((8, 8 + i * line_h), line, fill="black", font=title_font)
+    draw.line([(0, top - 3), (width, top - 3)], fill="#999999")
+    for r, row in enumerate(rows):
+        y = top + SHEET_GAP + r * cell
+        label = [w for text in row.label for w in _wrap(text, SHEET_LABEL_WIDTH - 12, lambda t: measure(t, font=label_font))]
+        label = label[: thumb // (_LABEL_PX + 4)]
+        y0 = y + (thumb - len(label) * (_LABEL_PX + 4)) // 2
+        for k, text in enumerate(label):
+            draw.text((6, y0 + k * (_LABEL_PX + 4)), text, fill="black", font=label_font)
+        for c, data in enumerate(row.images):
+            x = SHEET_LABEL_WIDTH + c * cell
+            try:
+                with Image.open(io.BytesIO(data)) as img:
+                    tile = fit_thumbnail(img.convert("RGB"), thumb)
+            except (OSError, ValueError, Image.DecompressionBombError):
+                draw.rectangle([x, y, x + thumb - 1, y + thumb - 1], fill="#cccccc")
+                continue
+            sheet.paste(tile, (x + (thumb - tile.width) // 2, y + (thumb - tile.height) // 2))
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG")
+    return buf.getvalue(), sheet.size, top + SHEET_GAP

@@ -297,19 +297,26 @@ def test_contact_sheet_of_a_generated_support_set(sd_env):
     sheet = sd_env["root"] / "sheet.png"
     r = invoke("inspect", sd_env["ref"], "--contact-sheet", sheet, "--per-class", "3")
     assert r.stdout.strip().splitlines()[-1] == str(sheet)
+    described = json.loads(invoke("inspect", sd_env["ref"], "--contact-sheet", sheet, "--per-class", "3",
+                                  "--json").stdout)["contact_sheet"]
+    (page,) = described["pages"]
+    assert page["classes"] == CLASSES and described["columns"] == 3 and described["thumb"] == 128
+    assert "source sd" in page["title"][0] and "model " in page["title"][0]
+    assert "images 32x32 px" in page["title"][3]
     with Image.open(sheet) as im:
         grid = np.asarray(im.convert("RGB"))
-    cell, label_w = 96 + 4, 180
-    assert grid.shape == (len(CLASSES) * cell + 4, label_w + 3 * cell, 3)
-    # One row per class in index order, its first three images left to right (32 px, not enlarged).
+    cell, label_w, top = 128 + 4, 220, page["rows_top"]
+    assert grid.shape == (page["size"][1], page["size"][0], 3) == (top + len(CLASSES) * cell, 640, 3)
+    # One row per class in index order, its first three images left to right, each 32 px pixel drawn as a
+    # 4 x 4 block (nearest-neighbour enlargement).
     pixels = _pixels(sd_env["ref"])
     for ci, name in enumerate(CLASSES):
-        y = 4 + ci * cell
-        assert (grid[y : y + 96, :label_w] < 128).any()  # the class label is drawn
+        y = top + ci * cell
+        assert (grid[y : y + 128, :label_w] < 128).any()  # the class label is drawn
         for j in range(3):
             x = label_w + j * cell
-            assert np.array_equal(grid[y : y + 32, x : x + 32], pixels[f"{ci:04d}_{name}/{j:05d}.png"])
-            assert (grid[y + 32 : y + 96, x : x + 96] == 255).all()
+            block = np.repeat(np.repeat(pixels[f"{ci:04d}_{name}/{j:05d}.png"], 4, axis=0), 4, axis=1)
+            assert np.array_equal(grid[y : y + 128, x : x + 128], block)
 
 
 def _one_line_error(r, needle: str) -> None:

@@ -16,6 +16,13 @@ def inspect(
         Path | None, typer.Option("--contact-sheet", help="Support folder: draw a PNG grid of each class's images.")
     ] = None,
     per_class: Annotated[int, typer.Option("--per-class", help="Images per class on the contact sheet.")] = 8,
+    classes: Annotated[
+        str | None,
+        typer.Option("--classes", help="Contact sheet: only these classes (names or indices, comma-separated, or a file of them)."),
+    ] = None,
+    classes_per_page: Annotated[
+        int, typer.Option("--classes-per-page", help="Contact sheet: classes per page; more make sheet-001.png, sheet-002.png, ...")
+    ] = 50,
     confusion: Annotated[
         Path | None,
         typer.Option("--confusion", help="Predictions file: draw its confusion matrix (top confusions above 100 classes) as PNG."),
@@ -29,6 +36,7 @@ def inspect(
     def stage():
         from susx_cli.stages.inspect import inspect_artifact
 
-        return inspect_artifact(path, contact_sheet=contact_sheet, per_class=per_class, confusion=confusion)
+        return inspect_artifact(path, contact_sheet=contact_sheet, per_class=per_class, confusion=confusion,
+                                classes=classes, classes_per_page=classes_per_page)
 
     run(stage, quiet=quiet, as_json=as_json)

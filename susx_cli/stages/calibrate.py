@@ -207,7 +207,9 @@ def calibrate(
             b = grid.beta.index(values["beta"])
             from susx_cli.plots import accuracy_heatmap
 
-            accuracy_heatmap(counts[:, b, :].numpy() / total, grid.alpha, grid.gamma, values["beta"], heatmap)
+            accuracy_heatmap(counts[:, b, :].numpy() / total, grid.alpha, grid.gamma, values["beta"], heatmap,
+                             chosen=(values["alpha"], values.get("gamma") or 0.0), objective_on=objective["on"],
+                             method={"tip-x": "TIP-X", "tip-adapter": "Tip-Adapter"}.get(method, method))
     gda_record = None
     if method == "gda":
         gda_record = {

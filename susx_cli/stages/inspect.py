@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import io
+import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from susx_cli import imagesets
+from susx_cli import classnames, imagesets, plots
 from susx_cli.artifacts import common, hdf5, support
 from susx_cli.errors import SusxError
 from susx_cli.progress import warn
@@ -58,44 +58,121 @@ def describe(path: Path) -> dict[str, Any]:
     return out
 
 
-def contact_sheet(root: Path, output: Path, per_class: int = 8, thumb: int = 96, max_classes: int = 100) -> Path:
-    """A PNG grid: one row per class (label on the left), up to ``per_class`` thumbnails each."""
-    from PIL import Image, ImageDraw
+CLASSES_PER_PAGE = 50
 
+
+def pick_classes(classes: list[str], spec: str | None) -> list[int]:
+    """Class indices named by ``--classes``: a file of class names (one a line, or any class file susx
+    reads), or a comma list of names or indices; names match as folder names do (case, '_', '-' ignored).
+    None: every class."""
+    if spec is None:
+        return list(range(len(classes)))
+    path = Path(spec)
+    wanted = classnames.read_class_file(path)[0] if path.is_file() else [p.strip() for p in spec.split(",")]
+    wanted = [w for w in wanted if w]
+    by_key = {classnames.folder_key(name): i for i, name in enumerate(classes)}
+    picked: list[int] = []
+    unknown = []
+    for w in wanted:
+        i = by_key.get(classnames.folder_key(w))
+        if i is None and w.isdigit() and int(w) < len(classes):
+            i = int(w)
+        if i is None:
+            unknown.append(w)
+        elif i not in picked:
+            picked.append(i)
+    if unknown or not picked:
+        shown = ", ".join(repr(u) for u in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+        raise SusxError(
+            f"--classes: {shown or repr(spec)} names no class of this support set",
+            hint=f"use names or indices 0-{len(classes) - 1} (e.g. {classes[0]!r}), comma-separated or one a line in a file",
+        )
+    return picked
+
+
+def page_paths(output: Path, pages: int) -> list[Path]:
+    """``sheet.png`` for one page; ``sheet-001.png``, ``sheet-002.png``, ... for more."""
+    if pages == 1:
+        return [output]
+    return [output.with_name(f"{output.stem}-{i:03d}{output.suffix or '.png'}") for i in range(1, pages + 1)]
+
+
+def source_and_model(options: dict[str, Any]) -> tuple[str, str | None]:
+    """The curate source of a support set and, where it recorded one, the model that made or chose its images."""
+    source = str(options.get("source") or "?")
+    for where in (options, options.get("captions") or {}):
+        if where.get("model"):
+            tag = where.get("pretrained")
+            return source, f"{where['model']}" + (f" ({tag})" if tag else "")
+    index = (options.get("knn") or {}).get("index_name")
+    return source, f"kNN index {index}" if index else None
+
+
+def count_phrase(counts: list[int]) -> str:
+    if not counts:
+        return "no classes"
+    low, high = min(counts), max(counts)
+    per = f"{low}" if low == high else f"{low}-{high} (mean {sum(counts) / len(counts):.1f})"
+    return f"{per} images per class; {sum(counts)} images, {len(counts)} classes"
+
+
+def size_phrase(sizes: list[tuple[int, int]]) -> str:
+    """'32x32 px', or the smallest and largest recorded image when they differ."""
+    if not sizes:
+        return "none"
+    low, high = min(sizes, key=lambda s: s[0] * s[1]), max(sizes, key=lambda s: s[0] * s[1])
+    return f"{low[0]}x{low[1]} px" if low == high else f"{low[0]}x{low[1]} to {high[0]}x{high[1]} px"
+
+
+def contact_sheet(root: Path, output: Path, per_class: int = 8, classes: str | None = None,
+                  classes_per_page: int = CLASSES_PER_PAGE, thumb: int = plots.SHEET_THUMB) -> plots.SheetDescription:
+    """PNG pages of a support folder: one row per class (label with its index, name and count on the left),
+    up to ``per_class`` thumbnails each, at most ``classes_per_page`` rows a page. Columns fit the largest
+    class shown. Every page is drawn before any is written, so a refused image leaves no sheet."""
     if per_class < 1:
         raise SusxError(f"--per-class must be at least 1, got {per_class}", hint="e.g. 8")
-    label_w = 180
-    fits = (MAX_SHEET_WIDTH - label_w) // (thumb + 4)
+    if classes_per_page < 1:
+        raise SusxError(f"--classes-per-page must be at least 1, got {classes_per_page}", hint="e.g. 50")
+    fits = (MAX_SHEET_WIDTH - plots.SHEET_LABEL_WIDTH) // (thumb + plots.SHEET_GAP)
     if per_class > fits:
         warn(f"--per-class {per_class} would make a sheet wider than {MAX_SHEET_WIDTH} pixels; showing {fits} per class")
         per_class = fits
     # Read as embed reads it: paths stay inside the folder, and each image is checked against its manifest.
     s = imagesets.from_support(root)
+    names = s.classes or []
     items_by_class: dict[int, list[imagesets.ImageItem]] = {}
     for item in s.items:
         items_by_class.setdefault(item.label, []).append(item)
-    classes = list(range(min(len(s.classes), max_classes)))
-    sheet = Image.new("RGB", (label_w + per_class * (thumb + 4), len(classes) * (thumb + 4) + 4), "white")
-    draw = ImageDraw.Draw(sheet)
-    for r, ci in enumerate(classes):
-        y = 4 + r * (thumb + 4)
-        draw.text((4, y + thumb // 2 - 6), f"{ci}: {s.classes[ci]}"[:28], fill="black")
-        for c, item in enumerate(items_by_class.get(ci, [])[:per_class]):
-            try:
-                with Image.open(io.BytesIO(imagesets.read_recorded(item))) as img:
-                    tile = img.convert("RGB")
-                    tile.thumbnail((thumb, thumb))
-            except OSError:
-                continue
-            sheet.paste(tile, (label_w + c * (thumb + 4), y))
-    common.atomic_write_bytes(output, _png_bytes(sheet))
-    return output
-
-
-def _png_bytes(image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
+    chosen = pick_classes(names, classes)
+    counts = [len(items_by_class.get(i, [])) for i in range(len(names))]
+    columns = max(1, min(per_class, max(counts[i] for i in chosen)))
+    recorded = support.read_support(root)
+    source, model = source_and_model(recorded.provenance.get("options") or {})
+    sizes = size_phrase([(int(r["width"]), int(r["height"])) for r in recorded.rows])
+    pages = [chosen[i : i + classes_per_page] for i in range(0, len(chosen), classes_per_page)]
+    paths = page_paths(output, len(pages))
+    sheet = plots.SheetDescription(thumb, columns, plots.SHEET_RESAMPLE)
+    # Each page goes to a temporary file beside its name; all are renamed into place only once every page
+    # is drawn (leaving the stack), so a refused image leaves no page behind.
+    with contextlib.ExitStack() as pending:
+        for number, (page, path) in enumerate(zip(pages, paths, strict=True), start=1):
+            shown = f"{len(chosen)} of {len(names)} classes" if classes else f"all {len(names)} classes"
+            title = [
+                f"support set {root.name}: source {source}" + (f", model {model}" if model else ""),
+                count_phrase(counts),
+                f"page {number} of {len(pages)}: {shown}" + ("" if classes else f", classes {page[0]}-{page[-1]}"),
+                f"up to {columns} images per class shown; images {sizes}, drawn in {thumb} px cells "
+                "(enlarged nearest-neighbour, shrunk bicubic)",
+            ]
+            rows = [
+                plots.SheetRow([f"{ci}: {names[ci]}", f"{counts[ci]} image{'s' if counts[ci] != 1 else ''}"],
+                               [imagesets.read_recorded(item) for item in items_by_class.get(ci, [])[:columns]])
+                for ci in page
+            ]
+            png, size, rows_top = plots.contact_sheet_png(title, rows, columns, thumb)
+            pending.enter_context(common.atomic_path(path, suffix=".png")).write_bytes(png)
+            sheet.pages.append(plots.SheetPage(str(path), title, [names[ci] for ci in page], size, rows_top))
+    return sheet
 
 
 def confusion_picture(path: Path, output: Path) -> Path:
@@ -115,13 +192,20 @@ def confusion_picture(path: Path, output: Path) -> Path:
 
 
 def inspect_artifact(path: Path, contact_sheet: Path | None = None, per_class: int = 8,
-                     confusion: Path | None = None) -> InspectResult:
+                     confusion: Path | None = None, classes: str | None = None,
+                     classes_per_page: int = CLASSES_PER_PAGE) -> InspectResult:
     description = describe(path)
     result = InspectResult(description)
+    if contact_sheet is None and (classes is not None or classes_per_page != CLASSES_PER_PAGE):
+        raise SusxError("--classes and --classes-per-page choose what a contact sheet shows",
+                        hint="add --contact-sheet sheet.png")
     if contact_sheet is not None:
         if not support.is_support_dir(path):
             raise SusxError("--contact-sheet needs a support folder", hint="pass the -o folder of `susx curate`")
-        result.outputs.append(globals()["contact_sheet"](path, contact_sheet, per_class=per_class))
+        sheet = globals()["contact_sheet"](path, contact_sheet, per_class=per_class, classes=classes,
+                                           classes_per_page=classes_per_page)
+        result.description["contact_sheet"] = sheet.to_json()
+        result.outputs += [Path(page.path) for page in sheet.pages]
     if confusion is not None:
         if description.get("kind") != common.PREDICTIONS:
             raise SusxError("--confusion needs a predictions file", hint="pass the -o file of `susx predict`")

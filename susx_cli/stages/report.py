@@ -13,6 +13,7 @@ from typing import Any
 
 from susx_cli.artifacts import common
 from susx_cli.artifacts import results as res_io
+from susx_cli.plots import ChartDescription, ShotPanel, ShotSeries
 from susx_cli.stages.results import StageResult
 
 METHOD_LABELS = {"zero-shot": "Zero-shot CLIP", "tip-adapter": "Tip-Adapter", "tip-x": "TIP-X", "gda": "GDA"}
@@ -50,6 +51,7 @@ class Row:
     calibration: str
     values: dict[str, float] = field(default_factory=dict)
     paper: str | None = None
+    shots: int | None = None  # K of a folder-shots:K support set (a point on a few-shot curve)
 
     def mean(self, columns: list[str]) -> float | None:
         """Mean over every column; None when the row lacks one (a mean over fewer datasets is not comparable)."""
@@ -182,7 +184,9 @@ def build_report(results: list[dict[str, Any]], metric: str = "top1") -> Report:
         cal = (r.get("calibration") or {}).get("mode") or "-"
         key = (model, r["method"], sup, cal)
         label = METHOD_LABELS.get(r["method"], r["method"]) + ("" if sup == "-" else f" ({sup})")
-        row = rows.setdefault(key, Row(label, model, r["method"], sup, cal, paper=paper_key(r)))
+        shots = (r.get("support") or {}).get("shots") if (r.get("support") or {}).get("kind") == "folder-shots" else None
+        row = rows.setdefault(key, Row(label, model, r["method"], sup, cal, paper=paper_key(r),
+                                       shots=int(shots) if shots is not None else None))
         ds = r["dataset"]["id"]
         if ds in row.values:
             dupes += 1
@@ -276,6 +280,73 @@ def _support_order(label: str) -> tuple[int, int, str]:
     return (1, 0, label)
 
 
+METRIC_AXIS = {"top1": "top-1 accuracy (%)", "top5": "top-5 accuracy (%)",
+               "mean_per_class_recall": "mean per-class recall (%)"}
+
+
+def random_note(results: list[dict[str, Any]]) -> str | None:
+    """The warning a chart carries when its figures come from random-weight models."""
+    random = sum(bool(r["model"].get("random_weights")) for r in results)
+    if not random:
+        return None
+    who = "every result" if random == len(results) else f"{random} of {len(results)} results"
+    return f"RANDOM weights ({who}): these figures only show that the pipeline runs"
+
+
+def shot_panels(rep: Report) -> list[ShotPanel]:
+    """The few-shot rows (``folder-shots:K`` support sets) as curves, one panel per dataset with a result:
+    one series per (model, method, calibration mode), its points in ascending shots; zero-shot rows are
+    the panel's baselines. Non-finite values are left out."""
+    several_models = len({row.model for row in rep.rows}) > 1
+    panels = []
+    for c in rep.columns:
+        points: dict[tuple[str, str, str], list[tuple[int, float]]] = {}
+        for row in rep.rows:
+            if row.shots is not None and math.isfinite(row.values.get(c, math.nan)):
+                points.setdefault((row.model, row.method, row.calibration), []).append((row.shots, row.values[c]))
+        series = []
+        for (model, method, mode), pts in points.items():
+            pts.sort()
+            label = f"{METHOD_LABELS.get(method, method)}, {mode} calibration" + (f" [{model}]" if several_models else "")
+            series.append(ShotSeries(model, method, mode, label, [k for k, _ in pts], [v for _, v in pts]))
+        baselines = [(METHOD_LABELS["zero-shot"] + (f" [{row.model}]" if several_models else ""), row.values[c])
+                     for row in rep.rows
+                     if row.method == "zero-shot" and row.support == "-" and math.isfinite(row.values.get(c, math.nan))]
+        if series:
+            panels.append(ShotPanel(rep.names[c], series, baselines))
+    return panels
+
+
+def chart_paths(chart: Path, both: bool) -> tuple[Path, Path]:
+    """(few-shot curves, name-only bars): both at ``chart`` when only one is drawn, else
+    ``chart-shots.png`` and ``chart-name-only.png``."""
+    if not both:
+        return chart, chart
+    suffix = chart.suffix or ".png"
+    return chart.with_name(f"{chart.stem}-shots{suffix}"), chart.with_name(f"{chart.stem}-name-only{suffix}")
+
+
+def draw_charts(rep: Report, chart: Path, metric: str, note: str | None) -> list[tuple[Path, ChartDescription]]:
+    """Few-shot results as curves over shots; name-only support sets (and zero-shot) as bars, one panel per
+    dataset. Both kinds in one report make two pictures (chart_paths)."""
+    from susx_cli.plots import results_bars, shot_curves
+
+    panels = shot_panels(rep)
+    bar_rows = [row for row in rep.rows if row.shots is None]
+    name_only = any(row.support != "-" for row in bar_rows)
+    curves_path, bars_path = chart_paths(chart, bool(panels) and name_only)
+    drawn = []
+    if panels:
+        title = f"{METRIC_AXIS[metric]} over shots (colour: calibration mode, line: method; dotted: zero-shot)"
+        drawn.append((curves_path, shot_curves(panels, curves_path, title=title, note=note, ylabel=METRIC_AXIS[metric])))
+    if not panels or name_only:
+        series = [(f"{r.label}{'' if r.calibration == '-' else ' ' + r.calibration}", r.method,
+                   [r.values.get(c) for c in rep.columns]) for r in bar_rows]
+        drawn.append((bars_path, results_bars([rep.names[c] for c in rep.columns], series, bars_path,
+                                              title=f"{metric} (%) per dataset", note=note)))
+    return drawn
+
+
 def report(
     paths: list[Path],
     *,
@@ -308,15 +379,12 @@ def report(
         header, rows = long_table(results)
         tables.write_csv(long_path, header, rows)
         outputs.append(long_path)
-    if chart is not None:
-        from susx_cli.plots import results_bars
-
-        series = [(f"{r.label}{'' if r.calibration == '-' else ' ' + r.calibration}", r.method,
-                   [r.values.get(c) for c in rep.columns]) for r in rep.rows]
-        results_bars([rep.names[c] for c in rep.columns], series, chart, title=f"{metric} (%) per dataset")
-        outputs.append(chart)
+    charts = draw_charts(rep, chart, metric, random_note(results)) if chart is not None else []
+    outputs += [path for path, _ in charts]
     result = StageResult("report", outputs, summary={"results": len(results), "rows": len(rep.rows),
-                                                     "datasets": rep.columns, "notes": rep.notes})
+                                                     "datasets": rep.columns, "notes": rep.notes,
+                                                     "charts": [{"path": str(p), "kind": d.kind, "title": d.title,
+                                                                 "note": d.note} for p, d in charts]})
     result.message = md
     result.text = md.rstrip("\n") if output is None else ""  # Markdown on stdout when no -o is given
     return result
