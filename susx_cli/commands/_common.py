@@ -19,10 +19,15 @@ OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Where to write 
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output made with other options.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or logs on stderr.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON object on stdout instead of paths.")]
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="open_clip architecture or hf-hub:org/repo id.")]
-PretrainedOpt = Annotated[
+ModelOpt = Annotated[
     str,
-    typer.Option("--pretrained", "-p", help="Weights: an open_clip tag (e.g. openai), a checkpoint path, or 'none' (random)."),
+    typer.Option("--model", "-m", help="open_clip architecture or hf-hub:org/repo id, with its weights as ARCH:TAG if you like "
+                                       "(e.g. ViT-B-32:openai)."),
+]
+PretrainedOpt = Annotated[
+    str | None,
+    typer.Option("--pretrained", "-p", help="Weights: an open_clip tag, a checkpoint path, or 'none' (random); default: "
+                                            "the -m tag, else openai."),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help=DEVICE_HELP)]
 PrecisionOpt = Annotated[str, typer.Option("--precision", help=PRECISION_HELP)]
@@ -30,6 +35,17 @@ BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Im
 WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Image loading processes (default: cores - 1).")]
 NumShardsOpt = Annotated[int | None, typer.Option("--num-shards", help="Split the work into this many shards.")]
 ShardIndexOpt = Annotated[int | None, typer.Option("--shard-index", help="This worker's shard (0-based).")]
+
+
+def deprecated_alias(old_value: Any, value: Any, *, old: str, new: str) -> Any:
+    """The value given under a deprecated spelling ``old`` (with a warning; call it inside a stage) when
+    there is one, else ``value``: renamed options keep working for a release."""
+    if old_value is None or old_value == []:
+        return value
+    from susx_cli.progress import warn
+
+    warn(f"{old} is deprecated here and will be removed: write {new}")
+    return old_value
 
 
 def run(

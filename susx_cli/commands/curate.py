@@ -20,6 +20,7 @@ from susx_cli.commands._common import (
     OverwriteOpt,
     QuietOpt,
     ShardIndexOpt,
+    deprecated_alias,
     run,
 )
 from susx_cli.sources.registry import SOURCES, cli_params
@@ -41,9 +42,14 @@ _GENERAL = [
         _KW,
         default="folder",
         annotation=Annotated[
-            str, typer.Option("--source", "-s", help=f"{' | '.join(SOURCES)}; each one's options are in its panel below.")
+            str, typer.Option("--source", help=f"{' | '.join(SOURCES)}; each one's options are in its panel below.")
         ],
     ),
+]
+# Deprecated spellings, hidden: -s now means --support everywhere, and --pool the text pool.
+_ALIASES = [
+    inspect.Parameter("source_s", _KW, default=None, annotation=Annotated[str | None, typer.Option("-s", hidden=True)]),
+    inspect.Parameter("pool_alias", _KW, default=None, annotation=Annotated[str | None, typer.Option("--pool", hidden=True)]),
 ]
 _TAIL = [
     inspect.Parameter(
@@ -84,16 +90,20 @@ def _given(ctx: typer.Context, name: str) -> bool:
 
 def curate(ctx: typer.Context, **values: Any) -> None:
     """Build a support set with one sub-folder per class index and a manifest."""
-    source = values["source"]
+    source = values["source_s"] or values["source"]
     # Only what the user typed goes to the source: its options dataclass holds the defaults.
     given = {p.name: values[p.name] for p in cli_params() if _given(ctx, p.name)}
+    if values["pool_alias"] is not None:
+        given["pool_images"] = values["pool_alias"]
 
     def stage() -> StageResult:
         from susx_cli.sharding import resolve_shard
         from susx_cli.sources.registry import build_options, make_source
         from susx_cli.stages.curate import curate as curate_stage
 
-        src = make_source(source, build_options(source, given))
+        deprecated_alias(values["source_s"], source, old="curate -s", new="--source")
+        deprecated_alias(values["pool_alias"], None, old="curate --pool", new="--pool-images")
+        src = make_source(source, build_options(source, clip_model_spec(given)))
         shard = resolve_shard(values["num_shards"], values["shard_index"])
         return curate_stage(
             values["prompts_path"], values["output"], src, shard=shard, min_per_class=values["min_per_class"],
@@ -103,7 +113,19 @@ def curate(ctx: typer.Context, **values: Any) -> None:
     run(stage, quiet=values["quiet"], as_json=values["as_json"], table=lambda result: class_stats_table(source, result))
 
 
-curate.__signature__ = inspect.Signature([*_GENERAL, *_source_parameters(), *_TAIL])
+curate.__signature__ = inspect.Signature([*_GENERAL, *_source_parameters(), *_TAIL, *_ALIASES])
+
+
+def clip_model_spec(given: dict[str, Any]) -> dict[str, Any]:
+    """``--clip-model ARCH:TAG`` split into --clip-model ARCH and --clip-pretrained TAG (one model syntax)."""
+    if given.get("clip_model") is None:
+        return given
+    from susx_cli.model_spec import resolve_model
+
+    arch, weights = resolve_model(
+        given["clip_model"], given.get("clip_pretrained"), default=None, flags=("--clip-model", "--clip-pretrained")
+    )
+    return {**given, "clip_model": arch} | ({"clip_pretrained": weights} if weights is not None else {})
 
 
 def class_stats_table(source: str, result: StageResult) -> Table | None:

@@ -31,7 +31,7 @@ def embed(
     ],
     output: OutputOpt,
     model: ModelOpt = "ViT-B-32",
-    pretrained: PretrainedOpt = "openai",
+    pretrained: PretrainedOpt = None,
     classes: Annotated[Path | None, typer.Option("--classes", "-c", help="Class list (prompts.json) for class folders and path,label tables; WordNet-id folders default to ImageNet's.")] = None,
     split: Annotated[str | None, typer.Option("--split", help="Split of a CoOp split file: train | val | test.")] = None,
     image_root: Annotated[Path | None, typer.Option("--image-root", help="Folder the split's or table's paths are relative to (default: the file's folder).")] = None,
@@ -61,15 +61,17 @@ def embed(
     """
 
     def stage():
+        from susx_cli.model_spec import resolve_model
         from susx_cli.sharding import resolve_shard
         from susx_cli.stages.embed import embed as embed_stage
 
+        arch, weights = resolve_model(model, pretrained, default="openai")
         return embed_stage(
             input_path,
             output,
             shard=resolve_shard(num_shards, shard_index),
-            model=model,
-            pretrained=pretrained,
+            model=arch,
+            pretrained=weights,
             classes_path=classes,
             split=split,
             image_root=image_root,

@@ -15,6 +15,7 @@ from susx_cli.commands._common import (
     PrecisionOpt,
     QuietOpt,
     WorkersOpt,
+    deprecated_alias,
     run,
 )
 
@@ -26,7 +27,7 @@ def eval_(
     data_root: Annotated[Path | None, typer.Option("--data-root", help="Folder holding one folder per registered dataset.")] = None,
     support: Annotated[list[str] | None, typer.Option("--support", "-s", help="folder-shots:K (K train images per class) or a support folder made by susx curate (repeatable).")] = None,
     method: Annotated[list[str] | None, typer.Option("--method", help="zero-shot | tip-adapter | tip-x | gda (repeatable; default: the paper's three, without gda).")] = None,
-    calibration: Annotated[list[str] | None, typer.Option("--calibration", "-c", help="val | loo | kfold | fixed (repeatable; default loo; gda has no loo: it runs val, kfold, fixed).")] = None,
+    calibration: Annotated[list[str] | None, typer.Option("--calibration", help="val | loo | kfold | fixed (repeatable; default loo; gda has no loo: it runs val, kfold, fixed).")] = None,
     work_dir: Annotated[Path, typer.Option("--work-dir", help="Where the stage artifacts go (reused across runs).")] = Path("susx-work"),
     results_dir: Annotated[Path, typer.Option("--results-dir", help="One result JSON per run.")] = Path("susx-results"),
     templates: Annotated[str, typer.Option("--templates", help="photo | ensemble | openai | FILE.")] = "ensemble",
@@ -54,6 +55,7 @@ def eval_(
     keep_going: Annotated[bool, typer.Option("--keep-going", help="Record a failed dataset or run (a result with status failed and the error) and go on; exit 1 at the end.")] = False,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
+    calibration_c: Annotated[list[str] | None, typer.Option("-c", hidden=True)] = None,  # deprecated: -c is --classes
 ) -> None:
     """Benchmark: run every stage per dataset and model, reusing matching artifacts; skip finished runs.
 
@@ -64,10 +66,11 @@ def eval_(
         from susx_cli.method import PAPER_METHODS
         from susx_cli.stages.eval import run_eval
 
+        modes = deprecated_alias(calibration_c, calibration, old="eval -c", new="--calibration")
         result = run_eval(
             list(dataset), data_root=data_root, work_dir=work_dir, results_dir=results_dir, models=list(model),
             pretrained=list(pretrained or []), supports=list(support or []), methods=list(method or PAPER_METHODS),
-            calibrations=list(calibration or ["loo"]), templates=templates, cupl_dir=cupl_dir, prompts_path=prompts,
+            calibrations=list(modes or ["loo"]), templates=templates, cupl_dir=cupl_dir, prompts_path=prompts,
             pool=pool, logit_scale=logit_scale, tau=tau, alpha_grid=alpha_grid, beta_grid=beta_grid,
             gamma_grid=gamma_grid, alpha=alpha, beta=beta, gamma=gamma, gda_alpha=gda_alpha, folds=folds,
             fold_seed=fold_seed, seed=seed, augment_passes=augment_passes, batch_size=batch_size,

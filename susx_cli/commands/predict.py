@@ -7,7 +7,15 @@ from typing import Annotated, Any
 
 import typer
 
-from susx_cli.commands._common import DeviceOpt, JsonOpt, OutputOpt, OverwriteOpt, QuietOpt, run
+from susx_cli.commands._common import (
+    DeviceOpt,
+    JsonOpt,
+    OutputOpt,
+    OverwriteOpt,
+    QuietOpt,
+    deprecated_alias,
+    run,
+)
 
 
 def predict(
@@ -15,7 +23,7 @@ def predict(
     query: Annotated[Path, typer.Argument(help="Query features HDF5, or images (folder / split JSON) to embed now.")],
     output: OutputOpt = Path("predictions.h5"),
     support: Annotated[Path | None, typer.Option("--support", "-s", help="Support features HDF5 (tip-adapter, tip-x, gda).")] = None,
-    calibration: Annotated[Path | None, typer.Option("--calibration", "-c", help="calibration.json.")] = None,
+    calibration: Annotated[Path | None, typer.Option("--calibration", help="calibration.json.")] = None,
     method: Annotated[str | None, typer.Option("--method", help="zero-shot | tip-adapter | tip-x | gda (default: the calibration's).")] = None,
     split: Annotated[str | None, typer.Option("--split", help="Images: split of a split JSON.")] = None,
     image_root: Annotated[Path | None, typer.Option("--image-root", help="Images: root of the split's paths.")] = None,
@@ -25,15 +33,17 @@ def predict(
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
+    calibration_c: Annotated[Path | None, typer.Option("-c", hidden=True)] = None,  # deprecated: -c is --classes
 ) -> None:
     """Predict classes of query images; print top-1, top-5 and mean per-class recall when labels are known."""
 
     def stage():
         from susx_cli.stages.predict import predict as predict_stage
 
+        cal = deprecated_alias(calibration_c, calibration, old="predict -c", new="--calibration")
         embed_options = {"split": split, "image_root": image_root, "unlabelled": unlabelled, "batch_size": batch_size, "device": device}
         return predict_stage(
-            text, query, output, support_path=support, calibration_path=calibration, method=method,
+            text, query, output, support_path=support, calibration_path=cal, method=method,
             embed_options=embed_options, device=device, overwrite=overwrite,
         )
 

@@ -90,8 +90,8 @@ class LaionOptions:
     duckdb_memory: str | None = option(
         None, "--duckdb-memory", help="captions mode: DuckDB memory limit, e.g. 8GB (it spills to disk beyond)."
     )
-    model: str = option("ViT-B-32", "--clip-model", help="captions mode: open_clip model that ranks the captions.")
-    pretrained: str | None = option("openai", "--clip-pretrained", help="its weights (tag, checkpoint path, or 'none').")
+    model: str = option("ViT-B-32", "--clip-model", help="captions mode: open_clip model that ranks the captions (ARCH or ARCH:TAG).")
+    pretrained: str | None = option("openai", "--clip-pretrained", help="its weights (tag, checkpoint path, or 'none'; default: the --clip-model tag, else openai).")
     device: str | None = option("auto", "--device", help="auto (cuda:LOCAL_RANK under torchrun), cpu, cuda, cuda:1, mps.")
     image_size: int = option(256, "--image-size", help="resize downloads to this size (img2dataset resizer).")
     resize_mode: str = option("keep_ratio", "--resize-mode", help="keep_ratio | center_crop | border | keep_ratio_largest | no.")

@@ -1,0 +1,104 @@
+"""One consistent CLI: one model syntax, one meaning per short flag, parser-level choices, help examples,
+the same --json shape on a skipped rerun, calibrate's printed choice, inspect's description."""
+
+from __future__ import annotations
+
+import pytest
+
+from susx_cli.errors import SusxError
+from susx_cli.model_spec import resolve_model, split_model
+from susx_cli.stages.eval import parse_models
+from tests.helpers import invoke
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("ViT-B-32", ("ViT-B-32", None)),
+        ("ViT-B-32:openai", ("ViT-B-32", "openai")),
+        ("RN50:", ("RN50", "none")),
+        ("hf-hub:org/repo", ("hf-hub:org/repo", None)),
+        ("hf-hub:org/repo:v1", ("hf-hub:org/repo", "v1")),
+        ("ViT-B-32:/ckpt/a:b.pt", ("ViT-B-32", "/ckpt/a:b.pt")),  # a tag (a path) may hold a colon
+    ],
+)
+def test_split_model(spec, expected):
+    assert split_model(spec) == expected
+
+
+def test_resolve_model_defaults_and_disagreement():
+    assert resolve_model("ViT-B-32", None, default="openai") == ("ViT-B-32", "openai")
+    assert resolve_model("ViT-B-32", "laion2b", default="openai") == ("ViT-B-32", "laion2b")
+    assert resolve_model("ViT-B-32:laion2b", None, default="openai") == ("ViT-B-32", "laion2b")
+    assert resolve_model("ViT-B-32:laion2b", "laion2b", default="openai") == ("ViT-B-32", "laion2b")
+    with pytest.raises(SusxError, match="names weights 'laion2b' but --pretrained says 'openai'"):
+        resolve_model("ViT-B-32:laion2b", "openai", default="openai")
+
+
+def test_eval_models_share_the_parser():
+    assert parse_models(["RN50:openai", "hf-hub:org/repo", "ViT-B-32"], ["x", "y"]) == [
+        ("RN50", "openai"), ("hf-hub:org/repo", "x"), ("ViT-B-32", "y")]
+    assert parse_models(["RN50:openai"], ["openai"]) == [("RN50", "openai")]
+    with pytest.raises(SusxError, match="but --pretrained says"):
+        parse_models(["RN50:openai"], ["yfcc15m"])
+
+
+def test_disagreeing_tags_are_one_line_errors(tmp_path):
+    (tmp_path / "c.txt").write_text("cat\ndog\n")
+    invoke("prompts", "-c", tmp_path / "c.txt", "-o", tmp_path / "p.json", "-q")
+    r = invoke("embed", tmp_path / "p.json", "-o", tmp_path / "t.h5", "-m", "susx-tiny-vit:none", "-p", "openai", expect=2)
+    assert "--model susx-tiny-vit:none names weights 'none' but --pretrained says 'openai'" in r.output
+    r = invoke("curate", tmp_path / "p.json", "-o", tmp_path / "s", "--source", "pool", "--pool-images", tmp_path,
+               "-k", 1, "--clip-model", "susx-tiny-vit:none", "--clip-pretrained", "openai", expect=2)
+    assert "--clip-model susx-tiny-vit:none names weights 'none' but --clip-pretrained says 'openai'" in r.output
+
+
+def test_embed_takes_arch_colon_tag(tmp_path):
+    (tmp_path / "c.txt").write_text("cat\ndog\n")
+    invoke("prompts", "-c", tmp_path / "c.txt", "-o", tmp_path / "p.json", "-q")
+    plain = invoke("embed", tmp_path / "p.json", "-o", tmp_path / "a.h5", "-m", "susx-tiny-vit", "-p", "none", "--json")
+    tagged = invoke("embed", tmp_path / "p.json", "-o", tmp_path / "a.h5", "-m", "susx-tiny-vit:none", "--json")
+    assert '"skipped": true' in tagged.stdout.replace(" ", "").replace('"skipped":true', '"skipped": true')
+    assert plain.exit_code == tagged.exit_code == 0
+
+
+def _commands():
+    """(name, click command) for every command and subcommand of `susx`."""
+    import typer.main
+
+    root = typer.main.get_command(__import__("susx_cli.cli", fromlist=["app"]).app)
+
+    def walk(group, prefix):
+        for name, cmd in group.commands.items():
+            if hasattr(cmd, "commands"):
+                yield from walk(cmd, f"{prefix}{name} ")
+            else:
+                yield f"{prefix}{name}", cmd
+
+    return list(walk(root, ""))
+
+
+def test_a_short_flag_means_one_thing_everywhere():
+    meaning: dict[str, set[tuple[str, str]]] = {}
+    for name, cmd in _commands():
+        for param in cmd.params:
+            if param.param_type_name != "option" or param.hidden:
+                continue
+            longs = [o for o in param.opts if o.startswith("--")]
+            for short in (o for o in param.opts if not o.startswith("--")):
+                meaning.setdefault(short, set()).add((longs[0], name))
+    clashes = {s: uses for s, uses in meaning.items() if len({long for long, _ in uses}) > 1}
+    assert not clashes, f"short flags with several meanings: {clashes}"
+    assert {long for long, _ in meaning["-c"]} == {"--classes"}
+    assert {long for long, _ in meaning["-s"]} == {"--support"}
+    assert len(meaning) >= 8  # the walk saw the commands' options
+
+
+def test_deprecated_spellings_still_work_with_a_warning(tmp_path):
+    (tmp_path / "c.txt").write_text("cat\ndog\n")
+    invoke("prompts", "-c", tmp_path / "c.txt", "-o", tmp_path / "p.json", "-q")
+    (tmp_path / "imgs").mkdir()
+    r = invoke("curate", tmp_path / "p.json", "-o", tmp_path / "s", "-s", "pool", "--pool", tmp_path / "imgs", "-k", 1,
+               "--clip-model", "susx-tiny-vit:none", expect=2)  # an empty pool: the options were understood
+    assert "curate -s is deprecated here" in r.stderr and "curate --pool is deprecated here" in r.stderr
+    assert "holds no images" in r.stderr or "no images" in r.stderr, r.stderr
