@@ -102,3 +102,38 @@ def test_deprecated_spellings_still_work_with_a_warning(tmp_path):
                "--clip-model", "susx-tiny-vit:none", expect=2)  # an empty pool: the options were understood
     assert "curate -s is deprecated here" in r.stderr and "curate --pool is deprecated here" in r.stderr
     assert "holds no images" in r.stderr or "no images" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "flag", "listed"),
+    [
+        (["calibrate", "t.h5", "s.h5", "--method", "tipx"], "--method", "'tip-x'"),
+        (["calibrate", "t.h5", "s.h5", "--mode", "leave-one-out"], "--mode", "'kfold'"),
+        (["predict", "t.h5", "q.h5", "--method", "zeroshot"], "--method", "'zero-shot'"),
+        (["embed", "p.json", "-o", "t.h5", "--precision", "fp64"], "--precision", "'bf16'"),
+        (["embed", "p.json", "-o", "t.h5", "--pool", "both"], "--pool", "'combined'"),
+        (["prompts", "--pool", "both"], "--pool", "'combined'"),
+        (["report", "r.json", "--metric", "top3"], "--metric", "'mean_per_class_recall'"),
+        (["eval", "-d", "x", "-m", "RN50", "--method", "tip-x", "--method", "tipx"], "--method", "'tip-adapter'"),
+        (["eval", "-d", "x", "-m", "RN50", "--calibration", "lo"], "--calibration", "'loo'"),
+        (["curate", "p.json", "-o", "s", "--source", "flickr"], "--source", "'laion'"),
+        (["curate", "p.json", "-o", "s", "--laion-mode", "knnn"], "--laion-mode", "'captions'"),
+        (["curate", "p.json", "-o", "s", "--prompt-mode", "cupl+"], "--prompt-mode", "'photo'"),
+        (["curate", "p.json", "-o", "s", "--resize-mode", "crop"], "--resize-mode", "'center_crop'"),
+        (["curate", "p.json", "-o", "s", "--distributor", "dask"], "--distributor", "'pyspark'"),
+        (["curate", "p.json", "-o", "s", "--download-format", "tar"], "--download-format", "'webdataset'"),
+        (["curate", "p.json", "-o", "s", "--pool-search", "annoy"], "--pool-search", "'faiss'"),
+        (["curate", "p.json", "-o", "s", "--preset", "sd3"], "--preset", "'sdxl-turbo'"),
+    ],
+)
+def test_fixed_choices_are_refused_by_the_parser_with_the_list(args, flag, listed):
+    r = invoke(*args, expect=2)
+    text = " ".join(r.output.replace("│", " ").split())
+    assert f"Invalid value for '{flag}'" in text and listed in text, text
+
+
+def test_command_choices_match_the_stages():
+    from susx_cli.commands._common import CALIBRATION_MODES
+    from susx_cli.stages import calibrate, eval
+
+    assert set(CALIBRATION_MODES) == set(calibrate.MODES) == set(eval.CALIBRATIONS)

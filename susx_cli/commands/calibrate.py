@@ -7,7 +7,17 @@ from typing import Annotated
 
 import typer
 
-from susx_cli.commands._common import DeviceOpt, JsonOpt, OutputOpt, OverwriteOpt, QuietOpt, run
+from susx_cli.commands._common import (
+    CALIBRATION_MODES,
+    DeviceOpt,
+    JsonOpt,
+    OutputOpt,
+    OverwriteOpt,
+    QuietOpt,
+    choice,
+    run,
+)
+from susx_cli.method import SEARCHABLE_METHODS
 
 
 def calibrate(
@@ -15,12 +25,12 @@ def calibrate(
     support: Annotated[Path, typer.Argument(help="Support features HDF5 (susx embed SUPPORT_DIR).")],
     output: OutputOpt = Path("calibration.json"),
     mode: Annotated[
-        str,
+        choice(CALIBRATION_MODES),
         typer.Option("--mode", help="loo: leave-one-out on the support set (name-only; not gda); kfold: k-fold on the "
                                     "support set (name-only); val: labelled --val; fixed."),
     ] = "loo",
     val: Annotated[Path | None, typer.Option("--val", help="Labelled validation features (implies --mode val).")] = None,
-    method: Annotated[str, typer.Option("--method", help="tip-x | tip-adapter | gda")] = "tip-x",
+    method: Annotated[choice(SEARCHABLE_METHODS), typer.Option("--method", help="The method whose hyperparameters to choose.")] = "tip-x",
     alpha: Annotated[float | None, typer.Option("--alpha", help="fixed: cache term weight (gda: GDA term weight).")] = None,
     beta: Annotated[float | None, typer.Option("--beta", help="fixed: cache sharpness.")] = None,
     gamma: Annotated[float | None, typer.Option("--gamma", help="fixed: KL term weight.")] = None,

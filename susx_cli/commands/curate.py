@@ -8,8 +8,9 @@ to the chosen source's options dataclass, which fills in the defaults and checks
 from __future__ import annotations
 
 import inspect
+import typing
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -23,7 +24,7 @@ from susx_cli.commands._common import (
     deprecated_alias,
     run,
 )
-from susx_cli.sources.registry import SOURCES, cli_params
+from susx_cli.sources.registry import SOURCES, CliParam, cli_params
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -42,13 +43,13 @@ _GENERAL = [
         _KW,
         default="folder",
         annotation=Annotated[
-            str, typer.Option("--source", help=f"{' | '.join(SOURCES)}; each one's options are in its panel below.")
+            Literal[tuple(SOURCES)], typer.Option("--source", help="Where the images come from; each source's options are in its panel below.")
         ],
     ),
 ]
 # Deprecated spellings, hidden: -s now means --support everywhere, and --pool the text pool.
 _ALIASES = [
-    inspect.Parameter("source_s", _KW, default=None, annotation=Annotated[str | None, typer.Option("-s", hidden=True)]),
+    inspect.Parameter("source_s", _KW, default=None, annotation=Annotated[Literal[tuple(SOURCES)] | None, typer.Option("-s", hidden=True)]),
     inspect.Parameter("pool_alias", _KW, default=None, annotation=Annotated[str | None, typer.Option("--pool", hidden=True)]),
 ]
 _TAIL = [
@@ -76,10 +77,18 @@ def _source_parameters() -> list[inspect.Parameter]:
             p.name,
             _KW,
             default=p.default,
-            annotation=Annotated[p.type, typer.Option(*p.flags, help=p.help, rich_help_panel=p.panel)],
+            annotation=Annotated[_choice_type(p), typer.Option(*p.flags, help=p.help, rich_help_panel=p.panel)],
         )
         for p in shared_first
     ]
+
+
+def _choice_type(p: CliParam) -> Any:
+    """The parameter's type, a Literal of its choices when it has a fixed set (typos fail in the parser)."""
+    if p.choices is None:
+        return p.type
+    literal = Literal[p.choices]
+    return literal | None if type(None) in typing.get_args(p.type) else literal
 
 
 def _given(ctx: typer.Context, name: str) -> bool:

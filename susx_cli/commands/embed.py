@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from susx_cli.artifacts.prompts import POOLS
 from susx_cli.commands._common import (
     BatchSizeOpt,
     DeviceOpt,
@@ -20,6 +21,7 @@ from susx_cli.commands._common import (
     QuietOpt,
     ShardIndexOpt,
     WorkersOpt,
+    choice,
     run,
 )
 
@@ -39,7 +41,7 @@ def embed(
     seed: Annotated[int, typer.Option("--seed", help="Seed for --shots sampling and --augment-passes views.")] = 0,
     augment_passes: Annotated[int, typer.Option("--augment-passes", help="Views per image (random resized crop and flip), raw embeddings averaged; 1: plain.")] = 1,
     unlabelled: Annotated[bool, typer.Option("--unlabelled", help="Treat the folder as images without labels.")] = False,
-    pool: Annotated[str | None, typer.Option("--pool", help="Text pool for prompts.json: template | cupl | combined.")] = None,
+    pool: Annotated[choice(POOLS) | None, typer.Option("--pool", help="Text pool for prompts.json (default: the prompts').")] = None,
     batch_size: BatchSizeOpt = 64,
     workers: WorkersOpt = None,
     device: DeviceOpt = "auto",

@@ -13,9 +13,11 @@ from susx_cli.commands._common import (
     OutputOpt,
     OverwriteOpt,
     QuietOpt,
+    choice,
     deprecated_alias,
     run,
 )
+from susx_cli.method import METHODS
 
 
 def predict(
@@ -24,7 +26,7 @@ def predict(
     output: OutputOpt = Path("predictions.h5"),
     support: Annotated[Path | None, typer.Option("--support", "-s", help="Support features HDF5 (tip-adapter, tip-x, gda).")] = None,
     calibration: Annotated[Path | None, typer.Option("--calibration", help="calibration.json.")] = None,
-    method: Annotated[str | None, typer.Option("--method", help="zero-shot | tip-adapter | tip-x | gda (default: the calibration's).")] = None,
+    method: Annotated[choice(METHODS) | None, typer.Option("--method", help="Default: the calibration's (zero-shot without one).")] = None,
     split: Annotated[str | None, typer.Option("--split", help="Images: split of a split JSON.")] = None,
     image_root: Annotated[Path | None, typer.Option("--image-root", help="Images: root of the split's paths.")] = None,
     unlabelled: Annotated[bool, typer.Option("--unlabelled", help="Images: a folder without labels.")] = False,

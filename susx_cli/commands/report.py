@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from susx_cli.commands._common import JsonOpt, QuietOpt, run
+from susx_cli.commands._common import METRICS, JsonOpt, QuietOpt, choice, run
 
 
 def report(
@@ -19,7 +19,7 @@ def report(
         Path | None,
         typer.Option("--long", help="Long CSV: one row per run, every metric and configuration field (dotted names)."),
     ] = None,
-    metric: Annotated[str, typer.Option("--metric", help="top1 | top5 | mean_per_class_recall.")] = "top1",
+    metric: Annotated[choice(METRICS), typer.Option("--metric", help="The score in the tables and chart (percent).")] = "top1",
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:

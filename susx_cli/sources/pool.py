@@ -86,7 +86,7 @@ class PoolOptions:
 
     pool: str | None = option(None, "--pool-images", help="image folder, .tar file, folder of .tar files or a tar glob.")
     per_class: int | None = option(None, "--per-class", "-k", help="images per class.")
-    query: str = option("photo", "--prompt-mode", help="photo (the class's photo prompt) | cupl (its CuPL sentences, results interleaved).")
+    query: str = option("photo", "--prompt-mode", choices=ranked.QUERY_TEXTS, help="photo (the class's photo prompt) | cupl (its CuPL sentences, results interleaved).")
     candidates: int | None = option(None, "--candidates", help="ranked images per class to look through (default 4*M+16).")
     features: Path | None = option(
         None, "--pool-features", help="feature file of the pool, made once and reused (default: one per pool and model under ~/.cache/susx)."
@@ -94,8 +94,8 @@ class PoolOptions:
     model: str = option("ViT-B-32", "--clip-model", help="open_clip model that embeds the pool and the queries (ARCH or ARCH:TAG).")
     pretrained: str | None = option("openai", "--clip-pretrained", help="its weights (tag, checkpoint path, or 'none'; default: the --clip-model tag, else openai).")
     device: str | None = option("auto", "--device", help="auto (cuda:LOCAL_RANK under torchrun), cpu, cuda, cuda:1, mps.")
-    precision: str = option("auto", "--precision", help="auto (fp32) | fp32 | fp16 | bf16.")
-    search: str = option("auto", "--pool-search", help="auto | faiss | matmul.")
+    precision: str = option("auto", "--precision", choices=runtime.PRECISIONS, help="auto (fp32) | fp32 | fp16 | bf16.")
+    search: str = option("auto", "--pool-search", choices=SEARCHES, help="auto | faiss | matmul.")
 
     def __post_init__(self) -> None:
         if self.pool is None:
