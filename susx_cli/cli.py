@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect as inspect_mod
+
 import typer
 
 from susx_cli import __version__
@@ -32,18 +34,31 @@ def _root(
     """SuS-X toolkit."""
 
 
-app.command("prompts")(prompts.prompts)
-app.command("curate")(curate.curate)
-app.command("embed")(embed.embed)
-app.command("calibrate")(calibrate.calibrate)
-app.command("predict")(predict.predict)
-app.command("inspect")(inspect.inspect)
-app.command("demo")(demo.demo)
-app.command("merge")(merge.merge)
+def examples_last(command: typer.Typer, name: str, function) -> None:
+    """Register ``function`` with the "Examples:" part of its docstring as the help's epilog, so that
+    `--help` ends with the examples, after the options."""
+    text, marker, examples = inspect_mod.cleandoc(function.__doc__ or "").partition("Examples:")
+    paragraphs = [" ".join(p.split()) for p in text.split("\n\n") if p.strip()]  # rewrapped, as a docstring is
+    lines = [line.strip() for line in examples.splitlines() if line.strip()]
+    epilog = "\n\n".join([marker, *lines]) if marker else None
+    command.command(name, help="\n\n".join(paragraphs), epilog=epilog)(function)
+
+
+for _name, _function in [
+    ("prompts", prompts.prompts),
+    ("curate", curate.curate),
+    ("embed", embed.embed),
+    ("calibrate", calibrate.calibrate),
+    ("predict", predict.predict),
+    ("inspect", inspect.inspect),
+    ("demo", demo.demo),
+    ("merge", merge.merge),
+    ("eval", eval_cmd.eval_),
+    ("report", report_cmd.report),
+    ("export", export.export),
+]:
+    examples_last(app, _name, _function)
 app.add_typer(datasets_cmd.app, name="datasets")
-app.command("eval")(eval_cmd.eval_)
-app.command("report")(report_cmd.report)
-app.command("export")(export.export)
 
 
 def main() -> None:

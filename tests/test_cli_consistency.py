@@ -137,3 +137,50 @@ def test_command_choices_match_the_stages():
     from susx_cli.stages import calibrate, eval
 
     assert set(CALIBRATION_MODES) == set(calibrate.MODES) == set(eval.CALIBRATIONS)
+
+
+def _keys(value):
+    """The nested key structure of a JSON value (dict keys recursively; a list by its first item)."""
+    if isinstance(value, dict):
+        return {k: _keys(v) for k, v in value.items()}
+    if isinstance(value, list) and value:
+        return [_keys(value[0])]
+    return None
+
+
+def test_calibrate_prints_its_choice_and_json_keeps_its_shape_when_skipped(tmp_path, monkeypatch):
+    import json
+
+    from tests.helpers import build_method_workspace
+
+    monkeypatch.chdir(build_method_workspace(tmp_path, ["zebra", "apple", "mango"]))
+    args = ["calibrate", "text.h5", "sup.h5", "-o", "cal.json", "--alpha-grid", "1,10", "--beta-grid", "1,5",
+            "--gamma-grid", "0,1", "--json"]
+    ran, skipped = invoke(*args), invoke(*args)
+    first, second = json.loads(ran.stdout), json.loads(skipped.stdout)
+    assert not first["skipped"] and second["skipped"]
+    assert _keys(first) == _keys(second)
+    assert {k: v for k, v in first["summary"].items() if k != "configurations_per_second"} == {
+        k: v for k, v in second["summary"].items() if k != "configurations_per_second"}
+    cal = json.loads((tmp_path / "cal.json").read_text())
+    assert abs(cal["objective"]["value_percent"] - 100 * cal["objective"]["value"]) < 1e-9
+    assert first["summary"]["top1"] == cal["objective"]["value_percent"]
+    table = invoke(*args[:-1]).stderr  # the table on stderr, the path alone on stdout
+    assert "alpha" in table and "gamma" in table and "top1 (%)" in table
+    assert f"{cal['objective']['value_percent']:.2f}" in table
+
+
+def test_inspect_describes_in_words_and_json_only_on_request(tmp_path, monkeypatch):
+    import json
+
+    (tmp_path / "c.txt").write_text("cat\ndog\n")
+    invoke("prompts", "-c", tmp_path / "c.txt", "-o", tmp_path / "p.json", "-q")
+    words = invoke("inspect", tmp_path / "p.json").stdout
+    assert "kind: susx.prompts" in words and not words.lstrip().startswith("{")
+    assert json.loads(invoke("inspect", tmp_path / "p.json", "--json").stdout)["kind"] == "susx.prompts"
+
+
+def test_every_command_help_ends_with_examples():
+    for name, cmd in _commands():
+        text = cmd.epilog or cmd.help or ""
+        assert "Examples:" in text and text.count("susx ") >= 2, name

@@ -122,7 +122,7 @@ def test_the_same_runs_from_another_directory_with_absolute_paths_are_up_to_date
             ("embed", at("shots"), "-c", at("p.json"), "-o", at("q.h5"), *TINY),
             ("calibrate", at("text.h5"), at("sup.h5"), "-o", at("cal.json"), "--mode", "fixed", "--alpha", "1",
              "--beta", "1", "--gamma", "1"),
-            ("predict", at("text.h5"), at("q.h5"), "-s", at("sup.h5"), "-c", at("cal.json"), "-o", at("pred.h5")),
+            ("predict", at("text.h5"), at("q.h5"), "-s", at("sup.h5"), "--calibration", at("cal.json"), "-o", at("pred.h5")),
             ("predict", at("text.h5"), at("shots"), "-o", at("pred-images.h5")),  # query images embedded on the fly
         ]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -48,7 +48,17 @@ def calibrate(
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Choose (alpha, beta, gamma), or GDA's alpha, and write calibration.json."""
+    """Choose (alpha, beta, gamma), or GDA's alpha, and write calibration.json; print the chosen values and
+    the objective (top-1 in %) on stderr.
+
+    Examples:
+
+      susx calibrate text.h5 support.h5 -o cal.json
+
+      susx calibrate text.h5 support.h5 --mode val --val val.h5 --heatmap heat.png -o cal.json
+
+      susx calibrate text.h5 support.h5 --method gda --mode kfold -o cal-gda.json
+    """
 
     def stage():
         from susx_cli.stages.calibrate import calibrate as calibrate_stage
@@ -59,4 +69,18 @@ def calibrate(
             normalize=normalize, heatmap=heatmap, folds=folds, fold_seed=fold_seed, device=device, overwrite=overwrite,
         )
 
-    run(stage, quiet=quiet, as_json=as_json)
+    run(stage, quiet=quiet, as_json=as_json, table=choice_table)
+
+
+def choice_table(result: Any):
+    """The chosen hyperparameters and the objective they reached (top-1 in %; '-' for fixed values)."""
+    from rich.table import Table
+
+    s = result.summary
+    names = [k for k in ("alpha", "beta", "gamma") if k in s]
+    table = Table(title=f"susx calibrate: {s['method']} ({s['mode']})", title_justify="left")
+    for col in ("method", "mode", *names, "top1 (%)", "objective on"):
+        table.add_column(col, justify="left" if col in ("method", "mode", "objective on") else "right")
+    top1 = "-" if s["top1"] is None else f"{s['top1']:.2f}"
+    table.add_row(s["method"], s["mode"], *[f"{s[k]:g}" for k in names], top1, s.get("objective_on") or "-")
+    return table

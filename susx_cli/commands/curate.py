@@ -98,7 +98,16 @@ def _given(ctx: typer.Context, name: str) -> bool:
 
 
 def curate(ctx: typer.Context, **values: Any) -> None:
-    """Build a support set with one sub-folder per class index and a manifest."""
+    """Build a support set with one sub-folder per class index and a manifest.
+
+    Examples:
+
+      susx curate prompts.json -o support --images train/ --shots 16
+
+      susx curate prompts.json -o support --source sd -k 16 --preset fast
+
+      susx curate prompts.json -o support --source pool --pool-images ~/images -k 16 --clip-model ViT-B-32:openai
+    """
     source = values["source_s"] or values["source"]
     # Only what the user typed goes to the source: its options dataclass holds the defaults.
     given = {p.name: values[p.name] for p in cli_params() if _given(ctx, p.name)}

@@ -25,7 +25,14 @@ def demo(
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run prompts -> curate -> embed -> calibrate -> predict and print the final table."""
+    """Run prompts -> curate -> embed -> calibrate -> predict and print the final table (scores in %).
+
+    Examples:
+
+      susx demo
+
+      susx demo -o demo-real -m ViT-B-32:openai --sd-model stabilityai/sd-turbo
+    """
 
     def stage():
         from susx_cli.model_spec import resolve_model

@@ -60,6 +60,14 @@ def embed(
 
     Sharded (--num-shards/--shard-index, or a SLURM array / torchrun's variables): each shard embeds a
     contiguous share into OUT.parts/, and the last one to finish joins them into OUT.
+
+    Examples:
+
+      susx embed prompts.json -m ViT-B-32:openai -o text.h5
+
+      susx embed support/ -m ViT-B-32:openai -o support.h5
+
+      susx embed /data/imagenet/val -c prompts.json -m RN50 -p openai -o query.h5
     """
 
     def stage():

@@ -68,7 +68,16 @@ def eval_(
 ) -> None:
     """Benchmark: run every stage per dataset and model, reusing matching artifacts; skip finished runs.
 
-    Every dataset is checked before any is computed."""
+    Every dataset is checked before any is computed. Scores are in %.
+
+    Examples:
+
+      susx eval -d dtd -m RN50:openai --data-root DATA -s folder-shots:16
+
+      susx eval -d dtd -d eurosat -m RN50:openai -s support-dtd --calibration loo --calibration val
+
+      susx eval -d my-dataset.json -m ViT-B-32:openai --method zero-shot
+    """
     outcome: dict[str, Any] = {}
 
     def stage():

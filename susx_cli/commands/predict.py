@@ -37,7 +37,16 @@ def predict(
     as_json: JsonOpt = False,
     calibration_c: Annotated[Path | None, typer.Option("-c", hidden=True)] = None,  # deprecated: -c is --classes
 ) -> None:
-    """Predict classes of query images; print top-1, top-5 and mean per-class recall when labels are known."""
+    """Predict classes of query images; print top-1, top-5 and mean per-class recall (in %) when labels are known.
+
+    Examples:
+
+      susx predict text.h5 query.h5 -o zero-shot.h5
+
+      susx predict text.h5 query.h5 -s support.h5 --calibration cal.json -o pred.h5
+
+      susx predict text.h5 images/ --unlabelled -s support.h5 --calibration cal.json -o pred.h5
+    """
 
     def stage():
         from susx_cli.stages.predict import predict as predict_stage

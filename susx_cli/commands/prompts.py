@@ -73,7 +73,16 @@ def prompts(
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Write prompts.json: the ordered class list and each class's texts."""
+    """Write prompts.json: the ordered class list and each class's texts.
+
+    Examples:
+
+      susx prompts -d imagenet -t openai -o prompts.json
+
+      susx prompts -c classes.txt -o prompts.json
+
+      susx prompts -c classes.txt --cupl cupl.json --pool combined -o prompts.json
+    """
 
     def stage():
         from susx_cli.stages.prompts import build_prompts, llm_settings

@@ -23,7 +23,17 @@ def report(
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Join result files into datasets-as-columns, methods-as-rows tables with a mean column and the paper's figures."""
+    """Join result files into datasets-as-columns, methods-as-rows tables with a mean column and the paper's
+    figures (scores in %).
+
+    Examples:
+
+      susx report susx-results
+
+      susx report susx-results -o table.md --csv table.csv --chart chart.png
+
+      susx report susx-results --metric mean_per_class_recall --long runs.csv
+    """
 
     def stage():
         from susx_cli.stages.report import report as report_stage
