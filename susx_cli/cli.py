@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import inspect as inspect_mod
+import sys
+from typing import Any
 
 import typer
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
+from typer.core import TyperGroup
+from typer.exceptions import Abort
 
 from susx_cli import __version__
 from susx_cli.commands import calibrate, curate, demo, embed, export, inspect, merge, predict, prompts
@@ -12,7 +17,31 @@ from susx_cli.commands import datasets as datasets_cmd
 from susx_cli.commands import eval as eval_cmd
 from susx_cli.commands import report as report_cmd
 
+
+class OneLineErrors(TyperGroup):
+    """Command-line mistakes (a bad choice, an unknown or missing option) as one ``error: ... (hint: ...)``
+    line, like every other refusal of susx, instead of the usage box; exit 2 as before."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except UsageError as exc:
+            if isinstance(exc, NoArgsIsHelpError):  # `susx` or `susx datasets` alone: the help, as before
+                return super().main(*args, standalone_mode=True, **kwargs)
+            where = exc.ctx.command_path if exc.ctx is not None else "susx"
+            message = exc.format_message().replace("Value error, ", "")  # typer's prefix to a choice error
+            sys.stderr.write(f"error: {message} (hint: `{where} --help` lists the options and values)\n")
+            sys.exit(exc.exit_code)
+        except Abort:
+            sys.stderr.write("error: aborted\n")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=OneLineErrors,
     name="susx",
     help="SuS-X: name-only transfer of CLIP-like models. Stages: prompts -> curate -> embed -> calibrate -> predict.",
     no_args_is_help=True,

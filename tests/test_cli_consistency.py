@@ -128,8 +128,9 @@ def test_deprecated_spellings_still_work_with_a_warning(tmp_path):
 )
 def test_fixed_choices_are_refused_by_the_parser_with_the_list(args, flag, listed):
     r = invoke(*args, expect=2)
-    text = " ".join(r.output.replace("│", " ").split())
-    assert f"Invalid value for '{flag}'" in text and listed in text, text
+    line = r.stderr.strip()
+    assert len(line.splitlines()) == 1 and line.startswith("error: "), line  # one line, as every refusal
+    assert f"Invalid value for '{flag}'" in line and listed in line, line
 
 
 def test_command_choices_match_the_stages():
@@ -184,3 +185,11 @@ def test_every_command_help_ends_with_examples():
     for name, cmd in _commands():
         text = cmd.epilog or cmd.help or ""
         assert "Examples:" in text and text.count("susx ") >= 2, name
+
+
+def test_command_line_mistakes_are_one_line_errors():
+    for args, needle in ((["merge", "x"], "Missing option '--num-shards'"), (["curate", "p.json", "--nope"], "No such option: --nope")):
+        line = invoke(*args, expect=2).stderr.strip()
+        assert line.startswith("error: ") and len(line.splitlines()) == 1 and needle in line, line
+        assert "--help` lists the options" in line
+    assert "Usage:" in invoke(expect=2).stdout  # `susx` alone still shows the help (exit 2, as before)
