@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import inspect as inspect_mod
+import sys
+from typing import Any
+
 import typer
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
+from typer.core import TyperGroup
+from typer.exceptions import Abort
 
 from susx_cli import __version__
 from susx_cli.commands import calibrate, curate, demo, embed, export, inspect, merge, predict, prompts
@@ -10,7 +17,31 @@ from susx_cli.commands import datasets as datasets_cmd
 from susx_cli.commands import eval as eval_cmd
 from susx_cli.commands import report as report_cmd
 
+
+class OneLineErrors(TyperGroup):
+    """Command-line mistakes (a bad choice, an unknown or missing option) as one ``error: ... (hint: ...)``
+    line, like every other refusal of susx, instead of the usage box; exit 2 as before."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except UsageError as exc:
+            if isinstance(exc, NoArgsIsHelpError):  # `susx` or `susx datasets` alone: the help, as before
+                return super().main(*args, standalone_mode=True, **kwargs)
+            where = exc.ctx.command_path if exc.ctx is not None else "susx"
+            message = exc.format_message().replace("Value error, ", "")  # typer's prefix to a choice error
+            sys.stderr.write(f"error: {message} (hint: `{where} --help` lists the options and values)\n")
+            sys.exit(exc.exit_code)
+        except Abort:
+            sys.stderr.write("error: aborted\n")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=OneLineErrors,
     name="susx",
     help="SuS-X: name-only transfer of CLIP-like models. Stages: prompts -> curate -> embed -> calibrate -> predict.",
     no_args_is_help=True,
@@ -32,18 +63,31 @@ def _root(
     """SuS-X toolkit."""
 
 
-app.command("prompts")(prompts.prompts)
-app.command("curate")(curate.curate)
-app.command("embed")(embed.embed)
-app.command("calibrate")(calibrate.calibrate)
-app.command("predict")(predict.predict)
-app.command("inspect")(inspect.inspect)
-app.command("demo")(demo.demo)
-app.command("merge")(merge.merge)
+def examples_last(command: typer.Typer, name: str, function) -> None:
+    """Register ``function`` with the "Examples:" part of its docstring as the help's epilog, so that
+    `--help` ends with the examples, after the options."""
+    text, marker, examples = inspect_mod.cleandoc(function.__doc__ or "").partition("Examples:")
+    paragraphs = [" ".join(p.split()) for p in text.split("\n\n") if p.strip()]  # rewrapped, as a docstring is
+    lines = [line.strip() for line in examples.splitlines() if line.strip()]
+    epilog = "\n\n".join([marker, *lines]) if marker else None
+    command.command(name, help="\n\n".join(paragraphs), epilog=epilog)(function)
+
+
+for _name, _function in [
+    ("prompts", prompts.prompts),
+    ("curate", curate.curate),
+    ("embed", embed.embed),
+    ("calibrate", calibrate.calibrate),
+    ("predict", predict.predict),
+    ("inspect", inspect.inspect),
+    ("demo", demo.demo),
+    ("merge", merge.merge),
+    ("eval", eval_cmd.eval_),
+    ("report", report_cmd.report),
+    ("export", export.export),
+]:
+    examples_last(app, _name, _function)
 app.add_typer(datasets_cmd.app, name="datasets")
-app.command("eval")(eval_cmd.eval_)
-app.command("report")(report_cmd.report)
-app.command("export")(export.export)
 
 
 def main() -> None:

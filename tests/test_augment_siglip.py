@@ -190,7 +190,7 @@ def test_siglip_pipeline_records_and_uses_the_bias(siglip, monkeypatch):
 
     scores = {}
     for name in ("model", "plain"):
-        invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "-c", f"{name}.json", "--method", "zero-shot",
+        invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "--calibration", f"{name}.json", "--method", "zero-shot",
                "-o", f"zs-{name}.h5")
         p = hdf5.read_predictions(f"zs-{name}.h5")
         scores[name] = p
@@ -201,11 +201,11 @@ def test_siglip_pipeline_records_and_uses_the_bias(siglip, monkeypatch):
     # the methods with support run with it too: TIP-X by leave-one-out, GDA by k-fold
     invoke("calibrate", "text.h5", "sup.h5", "-o", "loo.json", "--logit-scale", "model", "--alpha-grid", "1,10",
            "--beta-grid", "1,5", "--gamma-grid", "0,1")
-    r = invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "-c", "loo.json", "-o", "tipx.h5", "--json")
+    r = invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "--calibration", "loo.json", "-o", "tipx.h5", "--json")
     assert json.loads(r.stdout)["metrics"]["n"] == 9
     invoke("calibrate", "text.h5", "sup.h5", "-o", "gda.json", "--method", "gda", "--mode", "kfold", "--folds", "3",
            "--logit-scale", "model")
-    invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "-c", "gda.json", "-o", "gda.h5")
+    invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "--calibration", "gda.json", "-o", "gda.h5")
     assert hdf5.read_predictions("gda.h5").metrics["logit_bias"] == bias
 
 

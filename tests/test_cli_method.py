@@ -40,7 +40,7 @@ def test_calibrate_val_records_choice_and_objective(w):
     assert {i["kind"] for i in cal["inputs"]} == {"susx.text_classifier", "susx.image_features"}
     assert (w / "heat.png").read_bytes()[:4] == b"\x89PNG"
     # the recorded objective is the accuracy predict reproduces on the same split
-    invoke("predict", "text.h5", "val.h5", "-s", "sup.h5", "-c", "cal-val.json", "-o", "pv.h5", "--overwrite")
+    invoke("predict", "text.h5", "val.h5", "-s", "sup.h5", "--calibration", "cal-val.json", "-o", "pv.h5", "--overwrite")
     top1 = hdf5.read_predictions(w / "pv.h5").metrics["top1"]
     assert abs(top1 - 100 * cal["objective"]["value"]) < 1e-6
 
@@ -64,7 +64,7 @@ def test_loo_and_fixed_modes_and_tip_adapter(w):
 def test_predict_writes_predictions_and_metrics(w):
     invoke("calibrate", "text.h5", "sup.h5", "-o", "fx.json", "--mode", "fixed", "--alpha", "2", "--beta", "3",
            "--gamma", "4", "--overwrite")
-    r = invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "-c", "fx.json", "-o", "pred.h5", "--json", "--overwrite")
+    r = invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "--calibration", "fx.json", "-o", "pred.h5", "--json", "--overwrite")
     out = json.loads(r.stdout)
     assert set(out["metrics"]) >= {"top1", "mean_per_class_recall", "n"} and out["metrics"]["n"] == 20
     p = hdf5.read_predictions(w / "pred.h5")
@@ -120,7 +120,7 @@ def test_calibrate_and_predict_refuse_bad_inputs(w, case, tmp_path):
         invoke("embed", tmp_path / "o.json", "-o", tmp_path / "o.h5", *TINY)
         invoke("calibrate", "text.h5", "sup.h5", "-o", tmp_path / "c0.json", "--mode", "fixed", "--alpha", "1",
                "--beta", "1", "--gamma", "1")
-        args = ["predict", tmp_path / "o.h5", "test.h5", "-s", "sup.h5", "-c", tmp_path / "c0.json", "-o", tmp_path / "p.h5"]
+        args = ["predict", tmp_path / "o.h5", "test.h5", "-s", "sup.h5", "--calibration", tmp_path / "c0.json", "-o", tmp_path / "p.h5"]
     r = invoke(*args, expect=2)
     assert needle in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
@@ -250,7 +250,7 @@ def test_load_method_inputs_refuses_artifacts_that_do_not_fit(w, case, tmp_path)
         args = ["calibrate", "text.h5", "sup.h5", "--val", val, "-o", tmp_path / "c.json"]
         needle = "outside 0..3 (e.g. -3)"
     else:
-        args = ["predict", text, test, "-s", sup, "-c", cal, "-o", tmp_path / "p.h5"]
+        args = ["predict", text, test, "-s", sup, "--calibration", cal, "-o", tmp_path / "p.h5"]
     r = invoke(*args, expect=2)
     assert needle in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1

@@ -113,7 +113,7 @@ def _classes(tmp_path):
 
 
 def _curate(prompts, out, knn, *extra, expect=0):
-    return invoke("curate", prompts, "-o", out, "-s", "laion", "--knn-url", knn.url, "--index-name", "idx",
+    return invoke("curate", prompts, "-o", out, "--source", "laion", "--knn-url", knn.url, "--index-name", "idx",
                   "-k", 1, "--candidates", 3, "--download-timeout", DEADLINE, "--download-retries", 0, *extra,
                   expect=expect)
 
@@ -149,6 +149,6 @@ def test_knn_backend_that_never_answers_fails_within_the_timeout(tmp_path):
         assert took < 1 + SLACK
     finally:
         knn.close()
-    bad = invoke("curate", tmp_path / "p.json", "-o", tmp_path / "b", "-s", "laion", "-k", 1, "--knn-timeout", 0,
+    bad = invoke("curate", tmp_path / "p.json", "-o", tmp_path / "b", "--source", "laion", "-k", 1, "--knn-timeout", 0,
                  expect=2)
     assert "--knn-timeout" in bad.stderr

@@ -360,9 +360,9 @@ def _one_line_cuda_error(result) -> None:
     [
         ["embed", "imgs", "-o", "f.h5", "-c", "p.json", *TINY],
         ["embed", "p.json", "-o", "t.h5", *TINY],
-        ["curate", "p.json", "-o", "sup", "-s", "sd", "-k", "1"],
-        ["curate", "p.json", "-o", "sup", "-s", "laion", "-k", "1"],
-        ["curate", "p.json", "-o", "sup", "-s", "pool", "--pool", "imgs", "-k", "1"],
+        ["curate", "p.json", "-o", "sup", "--source", "sd", "-k", "1"],
+        ["curate", "p.json", "-o", "sup", "--source", "laion", "-k", "1"],
+        ["curate", "p.json", "-o", "sup", "--source", "pool", "--pool-images", "imgs", "-k", "1"],
         ["calibrate", "text.h5", "support.h5", "-o", "cal.json"],
         ["predict", "text.h5", "support.h5", "-o", "pred.h5"],
         ["eval", "-d", "caltech101", "--data-root", "data", "-m", "susx-tiny-vit", "-p", "none", "--method", "zero-shot"],

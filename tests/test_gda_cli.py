@@ -77,7 +77,7 @@ def test_gda_val_records_alpha_and_provenance_and_predict_reproduces_it(w):
     assert gda["estimator"] == "shrinkage-pinv" and "pinv" in gda["formula"] and gda["support_size"] == 12
     assert gda["support"]["sha256"] == hashlib.sha256((w / "sup.h5").read_bytes()).hexdigest()
     # predict re-fits the head from the same support set and reproduces the recorded objective
-    invoke("predict", "text.h5", "val.h5", "-s", "sup.h5", "-c", "g-val.json", "-o", "gv.h5", "--overwrite")
+    invoke("predict", "text.h5", "val.h5", "-s", "sup.h5", "--calibration", "g-val.json", "-o", "gv.h5", "--overwrite")
     preds = hdf5.read_predictions(w / "gv.h5")
     assert preds.method == "gda" and preds.metrics["hyperparameters"] == {"alpha": cal["hyperparameters"]["alpha"]}
     assert abs(preds.metrics["top1"] - 100 * cal["objective"]["value"]) < 1e-6
@@ -97,13 +97,13 @@ def test_gda_fixed_and_predict_is_deterministic(w):
     assert cal["hyperparameters"] == {"alpha": 10.0} and cal["objective"] is None and cal["grid"] is None
     assert cal["gda"]["support"]["sha256"]
     for out in ("g1.h5", "g2.h5"):
-        invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "-c", "g-fx.json", "-o", out, "--overwrite")
+        invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "--calibration", "g-fx.json", "-o", out, "--overwrite")
     a, b = hdf5.read_predictions(w / "g1.h5"), hdf5.read_predictions(w / "g2.h5")
     assert np.array_equal(a.scores, b.scores) and np.array_equal(a.top5, b.top5)
     # GDA's term moves the predictions away from zero-shot's at a large alpha
     invoke("calibrate", "text.h5", "sup.h5", "-o", "g-big.json", "--method", "gda", "--mode", "fixed", "--alpha",
            "1e6", "--overwrite")
-    invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "-c", "g-big.json", "-o", "g3.h5", "--overwrite")
+    invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "--calibration", "g-big.json", "-o", "g3.h5", "--overwrite")
     invoke("predict", "text.h5", "test.h5", "--method", "zero-shot", "-o", "zs.h5", "--overwrite")
     assert not np.allclose(hdf5.read_predictions(w / "g3.h5").scores, hdf5.read_predictions(w / "zs.h5").scores)
 
@@ -166,15 +166,15 @@ def test_calibration_for_another_method_is_an_error_with_gda(w, tmp_path):
            "--overwrite")
     invoke("calibrate", "text.h5", "sup.h5", "-o", "t-fx.json", "--mode", "fixed", "--alpha", "1", "--beta", "1",
            "--gamma", "1", "--overwrite")
-    r = invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "-c", "g-fx2.json", "--method", "tip-x",
+    r = invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "--calibration", "g-fx2.json", "--method", "tip-x",
                "-o", tmp_path / "p.h5", expect=2)
     assert "made for gda, not tip-x" in r.stderr and "--method" in r.stderr
-    r = invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "-c", "t-fx.json", "--method", "gda",
+    r = invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "--calibration", "t-fx.json", "--method", "gda",
                "-o", tmp_path / "p.h5", expect=2)
     assert "made for tip-x, not gda" in r.stderr
     assert not (tmp_path / "p.h5").exists()
     # Tip-Adapter with a TIP-X calibration keeps today's warning
-    r = invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "-c", "t-fx.json", "--method", "tip-adapter",
+    r = invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "--calibration", "t-fx.json", "--method", "tip-adapter",
                "-o", tmp_path / "p.h5")
     assert "calibration was made for tip-x" in r.stderr
 

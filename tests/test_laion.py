@@ -242,7 +242,7 @@ def _expected_kept(cands: list[dict], base: str, m: int) -> list[int]:
 
 
 def _knn_args(backend, *extra):
-    return ["-s", "laion", "--knn-url", backend["url"], "--index-name", "test", "--no-knn-dedup", *TIMEOUT_ARGS, *extra]
+    return ["--source", "laion", "--knn-url", backend["url"], "--index-name", "test", "--no-knn-dedup", *TIMEOUT_ARGS, *extra]
 
 
 # ----------------------------------------------------------------------------------------- kNN backend
@@ -381,7 +381,7 @@ def test_knn_dedup_option_reaches_backend(backend):
 def test_knn_bad_backend_errors(backend, server, tmp_path):
     base, _ = server
     prompts = _write_prompts(tmp_path / "prompts.json", classes=["zebra"])
-    args = ["-s", "laion", "-k", 1]
+    args = ["--source", "laion", "-k", 1]
     r = invoke("curate", prompts, "-o", tmp_path / "a", *args, "--knn-url", backend["url"], "--index-name", "laion5B", expect=2)
     assert "has no index 'laion5B'" in r.output and "'test'" in r.output
     r = invoke("curate", prompts, "-o", tmp_path / "b", *args, "--knn-url", f"http://127.0.0.1:{_free_port()}", expect=2)
@@ -501,7 +501,7 @@ def test_captions_end_to_end(server, tmp_path):
     prompts = _write_prompts(tmp_path / "prompts.json")
     out = tmp_path / "support"
     result = invoke(
-        "curate", prompts, "-o", out, "-s", "laion", "--laion-mode", "captions", "--metadata", str(meta / "*.parquet"),
+        "curate", prompts, "-o", out, "--source", "laion", "--laion-mode", "captions", "--metadata", str(meta / "*.parquet"),
         "--synonyms", tmp_path / "syn.json", "--clip-model", "susx-tiny-vit", "--clip-pretrained", "none",
         "--device", "cpu", "-k", 3, "--json", *TIMEOUT_ARGS,
     )
@@ -525,7 +525,7 @@ def test_captions_bad_metadata(tmp_path):
 
     prompts = _write_prompts(tmp_path / "prompts.json", classes=["zebra"])
     pd.DataFrame({"URL": ["http://x/1.jpg"], "TEXT": ["a zebra"]}).to_parquet(tmp_path / "m.parquet")
-    args = ["-s", "laion", "--laion-mode", "captions", "-k", 1, "--clip-model", "susx-tiny-vit", "--clip-pretrained", "none"]
+    args = ["--source", "laion", "--laion-mode", "captions", "-k", 1, "--clip-model", "susx-tiny-vit", "--clip-pretrained", "none"]
     r = invoke("curate", prompts, "-o", tmp_path / "a", *args, "--metadata", tmp_path / "m.parquet", expect=2)
     assert "lacks the column(s) 'url', 'caption'" in r.output and "URL" in r.output
     r = invoke("curate", prompts, "-o", tmp_path / "b", *args, "--metadata", tmp_path / "none-*.parquet", expect=2)

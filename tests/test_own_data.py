@@ -142,10 +142,10 @@ def test_predict_warns_when_calibrated_on_its_own_queries(work):
         invoke("embed", *args, "--workers", "0", *TINY) if args[0] != "p.json" else invoke("embed", *args, *TINY)
     grid = ["--alpha-grid", "1,2", "--beta-grid", "1,2", "--gamma-grid", "0,1"]
     invoke("calibrate", "text.h5", "sup.h5", "--val", "test.h5", "-o", "cal.json", *grid)
-    tuned = invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "-c", "cal.json", "-o", "p1.h5")
+    tuned = invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "--calibration", "cal.json", "-o", "p1.h5")
     assert "tuned on its own test set" in tuned.stderr
     invoke("calibrate", "text.h5", "sup.h5", "--val", "val.h5", "-o", "cal2.json", *grid)
-    held_out = invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "-c", "cal2.json", "-o", "p2.h5")
+    held_out = invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "--calibration", "cal2.json", "-o", "p2.h5")
     assert "tuned on its own test set" not in held_out.stderr
 
 

@@ -126,7 +126,7 @@ def w(built, monkeypatch):
 
 
 def test_predict_records_per_class_results_and_prints_worst_classes(w):
-    r = invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "-c", "cal.json", "-o", "pred.h5", "--json",
+    r = invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "--calibration", "cal.json", "-o", "pred.h5", "--json",
                "--overwrite")
     out = json.loads(r.stdout)
     assert set(out["metrics"]) >= {"top1", "mean_per_class_recall", "ece", "nll", "n"}
@@ -145,7 +145,7 @@ def test_predict_records_per_class_results_and_prints_worst_classes(w):
     assert [row["class"] for row in worst] == pc.worst(10) and len(worst) == 4
     assert [row["recall"] for row in worst] == sorted(row["recall"] for row in worst)
     assert worst[0]["name"] == CLASSES[worst[0]["class"]] and worst[0]["support"] == 3
-    table = invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "-c", "cal.json", "-o", "pred.h5").stderr
+    table = invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "--calibration", "cal.json", "-o", "pred.h5").stderr
     assert "worst 4 classes by recall" in table and "ECE (%)" in table  # the skipped rerun prints them too
     # zero-shot: no support set, so no support counts
     invoke("predict", "text.h5", "test.h5", "-o", "zs.h5", "--overwrite")
@@ -164,7 +164,7 @@ def _old_copy(w: Path, name: str) -> Path:
 
 
 def test_old_predictions_files_still_read_and_export(w):
-    invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "-c", "cal.json", "-o", "pred.h5")
+    invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "--calibration", "cal.json", "-o", "pred.h5")
     old = _old_copy(w, "old.h5")
     p = hdf5.read_predictions(old)
     assert p.per_class is None and p.predicted.shape == (20,)
@@ -175,7 +175,7 @@ def test_old_predictions_files_still_read_and_export(w):
 
 
 def test_export_round_trips_through_csv(w):
-    invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "-c", "cal.json", "-o", "pred.h5")
+    invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "--calibration", "cal.json", "-o", "pred.h5")
     (w / "preds.csv").unlink(missing_ok=True)
     r = invoke("export", "pred.h5", "-o", "preds.csv")
     assert r.stdout.strip() == "preds.csv"
@@ -201,7 +201,7 @@ def test_export_round_trips_through_csv(w):
 
 def test_inspect_confusion_draws_a_png_and_prints_its_path_alone(w, monkeypatch):
     pytest.importorskip("matplotlib")
-    invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "-c", "cal.json", "-o", "pred.h5")
+    invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "--calibration", "cal.json", "-o", "pred.h5")
     r = invoke("inspect", "pred.h5", "--confusion", "confusion.png")
     assert r.stdout.strip() == "confusion.png"
     assert (w / "confusion.png").read_bytes()[:4] == b"\x89PNG"

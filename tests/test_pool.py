@@ -49,7 +49,7 @@ def _manifest(root: Path) -> list[dict]:
 
 def test_pool_folder_end_to_end_and_cache(pool, tmp_path):
     prompts = _prompts(tmp_path / "prompts.json")
-    result = invoke("curate", prompts, "-o", tmp_path / "a", "-s", "pool", "--pool", pool, "-k", 3, "--json", *MODEL)
+    result = invoke("curate", prompts, "-o", tmp_path / "a", "--source", "pool", "--pool-images", pool, "-k", 3, "--json", *MODEL)
     summary = json.loads(result.stdout)["summary"]
     features = Path(summary["features"])
     assert features.parent == tmp_path / "cache" / "pool-features" and features.exists()
@@ -70,7 +70,7 @@ def test_pool_folder_end_to_end_and_cache(pool, tmp_path):
     assert [r["rank"] for r in rows if r["class_index"] == 0] == [0, 1, 2]
     # a second support set from the same pool reuses the features: no second embedding
     stamp = features.stat().st_mtime_ns
-    again = invoke("curate", prompts, "-o", tmp_path / "b", "-s", "pool", "--pool", pool, "-k", 2, "--prompt-mode", "cupl", *MODEL)
+    again = invoke("curate", prompts, "-o", tmp_path / "b", "--source", "pool", "--pool-images", pool, "-k", 2, "--prompt-mode", "cupl", *MODEL)
     assert features.stat().st_mtime_ns == stamp and "up to date" in again.output
     cupl_rows = _manifest(tmp_path / "b")
     assert {r["query"] for r in cupl_rows if r["class_index"] == 0} <= set(CUPL["zebra"])
@@ -94,8 +94,8 @@ def test_pool_tars_match_folder(pool, tmp_path):
                 info.size = len(meta)
                 tar.addfile(info, io.BytesIO(meta))
     prompts = _prompts(tmp_path / "prompts.json")
-    invoke("curate", prompts, "-o", tmp_path / "f", "-s", "pool", "--pool", pool, "-k", 3, "-q", *MODEL)
-    invoke("curate", prompts, "-o", tmp_path / "t", "-s", "pool", "--pool", tars, "-k", 3, "-q", *MODEL)
+    invoke("curate", prompts, "-o", tmp_path / "f", "--source", "pool", "--pool-images", pool, "-k", 3, "-q", *MODEL)
+    invoke("curate", prompts, "-o", tmp_path / "t", "--source", "pool", "--pool-images", tars, "-k", 3, "-q", *MODEL)
     folder_rows, tar_rows = _manifest(tmp_path / "f"), _manifest(tmp_path / "t")
     assert [r["sha256"] for r in folder_rows] == [r["sha256"] for r in tar_rows]
     assert all(r["origin"].split("/")[0].endswith(".tar") for r in tar_rows)
@@ -125,26 +125,26 @@ def test_pool_bad_input(tmp_path):
     empty = tmp_path / "empty"
     (empty / "sub").mkdir(parents=True)
     (empty / "sub" / "readme.txt").write_text("no images here")
-    r = invoke("curate", prompts, "-o", tmp_path / "a", "-s", "pool", "--pool", empty, "-k", 2, *MODEL, expect=2)
+    r = invoke("curate", prompts, "-o", tmp_path / "a", "--source", "pool", "--pool-images", empty, "-k", 2, *MODEL, expect=2)
     assert "holds no images" in r.output and not (tmp_path / "a").exists()
-    r = invoke("curate", prompts, "-o", tmp_path / "b", "-s", "pool", "--pool", tmp_path / "nope", "-k", 2, *MODEL, expect=2)
+    r = invoke("curate", prompts, "-o", tmp_path / "b", "--source", "pool", "--pool-images", tmp_path / "nope", "-k", 2, *MODEL, expect=2)
     assert "does not exist" in r.output
-    r = invoke("curate", prompts, "-o", tmp_path / "c", "-s", "pool", "-k", 2, *MODEL, expect=2)
+    r = invoke("curate", prompts, "-o", tmp_path / "c", "--source", "pool", "-k", 2, *MODEL, expect=2)
     assert "needs --pool" in r.output
-    r = invoke("curate", prompts, "-o", tmp_path / "d", "-s", "pool", "--pool", empty, *MODEL, expect=2)
+    r = invoke("curate", prompts, "-o", tmp_path / "d", "--source", "pool", "--pool-images", empty, *MODEL, expect=2)
     assert "needs --per-class" in r.output
     bad_tar = tmp_path / "t.tar"
     with tarfile.open(bad_tar, "w") as tar:
         info = tarfile.TarInfo("x.txt")
         info.size = 1
         tar.addfile(info, io.BytesIO(b"x"))
-    r = invoke("curate", prompts, "-o", tmp_path / "e", "-s", "pool", "--pool", bad_tar, "-k", 2, *MODEL, expect=2)
+    r = invoke("curate", prompts, "-o", tmp_path / "e", "--source", "pool", "--pool-images", bad_tar, "-k", 2, *MODEL, expect=2)
     assert "holds no images" in r.output
 
 
 def test_pool_sharded_needs_features_first(pool, tmp_path):
     prompts = _prompts(tmp_path / "prompts.json")
-    args = ["-s", "pool", "--pool", pool, "-k", 2, *MODEL]
+    args = ["--source", "pool", "--pool-images", pool, "-k", 2, *MODEL]
     r = invoke("curate", prompts, "-o", tmp_path / "s", *args, "--num-shards", 2, "--shard-index", 0, expect=2)
     assert "embedded once before sharded retrieval" in r.output
     feats = tmp_path / "pool.h5"

@@ -61,7 +61,7 @@ def sd_env(tmp_path_factory):
         "prompts": _write_prompts(root / "prompts.json"),
         "no_cupl": _write_prompts(root / "prompts-nocupl.json", cupl=False),
     }
-    env["args"] = ["-s", "sd", "--sd-model", pipe, "--size", "32", "--steps", "2", "--device", "cpu", "-k", K, "-q"]
+    env["args"] = ["--source", "sd", "--sd-model", pipe, "--size", "32", "--steps", "2", "--device", "cpu", "-k", K, "-q"]
     invoke("curate", env["prompts"], "-o", root / "ref", *env["args"], "--batch-size", "1")
     env["ref"] = root / "ref"
     yield env
@@ -331,9 +331,9 @@ def _one_line_error(r, needle: str) -> None:
         (["--size", "30"], "not a positive multiple of 8"),
         (["--size", "32x"], "is not N or WIDTHxHEIGHT"),
         (["-k", "0"], "--per-class must be at least 1"),
-        (["--preset", "nope"], "unknown preset 'nope'"),
+        (["--preset", "nope"], "'nope' is not one of 'paper'"),
         (["--scheduler", "warp"], "unknown scheduler 'warp'"),
-        (["--prompt-mode", "poem"], "unknown --prompt-mode"),
+        (["--prompt-mode", "poem"], "'poem' is not one of 'photo', 'cupl'"),
         (["--steps", "0"], "--steps must be at least 1"),
         (["--cpu-offload"], "--cpu-offload needs a CUDA GPU"),
         (["--batch-size", "0"], "--batch-size must be at least 1"),
@@ -363,7 +363,7 @@ def test_bad_models_and_prompts_give_one_line_errors(sd_env, tmp_path, monkeypat
         r = invoke("curate", prompts, "-o", out, *base, *extra, expect=2)
         _one_line_error(r, needle)
         assert not out.exists() or not list(out.glob("*/*.png"))
-    r = invoke("curate", sd_env["prompts"], "-o", tmp_path / "o2", "-s", "sd", "--sd-model", sd_env["pipe"], expect=2)
+    r = invoke("curate", sd_env["prompts"], "-o", tmp_path / "o2", "--source", "sd", "--sd-model", sd_env["pipe"], expect=2)
     _one_line_error(r, "needs --per-class")
 
 

@@ -34,7 +34,7 @@ SAMPLES: dict[str, list[str]] = {
         "--download-format", "webdataset", "--knn-timeout", "5", "--max-image-bytes", "1000", "--allow-private-urls",
     ],
     "pool": [
-        "--pool", "images", "-k", "2", "--prompt-mode", "cupl", "--candidates", "9", "--pool-features", "f.h5",
+        "--pool-images", "images", "-k", "2", "--prompt-mode", "cupl", "--candidates", "9", "--pool-features", "f.h5",
         "--clip-model", "tiny", "--clip-pretrained", "none", "--device", "cpu", "--precision", "bf16",
         "--pool-search", "matmul",
     ],
@@ -51,7 +51,7 @@ def _parse(monkeypatch, source: str, args: list[str]) -> Any:
         raise SusxError("recorded")
 
     monkeypatch.setitem(registry.SOURCES, source, (options_class, record))
-    r = invoke("curate", "p.json", "-o", "out", "-s", source, *args, expect=2)
+    r = invoke("curate", "p.json", "-o", "out", "--source", source, *args, expect=2)
     assert "recorded" in r.stderr, r.stderr
     return seen[0]
 
@@ -102,19 +102,19 @@ def test_sample_values_reach_the_sources():
         "laion", {"per_class": 3, "knn_dedup": False, "image_size": 64, "knn_url": "http://127.0.0.1:9/knn-service"}))
     assert laion.per_class == 3 and laion.knn.deduplicate is False and laion.download.image_size == 64
     assert laion.candidates == 5000 and laion.knn_url == "http://127.0.0.1:9/knn-service"  # no default endpoint
-    pool = registry.build_options("pool", {"pool": "images", "per_class": 1})
+    pool = registry.build_options("pool", {"pool_images": "images", "per_class": 1})
     assert isinstance(pool, PoolOptions) and pool.precision == "fp32" and pool.candidates is None
 
 
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["-s", "sd"], "--source sd needs --per-class"),
-        (["-s", "sd", "-k", "0"], "--per-class must be at least 1"),
-        (["-s", "laion", "-k", "1", "--candidates", "0"], "--candidates must be at least 1"),
-        (["-s", "laion", "-k", "1", "--laion-mode", "captions"], "needs --metadata"),
-        (["-s", "pool", "-k", "1"], "needs --pool"),
-        (["-s", "folder"], "needs --images"),
+        (["--source", "sd"], "--source sd needs --per-class"),
+        (["--source", "sd", "-k", "0"], "--per-class must be at least 1"),
+        (["--source", "laion", "-k", "1", "--candidates", "0"], "--candidates must be at least 1"),
+        (["--source", "laion", "-k", "1", "--laion-mode", "captions"], "needs --metadata"),
+        (["--source", "pool", "-k", "1"], "needs --pool"),
+        (["--source", "folder"], "needs --images"),
     ],
 )
 def test_options_are_checked_by_their_dataclass(args, needle):
@@ -123,19 +123,20 @@ def test_options_are_checked_by_their_dataclass(args, needle):
 
 
 def test_unknown_source_is_refused_with_the_list():
-    r = invoke("curate", "p.json", "-o", "out", "-s", "flickr", expect=2)
-    line = r.stderr.strip()
-    assert len(line.splitlines()) == 1
-    assert "unknown source 'flickr'" in line and "use one of folder, sd, laion, pool" in line
+    r = invoke("curate", "p.json", "-o", "out", "--source", "flickr", expect=2)  # by the parser: a Literal
+    text = r.stderr.strip()
+    assert len(text.splitlines()) == 1 and "'flickr' is not one of 'folder', 'sd', 'laion', 'pool'" in text
+    with pytest.raises(SusxError, match="unknown source 'flickr'"):  # and by the registry for API callers
+        registry.lookup("flickr")
 
 
 def test_options_of_other_sources_are_refused_by_name(tmp_path):
-    r = invoke("curate", "p.json", "-o", tmp_path / "out", "--images", "imgs", "--steps", "3", "--pool", "x", expect=2)
+    r = invoke("curate", "p.json", "-o", tmp_path / "out", "--images", "imgs", "--steps", "3", "--pool-images", "x", expect=2)
     line = r.stderr.strip()
     assert len(line.splitlines()) == 1
-    assert "--steps, --pool do not apply to --source folder" in line and "sd | pool" in line
+    assert "--steps, --pool-images do not apply to --source folder" in line and "sd | pool" in line
     # given explicitly, even at its default value, an option of another source is still refused
-    r = invoke("curate", "p.json", "-o", tmp_path / "out", "-s", "laion", "-k", "1", "--seed", "0", expect=2)
+    r = invoke("curate", "p.json", "-o", tmp_path / "out", "--source", "laion", "-k", "1", "--seed", "0", expect=2)
     assert "--seed does not apply to --source laion" in r.stderr and "folder | sd" in r.stderr
     assert not (tmp_path / "out").exists()
 
@@ -179,7 +180,7 @@ def test_every_source_says_how_many_images_per_class_it_wants(tmp_path):
         "folder": {"images": tmp_path, "shots": 4},
         "sd": {"per_class": 4},
         "laion": {"per_class": 4, "knn_url": "http://127.0.0.1:9"},
-        "pool": {"pool": str(tmp_path / "images"), "per_class": 4},
+        "pool": {"pool_images": str(tmp_path / "images"), "per_class": 4},
     }
     assert set(sources) == set(registry.SOURCES)
     for name, given in sources.items():

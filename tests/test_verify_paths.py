@@ -90,7 +90,7 @@ def test_pool_feature_keys_outside_the_pool_are_refused(ws, bad_key):
     with h5py.File(ws / "pool.h5", "a") as f:
         for i in range(f["keys"].shape[0]):
             f["keys"][i] = bad_key
-    r = invoke("curate", "p.json", "-o", "sup3", "--source", "pool", "--pool", "pool", "--pool-features", "pool.h5",
+    r = invoke("curate", "p.json", "-o", "sup3", "--source", "pool", "--pool-images", "pool", "--pool-features", "pool.h5",
                "--per-class", "1", "--clip-model", "susx-tiny-vit", "--clip-pretrained", "none", expect=2)
     assert bad_key in _error(r) and "pool" in _error(r)
     assert not list((ws / "sup3").rglob("*.png"))
@@ -115,14 +115,14 @@ def test_the_same_runs_from_another_directory_with_absolute_paths_are_up_to_date
         return [
             ("prompts", "-c", at("classes.txt"), "-o", at("p.json")),
             ("curate", at("p.json"), "-o", at("sup"), "--images", at("shots")),
-            ("curate", at("p.json"), "-o", at("sup-pool"), "--pool", at("pool"), "--pool-features", at("pool.h5"),
+            ("curate", at("p.json"), "-o", at("sup-pool"), "--pool-images", at("pool"), "--pool-features", at("pool.h5"),
              *pool_args),
             ("embed", at("sup"), "-o", at("sup.h5"), *TINY),
             ("embed", at("p.json"), "-o", at("text.h5"), *TINY),
             ("embed", at("shots"), "-c", at("p.json"), "-o", at("q.h5"), *TINY),
             ("calibrate", at("text.h5"), at("sup.h5"), "-o", at("cal.json"), "--mode", "fixed", "--alpha", "1",
              "--beta", "1", "--gamma", "1"),
-            ("predict", at("text.h5"), at("q.h5"), "-s", at("sup.h5"), "-c", at("cal.json"), "-o", at("pred.h5")),
+            ("predict", at("text.h5"), at("q.h5"), "-s", at("sup.h5"), "--calibration", at("cal.json"), "-o", at("pred.h5")),
             ("predict", at("text.h5"), at("shots"), "-o", at("pred-images.h5")),  # query images embedded on the fly
         ]
 

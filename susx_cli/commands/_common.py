@@ -5,27 +5,55 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
-from susx_cli.runtime import DEVICE_HELP, PRECISION_HELP
+from susx_cli.method import METHOD_MODES
+from susx_cli.runtime import DEVICE_HELP, PRECISION_HELP, PRECISIONS
 
 if TYPE_CHECKING:
     from susx_cli.progress import RichReporter
+
+# Options with a fixed set of values parse as a Literal (or, repeatable, a StrEnum): `--help` lists the
+# values and the parser refuses a typo with that list (exit 2). The values stay the stages' strings.
+CALIBRATION_MODES: tuple[str, ...] = tuple(dict.fromkeys(m for modes in METHOD_MODES.values() for m in modes))
+METRICS: tuple[str, ...] = ("top1", "top5", "mean_per_class_recall")
+
+
+def choice(values: tuple[str, ...]) -> Any:
+    """The type of a single option that takes one of ``values``."""
+    return Literal[values]
+
+
+def repeatable_choice(name: str, values: tuple[str, ...]) -> type[StrEnum]:
+    """The item type of a repeatable option that takes ``values`` (typer takes no list of Literal)."""
+    return StrEnum(name, {v: v for v in values})
+
+
+def plain(values: list[StrEnum] | None) -> list[str] | None:
+    """A repeatable choice's values back as plain strings (what stages record and compare)."""
+    return None if values is None else [str(v.value) for v in values]
+
 
 OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Where to write the artifact.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output made with other options.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or logs on stderr.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON object on stdout instead of paths.")]
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="open_clip architecture or hf-hub:org/repo id.")]
-PretrainedOpt = Annotated[
+ModelOpt = Annotated[
     str,
-    typer.Option("--pretrained", "-p", help="Weights: an open_clip tag (e.g. openai), a checkpoint path, or 'none' (random)."),
+    typer.Option("--model", "-m", help="open_clip architecture or hf-hub:org/repo id, with its weights as ARCH:TAG if you like "
+                                       "(e.g. ViT-B-32:openai)."),
+]
+PretrainedOpt = Annotated[
+    str | None,
+    typer.Option("--pretrained", "-p", help="Weights: an open_clip tag, a checkpoint path, or 'none' (random); default: "
+                                            "the -m tag, else openai."),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help=DEVICE_HELP)]
-PrecisionOpt = Annotated[str, typer.Option("--precision", help=PRECISION_HELP)]
+PrecisionOpt = Annotated[choice(PRECISIONS), typer.Option("--precision", help=PRECISION_HELP)]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")]
 WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Image loading processes (default: cores - 1).")]
 NumShardsOpt = Annotated[int | None, typer.Option("--num-shards", help="Split the work into this many shards.")]
@@ -46,6 +74,17 @@ RayAddressOpt = Annotated[
         "Ray started for the run.",
     ),
 ]
+
+
+def deprecated_alias(old_value: Any, value: Any, *, old: str, new: str) -> Any:
+    """The value given under a deprecated spelling ``old`` (with a warning; call it inside a stage) when
+    there is one, else ``value``: renamed options keep working for a release."""
+    if old_value is None or old_value == []:
+        return value
+    from susx_cli.progress import warn
+
+    warn(f"{old} is deprecated here and will be removed: write {new}")
+    return old_value
 
 
 def run(

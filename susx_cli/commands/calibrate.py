@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from susx_cli.commands._common import DeviceOpt, JsonOpt, OutputOpt, OverwriteOpt, QuietOpt, run
+from susx_cli.commands._common import (
+    CALIBRATION_MODES,
+    DeviceOpt,
+    JsonOpt,
+    OutputOpt,
+    OverwriteOpt,
+    QuietOpt,
+    choice,
+    run,
+)
+from susx_cli.method import SEARCHABLE_METHODS
 
 
 def calibrate(
@@ -15,12 +25,12 @@ def calibrate(
     support: Annotated[Path, typer.Argument(help="Support features HDF5 (susx embed SUPPORT_DIR).")],
     output: OutputOpt = Path("calibration.json"),
     mode: Annotated[
-        str,
+        choice(CALIBRATION_MODES),
         typer.Option("--mode", help="loo: leave-one-out on the support set (name-only; not gda); kfold: k-fold on the "
                                     "support set (name-only); val: labelled --val; fixed."),
     ] = "loo",
     val: Annotated[Path | None, typer.Option("--val", help="Labelled validation features (implies --mode val).")] = None,
-    method: Annotated[str, typer.Option("--method", help="tip-x | tip-adapter | gda")] = "tip-x",
+    method: Annotated[choice(SEARCHABLE_METHODS), typer.Option("--method", help="The method whose hyperparameters to choose.")] = "tip-x",
     alpha: Annotated[float | None, typer.Option("--alpha", help="fixed: cache term weight (gda: GDA term weight).")] = None,
     beta: Annotated[float | None, typer.Option("--beta", help="fixed: cache sharpness.")] = None,
     gamma: Annotated[float | None, typer.Option("--gamma", help="fixed: KL term weight.")] = None,
@@ -38,7 +48,17 @@ def calibrate(
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Choose (alpha, beta, gamma), or GDA's alpha, and write calibration.json."""
+    """Choose (alpha, beta, gamma), or GDA's alpha, and write calibration.json; print the chosen values and
+    the objective (top-1 in %) on stderr.
+
+    Examples:
+
+      susx calibrate text.h5 support.h5 -o cal.json
+
+      susx calibrate text.h5 support.h5 --mode val --val val.h5 --heatmap heat.png -o cal.json
+
+      susx calibrate text.h5 support.h5 --method gda --mode kfold -o cal-gda.json
+    """
 
     def stage():
         from susx_cli.stages.calibrate import calibrate as calibrate_stage
@@ -49,4 +69,18 @@ def calibrate(
             normalize=normalize, heatmap=heatmap, folds=folds, fold_seed=fold_seed, device=device, overwrite=overwrite,
         )
 
-    run(stage, quiet=quiet, as_json=as_json)
+    run(stage, quiet=quiet, as_json=as_json, table=choice_table)
+
+
+def choice_table(result: Any):
+    """The chosen hyperparameters and the objective they reached (top-1 in %; '-' for fixed values)."""
+    from rich.table import Table
+
+    s = result.summary
+    names = [k for k in ("alpha", "beta", "gamma") if k in s]
+    table = Table(title=f"susx calibrate: {s['method']} ({s['mode']})", title_justify="left")
+    for col in ("method", "mode", *names, "top1 (%)", "objective on"):
+        table.add_column(col, justify="left" if col in ("method", "mode", "objective on") else "right")
+    top1 = "-" if s["top1"] is None else f"{s['top1']:.2f}"
+    table.add_row(s["method"], s["mode"], *[f"{s[k]:g}" for k in names], top1, s.get("objective_on") or "-")
+    return table

@@ -8,8 +8,9 @@ to the chosen source's options dataclass, which fills in the defaults and checks
 from __future__ import annotations
 
 import inspect
+import typing
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -22,9 +23,10 @@ from susx_cli.commands._common import (
     QuietOpt,
     RayAddressOpt,
     ShardIndexOpt,
+    deprecated_alias,
     run,
 )
-from susx_cli.sources.registry import SOURCES, cli_params
+from susx_cli.sources.registry import SOURCES, CliParam, cli_params
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -43,9 +45,14 @@ _GENERAL = [
         _KW,
         default="folder",
         annotation=Annotated[
-            str, typer.Option("--source", "-s", help=f"{' | '.join(SOURCES)}; each one's options are in its panel below.")
+            Literal[tuple(SOURCES)], typer.Option("--source", help="Where the images come from; each source's options are in its panel below.")
         ],
     ),
+]
+# Deprecated spellings, hidden: -s now means --support everywhere, and --pool the text pool.
+_ALIASES = [
+    inspect.Parameter("source_s", _KW, default=None, annotation=Annotated[Literal[tuple(SOURCES)] | None, typer.Option("-s", hidden=True)]),
+    inspect.Parameter("pool_alias", _KW, default=None, annotation=Annotated[str | None, typer.Option("--pool", hidden=True)]),
 ]
 _TAIL = [
     inspect.Parameter(
@@ -74,10 +81,18 @@ def _source_parameters() -> list[inspect.Parameter]:
             p.name,
             _KW,
             default=p.default,
-            annotation=Annotated[p.type, typer.Option(*p.flags, help=p.help, rich_help_panel=p.panel)],
+            annotation=Annotated[_choice_type(p), typer.Option(*p.flags, help=p.help, rich_help_panel=p.panel)],
         )
         for p in shared_first
     ]
+
+
+def _choice_type(p: CliParam) -> Any:
+    """The parameter's type, a Literal of its choices when it has a fixed set (typos fail in the parser)."""
+    if p.choices is None:
+        return p.type
+    literal = Literal[p.choices]
+    return literal | None if type(None) in typing.get_args(p.type) else literal
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
@@ -87,10 +102,21 @@ def _given(ctx: typer.Context, name: str) -> bool:
 
 
 def curate(ctx: typer.Context, **values: Any) -> None:
-    """Build a support set with one sub-folder per class index and a manifest."""
-    source = values["source"]
+    """Build a support set with one sub-folder per class index and a manifest.
+
+    Examples:
+
+      susx curate prompts.json -o support --images train/ --shots 16
+
+      susx curate prompts.json -o support --source sd -k 16 --preset fast
+
+      susx curate prompts.json -o support --source pool --pool-images ~/images -k 16 --clip-model ViT-B-32:openai
+    """
+    source = values["source_s"] or values["source"]
     # Only what the user typed goes to the source: its options dataclass holds the defaults.
     given = {p.name: values[p.name] for p in cli_params() if _given(ctx, p.name)}
+    if values["pool_alias"] is not None:
+        given["pool_images"] = values["pool_alias"]
 
     def stage() -> StageResult:
         from susx_cli.sharding import resolve_shard
@@ -98,7 +124,9 @@ def curate(ctx: typer.Context, **values: Any) -> None:
         from susx_cli.stages import on_ray
         from susx_cli.stages.curate import curate as curate_stage
 
-        options = build_options(source, given)
+        deprecated_alias(values["source_s"], source, old="curate -s", new="--source")
+        deprecated_alias(values["pool_alias"], None, old="curate --pool", new="--pool-images")
+        options = build_options(source, clip_model_spec(given))
         if on_ray.check_executor(values["executor"], values["ray_address"], values["shard_index"]):
             return on_ray.curate_on_ray(
                 values["prompts_path"], values["output"], source, options, num_shards=values["num_shards"],
@@ -115,7 +143,19 @@ def curate(ctx: typer.Context, **values: Any) -> None:
     run(stage, quiet=values["quiet"], as_json=values["as_json"], table=lambda result: class_stats_table(source, result))
 
 
-curate.__signature__ = inspect.Signature([*_GENERAL, *_source_parameters(), *_TAIL])
+curate.__signature__ = inspect.Signature([*_GENERAL, *_source_parameters(), *_TAIL, *_ALIASES])
+
+
+def clip_model_spec(given: dict[str, Any]) -> dict[str, Any]:
+    """``--clip-model ARCH:TAG`` split into --clip-model ARCH and --clip-pretrained TAG (one model syntax)."""
+    if given.get("clip_model") is None:
+        return given
+    from susx_cli.model_spec import resolve_model
+
+    arch, weights = resolve_model(
+        given["clip_model"], given.get("clip_pretrained"), default=None, flags=("--clip-model", "--clip-pretrained")
+    )
+    return {**given, "clip_model": arch} | ({"clip_pretrained": weights} if weights is not None else {})
 
 
 def class_stats_table(source: str, result: StageResult) -> Table | None:

@@ -57,7 +57,14 @@ class _CheckResult:
 
 @app.command("list")
 def list_(quiet: QuietOpt = False, as_json: JsonOpt = False) -> None:
-    """The paper's 19 datasets: classes, local layout, the split the paper calibrated on, photo template."""
+    """The paper's 19 datasets: classes, local layout, the split the paper calibrated on, photo template.
+
+    Examples:
+
+      susx datasets list
+
+      susx datasets list --json
+    """
 
     def stage():
         from susx_cli.datasets.registry import DATASETS
@@ -74,7 +81,14 @@ def check(
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Say whether ROOT holds a complete copy of NAME (split file, every image, class list); exit 1 if not."""
+    """Say whether ROOT holds a complete copy of NAME (split file, every image, class list); exit 1 if not.
+
+    Examples:
+
+      susx datasets check DATA dtd
+
+      susx datasets check DATA imagenet --json
+    """
 
     def stage():
         from susx_cli.datasets import registry

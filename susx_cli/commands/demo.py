@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 def demo(
     output: Annotated[Path, typer.Option("--output", "-o", help="A fresh folder for every artifact.")] = Path("demo-run"),
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Real open_clip model (default: tiny random).")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Real open_clip model, ARCH or ARCH:TAG (default: tiny random).")] = None,
     pretrained: Annotated[str | None, typer.Option("--pretrained", "-p", help="Weights for --model, e.g. openai.")] = None,
     sd_model: Annotated[str | None, typer.Option("--sd-model", help="diffusers model id or folder (default: tiny random).")] = None,
     per_class: Annotated[int, typer.Option("--per-class", help="Generated support images per class.")] = 4,
@@ -25,12 +25,21 @@ def demo(
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run prompts -> curate -> embed -> calibrate -> predict and print the final table."""
+    """Run prompts -> curate -> embed -> calibrate -> predict and print the final table (scores in %).
+
+    Examples:
+
+      susx demo
+
+      susx demo -o demo-real -m ViT-B-32:openai --sd-model stabilityai/sd-turbo
+    """
 
     def stage():
+        from susx_cli.model_spec import resolve_model
         from susx_cli.stages.demo import run_demo
 
-        return run_demo(output, model=model, pretrained=pretrained, sd_model=sd_model, per_class=per_class, overwrite=overwrite)
+        arch, weights = resolve_model(model, pretrained, default=None) if model else (None, pretrained)
+        return run_demo(output, model=arch, pretrained=weights, sd_model=sd_model, per_class=per_class, overwrite=overwrite)
 
     run(stage, quiet=quiet, as_json=as_json, table=demo_table)
 

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from susx_cli.artifacts.prompts import POOLS
 from susx_cli.commands._common import (
     BatchSizeOpt,
     DeviceOpt,
@@ -23,6 +24,7 @@ from susx_cli.commands._common import (
     RayAddressOpt,
     ShardIndexOpt,
     WorkersOpt,
+    choice,
     run,
 )
 
@@ -34,7 +36,7 @@ def embed(
     ],
     output: OutputOpt,
     model: ModelOpt = "ViT-B-32",
-    pretrained: PretrainedOpt = "openai",
+    pretrained: PretrainedOpt = None,
     classes: Annotated[Path | None, typer.Option("--classes", "-c", help="Class list (prompts.json) for class folders and path,label tables; WordNet-id folders default to ImageNet's.")] = None,
     split: Annotated[str | None, typer.Option("--split", help="Split of a CoOp split file: train | val | test.")] = None,
     image_root: Annotated[Path | None, typer.Option("--image-root", help="Folder the split's or table's paths are relative to (default: the file's folder).")] = None,
@@ -42,7 +44,7 @@ def embed(
     seed: Annotated[int, typer.Option("--seed", help="Seed for --shots sampling and --augment-passes views.")] = 0,
     augment_passes: Annotated[int, typer.Option("--augment-passes", help="Views per image (random resized crop and flip), raw embeddings averaged; 1: plain.")] = 1,
     unlabelled: Annotated[bool, typer.Option("--unlabelled", help="Treat the folder as images without labels.")] = False,
-    pool: Annotated[str | None, typer.Option("--pool", help="Text pool for prompts.json: template | cupl | combined.")] = None,
+    pool: Annotated[choice(POOLS) | None, typer.Option("--pool", help="Text pool for prompts.json (default: the prompts').")] = None,
     batch_size: BatchSizeOpt = 64,
     workers: WorkersOpt = None,
     device: DeviceOpt = "auto",
@@ -64,13 +66,23 @@ def embed(
     Sharded (--num-shards/--shard-index, or a SLURM array / torchrun's variables): each shard embeds a
     contiguous share into OUT.parts/, and the last one to finish joins them into OUT. With --executor ray,
     every shard runs as a Ray task (one GPU each where the cluster has GPUs) and this process joins them.
+
+    Examples:
+
+      susx embed prompts.json -m ViT-B-32:openai -o text.h5
+
+      susx embed support/ -m ViT-B-32:openai -o support.h5
+
+      susx embed /data/imagenet/val -c prompts.json -m RN50 -p openai -o query.h5
     """
 
     def stage():
+        from susx_cli.model_spec import resolve_model
         from susx_cli.sharding import resolve_shard
         from susx_cli.stages import on_ray
         from susx_cli.stages.embed import embed as embed_stage
 
+        arch, weights = resolve_model(model, pretrained, default="openai")
         if on_ray.check_executor(executor, ray_address, shard_index):
             run_stage = functools.partial(on_ray.embed_on_ray, num_shards=num_shards, address=ray_address, quiet=quiet)
         else:
@@ -78,8 +90,8 @@ def embed(
         return run_stage(
             input_path,
             output,
-            model=model,
-            pretrained=pretrained,
+            model=arch,
+            pretrained=weights,
             classes_path=classes,
             split=split,
             image_root=image_root,

@@ -7,7 +7,9 @@ from typing import Annotated, Any
 
 import typer
 
+from susx_cli.artifacts.prompts import POOLS
 from susx_cli.commands._common import (
+    CALIBRATION_MODES,
     BatchSizeOpt,
     DeviceOpt,
     JsonOpt,
@@ -15,8 +17,16 @@ from susx_cli.commands._common import (
     PrecisionOpt,
     QuietOpt,
     WorkersOpt,
+    choice,
+    deprecated_alias,
+    plain,
+    repeatable_choice,
     run,
 )
+from susx_cli.method import METHODS
+
+_Method = repeatable_choice("Method", METHODS)
+_Calibration = repeatable_choice("Calibration", CALIBRATION_MODES)
 
 
 def eval_(
@@ -25,14 +35,14 @@ def eval_(
     pretrained: Annotated[list[str] | None, typer.Option("--pretrained", "-p", help="Weights per --model, by position (repeatable).")] = None,
     data_root: Annotated[Path | None, typer.Option("--data-root", help="Folder holding one folder per registered dataset.")] = None,
     support: Annotated[list[str] | None, typer.Option("--support", "-s", help="folder-shots:K (K train images per class) or a support folder made by susx curate (repeatable).")] = None,
-    method: Annotated[list[str] | None, typer.Option("--method", help="zero-shot | tip-adapter | tip-x | gda (repeatable; default: the paper's three, without gda).")] = None,
-    calibration: Annotated[list[str] | None, typer.Option("--calibration", "-c", help="val | loo | kfold | fixed (repeatable; default loo; gda has no loo: it runs val, kfold, fixed).")] = None,
+    method: Annotated[list[_Method] | None, typer.Option("--method", help="Repeatable; default: the paper's three, without gda.")] = None,
+    calibration: Annotated[list[_Calibration] | None, typer.Option("--calibration", help="Repeatable; default loo; gda has no loo: it runs val, kfold, fixed.")] = None,
     work_dir: Annotated[Path, typer.Option("--work-dir", help="Where the stage artifacts go (reused across runs).")] = Path("susx-work"),
     results_dir: Annotated[Path, typer.Option("--results-dir", help="One result JSON per run.")] = Path("susx-results"),
     templates: Annotated[str, typer.Option("--templates", help="photo | ensemble | openai | FILE.")] = "ensemble",
     cupl_dir: Annotated[Path | None, typer.Option("--cupl-dir", help="CuPL sentence files named <dataset>.json.")] = None,
     prompts: Annotated[Path | None, typer.Option("--prompts", help="An existing prompts.json (one --dataset only).")] = None,
-    pool: Annotated[str | None, typer.Option("--pool", help="template | cupl | combined (default: the prompts').")] = None,
+    pool: Annotated[choice(POOLS) | None, typer.Option("--pool", help="Text pool (default: the prompts').")] = None,
     logit_scale: Annotated[str, typer.Option("--logit-scale", help="Zero-shot term scale: 100 (reference) or 'model'.")] = "100",
     tau: Annotated[float, typer.Option("--tau", help="Signature temperature.")] = 0.5,
     alpha_grid: Annotated[str | None, typer.Option("--alpha-grid", help="reference | start:stop:steps | v1,v2.")] = None,
@@ -54,20 +64,31 @@ def eval_(
     keep_going: Annotated[bool, typer.Option("--keep-going", help="Record a failed dataset or run (a result with status failed and the error) and go on; exit 1 at the end.")] = False,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
+    calibration_c: Annotated[list[_Calibration] | None, typer.Option("-c", hidden=True)] = None,  # deprecated: -c is --classes
 ) -> None:
     """Benchmark: run every stage per dataset and model, reusing matching artifacts; skip finished runs.
 
-    Every dataset is checked before any is computed."""
+    Every dataset is checked before any is computed. Scores are in %.
+
+    Examples:
+
+      susx eval -d dtd -m RN50:openai --data-root DATA -s folder-shots:16
+
+      susx eval -d dtd -d eurosat -m RN50:openai -s support-dtd --calibration loo --calibration val
+
+      susx eval -d my-dataset.json -m ViT-B-32:openai --method zero-shot
+    """
     outcome: dict[str, Any] = {}
 
     def stage():
         from susx_cli.method import PAPER_METHODS
         from susx_cli.stages.eval import run_eval
 
+        modes = plain(deprecated_alias(calibration_c, calibration, old="eval -c", new="--calibration"))
         result = run_eval(
             list(dataset), data_root=data_root, work_dir=work_dir, results_dir=results_dir, models=list(model),
-            pretrained=list(pretrained or []), supports=list(support or []), methods=list(method or PAPER_METHODS),
-            calibrations=list(calibration or ["loo"]), templates=templates, cupl_dir=cupl_dir, prompts_path=prompts,
+            pretrained=list(pretrained or []), supports=list(support or []), methods=plain(method) or list(PAPER_METHODS),
+            calibrations=list(modes or ["loo"]), templates=templates, cupl_dir=cupl_dir, prompts_path=prompts,
             pool=pool, logit_scale=logit_scale, tau=tau, alpha_grid=alpha_grid, beta_grid=beta_grid,
             gamma_grid=gamma_grid, alpha=alpha, beta=beta, gamma=gamma, gda_alpha=gda_alpha, folds=folds,
             fold_seed=fold_seed, seed=seed, augment_passes=augment_passes, batch_size=batch_size,

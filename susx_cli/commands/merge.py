@@ -22,7 +22,14 @@ def merge(
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Merge shard parts: a support folder's manifests, or an embed run's feature parts into OUT.h5."""
+    """Merge shard parts: a support folder's manifests, or an embed run's feature parts into OUT.h5.
+
+    Examples:
+
+      susx merge support/ --num-shards 4
+
+      susx merge support.h5 --num-shards 8
+    """
 
     def stage():
         from susx_cli.stages.merge import merge_features, merge_support, parts_dir

@@ -7,7 +7,17 @@ from typing import Annotated, Any
 
 import typer
 
-from susx_cli.commands._common import DeviceOpt, JsonOpt, OutputOpt, OverwriteOpt, QuietOpt, run
+from susx_cli.commands._common import (
+    DeviceOpt,
+    JsonOpt,
+    OutputOpt,
+    OverwriteOpt,
+    QuietOpt,
+    choice,
+    deprecated_alias,
+    run,
+)
+from susx_cli.method import METHODS
 
 
 def predict(
@@ -15,8 +25,8 @@ def predict(
     query: Annotated[Path, typer.Argument(help="Query features HDF5, or images (folder / split JSON) to embed now.")],
     output: OutputOpt = Path("predictions.h5"),
     support: Annotated[Path | None, typer.Option("--support", "-s", help="Support features HDF5 (tip-adapter, tip-x, gda).")] = None,
-    calibration: Annotated[Path | None, typer.Option("--calibration", "-c", help="calibration.json.")] = None,
-    method: Annotated[str | None, typer.Option("--method", help="zero-shot | tip-adapter | tip-x | gda (default: the calibration's).")] = None,
+    calibration: Annotated[Path | None, typer.Option("--calibration", help="calibration.json.")] = None,
+    method: Annotated[choice(METHODS) | None, typer.Option("--method", help="Default: the calibration's (zero-shot without one).")] = None,
     split: Annotated[str | None, typer.Option("--split", help="Images: split of a split JSON.")] = None,
     image_root: Annotated[Path | None, typer.Option("--image-root", help="Images: root of the split's paths.")] = None,
     unlabelled: Annotated[bool, typer.Option("--unlabelled", help="Images: a folder without labels.")] = False,
@@ -25,15 +35,26 @@ def predict(
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
+    calibration_c: Annotated[Path | None, typer.Option("-c", hidden=True)] = None,  # deprecated: -c is --classes
 ) -> None:
-    """Predict classes of query images; print top-1, top-5 and mean per-class recall when labels are known."""
+    """Predict classes of query images; print top-1, top-5 and mean per-class recall (in %) when labels are known.
+
+    Examples:
+
+      susx predict text.h5 query.h5 -o zero-shot.h5
+
+      susx predict text.h5 query.h5 -s support.h5 --calibration cal.json -o pred.h5
+
+      susx predict text.h5 images/ --unlabelled -s support.h5 --calibration cal.json -o pred.h5
+    """
 
     def stage():
         from susx_cli.stages.predict import predict as predict_stage
 
+        cal = deprecated_alias(calibration_c, calibration, old="predict -c", new="--calibration")
         embed_options = {"split": split, "image_root": image_root, "unlabelled": unlabelled, "batch_size": batch_size, "device": device}
         return predict_stage(
-            text, query, output, support_path=support, calibration_path=calibration, method=method,
+            text, query, output, support_path=support, calibration_path=cal, method=method,
             embed_options=embed_options, device=device, overwrite=overwrite,
         )
 

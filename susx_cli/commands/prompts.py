@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from susx_cli.commands._common import JsonOpt, OutputOpt, OverwriteOpt, QuietOpt, run
+from susx_cli.artifacts.prompts import POOLS
+from susx_cli.commands._common import JsonOpt, OutputOpt, OverwriteOpt, QuietOpt, choice, run
 
 _LLM = "CuPL sentences from an LLM"
 
@@ -31,7 +32,7 @@ def prompts(
         list[str] | None,
         typer.Option("--cupl-sha256", help="sha256 of each --cupl URL, in the same order; cached copies are reused."),
     ] = None,
-    pool: Annotated[str | None, typer.Option("--pool", help="Default text pool: template | cupl | combined.")] = None,
+    pool: Annotated[choice(POOLS) | None, typer.Option("--pool", help="Default text pool (default: combined when CuPL sentences exist, else template).")] = None,
     clean: Annotated[bool, typer.Option("--clean/--no-clean", help="Underscores to spaces, whitespace collapsed.")] = True,
     llm: Annotated[bool, typer.Option("--llm", help="Ask an OpenAI-compatible endpoint for CuPL sentences.", rich_help_panel=_LLM)] = False,
     llm_base_url: Annotated[
@@ -72,7 +73,16 @@ def prompts(
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Write prompts.json: the ordered class list and each class's texts."""
+    """Write prompts.json: the ordered class list and each class's texts.
+
+    Examples:
+
+      susx prompts -d imagenet -t openai -o prompts.json
+
+      susx prompts -c classes.txt -o prompts.json
+
+      susx prompts -c classes.txt --cupl cupl.json --pool combined -o prompts.json
+    """
 
     def stage():
         from susx_cli.stages.prompts import build_prompts, llm_settings

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from susx_cli.commands._common import JsonOpt, QuietOpt, run
+from susx_cli.commands._common import METRICS, JsonOpt, QuietOpt, choice, run
 
 
 def report(
@@ -19,11 +19,21 @@ def report(
         Path | None,
         typer.Option("--long", help="Long CSV: one row per run, every metric and configuration field (dotted names)."),
     ] = None,
-    metric: Annotated[str, typer.Option("--metric", help="top1 | top5 | mean_per_class_recall.")] = "top1",
+    metric: Annotated[choice(METRICS), typer.Option("--metric", help="The score in the tables and chart (percent).")] = "top1",
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Join result files into datasets-as-columns, methods-as-rows tables with a mean column and the paper's figures."""
+    """Join result files into datasets-as-columns, methods-as-rows tables with a mean column and the paper's
+    figures (scores in %).
+
+    Examples:
+
+      susx report susx-results
+
+      susx report susx-results -o table.md --csv table.csv --chart chart.png
+
+      susx report susx-results --metric mean_per_class_recall --long runs.csv
+    """
 
     def stage():
         from susx_cli.stages.report import report as report_stage

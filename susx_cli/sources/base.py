@@ -48,10 +48,12 @@ class Source(Protocol):
 
 @dataclass(frozen=True)
 class CliOption:
-    """How an options field appears on `susx curate`: its flags (the first one long) and its help."""
+    """How an options field appears on `susx curate`: its flags (the first one long), its help and, for
+    an option with a fixed set of values, those values (the parser then refuses any other)."""
 
     flags: tuple[str, ...]
     help: str
+    choices: tuple[str, ...] | None = None
 
     @property
     def flag(self) -> str:
@@ -64,9 +66,9 @@ class CliOption:
         return self.flag.lstrip("-").replace("-", "_")
 
 
-def option(default: Any, *flags: str, help: str) -> Any:
+def option(default: Any, *flags: str, help: str, choices: tuple[str, ...] | None = None) -> Any:
     """An options-dataclass field with its default and how it appears on the command line."""
-    return field(default=default, metadata={"cli": CliOption(flags, help)})
+    return field(default=default, metadata={"cli": CliOption(flags, help, tuple(choices) if choices else None)})
 
 
 def cli_fields(options_class: type) -> list[tuple[dataclasses.Field, CliOption]]:

@@ -23,7 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from susx_cli import runtime
-from susx_cli.adapters.download import MAX_IMAGE_BYTES, DownloadOptions
+from susx_cli.adapters.download import (
+    DISTRIBUTORS,
+    MAX_IMAGE_BYTES,
+    OUTPUT_FORMATS,
+    RESIZE_MODES,
+    DownloadOptions,
+)
 from susx_cli.adapters.retrieval import PUBLIC_INDEX, KnnOptions
 from susx_cli.artifacts import common
 from susx_cli.artifacts.prompts import Prompts
@@ -61,8 +67,8 @@ class LaionOptions:
     """`curate --source laion` (SuS-LC): a kNN backend or an offline caption search; downloads by img2dataset."""
 
     per_class: int | None = option(None, "--per-class", "-k", help="images per class.")
-    mode: str = option("knn", "--laion-mode", help="knn (a clip-retrieval backend) | captions (offline search of caption metadata).")
-    query: str = option("photo", "--prompt-mode", help="photo (the class's photo prompt) | cupl (its CuPL sentences, results interleaved).")
+    mode: str = option("knn", "--laion-mode", choices=MODES, help="knn (a clip-retrieval backend) | captions (offline search of caption metadata).")
+    query: str = option("photo", "--prompt-mode", choices=ranked.QUERY_TEXTS, help="photo (the class's photo prompt) | cupl (its CuPL sentences, results interleaved).")
     candidates: int = option(5000, "--candidates", help="ranked candidates per class (default 5000).")
     knn_url: str | None = option(
         None, "--knn-url", help="knn mode: URL of your `clip-retrieval back` (no default: LAION's public service is offline since 2024)."
@@ -90,11 +96,11 @@ class LaionOptions:
     duckdb_memory: str | None = option(
         None, "--duckdb-memory", help="captions mode: DuckDB memory limit, e.g. 8GB (it spills to disk beyond)."
     )
-    model: str = option("ViT-B-32", "--clip-model", help="captions mode: open_clip model that ranks the captions.")
-    pretrained: str | None = option("openai", "--clip-pretrained", help="its weights (tag, checkpoint path, or 'none').")
+    model: str = option("ViT-B-32", "--clip-model", help="captions mode: open_clip model that ranks the captions (ARCH or ARCH:TAG).")
+    pretrained: str | None = option("openai", "--clip-pretrained", help="its weights (tag, checkpoint path, or 'none'; default: the --clip-model tag, else openai).")
     device: str | None = option("auto", "--device", help="auto (cuda:LOCAL_RANK under torchrun), cpu, cuda, cuda:1, mps.")
     image_size: int = option(256, "--image-size", help="resize downloads to this size (img2dataset resizer).")
-    resize_mode: str = option("keep_ratio", "--resize-mode", help="keep_ratio | center_crop | border | keep_ratio_largest | no.")
+    resize_mode: str = option("keep_ratio", "--resize-mode", choices=RESIZE_MODES, help="keep_ratio | center_crop | border | keep_ratio_largest | no.")
     download_timeout: int = option(
         10, "--download-timeout", help="seconds for one image in all (connect, redirects, every read, retries)."
     )
@@ -108,8 +114,8 @@ class LaionOptions:
     download_retries: int = option(2, "--download-retries", help="retries of a failed download.")
     download_processes: int = option(1, "--download-processes", help="img2dataset processes.")
     download_threads: int = option(64, "--download-threads", help="img2dataset threads per process.")
-    distributor: str = option("multiprocessing", "--distributor", help="img2dataset distributor: multiprocessing | pyspark | ray.")
-    download_format: str = option("files", "--download-format", help="img2dataset output while downloading: files | webdataset.")
+    distributor: str = option("multiprocessing", "--distributor", choices=DISTRIBUTORS, help="img2dataset distributor: multiprocessing | pyspark | ray.")
+    download_format: str = option("files", "--download-format", choices=OUTPUT_FORMATS, help="img2dataset output while downloading: files | webdataset.")
     # Built from the fields above: what the kNN backend and img2dataset are asked.
     knn: KnnOptions = field(init=False, repr=False, compare=False)
     download: DownloadOptions = field(init=False, repr=False, compare=False)

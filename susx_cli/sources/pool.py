@@ -56,7 +56,7 @@ def resolve_pool(pool: str | Path) -> PoolLayout:
         return PoolLayout("tars", tars=tars)
     path = Path(pool).expanduser()
     if not path.exists():
-        raise SusxError(f"pool {path} does not exist", hint="pass --pool with an image folder or webdataset tars")
+        raise SusxError(f"pool {path} does not exist", hint="pass --pool-images with an image folder or webdataset tars")
     if path.is_file():
         if path.suffix != ".tar":
             raise SusxError(f"pool {path} is neither a folder nor a .tar file", hint="pass an image folder or webdataset tars")
@@ -84,22 +84,22 @@ def _has_images(layout: PoolLayout) -> bool:
 class PoolOptions:
     """`curate --source pool`: retrieve each class's images from a local collection by CLIP similarity."""
 
-    pool: str | None = option(None, "--pool", help="image folder, .tar file, folder of .tar files or a tar glob.")
+    pool: str | None = option(None, "--pool-images", help="image folder, .tar file, folder of .tar files or a tar glob.")
     per_class: int | None = option(None, "--per-class", "-k", help="images per class.")
-    query: str = option("photo", "--prompt-mode", help="photo (the class's photo prompt) | cupl (its CuPL sentences, results interleaved).")
+    query: str = option("photo", "--prompt-mode", choices=ranked.QUERY_TEXTS, help="photo (the class's photo prompt) | cupl (its CuPL sentences, results interleaved).")
     candidates: int | None = option(None, "--candidates", help="ranked images per class to look through (default 4*M+16).")
     features: Path | None = option(
         None, "--pool-features", help="feature file of the pool, made once and reused (default: one per pool and model under ~/.cache/susx)."
     )
-    model: str = option("ViT-B-32", "--clip-model", help="open_clip model that embeds the pool and the queries.")
-    pretrained: str | None = option("openai", "--clip-pretrained", help="its weights (tag, checkpoint path, or 'none').")
+    model: str = option("ViT-B-32", "--clip-model", help="open_clip model that embeds the pool and the queries (ARCH or ARCH:TAG).")
+    pretrained: str | None = option("openai", "--clip-pretrained", help="its weights (tag, checkpoint path, or 'none'; default: the --clip-model tag, else openai).")
     device: str | None = option("auto", "--device", help="auto (cuda:LOCAL_RANK under torchrun), cpu, cuda, cuda:1, mps.")
-    precision: str = option("auto", "--precision", help="auto (fp32) | fp32 | fp16 | bf16.")
-    search: str = option("auto", "--pool-search", help="auto | faiss | matmul.")
+    precision: str = option("auto", "--precision", choices=runtime.PRECISIONS, help="auto (fp32) | fp32 | fp16 | bf16.")
+    search: str = option("auto", "--pool-search", choices=SEARCHES, help="auto | faiss | matmul.")
 
     def __post_init__(self) -> None:
         if self.pool is None:
-            raise SusxError("--source pool needs --pool (an image folder or webdataset tars)", hint="e.g. --pool ~/images")
+            raise SusxError("--source pool needs --pool-images (an image folder or webdataset tars)", hint="e.g. --pool-images ~/images")
         require_per_class("pool", self.per_class, "images to keep per class")
         if self.search not in SEARCHES:
             raise SusxError(f"unknown --pool-search {self.search!r}", hint=f"use one of {', '.join(SEARCHES)}")

@@ -42,6 +42,7 @@ class CliParam:
     default: Any  # the sources' common default, else None (each source then applies its own)
     help: str
     sources: tuple[str, ...]
+    choices: tuple[str, ...] | None = None  # the values the parser accepts (the sources' declared ones)
 
     @property
     def flag(self) -> str:
@@ -63,6 +64,12 @@ def _base_types(hint: Any) -> tuple[set[Any], bool]:
 def _merge(name: str, decls: list[tuple[str, Any, Any, Any]]) -> CliParam:
     """One parameter from its declarations (source, CliOption, type hint, default) in several sources."""
     flags = {cli.flags for _, cli, _, _ in decls}
+    declared = [cli.choices for _, cli, _, _ in decls]
+    if len({c is None for c in declared}) > 1:
+        raise TypeError(f"some sources declare choices for option {name} and some do not: make them agree")
+    # Sources may accept different values (e.g. --precision): the parser accepts any of them, each
+    # source's own check refuses the rest.
+    choices = None if declared[0] is None else tuple(dict.fromkeys(v for c in declared for v in c))
     bases = [_base_types(hint) for _, _, hint, _ in decls]
     kinds = {frozenset(b) for b, _ in bases}
     if len(flags) > 1 or len(kinds) > 1 or len(next(iter(kinds))) != 1:
@@ -79,7 +86,7 @@ def _merge(name: str, decls: list[tuple[str, Any, Any, Any]]) -> CliParam:
     else:
         text = "; ".join(f"{', '.join(srcs)}: {h.rstrip('.')}" for h, srcs in helps.items()) + "."
     return CliParam(
-        name, decls[0][1].flags, base | None if optional else base, default, text, tuple(s for s, *_ in decls)
+        name, decls[0][1].flags, base | None if optional else base, default, text, tuple(s for s, *_ in decls), choices
     )
 
 

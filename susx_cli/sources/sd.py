@@ -56,7 +56,7 @@ class SDOptions:
     """`curate --source sd`: a preset (default: the paper's) with any field overridden."""
 
     per_class: int | None = option(None, "--per-class", "-k", help="images per class.")
-    preset: str | None = option(None, "--preset", help="paper (default) | fast | sd15 | sdxl | sd-turbo | sdxl-turbo.")
+    preset: str | None = option(None, "--preset", choices=tuple(sd.PRESETS), help="paper (default) | fast | sd15 | sdxl | sd-turbo | sdxl-turbo.")
     model: str | None = option(None, "--sd-model", help="diffusers model id or local pipeline folder (overrides the preset's).")
     revision: str | None = option(None, "--revision", help="model revision (branch, tag or commit) of a hub model id.")
     steps: int | None = option(None, "--steps", help="denoising steps (paper: 85).")
@@ -65,9 +65,9 @@ class SDOptions:
     scheduler: str | None = option(
         None, "--scheduler", help="default | dpm++ | dpm++-karras | ddim | pndm | euler | euler-a | unipc | lcm | a diffusers class."
     )
-    precision: str = option("auto", "--precision", help="auto (fp16 on a GPU, fp32 on a CPU) | fp32 | fp16 | bf16.")
+    precision: str = option("auto", "--precision", choices=runtime.PRECISIONS, help="auto (fp16 on a GPU, fp32 on a CPU) | fp32 | fp16 | bf16.")
     prompt_mode: str = option(
-        "photo", "--prompt-mode", help="photo (the class's photo prompt) | cupl (a seeded draw of its CuPL sentences)."
+        "photo", "--prompt-mode", choices=PROMPT_MODES, help="photo (the class's photo prompt) | cupl (a seeded draw of its CuPL sentences)."
     )
     seed: int = option(0, "--seed", help="run seed: generation and prompt sampling.")
     batch_size: int = option(4, "--batch-size", help="images per pipeline call (does not change the images).")

@@ -164,7 +164,7 @@ def calibrate(
     prov = common.provenance(options, ids)
     if common.decide_existing(output, cal_io.existing_provenance(output), prov, overwrite):
         info(f"{output} is up to date (same inputs and options); nothing to do")
-        return StageResult("calibrate", [output], skipped=True)
+        return StageResult("calibrate", [output], skipped=True, summary=calibration_summary(cal_io.read_calibration(output)))
 
     as_t = lambda x: as_float64(x, dev)  # noqa: E731
     W, F = as_t(text.weights), as_t(sup.features)
@@ -174,7 +174,6 @@ def calibrate(
 
         gda.check_support(F, y, W.shape[0])  # refused here, not first at predict
     objective = split_record = None
-    summary: dict[str, Any] = {}
     values = dict(fixed or {})
     if mode != "fixed":
         split = None
@@ -195,14 +194,14 @@ def calibrate(
         accuracy = correct / total if total else 0.0
         objective = {
             "metric": "top1",
-            "value": accuracy,
+            "value": accuracy,  # a fraction, as calibrations always recorded it; value_percent says it in %
+            "value_percent": 100 * accuracy,
             "correct": correct,
             "queries": total,
             "on": _OBJECTIVE_ON[mode].format(k=folds),
             "search_seconds": round(seconds, 3),
             "configurations": grid.size,
         }
-        summary = {"top1": accuracy, "configurations_per_second": grid.size / max(seconds, 1e-9)}
         if heatmap is not None:
             b = grid.beta.index(values["beta"])
             from susx_cli.plots import accuracy_heatmap
@@ -242,9 +241,18 @@ def calibrate(
     )
     cal_io.write_calibration(output, cal)
     outputs = [output] + ([heatmap] if heatmap is not None and mode != "fixed" else [])
-    summary.update({"method": method, "mode": mode, **cal.hyperparameters()})
-    summary.pop("tau", None)
-    return StageResult("calibrate", outputs, summary=summary)
+    return StageResult("calibrate", outputs, summary=calibration_summary(cal))
+
+
+def calibration_summary(cal: cal_io.Calibration) -> dict[str, Any]:
+    """What `calibrate` reports, run or skipped: method, mode, the chosen values and the objective (top-1
+    in %, None for fixed values)."""
+    values = {k: v for k, v in cal.hyperparameters().items() if k != "tau"}
+    objective = cal.objective or {}
+    top1 = objective.get("value_percent", 100 * objective["value"] if "value" in objective else None)
+    speed = objective["configurations"] / max(objective["search_seconds"], 1e-3) if objective else None
+    return {"method": cal.method, "mode": cal.mode, **values, "top1": top1, "objective_on": objective.get("on"),
+            "configurations_per_second": speed}
 
 
 _OBJECTIVE_ON = {

@@ -23,6 +23,7 @@ from susx_cli.classnames import check_same_classes, folder_key, slug
 from susx_cli.encoder import recorded_pretrained
 from susx_cli.errors import SusxError
 from susx_cli.method import METHOD_MODES, METHODS, PAPER_METHODS, hyperparameters, uses_support
+from susx_cli.model_spec import resolve_model, split_model
 from susx_cli.progress import info
 from susx_cli.stages.results import StageResult
 
@@ -67,19 +68,15 @@ def parse_support(spec: str) -> SupportChoice:
 
 
 def parse_models(models: list[str], pretrained: list[str]) -> list[tuple[str, str]]:
-    """Pairs of (architecture, weights): ``--model A --pretrained T`` by position, or ``A:T`` strings."""
+    """Pairs of (architecture, weights): ``--model ARCH[:TAG]`` (susx_cli.model_spec's syntax), the
+    ``--pretrained`` values going by position to the models without a tag (one value: to all of them)."""
     if not models:
         raise SusxError("give at least one --model", hint="e.g. --model RN50 --pretrained openai, or --model RN50:openai")
-    plain, pairs = [], []
-    for m in models:
-        head = "hf-hub:" if m.startswith("hf-hub:") else ""
-        rest = m[len(head):]
-        if ":" in rest:
-            arch, tag = rest.rsplit(":", 1)
-            pairs.append((head + arch, tag or "none"))
-        else:
-            plain.append(m)
-            pairs.append((m, None))
+    pairs = [split_model(m) for m in models]
+    plain = [m for m, (_, tag) in zip(models, pairs, strict=True) if tag is None]
+    if len(pretrained) == 1 and not plain:
+        for m in models:  # a single --pretrained next to tagged models only: it must agree with them
+            resolve_model(m, pretrained[0], default=None)
     if len(pretrained) == 1:
         tags = pretrained * len(plain)
     elif len(pretrained) in (0, len(plain)):

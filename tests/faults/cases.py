@@ -186,7 +186,7 @@ def _failed_embed(ws: Path) -> None:
 # a kNN backend whose candidates all trickle one byte per 0.5 s, and one that never answers a query.
 _TRICKLE_KNN = Server(knn_target="/trickle")
 _SILENT_KNN = Server(knn_target="hang")
-_LAION = ("curate", "p.json", "-s", "laion", "--index-name", "idx", "-k", "1", "--candidates", "2")
+_LAION = ("curate", "p.json", "--source", "laion", "--index-name", "idx", "-k", "1", "--candidates", "2")
 
 
 # ------------------------------------------------------------------ the table
@@ -196,7 +196,7 @@ CASES: list[Case] = [
     Case("embed-missing-input", ("embed", "nope", "-o", "x.h5", *TINY), message="does not exist"),
     Case("calibrate-wrong-kind", ("calibrate", "sup.h5", "sup.h5", "-o", "c2.json"), message="expected"),
     Case("calibrate-json-as-text", ("calibrate", "p.json", "sup.h5", "-o", "c2.json"), message="p.json"),
-    Case("predict-missing-calibration", ("predict", "text.h5", "test.h5", "-s", "sup.h5", "-c", "nope.json",
+    Case("predict-missing-calibration", ("predict", "text.h5", "test.h5", "-s", "sup.h5", "--calibration", "nope.json",
                                          "-o", "p2.h5"), message="does not exist"),
     # numbers from the command line
     Case("tau-negative", ("calibrate", "text.h5", "sup.h5", "-o", "c2.json", "--tau", "-1"), message="--tau"),
@@ -222,24 +222,24 @@ CASES: list[Case] = [
     Case("report-unknown-metric", ("report", "pred.h5", "--metric", "accuracy"), message="metric",
          issue_item="tracebacks"),
     # hand-damaged artifacts
-    Case("text-missing-weights", ("predict", "text.h5", "test.h5", "-s", "sup.h5", "-c", "cal.json", "-o", "p2.h5"),
+    Case("text-missing-weights", ("predict", "text.h5", "test.h5", "-s", "sup.h5", "--calibration", "cal.json", "-o", "p2.h5"),
          setup=_edit_h5("text.h5", _drop_weights), message="no 'weights'", issue_item="tracebacks"),
-    Case("calibration-damaged", ("predict", "text.h5", "test.h5", "-s", "sup.h5", "-c", "cal.json", "-o", "p2.h5"),
+    Case("calibration-damaged", ("predict", "text.h5", "test.h5", "-s", "sup.h5", "--calibration", "cal.json", "-o", "p2.h5"),
          setup=_damaged_calibration, message="cal.json", issue_item="tracebacks"),
     Case("damaged-output-not-up-to-date", ("embed", "sup", "-o", "sup.h5", *TINY),
          setup=_edit_h5("sup.h5", _missing_attr), message="--overwrite", issue_item="tracebacks"),
     Case("support-label-beyond-classes", ("calibrate", "text.h5", "sup.h5", "-o", "c2.json", "--mode", "fixed",
                                           "--alpha", "1", "--beta", "1", "--gamma", "1"),
          setup=_edit_h5("sup.h5", _labels_beyond_classes), message="label", issue_item="9"),
-    Case("query-keys-shorter", ("predict", "text.h5", "test.h5", "-s", "sup.h5", "-c", "cal.json", "-o", "p2.h5"),
+    Case("query-keys-shorter", ("predict", "text.h5", "test.h5", "-s", "sup.h5", "--calibration", "cal.json", "-o", "p2.h5"),
          setup=_edit_h5("test.h5", _drop_last_key), message="keys", issue_item="9"),
     Case("support-nan-row", ("calibrate", "text.h5", "sup.h5", "-o", "c2.json"),
          setup=_edit_h5("sup.h5", _nan_row), message="NaN"),
-    Case("text-fewer-rows", ("predict", "text.h5", "test.h5", "-s", "sup.h5", "-c", "cal.json", "-o", "p2.h5"),
+    Case("text-fewer-rows", ("predict", "text.h5", "test.h5", "-s", "sup.h5", "--calibration", "cal.json", "-o", "p2.h5"),
          setup=_edit_h5("text.h5", _fewer_text_rows), message="text.h5", issue_item="9"),
     Case("features-missing-model-attr", ("calibrate", "text.h5", "sup.h5", "-o", "c2.json"),
          setup=_edit_h5("sup.h5", _missing_attr), message="sup.h5", issue_item="tracebacks"),
-    Case("calibration-of-other-support", ("predict", "text.h5", "test.h5", "-s", "sup-other.h5", "-c", "cal.json",
+    Case("calibration-of-other-support", ("predict", "text.h5", "test.h5", "-s", "sup-other.h5", "--calibration", "cal.json",
                                           "-o", "p2.h5"),
          setup=_other_support_calibration, message="support", issue_item="9"),
     # outputs the user has
@@ -260,7 +260,7 @@ CASES: list[Case] = [
     # --overwrite replaces an output of susx's that is damaged or of a newer schema
     Case("embed-overwrite-damaged-features", ("embed", "sup", "-o", "sup.h5", "--overwrite", *TINY),
          setup=_edit_h5("sup.h5", _missing_attr), expect_exit=0, may_change=("sup.h5",), issue_item="tracebacks"),
-    Case("predict-overwrite-future-version", ("predict", "text.h5", "test.h5", "-s", "sup.h5", "-c", "cal.json",
+    Case("predict-overwrite-future-version", ("predict", "text.h5", "test.h5", "-s", "sup.h5", "--calibration", "cal.json",
                                               "-o", "pred.h5", "--overwrite"),
          setup=_edit_h5("pred.h5", _future_version), expect_exit=0, may_change=("pred.h5",), issue_item="tracebacks"),
     Case("calibrate-overwrite-damaged", ("calibrate", "text.h5", "sup.h5", "-o", "cal.json", "--overwrite", "--mode",
@@ -283,7 +283,7 @@ CASES: list[Case] = [
          message="both match", issue_item="7"),
     Case("embed-swapped-support-image", ("embed", "sup", "-o", "s2.h5", *TINY), setup=_swapped_support_image,
          message="does not match its manifest", issue_item="8"),
-    Case("curate-pool-key-escapes", ("curate", "p.json", "-o", "s6", "--source", "pool", "--pool", "pool",
+    Case("curate-pool-key-escapes", ("curate", "p.json", "-o", "s6", "--source", "pool", "--pool-images", "pool",
                                      "--pool-features", "pool.h5", "--per-class", "1", "--clip-model", "susx-tiny-vit",
                                      "--clip-pretrained", "none"),
          setup=_pool_key_escapes, message="'../x'", issue_item="8"),
@@ -310,7 +310,7 @@ CASES: list[Case] = [
          message="no image", may_change=("s-trickle",), timeout_s=90, issue_item="12"),
     Case("knn-never-answers", (*_LAION, "-o", "s-knn", "--knn-url", _SILENT_KNN.url, "--knn-timeout", "2"),
          message="did not answer", may_change=("s-knn",), timeout_s=30, issue_item="12"),
-    Case("control-rerun-is-skipped", ("predict", "text.h5", "test.h5", "-s", "sup.h5", "-c", "cal.json",
+    Case("control-rerun-is-skipped", ("predict", "text.h5", "test.h5", "-s", "sup.h5", "--calibration", "cal.json",
                                       "-o", "pred.h5"), expect_exit=0),
     Case("control-embed-rerun", ("embed", "sup", "-o", "sup.h5", *TINY), expect_exit=0),
 ]

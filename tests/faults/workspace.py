@@ -18,7 +18,7 @@ def build_workspace(root: Path) -> Path:
     try:
         invoke("calibrate", "text.h5", "sup.h5", "-o", "cal.json", "--mode", "fixed", "--alpha", "1", "--beta", "2",
                "--gamma", "0.5")
-        invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "-c", "cal.json", "-o", "pred.h5")
+        invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "--calibration", "cal.json", "-o", "pred.h5")
         mine = root / "mine"
         mine.mkdir()
         (mine / "thesis.tex").write_text("the user's own file")
