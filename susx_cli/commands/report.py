@@ -1,4 +1,4 @@
-"""susx report: result files of susx eval -> the paper's table (Markdown, CSV) and a bar chart."""
+"""susx report: result files of susx eval -> the paper's table (Markdown, CSV), a long table and charts."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def report(
     results: Annotated[list[Path], typer.Argument(help="Result JSON files or folders of them (susx eval --results-dir).")],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Markdown table (default: print it).")] = None,
     csv_path: Annotated[Path | None, typer.Option("--csv", help="The same table as CSV.")] = None,
-    chart: Annotated[Path | None, typer.Option("--chart", help="PNG bar chart, one panel per dataset.")] = None,
+    chart: Annotated[Path | None, typer.Option("--chart", help="PNG: few-shot curves over shots; bars for name-only support sets (both: NAME-shots.png, NAME-name-only.png).")] = None,
     long_path: Annotated[
         Path | None,
         typer.Option("--long", help="Long CSV: one row per run, every metric and configuration field (dotted names)."),
