@@ -151,7 +151,7 @@ def sd_setup(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("ray-sd")
     pipe = build_tiny_pipeline(root / "tiny-sd")
-    args = ["-s", "sd", "--sd-model", pipe, "--size", "32", "--steps", "2", "--device", "cpu", "-k", 2, "-q",
+    args = ["--source", "sd", "--sd-model", pipe, "--size", "32", "--steps", "2", "--device", "cpu", "-k", 2, "-q",
             "--batch-size", "1"]
     return {"root": root, "prompts": _write_prompts(root / "prompts.json"), "args": args}
 
@@ -182,7 +182,7 @@ def test_curate_on_ray_is_for_the_sd_source_only(tmp_path):
 
     prompts = _write_prompts(tmp_path / "prompts.json")
     (tmp_path / "imgs").mkdir()
-    result = invoke("curate", prompts, "-o", tmp_path / "s", "-s", "folder", "--images", tmp_path / "imgs",
+    result = invoke("curate", prompts, "-o", tmp_path / "s", "--source", "folder", "--images", tmp_path / "imgs",
                     "--executor", "ray", expect=2)
     _one_line_error(result, "`curate --source sd` only")
 
