@@ -161,9 +161,18 @@ def test_curate_sd_on_ray_equals_the_sharded_run(ray_address, sd_setup, monkeypa
 
     for var in ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "RANK", "WORLD_SIZE", "RAY_ADDRESS"):
         monkeypatch.delenv(var, raising=False)
+    import torch
+
     root, prompts, args = sd_setup["root"], sd_setup["prompts"], sd_setup["args"]
-    for i in range(2):
-        invoke("curate", prompts, "-o", root / "sharded", *args, "--num-shards", "2", "--shard-index", i)
+    # The Ray workers run on one thread (OMP_NUM_THREADS=1): so must the reference, since CPU kernels reduce
+    # in another order on more threads and a pixel can then differ by one grey level.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for i in range(2):
+            invoke("curate", prompts, "-o", root / "sharded", *args, "--num-shards", "2", "--shard-index", i)
+    finally:
+        torch.set_num_threads(threads)
     out = root / "on-ray"
     result = json.loads(invoke("curate", prompts, "-o", out, *args, "--executor", "ray", "--num-shards", "2", "--json").stdout)
     assert result["summary"]["complete"] is True and result["summary"]["images"] == 6
