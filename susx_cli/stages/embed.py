@@ -11,6 +11,7 @@ from susx_cli import imagesets, runtime
 from susx_cli.artifacts import common, hdf5
 from susx_cli.artifacts.lock import output_lock
 from susx_cli.artifacts.prompts import read_prompts
+from susx_cli.artifacts.schema import ModelIdentity
 from susx_cli.classnames import folder_key, read_class_file
 from susx_cli.encoder import (
     class_text_weights,
@@ -119,10 +120,24 @@ def embed_images(
         return _embed_shard(run, output, shard, prov, overwrite, join)
     with output_lock(output):  # one writer: a second run of the same output is refused with our PID
         done = run(output)
-    if done is None:
-        return StageResult("embed", [output], skipped=True)
-    summary = {"rows": done.rows, "skipped": done.skipped, "model": done.model.describe(), "layout": image_set.layout}
-    return StageResult("embed", [output], summary=summary)
+    return StageResult("embed", [output], summary=_image_summary(output), skipped=done is None)
+
+
+def _image_summary(path: Path) -> dict[str, Any]:
+    """The `embed` summary of a complete image feature file, read from its header: the same keys whether
+    it was just written or found up to date."""
+    header = hdf5.read_feature_header(path)
+    return {
+        "rows": header.rows,
+        "skipped": header.skipped,
+        "model": ModelIdentity.from_dict(header.model).describe(),
+        "layout": header.provenance.get("options", {}).get("input_layout"),
+    }
+
+
+def _text_summary(tc: hdf5.TextClassifier) -> dict[str, Any]:
+    """The `embed` summary of a text classifier, the same keys whether it was just written or read back."""
+    return {"classes": len(tc.classes), "texts": int(tc.num_texts.sum()), "pool": tc.pool}
 
 
 def _embed_shard(run, output: Path, shard: Shard, prov: dict[str, Any], overwrite: bool, join: bool) -> StageResult:
@@ -182,7 +197,7 @@ def embed_texts(
     prov = common.provenance(options, [common.identity(prompts_path, common.PROMPTS)])
     if common.decide_existing(output, hdf5.existing_provenance(output, common.TEXT_CLASSIFIER), prov, overwrite):
         info(f"{output} is up to date (same inputs and options); nothing to do")
-        return StageResult("embed", [output], skipped=True)
+        return StageResult("embed", [output], summary=_text_summary(hdf5.read_text_classifier(output)), skipped=True)
     encoder = load_encoder(model, pretrained, device=device, precision=precision)
     weights = class_text_weights(encoder, texts, batch_size)
     tc = hdf5.TextClassifier(
@@ -194,9 +209,7 @@ def embed_texts(
         provenance=prov,
     )
     hdf5.write_text_classifier(output, tc)
-    return StageResult(
-        "embed", [output], summary={"classes": len(texts), "texts": sum(map(len, texts)), "pool": pool}
-    )
+    return StageResult("embed", [output], summary=_text_summary(tc))
 
 
 def is_prompts_file(input_path: Path) -> bool:

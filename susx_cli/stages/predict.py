@@ -80,7 +80,7 @@ def predict(
         info(f"{output} is up to date (same inputs and options); nothing to do")
         existing = hdf5.read_predictions(output)
         metrics = summary_metrics(existing.metrics)
-        return PredictResult("predict", [output], skipped=True, summary={"method": method},
+        return PredictResult("predict", [output], skipped=True, summary=_predict_summary(existing),
                              metrics=metrics if "n" in metrics else {},
                              worst_classes=worst_classes(existing.per_class, existing.classes))
 
@@ -128,9 +128,14 @@ def predict(
     )
     hdf5.write_predictions(output, preds)
     outputs = [output] + ([query_features] if query_features != query_path else [])
-    return PredictResult("predict", outputs, summary={"method": method, "queries": len(q.keys)},
+    return PredictResult("predict", outputs, summary=_predict_summary(preds),
                          metrics=summary_metrics(metrics),
                          worst_classes=worst_classes(per_class, text.classes))
+
+
+def _predict_summary(preds: hdf5.Predictions) -> dict[str, Any]:
+    """The `predict` summary, the same keys whether the predictions were just written or read back."""
+    return {"method": preds.method, "queries": len(preds.keys)}
 
 
 def summary_metrics(recorded: dict[str, Any]) -> dict[str, Any]:

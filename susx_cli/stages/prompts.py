@@ -8,7 +8,14 @@ from typing import Any
 from susx_cli import cupl as cupl_llm
 from susx_cli import templates as tpl
 from susx_cli.artifacts import common
-from susx_cli.artifacts.prompts import POOLS, PromptEntry, Prompts, existing_provenance, write_prompts
+from susx_cli.artifacts.prompts import (
+    POOLS,
+    PromptEntry,
+    Prompts,
+    existing_provenance,
+    read_prompts,
+    write_prompts,
+)
 from susx_cli.classnames import NO_CLEANING, Cleaning, folder_key, read_class_file, validate_classes
 from susx_cli.cupl import LLMSettings
 from susx_cli.errors import SusxError
@@ -153,7 +160,7 @@ def build_prompts(
     prov = common.provenance(options, inputs)
     if common.decide_existing(output, existing_provenance(output), prov, overwrite):
         info(f"{output} is up to date (same inputs and options); nothing to do")
-        return StageResult("prompts", [output], skipped=True)
+        return StageResult("prompts", [output], skipped=True, summary=prompts_summary(read_prompts(output)))
     extra: dict[str, Any] = {}
     if plan is not None:
         generated = cupl_llm.generate(plan, names)
@@ -168,17 +175,28 @@ def build_prompts(
     ]
     prompts = Prompts(entries, pool, dataset, cleaning.to_dict(), prov, extra=extra)
     write_prompts(output, prompts)
+    return StageResult("prompts", [output], summary=prompts_summary(prompts))
+
+
+def prompts_summary(prompts: Prompts) -> dict[str, Any]:
+    """The `prompts` summary, from the prompts themselves: the same keys whether they were just written or read back.
+
+    CuPL was in play when any class has sentences or an LLM was asked (its record is in ``extra``).
+    """
+    entries = prompts.entries
+    llm = prompts.extra.get("llm")
+    has_cupl = any(e.cupl for e in entries) or llm is not None
     summary = {
         "classes": len(entries),
-        "templates": len(templates),
-        "cupl_sentences": sum(map(len, cupl)),
-        "classes_without_cupl": sum(1 for c in cupl if not c) if has_cupl else None,
-        "pool": pool,
+        "templates": len(entries[0].template) if entries else 0,
+        "cupl_sentences": sum(len(e.cupl) for e in entries),
+        "classes_without_cupl": sum(1 for e in entries if not e.cupl) if has_cupl else None,
+        "pool": prompts.default_pool,
     }
-    if plan is not None:
-        summary["llm_requests"] = extra["llm"]["requests_made"]
-        summary["llm_cache_hits"] = extra["llm"]["cache_hits"]
-    return StageResult("prompts", [output], summary=summary)
+    if llm is not None:
+        summary["llm_requests"] = llm["requests_made"]
+        summary["llm_cache_hits"] = llm["cache_hits"]
+    return summary
 
 
 def llm_settings(enabled: bool, *, model: str | None, system: str | None = None, retries: int = 5,
