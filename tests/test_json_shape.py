@@ -45,6 +45,12 @@ COMMANDS = {
         ("embed", "shots", "-c", "p.json", "-o", "shots.h5", *TINY),
         ("predict", "text.h5", "shots.h5", "-o", "pred.h5"),
     ],
+    "curate": [("prompts", "-c", "classes.txt", "-o", "p.json"), ("curate", "p.json", "-o", "sup", "--images", "shots")],
+    "curate, last of two shards": [
+        ("prompts", "-c", "classes.txt", "-o", "p.json"),
+        ("curate", "p.json", "-o", "sup", "--images", "shots", "--num-shards", "2", "--shard-index", "0"),
+        ("curate", "p.json", "-o", "sup", "--images", "shots", "--num-shards", "2", "--shard-index", "1"),
+    ],
 }
 
 
@@ -59,3 +65,13 @@ def test_skipped_rerun_has_the_same_summary_keys(workdir, name):
     assert shape(second["summary"]) == shape(first["summary"])
     # read back, not made up: the counts agree with the run that wrote the artifact
     assert second["summary"] == first["summary"]
+
+
+def test_merge_of_feature_parts_reports_the_same_keys_when_already_joined(workdir):
+    args = ("embed", "shots", "-c", "classes.txt", "-o", "f.h5", "--num-shards", "2", *TINY)
+    first = json.loads(invoke(*args, "--shard-index", "0", "--json").stdout)
+    assert first["summary"]["shard"] == 0
+    invoke(*args, "--shard-index", "1")  # the last shard joins the parts
+    merged = json.loads(invoke("merge", "f.h5", "--num-shards", "2", "--json").stdout)
+    assert merged["skipped"] is True
+    assert set(merged["summary"]) == {"rows", "skipped", "parts"} and merged["summary"]["rows"] == 6

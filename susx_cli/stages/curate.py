@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from susx_cli.artifacts import common, support
 from susx_cli.artifacts.lock import output_lock
@@ -42,7 +43,8 @@ def curate(
             support.check_replaceable(output)
         elif common.decide_existing(output, support.existing_provenance(output), prov, overwrite):
             info(f"{output} is up to date (same inputs and options); nothing to do")
-            return StageResult("curate", [output], skipped=True)
+            summary = complete_summary(output, shard.index, source.per_class)
+            return StageResult("curate", [output], skipped=True, summary=summary)
         # --overwrite builds the new set beside the old one and swaps it in only once it is complete.
         target = support.staging_dir(output) if replacing else output
         refuse_other_shard_count(target, shard, prov)
@@ -124,23 +126,39 @@ def _completed(target: Path, output: Path, wanted: int | None, result: StageResu
     if target != output:
         support.swap_into_place(target, output)
     final = support.read_support(output)
-    counts = final.counts()
-    result.summary.update({"complete": True, "images": len(final.rows), "per_class": counts})
-    if wanted:
-        short = [(final.classes[i], c) for i, c in enumerate(counts) if c < wanted]
-        for name, count in short[:20]:
-            warn(f"class {name!r} has {count} of {wanted} images")
-        if len(short) > 20:
-            warn(f"... and {len(short) - 20} more classes with fewer than {wanted} images")
-        result.summary["short_classes"] = {name: count for name, count in short}
+    result.summary.update(complete_summary(output, result.summary.get("shard", 0), wanted, final))
+    short = result.summary["short_classes"]
+    for name, count in list(short.items())[:20]:
+        warn(f"class {name!r} has {count} of {wanted} images")
+    if len(short) > 20:
+        warn(f"... and {len(short) - 20} more classes with fewer than {wanted} images")
     shared = cross_class_duplicates(final.rows)
-    if shared:
-        for digest, names in list(shared.items())[:10]:
-            warn(f"one image (sha256 {digest[:12]}) is in {len(names)} classes: {', '.join(repr(n) for n in names)}")
-        if len(shared) > 10:
-            warn(f"... and {len(shared) - 10} more images that are in more than one class")
-        result.summary["cross_class_duplicates"] = len(shared)
+    for digest, names in list(shared.items())[:10]:
+        warn(f"one image (sha256 {digest[:12]}) is in {len(names)} classes: {', '.join(repr(n) for n in names)}")
+    if len(shared) > 10:
+        warn(f"... and {len(shared) - 10} more images that are in more than one class")
     return result
+
+
+def complete_summary(
+    output: Path, shard_index: int, wanted: int | None, final: support.SupportSet | None = None
+) -> dict[str, Any]:
+    """The summary of a complete support set, read from the folder (its marker keeps each shard's own
+    summary): the same keys whether this run made the set or found it up to date."""
+    final = final or support.read_support(output)
+    shards = final.summary.get("shards") or [{}]
+    own = {k: v for k, v in shards[min(shard_index, len(shards) - 1)].items() if k != "rows"}
+    counts = final.counts()
+    return {
+        "shard": shard_index,
+        "num_shards": int(final.summary.get("num_shards", len(shards))),
+        **own,
+        "complete": True,
+        "images": len(final.rows),
+        "per_class": counts,
+        "short_classes": {final.classes[i]: c for i, c in enumerate(counts) if wanted and c < wanted},
+        "cross_class_duplicates": len(cross_class_duplicates(final.rows)),
+    }
 
 
 def check_min_per_class(writer: support.SupportWriter, min_per_class: int) -> None:

@@ -101,7 +101,9 @@ def join_parts_locked(output: Path, num_shards: int, *, replace: bool) -> StageR
     if not recorded_part_counts(output):
         if output.exists() and hdf5.existing_provenance(output, common.IMAGE_FEATURES) is not None:
             info(f"{output} is already joined; nothing to do")
-            return StageResult("merge", [output], skipped=True)
+            header = hdf5.read_feature_header(output)
+            summary = {"rows": header.rows, "skipped": header.skipped, "parts": num_shards}
+            return StageResult("merge", [output], skipped=True, summary=summary)
         raise SusxError(f"{output}: no shard parts to merge in {folder}", hint="run the shards of `susx embed` first")
     check_part_count(output, num_shards)
     parts = [part_path(output, i, num_shards) for i in range(num_shards)]
