@@ -221,8 +221,11 @@ def current_umask() -> int:
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _write_error(path, exc) from None
     # mkstemp makes the file private (0600); an artifact gets the mode any new file of the user gets,
     # so collaborators on a shared cluster can read it when the umask allows.
     os.fchmod(fd, 0o666 & ~current_umask())
@@ -231,6 +234,8 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as exc:  # disk full, quota, read-only or permission: nothing was replaced
+        raise _write_error(path, exc) from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -274,6 +279,39 @@ def swap_into_place(staging: Path, root: Path) -> None:
     os.replace(staging, root)
     if retired.exists():
         shutil.rmtree(retired)
+
+
+def _write_error(path: Path, exc: OSError) -> SusxError:
+    reason = exc.strerror or str(exc) or exc.__class__.__name__
+    return SusxError(
+        f"could not write {path}: {reason}",
+        hint="check free disk space and permissions of that folder, or choose another -o/--output",
+    )
+
+
+def ensure_free_space(path: str | os.PathLike, needed: int) -> None:
+    """Refuse to write ``needed`` more bytes near ``path`` when its file system has less free space."""
+    folder = Path(path).parent
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return  # no answer (e.g. a file system without statvfs): the write itself will tell
+    free = st.f_bavail * st.f_frsize
+    if free < needed:
+        raise SusxError(
+            f"not enough free disk space in {folder}: {free / 2**20:.1f} MiB left, the next write needs about "
+            f"{needed / 2**20:.1f} MiB",
+            hint="free some space (or write to another disk) and re-run the same command: it resumes",
+        )
+
+
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flush a closed file's data to disk before it is renamed into place."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

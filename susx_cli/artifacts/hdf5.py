@@ -171,18 +171,23 @@ class FeatureWriter:
         self.file = self._open_or_resume(dim, items_total, classes, model, prov, chunk_rows, storage_dtype)
 
     def _open_or_resume(self, dim, items_total, classes, model, prov, chunk_rows, storage_dtype) -> h5py.File:
+        self._chunk_bytes = min(chunk_rows, 4096) * (dim * np.dtype(storage_dtype).itemsize + 8 + 256)
         if self.partial.exists():
+            f = None
             try:
                 f = h5py.File(self.partial, "a")
                 old = _attr_json(f, "provenance") or {}
                 if common.same_fingerprint(old, prov) and int(f.attrs["items_total"]) == items_total:
-                    self.resumed_from = int(f.attrs["items_done"])
                     self._truncate_to_done(f)
-                    return f
-                f.close()
-            except (OSError, KeyError, ValueError):
-                pass  # a partial file killed mid-write or from other options: start again
-            self.partial.unlink()
+                    if _rows_verified(f, int(f.attrs["rows_done"])):
+                        self.resumed_from = int(f.attrs["items_done"])
+                        return f
+            except (OSError, KeyError, ValueError, RuntimeError):
+                pass  # a partial file killed mid-write, damaged by a full disk, or from other options
+            if f is not None:
+                with contextlib.suppress(Exception):
+                    f.close()
+            self.partial.unlink()  # it cannot be trusted: start again from the first item
         self.path.parent.mkdir(parents=True, exist_ok=True)
         f = h5py.File(self.partial, "w")
         _write_header(f, common.IMAGE_FEATURES, prov, classes)
@@ -224,6 +229,17 @@ class FeatureWriter:
         skipped: list[tuple[str, str]] = (),
     ) -> None:
         """Append one chunk: (b, D) features, (b,) labels, b keys; ``items_consumed`` input items used."""
+        # Check the room first: HDF5 can corrupt its file (or crash) when a write meets a full disk.
+        common.ensure_free_space(self.partial, self._chunk_bytes)
+        try:
+            self._append(features, labels, keys, items_consumed, skipped)
+        except (OSError, RuntimeError) as exc:
+            raise SusxError(
+                f"could not write {self.partial}: {exc.__class__.__name__}: {exc}"[:300],
+                hint="free disk space or fix permissions, then re-run the same command to resume",
+            ) from None
+
+    def _append(self, features, labels, keys, items_consumed, skipped) -> None:
         f = self.file
         n0 = f["features"].shape[0]
         b = features.shape[0]
@@ -247,17 +263,46 @@ class FeatureWriter:
         f.flush()
 
     def finish(self, extra_attrs: dict[str, Any] | None = None) -> None:
+        """Verify every row and key, then set the completion marker and move the file into place."""
         f = self.file
+        rows = int(f.attrs["rows_done"])
+        done, total = int(f.attrs["items_done"]), int(f.attrs["items_total"])
+        if done != total or any(f[name].shape[0] != rows for name in ("features", "labels", "keys")):
+            raise SusxError(
+                f"{self.partial} holds {done} of {total} items ({rows} rows): not marking it complete",
+                hint="re-run the same command to resume",
+            )
+        if not _rows_verified(f, rows):
+            raise SusxError(
+                f"{self.partial} has rows that did not read back (empty key or zero features)",
+                hint="delete that .partial file and re-run the command",
+            )
+        common.ensure_free_space(self.partial, 1 << 16)
         for key, value in (extra_attrs or {}).items():
             f.attrs[key] = common.to_json_str(value) if isinstance(value, dict | list) else value
         f.attrs["complete"] = True
         f.flush()
         f.close()
+        common.fsync_path(self.partial)
         os.replace(self.partial, self.path)
 
     def close(self) -> None:
         if self.file.id.valid:
             self.file.close()
+
+
+def _rows_verified(f: h5py.File, rows: int, chunk: int = 65536) -> bool:
+    """Whether the first ``rows`` rows read back whole: a non-empty key and a unit-length feature row
+    each (a row the disk never received reads as zeros and an empty key)."""
+    if any(f[name].shape[0] < rows for name in ("features", "labels", "keys")):
+        return False
+    for start in range(0, rows, chunk):
+        block = np.asarray(f["features"][start : start + chunk], dtype=np.float64)
+        if not np.all(np.abs(np.linalg.norm(block, axis=1) - 1.0) <= 1e-2):
+            return False
+        if not all(len(k) for k in f["keys"][start : start + chunk]):
+            return False
+    return True
 
 
 def read_features(path: str | Path) -> FeatureSet:
