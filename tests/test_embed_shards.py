@@ -20,16 +20,20 @@ REPO = Path(__file__).resolve().parents[1]
 BATCH = ["--batch-size", "4", "--workers", "0", "-q"]
 
 
-@pytest.fixture()
-def images(tmp_path, monkeypatch) -> Path:
+def shard_test_images(tmp_path: Path, monkeypatch) -> Path:
     """15 readable images in 3 class folders, plus one unreadable file so the skipped lists matter."""
     monkeypatch.chdir(tmp_path)
-    for var in ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "RANK", "WORLD_SIZE"):
+    for var in ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "RANK", "WORLD_SIZE", "RAY_ADDRESS"):
         monkeypatch.delenv(var, raising=False)
     root = make_class_folders(tmp_path / "imgs", ["cat", "dog", "fox"], per_class=5)
     (tmp_path / "classes.txt").write_text("cat\ndog\nfox\n")
     (root / "dog" / "img_002b.png").write_bytes(b"not an image")
     return root
+
+
+@pytest.fixture()
+def images(tmp_path, monkeypatch) -> Path:
+    return shard_test_images(tmp_path, monkeypatch)
 
 
 def embed_args(images: Path, out: str) -> list[str]:

@@ -16,7 +16,7 @@ import pytest
 
 from susx_cli import metrics
 from susx_cli.artifacts import hdf5
-from tests.helpers import TINY, invoke, make_class_folders, make_split
+from tests.helpers import TINY, build_method_workspace, invoke
 
 CLASSES = ["zebra", "apple", "mango", "kiwi"]
 
@@ -100,18 +100,10 @@ def test_confusion_matrix_and_top_confusions():
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """prompts, a 3-shot support set, text classifier, test features, a calibration and predictions."""
-    root = tmp_path_factory.mktemp("perclass")
+    root = build_method_workspace(tmp_path_factory.mktemp("perclass"), CLASSES, val=1, test=5)
     old = Path.cwd()
     os.chdir(root)
     try:
-        (root / "classes.txt").write_text("\n".join(CLASSES))
-        invoke("prompts", "-c", "classes.txt", "-o", "p.json")
-        make_class_folders(root / "shots", CLASSES, 3)
-        split = make_split(root / "data", CLASSES, {"test": 5})
-        invoke("curate", "p.json", "-o", "sup", "--images", "shots")
-        invoke("embed", "sup", "-o", "sup.h5", *TINY)
-        invoke("embed", "p.json", "-o", "text.h5", *TINY)
-        invoke("embed", split, "--split", "test", "-c", "p.json", "-o", "test.h5", *TINY)
         invoke("calibrate", "text.h5", "sup.h5", "-o", "cal.json", "--mode", "fixed", "--alpha", "1", "--beta", "2",
                "--gamma", "0.5")
     finally:

@@ -16,11 +16,10 @@ import pytest
 from susx_cli.adapters import ray_executor
 from susx_cli.errors import SusxError
 from susx_cli.sharding import Shard
-from tests.helpers import TINY, invoke, make_class_folders
-from tests.test_embed_shards import assert_same_features
+from tests.helpers import invoke
+from tests.test_embed_shards import assert_same_features, embed_args, shard_test_images
 
 REPO = Path(__file__).resolve().parents[1]
-BATCH = ["--batch-size", "4", "--workers", "0", "-q"]
 
 
 def _one_line_error(result, *needles: str) -> None:
@@ -51,18 +50,7 @@ def ray_address():
 
 @pytest.fixture()
 def images(tmp_path, monkeypatch) -> Path:
-    """15 readable images in 3 class folders and one unreadable file (so the skipped lists matter)."""
-    monkeypatch.chdir(tmp_path)
-    for var in ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "RANK", "WORLD_SIZE", "RAY_ADDRESS"):
-        monkeypatch.delenv(var, raising=False)
-    root = make_class_folders(tmp_path / "imgs", ["cat", "dog", "fox"], per_class=5)
-    (tmp_path / "classes.txt").write_text("cat\ndog\nfox\n")
-    (root / "dog" / "img_002b.png").write_bytes(b"not an image")
-    return root
-
-
-def embed_args(images: Path, out: str) -> list[str]:
-    return ["embed", str(images), "-o", out, "-c", "classes.txt", *TINY, *BATCH]
+    return shard_test_images(tmp_path, monkeypatch)
 
 
 def test_embed_on_ray_equals_one_process(ray_address, images, tmp_path):
