@@ -28,10 +28,12 @@ demo: $(VENV)/.installed-core
 	$(VENV)/bin/susx demo --output demo-run --overwrite
 
 lint: $(VENV)/.installed-all
-	$(VENV)/bin/ruff check susx_cli tests benchmarks
+	$(VENV)/bin/ruff check susx_cli tests benchmarks tools
+	$(VENV)/bin/ruff format --check susx_cli tests benchmarks tools
 
 test: $(VENV)/.installed-all
-	$(VENV)/bin/ruff check susx_cli tests benchmarks
+	$(VENV)/bin/ruff check susx_cli tests benchmarks tools
+	$(VENV)/bin/ruff format --check susx_cli tests benchmarks tools
 	$(PY) -m pytest -q
 
 clean:

@@ -123,21 +123,23 @@ def run_pandas(files: list[str]):
         term_to_class.setdefault(term, []).append(ci)
     regex = captions.build_regex([t for t, _ in terms])
     df = pd.concat(
-        [pd.read_parquet(f, columns=["url", "caption"], dtype_backend="pyarrow") for f in files], ignore_index=True
+        [pd.read_parquet(f, columns=["url", "caption"], dtype_backend="pyarrow") for f in files],
+        ignore_index=True,
     )
     keep = df["url"].str.contains(r"^https?://[^/\s]", case=False, regex=True) & df["caption"].notna()
     keep &= df["caption"].str.contains(regex, case=False, regex=True)
     df = df[keep.fillna(False)]
     words = df["caption"].astype(object).str.findall(re.compile(regex, re.IGNORECASE)).explode().dropna()
     words = words.str.lower().str.replace(r"[\s_\-]+", " ", regex=True)
-    hits = pd.DataFrame({"url": df["url"].astype(object).loc[words.index].to_numpy(), "term": words.to_numpy()})
+    hits = pd.DataFrame(
+        {"url": df["url"].astype(object).loc[words.index].to_numpy(), "term": words.to_numpy()}
+    )
     hits["cls"] = hits["term"].map(term_to_class)
     return hits.explode("cls").drop_duplicates(["cls", "url"])[["cls", "url"]]
 
 
 def worker(method: str, files: list[str], threads: int, cap: int) -> None:
     import hashlib
-
 
     start = time.perf_counter()
     if method == "pandas":
@@ -148,13 +150,26 @@ def worker(method: str, files: list[str], threads: int, cap: int) -> None:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the check below adds its own
     frame = found if method == "pandas" else found.to_pandas()
     frame = frame.astype({"cls": "int64", "url": object}).sort_values(["cls", "url"])
-    digest = hashlib.sha256("\n".join(f"{c}\t{u}" for c, u in zip(frame["cls"], frame["url"], strict=True)).encode()).hexdigest()
+    digest = hashlib.sha256(
+        "\n".join(f"{c}\t{u}" for c, u in zip(frame["cls"], frame["url"], strict=True)).encode()
+    ).hexdigest()
     print(json.dumps({"seconds": elapsed, "candidates": len(frame), "digest": digest, "peak_mb": peak_mb}))
 
 
 def measure(method: str, files: list[Path], threads: int, cap: int) -> dict:
     env = dict(os.environ)
-    cmd = [sys.executable, __file__, "--worker", method, "--threads", str(threads), "--cap", str(cap), "--files", *map(str, files)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        method,
+        "--threads",
+        str(threads),
+        "--cap",
+        str(cap),
+        "--files",
+        *map(str, files),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         return {"error": (done.stderr or done.stdout).strip().splitlines()[-1:] or ["failed"]}
@@ -162,12 +177,21 @@ def measure(method: str, files: list[Path], threads: int, cap: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 16], help="millions of rows")
     parser.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "susx-caption-bench")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="DuckDB threads")
-    parser.add_argument("--cap", type=int, default=2000, help="matches per class of the capped run (the toolkit's --max-matches default)")
-    parser.add_argument("--skip-pandas-above", type=int, default=None, help="no pandas run above this many millions")
+    parser.add_argument(
+        "--cap",
+        type=int,
+        default=2000,
+        help="matches per class of the capped run (the toolkit's --max-matches default)",
+    )
+    parser.add_argument(
+        "--skip-pandas-above", type=int, default=None, help="no pandas run above this many millions"
+    )
     parser.add_argument("--worker", choices=["duckdb", "duckdb-capped", "pandas"], help=argparse.SUPPRESS)
     parser.add_argument("--files", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -176,8 +200,10 @@ def main() -> None:
         return
     t0 = time.perf_counter()
     paths = generate(args.data, max(args.sizes))
-    print(f"metadata: {len(paths)} parquet file(s) of {ROWS_PER_FILE:,} rows under {args.data} "
-          f"({time.perf_counter() - t0:.0f} s to make or find); {len(CLASSES)} classes; DuckDB threads {args.threads}")
+    print(
+        f"metadata: {len(paths)} parquet file(s) of {ROWS_PER_FILE:,} rows under {args.data} "
+        f"({time.perf_counter() - t0:.0f} s to make or find); {len(CLASSES)} classes; DuckDB threads {args.threads}"
+    )
     header = (
         f"{'rows':>6} | {'duckdb cand/s':>13} {'s':>6} {'peak MB':>8} | {'pandas cand/s':>13} {'s':>6} {'peak MB':>8} | "
         f"{'speed-up':>8} {'mem ratio':>9} | same | {'capped s':>8} {'peak MB':>8}"
@@ -204,7 +230,9 @@ def main() -> None:
             same = "yes" if d["digest"] == p["digest"] else "NO"
         capped = "error" if "error" in c else f"{c['seconds']:>8.1f} {c['peak_mb']:>8.0f}"
         print(f"{size:>5}M | {cols(d)} | {cols(p)} | {ratio:>8} {mem:>9} | {same:>4} | {capped}")
-    print(f"capped: the same search keeping at most {args.cap} matches per class, as `curate` does by default")
+    print(
+        f"capped: the same search keeping at most {args.cap} matches per class, as `curate` does by default"
+    )
 
 
 if __name__ == "__main__":

@@ -60,10 +60,31 @@ def _env() -> dict[str, str]:
 
 
 def _embed(images: Path, out: Path, batch_size: int, *extra: str) -> subprocess.Popen:
-    args = ["embed", str(images), "-o", str(out), "-c", str(images.parent / "classes.txt"), *TINY, "--batch-size", str(batch_size), "--workers", "0",
-            "--device", "cpu", "-q", *extra]
-    return subprocess.Popen([sys.executable, "-m", "susx_cli", *args], env=_env(), cwd=out.parent, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    args = [
+        "embed",
+        str(images),
+        "-o",
+        str(out),
+        "-c",
+        str(images.parent / "classes.txt"),
+        *TINY,
+        "--batch-size",
+        str(batch_size),
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "-q",
+        *extra,
+    ]
+    return subprocess.Popen(
+        [sys.executable, "-m", "susx_cli", *args],
+        env=_env(),
+        cwd=out.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def timed(*procs: subprocess.Popen) -> float:
@@ -92,7 +113,9 @@ def same_as(a: Path, b: Path) -> bool:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--images", type=int, default=4000)
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args()
@@ -100,15 +123,23 @@ def main() -> None:
         work = Path(tmp)
         t0 = time.perf_counter()
         images = make_images(work / "imgs", args.images)
-        print(f"{args.images} images of 64 px generated in {time.perf_counter() - t0:.1f} s; "
-              f"{os.cpu_count()} CPU cores, one torch thread per process")
+        print(
+            f"{args.images} images of 64 px generated in {time.perf_counter() - t0:.1f} s; "
+            f"{os.cpu_count()} CPU cores, one torch thread per process"
+        )
         start = time.perf_counter()
         one = timed(_embed(images, work / "one.h5", args.batch_size))
-        shards = timed(*(
-            _embed(images, work / "shards.h5", args.batch_size, "--num-shards", "2", "--shard-index", str(i))
-            for i in range(2)
-        ))
-        ray = timed(_embed(images, work / "ray.h5", args.batch_size, "--executor", "ray", "--num-shards", "2"))
+        shards = timed(
+            *(
+                _embed(
+                    images, work / "shards.h5", args.batch_size, "--num-shards", "2", "--shard-index", str(i)
+                )
+                for i in range(2)
+            )
+        )
+        ray = timed(
+            _embed(images, work / "ray.h5", args.batch_size, "--executor", "ray", "--num-shards", "2")
+        )
         rows = [
             ("one process", one, True),
             ("2 shards (2 processes)", shards, same_as(work / "shards.h5", work / "one.h5")),
@@ -116,7 +147,9 @@ def main() -> None:
         ]
         print(f"{'run':<24} {'wall s':>8} {'img/s':>8} {'vs one':>7}  identical features")
         for name, seconds, same in rows:
-            print(f"{name:<24} {seconds:8.1f} {args.images / seconds:8.1f} {seconds / one:7.2f}  {'yes' if same else 'NO'}")
+            print(
+                f"{name:<24} {seconds:8.1f} {args.images / seconds:8.1f} {seconds / one:7.2f}  {'yes' if same else 'NO'}"
+            )
         print(f"(all runs: {time.perf_counter() - start:.0f} s)")
         if not all(same for _, _, same in rows):
             raise SystemExit("features differ")

@@ -275,7 +275,9 @@ def main() -> None:
     )
     ap.add_argument("--keep", action="store_true", help="keep the work dir")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--model", default=MODEL, help=f"open_clip architecture, random weights (default {MODEL})")
+    ap.add_argument(
+        "--model", default=MODEL, help=f"open_clip architecture, random weights (default {MODEL})"
+    )
     ap.add_argument("--device", default="cpu", help="device of the runs: cpu (CUDA hidden) or cuda")
     ap.add_argument("--susx-only", action="store_true", help="run susx alone (no clip-retrieval runs)")
     ap.add_argument("--json", type=Path, default=None, help="also write the per-run rows here")
@@ -354,7 +356,9 @@ def main() -> None:
         if args.json:
             runs = [{"tool": t, "images": n, "img_per_s_call": n / a["call_s"], "img_per_s_wall": n / a["wall_s"], **a}
                     for (t, n), a in agg.items()]  # fmt: skip
-            args.json.write_text(json.dumps({"model": args.model, "device": args.device, "runs": runs}, indent=2))
+            args.json.write_text(
+                json.dumps({"model": args.model, "device": args.device, "runs": runs}, indent=2)
+            )
         rep_note = " (fastest of the repeats)" if args.repeats > 1 else ""
         print()
         s, c = agg.get(("susx", N)), agg.get(("clip-retrieval", N))

@@ -98,8 +98,13 @@ def phase_search(args, old: bool = False) -> dict:
         out["plan"] = search.chunk_plan(args.n, args.N, args.C, len(grid.beta), layout.columns, f.device)
     t0, c0 = time.perf_counter(), time.process_time()
     r = run(f, yq, F, y, W, grid)
-    out.update(seconds=time.perf_counter() - t0, cpu_seconds=time.process_time() - c0, configs=grid.size,
-               choice=[r.alpha, r.beta, r.gamma], best=r.correct)
+    out.update(
+        seconds=time.perf_counter() - t0,
+        cpu_seconds=time.process_time() - c0,
+        configs=grid.size,
+        choice=[r.alpha, r.beta, r.gamma],
+        best=r.correct,
+    )
     if args.counts_out:
         np.save(args.counts_out, r.counts.numpy())
     return out
@@ -148,11 +153,18 @@ def phase_predict(args) -> dict:
     from susx_cli.method import tipx
 
     f, _, F, y, W = make_problem(args.predict_n, args.N, args.C, args.D, args.seed)
-    out = {"rss_inputs_mib": rss_mib(), "rows": tipx.logits_rows_per_chunk(args.predict_n, args.N, args.C, f.device)}
+    out = {
+        "rss_inputs_mib": rss_mib(),
+        "rows": tipx.logits_rows_per_chunk(args.predict_n, args.N, args.C, f.device),
+    }
     t0, c0 = time.perf_counter(), time.process_time()
     logits = tipx.logits("tip-x", f, W, F, y, alpha=10.0, beta=5.5, gamma=0.5)
-    out.update(seconds=time.perf_counter() - t0, cpu_seconds=time.process_time() - c0, n=args.predict_n,
-               finite=bool(torch.isfinite(logits).all()))
+    out.update(
+        seconds=time.perf_counter() - t0,
+        cpu_seconds=time.process_time() - c0,
+        n=args.predict_n,
+        finite=bool(torch.isfinite(logits).all()),
+    )
     return out
 
 
@@ -183,21 +195,32 @@ def spawn(args, phase: str, n: int | None = None, counts_out: str = "") -> dict:
     if code != 0:
         raise SystemExit(f"phase {phase} failed (exit {code})")
     result = json.loads(text.strip().splitlines()[-1])
-    result.update(peak_mib=usage.ru_maxrss / 1024.0, user_s=usage.ru_utime, sys_s=usage.ru_stime, minflt=usage.ru_minflt)
+    result.update(
+        peak_mib=usage.ru_maxrss / 1024.0, user_s=usage.ru_utime, sys_s=usage.ru_stime, minflt=usage.ru_minflt
+    )
     return result
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=10_000, help="validation queries of the search (50000: the full protocol)")
+    ap.add_argument(
+        "--n", type=int, default=10_000, help="validation queries of the search (50000: the full protocol)"
+    )
     ap.add_argument("--N", type=int, default=16_000, help="support images (16 per class)")
     ap.add_argument("--C", type=int, default=1_000, help="classes")
     ap.add_argument("--D", type=int, default=1_024, help="embedding dimension")
     ap.add_argument("--predict-n", type=int, default=50_000, help="queries of the predict phase")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads of every phase (0: torch's default)")
-    ap.add_argument("--compare-old", type=int, default=0, metavar="N_OLD",
-                    help="also run the previous and the current search on N_OLD queries, side by side")
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch threads of every phase (0: torch's default)"
+    )
+    ap.add_argument(
+        "--compare-old",
+        type=int,
+        default=0,
+        metavar="N_OLD",
+        help="also run the previous and the current search on N_OLD queries, side by side",
+    )
     ap.add_argument("--skip-search", action="store_true", help="no search and floor phases")
     ap.add_argument("--skip-predict", action="store_true", help="no predict phase")
     ap.add_argument("--_phase", dest="phase", default=None, help=argparse.SUPPRESS)
@@ -210,10 +233,17 @@ def main() -> None:
         return
 
     grid_size = reference().size
-    print(f"ImageNet-size TIP-X: N={args.N:,} support, C={args.C:,}, D={args.D:,}, float64, CPU, {args.threads} thread(s), "
-          f"seed {args.seed}; reference grid {grid_size:,} configurations", flush=True)
-    print("load average before (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
-          + f" on {os.cpu_count()} cores (other processes skew the timings)", flush=True)
+    print(
+        f"ImageNet-size TIP-X: N={args.N:,} support, C={args.C:,}, D={args.D:,}, float64, CPU, {args.threads} thread(s), "
+        f"seed {args.seed}; reference grid {grid_size:,} configurations",
+        flush=True,
+    )
+    print(
+        "load average before (1, 5, 15 min): "
+        + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+        + f" on {os.cpu_count()} cores (other processes skew the timings)",
+        flush=True,
+    )
     rows = []  # (label, result)
     search_r = floor_r = None
     if not args.skip_search:
@@ -231,7 +261,10 @@ def main() -> None:
             print(f"running: current search, n={args.compare_old:,} ...", flush=True)
             new_r = spawn(args, "search", n=args.compare_old, counts_out=new_path)
             differ = int((np.load(new_path) != np.load(old_path)).sum())
-        rows += [(f"previous search n={args.compare_old:,}", old_r), (f"current search n={args.compare_old:,}", new_r)]
+        rows += [
+            (f"previous search n={args.compare_old:,}", old_r),
+            (f"current search n={args.compare_old:,}", new_r),
+        ]
     predict_r = None
     if not args.skip_predict:
         print(f"running: predict tip-x logits, n={args.predict_n:,} ...", flush=True)
@@ -239,31 +272,45 @@ def main() -> None:
         rows.append((f"predict logits n={args.predict_n:,}", predict_r))
 
     print()
-    print(f"{'phase':<30}{'seconds':>10}{'CPU s':>9}{'configs/s':>12}{'peak RSS MiB':>14}{'(inputs)':>10}"
-          f"{'user s':>9}{'sys s':>8}{'minor faults':>14}")
+    print(
+        f"{'phase':<30}{'seconds':>10}{'CPU s':>9}{'configs/s':>12}{'peak RSS MiB':>14}{'(inputs)':>10}"
+        f"{'user s':>9}{'sys s':>8}{'minor faults':>14}"
+    )
     for label, r in rows:
         rate = f"{r['configs'] / r['seconds']:12,.0f}" if "configs" in r else f"{'':>12}"
-        print(f"{label:<30}{r['seconds']:10.2f}{r['cpu_seconds']:9.2f}{rate}{r['peak_mib']:14.0f}"
-              f"{r['rss_inputs_mib']:10.0f}{r['user_s']:9.1f}{r['sys_s']:8.1f}{r['minflt']:14,}")
+        print(
+            f"{label:<30}{r['seconds']:10.2f}{r['cpu_seconds']:9.2f}{rate}{r['peak_mib']:14.0f}"
+            f"{r['rss_inputs_mib']:10.0f}{r['user_s']:9.1f}{r['sys_s']:8.1f}{r['minflt']:14,}"
+        )
     print()
     if search_r is not None:
         ratio = search_r["seconds"] / floor_r["seconds"]
         cpu_ratio = search_r["cpu_seconds"] / floor_r["cpu_seconds"]
         print(f"search / floor: {ratio:.2f} by wall time, {cpu_ratio:.2f} by CPU time (target <= 3)")
-        print(f"chunk rows, block rows: search {search_r['plan']}, "
-              f"floor {floor_r['plan']}; floor = {floor_r['elements']:,} exp + sum element passes")
-        print(f"search choice (alpha, beta, gamma) = ({', '.join(f'{v:.4f}' for v in search_r['choice'])}), "
-              f"top-1 {search_r['best']}/{args.n} = {search_r['best'] / args.n:.4f}")
+        print(
+            f"chunk rows, block rows: search {search_r['plan']}, "
+            f"floor {floor_r['plan']}; floor = {floor_r['elements']:,} exp + sum element passes"
+        )
+        print(
+            f"search choice (alpha, beta, gamma) = ({', '.join(f'{v:.4f}' for v in search_r['choice'])}), "
+            f"top-1 {search_r['best']}/{args.n} = {search_r['best'] / args.n:.4f}"
+        )
     if args.compare_old:
         same = old_r["choice"] == new_r["choice"] and old_r["best"] == new_r["best"]
-        print(f"current vs previous search at n={args.compare_old:,}: speed-up {old_r['seconds'] / new_r['seconds']:.1f}x "
-              f"by wall time, {old_r['cpu_seconds'] / new_r['cpu_seconds']:.1f}x by CPU time, "
-              f"same choice: {'YES' if same else 'NO'}, grid points whose count differs: {differ} of {grid_size:,}")
+        print(
+            f"current vs previous search at n={args.compare_old:,}: speed-up {old_r['seconds'] / new_r['seconds']:.1f}x "
+            f"by wall time, {old_r['cpu_seconds'] / new_r['cpu_seconds']:.1f}x by CPU time, "
+            f"same choice: {'YES' if same else 'NO'}, grid points whose count differs: {differ} of {grid_size:,}"
+        )
     if predict_r is not None:
-        print(f"predict: {predict_r['n']:,} queries in {predict_r['seconds']:.1f} s, {predict_r['rows']} rows per chunk, "
-              f"peak {predict_r['peak_mib']:.0f} MiB, finite logits: {predict_r['finite']}")
+        print(
+            f"predict: {predict_r['n']:,} queries in {predict_r['seconds']:.1f} s, {predict_r['rows']} rows per chunk, "
+            f"peak {predict_r['peak_mib']:.0f} MiB, finite logits: {predict_r['finite']}"
+        )
     print("load average after (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
-    print("seconds: wall time of the timed region; CPU s: its process CPU time (all threads), steadier on shared cores.")
+    print(
+        "seconds: wall time of the timed region; CPU s: its process CPU time (all threads), steadier on shared cores."
+    )
     print("peak RSS: ru_maxrss of each phase's own process; '(inputs)': its peak after building the inputs;")
     print("user s, sys s, minor faults: the whole child process (interpreter start and inputs included).")
 

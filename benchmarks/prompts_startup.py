@@ -22,7 +22,17 @@ from pathlib import Path
 VARIANTS = {
     "susx --help": ["-m", "susx_cli", "--help"],
     "susx prompts -d imagenet -t openai": [
-        "-m", "susx_cli", "prompts", "-d", "imagenet", "-t", "openai", "-o", "p.json", "-q", "--overwrite",
+        "-m",
+        "susx_cli",
+        "prompts",
+        "-d",
+        "imagenet",
+        "-t",
+        "openai",
+        "-o",
+        "p.json",
+        "-q",
+        "--overwrite",
     ],
     "import open_clip (the old path's extra cost)": ["-c", "import open_clip"],
 }

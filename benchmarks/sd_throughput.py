@@ -287,7 +287,9 @@ def main(argv: list[str] | None = None) -> int:
             args.classes = args.classes or 2
             per_class = args.per_class or 8
             t = time.perf_counter()
-            model = build_random_sd1_pipeline(work / "sd1-random-fp16", device=runtime.resolve_device(args.device))
+            model = build_random_sd1_pipeline(
+                work / "sd1-random-fp16", device=runtime.resolve_device(args.device)
+            )
             print(f"built random-weight SD 1.x pipeline in {time.perf_counter() - t:.1f} s: {model}")
             for name in ("paper", "fast"):
                 p = sd.PRESETS[name]

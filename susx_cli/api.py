@@ -140,8 +140,16 @@ def prompts(
     from susx_cli.stages.prompts import build_prompts
 
     return build_prompts(
-        Path(output), classes_path=_path(classes), dataset=dataset, template_set=templates, photo=photo,
-        cupl_paths=list(cupl), cupl_sha256=list(cupl_sha256), pool=pool, clean=clean, overwrite=overwrite,
+        Path(output),
+        classes_path=_path(classes),
+        dataset=dataset,
+        template_set=templates,
+        photo=photo,
+        cupl_paths=list(cupl),
+        cupl_sha256=list(cupl_sha256),
+        pool=pool,
+        clean=clean,
+        overwrite=overwrite,
     )
 
 
@@ -168,8 +176,12 @@ def curate(
         source_options["pool_images"] = source_options.pop("pool")
     options = build_options(source, _source_paths(source_options))
     return curate_stage(
-        Path(prompts), Path(output), make_source(source, options), shard=_shard(num_shards, shard_index),
-        min_per_class=min_per_class, overwrite=overwrite,
+        Path(prompts),
+        Path(output),
+        make_source(source, options),
+        shard=_shard(num_shards, shard_index),
+        min_per_class=min_per_class,
+        overwrite=overwrite,
     )
 
 
@@ -209,10 +221,23 @@ def embed(
     from susx_cli.stages.embed import embed as embed_stage
 
     return embed_stage(
-        Path(input), Path(output), shard=_shard(num_shards, shard_index), model=model, pretrained=pretrained,
-        classes_path=_path(classes), split=split, image_root=_path(image_root), shots=shots, seed=seed,
-        unlabelled=unlabelled, pool=pool, batch_size=batch_size, workers=workers, device=device,
-        precision=precision, overwrite=overwrite,
+        Path(input),
+        Path(output),
+        shard=_shard(num_shards, shard_index),
+        model=model,
+        pretrained=pretrained,
+        classes_path=_path(classes),
+        split=split,
+        image_root=_path(image_root),
+        shots=shots,
+        seed=seed,
+        unlabelled=unlabelled,
+        pool=pool,
+        batch_size=batch_size,
+        workers=workers,
+        device=device,
+        precision=precision,
+        overwrite=overwrite,
     )
 
 
@@ -236,8 +261,15 @@ def calibrate(
 
     _check_options(calibrate_stage, options, ("mode", "method", "val_path", "heatmap", "overwrite"))
     return calibrate_stage(
-        Path(text), Path(support), Path(output), mode=mode, method=method, val_path=_path(val),
-        heatmap=_path(heatmap), overwrite=overwrite, **options,
+        Path(text),
+        Path(support),
+        Path(output),
+        mode=mode,
+        method=method,
+        val_path=_path(val),
+        heatmap=_path(heatmap),
+        overwrite=overwrite,
+        **options,
     )
 
 
@@ -266,12 +298,23 @@ def predict(
     fixed = ("support_path", "calibration_path", "method", "embed_options", "device", "overwrite")
     _check_options(predict_stage, options, fixed)
     embed_options = {
-        "split": split, "image_root": _path(image_root), "unlabelled": unlabelled, "batch_size": batch_size,
+        "split": split,
+        "image_root": _path(image_root),
+        "unlabelled": unlabelled,
+        "batch_size": batch_size,
         "device": device,
     }
     return predict_stage(
-        Path(text), Path(query), Path(output), support_path=_path(support), calibration_path=_path(calibration),
-        method=method, embed_options=embed_options, device=device, overwrite=overwrite, **options,
+        Path(text),
+        Path(query),
+        Path(output),
+        support_path=_path(support),
+        calibration_path=_path(calibration),
+        method=method,
+        embed_options=embed_options,
+        device=device,
+        overwrite=overwrite,
+        **options,
     )
 
 
@@ -296,13 +339,30 @@ def eval(  # noqa: A001 - the stage's name, as `susx eval`
     from susx_cli.method import PAPER_METHODS
     from susx_cli.stages.eval import run_eval
 
-    fixed = ("data_root", "work_dir", "results_dir", "models", "pretrained", "supports", "methods",
-             "calibrations", "overwrite")
+    fixed = (
+        "data_root",
+        "work_dir",
+        "results_dir",
+        "models",
+        "pretrained",
+        "supports",
+        "methods",
+        "calibrations",
+        "overwrite",
+    )
     _check_options(run_eval, options, fixed)
     return run_eval(
-        _as_list(datasets), data_root=Path(data_root), work_dir=Path(work_dir), results_dir=Path(results_dir),
-        models=_as_list(models), pretrained=_as_list(pretrained), supports=list(supports),
-        methods=list(methods or PAPER_METHODS), calibrations=list(calibrations), overwrite=overwrite, **options,
+        _as_list(datasets),
+        data_root=Path(data_root),
+        work_dir=Path(work_dir),
+        results_dir=Path(results_dir),
+        models=_as_list(models),
+        pretrained=_as_list(pretrained),
+        supports=list(supports),
+        methods=list(methods or PAPER_METHODS),
+        calibrations=list(calibrations),
+        overwrite=overwrite,
+        **options,
     )
 
 
@@ -332,7 +392,9 @@ def _load_support(path: Path) -> Any:
     from susx_cli.artifacts import support
 
     if not support.is_support_dir(path):
-        raise SusxError(f"{path} is a folder but not a susx support set", hint="pass the -o folder of `susx curate`")
+        raise SusxError(
+            f"{path} is a folder but not a susx support set", hint="pass the -o folder of `susx curate`"
+        )
     return support.read_support(path)
 
 
@@ -354,7 +416,9 @@ def _load_hdf5(path: Path) -> Any:
     }
     kind = hdf5.read_kind(path)
     if kind not in readers:
-        raise SusxError(f"{path} is an HDF5 file but not a susx artifact (kind {kind!r})", hint="pass a file made by susx")
+        raise SusxError(
+            f"{path} is an HDF5 file but not a susx artifact (kind {kind!r})", hint="pass a file made by susx"
+        )
     return readers[kind](path)
 
 
@@ -363,7 +427,11 @@ def _load_json(path: Path) -> Any:
     from susx_cli.artifacts.calibration import read_calibration
     from susx_cli.artifacts.prompts import read_prompts
 
-    readers = {common.PROMPTS: read_prompts, common.CALIBRATION: read_calibration, results.RESULT: results.read_result}
+    readers = {
+        common.PROMPTS: read_prompts,
+        common.CALIBRATION: read_calibration,
+        results.RESULT: results.read_result,
+    }
     data = common.read_json(path, "artifact")
     kind = data.get("kind") if isinstance(data, dict) else None
     if kind not in readers:

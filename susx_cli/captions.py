@@ -71,7 +71,9 @@ def resolve_files(pattern: str) -> list[str]:
         files = sorted(globlib.glob(str(path), recursive=True))
     files = [f for f in files if Path(f).is_file()]
     if not files:
-        raise SusxError(f"no parquet files match {pattern!r}", hint="pass --metadata 'path/to/metadata/*.parquet'")
+        raise SusxError(
+            f"no parquet files match {pattern!r}", hint="pass --metadata 'path/to/metadata/*.parquet'"
+        )
     return files
 
 
@@ -101,7 +103,9 @@ def class_terms(classes: list[str], synonyms: dict[str, list[str]] | None = None
     unknown = [name for name in synonyms if name not in classes]
     if unknown:
         shown = ", ".join(repr(u) for u in unknown[:5])
-        raise SusxError(f"synonyms name classes that are not in prompts.json: {shown}", hint="use the exact class names")
+        raise SusxError(
+            f"synonyms name classes that are not in prompts.json: {shown}", hint="use the exact class names"
+        )
     pairs = []
     for index, name in enumerate(classes):
         for term in [name, *synonyms.get(name, [])]:
@@ -118,7 +122,10 @@ def read_synonyms(path: Path) -> dict[str, list[str]]:
     if not isinstance(data, dict) or not all(
         isinstance(v, list) and all(isinstance(s, str) for s in v) for v in data.values()
     ):
-        raise SusxError(f"{path}: synonyms must be a JSON object {{class name: [synonym, ...]}}", hint='e.g. {"dog": ["puppy"]}')
+        raise SusxError(
+            f"{path}: synonyms must be a JSON object {{class name: [synonym, ...]}}",
+            hint='e.g. {"dog": ["puppy"]}',
+        )
     return data
 
 
@@ -153,10 +160,18 @@ def check_columns(con, files: list[str], url_col: str, caption_col: str) -> None
     import duckdb
 
     try:
-        cols = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet({_files_sql(files)}, union_by_name = true)").fetchall()]
+        cols = [
+            r[0]
+            for r in con.execute(
+                f"DESCRIBE SELECT * FROM read_parquet({_files_sql(files)}, union_by_name = true)"
+            ).fetchall()
+        ]
     except duckdb.Error as exc:
         first = str(exc).splitlines()[0][:200]
-        raise SusxError(f"cannot read the caption metadata ({first})", hint="pass parquet files with url and caption columns") from None
+        raise SusxError(
+            f"cannot read the caption metadata ({first})",
+            hint="pass parquet files with url and caption columns",
+        ) from None
     missing = [c for c in (url_col, caption_col) if c not in cols]
     if missing:
         raise SusxError(
@@ -245,7 +260,10 @@ def match_captions(
             exc = error[0]
             if isinstance(exc, duckdb.Error):
                 first = str(exc).splitlines()[0][:300]
-                raise SusxError(f"caption search failed: {first}", hint="check the metadata files and --url-col/--caption-col")
+                raise SusxError(
+                    f"caption search failed: {first}",
+                    hint="check the metadata files and --url-col/--caption-col",
+                )
             raise exc
     finally:
         con.close()
@@ -253,7 +271,12 @@ def match_captions(
 
 
 def rank_matches(
-    encoder, prompts_per_class: dict[int, list[str]], matches: Matches, *, keep: int | None = None, batch_size: int = 256
+    encoder,
+    prompts_per_class: dict[int, list[str]],
+    matches: Matches,
+    *,
+    keep: int | None = None,
+    batch_size: int = 256,
 ) -> dict[int, list[dict[str, Any]]]:
     """Each class's matches by CLIP text similarity of caption and class prompt, best first (the first ``keep``).
 
@@ -282,7 +305,13 @@ def rank_matches(
             order = sorted(range(len(urls)), key=lambda i: (-scores[i], urls[i]))[:keep]
             query = " | ".join(prompts_per_class[ci])[:300]
             ranked[ci] = [
-                {"url": urls[i], "caption": caps[i], "score": float(scores[i]), "query": query, "matched": terms[i]}
+                {
+                    "url": urls[i],
+                    "caption": caps[i],
+                    "score": float(scores[i]),
+                    "query": query,
+                    "matched": terms[i],
+                }
                 for i in order
             ]
     return ranked

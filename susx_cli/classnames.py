@@ -26,7 +26,10 @@ class Cleaning:
         return name
 
     def to_dict(self) -> dict[str, bool]:
-        return {"underscores_to_spaces": self.underscores_to_spaces, "collapse_whitespace": self.collapse_whitespace}
+        return {
+            "underscores_to_spaces": self.underscores_to_spaces,
+            "collapse_whitespace": self.collapse_whitespace,
+        }
 
 
 NO_CLEANING = Cleaning(underscores_to_spaces=False, collapse_whitespace=False)
@@ -43,7 +46,9 @@ def validate_classes(classes: list[str], source: str = "class list") -> list[str
     seen: dict[str, int] = {}
     for index, name in enumerate(classes):
         if not isinstance(name, str) or not name.strip():
-            raise SusxError(f"{source}: class {index} has an empty name", hint="remove blank lines or entries")
+            raise SusxError(
+                f"{source}: class {index} has an empty name", hint="remove blank lines or entries"
+            )
         if any(unicodedata.category(ch) == "Cc" for ch in name):
             raise SusxError(
                 f"{source}: class {index} ({name!r}) contains a control character (NUL, newline or tab)",
@@ -105,10 +110,14 @@ def read_class_file(path: Path) -> tuple[list[str], str]:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise SusxError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}", hint="fix the file") from exc
+            raise SusxError(
+                f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}", hint="fix the file"
+            ) from exc
         if isinstance(data, list):
             if not all(isinstance(x, str) for x in data):
-                raise SusxError(f"{path}: a JSON class list must hold strings only", hint='e.g. ["cat", "dog"]')
+                raise SusxError(
+                    f"{path}: a JSON class list must hold strings only", hint='e.g. ["cat", "dog"]'
+                )
             return data, "json-list"
         if isinstance(data, dict) and data.get("kind") == "susx.prompts":
             return [e["name"] for e in data["entries"]], "prompts"

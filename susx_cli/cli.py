@@ -58,7 +58,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version."
+    ),
 ) -> None:
     """SuS-X toolkit."""
 
@@ -67,7 +69,9 @@ def examples_last(command: typer.Typer, name: str, function) -> None:
     """Register ``function`` with the "Examples:" part of its docstring as the help's epilog, so that
     `--help` ends with the examples, after the options."""
     text, marker, examples = inspect_mod.cleandoc(function.__doc__ or "").partition("Examples:")
-    paragraphs = [" ".join(p.split()) for p in text.split("\n\n") if p.strip()]  # rewrapped, as a docstring is
+    paragraphs = [
+        " ".join(p.split()) for p in text.split("\n\n") if p.strip()
+    ]  # rewrapped, as a docstring is
     lines = [line.strip() for line in examples.splitlines() if line.strip()]
     epilog = "\n\n".join([marker, *lines]) if marker else None
     command.command(name, help="\n\n".join(paragraphs), epilog=epilog)(function)

@@ -28,7 +28,7 @@ _AN_PREFIXES = ("hour", "honest", "honou", "honor", "heir")
 
 
 def article(name: str) -> str:
-    """"a" or "an" for ``name``: the reference's vowel rule, with the common exceptions."""
+    """ "a" or "an" for ``name``: the reference's vowel rule, with the common exceptions."""
     word = name.strip().lower()
     if word.startswith(_AN_PREFIXES):
         return "an"
@@ -68,7 +68,9 @@ def read_question_file(path: Path) -> list[str]:
     questions = [" ".join(ln.split()) for ln in lines]
     questions = [q for q in questions if q and not q.startswith("#")]
     if not questions:
-        raise SusxError(f"question file {path} holds no questions", hint="one question per line, each with {class}")
+        raise SusxError(
+            f"question file {path} holds no questions", hint="one question per line, each with {class}"
+        )
     return [check_question(q, str(path)) for q in questions]
 
 

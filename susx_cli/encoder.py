@@ -68,7 +68,12 @@ def recorded_pretrained(pretrained: str | None) -> str:
 
 
 def load_encoder(
-    model: str, pretrained: str | None, *, device: str | None = None, precision: str = "fp32", random_note: str | None = None
+    model: str,
+    pretrained: str | None,
+    *,
+    device: str | None = None,
+    precision: str = "fp32",
+    random_note: str | None = None,
 ) -> Encoder:
     """Load the encoder on ``device`` (resolved by ``susx_cli.runtime``); warn when its weights are random."""
     from susx_cli.adapters.openclip import load_model
@@ -193,7 +198,9 @@ class Augmentation:
         for view in range(self.passes):
             gen = view_generator(self.seed, key, view)
             top, left, h, w = crop_box(img.width, img.height, gen)
-            crop = TF.resized_crop(img, top, left, h, w, list(self.size), InterpolationMode.BICUBIC, antialias=True)
+            crop = TF.resized_crop(
+                img, top, left, h, w, list(self.size), InterpolationMode.BICUBIC, antialias=True
+            )
             if float(torch.rand(1, generator=gen)) < 0.5:
                 crop = TF.hflip(crop)
             out.append(TF.normalize(TF.to_tensor(crop), list(self.mean), list(self.std)))
@@ -409,9 +416,16 @@ def embed_image_set(
     if sharded:
         start, stop = shard_range(shard, len(items), align=batch_size)
         items = items[start:stop]
-        shard_options = {"num_shards": shard.count, "shard_index": shard.index, "item_start": start, "item_stop": stop}
+        shard_options = {
+            "num_shards": shard.count,
+            "shard_index": shard.index,
+            "item_start": start,
+            "item_stop": stop,
+        }
         prov["options"] |= shard_options
-    if common.decide_existing(output, hdf5.existing_provenance(output, common.IMAGE_FEATURES), prov, overwrite):
+    if common.decide_existing(
+        output, hdf5.existing_provenance(output, common.IMAGE_FEATURES), prov, overwrite
+    ):
         info(f"{output} is up to date (same inputs and options); nothing to do")
         return None
     partial = output.with_name(output.name + hdf5.PARTIAL_SUFFIX)
@@ -432,7 +446,9 @@ def embed_image_set(
         info(f"resuming {output}: {writer.resumed_from} of {len(items)} images already embedded")
     try:
         augment = augmentation(encoder, augment_passes, augment_seed)
-        embed_items(encoder, items, writer, batch_size=batch_size, workers=workers, label=label, augment=augment)
+        embed_items(
+            encoder, items, writer, batch_size=batch_size, workers=workers, label=label, augment=augment
+        )
         rows = int(writer.file["features"].shape[0])
         skipped = int(writer.file["skipped_keys"].shape[0])
         if rows == 0 and not sharded:  # a shard may hold no readable image; the join checks the whole

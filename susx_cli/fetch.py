@@ -37,21 +37,33 @@ def is_url(value: str | os.PathLike) -> bool:
 def check_url(url: str) -> str:
     scheme = urllib.parse.urlsplit(url).scheme.lower()
     if scheme not in ("http", "https"):
-        raise SusxError(f"only http(s) URLs can be fetched, not {scheme}:// ({url})", hint="download it yourself and pass the path")
+        raise SusxError(
+            f"only http(s) URLs can be fetched, not {scheme}:// ({url})",
+            hint="download it yourself and pass the path",
+        )
     return url
 
 
 def check_sha256(value: str) -> str:
     hexdigest = value.strip().lower()
     if hexdigest.startswith("sha256:"):
-        hexdigest = hexdigest[len("sha256:"):]
+        hexdigest = hexdigest[len("sha256:") :]
     if not _HEX64.match(hexdigest):
-        raise SusxError(f"{value!r} is not a sha256 checksum", hint="64 hexadecimal digits, e.g. from `sha256sum FILE`")
+        raise SusxError(
+            f"{value!r} is not a sha256 checksum", hint="64 hexadecimal digits, e.g. from `sha256sum FILE`"
+        )
     return hexdigest
 
 
-def fetch_url(url: str, sha256: str | None = None, *, what: str = "file", suffix: str = "",
-              timeout: float = 60.0, max_bytes: int = MAX_BYTES) -> Path:
+def fetch_url(
+    url: str,
+    sha256: str | None = None,
+    *,
+    what: str = "file",
+    suffix: str = "",
+    timeout: float = 60.0,
+    max_bytes: int = MAX_BYTES,
+) -> Path:
     """A local copy of ``url`` in the cache, checked against ``sha256`` when given.
 
     Without a checksum the URL is downloaded again every time and its checksum is printed, so the
@@ -66,7 +78,9 @@ def fetch_url(url: str, sha256: str | None = None, *, what: str = "file", suffix
             info(f"{what} {escape(url)}: using the cached copy {cached}")
             return cached
     folder.mkdir(parents=True, exist_ok=True)
-    policy = guarded_http.UrlPolicy(timeout=timeout, max_bytes=max_bytes, trusted=frozenset({guarded_http.host_port(url)}))
+    policy = guarded_http.UrlPolicy(
+        timeout=timeout, max_bytes=max_bytes, trusted=frozenset({guarded_http.host_port(url)})
+    )
     digest = hashlib.sha256()
     fd, tmp_name = tempfile.mkstemp(prefix=".download.", suffix=".tmp", dir=folder)
     tmp = Path(tmp_name)
@@ -78,11 +92,17 @@ def fetch_url(url: str, sha256: str | None = None, *, what: str = "file", suffix
                 out.write(block)
 
             try:
-                size = guarded_http.get(url, policy, {"User-Agent": f"susx/{__version__}"}, on_block=keep).size
+                size = guarded_http.get(
+                    url, policy, {"User-Agent": f"susx/{__version__}"}, on_block=keep
+                ).size
             except guarded_http.Refused as exc:
-                raise SusxError(f"{what} {url}: {exc}", hint="check the URL, or download it yourself and pass the path") from None
+                raise SusxError(
+                    f"{what} {url}: {exc}", hint="check the URL, or download it yourself and pass the path"
+                ) from None
             except guarded_http.FetchFailed as exc:
-                raise SusxError(f"could not fetch {what} {url}: {exc}", hint="check the URL and the network") from None
+                raise SusxError(
+                    f"could not fetch {what} {url}: {exc}", hint="check the URL and the network"
+                ) from None
         got = digest.hexdigest()
         if expected is not None and got != expected:
             raise SusxError(
@@ -95,6 +115,8 @@ def fetch_url(url: str, sha256: str | None = None, *, what: str = "file", suffix
         if tmp.exists():
             tmp.unlink()
     if expected is None:
-        warn(f"{what} {escape(url)} has sha256 {got}; pass it as a checksum to pin the file (and reuse the cached copy)")
+        warn(
+            f"{what} {escape(url)} has sha256 {got}; pass it as a checksum to pin the file (and reuse the cached copy)"
+        )
     info(f"{what} {escape(url)}: {size} bytes, sha256 {got}, cached at {final}")
     return final

@@ -49,7 +49,9 @@ class UrlPolicy:
     timeout: float  # seconds for the whole fetch, redirects included
     max_bytes: int
     allow_private: bool = False
-    trusted: frozenset[tuple[str, int]] = field(default_factory=frozenset)  # (host, port) exempt from the address check
+    trusted: frozenset[tuple[str, int]] = field(
+        default_factory=frozenset
+    )  # (host, port) exempt from the address check
     max_redirects: int = 5
 
 
@@ -72,8 +74,12 @@ def is_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
-def get(url: str, policy: UrlPolicy, headers: dict[str, str] | None = None,
-        on_block: Callable[[bytes], None] | None = None) -> Response:
+def get(
+    url: str,
+    policy: UrlPolicy,
+    headers: dict[str, str] | None = None,
+    on_block: Callable[[bytes], None] | None = None,
+) -> Response:
     """GET ``url`` within ``policy``; the body is returned, or handed block by block to ``on_block``.
 
     Raises Refused or FetchFailed with a short message (no URL in it for refusals, so reasons can be counted).
@@ -97,7 +103,9 @@ def get(url: str, policy: UrlPolicy, headers: dict[str, str] | None = None,
                 url = urljoin(url, response.getheader("Location").strip())
                 continue
             if response.status != 200:
-                raise FetchFailed(f"HTTP {response.status}: {response.reason}", transient=response.status >= 500)
+                raise FetchFailed(
+                    f"HTTP {response.status}: {response.reason}", transient=response.status >= 500
+                )
             return _read_body(url, response, conn, deadline, policy, on_block)
         except (OSError, http.client.HTTPException) as exc:
             if time.monotonic() >= deadline:

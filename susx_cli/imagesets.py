@@ -55,8 +55,11 @@ def from_support(root: Path, verify: bool = True) -> ImageSet:
     s = support.read_support(root)
     items = [
         ImageItem(
-            root / r["path"], int(r["class_index"]), r["path"],
-            sha256=r.get("sha256") if verify else None, size=r.get("bytes"),
+            root / r["path"],
+            int(r["class_index"]),
+            r["path"],
+            sha256=r.get("sha256") if verify else None,
+            size=r.get("bytes"),
         )
         for r in s.rows
     ]
@@ -153,7 +156,9 @@ def read_table(path: Path) -> list[TableRow]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise SusxError(f"{path} is not UTF-8 text (byte {exc.start})", hint="save the table as UTF-8") from None
+        raise SusxError(
+            f"{path} is not UTF-8 text (byte {exc.start})", hint="save the table as UTF-8"
+        ) from None
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=TABLE_DELIMITERS[path.suffix.lower()])
     rows: list[TableRow] = []
     try:
@@ -166,14 +171,20 @@ def read_table(path: Path) -> list[TableRow]:
                 continue
             where = f"{path} row {reader.line_num}"
             if len(cells) != 2:
-                raise SusxError(f"{where}: {len(cells)} cell(s), expected 2 (path, label)",
-                                hint="one image per row: path,label (an optional header row: path,label)")
+                raise SusxError(
+                    f"{where}: {len(cells)} cell(s), expected 2 (path, label)",
+                    hint="one image per row: path,label (an optional header row: path,label)",
+                )
             if not cells[0] or not cells[1]:
-                raise SusxError(f"{where}: empty {'path' if not cells[0] else 'label'}",
-                                hint="every row needs an image path and a label")
+                raise SusxError(
+                    f"{where}: empty {'path' if not cells[0] else 'label'}",
+                    hint="every row needs an image path and a label",
+                )
             rows.append(TableRow(reader.line_num, cells[0], cells[1]))
     except csv.Error as exc:
-        raise SusxError(f"{path} row {reader.line_num}: not readable as a table ({exc})", hint="check the quoting") from None
+        raise SusxError(
+            f"{path} row {reader.line_num}: not readable as a table ({exc})", hint="check the quoting"
+        ) from None
     return [r for r in rows if r.line]
 
 
@@ -198,18 +209,24 @@ def _table_label(row: TableRow, classes: list[str], by_key: dict[str, int], wher
         index = int(row.label)
         if 0 <= index < len(classes):
             return index
-        raise SusxError(f"{where}: label index {index} is out of range for {len(classes)} classes",
-                        hint=f"indices run from 0 to {len(classes) - 1}, in the order of the class list")
-    raise SusxError(f"{where}: label {row.label!r} is not a class name",
-                    hint="use a name from the class list (--classes) or its index")
+        raise SusxError(
+            f"{where}: label index {index} is out of range for {len(classes)} classes",
+            hint=f"indices run from 0 to {len(classes) - 1}, in the order of the class list",
+        )
+    raise SusxError(
+        f"{where}: label {row.label!r} is not a class name",
+        hint="use a name from the class list (--classes) or its index",
+    )
 
 
 def from_table(path: Path, classes: list[str] | None, image_root: Path | None = None) -> ImageSet:
     """A ``path,label`` CSV/TSV: every row checked (label known, index in range, file present, path once);
     the first bad row is the error, with the number of other bad rows."""
     if classes is None:
-        raise SusxError(f"{path}: a path,label table needs the class list its labels refer to",
-                        hint="pass --classes prompts.json (labels are class names or indices into it)")
+        raise SusxError(
+            f"{path}: a path,label table needs the class list its labels refer to",
+            hint="pass --classes prompts.json (labels are class names or indices into it)",
+        )
     rows = read_table(path)
     root = table_root(path, image_root)
     by_key = {folder_key(name): i for i, name in enumerate(classes)}
@@ -221,11 +238,15 @@ def from_table(path: Path, classes: list[str] | None, image_root: Path | None = 
         try:
             label = _table_label(row, classes, by_key, where)
             if not (root / row.path).is_file():
-                raise SusxError(f"{where}: image {row.path} does not exist under {root}",
-                                hint="fix the path, or pass --image-root DIR the paths are relative to")
+                raise SusxError(
+                    f"{where}: image {row.path} does not exist under {root}",
+                    hint="fix the path, or pass --image-root DIR the paths are relative to",
+                )
             if row.path in seen:
-                raise SusxError(f"{where}: image {row.path} is listed again (first at row {seen[row.path]})",
-                                hint="list every image once")
+                raise SusxError(
+                    f"{where}: image {row.path} is listed again (first at row {seen[row.path]})",
+                    hint="list every image once",
+                )
         except SusxError as exc:
             problems.append(exc)
             continue
@@ -245,7 +266,9 @@ def from_split(
     data = common.read_json(split_file, "split file")
     if not isinstance(data, dict) or split not in data:
         have = ", ".join(sorted(data)) if isinstance(data, dict) else "none"
-        raise SusxError(f"{split_file} has no split {split!r} (it has: {have})", hint="choose --split train|val|test")
+        raise SusxError(
+            f"{split_file} has no split {split!r} (it has: {have})", hint="choose --split train|val|test"
+        )
     classes = classes_from_split(data, split_file)
     root = image_root or split_file.parent
     items = [ImageItem(root / rel, int(label), str(rel)) for rel, label, _ in data[split]]
@@ -257,7 +280,9 @@ def from_split(
     return ImageSet(classes, items, "split", [common.identity(split_file, "coop-split"), listing], options)
 
 
-def sample_shots(items: list[ImageItem], num_classes: int, shots: int, seed: int, classes: list[str]) -> list[ImageItem]:
+def sample_shots(
+    items: list[ImageItem], num_classes: int, shots: int, seed: int, classes: list[str]
+) -> list[ImageItem]:
     """K items per class drawn with one seeded generator, class by class in index order."""
     if shots < 1:
         raise SusxError(f"--shots must be at least 1, got {shots}", hint="e.g. --shots 16")
@@ -304,13 +329,19 @@ def resolve(
     if path.is_file():
         if path.suffix.lower() in TABLE_DELIMITERS:
             if split is not None:
-                raise SusxError(f"{path} is a path,label table; --split applies to split JSON files", hint="drop --split")
+                raise SusxError(
+                    f"{path} is a path,label table; --split applies to split JSON files", hint="drop --split"
+                )
             image_set = from_table(path, classes, image_root)
         elif path.suffix.lower() != ".json":
-            raise SusxError(f"{path} is neither an image folder, a split JSON nor a path,label CSV/TSV",
-                            hint="pass a folder, a split file, or a .csv/.tsv table")
+            raise SusxError(
+                f"{path} is neither an image folder, a split JSON nor a path,label CSV/TSV",
+                hint="pass a folder, a split file, or a .csv/.tsv table",
+            )
         elif split is None:
-            raise SusxError(f"{path} is a split file; say which split to use", hint="add --split train|val|test")
+            raise SusxError(
+                f"{path} is a split file; say which split to use", hint="add --split train|val|test"
+            )
         else:
             image_set = from_split(path, split, image_root, shots, seed)
     elif support.is_support_dir(path):
@@ -332,8 +363,12 @@ def resolve(
     if shots is not None and image_set.layout != "split":
         if image_set.classes is None:
             raise SusxError("--shots needs labelled images", hint="use class folders or a split file")
-        image_set.items = sample_shots(image_set.items, len(image_set.classes), shots, seed, image_set.classes)
+        image_set.items = sample_shots(
+            image_set.items, len(image_set.classes), shots, seed, image_set.classes
+        )
         image_set.options.update({"shots": shots, "seed": seed})
     if not image_set.items:
-        raise SusxError(f"{path} holds no images", hint=f"supported extensions: {', '.join(sorted(IMAGE_EXTS))}")
+        raise SusxError(
+            f"{path} holds no images", hint=f"supported extensions: {', '.join(sorted(IMAGE_EXTS))}"
+        )
     return image_set

@@ -22,10 +22,10 @@ METRIC_DESCRIPTIONS = {
     "top5": "top-5 accuracy (%)",
     "mean_per_class_recall": "mean over the classes that occur among the queries of each class's recall (%)",
     "ece": f"expected calibration error (%): {ECE_BINS} equal-width bins over the maximum softmax probability; "
-           "softmax of the method's final logits, which already include its scale (100 x cosine for zero-shot), "
-           "so the temperature is the method's own",
+    "softmax of the method's final logits, which already include its scale (100 x cosine for zero-shot), "
+    "so the temperature is the method's own",
     "nll": "negative log-likelihood of the true class (nats per query): softmax of the method's final logits, "
-           "which already include its scale (100 x cosine for zero-shot), so the temperature is the method's own",
+    "which already include its scale (100 x cosine for zero-shot), so the temperature is the method's own",
     "n": "number of labelled queries",
 }
 
@@ -142,7 +142,9 @@ def confusion_matrix(predicted: np.ndarray, labels: np.ndarray, num_classes: int
     return flat.reshape(num_classes, num_classes).astype(np.int64)
 
 
-def top_confusions_from_matrix(confusion: np.ndarray, k: int = TOP_CONFUSIONS) -> tuple[np.ndarray, np.ndarray]:
+def top_confusions_from_matrix(
+    confusion: np.ndarray, k: int = TOP_CONFUSIONS
+) -> tuple[np.ndarray, np.ndarray]:
     """Each row's k largest off-diagonal entries: (C, k) column indices (-1 where the count is 0) and counts."""
     wrong = confusion.copy()
     np.fill_diagonal(wrong, 0)
@@ -151,12 +153,15 @@ def top_confusions_from_matrix(confusion: np.ndarray, k: int = TOP_CONFUSIONS) -
     return np.where(counts > 0, order, -1).astype(np.int64), counts.astype(np.int64)
 
 
-def top_confusions(predicted: np.ndarray, labels: np.ndarray, num_classes: int,
-                   k: int = TOP_CONFUSIONS) -> tuple[np.ndarray, np.ndarray]:
+def top_confusions(
+    predicted: np.ndarray, labels: np.ndarray, num_classes: int, k: int = TOP_CONFUSIONS
+) -> tuple[np.ndarray, np.ndarray]:
     """Like ``top_confusions_from_matrix`` without building the C x C matrix (memory O(wrong queries)):
     ties between counts go to the lower predicted index."""
     wrong = predicted != labels
-    pairs, counts = np.unique(labels[wrong].astype(np.int64) * num_classes + predicted[wrong], return_counts=True)
+    pairs, counts = np.unique(
+        labels[wrong].astype(np.int64) * num_classes + predicted[wrong], return_counts=True
+    )
     true, pred = pairs // num_classes, pairs % num_classes
     # Sort by (true class, count descending, predicted index): each true class's best come first.
     order = np.lexsort((pred, -counts, true))
@@ -171,8 +176,9 @@ def top_confusions(predicted: np.ndarray, labels: np.ndarray, num_classes: int,
     return top, top_counts
 
 
-def per_class_results(predicted: np.ndarray, labels: np.ndarray, num_classes: int,
-                      support_labels: np.ndarray | None = None) -> PerClass:
+def per_class_results(
+    predicted: np.ndarray, labels: np.ndarray, num_classes: int, support_labels: np.ndarray | None = None
+) -> PerClass:
     """Recall, query and support counts, and the confusion matrix or top confusions of labelled queries."""
     predicted, labels = np.asarray(predicted, dtype=np.int64), np.asarray(labels, dtype=np.int64)
     out = PerClass(

@@ -17,7 +17,7 @@ HF_HUB = "hf-hub:"
 def split_model(spec: str) -> tuple[str, str | None]:
     """``ARCH[:TAG]`` -> (ARCH, TAG or None when the spec names no weights)."""
     head = HF_HUB if spec.startswith(HF_HUB) else ""
-    rest = spec[len(head):]
+    rest = spec[len(head) :]
     if ":" not in rest:
         return spec, None
     arch, tag = rest.split(":", 1)
@@ -25,7 +25,11 @@ def split_model(spec: str) -> tuple[str, str | None]:
 
 
 def resolve_model(
-    spec: str, pretrained: str | None, *, default: str | None, flags: tuple[str, str] = ("--model", "--pretrained")
+    spec: str,
+    pretrained: str | None,
+    *,
+    default: str | None,
+    flags: tuple[str, str] = ("--model", "--pretrained"),
 ) -> tuple[str, str | None]:
     """(architecture, weights) from ``-m ARCH[:TAG]`` and ``-p TAG`` (None: not given, then ``default``).
     A tag in both that disagrees is refused: the user meant one of them."""

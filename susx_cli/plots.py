@@ -60,9 +60,17 @@ def _sparse_ticks(values: list[float], most: int = 12) -> tuple[list[int], list[
     return idx, [f"{values[i]:.3g}" for i in idx]
 
 
-def accuracy_heatmap(acc: np.ndarray, alphas: list[float], gammas: list[float], beta: float, output: Path, *,
-                     chosen: tuple[float, float] | None = None, method: str = "TIP-X",
-                     objective_on: str | None = None) -> HeatmapDescription:
+def accuracy_heatmap(
+    acc: np.ndarray,
+    alphas: list[float],
+    gammas: list[float],
+    beta: float,
+    output: Path,
+    *,
+    chosen: tuple[float, float] | None = None,
+    method: str = "TIP-X",
+    objective_on: str | None = None,
+) -> HeatmapDescription:
     """Top-1 accuracy over the (alpha, gamma) grid at the chosen beta: acc (A, G) in [0, 1].
 
     Cells are drawn at grid indices with the grid values as tick labels, so uneven grids (0.1, 1, 5) are
@@ -75,14 +83,20 @@ def accuracy_heatmap(acc: np.ndarray, alphas: list[float], gammas: list[float], 
         a, g = np.unravel_index(int(np.argmax(acc)), acc.shape)
     else:
         a, g = _index_of(alphas, chosen[0]), _index_of(gammas, chosen[1])
-    best = {"alpha": float(alphas[a]), "gamma": float(gammas[g]), "beta": float(beta),
-            "accuracy": round(100 * float(acc[a, g]), 4)}
+    best = {
+        "alpha": float(alphas[a]),
+        "gamma": float(gammas[g]),
+        "beta": float(beta),
+        "accuracy": round(100 * float(acc[a, g]), 4),
+    }
     title = f"{method} calibration: top-1 accuracy over alpha and gamma at beta = {beta:.3g}"
     if objective_on:
         title += f"\n(measured on the {objective_on})"
     xlabel, ylabel = "gamma, KL term weight (unitless)", "alpha, cache term weight (unitless)"
     colorbar = "top-1 accuracy (%)"
-    note = f"chosen: alpha = {best['alpha']:.3g}, gamma = {best['gamma']:.3g}\ntop-1 = {best['accuracy']:.2f} %"
+    note = (
+        f"chosen: alpha = {best['alpha']:.3g}, gamma = {best['gamma']:.3g}\ntop-1 = {best['accuracy']:.2f} %"
+    )
 
     fig, ax = plt.subplots(figsize=(8, 5.5))
     im = ax.imshow(100 * acc, origin="lower", aspect="auto", cmap="viridis", interpolation="nearest")
@@ -98,10 +112,18 @@ def accuracy_heatmap(acc: np.ndarray, alphas: list[float], gammas: list[float], 
     # The annotation points at the cell from the roomier side of the plot.
     dx = -0.25 if g > (len(gammas) - 1) / 2 else 0.25
     dy = -0.3 if a > (len(alphas) - 1) / 2 else 0.3
-    ax.annotate(note, xy=(g, a), xycoords="data", xytext=(0.5 + dx, 0.5 + dy), textcoords="axes fraction",
-                ha="center", va="center", fontsize=9,
-                bbox={"boxstyle": "round", "fc": "white", "ec": "red", "alpha": 0.9},
-                arrowprops={"arrowstyle": "->", "color": "red", "lw": 1.5})
+    ax.annotate(
+        note,
+        xy=(g, a),
+        xycoords="data",
+        xytext=(0.5 + dx, 0.5 + dy),
+        textcoords="axes fraction",
+        ha="center",
+        va="center",
+        fontsize=9,
+        bbox={"boxstyle": "round", "fc": "white", "ec": "red", "alpha": 0.9},
+        arrowprops={"arrowstyle": "->", "color": "red", "lw": 1.5},
+    )
     fig.tight_layout()
     _save(fig, output)
     return HeatmapDescription(title, xlabel, ylabel, colorbar, best, (int(a), int(g)), note)
@@ -161,20 +183,36 @@ def _title_and_note(fig, title: str, note: str | None) -> float:
     height = fig.get_figheight()
     fig.suptitle(title, y=1 - 0.08 / height, va="top")
     if note:
-        fig.text(0.5, 1 - 0.42 / height, note, ha="center", va="top", fontsize=9, color="#b00020",
-                 bbox={"boxstyle": "round", "fc": "#fff3f3", "ec": "#b00020"})
+        fig.text(
+            0.5,
+            1 - 0.42 / height,
+            note,
+            ha="center",
+            va="top",
+            fontsize=9,
+            color="#b00020",
+            bbox={"boxstyle": "round", "fc": "#fff3f3", "ec": "#b00020"},
+        )
     return 1 - (0.8 if note else 0.45) / height
 
 
-def shot_curves(panels: list[ShotPanel], output: Path, *, title: str, note: str | None = None,
-                ylabel: str = "top-1 accuracy (%)") -> ChartDescription:
+def shot_curves(
+    panels: list[ShotPanel],
+    output: Path,
+    *,
+    title: str,
+    note: str | None = None,
+    ylabel: str = "top-1 accuracy (%)",
+) -> ChartDescription:
     """One panel per dataset: a curve per (model, method, mode) over shots, log2 x axis; colour = calibration
     mode, line style = method, marker = model; zero-shot results as horizontal dotted lines."""
     plt = _pyplot()
     every = [s for p in panels for s in p.series]
     colors = _styles(sorted({s.mode for s in every}), MODE_COLORS, _SPARE_COLORS)
     styles = _styles(sorted({s.method for s in every}), METHOD_STYLES, _SPARE_STYLES)
-    markers = {m: MODEL_MARKERS[i % len(MODEL_MARKERS)] for i, m in enumerate(sorted({s.model for s in every}))}
+    markers = {
+        m: MODEL_MARKERS[i % len(MODEL_MARKERS)] for i, m in enumerate(sorted({s.model for s in every}))
+    }
     cols = min(3, max(1, len(panels)))
     rows = -(-len(panels) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols + 1, 3.6 * rows + 1.2), squeeze=False)
@@ -183,14 +221,40 @@ def shot_curves(panels: list[ShotPanel], output: Path, *, title: str, note: str 
         ax = axes[i // cols][i % cols]
         drawn = []
         for s in panel.series:
-            ax.plot(s.shots, s.values, color=colors[s.mode], linestyle=styles[s.method], marker=markers[s.model],
-                    label=s.label, linewidth=1.8, markersize=5)
-            drawn.append({"label": s.label, "method": s.method, "mode": s.mode, "color": colors[s.mode],
-                          "linestyle": str(styles[s.method]), "x": list(s.shots), "y": list(s.values)})
+            ax.plot(
+                s.shots,
+                s.values,
+                color=colors[s.mode],
+                linestyle=styles[s.method],
+                marker=markers[s.model],
+                label=s.label,
+                linewidth=1.8,
+                markersize=5,
+            )
+            drawn.append(
+                {
+                    "label": s.label,
+                    "method": s.method,
+                    "mode": s.mode,
+                    "color": colors[s.mode],
+                    "linestyle": str(styles[s.method]),
+                    "x": list(s.shots),
+                    "y": list(s.values),
+                }
+            )
         for label, value in panel.baselines:
             ax.axhline(value, color=METHOD_COLORS["zero-shot"], linestyle=":", linewidth=1.5, label=label)
-            drawn.append({"label": label, "method": "zero-shot", "mode": "-", "color": METHOD_COLORS["zero-shot"],
-                          "linestyle": ":", "x": [], "y": [value]})
+            drawn.append(
+                {
+                    "label": label,
+                    "method": "zero-shot",
+                    "mode": "-",
+                    "color": METHOD_COLORS["zero-shot"],
+                    "linestyle": ":",
+                    "x": [],
+                    "y": [value],
+                }
+            )
         shots = sorted({k for s in panel.series for k in s.shots})
         if shots and shots[0] > 0:
             ax.set_xscale("log", base=2)
@@ -210,7 +274,9 @@ def shot_curves(panels: list[ShotPanel], output: Path, *, title: str, note: str 
                 handles[lab] = h
                 labels.append(lab)
     ncol = min(3, max(1, len(labels)))
-    fig.legend([handles[lab] for lab in labels], labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+    fig.legend(
+        [handles[lab] for lab in labels], labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False
+    )
     top = _title_and_note(fig, title, note)
     bottom = (0.15 + 0.2 * -(-len(labels) // ncol)) / fig.get_figheight()
     fig.tight_layout(rect=(0, bottom, 1, top))
@@ -218,8 +284,13 @@ def shot_curves(panels: list[ShotPanel], output: Path, *, title: str, note: str 
     return ChartDescription("shot-curves", title, note, described)
 
 
-def results_bars(datasets: list[str], series: list[tuple[str, str, list[float | None]]], output: Path,
-                 title: str = "top-1 accuracy (%)", note: str | None = None) -> ChartDescription:
+def results_bars(
+    datasets: list[str],
+    series: list[tuple[str, str, list[float | None]]],
+    output: Path,
+    title: str = "top-1 accuracy (%)",
+    note: str | None = None,
+) -> ChartDescription:
     """One panel per dataset, one bar per series (label, method, value per dataset; None = no result)."""
     plt = _pyplot()
     cols = min(4, max(1, len(datasets)))
@@ -236,7 +307,9 @@ def results_bars(datasets: list[str], series: list[tuple[str, str, list[float | 
         ax.set_xticks(list(xs), [label for label, _, _ in vals], rotation=35, ha="right", fontsize=7)
         ax.set_title(ds, fontsize=9)
         ax.set_ylim(0, max([v for _, _, v in vals] + [1]) * 1.15)
-        described.append({"dataset": ds, "series": [{"label": lab, "method": m, "y": [v]} for lab, m, v in vals]})
+        described.append(
+            {"dataset": ds, "series": [{"label": lab, "method": m, "y": [v]} for lab, m, v in vals]}
+        )
     for j in range(len(datasets), rows * cols):
         axes[j // cols][j % cols].axis("off")
     fig.tight_layout(rect=(0, 0, 1, _title_and_note(fig, title, note)))
@@ -247,9 +320,16 @@ def results_bars(datasets: list[str], series: list[tuple[str, str, list[float | 
 # ------------------------------------------------------------------ confusion
 
 
-def confusion_figure(classes: list[str], output: Path, *, confusion: np.ndarray | None = None,
-                     top_confused: np.ndarray | None = None, top_counts: np.ndarray | None = None,
-                     title: str = "confusion", pairs: int = 30) -> Path:
+def confusion_figure(
+    classes: list[str],
+    output: Path,
+    *,
+    confusion: np.ndarray | None = None,
+    top_confused: np.ndarray | None = None,
+    top_counts: np.ndarray | None = None,
+    title: str = "confusion",
+    pairs: int = 30,
+) -> Path:
     """The confusion matrix (C, C) as a heat map of row-normalised counts (rows: true class), or, for a
     large C where only each class's top confusions (C, k) are kept, a bar chart of the ``pairs`` most
     frequent (true -> predicted) confusions."""
@@ -269,15 +349,24 @@ def confusion_figure(classes: list[str], output: Path, *, confusion: np.ndarray 
             for t in range(c):
                 for p in range(c):
                     if confusion[t, p]:
-                        ax.text(p, t, str(confusion[t, p]), ha="center", va="center", fontsize=7,
-                                color="white" if rates[t, p] > 0.5 else "black")
+                        ax.text(
+                            p,
+                            t,
+                            str(confusion[t, p]),
+                            ha="center",
+                            va="center",
+                            fontsize=7,
+                            color="white" if rates[t, p] > 0.5 else "black",
+                        )
         ax.set_xlabel("predicted class")
         ax.set_ylabel("true class")
     else:
         true_idx, rank = np.nonzero(top_counts > 0)
         counts = top_counts[true_idx, rank]
         order = np.argsort(-counts, kind="stable")[:pairs]
-        labels = [f"{classes[true_idx[i]]} → {classes[top_confused[true_idx[i], rank[i]]]}"[:60] for i in order]
+        labels = [
+            f"{classes[true_idx[i]]} → {classes[top_confused[true_idx[i], rank[i]]]}"[:60] for i in order
+        ]
         fig, ax = plt.subplots(figsize=(9, 1 + 0.28 * max(len(order), 1)))
         ax.barh(range(len(order)), counts[order], color="#4c72b0")
         ax.set_yticks(range(len(order)), labels, fontsize=7)
@@ -366,8 +455,9 @@ def fit_thumbnail(image, side: int):
     return image.resize(size, Image.BICUBIC, reducing_gap=3.0)
 
 
-def contact_sheet_png(title: list[str], rows: list[SheetRow], columns: int,
-                      thumb: int = SHEET_THUMB) -> tuple[bytes, tuple[int, int], int]:
+def contact_sheet_png(
+    title: list[str], rows: list[SheetRow], columns: int, thumb: int = SHEET_THUMB
+) -> tuple[bytes, tuple[int, int], int]:
     """A white PNG: the title lines on top, then one row per class (label left, thumbnails centred in
     thumb x thumb cells from x = SHEET_LABEL_WIDTH). An image that cannot be decoded leaves a grey cell.
     Returns (png bytes, (width, height), y of the first row)."""
@@ -387,7 +477,11 @@ def contact_sheet_png(title: list[str], rows: list[SheetRow], columns: int,
     draw.line([(0, top - 3), (width, top - 3)], fill="#999999")
     for r, row in enumerate(rows):
         y = top + SHEET_GAP + r * cell
-        label = [w for text in row.label for w in _wrap(text, SHEET_LABEL_WIDTH - 12, lambda t: measure(t, font=label_font))]
+        label = [
+            w
+            for text in row.label
+            for w in _wrap(text, SHEET_LABEL_WIDTH - 12, lambda t: measure(t, font=label_font))
+        ]
         label = label[: thumb // (_LABEL_PX + 4)]
         y0 = y + (thumb - len(label) * (_LABEL_PX + 4)) // 2
         for k, text in enumerate(label):

@@ -47,7 +47,9 @@ class Reporter(Protocol):
 
     def warn(self, message: str) -> None: ...
 
-    def bar(self, description: str, total: float | None, unit: str, completed: float) -> contextlib.AbstractContextManager[Bar]: ...
+    def bar(
+        self, description: str, total: float | None, unit: str, completed: float
+    ) -> contextlib.AbstractContextManager[Bar]: ...
 
 
 class _NoBar:
@@ -68,7 +70,9 @@ class NullReporter:
         log.warning(message)
 
     @contextlib.contextmanager
-    def bar(self, description: str, total: float | None, unit: str = "it", completed: float = 0) -> Iterator[Bar]:
+    def bar(
+        self, description: str, total: float | None, unit: str = "it", completed: float = 0
+    ) -> Iterator[Bar]:
         yield _NoBar()
 
 
@@ -204,7 +208,9 @@ class RichReporter:
             self.console.print(renderable)
 
     @contextlib.contextmanager
-    def bar(self, description: str, total: float | None, unit: str = "it", completed: float = 0) -> Iterator[Bar]:
+    def bar(
+        self, description: str, total: float | None, unit: str = "it", completed: float = 0
+    ) -> Iterator[Bar]:
         """A rich progress bar with rate (unit/s) and time left; plain timed lines when not on a terminal."""
         if self.quiet:
             yield _NoBar()
@@ -316,6 +322,8 @@ def warn(message: str) -> None:
     current().warn(message)
 
 
-def bar(description: str, total: float | None, unit: str = "it", completed: float = 0) -> contextlib.AbstractContextManager[Bar]:
+def bar(
+    description: str, total: float | None, unit: str = "it", completed: float = 0
+) -> contextlib.AbstractContextManager[Bar]:
     """A progress bar (a no-op unless a reporter that draws bars is installed)."""
     return current().bar(description, total, unit, completed)

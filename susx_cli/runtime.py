@@ -112,7 +112,9 @@ def resolve_precision(precision: str, device: str, *, gpu_auto: str = "fp32") ->
     if precision == "auto":
         return gpu_auto if on_gpu else "fp32"
     if precision == "fp16" and not on_gpu:
-        raise SusxError(f"fp16 needs a GPU and this run uses {device}", hint="use --precision fp32 or bf16 on a CPU")
+        raise SusxError(
+            f"fp16 needs a GPU and this run uses {device}", hint="use --precision fp32 or bf16 on a CPU"
+        )
     return precision
 
 

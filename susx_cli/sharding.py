@@ -34,7 +34,9 @@ def resolve_shard(
         shard = Shard(shard_index, num_shards, "options")
     elif "SLURM_ARRAY_TASK_ID" in env and "SLURM_ARRAY_TASK_COUNT" in env:
         offset = int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
-        shard = Shard(int(env["SLURM_ARRAY_TASK_ID"]) - offset, int(env["SLURM_ARRAY_TASK_COUNT"]), "slurm-array")
+        shard = Shard(
+            int(env["SLURM_ARRAY_TASK_ID"]) - offset, int(env["SLURM_ARRAY_TASK_COUNT"]), "slurm-array"
+        )
     elif "WORLD_SIZE" in env and "RANK" in env:
         shard = Shard(int(env["RANK"]), int(env["WORLD_SIZE"]), "torchrun")
     else:

@@ -35,14 +35,20 @@ def openai_templates() -> list[str]:
 def read_template_file(path: Path) -> list[str]:
     """One template per line, each with exactly one '{}' where the class name goes."""
     if not path.exists():
-        raise SusxError(f"template file {path} does not exist", hint="check the path, or use photo|ensemble|openai")
+        raise SusxError(
+            f"template file {path} does not exist", hint="check the path, or use photo|ensemble|openai"
+        )
     templates = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
     templates = [t for t in templates if t and not t.startswith("#")]
     if not templates:
-        raise SusxError(f"template file {path} holds no templates", hint="one template per line, each with '{}'")
+        raise SusxError(
+            f"template file {path} holds no templates", hint="one template per line, each with '{}'"
+        )
     for t in templates:
         if t.count("{}") != 1:
-            raise SusxError(f"template {t!r} in {path} must contain '{{}}' exactly once", hint="e.g. 'a photo of a {}.'")
+            raise SusxError(
+                f"template {t!r} in {path} must contain '{{}}' exactly once", hint="e.g. 'a photo of a {}.'"
+            )
     return templates
 
 

@@ -13,12 +13,16 @@ from susx_cli.cli import app
 TINY = ["--model", "susx-tiny-vit", "--pretrained", "none"]
 
 
-def make_image(path: Path, seed: int, base_color: tuple[int, int, int], size: int = 32, fmt: str | None = None) -> Path:
+def make_image(
+    path: Path, seed: int, base_color: tuple[int, int, int], size: int = 32, fmt: str | None = None
+) -> Path:
     """An image whose mean colour carries its class, plus seeded noise."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
-    arr = np.clip(np.array(base_color)[None, None, :] + rng.normal(0, 25, (size, size, 3)), 0, 255).astype(np.uint8)
+    arr = np.clip(np.array(base_color)[None, None, :] + rng.normal(0, 25, (size, size, 3)), 0, 255).astype(
+        np.uint8
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(arr).save(path, format=fmt)
     return path
@@ -61,7 +65,9 @@ def invoke(*args, expect: int = 0, input: str | None = None):
     return result
 
 
-def build_method_workspace(root: Path, classes: list[str], *, shots: int = 3, val: int = 4, test: int = 5) -> Path:
+def build_method_workspace(
+    root: Path, classes: list[str], *, shots: int = 3, val: int = 4, test: int = 5
+) -> Path:
     """In ``root``: prompts (p.json), a ``shots``-shot support set (sup/), the text classifier (text.h5),
     support / validation / test features (sup.h5, val.h5, test.h5) with the tiny random model."""
     import os

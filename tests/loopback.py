@@ -98,8 +98,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         n = int(request.get("num_images", 1))
         base = f"http://127.0.0.1:{self.server.server_port}{self.server.knn_target}"
         query = urllib.parse.quote(str(request.get("text", "")))
-        rows = [{"url": f"{base}?q={query}&i={i}", "caption": "c", "similarity": 1 - i / 100, "id": i}
-                for i in range(n)]
+        rows = [
+            {"url": f"{base}?q={query}&i={i}", "caption": "c", "similarity": 1 - i / 100, "id": i}
+            for i in range(n)
+        ]
         try:
             self._json(rows)
         except (BrokenPipeError, ConnectionResetError):

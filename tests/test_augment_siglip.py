@@ -32,7 +32,19 @@ def imgs(tmp_path_factory) -> Path:
 
 def _embed(root: Path, name: str, *extra) -> Path:
     out = root / name
-    invoke("embed", root / "imgs", "-c", root / "classes.txt", "-o", out, *TINY, "--device", "cpu", "--quiet", *extra)
+    invoke(
+        "embed",
+        root / "imgs",
+        "-c",
+        root / "classes.txt",
+        "-o",
+        out,
+        *TINY,
+        "--device",
+        "cpu",
+        "--quiet",
+        *extra,
+    )
     return out
 
 
@@ -61,7 +73,9 @@ def test_views_are_seeded_by_seed_key_and_pass_only():
     assert views.shape == (4, 3, 16, 16)
     assert np.array_equal(views.numpy(), aug.views(img, "a/x.png").numpy())
     # pass v is the same view whatever the number of passes
-    assert np.array_equal(views[:2].numpy(), Augmentation(2, 0, (16, 16), (0.5,) * 3, (0.25,) * 3).views(img, "a/x.png").numpy())
+    assert np.array_equal(
+        views[:2].numpy(), Augmentation(2, 0, (16, 16), (0.5,) * 3, (0.25,) * 3).views(img, "a/x.png").numpy()
+    )
     assert not np.array_equal(views[0].numpy(), views[1].numpy())
     assert not np.array_equal(views.numpy(), aug.views(img, "a/y.png").numpy())
     other_seed = Augmentation(4, 1, (16, 16), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
@@ -87,7 +101,9 @@ def test_one_pass_is_todays_features_and_more_passes_differ(imgs):
     assert np.array_equal(_rows(plain), _rows(one))
     assert hdf5.read_features(plain).provenance["options"] == hdf5.read_features(one).provenance["options"]
     # a file made without the option is up to date for --augment-passes 1
-    r = invoke("embed", imgs / "imgs", "-c", imgs / "classes.txt", "-o", plain, *TINY, "--augment-passes", "1")
+    r = invoke(
+        "embed", imgs / "imgs", "-c", imgs / "classes.txt", "-o", plain, *TINY, "--augment-passes", "1"
+    )
     assert "up to date" in r.stderr
     f3 = _rows(three)
     assert f3.shape == _rows(plain).shape and not np.allclose(f3, _rows(plain), atol=1e-3)
@@ -107,8 +123,20 @@ def test_passes_and_seed_are_recorded(imgs):
     assert "augment_passes" not in hdf5.read_features(imgs / "plain1.h5").provenance["options"]
     # shards join into the single-process file, attributes included
     for i in (0, 1):
-        _embed(imgs, "sh.h5", "--augment-passes", "2", "--seed", "5", "--batch-size", "4", "--num-shards", "2",
-               "--shard-index", str(i))
+        _embed(
+            imgs,
+            "sh.h5",
+            "--augment-passes",
+            "2",
+            "--seed",
+            "5",
+            "--batch-size",
+            "4",
+            "--num-shards",
+            "2",
+            "--shard-index",
+            str(i),
+        )
     single = _embed(imgs, "single.h5", "--augment-passes", "2", "--seed", "5", "--batch-size", "4")
     assert np.array_equal(_rows(imgs / "sh.h5"), _rows(single))
     with h5py.File(imgs / "sh.h5") as f:
@@ -116,11 +144,23 @@ def test_passes_and_seed_are_recorded(imgs):
 
 
 def test_bad_augment_passes_are_refused(imgs, tmp_path):
-    r = invoke("embed", imgs / "imgs", "-c", imgs / "classes.txt", "-o", tmp_path / "x.h5", *TINY,
-               "--augment-passes", "0", expect=2)
+    r = invoke(
+        "embed",
+        imgs / "imgs",
+        "-c",
+        imgs / "classes.txt",
+        "-o",
+        tmp_path / "x.h5",
+        *TINY,
+        "--augment-passes",
+        "0",
+        expect=2,
+    )
     assert "--augment-passes must be 1 or more" in r.stderr
     invoke("prompts", "-c", imgs / "classes.txt", "-o", tmp_path / "p.json")
-    r = invoke("embed", tmp_path / "p.json", "-o", tmp_path / "t.h5", *TINY, "--augment-passes", "3", expect=2)
+    r = invoke(
+        "embed", tmp_path / "p.json", "-o", tmp_path / "t.h5", *TINY, "--augment-passes", "3", expect=2
+    )
     assert "--augment-passes" in r.stderr and "prompts file" in r.stderr
 
 
@@ -128,11 +168,23 @@ def test_eval_augments_folder_shots_only(tmp_path):
     from susx_cli.stages.eval import EvalConfig, SupportChoice
 
     def cfg(**extra):
-        return EvalConfig.from_options(num_datasets=1, models=["susx-tiny-vit"], pretrained=["none"], supports=[],
-                                       methods=["zero-shot"], calibrations=["loo"], data_root=tmp_path,
-                                       work_dir=tmp_path, results_dir=tmp_path, **extra)
+        return EvalConfig.from_options(
+            num_datasets=1,
+            models=["susx-tiny-vit"],
+            pretrained=["none"],
+            supports=[],
+            methods=["zero-shot"],
+            calibrations=["loo"],
+            data_root=tmp_path,
+            work_dir=tmp_path,
+            results_dir=tmp_path,
+            **extra,
+        )
 
-    shots, folder = SupportChoice("folder-shots:2", "folder-shots", "2shot", shots=2), SupportChoice("x", "folder", "x")
+    shots, folder = (
+        SupportChoice("folder-shots:2", "folder-shots", "2shot", shots=2),
+        SupportChoice("x", "folder", "x"),
+    )
     assert cfg().support_passes(shots) == 10 and cfg().support_passes(folder) == 1
     assert cfg(augment_passes=1).support_passes(shots) == 1
     with pytest.raises(Exception, match="augment-passes"):
@@ -145,7 +197,13 @@ def test_eval_augments_folder_shots_only(tmp_path):
 def test_model_identity_reads_files_without_a_bias():
     from susx_cli.artifacts.schema import ModelIdentity
 
-    old = {"arch": "ViT-B-32", "pretrained": "openai", "checkpoint_sha256": None, "embed_dim": 512, "logit_scale": 100.0}
+    old = {
+        "arch": "ViT-B-32",
+        "pretrained": "openai",
+        "checkpoint_sha256": None,
+        "embed_dim": 512,
+        "logit_scale": 100.0,
+    }
     m = ModelIdentity.from_dict(old)
     assert m.logit_bias is None and "logit_bias" not in m.to_dict()
     assert ModelIdentity.from_dict({**old, "logit_bias": -10.0}).to_dict()["logit_bias"] == -10.0
@@ -190,8 +248,19 @@ def test_siglip_pipeline_records_and_uses_the_bias(siglip, monkeypatch):
 
     scores = {}
     for name in ("model", "plain"):
-        invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "--calibration", f"{name}.json", "--method", "zero-shot",
-               "-o", f"zs-{name}.h5")
+        invoke(
+            "predict",
+            "text.h5",
+            "test.h5",
+            "-s",
+            "sup.h5",
+            "--calibration",
+            f"{name}.json",
+            "--method",
+            "zero-shot",
+            "-o",
+            f"zs-{name}.h5",
+        )
         p = hdf5.read_predictions(f"zs-{name}.h5")
         scores[name] = p
     assert np.array_equal(scores["model"].top5, scores["plain"].top5)  # a constant bias leaves the ranking
@@ -199,12 +268,49 @@ def test_siglip_pipeline_records_and_uses_the_bias(siglip, monkeypatch):
     assert scores["model"].metrics["logit_bias"] == bias and "logit_bias" not in scores["plain"].metrics
 
     # the methods with support run with it too: TIP-X by leave-one-out, GDA by k-fold
-    invoke("calibrate", "text.h5", "sup.h5", "-o", "loo.json", "--logit-scale", "model", "--alpha-grid", "1,10",
-           "--beta-grid", "1,5", "--gamma-grid", "0,1")
-    r = invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "--calibration", "loo.json", "-o", "tipx.h5", "--json")
+    invoke(
+        "calibrate",
+        "text.h5",
+        "sup.h5",
+        "-o",
+        "loo.json",
+        "--logit-scale",
+        "model",
+        "--alpha-grid",
+        "1,10",
+        "--beta-grid",
+        "1,5",
+        "--gamma-grid",
+        "0,1",
+    )
+    r = invoke(
+        "predict",
+        "text.h5",
+        "test.h5",
+        "-s",
+        "sup.h5",
+        "--calibration",
+        "loo.json",
+        "-o",
+        "tipx.h5",
+        "--json",
+    )
     assert json.loads(r.stdout)["metrics"]["n"] == 9
-    invoke("calibrate", "text.h5", "sup.h5", "-o", "gda.json", "--method", "gda", "--mode", "kfold", "--folds", "3",
-           "--logit-scale", "model")
+    invoke(
+        "calibrate",
+        "text.h5",
+        "sup.h5",
+        "-o",
+        "gda.json",
+        "--method",
+        "gda",
+        "--mode",
+        "kfold",
+        "--folds",
+        "3",
+        "--logit-scale",
+        "model",
+    )
     invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "--calibration", "gda.json", "-o", "gda.h5")
     assert hdf5.read_predictions("gda.h5").metrics["logit_bias"] == bias
 
@@ -217,11 +323,17 @@ def test_bias_enters_every_method_as_a_constant():
 
     g = torch.Generator().manual_seed(0)
     norm = lambda x: torch.nn.functional.normalize(x, dim=-1)  # noqa: E731
-    f, F, W = norm(torch.randn(6, 8, generator=g, dtype=torch.float64)), norm(torch.randn(12, 8, generator=g, dtype=torch.float64)), norm(torch.randn(3, 8, generator=g, dtype=torch.float64))
+    f, F, W = (
+        norm(torch.randn(6, 8, generator=g, dtype=torch.float64)),
+        norm(torch.randn(12, 8, generator=g, dtype=torch.float64)),
+        norm(torch.randn(3, 8, generator=g, dtype=torch.float64)),
+    )
     y = torch.arange(12) % 3
     for method in ("zero-shot", "tip-adapter", "tip-x"):
         base = tipx.logits(method, f, W, F, y, alpha=1.0, beta=2.0, gamma=0.5, logit_scale=10.0)
-        shifted = tipx.logits(method, f, W, F, y, alpha=1.0, beta=2.0, gamma=0.5, logit_scale=10.0, logit_bias=-10.0)
+        shifted = tipx.logits(
+            method, f, W, F, y, alpha=1.0, beta=2.0, gamma=0.5, logit_scale=10.0, logit_bias=-10.0
+        )
         torch.testing.assert_close(shifted - base, torch.full_like(base, -10.0), rtol=0, atol=1e-12)
     head = gda.fit_gda(F, y, 3)
     base, shifted = gda.gda_logits(f, W, head, 0.1, 10.0), gda.gda_logits(f, W, head, 0.1, 10.0, -10.0)

@@ -37,7 +37,9 @@ def _embed_folder(tmp_path: Path) -> Path:
 def test_cli_stage_writes_plain_progress_lines_to_a_captured_stderr(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("SUSX_PROGRESS_INTERVAL", "0")  # a line at every batch
     imgs = _embed_folder(tmp_path)
-    result = invoke("embed", imgs, "--unlabelled", "-o", tmp_path / "f.h5", "-b", "2", "--workers", "0", *TINY)
+    result = invoke(
+        "embed", imgs, "--unlabelled", "-o", tmp_path / "f.h5", "-b", "2", "--workers", "0", *TINY
+    )
     err = result.stderr
     assert "\x1b" not in err and "\r" not in err
     lines = [line for line in err.splitlines() if line.startswith("embed images:")]

@@ -37,7 +37,10 @@ def test_resolve_model_defaults_and_disagreement():
 
 def test_eval_models_share_the_parser():
     assert parse_models(["RN50:openai", "hf-hub:org/repo", "ViT-B-32"], ["x", "y"]) == [
-        ("RN50", "openai"), ("hf-hub:org/repo", "x"), ("ViT-B-32", "y")]
+        ("RN50", "openai"),
+        ("hf-hub:org/repo", "x"),
+        ("ViT-B-32", "y"),
+    ]
     assert parse_models(["RN50:openai"], ["openai"]) == [("RN50", "openai")]
     with pytest.raises(SusxError, match="but --pretrained says"):
         parse_models(["RN50:openai"], ["yfcc15m"])
@@ -46,18 +49,49 @@ def test_eval_models_share_the_parser():
 def test_disagreeing_tags_are_one_line_errors(tmp_path):
     (tmp_path / "c.txt").write_text("cat\ndog\n")
     invoke("prompts", "-c", tmp_path / "c.txt", "-o", tmp_path / "p.json", "-q")
-    r = invoke("embed", tmp_path / "p.json", "-o", tmp_path / "t.h5", "-m", "susx-tiny-vit:none", "-p", "openai", expect=2)
+    r = invoke(
+        "embed",
+        tmp_path / "p.json",
+        "-o",
+        tmp_path / "t.h5",
+        "-m",
+        "susx-tiny-vit:none",
+        "-p",
+        "openai",
+        expect=2,
+    )
     assert "--model susx-tiny-vit:none names weights 'none' but --pretrained says 'openai'" in r.output
-    r = invoke("curate", tmp_path / "p.json", "-o", tmp_path / "s", "--source", "pool", "--pool-images", tmp_path,
-               "-k", 1, "--clip-model", "susx-tiny-vit:none", "--clip-pretrained", "openai", expect=2)
-    assert "--clip-model susx-tiny-vit:none names weights 'none' but --clip-pretrained says 'openai'" in r.output
+    r = invoke(
+        "curate",
+        tmp_path / "p.json",
+        "-o",
+        tmp_path / "s",
+        "--source",
+        "pool",
+        "--pool-images",
+        tmp_path,
+        "-k",
+        1,
+        "--clip-model",
+        "susx-tiny-vit:none",
+        "--clip-pretrained",
+        "openai",
+        expect=2,
+    )
+    assert (
+        "--clip-model susx-tiny-vit:none names weights 'none' but --clip-pretrained says 'openai'" in r.output
+    )
 
 
 def test_embed_takes_arch_colon_tag(tmp_path):
     (tmp_path / "c.txt").write_text("cat\ndog\n")
     invoke("prompts", "-c", tmp_path / "c.txt", "-o", tmp_path / "p.json", "-q")
-    plain = invoke("embed", tmp_path / "p.json", "-o", tmp_path / "a.h5", "-m", "susx-tiny-vit", "-p", "none", "--json")
-    tagged = invoke("embed", tmp_path / "p.json", "-o", tmp_path / "a.h5", "-m", "susx-tiny-vit:none", "--json")
+    plain = invoke(
+        "embed", tmp_path / "p.json", "-o", tmp_path / "a.h5", "-m", "susx-tiny-vit", "-p", "none", "--json"
+    )
+    tagged = invoke(
+        "embed", tmp_path / "p.json", "-o", tmp_path / "a.h5", "-m", "susx-tiny-vit:none", "--json"
+    )
     assert '"skipped": true' in tagged.stdout.replace(" ", "").replace('"skipped":true', '"skipped": true')
     assert plain.exit_code == tagged.exit_code == 0
 
@@ -98,8 +132,21 @@ def test_deprecated_spellings_still_work_with_a_warning(tmp_path):
     (tmp_path / "c.txt").write_text("cat\ndog\n")
     invoke("prompts", "-c", tmp_path / "c.txt", "-o", tmp_path / "p.json", "-q")
     (tmp_path / "imgs").mkdir()
-    r = invoke("curate", tmp_path / "p.json", "-o", tmp_path / "s", "-s", "pool", "--pool", tmp_path / "imgs", "-k", 1,
-               "--clip-model", "susx-tiny-vit:none", expect=2)  # an empty pool: the options were understood
+    r = invoke(
+        "curate",
+        tmp_path / "p.json",
+        "-o",
+        tmp_path / "s",
+        "-s",
+        "pool",
+        "--pool",
+        tmp_path / "imgs",
+        "-k",
+        1,
+        "--clip-model",
+        "susx-tiny-vit:none",
+        expect=2,
+    )  # an empty pool: the options were understood
     assert "curate -s is deprecated here" in r.stderr and "curate --pool is deprecated here" in r.stderr
     assert "holds no images" in r.stderr or "no images" in r.stderr, r.stderr
 
@@ -114,7 +161,11 @@ def test_deprecated_spellings_still_work_with_a_warning(tmp_path):
         (["embed", "p.json", "-o", "t.h5", "--pool", "both"], "--pool", "'combined'"),
         (["prompts", "--pool", "both"], "--pool", "'combined'"),
         (["report", "r.json", "--metric", "top3"], "--metric", "'mean_per_class_recall'"),
-        (["eval", "-d", "x", "-m", "RN50", "--method", "tip-x", "--method", "tipx"], "--method", "'tip-adapter'"),
+        (
+            ["eval", "-d", "x", "-m", "RN50", "--method", "tip-x", "--method", "tipx"],
+            "--method",
+            "'tip-adapter'",
+        ),
         (["eval", "-d", "x", "-m", "RN50", "--calibration", "lo"], "--calibration", "'loo'"),
         (["curate", "p.json", "-o", "s", "--source", "flickr"], "--source", "'laion'"),
         (["curate", "p.json", "-o", "s", "--laion-mode", "knnn"], "--laion-mode", "'captions'"),
@@ -155,14 +206,27 @@ def test_calibrate_prints_its_choice_and_json_keeps_its_shape_when_skipped(tmp_p
     from tests.helpers import build_method_workspace
 
     monkeypatch.chdir(build_method_workspace(tmp_path, ["zebra", "apple", "mango"]))
-    args = ["calibrate", "text.h5", "sup.h5", "-o", "cal.json", "--alpha-grid", "1,10", "--beta-grid", "1,5",
-            "--gamma-grid", "0,1", "--json"]
+    args = [
+        "calibrate",
+        "text.h5",
+        "sup.h5",
+        "-o",
+        "cal.json",
+        "--alpha-grid",
+        "1,10",
+        "--beta-grid",
+        "1,5",
+        "--gamma-grid",
+        "0,1",
+        "--json",
+    ]
     ran, skipped = invoke(*args), invoke(*args)
     first, second = json.loads(ran.stdout), json.loads(skipped.stdout)
     assert not first["skipped"] and second["skipped"]
     assert _keys(first) == _keys(second)
     assert {k: v for k, v in first["summary"].items() if k != "configurations_per_second"} == {
-        k: v for k, v in second["summary"].items() if k != "configurations_per_second"}
+        k: v for k, v in second["summary"].items() if k != "configurations_per_second"
+    }
     cal = json.loads((tmp_path / "cal.json").read_text())
     assert abs(cal["objective"]["value_percent"] - 100 * cal["objective"]["value"]) < 1e-9
     assert first["summary"]["top1"] == cal["objective"]["value_percent"]
@@ -188,7 +252,10 @@ def test_every_command_help_ends_with_examples():
 
 
 def test_command_line_mistakes_are_one_line_errors():
-    for args, needle in ((["merge", "x"], "Missing option '--num-shards'"), (["curate", "p.json", "--nope"], "No such option: --nope")):
+    for args, needle in (
+        (["merge", "x"], "Missing option '--num-shards'"),
+        (["curate", "p.json", "--nope"], "No such option: --nope"),
+    ):
         line = invoke(*args, expect=2).stderr.strip()
         assert line.startswith("error: ") and len(line.splitlines()) == 1 and needle in line, line
         assert "--help` lists the options" in line

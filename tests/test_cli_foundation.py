@@ -38,13 +38,18 @@ def test_prompts_from_text_file_records_pools_and_cleaning(work):
     assert data["classes"] == ["golden retriever", "tabby cat"]
     assert data["entries"][0]["raw_name"] == "golden_retriever"
     assert data["cleaning"] == {"underscores_to_spaces": True, "collapse_whitespace": True}
-    assert len(data["entries"][1]["template"]) == 7 and data["entries"][1]["template"][0] == "itap of a tabby cat."
+    assert (
+        len(data["entries"][1]["template"]) == 7
+        and data["entries"][1]["template"][0] == "itap of a tabby cat."
+    )
     assert data["entries"][0]["photo"] == "A photo of a golden retriever."
     assert data["default_pool"] == "template"
 
 
 def test_prompts_combined_pool_is_one_pool_of_templates_and_sentences(work):
-    (work / "cupl.json").write_text(json.dumps({"zebra": ["A zebra has stripes.", "Black and white."], "apple": ["Red fruit."]}))
+    (work / "cupl.json").write_text(
+        json.dumps({"zebra": ["A zebra has stripes.", "Black and white."], "apple": ["Red fruit."]})
+    )
     invoke("prompts", "-c", "classes.txt", "-o", "p.json", "--cupl", "cupl.json", "--templates", "photo")
     data = json.loads((work / "p.json").read_text())
     assert data["default_pool"] == "combined"
@@ -177,8 +182,14 @@ def test_unreadable_images_are_skipped_and_listed(work):
         (["embed", "missing.json", "-o", "x.h5"], "does not exist"),
         (["embed", "empty", "-o", "x.h5", "--unlabelled", *TINY], "holds no images"),
         (["embed", "p.json", "-o", "x.h5", "--model", "ViT-B-99", "--pretrained", "none"], "unknown model"),
-        (["embed", "p.json", "-o", "x.h5", "--model", "susx-tiny-vit", "--pretrained", "laion9000"], "no pretrained weights"),
-        (["embed", "p.json", "-o", "x.h5", *TINY, "--precision", "fp16", "--device", "cpu"], "fp16 needs a GPU"),
+        (
+            ["embed", "p.json", "-o", "x.h5", "--model", "susx-tiny-vit", "--pretrained", "laion9000"],
+            "no pretrained weights",
+        ),
+        (
+            ["embed", "p.json", "-o", "x.h5", *TINY, "--precision", "fp16", "--device", "cpu"],
+            "fp16 needs a GPU",
+        ),
         (["embed", "wrongnames", "-o", "x.h5", "-c", "p.json", *TINY], "match no class name"),
         (["curate", "p.json", "-o", "sup", "--images", "partial"], "no images for 1 class"),
         (["curate", "classes.txt", "-o", "sup", "--images", "partial"], "not valid JSON"),
@@ -251,14 +262,21 @@ def test_help_does_not_import_torch():
         "heavy = [m for m in ('torch', 'open_clip', 'h5py', 'diffusers') if m in sys.modules]\n"
         "print('HEAVY', heavy)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
+    ).stdout
     assert "HEAVY []" in out
 
 
 def test_console_script_runs_as_subprocess(work):
     exe = Path(sys.executable).parent / "susx"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "susx_cli"]
-    out = subprocess.run([*cmd, "prompts", "-c", "classes.txt", "-o", "p.json", "--json"], capture_output=True, text=True, cwd=work)
+    out = subprocess.run(
+        [*cmd, "prompts", "-c", "classes.txt", "-o", "p.json", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=work,
+    )
     assert out.returncode == 0 and json.loads(out.stdout)["outputs"] == ["p.json"]
     bad = subprocess.run([*cmd, "embed", "nope.h5", "-o", "x.h5"], capture_output=True, text=True, cwd=work)
     assert bad.returncode == 2 and bad.stderr.startswith("error:")
@@ -268,8 +286,23 @@ def test_killed_embed_resumes_to_the_same_result(work):
     invoke("prompts", "-c", "classes.txt", "-o", "p.json")
     for ci, name in enumerate(CLASSES):
         for j in range(400):
-            make_image(work / "many" / name / f"{j:04d}.png", ci * 1000 + j, (60 * ci, 100, 200 - 40 * ci), size=48)
-    args = ["-m", "susx_cli", "embed", "many", "-c", "p.json", *TINY, "--batch-size", "8", "--workers", "0", "-q"]
+            make_image(
+                work / "many" / name / f"{j:04d}.png", ci * 1000 + j, (60 * ci, 100, 200 - 40 * ci), size=48
+            )
+    args = [
+        "-m",
+        "susx_cli",
+        "embed",
+        "many",
+        "-c",
+        "p.json",
+        *TINY,
+        "--batch-size",
+        "8",
+        "--workers",
+        "0",
+        "-q",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, *args, "-o", "killed.h5"], cwd=work, env=env)
     partial = work / "killed.h5.partial"
@@ -288,7 +321,9 @@ def test_killed_embed_resumes_to_the_same_result(work):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (work / "killed.h5").exists() and partial.exists()
-    r = subprocess.run([sys.executable, *args[:-1], "-o", "killed.h5"], cwd=work, env=env, capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, *args[:-1], "-o", "killed.h5"], cwd=work, env=env, capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr
     assert "resuming" in r.stderr
     subprocess.run([sys.executable, *args, "-o", "whole.h5"], cwd=work, env=env, check=True)

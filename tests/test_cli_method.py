@@ -28,8 +28,25 @@ def w(built, monkeypatch):
 
 
 def test_calibrate_val_records_choice_and_objective(w):
-    r = invoke("calibrate", "text.h5", "sup.h5", "-o", "cal-val.json", "--val", "val.h5", "--alpha-grid", "0.1:50:5",
-               "--beta-grid", "1:50:6", "--gamma-grid", "0.1,1,5", "--heatmap", "heat.png", "--json", "--overwrite")
+    r = invoke(
+        "calibrate",
+        "text.h5",
+        "sup.h5",
+        "-o",
+        "cal-val.json",
+        "--val",
+        "val.h5",
+        "--alpha-grid",
+        "0.1:50:5",
+        "--beta-grid",
+        "1:50:6",
+        "--gamma-grid",
+        "0.1,1,5",
+        "--heatmap",
+        "heat.png",
+        "--json",
+        "--overwrite",
+    )
     out = json.loads(r.stdout)
     assert out["outputs"] == ["cal-val.json", "heat.png"]
     cal = json.loads((w / "cal-val.json").read_text())
@@ -40,31 +57,111 @@ def test_calibrate_val_records_choice_and_objective(w):
     assert {i["kind"] for i in cal["inputs"]} == {"susx.text_classifier", "susx.image_features"}
     assert (w / "heat.png").read_bytes()[:4] == b"\x89PNG"
     # the recorded objective is the accuracy predict reproduces on the same split
-    invoke("predict", "text.h5", "val.h5", "-s", "sup.h5", "--calibration", "cal-val.json", "-o", "pv.h5", "--overwrite")
+    invoke(
+        "predict",
+        "text.h5",
+        "val.h5",
+        "-s",
+        "sup.h5",
+        "--calibration",
+        "cal-val.json",
+        "-o",
+        "pv.h5",
+        "--overwrite",
+    )
     top1 = hdf5.read_predictions(w / "pv.h5").metrics["top1"]
     assert abs(top1 - 100 * cal["objective"]["value"]) < 1e-6
 
 
 def test_loo_and_fixed_modes_and_tip_adapter(w):
-    invoke("calibrate", "text.h5", "sup.h5", "-o", "loo.json", "--mode", "loo", "--alpha-grid", "1,10",
-           "--beta-grid", "1,5", "--gamma-grid", "0.1,2", "--overwrite")
+    invoke(
+        "calibrate",
+        "text.h5",
+        "sup.h5",
+        "-o",
+        "loo.json",
+        "--mode",
+        "loo",
+        "--alpha-grid",
+        "1,10",
+        "--beta-grid",
+        "1,5",
+        "--gamma-grid",
+        "0.1,2",
+        "--overwrite",
+    )
     loo = json.loads((w / "loo.json").read_text())
     assert loo["mode"] == "loo" and loo["objective"]["queries"] == 12
     assert "leave-one-out" in loo["objective"]["on"]
-    invoke("calibrate", "text.h5", "sup.h5", "-o", "ta.json", "--method", "tip-adapter", "--alpha-grid", "1,10",
-           "--beta-grid", "1,5", "--overwrite")
+    invoke(
+        "calibrate",
+        "text.h5",
+        "sup.h5",
+        "-o",
+        "ta.json",
+        "--method",
+        "tip-adapter",
+        "--alpha-grid",
+        "1,10",
+        "--beta-grid",
+        "1,5",
+        "--overwrite",
+    )
     ta = json.loads((w / "ta.json").read_text())
     assert ta["hyperparameters"]["gamma"] == 0.0 and ta["grid"]["gamma"] == [0.0]
-    invoke("calibrate", "text.h5", "sup.h5", "-o", "fx.json", "--mode", "fixed", "--alpha", "2", "--beta", "3",
-           "--gamma", "4", "--overwrite")
+    invoke(
+        "calibrate",
+        "text.h5",
+        "sup.h5",
+        "-o",
+        "fx.json",
+        "--mode",
+        "fixed",
+        "--alpha",
+        "2",
+        "--beta",
+        "3",
+        "--gamma",
+        "4",
+        "--overwrite",
+    )
     fx = json.loads((w / "fx.json").read_text())
-    assert fx["hyperparameters"] == {"alpha": 2.0, "beta": 3.0, "gamma": 4.0, "tau": 0.5} and fx["objective"] is None
+    assert (
+        fx["hyperparameters"] == {"alpha": 2.0, "beta": 3.0, "gamma": 4.0, "tau": 0.5}
+        and fx["objective"] is None
+    )
 
 
 def test_predict_writes_predictions_and_metrics(w):
-    invoke("calibrate", "text.h5", "sup.h5", "-o", "fx.json", "--mode", "fixed", "--alpha", "2", "--beta", "3",
-           "--gamma", "4", "--overwrite")
-    r = invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "--calibration", "fx.json", "-o", "pred.h5", "--json", "--overwrite")
+    invoke(
+        "calibrate",
+        "text.h5",
+        "sup.h5",
+        "-o",
+        "fx.json",
+        "--mode",
+        "fixed",
+        "--alpha",
+        "2",
+        "--beta",
+        "3",
+        "--gamma",
+        "4",
+        "--overwrite",
+    )
+    r = invoke(
+        "predict",
+        "text.h5",
+        "test.h5",
+        "-s",
+        "sup.h5",
+        "--calibration",
+        "fx.json",
+        "-o",
+        "pred.h5",
+        "--json",
+        "--overwrite",
+    )
     out = json.loads(r.stdout)
     assert set(out["metrics"]) >= {"top1", "mean_per_class_recall", "n"} and out["metrics"]["n"] == 20
     p = hdf5.read_predictions(w / "pred.h5")
@@ -82,13 +179,21 @@ def test_predict_writes_predictions_and_metrics(w):
     assert r.stdout.strip() == "zs.h5"
 
 
-@pytest.mark.parametrize("case", ["nan", "unnormalised", "empty", "other-model", "missing-class", "grid", "other-cal"])
+@pytest.mark.parametrize(
+    "case", ["nan", "unnormalised", "empty", "other-model", "missing-class", "grid", "other-cal"]
+)
 def test_calibrate_and_predict_refuse_bad_inputs(w, case, tmp_path):
     bad = tmp_path / "bad.h5"
     args = ["calibrate", "text.h5", bad, "-o", tmp_path / "c.json"]
-    needle = {"nan": "NaN", "unnormalised": "not L2-normalised", "empty": "holds no rows",
-              "other-model": "embedded with", "missing-class": "no support images: 'kiwi'",
-              "grid": "has no values", "other-cal": "class lists"}[case]
+    needle = {
+        "nan": "NaN",
+        "unnormalised": "not L2-normalised",
+        "empty": "holds no rows",
+        "other-model": "embedded with",
+        "missing-class": "no support images: 'kiwi'",
+        "grid": "has no values",
+        "other-cal": "class lists",
+    }[case]
     import shutil
 
     shutil.copy(w / "sup.h5", bad)
@@ -118,9 +223,32 @@ def test_calibrate_and_predict_refuse_bad_inputs(w, case, tmp_path):
         (tmp_path / "o.txt").write_text("a\nb\nc\nd\n")
         invoke("prompts", "-c", tmp_path / "o.txt", "-o", tmp_path / "o.json")
         invoke("embed", tmp_path / "o.json", "-o", tmp_path / "o.h5", *TINY)
-        invoke("calibrate", "text.h5", "sup.h5", "-o", tmp_path / "c0.json", "--mode", "fixed", "--alpha", "1",
-               "--beta", "1", "--gamma", "1")
-        args = ["predict", tmp_path / "o.h5", "test.h5", "-s", "sup.h5", "--calibration", tmp_path / "c0.json", "-o", tmp_path / "p.h5"]
+        invoke(
+            "calibrate",
+            "text.h5",
+            "sup.h5",
+            "-o",
+            tmp_path / "c0.json",
+            "--mode",
+            "fixed",
+            "--alpha",
+            "1",
+            "--beta",
+            "1",
+            "--gamma",
+            "1",
+        )
+        args = [
+            "predict",
+            tmp_path / "o.h5",
+            "test.h5",
+            "-s",
+            "sup.h5",
+            "--calibration",
+            tmp_path / "c0.json",
+            "-o",
+            tmp_path / "p.h5",
+        ]
     r = invoke(*args, expect=2)
     assert needle in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
@@ -164,7 +292,9 @@ def test_demo_overwrite_removes_only_what_a_demo_wrote(tmp_path, monkeypatch):
     assert (tmp_path / "run" / "mine.txt").read_text() == "the user's"
     (tmp_path / "run" / "mine.txt").unlink()
     # A run that fails leaves the old one in place.
-    monkeypatch.setattr(demo, "make_query_images", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    monkeypatch.setattr(
+        demo, "make_query_images", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom"))
+    )
     with pytest.raises(RuntimeError):
         demo.run_demo(tmp_path / "run", overwrite=True)
     assert (tmp_path / "run" / "images" / "old.png").read_bytes() == b"old"
@@ -204,12 +334,37 @@ def _set(f, name, data):
     f.create_dataset(name, data=data, maxshape=(None, *data.shape[1:]))
 
 
-@pytest.mark.parametrize("case", ["support-label", "query-label", "short-keys", "text-rows", "other-support",
-                                  "query-nan", "query-model", "calibrate-val-label"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "support-label",
+        "query-label",
+        "short-keys",
+        "text-rows",
+        "other-support",
+        "query-nan",
+        "query-model",
+        "calibrate-val-label",
+    ],
+)
 def test_load_method_inputs_refuses_artifacts_that_do_not_fit(w, case, tmp_path):
     """Each hand-damaged artifact is a one-line error with a non-zero exit, from calibrate or predict."""
     cal = tmp_path / "cal.json"
-    invoke("calibrate", "text.h5", "sup.h5", "-o", cal, "--mode", "fixed", "--alpha", "1", "--beta", "1", "--gamma", "1")
+    invoke(
+        "calibrate",
+        "text.h5",
+        "sup.h5",
+        "-o",
+        cal,
+        "--mode",
+        "fixed",
+        "--alpha",
+        "1",
+        "--beta",
+        "1",
+        "--gamma",
+        "1",
+    )
     text, sup, test = Path("text.h5"), Path("sup.h5"), Path("test.h5")
     bad = tmp_path / "bad.h5"
 
@@ -218,6 +373,7 @@ def test_load_method_inputs_refuses_artifacts_that_do_not_fit(w, case, tmp_path)
             labels = f["labels"][()]
             labels[0] = value
             f["labels"][...] = labels
+
         return change
 
     if case == "support-label":
@@ -225,25 +381,37 @@ def test_load_method_inputs_refuses_artifacts_that_do_not_fit(w, case, tmp_path)
     elif case == "query-label":
         test, needle = _damage(test, bad, relabel(9)), "label(s) outside 0..3 (e.g. 9)"
     elif case == "short-keys":
-        test, needle = _damage(test, bad, lambda f: f["keys"].resize(f["keys"].shape[0] - 1, axis=0)), "but 19 keys"
+        test, needle = (
+            _damage(test, bad, lambda f: f["keys"].resize(f["keys"].shape[0] - 1, axis=0)),
+            "but 19 keys",
+        )
     elif case == "text-rows":
-        text, needle = _damage(text, bad, lambda f: _set(f, "weights", f["weights"][()][:3])), "3 classifier row(s) for 4"
+        text, needle = (
+            _damage(text, bad, lambda f: _set(f, "weights", f["weights"][()][:3])),
+            "3 classifier row(s) for 4",
+        )
     elif case == "other-support":
+
         def shuffle(f):  # the same images in another order: another file, another calibration's support set
             for name in ("features", "labels", "keys"):
                 f[name][...] = f[name][()][::-1]
+
         sup, needle = _damage(sup, bad, shuffle), "calibrated on another support set"
     elif case == "query-nan":
+
         def nan(f):
             feats = f["features"][()]
             feats[2] = np.nan
             f["features"][...] = feats
+
         test, needle = _damage(test, bad, nan), "NaN"
     elif case == "query-model":
+
         def other(f):
             model = json.loads(f.attrs["model"])
             model["arch"] = "ViT-B-32"
             f.attrs["model"] = json.dumps(model)
+
         test, needle = _damage(test, bad, other), "embedded with"
     if case == "calibrate-val-label":
         val = _damage(Path("val.h5"), bad, relabel(-3))
@@ -261,7 +429,20 @@ def test_calibration_records_its_support_set(w, tmp_path):
     from susx_cli.artifacts import calibration as cal_io
     from susx_cli.artifacts import common
 
-    invoke("calibrate", "text.h5", "sup.h5", "-o", tmp_path / "c.json", "--mode", "fixed", "--alpha", "1",
-           "--beta", "1", "--gamma", "1")
+    invoke(
+        "calibrate",
+        "text.h5",
+        "sup.h5",
+        "-o",
+        tmp_path / "c.json",
+        "--mode",
+        "fixed",
+        "--alpha",
+        "1",
+        "--beta",
+        "1",
+        "--gamma",
+        "1",
+    )
     made_on = cal_io.support_input(cal_io.read_calibration(tmp_path / "c.json"))
     assert made_on["role"] == "support" and made_on["sha256"] == common.sha256_file(w / "sup.h5")

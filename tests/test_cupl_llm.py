@@ -64,7 +64,7 @@ class FakeLLM:
                 if self.path.startswith("/files/"):
                     with owner.lock:
                         owner.file_gets += 1
-                    data = owner.files.get(self.path[len("/files/"):])
+                    data = owner.files.get(self.path[len("/files/") :])
                     if data is None:
                         return self._send(404, {"Content-Type": "text/plain"}, b"not found")
                     return self._send(200, {"Content-Type": "application/json"}, data)
@@ -78,12 +78,21 @@ class FakeLLM:
                 with owner.lock:
                     owner.requests.append({**body, "auth": self.headers.get("Authorization")})
                 if self.path != "/v1/chat/completions":
-                    return self._send(404, {"Content-Type": "application/json"}, b'{"error": {"message": "no route"}}')
+                    return self._send(
+                        404, {"Content-Type": "application/json"}, b'{"error": {"message": "no route"}}'
+                    )
                 if self.headers.get("Authorization") != f"Bearer {KEY}":
-                    err = {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}
+                    err = {
+                        "error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}
+                    }
                     return self._send(401, {"Content-Type": "application/json"}, json.dumps(err).encode())
                 if body.get("model") != MODEL:
-                    err = {"error": {"message": f"The model `{body.get('model')}` does not exist", "code": "model_not_found"}}
+                    err = {
+                        "error": {
+                            "message": f"The model `{body.get('model')}` does not exist",
+                            "code": "model_not_found",
+                        }
+                    }
                     return self._send(404, {"Content-Type": "application/json"}, json.dumps(err).encode())
                 prompt = body["messages"][-1]["content"]
                 for rule in owner.rules:
@@ -92,8 +101,17 @@ class FakeLLM:
                         return self._send(*response)
                 text = owner.answer(prompt, body)
                 reply = {
-                    "id": "x", "object": "chat.completion", "created": 0, "model": MODEL,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                    "id": "x",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": MODEL,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text},
+                            "finish_reason": "stop",
+                        }
+                    ],
                 }
                 self._send(200, {"Content-Type": "application/json"}, json.dumps(reply).encode())
 
@@ -106,7 +124,9 @@ class FakeLLM:
         self.server = Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.base_url = self.url + "/v1"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
 
     @staticmethod
     def default_answer(prompt: str, body: dict) -> str:
@@ -149,9 +169,25 @@ def class_file(tmp_path: Path, names=CLASSES) -> Path:
 
 def llm_args(server: FakeLLM, tmp_path: Path, *extra, samples: int = 2, out: str = "prompts.json") -> list:
     return [
-        "prompts", "-c", class_file(tmp_path), "-o", tmp_path / out, "--llm", "--llm-base-url", server.base_url,
-        "--llm-model", MODEL, "--llm-questions", "generic", "--llm-samples", samples, "--llm-concurrency", 4,
-        "--llm-timeout", 5, *extra,
+        "prompts",
+        "-c",
+        class_file(tmp_path),
+        "-o",
+        tmp_path / out,
+        "--llm",
+        "--llm-base-url",
+        server.base_url,
+        "--llm-model",
+        MODEL,
+        "--llm-questions",
+        "generic",
+        "--llm-samples",
+        samples,
+        "--llm-concurrency",
+        4,
+        "--llm-timeout",
+        5,
+        *extra,
     ]
 
 
@@ -193,7 +229,10 @@ def test_resolve_questions(tmp_path):
     assert cupl_questions.resolve_questions("flowers102", None)[1] == "dataset:flowers102"
     path = tmp_path / "q.txt"
     path.write_text("# mine\nWhat colour is {article} {class}?\n\n")
-    assert cupl_questions.resolve_questions(str(path), None) == (["What colour is {article} {class}?"], str(path))
+    assert cupl_questions.resolve_questions(str(path), None) == (
+        ["What colour is {article} {class}?"],
+        str(path),
+    )
     path.write_text("What colour is it?\n")
     with pytest.raises(SusxError, match="no {class} placeholder"):
         cupl_questions.resolve_questions(str(path), None)
@@ -228,7 +267,9 @@ def test_clean_answer(raw, expected):
 
 
 def test_clean_answers_counts_what_it_drops():
-    kept, dropped = cupl.clean_answers(["A black cat sits.", "A black cat sits", "", "ok", "**", "A cat runs."])
+    kept, dropped = cupl.clean_answers(
+        ["A black cat sits.", "A black cat sits", "", "ok", "**", "A cat runs."]
+    )
     assert kept == ["A black cat sits.", "A cat runs."]
     assert dropped == {"empty": 1, "markup": 1, "short": 1, "duplicate": 1}
 
@@ -297,20 +338,44 @@ def test_generate_writes_sentences_and_provenance(llm_server, tmp_path):
 
 
 def test_dataset_questions_and_no_system_message(llm_server, tmp_path):
-    invoke("prompts", "-d", "cifar10", "-o", tmp_path / "c10.json", "--llm", "--llm-base-url", llm_server.base_url,
-           "--llm-model", MODEL, "--llm-samples", 1, "--llm-system", "", "--llm-concurrency", 4)
+    invoke(
+        "prompts",
+        "-d",
+        "cifar10",
+        "-o",
+        tmp_path / "c10.json",
+        "--llm",
+        "--llm-base-url",
+        llm_server.base_url,
+        "--llm-model",
+        MODEL,
+        "--llm-samples",
+        1,
+        "--llm-system",
+        "",
+        "--llm-concurrency",
+        4,
+    )
     assert len(llm_server.requests) == 10 * len(registry.get("cifar10").cupl_questions)
     assert "How can you identify an airplane?" in llm_server.prompts()
     assert all(len(r["messages"]) == 1 for r in llm_server.requests)
     data = json.loads((tmp_path / "c10.json").read_text())
-    assert data["options"]["llm"]["questions_source"] == "dataset:cifar10" and data["options"]["llm"]["system"] is None
+    assert (
+        data["options"]["llm"]["questions_source"] == "dataset:cifar10"
+        and data["options"]["llm"]["system"] is None
+    )
 
 
 def test_switches_to_max_completion_tokens_when_the_model_wants_it(llm_server, tmp_path):
     def newer_model(prompt, body):
         if "max_tokens" in body:
-            err = {"error": {"message": "Unsupported parameter: 'max_tokens' is not supported with this model. "
-                             "Use 'max_completion_tokens' instead.", "code": "unsupported_parameter"}}
+            err = {
+                "error": {
+                    "message": "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                    "Use 'max_completion_tokens' instead.",
+                    "code": "unsupported_parameter",
+                }
+            }
             return 400, {"Content-Type": "application/json"}, json.dumps(err).encode(), 0
         return None
 
@@ -321,7 +386,9 @@ def test_switches_to_max_completion_tokens_when_the_model_wants_it(llm_server, t
 
 def test_other_bad_requests_are_one_line_errors(llm_server, tmp_path):
     err = {"error": {"message": "temperature must be 1 for this model"}}
-    llm_server.rules.append(lambda p, b: (400, {"Content-Type": "application/json"}, json.dumps(err).encode(), 0))
+    llm_server.rules.append(
+        lambda p, b: (400, {"Content-Type": "application/json"}, json.dumps(err).encode(), 0)
+    )
     line = _one_error_line(invoke(*llm_args(llm_server, tmp_path), expect=2))
     assert "rejected the request (HTTP 400: temperature must be 1 for this model)" in line
 
@@ -336,7 +403,16 @@ def test_rerun_and_overwrite_make_no_requests(llm_server, tmp_path):
     llm = json.loads((tmp_path / "prompts.json").read_text())["llm"]
     assert llm["requests_made"] == 0 and llm["cache_hits"] == 30
     # the cache is shared by key: another output with more samples asks only for the new ones
-    invoke(*llm_args(llm_server, tmp_path, "--llm-cache", tmp_path / "prompts.llm-cache.jsonl", samples=3, out="p3.json"))
+    invoke(
+        *llm_args(
+            llm_server,
+            tmp_path,
+            "--llm-cache",
+            tmp_path / "prompts.llm-cache.jsonl",
+            samples=3,
+            out="p3.json",
+        )
+    )
     assert len(llm_server.requests) == 45
 
 
@@ -386,7 +462,12 @@ def test_retries_on_429_and_500(llm_server, tmp_path):
             seen[key] = seen.get(key, 0) + 1
             n = seen[key]
         if "owl" in prompt and n == 1:
-            return 429, {"Retry-After": "0", "Content-Type": "application/json"}, b'{"error": {"message": "slow down"}}', 0
+            return (
+                429,
+                {"Retry-After": "0", "Content-Type": "application/json"},
+                b'{"error": {"message": "slow down"}}',
+                0,
+            )
         if "eagle" in prompt and n <= 2:
             return 500, {"Content-Type": "application/json"}, b'{"error": {"message": "boom"}}', 0
         return None
@@ -470,8 +551,20 @@ def _one_error_line(result) -> str:
 
 
 def test_unreachable_endpoint(tmp_path):
-    args = ["prompts", "-c", class_file(tmp_path), "-o", tmp_path / "p.json", "--llm", "--llm-model", MODEL,
-            "--llm-base-url", f"http://127.0.0.1:{_free_port()}/v1", "--llm-timeout", 2]
+    args = [
+        "prompts",
+        "-c",
+        class_file(tmp_path),
+        "-o",
+        tmp_path / "p.json",
+        "--llm",
+        "--llm-model",
+        MODEL,
+        "--llm-base-url",
+        f"http://127.0.0.1:{_free_port()}/v1",
+        "--llm-timeout",
+        2,
+    ]
     line = _one_error_line(invoke(*args, expect=2))
     assert "cannot reach the LLM endpoint" in line and "--llm-base-url" in line
 
@@ -511,8 +604,11 @@ def test_llm_option_checks(tmp_path):
     assert "--llm-model is given without --llm" in line
     line = _one_error_line(invoke("prompts", "-c", class_file(tmp_path), "--llm", expect=2))
     assert "--llm needs --llm-model" in line
-    line = _one_error_line(invoke("prompts", "-c", class_file(tmp_path), "--llm", "--llm-model", "m",
-                                  "--llm-samples", 0, expect=2))
+    line = _one_error_line(
+        invoke(
+            "prompts", "-c", class_file(tmp_path), "--llm", "--llm-model", "m", "--llm-samples", 0, expect=2
+        )
+    )
     assert "--llm-samples must be at least 1" in line
 
 
@@ -542,8 +638,14 @@ def test_generate_with_a_fake_client_and_recorded_sleeps(tmp_path):
             return Completion(f"{messages[-1]['content']} number {seed}.")
 
     sleeps: list[float] = []
-    settings = cupl.LLMSettings(model=MODEL, base_url="http://127.0.0.1:1/v1", samples=2, concurrency=1,
-                                questions="generic", sleep=sleeps.append)
+    settings = cupl.LLMSettings(
+        model=MODEL,
+        base_url="http://127.0.0.1:1/v1",
+        samples=2,
+        concurrency=1,
+        questions="generic",
+        sleep=sleeps.append,
+    )
     plan = cupl.prepare(settings, None, tmp_path / "p.json")
     client = Client()
     gen = cupl.generate(plan, ["cat"], client=client)
@@ -561,12 +663,22 @@ def test_budget_stop_is_an_incomplete_run_error_and_the_cache_survives_a_torn_li
         def complete(self, messages, *, temperature, max_tokens, seed=None):
             return Completion(f"{messages[-1]['content']} number {seed}.")
 
-    settings = cupl.LLMSettings(model=MODEL, base_url="http://127.0.0.1:1/v1", samples=2, concurrency=1,
-                                questions="generic", max_requests=3)
+    settings = cupl.LLMSettings(
+        model=MODEL,
+        base_url="http://127.0.0.1:1/v1",
+        samples=2,
+        concurrency=1,
+        questions="generic",
+        max_requests=3,
+    )
     plan = cupl.prepare(settings, None, tmp_path / "p.json")
     with pytest.raises(cupl.IncompleteRunError) as info:
         cupl.generate(plan, ["cat"], client=Client())
-    assert isinstance(info.value, SusxError) and info.value.exit_code == 3 and "--max-requests 3" in info.value.message
+    assert (
+        isinstance(info.value, SusxError)
+        and info.value.exit_code == 3
+        and "--max-requests 3" in info.value.message
+    )
     with open(plan.cache_path, "ab") as f:
         f.write(b'{"key": "torn')
     settings.max_requests = None
@@ -580,11 +692,23 @@ def test_budget_stop_is_an_incomplete_run_error_and_the_cache_survives_a_torn_li
 
 
 def test_cupl_url_with_checksum_is_fetched_once(llm_server, tmp_path):
-    data = json.dumps({"cat": ["A cat with whiskers."], "owl": ["An owl at night."], "heron": ["A heron."]}).encode()
+    data = json.dumps(
+        {"cat": ["A cat with whiskers."], "owl": ["An owl at night."], "heron": ["A heron."]}
+    ).encode()
     llm_server.files["cupl.json"] = data
     digest = hashlib.sha256(data).hexdigest()
     url = f"{llm_server.url}/files/cupl.json"
-    result = invoke("prompts", "-c", class_file(tmp_path), "-o", tmp_path / "p.json", "--cupl", url, "--cupl-sha256", digest)
+    result = invoke(
+        "prompts",
+        "-c",
+        class_file(tmp_path),
+        "-o",
+        tmp_path / "p.json",
+        "--cupl",
+        url,
+        "--cupl-sha256",
+        digest,
+    )
     err = flat(result.stderr)
     assert "no sentences for 1 class(es): 'eagle'" in err and "match no class: 'heron'" in err
     out = json.loads((tmp_path / "p.json").read_text())
@@ -593,15 +717,37 @@ def test_cupl_url_with_checksum_is_fetched_once(llm_server, tmp_path):
     cached = tmp_path / "user-cache" / "downloads" / f"{digest}.json"
     assert cached.is_file()
     del llm_server.files["cupl.json"]  # the cached copy is used; the server is not asked again
-    invoke("prompts", "-c", class_file(tmp_path), "-o", tmp_path / "p2.json", "--cupl", url, "--cupl-sha256", digest.upper())
+    invoke(
+        "prompts",
+        "-c",
+        class_file(tmp_path),
+        "-o",
+        tmp_path / "p2.json",
+        "--cupl",
+        url,
+        "--cupl-sha256",
+        digest.upper(),
+    )
     assert llm_server.file_gets == 1
 
 
 def test_cupl_url_bad_checksum_keeps_nothing(llm_server, tmp_path):
     llm_server.files["cupl.json"] = b'{"cat": ["A cat."]}'
     url = f"{llm_server.url}/files/cupl.json"
-    line = _one_error_line(invoke("prompts", "-c", class_file(tmp_path), "-o", tmp_path / "p.json",
-                                  "--cupl", url, "--cupl-sha256", "0" * 64, expect=2))
+    line = _one_error_line(
+        invoke(
+            "prompts",
+            "-c",
+            class_file(tmp_path),
+            "-o",
+            tmp_path / "p.json",
+            "--cupl",
+            url,
+            "--cupl-sha256",
+            "0" * 64,
+            expect=2,
+        )
+    )
     assert "checksum mismatch" in line and "expected sha256 " + "0" * 64 in line
     assert not (tmp_path / "p.json").exists()
     assert list((tmp_path / "user-cache" / "downloads").iterdir()) == []
@@ -613,7 +759,9 @@ def test_cupl_url_errors(llm_server, tmp_path):
     assert "only http(s) URLs" in line
     line = _one_error_line(invoke(*base, "--cupl", f"{llm_server.url}/files/missing.json", expect=2))
     assert "HTTP 404" in line
-    line = _one_error_line(invoke(*base, "--cupl", f"{llm_server.url}/files/a.json", "--cupl-sha256", "abc", expect=2))
+    line = _one_error_line(
+        invoke(*base, "--cupl", f"{llm_server.url}/files/a.json", "--cupl-sha256", "abc", expect=2)
+    )
     assert "not a sha256 checksum" in line
     line = _one_error_line(invoke(*base, "--cupl", "local.json", "--cupl-sha256", "0" * 64, expect=2))
     assert "1 --cupl-sha256 value(s) for 0 --cupl URL(s)" in line
@@ -622,6 +770,14 @@ def test_cupl_url_errors(llm_server, tmp_path):
 def test_cupl_url_without_checksum_warns_with_the_hash(llm_server, tmp_path):
     data = b'{"cat": ["A cat."], "owl": ["An owl."], "eagle": ["An eagle."]}'
     llm_server.files["c.json"] = data
-    result = invoke("prompts", "-c", class_file(tmp_path), "-o", tmp_path / "p.json", "--cupl", f"{llm_server.url}/files/c.json")
+    result = invoke(
+        "prompts",
+        "-c",
+        class_file(tmp_path),
+        "-o",
+        tmp_path / "p.json",
+        "--cupl",
+        f"{llm_server.url}/files/c.json",
+    )
     assert hashlib.sha256(data).hexdigest() in flat(result.stderr)
     assert fetch.cache_dir() == tmp_path / "user-cache"

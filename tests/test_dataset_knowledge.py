@@ -22,37 +22,65 @@ CLASSES = ["Black_footed Albatross", "upland sandpiper", "hour glass"]
 # What the prompts stage wrote before the change (photo prompts) and the first two questions per class.
 BEFORE = {
     "cub": (
-        ["A photo of a Black footed Albatross, a type of bird.", "A photo of a upland sandpiper, a type of bird.",
-         "A photo of a hour glass, a type of bird."],
-        "dataset:cub", 6,
-        ["Describe what an upland sandpiper, a species of bird, looks like",
-         "Describe what an hour glass, a species of bird, looks like"],
+        [
+            "A photo of a Black footed Albatross, a type of bird.",
+            "A photo of a upland sandpiper, a type of bird.",
+            "A photo of a hour glass, a type of bird.",
+        ],
+        "dataset:cub",
+        6,
+        [
+            "Describe what an upland sandpiper, a species of bird, looks like",
+            "Describe what an hour glass, a species of bird, looks like",
+        ],
     ),
     "dtd": (
         ["Black footed Albatross texture.", "upland sandpiper texture.", "hour glass texture."],
-        "dataset:dtd", 6,
+        "dataset:dtd",
+        6,
         ["What does an upland sandpiper material look like?", "What does an hour glass material look like?"],
     ),
     "country211": (
-        ["A photo I took in Black footed Albatross", "A photo I took in upland sandpiper", "A photo I took in hour glass"],
-        "dataset:country211", 4,
-        ["Visually describe what upland sandpiper looks like", "Visually describe what hour glass looks like"],
+        [
+            "A photo I took in Black footed Albatross",
+            "A photo I took in upland sandpiper",
+            "A photo I took in hour glass",
+        ],
+        "dataset:country211",
+        4,
+        [
+            "Visually describe what upland sandpiper looks like",
+            "Visually describe what hour glass looks like",
+        ],
     ),
     "imagenet-r": (
-        ["An art rendition of a Black footed Albatross.", "An art rendition of a upland sandpiper.",
-         "An art rendition of a hour glass."],
-        "dataset:imagenet-r", 12,
+        [
+            "An art rendition of a Black footed Albatross.",
+            "An art rendition of a upland sandpiper.",
+            "An art rendition of a hour glass.",
+        ],
+        "dataset:imagenet-r",
+        12,
         ["An art drawing of an upland sandpiper", "An art drawing of an hour glass"],
     ),
     "fgvc_aircraft": (
-        ["A photo of a Black footed Albatross, a type of aircraft", "A photo of a upland sandpiper, a type of aircraft",
-         "A photo of a hour glass, a type of aircraft"],
-        "dataset:fgvc_aircraft", 1,
+        [
+            "A photo of a Black footed Albatross, a type of aircraft",
+            "A photo of a upland sandpiper, a type of aircraft",
+            "A photo of a hour glass, a type of aircraft",
+        ],
+        "dataset:fgvc_aircraft",
+        1,
         ["Describe an upland sandpiper aircraft", "Describe an hour glass aircraft"],
     ),
     None: (
-        ["A photo of a Black footed Albatross.", "A photo of a upland sandpiper.", "A photo of a hour glass."],
-        "generic", 5,
+        [
+            "A photo of a Black footed Albatross.",
+            "A photo of a upland sandpiper.",
+            "A photo of a hour glass.",
+        ],
+        "generic",
+        5,
         ["Describe what an upland sandpiper looks like", "Describe what an hour glass looks like"],
     ),
 }

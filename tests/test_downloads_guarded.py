@@ -27,8 +27,12 @@ def srv():
 
 def _policy(srv, **kw) -> gh.UrlPolicy:
     """Only the test server's own host:port is exempt from the private-address check."""
-    return gh.UrlPolicy(timeout=kw.pop("timeout", DEADLINE), max_bytes=kw.pop("max_bytes", 100_000),
-                        trusted=frozenset({("127.0.0.1", srv.server_port)}), **kw)
+    return gh.UrlPolicy(
+        timeout=kw.pop("timeout", DEADLINE),
+        max_bytes=kw.pop("max_bytes", 100_000),
+        trusted=frozenset({("127.0.0.1", srv.server_port)}),
+        **kw,
+    )
 
 
 def test_plain_image_is_fetched(srv):
@@ -70,8 +74,21 @@ def test_body_over_the_cap_is_refused_while_streaming(srv):
     assert sum(map(len, blocks)) <= 100_000 < BIG  # nothing past the cap was handed on
 
 
-@pytest.mark.parametrize("addr", ["127.0.0.1", "10.1.2.3", "169.254.169.254", "192.168.0.1", "::1", "fe80::1",
-                                  "::ffff:127.0.0.1", "0.0.0.0", "224.0.0.1", "100.64.0.1"])
+@pytest.mark.parametrize(
+    "addr",
+    [
+        "127.0.0.1",
+        "10.1.2.3",
+        "169.254.169.254",
+        "192.168.0.1",
+        "::1",
+        "fe80::1",
+        "::ffff:127.0.0.1",
+        "0.0.0.0",
+        "224.0.0.1",
+        "100.64.0.1",
+    ],
+)
 def test_non_public_addresses(addr):
     import ipaddress
 
@@ -87,10 +104,20 @@ def test_img2dataset_workers_use_the_guard(srv, tmp_path):
     pytest.importorskip("img2dataset")
     from susx_cli.adapters import download as dl
 
-    opts = dl.DownloadOptions(timeout=DEADLINE, retries=1, threads=8, max_bytes=100_000,
-                              trusted=frozenset({("127.0.0.1", srv.server_port)}))
-    urls = {"img": "/img?w", "trickle": "/trickle?w", "ftp": "/to-ftp?w", "other": f"/to/{srv.other.server_port}?w",
-            "big": "/big-stream?w"}
+    opts = dl.DownloadOptions(
+        timeout=DEADLINE,
+        retries=1,
+        threads=8,
+        max_bytes=100_000,
+        trusted=frozenset({("127.0.0.1", srv.server_port)}),
+    )
+    urls = {
+        "img": "/img?w",
+        "trickle": "/trickle?w",
+        "ftp": "/to-ftp?w",
+        "other": f"/to/{srv.other.server_port}?w",
+        "big": "/big-stream?w",
+    }
     rows = [{"cid": name, "url": srv.url + path, "caption": ""} for name, path in urls.items()]
     took, (_, results) = elapsed(dl.fetch_round, tmp_path / "round", rows, opts)
     assert results["img"].data == srv.image
@@ -113,9 +140,28 @@ def _classes(tmp_path):
 
 
 def _curate(prompts, out, knn, *extra, expect=0):
-    return invoke("curate", prompts, "-o", out, "--source", "laion", "--knn-url", knn.url, "--index-name", "idx",
-                  "-k", 1, "--candidates", 3, "--download-timeout", DEADLINE, "--download-retries", 0, *extra,
-                  expect=expect)
+    return invoke(
+        "curate",
+        prompts,
+        "-o",
+        out,
+        "--source",
+        "laion",
+        "--knn-url",
+        knn.url,
+        "--index-name",
+        "idx",
+        "-k",
+        1,
+        "--candidates",
+        3,
+        "--download-timeout",
+        DEADLINE,
+        "--download-retries",
+        0,
+        *extra,
+        expect=expect,
+    )
 
 
 def test_curate_counts_trickles_as_timeouts_and_refuses_loopback_by_default(tmp_path):
@@ -125,12 +171,18 @@ def test_curate_counts_trickles_as_timeouts_and_refuses_loopback_by_default(tmp_
         prompts = _prompts(tmp_path)
         took, r = elapsed(_curate, prompts, tmp_path / "a", knn, "--allow-private-urls", "--json", expect=2)
         assert "no image" in r.stderr and took < DEADLINE + 60
-        attempts = [json.loads(line) for line in next((tmp_path / "a").rglob("attempts.jsonl")).read_text().splitlines()]
+        attempts = [
+            json.loads(line)
+            for line in next((tmp_path / "a").rglob("attempts.jsonl")).read_text().splitlines()
+        ]
         assert attempts and {a["reason"] for a in attempts} == {"timeout"}
         # without --allow-private-urls the loopback candidates are refused and never asked for
         knn.knn_target, hits = "/img", knn.hits["/img"]
         _curate(prompts, tmp_path / "b", knn, expect=2)
-        attempts = [json.loads(line) for line in next((tmp_path / "b").rglob("attempts.jsonl")).read_text().splitlines()]
+        attempts = [
+            json.loads(line)
+            for line in next((tmp_path / "b").rglob("attempts.jsonl")).read_text().splitlines()
+        ]
         assert {a["reason"] for a in attempts} == {"refused: private or loopback address"}
         assert knn.hits["/img"] == hits
         # with it, the same candidates are kept
@@ -149,6 +201,17 @@ def test_knn_backend_that_never_answers_fails_within_the_timeout(tmp_path):
         assert took < 1 + SLACK
     finally:
         knn.close()
-    bad = invoke("curate", tmp_path / "p.json", "-o", tmp_path / "b", "--source", "laion", "-k", 1, "--knn-timeout", 0,
-                 expect=2)
+    bad = invoke(
+        "curate",
+        tmp_path / "p.json",
+        "-o",
+        tmp_path / "b",
+        "--source",
+        "laion",
+        "-k",
+        1,
+        "--knn-timeout",
+        0,
+        expect=2,
+    )
     assert "--knn-timeout" in bad.stderr

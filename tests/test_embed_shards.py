@@ -55,15 +55,21 @@ def assert_same_features(a_path: Path, b_path: Path) -> None:
 
 def test_two_shards_in_process_equal_one_process(images, tmp_path):
     invoke(*embed_args(images, "whole.h5"))
-    first = json.loads(invoke(*embed_args(images, "out.h5"), "--num-shards", "2", "--shard-index", "0", "--json").stdout)
+    first = json.loads(
+        invoke(*embed_args(images, "out.h5"), "--num-shards", "2", "--shard-index", "0", "--json").stdout
+    )
     assert not first["skipped"] and not (tmp_path / "out.h5").exists()
     assert (tmp_path / "out.h5.parts" / "part-00000-of-00002.h5").exists()
-    again = json.loads(invoke(*embed_args(images, "out.h5"), "--num-shards", "2", "--shard-index", "0", "--json").stdout)
+    again = json.loads(
+        invoke(*embed_args(images, "out.h5"), "--num-shards", "2", "--shard-index", "0", "--json").stdout
+    )
     assert again["skipped"]  # a finished shard is not embedded again
     invoke(*embed_args(images, "out.h5"), "--num-shards", "2", "--shard-index", "1")
     assert not (tmp_path / "out.h5.parts").exists()  # joined, then the parts removed
     assert_same_features(tmp_path / "out.h5", tmp_path / "whole.h5")
-    late = json.loads(invoke(*embed_args(images, "out.h5"), "--num-shards", "2", "--shard-index", "0", "--json").stdout)
+    late = json.loads(
+        invoke(*embed_args(images, "out.h5"), "--num-shards", "2", "--shard-index", "0", "--json").stdout
+    )
     assert late["skipped"]
 
 
@@ -75,12 +81,18 @@ def test_more_shards_than_batches_still_join(images, tmp_path):
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "RANK", "WORLD_SIZE")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "RANK", "WORLD_SIZE")
+    }
     return {**env, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **extra}
 
 
 def _susx(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "susx_cli", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "susx_cli", *args], cwd=cwd, env=env, capture_output=True, text=True
+    )
 
 
 @pytest.mark.parametrize(
@@ -130,7 +142,9 @@ def test_killed_shard_resumes_to_the_same_result(tmp_path, monkeypatch):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert partial.exists() and not partial.with_suffix("").exists()
-    shard1 = _susx([*embed_args(images, "out.h5"), "--num-shards", "2", "--shard-index", "1"], _env(), tmp_path)
+    shard1 = _susx(
+        [*embed_args(images, "out.h5"), "--num-shards", "2", "--shard-index", "1"], _env(), tmp_path
+    )
     assert shard1.returncode == 0, shard1.stderr
     assert not (tmp_path / "out.h5").exists()  # shard 0 is not finished: nothing joined
     resumed = _susx([a for a in shard0 if a != "-q"], _env(), tmp_path)  # -q would hide "resuming"
@@ -169,8 +183,12 @@ def test_merge_joins_by_hand_and_refuses_bad_parts(images, tmp_path):
 
     # The right part, then a merge by hand: equal to one process, parts removed.
     (parts / "part-00001-of-00002.h5").unlink()
-    invoke(*embed_args(images, "out2.h5"), "--num-shards", "2", "--shard-index", "1")  # a normal part, elsewhere
-    (parts / "part-00001-of-00002.h5").write_bytes((tmp_path / "out2.h5.parts" / "part-00001-of-00002.h5").read_bytes())
+    invoke(
+        *embed_args(images, "out2.h5"), "--num-shards", "2", "--shard-index", "1"
+    )  # a normal part, elsewhere
+    (parts / "part-00001-of-00002.h5").write_bytes(
+        (tmp_path / "out2.h5.parts" / "part-00001-of-00002.h5").read_bytes()
+    )
     joined = json.loads(invoke("merge", "out.h5", "--num-shards", "2", "--json").stdout)
     assert joined["summary"]["parts"] == 2 and not parts.exists()
     assert_same_features(tmp_path / "out.h5", tmp_path / "whole.h5")
@@ -182,6 +200,8 @@ def test_text_embedding_refuses_shard_options(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "classes.txt").write_text("cat\ndog\n")
     invoke("prompts", "-c", "classes.txt", "-o", "p.json")
-    result = invoke("embed", "p.json", "-o", "t.h5", *TINY, "--num-shards", "2", "--shard-index", "0", expect=2)
+    result = invoke(
+        "embed", "p.json", "-o", "t.h5", *TINY, "--num-shards", "2", "--shard-index", "0", expect=2
+    )
     _one_line_error(result, "not sharded")
     assert not (tmp_path / "t.h5").exists()

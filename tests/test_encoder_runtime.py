@@ -30,10 +30,14 @@ def reference_model():
     from open_clip.factory import _MODEL_CONFIGS
 
     if "susx-tiny-vit" not in _MODEL_CONFIGS:
-        open_clip.add_model_config(Path(__file__).resolve().parent.parent / "susx_cli" / "data" / "susx-tiny-vit.json")
+        open_clip.add_model_config(
+            Path(__file__).resolve().parent.parent / "susx_cli" / "data" / "susx-tiny-vit.json"
+        )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model, _, preprocess = open_clip.create_model_and_transforms("susx-tiny-vit", pretrained=None, device="cpu")
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            "susx-tiny-vit", pretrained=None, device="cpu"
+        )
     model.eval()
     return model, preprocess, open_clip.get_tokenizer("susx-tiny-vit")
 
@@ -89,7 +93,9 @@ def test_split_features_are_bit_identical_to_the_old_loop(work, reference_model)
     from susx_cli import imagesets
 
     split = make_split(work / "data", CLASSES, {"test": 3})
-    invoke("embed", split, "--split", "test", "-c", "p.json", "-o", "t.h5", "-b", BATCH, "--workers", 0, *TINY)
+    invoke(
+        "embed", split, "--split", "test", "-c", "p.json", "-o", "t.h5", "-b", BATCH, "--workers", 0, *TINY
+    )
     got = hdf5.read_features(work / "t.h5")
     items = imagesets.resolve(split, classes=CLASSES, split="test").items
     want, keys = _reference_features(reference_model, [(it.key, it.path) for it in items])
@@ -122,7 +128,9 @@ def test_tar_shard_features_are_bit_identical_to_the_old_loop(work, reference_mo
     from susx_cli.sources.pool import PoolSource
 
     images = _write_tars(work / "tars")
-    source = PoolSource(work / "tars", 1, model="susx-tiny-vit", pretrained="none", device="cpu", batch_size=BATCH, workers=2)
+    source = PoolSource(
+        work / "tars", 1, model="susx-tiny-vit", pretrained="none", device="cpu", batch_size=BATCH, workers=2
+    )
     source._embed(work / "pool.h5", overwrite=False)
     got = hdf5.read_features(work / "pool.h5")
     want, keys = _reference_features(reference_model, images)
@@ -144,7 +152,9 @@ def test_text_classifier_is_bit_identical_to_the_old_loop(work, reference_model)
         with torch.no_grad():
             emb = torch.nn.functional.normalize(model.encode_text(tokenizer(texts)).float(), dim=-1).double()
         rows.append(torch.nn.functional.normalize(emb.sum(0), dim=0).float().numpy())
-    np.testing.assert_allclose(got.weights, np.stack(rows), rtol=0, atol=1e-6)  # float64 sums: order-level rounding
+    np.testing.assert_allclose(
+        got.weights, np.stack(rows), rtol=0, atol=1e-6
+    )  # float64 sums: order-level rounding
 
 
 def test_encoder_returns_unit_float32_rows_and_its_identity():
@@ -224,7 +234,10 @@ def test_auto_without_gpus_and_mps_never_runs_float64(cpu_only, monkeypatch):
     from susx_cli import runtime
 
     monkeypatch.setenv("LOCAL_RANK", "1")
-    assert runtime.resolve_device("auto") == "cpu" and runtime.resolve_precision("auto", "cpu", gpu_auto="fp16") == "fp32"
+    assert (
+        runtime.resolve_device("auto") == "cpu"
+        and runtime.resolve_precision("auto", "cpu", gpu_auto="fp16") == "fp32"
+    )
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
     assert runtime.resolve_device("auto") == "mps" and runtime.method_device("auto") == "cpu"
     assert runtime.method_device("mps") == "cpu"
@@ -289,14 +302,23 @@ def test_every_clip_consumer_loads_on_this_ranks_gpu(work, fake_gpus, monkeypatc
     seen = _record_model_device(monkeypatch)
     make_class_folders(work / "imgs", CLASSES, 1)
     with pytest.raises(SusxError):
-        embed_images(work / "imgs", work / "f.h5", model="susx-tiny-vit", pretrained="none", classes_path=work / "p.json")
+        embed_images(
+            work / "imgs",
+            work / "f.h5",
+            model="susx-tiny-vit",
+            pretrained="none",
+            classes_path=work / "p.json",
+        )
     with pytest.raises(SusxError):
         embed_texts(work / "p.json", work / "t.h5", model="susx-tiny-vit", pretrained="none", device="auto")
     pool = PoolSource(work / "imgs", 1, model="susx-tiny-vit", pretrained="none")
     assert pool.device == "cuda:1"
     with pytest.raises(SusxError):
         pool._embed(work / "pool.h5", overwrite=False)
-    assert LaionSource(1, model="susx-tiny-vit", pretrained="none", knn_url="http://127.0.0.1:9").device == "cuda:1"  # what its caption ranking loads on
+    assert (
+        LaionSource(1, model="susx-tiny-vit", pretrained="none", knn_url="http://127.0.0.1:9").device
+        == "cuda:1"
+    )  # what its caption ranking loads on
     assert seen == ["cuda:1"] * 3
 
 
@@ -317,12 +339,17 @@ def _method_files(root: Path) -> tuple[Path, Path]:
     weights /= np.linalg.norm(weights, axis=1, keepdims=True)
     text = root / "text.h5"
     hdf5.write_text_classifier(
-        text, hdf5.TextClassifier(weights, np.array([1, 1]), ["a", "b"], ident, "template", common.provenance({}, []))
+        text,
+        hdf5.TextClassifier(
+            weights, np.array([1, 1]), ["a", "b"], ident, "template", common.provenance({}, [])
+        ),
     )
     feats = rng.normal(size=(4, 8)).astype(np.float32)
     feats /= np.linalg.norm(feats, axis=1, keepdims=True)
     support = root / "support.h5"
-    writer = hdf5.FeatureWriter(support, dim=8, items_total=4, classes=["a", "b"], model=ident, prov=common.provenance({}, []))
+    writer = hdf5.FeatureWriter(
+        support, dim=8, items_total=4, classes=["a", "b"], model=ident, prov=common.provenance({}, [])
+    )
     writer.append(feats, np.array([0, 0, 1, 1]), [f"k{i}" for i in range(4)], 4)
     writer.finish()
     writer.close()
@@ -352,7 +379,10 @@ def _one_line_cuda_error(result) -> None:
     assert result.exit_code != 0
     err = result.stderr.strip()
     assert err.startswith("error:") and len(err.splitlines()) == 1, err
-    assert "--device cuda: no CUDA GPU is available; this machine has: cpu" in err and "Traceback" not in result.output
+    assert (
+        "--device cuda: no CUDA GPU is available; this machine has: cpu" in err
+        and "Traceback" not in result.output
+    )
 
 
 @pytest.mark.parametrize(
@@ -365,9 +395,30 @@ def _one_line_cuda_error(result) -> None:
         ["curate", "p.json", "-o", "sup", "--source", "pool", "--pool-images", "imgs", "-k", "1"],
         ["calibrate", "text.h5", "support.h5", "-o", "cal.json"],
         ["predict", "text.h5", "support.h5", "-o", "pred.h5"],
-        ["eval", "-d", "caltech101", "--data-root", "data", "-m", "susx-tiny-vit", "-p", "none", "--method", "zero-shot"],
+        [
+            "eval",
+            "-d",
+            "caltech101",
+            "--data-root",
+            "data",
+            "-m",
+            "susx-tiny-vit",
+            "-p",
+            "none",
+            "--method",
+            "zero-shot",
+        ],
     ],
-    ids=["embed-images", "embed-texts", "curate-sd", "curate-laion", "curate-pool", "calibrate", "predict", "eval"],
+    ids=[
+        "embed-images",
+        "embed-texts",
+        "curate-sd",
+        "curate-laion",
+        "curate-pool",
+        "calibrate",
+        "predict",
+        "eval",
+    ],
 )
 def test_device_cuda_without_cuda_is_a_one_line_error_in_every_command(work, cpu_only, args):
     from typer.testing import CliRunner

@@ -42,10 +42,30 @@ def evaluated(tmp_path_factory):
 
     base = tmp_path_factory.mktemp("eval")
     data = make_eurosat_root(make_cars_root(base / "data"))
-    args = ["eval", "--dataset", "stanford_cars", "--dataset", "eurosat", "--data-root", data,
-            "--model", f"{TINY[1]}:{TINY[3]}", "--support", "folder-shots:2",
-            "--calibration", "loo", "--calibration", "val", "--work-dir", base / "work",
-            "--results-dir", base / "results", "--workers", "0", *SMALL_GRID]
+    args = [
+        "eval",
+        "--dataset",
+        "stanford_cars",
+        "--dataset",
+        "eurosat",
+        "--data-root",
+        data,
+        "--model",
+        f"{TINY[1]}:{TINY[3]}",
+        "--support",
+        "folder-shots:2",
+        "--calibration",
+        "loo",
+        "--calibration",
+        "val",
+        "--work-dir",
+        base / "work",
+        "--results-dir",
+        base / "results",
+        "--workers",
+        "0",
+        *SMALL_GRID,
+    ]
     first = invoke(*args, "--json")
     return base, data, args, json.loads(first.stdout)
 
@@ -56,7 +76,9 @@ def test_registry_has_19_datasets_with_templates_and_questions():
 
     assert len(registry.DATASETS) == 19
     for spec in registry.DATASETS.values():
-        assert photo_template(spec.id) == spec.photo_template and dataset_questions(spec.id) == list(spec.cupl_questions)
+        assert photo_template(spec.id) == spec.photo_template and dataset_questions(spec.id) == list(
+            spec.cupl_questions
+        )
         assert spec.layout in registry.LAYOUTS and spec.calibration_split in ("val", "test")
     for name in ("imagenet", "imagenet-sketch", "imagenet-r", "cifar10", "cifar100"):
         assert registry.get(name).calibration_split == "test"
@@ -117,7 +139,10 @@ def test_eval_writes_results_and_skips_on_rerun(evaluated):
     assert tipx["support"]["size"] == 6 and tipx["support"]["shots"] == 2
     assert tipx["calibration"]["mode"] == "val" and tipx["calibration"]["split"] == "val"
     assert set(tipx["metrics"]) >= {"top1", "mean_per_class_recall"}
-    assert tipx["zero_shot_protocol"]["logit_scale"] == 100.0 and tipx["zero_shot_protocol"]["text_pool"] == "template"
+    assert (
+        tipx["zero_shot_protocol"]["logit_scale"] == 100.0
+        and tipx["zero_shot_protocol"]["text_pool"] == "template"
+    )
     assert tipx["model"]["random_weights"] is True
     again = invoke(*args, "--json")
     assert json.loads(again.stdout)["summary"] == {"runs": 10, "skipped": 10, "failed": 0}
@@ -126,8 +151,16 @@ def test_eval_writes_results_and_skips_on_rerun(evaluated):
 
 def test_report_table_csv_chart(evaluated, tmp_path):
     base, *_ = evaluated
-    res = invoke("report", base / "results", "-o", tmp_path / "r.md", "--csv", tmp_path / "r.csv",
-                 "--chart", tmp_path / "c.png")
+    res = invoke(
+        "report",
+        base / "results",
+        "-o",
+        tmp_path / "r.md",
+        "--csv",
+        tmp_path / "r.csv",
+        "--chart",
+        tmp_path / "c.png",
+    )
     md = (tmp_path / "r.md").read_text()
     assert "| method |" in md and "Stanford Cars" in md and "EuroSAT" in md and "mean" in md
     assert "TIP-X (2-shot)" in md and "Zero-shot CLIP" in md
@@ -166,13 +199,35 @@ def test_eval_bad_inputs(evaluated, tmp_path):
     # prompts whose classes differ from the split's
     (tmp_path / "classes.txt").write_text("zebra\napple\nkiwi\n")
     invoke("prompts", "--classes", tmp_path / "classes.txt", "-o", tmp_path / "p.json")
-    bad = invoke("eval", "--dataset", "eurosat", "--data-root", data, "--prompts", tmp_path / "p.json",
-                 "--method", "zero-shot", *common, expect=2)
+    bad = invoke(
+        "eval",
+        "--dataset",
+        "eurosat",
+        "--data-root",
+        data,
+        "--prompts",
+        tmp_path / "p.json",
+        "--method",
+        "zero-shot",
+        *common,
+        expect=2,
+    )
     assert "class lists" in bad.stderr and "differ" in bad.stderr
     # unknown support source, fixed without values, unknown dataset
     bad = invoke("eval", "--dataset", "eurosat", "--data-root", data, "--support", "sd:4", *common, expect=2)
     assert "susx curate" in bad.stderr
-    bad = invoke("eval", "--dataset", "eurosat", "--data-root", data, "--support", "folder-shots:1",
-                 "--calibration", "fixed", *common, expect=2)
+    bad = invoke(
+        "eval",
+        "--dataset",
+        "eurosat",
+        "--data-root",
+        data,
+        "--support",
+        "folder-shots:1",
+        "--calibration",
+        "fixed",
+        *common,
+        expect=2,
+    )
     assert "--alpha" in bad.stderr
     invoke("eval", "--dataset", "nosuch", "--data-root", data, *common, expect=2)

@@ -264,7 +264,15 @@ def _direct_kfold_counts(F, y, W, grid, split, normalize=False):
             for b, beta in enumerate(grid.beta):
                 for g, gamma in enumerate(grid.gamma):
                     out = tipx.logits(
-                        "tip-x", F[te], W, F[tr], y[tr], alpha=alpha, beta=beta, gamma=gamma, normalize=normalize
+                        "tip-x",
+                        F[te],
+                        W,
+                        F[tr],
+                        y[tr],
+                        alpha=alpha,
+                        beta=beta,
+                        gamma=gamma,
+                        normalize=normalize,
                     )
                     counts[a, b, g] += int((out.argmax(1) == y[te]).sum())
     return counts

@@ -67,7 +67,18 @@ def _content(path: Path) -> dict:
 
 
 def test_gda_val_records_alpha_and_provenance_and_predict_reproduces_it(w):
-    invoke("calibrate", "text.h5", "sup.h5", "-o", "g-val.json", "--method", "gda", "--val", "val.h5", "--overwrite")
+    invoke(
+        "calibrate",
+        "text.h5",
+        "sup.h5",
+        "-o",
+        "g-val.json",
+        "--method",
+        "gda",
+        "--val",
+        "val.h5",
+        "--overwrite",
+    )
     cal = json.loads((w / "g-val.json").read_text())
     assert cal["method"] == "gda" and cal["mode"] == "val"
     assert set(cal["hyperparameters"]) == {"alpha"} and cal["hyperparameters"]["alpha"] in PAPER_GRID
@@ -77,35 +88,108 @@ def test_gda_val_records_alpha_and_provenance_and_predict_reproduces_it(w):
     assert gda["estimator"] == "shrinkage-pinv" and "pinv" in gda["formula"] and gda["support_size"] == 12
     assert gda["support"]["sha256"] == hashlib.sha256((w / "sup.h5").read_bytes()).hexdigest()
     # predict re-fits the head from the same support set and reproduces the recorded objective
-    invoke("predict", "text.h5", "val.h5", "-s", "sup.h5", "--calibration", "g-val.json", "-o", "gv.h5", "--overwrite")
+    invoke(
+        "predict",
+        "text.h5",
+        "val.h5",
+        "-s",
+        "sup.h5",
+        "--calibration",
+        "g-val.json",
+        "-o",
+        "gv.h5",
+        "--overwrite",
+    )
     preds = hdf5.read_predictions(w / "gv.h5")
-    assert preds.method == "gda" and preds.metrics["hyperparameters"] == {"alpha": cal["hyperparameters"]["alpha"]}
+    assert preds.method == "gda" and preds.metrics["hyperparameters"] == {
+        "alpha": cal["hyperparameters"]["alpha"]
+    }
     assert abs(preds.metrics["top1"] - 100 * cal["objective"]["value"]) < 1e-6
 
 
 def test_gda_val_keeps_the_first_maximum(w):
     """With every alpha tied (one grid value repeated), the first one is kept."""
-    invoke("calibrate", "text.h5", "sup.h5", "-o", "g-tie.json", "--method", "gda", "--val", "val.h5",
-           "--alpha-grid", "1e-9,2e-9", "--overwrite")
+    invoke(
+        "calibrate",
+        "text.h5",
+        "sup.h5",
+        "-o",
+        "g-tie.json",
+        "--method",
+        "gda",
+        "--val",
+        "val.h5",
+        "--alpha-grid",
+        "1e-9,2e-9",
+        "--overwrite",
+    )
     assert json.loads((w / "g-tie.json").read_text())["hyperparameters"]["alpha"] == 1e-9
 
 
 def test_gda_fixed_and_predict_is_deterministic(w):
-    invoke("calibrate", "text.h5", "sup.h5", "-o", "g-fx.json", "--method", "gda", "--mode", "fixed", "--alpha", "10",
-           "--overwrite")
+    invoke(
+        "calibrate",
+        "text.h5",
+        "sup.h5",
+        "-o",
+        "g-fx.json",
+        "--method",
+        "gda",
+        "--mode",
+        "fixed",
+        "--alpha",
+        "10",
+        "--overwrite",
+    )
     cal = json.loads((w / "g-fx.json").read_text())
     assert cal["hyperparameters"] == {"alpha": 10.0} and cal["objective"] is None and cal["grid"] is None
     assert cal["gda"]["support"]["sha256"]
     for out in ("g1.h5", "g2.h5"):
-        invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "--calibration", "g-fx.json", "-o", out, "--overwrite")
+        invoke(
+            "predict",
+            "text.h5",
+            "test.h5",
+            "-s",
+            "sup.h5",
+            "--calibration",
+            "g-fx.json",
+            "-o",
+            out,
+            "--overwrite",
+        )
     a, b = hdf5.read_predictions(w / "g1.h5"), hdf5.read_predictions(w / "g2.h5")
     assert np.array_equal(a.scores, b.scores) and np.array_equal(a.top5, b.top5)
     # GDA's term moves the predictions away from zero-shot's at a large alpha
-    invoke("calibrate", "text.h5", "sup.h5", "-o", "g-big.json", "--method", "gda", "--mode", "fixed", "--alpha",
-           "1e6", "--overwrite")
-    invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "--calibration", "g-big.json", "-o", "g3.h5", "--overwrite")
+    invoke(
+        "calibrate",
+        "text.h5",
+        "sup.h5",
+        "-o",
+        "g-big.json",
+        "--method",
+        "gda",
+        "--mode",
+        "fixed",
+        "--alpha",
+        "1e6",
+        "--overwrite",
+    )
+    invoke(
+        "predict",
+        "text.h5",
+        "test.h5",
+        "-s",
+        "sup.h5",
+        "--calibration",
+        "g-big.json",
+        "-o",
+        "g3.h5",
+        "--overwrite",
+    )
     invoke("predict", "text.h5", "test.h5", "--method", "zero-shot", "-o", "zs.h5", "--overwrite")
-    assert not np.allclose(hdf5.read_predictions(w / "g3.h5").scores, hdf5.read_predictions(w / "zs.h5").scores)
+    assert not np.allclose(
+        hdf5.read_predictions(w / "g3.h5").scores, hdf5.read_predictions(w / "zs.h5").scores
+    )
 
 
 @pytest.mark.parametrize("method", ["gda", "tip-x", "tip-adapter"])
@@ -116,8 +200,19 @@ def test_kfold_reads_no_target_labels(w, method, tmp_path):
     outs = []
     for i, val in enumerate([None, unlabelled, w / "val.h5"]):
         out = tmp_path / f"k{i}.json"
-        invoke("calibrate", "text.h5", "sup.h5", "-o", out, "--method", method, "--mode", "kfold", *grid,
-               *(["--val", val] if val else []))
+        invoke(
+            "calibrate",
+            "text.h5",
+            "sup.h5",
+            "-o",
+            out,
+            "--method",
+            method,
+            "--mode",
+            "kfold",
+            *grid,
+            *(["--val", val] if val else []),
+        )
         outs.append(_content(out))
     assert outs[0] == outs[1] == outs[2]
     cal = outs[0]
@@ -126,8 +221,22 @@ def test_kfold_reads_no_target_labels(w, method, tmp_path):
     assert folds["k"] == 4 and folds["seed"] == 0 and sum(folds["sizes"]) == 12 and len(folds["fold"]) == 12
     assert max(folds["sizes"]) - min(folds["sizes"]) <= 1 and len(folds["fold_sha256"]) == 64
     # another seed is another split, and is recorded
-    invoke("calibrate", "text.h5", "sup.h5", "-o", tmp_path / "s1.json", "--method", method, "--mode", "kfold",
-           "--folds", "3", "--fold-seed", "1", *grid)
+    invoke(
+        "calibrate",
+        "text.h5",
+        "sup.h5",
+        "-o",
+        tmp_path / "s1.json",
+        "--method",
+        method,
+        "--mode",
+        "kfold",
+        "--folds",
+        "3",
+        "--fold-seed",
+        "1",
+        *grid,
+    )
     other = json.loads((tmp_path / "s1.json").read_text())["folds"]
     assert other["k"] == 3 and other["seed"] == 1 and other["fold"] != folds["fold"]
 
@@ -135,11 +244,35 @@ def test_kfold_reads_no_target_labels(w, method, tmp_path):
 def test_gda_refuses_loo_and_tipx_options(w, tmp_path):
     r = invoke("calibrate", "text.h5", "sup.h5", "-o", tmp_path / "c.json", "--method", "gda", expect=2)
     assert "no --mode loo" in r.stderr and "kfold" in r.stderr
-    r = invoke("calibrate", "text.h5", "sup.h5", "-o", tmp_path / "c.json", "--method", "gda", "--mode", "fixed",
-               "--alpha", "1", "--beta", "2", expect=2)
+    r = invoke(
+        "calibrate",
+        "text.h5",
+        "sup.h5",
+        "-o",
+        tmp_path / "c.json",
+        "--method",
+        "gda",
+        "--mode",
+        "fixed",
+        "--alpha",
+        "1",
+        "--beta",
+        "2",
+        expect=2,
+    )
     assert "alpha only" in r.stderr
-    r = invoke("calibrate", "text.h5", "sup.h5", "-o", tmp_path / "c.json", "--method", "gda", "--mode", "fixed",
-               expect=2)
+    r = invoke(
+        "calibrate",
+        "text.h5",
+        "sup.h5",
+        "-o",
+        tmp_path / "c.json",
+        "--method",
+        "gda",
+        "--mode",
+        "fixed",
+        expect=2,
+    )
     assert "--alpha" in r.stderr
     assert not (tmp_path / "c.json").exists()
 
@@ -150,32 +283,107 @@ def test_gda_bad_support_is_one_line(w, case, tmp_path):
         "no-image": (_keep_rows(lambda y: y != 2), "fixed", "no support images: 'mango'"),
         "no-covariance": (_keep_rows(_first_of_each), "fixed", "more support images than classes"),
         "nan": (lambda f: f["features"].__setitem__((0, 0), np.nan), "fixed", "NaN"),
-        "one-per-class-kfold": (_keep_rows(lambda y: (y != 3) | np.isin(np.arange(len(y)), _first_of_each(y))),
-                                "kfold", "at least 2 support images"),
+        "one-per-class-kfold": (
+            _keep_rows(lambda y: (y != 3) | np.isin(np.arange(len(y)), _first_of_each(y))),
+            "kfold",
+            "at least 2 support images",
+        ),
     }[case]
     bad = _copy(w / "sup.h5", tmp_path / "bad.h5", change)
     fixed = ["--alpha", "1"] if mode == "fixed" else []
-    r = invoke("calibrate", "text.h5", bad, "-o", tmp_path / "c.json", "--method", "gda", "--mode", mode, *fixed,
-               expect=2)
+    r = invoke(
+        "calibrate",
+        "text.h5",
+        bad,
+        "-o",
+        tmp_path / "c.json",
+        "--method",
+        "gda",
+        "--mode",
+        mode,
+        *fixed,
+        expect=2,
+    )
     assert needle in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "c.json").exists()
 
 
 def test_calibration_for_another_method_is_an_error_with_gda(w, tmp_path):
-    invoke("calibrate", "text.h5", "sup.h5", "-o", "g-fx2.json", "--method", "gda", "--mode", "fixed", "--alpha", "1",
-           "--overwrite")
-    invoke("calibrate", "text.h5", "sup.h5", "-o", "t-fx.json", "--mode", "fixed", "--alpha", "1", "--beta", "1",
-           "--gamma", "1", "--overwrite")
-    r = invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "--calibration", "g-fx2.json", "--method", "tip-x",
-               "-o", tmp_path / "p.h5", expect=2)
+    invoke(
+        "calibrate",
+        "text.h5",
+        "sup.h5",
+        "-o",
+        "g-fx2.json",
+        "--method",
+        "gda",
+        "--mode",
+        "fixed",
+        "--alpha",
+        "1",
+        "--overwrite",
+    )
+    invoke(
+        "calibrate",
+        "text.h5",
+        "sup.h5",
+        "-o",
+        "t-fx.json",
+        "--mode",
+        "fixed",
+        "--alpha",
+        "1",
+        "--beta",
+        "1",
+        "--gamma",
+        "1",
+        "--overwrite",
+    )
+    r = invoke(
+        "predict",
+        "text.h5",
+        "test.h5",
+        "-s",
+        "sup.h5",
+        "--calibration",
+        "g-fx2.json",
+        "--method",
+        "tip-x",
+        "-o",
+        tmp_path / "p.h5",
+        expect=2,
+    )
     assert "made for gda, not tip-x" in r.stderr and "--method" in r.stderr
-    r = invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "--calibration", "t-fx.json", "--method", "gda",
-               "-o", tmp_path / "p.h5", expect=2)
+    r = invoke(
+        "predict",
+        "text.h5",
+        "test.h5",
+        "-s",
+        "sup.h5",
+        "--calibration",
+        "t-fx.json",
+        "--method",
+        "gda",
+        "-o",
+        tmp_path / "p.h5",
+        expect=2,
+    )
     assert "made for tip-x, not gda" in r.stderr
     assert not (tmp_path / "p.h5").exists()
     # Tip-Adapter with a TIP-X calibration keeps today's warning
-    r = invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "--calibration", "t-fx.json", "--method", "tip-adapter",
-               "-o", tmp_path / "p.h5")
+    r = invoke(
+        "predict",
+        "text.h5",
+        "test.h5",
+        "-s",
+        "sup.h5",
+        "--calibration",
+        "t-fx.json",
+        "--method",
+        "tip-adapter",
+        "-o",
+        tmp_path / "p.h5",
+    )
     assert "calibration was made for tip-x" in r.stderr
 
 
@@ -192,16 +400,46 @@ def _eurosat(data_root: Path) -> Path:
 
 def test_eval_runs_gda_with_val_kfold_fixed_and_report_lists_it(tmp_path):
     data = _eurosat(tmp_path / "data")
-    common = ["--dataset", "eurosat", "--data-root", data, "--model", f"{TINY[1]}:{TINY[3]}",
-              "--support", "folder-shots:2", "--work-dir", tmp_path / "work", "--results-dir", tmp_path / "res",
-              "--workers", "0"]
+    common = [
+        "--dataset",
+        "eurosat",
+        "--data-root",
+        data,
+        "--model",
+        f"{TINY[1]}:{TINY[3]}",
+        "--support",
+        "folder-shots:2",
+        "--work-dir",
+        tmp_path / "work",
+        "--results-dir",
+        tmp_path / "res",
+        "--workers",
+        "0",
+    ]
     # gda has no loo: alone it is refused; beside kfold it is skipped; fixed needs --gda-alpha
     r = invoke("eval", *common, "--method", "gda", "--calibration", "loo", expect=2)
     assert "gda has none of the calibration modes loo" in r.stderr
     r = invoke("eval", *common, "--method", "gda", "--calibration", "fixed", expect=2)
     assert "--gda-alpha" in r.stderr
-    out = json.loads(invoke("eval", *common, "--method", "gda", "--calibration", "loo", "--calibration", "val",
-                            "--calibration", "kfold", "--calibration", "fixed", "--gda-alpha", "1", "--json").stdout)
+    out = json.loads(
+        invoke(
+            "eval",
+            *common,
+            "--method",
+            "gda",
+            "--calibration",
+            "loo",
+            "--calibration",
+            "val",
+            "--calibration",
+            "kfold",
+            "--calibration",
+            "fixed",
+            "--gda-alpha",
+            "1",
+            "--json",
+        ).stdout
+    )
     modes = sorted(row["calibration"] for row in out["results"])
     assert modes == ["fixed", "kfold", "val"] and {row["method"] for row in out["results"]} == {"gda"}
     res = json.loads(next((tmp_path / "res").glob("*gda*kfold*.json")).read_text())

@@ -17,8 +17,16 @@ pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash
 
 
 def _run(*args: str, **env: str) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **env}
-    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, env=full_env, timeout=420)
+    full_env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "PYTHONPATH": str(ROOT),
+        "OMP_NUM_THREADS": "1",
+        **env,
+    }
+    return subprocess.run(
+        ["bash", str(SCRIPT), *args], capture_output=True, text=True, env=full_env, timeout=420
+    )
 
 
 def test_script_parses_and_refuses_unknown_arguments():

@@ -29,7 +29,9 @@ def run_twice(*args) -> tuple[dict[str, Any], dict[str, Any]]:
 def workdir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "classes.txt").write_text("\n".join(CLASSES))
-    (tmp_path / "cupl.json").write_text(json.dumps({"zebra": ["A zebra has stripes."], "apple": ["An apple is round."]}))
+    (tmp_path / "cupl.json").write_text(
+        json.dumps({"zebra": ["A zebra has stripes."], "apple": ["An apple is round."]})
+    )
     make_class_folders(tmp_path / "shots", CLASSES, 2)
     return tmp_path
 
@@ -38,14 +40,20 @@ COMMANDS = {
     "prompts": [("prompts", "-c", "classes.txt", "-o", "p.json")],
     "prompts with cupl": [("prompts", "-c", "classes.txt", "--cupl", "cupl.json", "-o", "p.json")],
     "embed images": [("embed", "shots", "-c", "classes.txt", "-o", "shots.h5", *TINY)],
-    "embed texts": [("prompts", "-c", "classes.txt", "-o", "p.json"), ("embed", "p.json", "-o", "text.h5", *TINY)],
+    "embed texts": [
+        ("prompts", "-c", "classes.txt", "-o", "p.json"),
+        ("embed", "p.json", "-o", "text.h5", *TINY),
+    ],
     "predict": [
         ("prompts", "-c", "classes.txt", "-o", "p.json"),
         ("embed", "p.json", "-o", "text.h5", *TINY),
         ("embed", "shots", "-c", "p.json", "-o", "shots.h5", *TINY),
         ("predict", "text.h5", "shots.h5", "-o", "pred.h5"),
     ],
-    "curate": [("prompts", "-c", "classes.txt", "-o", "p.json"), ("curate", "p.json", "-o", "sup", "--images", "shots")],
+    "curate": [
+        ("prompts", "-c", "classes.txt", "-o", "p.json"),
+        ("curate", "p.json", "-o", "sup", "--images", "shots"),
+    ],
     "curate, last of two shards": [
         ("prompts", "-c", "classes.txt", "-o", "p.json"),
         ("curate", "p.json", "-o", "sup", "--images", "shots", "--num-shards", "2", "--shard-index", "0"),

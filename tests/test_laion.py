@@ -42,7 +42,15 @@ CUPL = {
 N_GOOD = 12
 BAD = ["404/a.jpg", "html/b.jpg", "trunc/c.jpg", "slow/d.jpg", "optout/e.jpg", "dup/0.jpg"]
 # The image server is on loopback, which downloads refuse unless --allow-private-urls.
-TIMEOUT_ARGS = ["--download-timeout", "1", "--download-retries", "0", "--download-threads", "16", "--allow-private-urls"]
+TIMEOUT_ARGS = [
+    "--download-timeout",
+    "1",
+    "--download-retries",
+    "0",
+    "--download-threads",
+    "16",
+    "--allow-private-urls",
+]
 
 
 def _jpeg(seed: int, color) -> bytes:
@@ -167,7 +175,11 @@ def backend(server, tmp_path_factory):
     images += [Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)) for _ in urls[N_GOOD:]]
     with torch.no_grad():
         x = torch.stack([loaded.preprocess(im) for im in images])
-        feats = torch.nn.functional.normalize(loaded.model.encode_image(x).float(), dim=-1).numpy().astype("float32")
+        feats = (
+            torch.nn.functional.normalize(loaded.model.encode_image(x).float(), dim=-1)
+            .numpy()
+            .astype("float32")
+        )
     index_dir = root / "index"
     (index_dir / "metadata").mkdir(parents=True)
     index = faiss.IndexFlatIP(feats.shape[1])
@@ -180,10 +192,29 @@ def backend(server, tmp_path_factory):
     log = open(root / "back.log", "wb")  # noqa: SIM115
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-c", LAUNCHER, str(TINY_CONFIG), "back", "--indices_paths", str(root / "indices.json"),
-         "--port", str(port), "--clip_model", f"open_clip:susx-tiny-vit/{ckpt}", "--enable_mclip_option", "False",
-         "--use_jit", "False", "--provide_aesthetic_embeddings", "False"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=root, env=env,
+        [
+            sys.executable,
+            "-c",
+            LAUNCHER,
+            str(TINY_CONFIG),
+            "back",
+            "--indices_paths",
+            str(root / "indices.json"),
+            "--port",
+            str(port),
+            "--clip_model",
+            f"open_clip:susx-tiny-vit/{ckpt}",
+            "--enable_mclip_option",
+            "False",
+            "--use_jit",
+            "False",
+            "--provide_aesthetic_embeddings",
+            "False",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=root,
+        env=env,
     )
     import requests
 
@@ -242,7 +273,17 @@ def _expected_kept(cands: list[dict], base: str, m: int) -> list[int]:
 
 
 def _knn_args(backend, *extra):
-    return ["--source", "laion", "--knn-url", backend["url"], "--index-name", "test", "--no-knn-dedup", *TIMEOUT_ARGS, *extra]
+    return [
+        "--source",
+        "laion",
+        "--knn-url",
+        backend["url"],
+        "--index-name",
+        "test",
+        "--no-knn-dedup",
+        *TIMEOUT_ARGS,
+        *extra,
+    ]
 
 
 # ----------------------------------------------------------------------------------------- kNN backend
@@ -263,7 +304,9 @@ def test_knn_end_to_end(backend, server, tmp_path):
         import torch
 
         with torch.no_grad():
-            t = torch.nn.functional.normalize(backend["loaded"].model.encode_text(q).float(), dim=-1).numpy()[0]
+            t = torch.nn.functional.normalize(backend["loaded"].model.encode_text(q).float(), dim=-1).numpy()[
+                0
+            ]
         ours = {u: float(f @ t) for u, f in zip(backend["urls"], backend["feats"], strict=True)}
         assert len(cands) == len(backend["urls"])
         assert [c["score"] for c in cands] == sorted((c["score"] for c in cands), reverse=True)
@@ -273,7 +316,11 @@ def test_knn_end_to_end(backend, server, tmp_path):
         assert all(r["class_name"] == CLASSES[ci] and r["path"].startswith(f"{ci:04d}_") for r in mine)
     assert len(rows) == m * len(CLASSES)
     for r in rows:
-        assert r["source"] == "laion" and r["query"] == f"A photo of a {r['class_name']}." and r["index"] == "test"
+        assert (
+            r["source"] == "laion"
+            and r["query"] == f"A photo of a {r['class_name']}."
+            and r["index"] == "test"
+        )
         assert r["url"].startswith(f"{base}/img/") or r["url"].startswith(f"{base}/dup/")
         assert r["caption"].startswith("picture number") and isinstance(r["score"], float)
         assert r["width"] <= 256 and r["height"] <= 256
@@ -285,7 +332,9 @@ def test_knn_end_to_end(backend, server, tmp_path):
     assert any("HTML" in k for k in reasons)
     assert any("truncated" in k for k in reasons)
     assert any("not an http(s) URL" in k for k in reasons)
-    assert all(counts[u.split("/", 3)[3]] == 1 for u in backend["urls"] if u.startswith(base) and "slow" not in u)
+    assert all(
+        counts[u.split("/", 3)[3]] == 1 for u in backend["urls"] if u.startswith(base) and "slow" not in u
+    )
     assert summary["cross_class_duplicates"] == m  # the same index answers every class: reported
     # idempotent: a second run does nothing
     again = invoke("curate", prompts, "-o", out, "-k", m, *_knn_args(backend))
@@ -325,7 +374,9 @@ def test_knn_resume_downloads_nothing_twice(backend, server, tmp_path, monkeypat
     rows = _manifest(out)
     assert Counter(r["class_index"] for r in rows) == {0: 4, 1: 4}
     for ci in (0, 1):
-        assert [r["rank"] for r in rows if r["class_index"] == ci] == _expected_kept(_candidates(out, ci), base, 4)
+        assert [r["rank"] for r in rows if r["class_index"] == ci] == _expected_kept(
+            _candidates(out, ci), base, 4
+        )
 
 
 def test_knn_shards(backend, server, tmp_path):
@@ -335,13 +386,17 @@ def test_knn_shards(backend, server, tmp_path):
     base, _ = server
     prompts = _write_prompts(tmp_path / "prompts.json", classes=["zebra", "apple"])
     out = tmp_path / "support"
-    first = invoke("curate", prompts, "-o", out, "-k", 3, "--num-shards", 2, "--shard-index", 1, *_knn_args(backend))
+    first = invoke(
+        "curate", prompts, "-o", out, "-k", 3, "--num-shards", 2, "--shard-index", 1, *_knn_args(backend)
+    )
     assert "done; the set completes when every shard has finished" in first.output
     assert not (out / "manifest.jsonl").exists()
     invoke("curate", prompts, "-o", out, "-k", 3, "--num-shards", 2, "--shard-index", 0, *_knn_args(backend))
     rows = _manifest(out)
     for ci in (0, 1):
-        cands = read_candidates(out / "parts" / f"laion-{ci:05d}-of-00002" / "candidates" / f"c{ci:05d}.parquet")
+        cands = read_candidates(
+            out / "parts" / f"laion-{ci:05d}-of-00002" / "candidates" / f"c{ci:05d}.parquet"
+        )
         assert [r["rank"] for r in rows if r["class_index"] == ci] == _expected_kept(cands, base, 3)
 
 
@@ -350,7 +405,9 @@ def test_knn_cupl_queries_interleave(backend, tmp_path):
     from susx_cli.artifacts.shard_state import ShardState, read_candidates
     from susx_cli.sources.laion import LaionSource
 
-    src = LaionSource(1, query="cupl", candidates=8, knn_url=backend["url"], index_name="test", knn_dedup=False)
+    src = LaionSource(
+        1, query="cupl", candidates=8, knn_url=backend["url"], index_name="test", knn_dedup=False
+    )
     (tmp_path / "candidates").mkdir()
     src._query_knn(ShardState(tmp_path), [0], {0: CUPL["zebra"]}, ["zebra"])
     cands = read_candidates(tmp_path / "candidates" / "c00000.parquet")
@@ -375,16 +432,38 @@ def test_knn_dedup_option_reaches_backend(backend):
     off = KnnBackend(backend["url"], "test", KnnOptions(deduplicate=False)).query("a photo of a zebra", 50)
     on = KnnBackend(backend["url"], "test", KnnOptions(deduplicate=True)).query("a photo of a zebra", 50)
     assert len(off) == len(backend["urls"])
-    assert 0 < len(on) < len(off)  # random-weight image embeddings are near-identical: the backend merges them
+    assert (
+        0 < len(on) < len(off)
+    )  # random-weight image embeddings are near-identical: the backend merges them
 
 
 def test_knn_bad_backend_errors(backend, server, tmp_path):
     base, _ = server
     prompts = _write_prompts(tmp_path / "prompts.json", classes=["zebra"])
     args = ["--source", "laion", "-k", 1]
-    r = invoke("curate", prompts, "-o", tmp_path / "a", *args, "--knn-url", backend["url"], "--index-name", "laion5B", expect=2)
+    r = invoke(
+        "curate",
+        prompts,
+        "-o",
+        tmp_path / "a",
+        *args,
+        "--knn-url",
+        backend["url"],
+        "--index-name",
+        "laion5B",
+        expect=2,
+    )
     assert "has no index 'laion5B'" in r.output and "'test'" in r.output
-    r = invoke("curate", prompts, "-o", tmp_path / "b", *args, "--knn-url", f"http://127.0.0.1:{_free_port()}", expect=2)
+    r = invoke(
+        "curate",
+        prompts,
+        "-o",
+        tmp_path / "b",
+        *args,
+        "--knn-url",
+        f"http://127.0.0.1:{_free_port()}",
+        expect=2,
+    )
     assert "cannot reach the kNN backend" in r.output
     r = invoke("curate", prompts, "-o", tmp_path / "c", *args, "--knn-url", base + "/knn-service", expect=2)
     assert "does not answer like a clip-retrieval backend" in r.output
@@ -392,11 +471,24 @@ def test_knn_bad_backend_errors(backend, server, tmp_path):
     assert "is not an http(s) URL" in r.output
     for res in (r,):
         assert len([line for line in res.output.splitlines() if line.startswith("error:")]) == 1
-    r = invoke("curate", prompts, "-o", tmp_path / "f", *args, expect=2)  # no default: the public service is gone
+    r = invoke(
+        "curate", prompts, "-o", tmp_path / "f", *args, expect=2
+    )  # no default: the public service is gone
     assert "needs --knn-url" in r.output and "--laion-mode captions" in r.output
     # a class without CuPL sentences cannot be queried with them
     no_cupl = _write_prompts(tmp_path / "nocupl.json", classes=["zebra"], cupl=False)
-    r = invoke("curate", no_cupl, "-o", tmp_path / "e", *args, "--prompt-mode", "cupl", "--knn-url", backend["url"], expect=2)
+    r = invoke(
+        "curate",
+        no_cupl,
+        "-o",
+        tmp_path / "e",
+        *args,
+        "--prompt-mode",
+        "cupl",
+        "--knn-url",
+        backend["url"],
+        expect=2,
+    )
     assert "no CuPL sentences" in r.output and not (tmp_path / "e").exists()
 
 
@@ -431,7 +523,11 @@ def test_check_image_refuses_html_and_truncated():
         dl.check_image(b"<!DOCTYPE html><html></html>", opts)
     with pytest.raises(dl.InvalidImage, match="truncated"):
         dl.check_image(GOOD[1][: len(GOOD[1]) // 2], opts)
-    assert not dl.is_fetchable("file:///etc/passwd") and not dl.is_fetchable("ftp://x/y") and dl.is_fetchable("HTTPS://x/y")
+    assert (
+        not dl.is_fetchable("file:///etc/passwd")
+        and not dl.is_fetchable("ftp://x/y")
+        and dl.is_fetchable("HTTPS://x/y")
+    )
 
 
 # ----------------------------------------------------------------------------------------- caption search
@@ -501,9 +597,28 @@ def test_captions_end_to_end(server, tmp_path):
     prompts = _write_prompts(tmp_path / "prompts.json")
     out = tmp_path / "support"
     result = invoke(
-        "curate", prompts, "-o", out, "--source", "laion", "--laion-mode", "captions", "--metadata", str(meta / "*.parquet"),
-        "--synonyms", tmp_path / "syn.json", "--clip-model", "susx-tiny-vit", "--clip-pretrained", "none",
-        "--device", "cpu", "-k", 3, "--json", *TIMEOUT_ARGS,
+        "curate",
+        prompts,
+        "-o",
+        out,
+        "--source",
+        "laion",
+        "--laion-mode",
+        "captions",
+        "--metadata",
+        str(meta / "*.parquet"),
+        "--synonyms",
+        tmp_path / "syn.json",
+        "--clip-model",
+        "susx-tiny-vit",
+        "--clip-pretrained",
+        "none",
+        "--device",
+        "cpu",
+        "-k",
+        3,
+        "--json",
+        *TIMEOUT_ARGS,
     )
     summary = json.loads(result.stdout)["summary"]
     rows = _manifest(out)
@@ -525,10 +640,23 @@ def test_captions_bad_metadata(tmp_path):
 
     prompts = _write_prompts(tmp_path / "prompts.json", classes=["zebra"])
     pd.DataFrame({"URL": ["http://x/1.jpg"], "TEXT": ["a zebra"]}).to_parquet(tmp_path / "m.parquet")
-    args = ["--source", "laion", "--laion-mode", "captions", "-k", 1, "--clip-model", "susx-tiny-vit", "--clip-pretrained", "none"]
+    args = [
+        "--source",
+        "laion",
+        "--laion-mode",
+        "captions",
+        "-k",
+        1,
+        "--clip-model",
+        "susx-tiny-vit",
+        "--clip-pretrained",
+        "none",
+    ]
     r = invoke("curate", prompts, "-o", tmp_path / "a", *args, "--metadata", tmp_path / "m.parquet", expect=2)
     assert "lacks the column(s) 'url', 'caption'" in r.output and "URL" in r.output
-    r = invoke("curate", prompts, "-o", tmp_path / "b", *args, "--metadata", tmp_path / "none-*.parquet", expect=2)
+    r = invoke(
+        "curate", prompts, "-o", tmp_path / "b", *args, "--metadata", tmp_path / "none-*.parquet", expect=2
+    )
     assert "no parquet files match" in r.output
     r = invoke("curate", prompts, "-o", tmp_path / "c", *args, expect=2)
     assert "needs --metadata" in r.output

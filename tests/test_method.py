@@ -123,7 +123,9 @@ def direct_triple_loop(f, yq, F, y, W, grid, tau=0.5, exclude_self=False):
 
     p, q = softmax(f @ W.T / tau), softmax(F @ W.T / tau)
     K = (p * np.log(p)).sum(1, keepdims=True) - p @ np.log(q).T
-    Kp = (K - K[mask].min()) / (K[mask].max() - K[mask].min()) * (S[mask].max() - S[mask].min()) + S[mask].min()
+    Kp = (K - K[mask].min()) / (K[mask].max() - K[mask].min()) * (S[mask].max() - S[mask].min()) + S[
+        mask
+    ].min()
     kl = (-Kp * mask) @ L
     best, choice = -1, None
     for a in grid.alpha:
@@ -139,7 +141,9 @@ def direct_triple_loop(f, yq, F, y, W, grid, tau=0.5, exclude_self=False):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_vectorised_search_picks_the_triple_loop_choice(seed):
     f, yq, F, y, W = _problem(n=150, N=60, C=6, seed=seed)
-    grid = search.Grid(search.reference_grid(0.1, 50, 6), search.reference_grid(1, 50, 9), search.reference_grid(0.1, 30, 7))
+    grid = search.Grid(
+        search.reference_grid(0.1, 50, 6), search.reference_grid(1, 50, 9), search.reference_grid(0.1, 30, 7)
+    )
     expected, best = direct_triple_loop(f, yq, F, y, W, grid)
     for chunk in (1000, 37):  # chunking must not change the choice
         got = search.grid_search(T(f), T(yq), T(F), T(y), T(W), grid, chunk=chunk)

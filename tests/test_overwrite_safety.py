@@ -35,7 +35,9 @@ def test_overwrite_swaps_in_the_new_set_and_leaves_nothing_behind(w):
 
 def test_a_failing_replacement_leaves_the_old_set_untouched(w):
     before = snapshot(w / "sup")
-    r = invoke("curate", "p.json", "-o", "sup", "--images", "empty-dir-that-is-missing", "--overwrite", expect=2)
+    r = invoke(
+        "curate", "p.json", "-o", "sup", "--images", "empty-dir-that-is-missing", "--overwrite", expect=2
+    )
     assert "does not exist" in r.stderr
     assert snapshot(w / "sup") == before
     # a replacement that fails half way (one class has no readable image) keeps the old set too
@@ -83,7 +85,9 @@ def test_a_second_writer_of_the_same_set_is_refused_with_the_holders_pid(w):
         "import sys, time\nfrom susx_cli.artifacts.lock import output_lock\n"
         "with output_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(60)\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", hold, str(lock_of_shard)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", hold, str(lock_of_shard)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout.readline().strip() == "held"
         assert lock_path(lock_of_shard).exists()
@@ -105,7 +109,9 @@ def test_min_per_class_threshold(w):
 
 
 def test_a_resubmitted_array_task_that_sees_one_shard_is_refused(w, monkeypatch):
-    invoke("curate", "p.json", "-o", "sharded", "--images", "shots", "--num-shards", "3", "--shard-index", "0")
+    invoke(
+        "curate", "p.json", "-o", "sharded", "--images", "shots", "--num-shards", "3", "--shard-index", "0"
+    )
     # `sbatch --array=1` alone: SLURM reports one task, so the shard would be 0 of 1.
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
     monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "1")
@@ -115,5 +121,16 @@ def test_a_resubmitted_array_task_that_sees_one_shard_is_refused(w, monkeypatch)
     assert not (w / "sharded" / "_SUCCESS.json").exists()
     monkeypatch.delenv("SLURM_ARRAY_TASK_ID")
     for i in (1, 2):
-        invoke("curate", "p.json", "-o", "sharded", "--images", "shots", "--num-shards", "3", "--shard-index", str(i))
+        invoke(
+            "curate",
+            "p.json",
+            "-o",
+            "sharded",
+            "--images",
+            "shots",
+            "--num-shards",
+            "3",
+            "--shard-index",
+            str(i),
+        )
     assert support.read_support(w / "sharded").counts() == [3, 3, 3]

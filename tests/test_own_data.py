@@ -96,7 +96,9 @@ def test_table_paths_relative_to_image_root(work):
     (work / "lists").mkdir()
     (work / "lists" / "t.csv").write_text("pics/0_0.png,zebra\npics/1_0.png,apple\npics/2_0.png,mango\n")
     invoke("embed", "lists/t.csv", "-c", "p.json", "-o", "a.h5", *TINY, expect=2)  # relative to lists/
-    invoke("embed", "lists/t.csv", "-c", "p.json", "--image-root", "data", "-o", "a.h5", "--workers", "0", *TINY)
+    invoke(
+        "embed", "lists/t.csv", "-c", "p.json", "--image-root", "data", "-o", "a.h5", "--workers", "0", *TINY
+    )
     assert hdf5.read_features(work / "a.h5").labels.tolist() == [0, 1, 2]
 
 
@@ -136,16 +138,25 @@ def test_predict_warns_when_calibrated_on_its_own_queries(work):
     invoke("prompts", "-c", "classes.txt", "-o", "p.json")
     split = make_split(work / "data", CLASSES, {"train": 2, "val": 2, "test": 2})
     invoke("curate", "p.json", "-o", "sup", "--images", split, "--split", "train")
-    for args in (("sup", "-o", "sup.h5"), ("p.json", "-o", "text.h5"),
-                 (split, "--split", "val", "-c", "p.json", "-o", "val.h5"),
-                 (split, "--split", "test", "-c", "p.json", "-o", "test.h5")):
-        invoke("embed", *args, "--workers", "0", *TINY) if args[0] != "p.json" else invoke("embed", *args, *TINY)
+    for args in (
+        ("sup", "-o", "sup.h5"),
+        ("p.json", "-o", "text.h5"),
+        (split, "--split", "val", "-c", "p.json", "-o", "val.h5"),
+        (split, "--split", "test", "-c", "p.json", "-o", "test.h5"),
+    ):
+        invoke("embed", *args, "--workers", "0", *TINY) if args[0] != "p.json" else invoke(
+            "embed", *args, *TINY
+        )
     grid = ["--alpha-grid", "1,2", "--beta-grid", "1,2", "--gamma-grid", "0,1"]
     invoke("calibrate", "text.h5", "sup.h5", "--val", "test.h5", "-o", "cal.json", *grid)
-    tuned = invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "--calibration", "cal.json", "-o", "p1.h5")
+    tuned = invoke(
+        "predict", "text.h5", "test.h5", "-s", "sup.h5", "--calibration", "cal.json", "-o", "p1.h5"
+    )
     assert "tuned on its own test set" in tuned.stderr
     invoke("calibrate", "text.h5", "sup.h5", "--val", "val.h5", "-o", "cal2.json", *grid)
-    held_out = invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "--calibration", "cal2.json", "-o", "p2.h5")
+    held_out = invoke(
+        "predict", "text.h5", "test.h5", "-s", "sup.h5", "--calibration", "cal2.json", "-o", "p2.h5"
+    )
     assert "tuned on its own test set" not in held_out.stderr
 
 
@@ -166,30 +177,62 @@ def make_own_dataset(root: Path, broken: str | None = None) -> Path:
     ``broken``: 'label' puts an unknown class name in the test table; 'file' names a missing image."""
     make_class_folders(root / "test", CLASSES, 3)
     make_class_folders(root / "pool", CLASSES, 4, seed=1)
-    (root / "train.csv").write_text("path,label\n" + "".join(
-        f"pool/{name}/img_{j:03d}.png,{ci}\n" for ci, name in enumerate(CLASSES) for j in (0, 1)))
-    (root / "val.tsv").write_text("".join(
-        f"pool/{name}/img_{j:03d}.png\t{name}\n" for name in CLASSES for j in (2, 3)))
+    (root / "train.csv").write_text(
+        "path,label\n"
+        + "".join(f"pool/{name}/img_{j:03d}.png,{ci}\n" for ci, name in enumerate(CLASSES) for j in (0, 1))
+    )
+    (root / "val.tsv").write_text(
+        "".join(f"pool/{name}/img_{j:03d}.png\t{name}\n" for name in CLASSES for j in (2, 3))
+    )
     splits = {"train": "train.csv", "val": "val.tsv", "test": "test"}
     if broken:
         bad = "pool/zebra/img_000.png,banana\n" if broken == "label" else "pool/none.png,zebra\n"
         (root / "test.csv").write_text("pool/apple/img_000.png,apple\n" + bad)
         splits["test"] = "test.csv"
-    spec = {"id": root.name, "classes": CLASSES, "splits": splits, "photo_template": "A photo of a {}, a fruit."}
+    spec = {
+        "id": root.name,
+        "classes": CLASSES,
+        "splits": splits,
+        "photo_template": "A photo of a {}, a fruit.",
+    }
     (root / "dataset.json").write_text(json.dumps(spec))
     return root / "dataset.json"
 
 
-EVAL = ["--model", "susx-tiny-vit:none", "--method", "zero-shot", "--method", "tip-x", "--support", "folder-shots:1",
-        "--calibration", "val", "--alpha-grid", "1,2", "--beta-grid", "1,2", "--gamma-grid", "0,1", "--workers", "0"]
+EVAL = [
+    "--model",
+    "susx-tiny-vit:none",
+    "--method",
+    "zero-shot",
+    "--method",
+    "tip-x",
+    "--support",
+    "folder-shots:1",
+    "--calibration",
+    "val",
+    "--alpha-grid",
+    "1,2",
+    "--beta-grid",
+    "1,2",
+    "--gamma-grid",
+    "0,1",
+    "--workers",
+    "0",
+]
 
 
 def test_own_dataset_eval_end_to_end(work):
     good = make_own_dataset(work / "fruit")
     out = json.loads(invoke("eval", "--dataset", good, *EVAL, "--json").stdout)
     assert out["summary"] == {"runs": 2, "skipped": 0, "failed": 0}
-    res = json.loads((work / "susx-results" / "fruit__susx_tiny_vit-none__tip-x__1shot__val.json").read_text())
-    assert res["dataset"]["id"] == "fruit" and res["dataset"]["n_queries"] == 9 and res["dataset"]["num_classes"] == 3
+    res = json.loads(
+        (work / "susx-results" / "fruit__susx_tiny_vit-none__tip-x__1shot__val.json").read_text()
+    )
+    assert (
+        res["dataset"]["id"] == "fruit"
+        and res["dataset"]["n_queries"] == 9
+        and res["dataset"]["num_classes"] == 3
+    )
     assert res["zero_shot_protocol"]["photo_template"] == "A photo of a {}, a fruit."
     preds = hdf5.read_predictions(Path(res["artifacts"]["predictions"]))
     assert preds.classes == CLASSES
@@ -200,8 +243,13 @@ def test_own_dataset_eval_end_to_end(work):
     assert "fruit" in report.stdout
 
 
-@pytest.mark.parametrize(("broken", "message"), [("label", "test.csv row 2: label 'banana' is not a class name"),
-                                                 ("file", "test.csv row 2: image pool/none.png does not exist")])
+@pytest.mark.parametrize(
+    ("broken", "message"),
+    [
+        ("label", "test.csv row 2: label 'banana' is not a class name"),
+        ("file", "test.csv row 2: image pool/none.png does not exist"),
+    ],
+)
 def test_eval_checks_every_dataset_before_computing_any(work, broken, message):
     good, bad = make_own_dataset(work / "fruit"), make_own_dataset(work / "broken", broken)
     r = invoke("eval", "--dataset", good, "--dataset", bad, *EVAL, expect=2)
@@ -216,7 +264,9 @@ def test_eval_keep_going_records_the_failed_runs(work):
     assert out["summary"] == {"runs": 4, "skipped": 0, "failed": 2}
     failed = [row for row in out["results"] if row["status"] == "failed"]
     assert {row["dataset"] for row in failed} == {"broken"} and "label 'banana'" in failed[0]["error"]
-    record = json.loads((work / "susx-results" / "broken__susx_tiny_vit-none__zero-shot__none__none.json").read_text())
+    record = json.loads(
+        (work / "susx-results" / "broken__susx_tiny_vit-none__zero-shot__none__none.json").read_text()
+    )
     assert record["status"] == "failed" and "label 'banana'" in record["error"] and record["metrics"] == {}
     done = [row for row in out["results"] if row["status"] == "done"]
     assert {row["dataset"] for row in done} == {"fruit"} and len(done) == 2
@@ -224,12 +274,23 @@ def test_eval_keep_going_records_the_failed_runs(work):
     assert "broken" not in invoke("report", work / "susx-results").stdout
     make_own_dataset(work / "broken")
     (work / "broken" / "test.csv").unlink()
-    again = json.loads(invoke("eval", "--dataset", bad, "--dataset", good, *EVAL, "--keep-going", "--json").stdout)
+    again = json.loads(
+        invoke("eval", "--dataset", bad, "--dataset", good, *EVAL, "--keep-going", "--json").stdout
+    )
     assert again["summary"] == {"runs": 4, "skipped": 2, "failed": 0}
 
 
 def test_dataset_file_errors(work):
     (work / "d.json").write_text(json.dumps({"classes": CLASSES}))
-    r = invoke("eval", "--dataset", work / "d.json", "--model", "susx-tiny-vit:none", "--method", "zero-shot", expect=2)
+    r = invoke(
+        "eval",
+        "--dataset",
+        work / "d.json",
+        "--model",
+        "susx-tiny-vit:none",
+        "--method",
+        "zero-shot",
+        expect=2,
+    )
     assert "give either split_file or splits" in r.stderr
     invoke("eval", "--dataset", "dtd", "--model", "susx-tiny-vit:none", "--method", "zero-shot", expect=2)

@@ -39,7 +39,9 @@ def test_per_class_recall_and_counts_equal_a_direct_computation():
     assert metrics.class_counts(labels, 6).tolist() == [int(np.sum(labels == c)) for c in range(6)]
     # mean of the per-class recalls is the recorded mean per-class recall
     top = metrics.topk_indices(np.eye(6)[predicted], 1)
-    assert np.nanmean(recall) == pytest.approx(metrics.classification_metrics(top, labels, 6)["mean_per_class_recall"])
+    assert np.nanmean(recall) == pytest.approx(
+        metrics.classification_metrics(top, labels, 6)["mean_per_class_recall"]
+    )
 
 
 def test_ece_and_nll_equal_direct_computations():
@@ -47,7 +49,9 @@ def test_ece_and_nll_equal_direct_computations():
     logits = np.log(np.array([[0.9, 0.1], [0.6, 0.4]]))
     labels = np.array([0, 1])
     assert metrics.expected_calibration_error(logits, labels) == pytest.approx(100 * (0.5 * 0.1 + 0.5 * 0.6))
-    assert metrics.negative_log_likelihood(logits, labels) == pytest.approx(-(math.log(0.9) + math.log(0.4)) / 2)
+    assert metrics.negative_log_likelihood(logits, labels) == pytest.approx(
+        -(math.log(0.9) + math.log(0.4)) / 2
+    )
     # Random scaled logits: the textbook formulas written out with loops.
     rng = np.random.default_rng(1)
     logits = 100 * rng.normal(0, 0.05, (300, 7))
@@ -104,8 +108,21 @@ def built(tmp_path_factory):
     old = Path.cwd()
     os.chdir(root)
     try:
-        invoke("calibrate", "text.h5", "sup.h5", "-o", "cal.json", "--mode", "fixed", "--alpha", "1", "--beta", "2",
-               "--gamma", "0.5")
+        invoke(
+            "calibrate",
+            "text.h5",
+            "sup.h5",
+            "-o",
+            "cal.json",
+            "--mode",
+            "fixed",
+            "--alpha",
+            "1",
+            "--beta",
+            "2",
+            "--gamma",
+            "0.5",
+        )
     finally:
         os.chdir(old)
     return root
@@ -118,8 +135,19 @@ def w(built, monkeypatch):
 
 
 def test_predict_records_per_class_results_and_prints_worst_classes(w):
-    r = invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "--calibration", "cal.json", "-o", "pred.h5", "--json",
-               "--overwrite")
+    r = invoke(
+        "predict",
+        "text.h5",
+        "test.h5",
+        "-s",
+        "sup.h5",
+        "--calibration",
+        "cal.json",
+        "-o",
+        "pred.h5",
+        "--json",
+        "--overwrite",
+    )
     out = json.loads(r.stdout)
     assert set(out["metrics"]) >= {"top1", "mean_per_class_recall", "ece", "nll", "n"}
     p = hdf5.read_predictions(w / "pred.h5")
@@ -130,14 +158,18 @@ def test_predict_records_per_class_results_and_prints_worst_classes(w):
         mine = p.labels == c
         assert pc.recall[c] == pytest.approx(100.0 * np.mean(p.predicted[mine] == c))
     assert pc.queries.tolist() == [5] * 4 and pc.support.tolist() == [3] * 4
-    assert pc.confusion.tolist() == [[int(np.sum((p.labels == t) & (p.predicted == q))) for q in range(4)] for t in range(4)]
+    assert pc.confusion.tolist() == [
+        [int(np.sum((p.labels == t) & (p.predicted == q))) for q in range(4)] for t in range(4)
+    ]
     assert 0 <= p.metrics["ece"] <= 100 and p.metrics["nll"] > 0
     assert np.nanmean(pc.recall) == pytest.approx(p.metrics["mean_per_class_recall"])
     worst = out["worst_classes"]
     assert [row["class"] for row in worst] == pc.worst(10) and len(worst) == 4
     assert [row["recall"] for row in worst] == sorted(row["recall"] for row in worst)
     assert worst[0]["name"] == CLASSES[worst[0]["class"]] and worst[0]["support"] == 3
-    table = invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "--calibration", "cal.json", "-o", "pred.h5").stderr
+    table = invoke(
+        "predict", "text.h5", "test.h5", "-s", "sup.h5", "--calibration", "cal.json", "-o", "pred.h5"
+    ).stderr
     assert "worst 4 classes by recall" in table and "ECE (%)" in table  # the skipped rerun prints them too
     # zero-shot: no support set, so no support counts
     invoke("predict", "text.h5", "test.h5", "-o", "zs.h5", "--overwrite")
@@ -177,8 +209,9 @@ def test_export_round_trips_through_csv(w):
     head = ["key", "true", "predicted"] + [f"top{i}{s}" for i in range(1, 5) for s in ("", "_score")]
     assert rows[0] == head  # 4 classes: top-4
     assert len(rows) == 1 + len(p.keys)
-    for row, key, label, pred, top, scores in zip(rows[1:], p.keys, p.labels, p.predicted, p.top5, p.scores,
-                                                  strict=True):
+    for row, key, label, pred, top, scores in zip(
+        rows[1:], p.keys, p.labels, p.predicted, p.top5, p.scores, strict=True
+    ):
         assert row[0] == key and "b'" not in "".join(row)
         assert row[1] == CLASSES[label] and row[2] == CLASSES[pred] and row[3] == row[2]
         assert row[3::2] == [CLASSES[c] for c in top]
@@ -202,10 +235,18 @@ def test_inspect_confusion_draws_a_png_and_prints_its_path_alone(w, monkeypatch)
     c = metrics.CONFUSION_MATRIX_MAX_CLASSES + 20
     rng = np.random.default_rng(3)
     labels, predicted = rng.integers(0, c, 400), rng.integers(0, c, 400)
-    big = hdf5.Predictions(predicted=predicted, top5=predicted[:, None], scores=np.zeros((400, 1), np.float32),
-                           labels=labels, keys=[f"q{i}" for i in range(400)], classes=[f"class {i}" for i in range(c)],
-                           method="zero-shot", metrics={}, provenance={"options": {}, "inputs": []},
-                           per_class=metrics.per_class_results(predicted, labels, c))
+    big = hdf5.Predictions(
+        predicted=predicted,
+        top5=predicted[:, None],
+        scores=np.zeros((400, 1), np.float32),
+        labels=labels,
+        keys=[f"q{i}" for i in range(400)],
+        classes=[f"class {i}" for i in range(c)],
+        method="zero-shot",
+        metrics={},
+        provenance={"options": {}, "inputs": []},
+        per_class=metrics.per_class_results(predicted, labels, c),
+    )
     hdf5.write_predictions(w / "big.h5", big)
     back = hdf5.read_predictions(w / "big.h5").per_class
     assert back.confusion is None and (back.top_confused == big.per_class.top_confused).all()
@@ -228,21 +269,48 @@ def evaluated(tmp_path_factory):
 
     base = tmp_path_factory.mktemp("perclass-eval")
     data = make_cars_root(base / "data")
-    invoke("eval", "--dataset", "stanford_cars", "--data-root", data, "--model", f"{TINY[1]}:{TINY[3]}",
-           "--support", "folder-shots:2", "--method", "zero-shot", "--method", "tip-x", "--calibration", "loo",
-           "--work-dir", base / "work", "--results-dir", base / "results", "--workers", "0", *SMALL_GRID)
+    invoke(
+        "eval",
+        "--dataset",
+        "stanford_cars",
+        "--data-root",
+        data,
+        "--model",
+        f"{TINY[1]}:{TINY[3]}",
+        "--support",
+        "folder-shots:2",
+        "--method",
+        "zero-shot",
+        "--method",
+        "tip-x",
+        "--calibration",
+        "loo",
+        "--work-dir",
+        base / "work",
+        "--results-dir",
+        base / "results",
+        "--workers",
+        "0",
+        *SMALL_GRID,
+    )
     return base
 
 
 def test_eval_results_carry_per_class_results(evaluated):
-    res = json.loads((evaluated / "results" / "stanford_cars__susx_tiny_vit-none__tip-x__2shot__loo.json").read_text())
+    res = json.loads(
+        (evaluated / "results" / "stanford_cars__susx_tiny_vit-none__tip-x__2shot__loo.json").read_text()
+    )
     pc = res["per_class"]
     preds = hdf5.read_predictions(res["artifacts"]["predictions"])
     assert pc["classes"] == preds.classes and pc["queries"] == [3, 3, 3] and pc["support"] == [2, 2, 2]
     assert pc["recall"] == pytest.approx(list(preds.per_class.recall))
     assert pc["confusion"] == preds.per_class.confusion.tolist()
-    assert {"ece", "nll"} <= set(res["metrics"]) and "temperature is the method's own" in res["metric_descriptions"]["ece"]
-    zs = json.loads((evaluated / "results" / "stanford_cars__susx_tiny_vit-none__zero-shot__none__none.json").read_text())
+    assert {"ece", "nll"} <= set(res["metrics"]) and "temperature is the method's own" in res[
+        "metric_descriptions"
+    ]["ece"]
+    zs = json.loads(
+        (evaluated / "results" / "stanford_cars__susx_tiny_vit-none__zero-shot__none__none.json").read_text()
+    )
     assert zs["per_class"]["support"] is None
 
 
@@ -254,10 +322,15 @@ def test_report_long_has_one_row_per_run_with_flattened_fields(evaluated, tmp_pa
         rows = list(csv.DictReader(handle))
     assert len(rows) == len(files) == 2
     by_method = {row["method"]: row for row in rows}
-    tipx = json.loads((evaluated / "results" / "stanford_cars__susx_tiny_vit-none__tip-x__2shot__loo.json").read_text())
+    tipx = json.loads(
+        (evaluated / "results" / "stanford_cars__susx_tiny_vit-none__tip-x__2shot__loo.json").read_text()
+    )
     row = by_method["tip-x"]
     assert float(row["calibration.alpha"]) == tipx["calibration"]["alpha"]
-    assert float(row["metrics.top1"]) == tipx["metrics"]["top1"] and float(row["metrics.ece"]) == tipx["metrics"]["ece"]
+    assert (
+        float(row["metrics.top1"]) == tipx["metrics"]["top1"]
+        and float(row["metrics.ece"]) == tipx["metrics"]["ece"]
+    )
     assert row["config.calibration.mode"] == "loo" and row["config.support.shots"] == "2"
     assert row["dataset.id"] == "stanford_cars" and row["model.random_weights"] == "True"
     assert row["result"].endswith("tip-x__2shot__loo.json")

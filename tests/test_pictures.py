@@ -42,7 +42,11 @@ def _sheet(*args) -> dict:
 
 def test_contact_sheet_pages_cover_every_class(sup):
     r = invoke("inspect", "sup", "--contact-sheet", "sheet.png", "--classes-per-page", "3")
-    assert r.stdout.splitlines() == ["sheet-001.png", "sheet-002.png", "sheet-003.png"]  # each alone on a line
+    assert r.stdout.splitlines() == [
+        "sheet-001.png",
+        "sheet-002.png",
+        "sheet-003.png",
+    ]  # each alone on a line
     pages = [sup / f"sheet-00{i}.png" for i in (1, 2, 3)]
     assert not (sup / "sheet.png").exists() and not (sup / "sheet-004.png").exists()
     described = _sheet("sheet.png", "--classes-per-page", "3")
@@ -80,7 +84,10 @@ def test_contact_sheet_of_chosen_classes_in_the_given_order(sup):
     assert page["classes"] == ["kiwi", "zebra"] and page["path"] == "pick.png"
     assert described["columns"] == 2  # --per-class caps the columns
     assert page["title"][2] == "page 1 of 1: 2 of 7 classes"
-    assert _png_size(sup / "pick.png") == (640, page["rows_top"] + 2 * 132)  # narrow sheets keep room for the title
+    assert _png_size(sup / "pick.png") == (
+        640,
+        page["rows_top"] + 2 * 132,
+    )  # narrow sheets keep room for the title
     (sup / "wanted.txt").write_text("# the fruit\nfig\nplum\n")
     assert _sheet("file.png", "--classes", "wanted.txt")["pages"][0]["classes"] == ["fig", "plum"]
 
@@ -90,7 +97,13 @@ def test_contact_sheet_of_chosen_classes_in_the_given_order(sup):
     [
         (("--contact-sheet", "x.png", "--classes", "zebra,durian"), "'durian' names no class"),
         (("--contact-sheet", "x.png", "--classes-per-page", "0"), "--classes-per-page must be at least 1"),
-        (("--classes", "zebra",), "add --contact-sheet"),
+        (
+            (
+                "--classes",
+                "zebra",
+            ),
+            "add --contact-sheet",
+        ),
     ],
 )
 def test_contact_sheet_refuses_bad_choices(sup, args, needle):
@@ -111,12 +124,22 @@ def test_a_refused_image_leaves_no_page(sup):
 def test_source_and_model_in_the_title():
     from susx_cli.stages.inspect import count_phrase, size_phrase, source_and_model
 
-    assert source_and_model({"source": "pool", "model": "ViT-B-32", "pretrained": "openai"}) == \
-        ("pool", "ViT-B-32 (openai)")
-    assert source_and_model({"source": "sd", "model": "stabilityai/sd-turbo"}) == ("sd", "stabilityai/sd-turbo")
-    assert source_and_model({"source": "laion", "captions": {"model": "RN50", "pretrained": None}}) == ("laion", "RN50")
-    assert source_and_model({"source": "laion", "knn": {"index_name": "laion5B-L-14"}}) == \
-        ("laion", "kNN index laion5B-L-14")
+    assert source_and_model({"source": "pool", "model": "ViT-B-32", "pretrained": "openai"}) == (
+        "pool",
+        "ViT-B-32 (openai)",
+    )
+    assert source_and_model({"source": "sd", "model": "stabilityai/sd-turbo"}) == (
+        "sd",
+        "stabilityai/sd-turbo",
+    )
+    assert source_and_model({"source": "laion", "captions": {"model": "RN50", "pretrained": None}}) == (
+        "laion",
+        "RN50",
+    )
+    assert source_and_model({"source": "laion", "knn": {"index_name": "laion5B-L-14"}}) == (
+        "laion",
+        "kNN index laion5B-L-14",
+    )
     assert source_and_model({"source": "folder"}) == ("folder", None)
     assert count_phrase([2, 4, 3]) == "2-4 (mean 3.0) images per class; 9 images, 3 classes"
     assert size_phrase([(32, 32), (64, 48), (32, 32)]) == "32x32 to 64x48 px"
@@ -125,8 +148,16 @@ def test_source_and_model_in_the_title():
 # ------------------------------------------------------------------ report charts
 
 
-def _result(dataset: str, method: str, top1: float, *, shots: int | None = None, mode: str | None = None,
-            source: str | None = None, random: bool = True) -> dict:
+def _result(
+    dataset: str,
+    method: str,
+    top1: float,
+    *,
+    shots: int | None = None,
+    mode: str | None = None,
+    source: str | None = None,
+    random: bool = True,
+) -> dict:
     support = None
     if shots is not None:
         support = {"kind": "folder-shots", "shots": shots}
@@ -134,10 +165,13 @@ def _result(dataset: str, method: str, top1: float, *, shots: int | None = None,
         support = {"kind": "folder", "source": source, "path": f"sus-{source}"}
     config = {"dataset": dataset, "method": method, "support": support, "mode": mode}
     return {
-        "config": config, "config_key": json.dumps(config, sort_keys=True),
+        "config": config,
+        "config_key": json.dumps(config, sort_keys=True),
         "dataset": {"id": dataset, "name": dataset, "split": "test"},
         "model": {"arch": "RN50", "pretrained": "openai", "random_weights": random},
-        "method": method, "support": support, "calibration": {"mode": mode} if mode else None,
+        "method": method,
+        "support": support,
+        "calibration": {"mode": mode} if mode else None,
         "zero_shot_protocol": {"logit_scale": 100.0, "text_pool": "template", "templates": "openai"},
         "metrics": {"top1": top1},
     }
@@ -150,7 +184,9 @@ def _few_shot_results(random: bool = True) -> list[dict]:
         for method in ("tip-adapter", "tip-x"):
             for mode in ("loo", "val"):
                 for k in (16, 1, 4, 2):  # written out of order: the curve sorts them
-                    value = 40 + 3 * np.log2(k) + (2 if method == "tip-x" else 0) + (1 if mode == "val" else 0)
+                    value = (
+                        40 + 3 * np.log2(k) + (2 if method == "tip-x" else 0) + (1 if mode == "val" else 0)
+                    )
                     out.append(_result(ds, method, float(value), shots=k, mode=mode, random=random))
     return out
 
@@ -161,7 +197,9 @@ def test_few_shot_series_per_method_and_mode_sorted_by_shots():
     panels = shot_panels(build_report(_few_shot_results()))
     assert [p.dataset for p in panels] == ["DTD", "EuroSAT"]
     for panel in panels:
-        assert {(s.method, s.mode) for s in panel.series} == {(m, c) for m in ("tip-adapter", "tip-x") for c in ("loo", "val")}
+        assert {(s.method, s.mode) for s in panel.series} == {
+            (m, c) for m in ("tip-adapter", "tip-x") for c in ("loo", "val")
+        }
         for s in panel.series:
             assert s.shots == [1, 2, 4, 16]
             bonus = (2 if s.method == "tip-x" else 0) + (1 if s.mode == "val" else 0)
@@ -174,7 +212,9 @@ def test_shot_curves_colour_by_mode_and_style_by_method(tmp_path):
     from susx_cli.stages.report import build_report, draw_charts, random_note
 
     results = _few_shot_results()
-    (path, described), = draw_charts(build_report(results), tmp_path / "c.png", "top1", random_note(results))
+    ((path, described),) = draw_charts(
+        build_report(results), tmp_path / "c.png", "top1", random_note(results)
+    )
     assert path == tmp_path / "c.png" and _png_size(path)[0] > 0
     assert described.kind == "shot-curves" and "over shots" in described.title
     assert described.note.startswith("RANDOM weights (every result)")
@@ -191,14 +231,17 @@ def test_report_draws_curves_and_keeps_bars_for_name_only_support_sets(tmp_path)
     pytest.importorskip("matplotlib")
     from susx_cli.artifacts.results import write_result
 
-    results = _few_shot_results(random=False) + [_result(ds, "tip-x", 45.0, mode="loo", source="sd", random=False)
-                                                 for ds in ("eurosat", "dtd")]
+    results = _few_shot_results(random=False) + [
+        _result(ds, "tip-x", 45.0, mode="loo", source="sd", random=False) for ds in ("eurosat", "dtd")
+    ]
     for i, r in enumerate(results):
         write_result(tmp_path / "results" / f"{i:03d}.json", r)
     out = json.loads(invoke("report", tmp_path / "results", "--chart", tmp_path / "c.png", "--json").stdout)
     charts = out["summary"]["charts"]
     assert [(Path(c["path"]).name, c["kind"], c["note"]) for c in charts] == [
-        ("c-shots.png", "shot-curves", None), ("c-name-only.png", "bars", None)]
+        ("c-shots.png", "shot-curves", None),
+        ("c-name-only.png", "bars", None),
+    ]
     for c in charts:
         _png_size(Path(c["path"]))
     assert not (tmp_path / "c.png").exists()
@@ -219,10 +262,16 @@ def test_heatmap_marks_and_annotates_the_chosen_point(tmp_path):
 
     acc = np.linspace(0.1, 0.9, 12).reshape(4, 3)  # best cell: the last
     alphas, gammas = [0.1, 1.0, 10.0, 50.0], [0.1, 1.0, 5.0]
-    d = accuracy_heatmap(acc, alphas, gammas, 2.0, tmp_path / "h.png", chosen=(1.0, 5.0), objective_on="validation split")
+    d = accuracy_heatmap(
+        acc, alphas, gammas, 2.0, tmp_path / "h.png", chosen=(1.0, 5.0), objective_on="validation split"
+    )
     assert d.chosen_cell == (1, 2)
     assert d.chosen == {"alpha": 1.0, "gamma": 5.0, "beta": 2.0, "accuracy": pytest.approx(100 * acc[1, 2])}
-    assert "alpha = 1" in d.annotation and "gamma = 5" in d.annotation and f"{100 * acc[1, 2]:.2f} %" in d.annotation
+    assert (
+        "alpha = 1" in d.annotation
+        and "gamma = 5" in d.annotation
+        and f"{100 * acc[1, 2]:.2f} %" in d.annotation
+    )
     assert "(unitless)" in d.xlabel and "(unitless)" in d.ylabel and d.colorbar == "top-1 accuracy (%)"
     assert "validation split" in d.title and "beta = 2" in d.title
     assert (tmp_path / "h.png").read_bytes()[:8] == PNG
@@ -240,10 +289,29 @@ def test_calibrate_heatmap_marks_the_calibrated_point(tmp_path, monkeypatch):
     drawn = []
     original = plots.accuracy_heatmap
     monkeypatch.setattr(plots, "accuracy_heatmap", lambda *a, **k: drawn.append(original(*a, **k)))
-    invoke("calibrate", "text.h5", "sup.h5", "--val", "val.h5", "-o", "cal.json", "--alpha-grid", "0.5,1,2",
-           "--beta-grid", "1,5", "--gamma-grid", "0,0.5,1", "--heatmap", "heat.png")
+    invoke(
+        "calibrate",
+        "text.h5",
+        "sup.h5",
+        "--val",
+        "val.h5",
+        "-o",
+        "cal.json",
+        "--alpha-grid",
+        "0.5,1,2",
+        "--beta-grid",
+        "1,5",
+        "--gamma-grid",
+        "0,0.5,1",
+        "--heatmap",
+        "heat.png",
+    )
     cal = json.loads((tmp_path / "cal.json").read_text())["hyperparameters"]
     (d,) = drawn
-    assert (d.chosen["alpha"], d.chosen["gamma"], d.chosen["beta"]) == (cal["alpha"], cal["gamma"], cal["beta"])
+    assert (d.chosen["alpha"], d.chosen["gamma"], d.chosen["beta"]) == (
+        cal["alpha"],
+        cal["gamma"],
+        cal["beta"],
+    )
     assert "validation split" in d.title
     assert (tmp_path / "heat.png").read_bytes()[:8] == PNG

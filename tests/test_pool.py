@@ -16,7 +16,10 @@ from susx_cli.artifacts.prompts import PromptEntry, Prompts, write_prompts
 from tests.helpers import class_color, invoke, make_image
 
 CLASSES = ["zebra", "apple"]  # index order differs from alphabetical order
-CUPL = {"zebra": ["Black and white stripes.", "A striped horse."], "apple": ["A round red fruit.", "An apple tree."]}
+CUPL = {
+    "zebra": ["Black and white stripes.", "A striped horse."],
+    "apple": ["A round red fruit.", "An apple tree."],
+}
 MODEL = ["--clip-model", "susx-tiny-vit", "--clip-pretrained", "none", "--device", "cpu"]
 
 
@@ -49,7 +52,20 @@ def _manifest(root: Path) -> list[dict]:
 
 def test_pool_folder_end_to_end_and_cache(pool, tmp_path):
     prompts = _prompts(tmp_path / "prompts.json")
-    result = invoke("curate", prompts, "-o", tmp_path / "a", "--source", "pool", "--pool-images", pool, "-k", 3, "--json", *MODEL)
+    result = invoke(
+        "curate",
+        prompts,
+        "-o",
+        tmp_path / "a",
+        "--source",
+        "pool",
+        "--pool-images",
+        pool,
+        "-k",
+        3,
+        "--json",
+        *MODEL,
+    )
     summary = json.loads(result.stdout)["summary"]
     features = Path(summary["features"])
     assert features.parent == tmp_path / "cache" / "pool-features" and features.exists()
@@ -70,7 +86,21 @@ def test_pool_folder_end_to_end_and_cache(pool, tmp_path):
     assert [r["rank"] for r in rows if r["class_index"] == 0] == [0, 1, 2]
     # a second support set from the same pool reuses the features: no second embedding
     stamp = features.stat().st_mtime_ns
-    again = invoke("curate", prompts, "-o", tmp_path / "b", "--source", "pool", "--pool-images", pool, "-k", 2, "--prompt-mode", "cupl", *MODEL)
+    again = invoke(
+        "curate",
+        prompts,
+        "-o",
+        tmp_path / "b",
+        "--source",
+        "pool",
+        "--pool-images",
+        pool,
+        "-k",
+        2,
+        "--prompt-mode",
+        "cupl",
+        *MODEL,
+    )
     assert features.stat().st_mtime_ns == stamp and "up to date" in again.output
     cupl_rows = _manifest(tmp_path / "b")
     assert {r["query"] for r in cupl_rows if r["class_index"] == 0} <= set(CUPL["zebra"])
@@ -94,8 +124,34 @@ def test_pool_tars_match_folder(pool, tmp_path):
                 info.size = len(meta)
                 tar.addfile(info, io.BytesIO(meta))
     prompts = _prompts(tmp_path / "prompts.json")
-    invoke("curate", prompts, "-o", tmp_path / "f", "--source", "pool", "--pool-images", pool, "-k", 3, "-q", *MODEL)
-    invoke("curate", prompts, "-o", tmp_path / "t", "--source", "pool", "--pool-images", tars, "-k", 3, "-q", *MODEL)
+    invoke(
+        "curate",
+        prompts,
+        "-o",
+        tmp_path / "f",
+        "--source",
+        "pool",
+        "--pool-images",
+        pool,
+        "-k",
+        3,
+        "-q",
+        *MODEL,
+    )
+    invoke(
+        "curate",
+        prompts,
+        "-o",
+        tmp_path / "t",
+        "--source",
+        "pool",
+        "--pool-images",
+        tars,
+        "-k",
+        3,
+        "-q",
+        *MODEL,
+    )
     folder_rows, tar_rows = _manifest(tmp_path / "f"), _manifest(tmp_path / "t")
     assert [r["sha256"] for r in folder_rows] == [r["sha256"] for r in tar_rows]
     assert all(r["origin"].split("/")[0].endswith(".tar") for r in tar_rows)
@@ -110,7 +166,14 @@ def test_search_faiss_matches_matmul(tmp_path):
     feats = rng.normal(size=(1000, 16)).astype(np.float32)
     feats /= np.linalg.norm(feats, axis=1, keepdims=True)
     ident = ModelIdentity("x", None, None, 16)
-    writer = hdf5.FeatureWriter(tmp_path / "f.h5", dim=16, items_total=1000, classes=[], model=ident, prov={"options": {}, "inputs": []})
+    writer = hdf5.FeatureWriter(
+        tmp_path / "f.h5",
+        dim=16,
+        items_total=1000,
+        classes=[],
+        model=ident,
+        prov={"options": {}, "inputs": []},
+    )
     writer.append(feats, np.full(1000, -1), [f"k{i}" for i in range(1000)], 1000)
     writer.finish()
     queries = feats[:3] + 0.1 * rng.normal(size=(3, 16)).astype(np.float32)
@@ -125,32 +188,100 @@ def test_pool_bad_input(tmp_path):
     empty = tmp_path / "empty"
     (empty / "sub").mkdir(parents=True)
     (empty / "sub" / "readme.txt").write_text("no images here")
-    r = invoke("curate", prompts, "-o", tmp_path / "a", "--source", "pool", "--pool-images", empty, "-k", 2, *MODEL, expect=2)
+    r = invoke(
+        "curate",
+        prompts,
+        "-o",
+        tmp_path / "a",
+        "--source",
+        "pool",
+        "--pool-images",
+        empty,
+        "-k",
+        2,
+        *MODEL,
+        expect=2,
+    )
     assert "holds no images" in r.output and not (tmp_path / "a").exists()
-    r = invoke("curate", prompts, "-o", tmp_path / "b", "--source", "pool", "--pool-images", tmp_path / "nope", "-k", 2, *MODEL, expect=2)
+    r = invoke(
+        "curate",
+        prompts,
+        "-o",
+        tmp_path / "b",
+        "--source",
+        "pool",
+        "--pool-images",
+        tmp_path / "nope",
+        "-k",
+        2,
+        *MODEL,
+        expect=2,
+    )
     assert "does not exist" in r.output
     r = invoke("curate", prompts, "-o", tmp_path / "c", "--source", "pool", "-k", 2, *MODEL, expect=2)
     assert "needs --pool" in r.output
-    r = invoke("curate", prompts, "-o", tmp_path / "d", "--source", "pool", "--pool-images", empty, *MODEL, expect=2)
+    r = invoke(
+        "curate", prompts, "-o", tmp_path / "d", "--source", "pool", "--pool-images", empty, *MODEL, expect=2
+    )
     assert "needs --per-class" in r.output
     bad_tar = tmp_path / "t.tar"
     with tarfile.open(bad_tar, "w") as tar:
         info = tarfile.TarInfo("x.txt")
         info.size = 1
         tar.addfile(info, io.BytesIO(b"x"))
-    r = invoke("curate", prompts, "-o", tmp_path / "e", "--source", "pool", "--pool-images", bad_tar, "-k", 2, *MODEL, expect=2)
+    r = invoke(
+        "curate",
+        prompts,
+        "-o",
+        tmp_path / "e",
+        "--source",
+        "pool",
+        "--pool-images",
+        bad_tar,
+        "-k",
+        2,
+        *MODEL,
+        expect=2,
+    )
     assert "holds no images" in r.output
 
 
 def test_pool_sharded_needs_features_first(pool, tmp_path):
     prompts = _prompts(tmp_path / "prompts.json")
     args = ["--source", "pool", "--pool-images", pool, "-k", 2, *MODEL]
-    r = invoke("curate", prompts, "-o", tmp_path / "s", *args, "--num-shards", 2, "--shard-index", 0, expect=2)
+    r = invoke(
+        "curate", prompts, "-o", tmp_path / "s", *args, "--num-shards", 2, "--shard-index", 0, expect=2
+    )
     assert "embedded once before sharded retrieval" in r.output
     feats = tmp_path / "pool.h5"
-    invoke("embed", pool, "--unlabelled", "-o", feats, "--model", "susx-tiny-vit", "--pretrained", "none", "--device", "cpu", "-q")
+    invoke(
+        "embed",
+        pool,
+        "--unlabelled",
+        "-o",
+        feats,
+        "--model",
+        "susx-tiny-vit",
+        "--pretrained",
+        "none",
+        "--device",
+        "cpu",
+        "-q",
+    )
     for shard in (0, 1):
-        invoke("curate", prompts, "-o", tmp_path / "s", *args, "--pool-features", feats, "--num-shards", 2, "--shard-index", shard)
+        invoke(
+            "curate",
+            prompts,
+            "-o",
+            tmp_path / "s",
+            *args,
+            "--pool-features",
+            feats,
+            "--num-shards",
+            2,
+            "--shard-index",
+            shard,
+        )
     single = tmp_path / "one"
     invoke("curate", prompts, "-o", single, *args, "--pool-features", feats)
     assert [r["sha256"] for r in _manifest(tmp_path / "s")] == [r["sha256"] for r in _manifest(single)]

@@ -110,8 +110,16 @@ def test_retrieval_stats_are_data_and_the_command_draws_the_table():
 
     result = _class_stats_result(mode="knn")
     rows = result.summary["class_stats"]["classes"]
-    assert rows[0] == {"class": "zebra", "candidates": 9, "tried": 4, "valid": 3, "kept": 2, "failed": 1,
-                       "invalid": 0, "duplicate": 0}
+    assert rows[0] == {
+        "class": "zebra",
+        "candidates": 9,
+        "tried": 4,
+        "valid": 3,
+        "kept": 2,
+        "failed": 1,
+        "invalid": 0,
+        "duplicate": 0,
+    }
     assert rows[1]["class"] == "apple" and rows[1]["kept"] == 0
     console = Console(record=True, width=120)
     console.print(class_stats_table("laion", result))
@@ -125,7 +133,11 @@ def test_no_source_or_moved_stage_builds_a_rich_table():
     import susx_cli
 
     root = Path(susx_cli.__file__).parent
-    files = [*sorted((root / "sources").glob("*.py")), root / "stages" / "demo.py", root / "stages" / "curate.py"]
+    files = [
+        *sorted((root / "sources").glob("*.py")),
+        root / "stages" / "demo.py",
+        root / "stages" / "curate.py",
+    ]
     for path in files:
         text = path.read_text(encoding="utf-8")
         assert "rich.table" not in text and "rich.console" not in text, path.name
@@ -140,7 +152,15 @@ def test_demo_table_is_drawn_by_the_command():
     from susx_cli.commands.demo import demo_table
     from susx_cli.stages.demo import DemoResult
 
-    rows = [{"support": "-", "method": "zero-shot", "calibration": "-", "top1": 41.25, "mean_per_class_recall": 40.0}]
+    rows = [
+        {
+            "support": "-",
+            "method": "zero-shot",
+            "calibration": "-",
+            "top1": 41.25,
+            "mean_per_class_recall": 40.0,
+        }
+    ]
     console = Console(record=True, width=160)
     console.print(demo_table(DemoResult([Path("d")], rows, random_weights=True)))
     text = console.export_text()

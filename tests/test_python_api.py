@@ -14,14 +14,18 @@ REPO = Path(__file__).resolve().parent.parent
 
 def _run_python(code: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd, env=env)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd, env=env
+    )
 
 
 # ------------------------------------------------------------------ shipped class names and templates
 
 
 def _generator():
-    spec = importlib.util.spec_from_file_location("make_shipped_data", REPO / "tools" / "make_shipped_data.py")
+    spec = importlib.util.spec_from_file_location(
+        "make_shipped_data", REPO / "tools" / "make_shipped_data.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -45,7 +49,9 @@ def test_imagenet_names_keep_the_two_renames_and_are_unique():
     names = registry.class_names("imagenet")
     assert len(names) == 1000 and len(set(names)) == 1000 and len(set(raw)) == 998
     assert (names[744], names[837]) == ("projectile", "dark glasses")
-    assert [n for i, n in enumerate(names) if i not in (744, 837)] == [n for i, n in enumerate(raw) if i not in (744, 837)]
+    assert [n for i, n in enumerate(names) if i not in (744, 837)] == [
+        n for i, n in enumerate(raw) if i not in (744, 837)
+    ]
     assert len(registry.class_names("imagenet-sketch")) == 1000
 
 
@@ -60,7 +66,9 @@ _CLI_WITH_MODULES = (
 
 
 def test_prompts_imagenet_openai_imports_neither_torch_nor_open_clip(tmp_path):
-    out = _run_python(_CLI_WITH_MODULES, "prompts", "-d", "imagenet", "-t", "openai", "-o", "p.json", "-q", cwd=tmp_path)
+    out = _run_python(
+        _CLI_WITH_MODULES, "prompts", "-d", "imagenet", "-t", "openai", "-o", "p.json", "-q", cwd=tmp_path
+    )
     report = json.loads(out.stdout.splitlines()[-1])
     assert report == {"code": 0, "heavy": []}, out.stderr
     data = json.loads((tmp_path / "p.json").read_text())
@@ -94,7 +102,9 @@ def test_import_is_light_until_a_stage_runs(tmp_path):
     out = _run_python(code, cwd=tmp_path)
     report = json.loads(out.stdout.splitlines()[-1])
     assert report == {
-        "import": [], "access": [], "dir": True,
+        "import": [],
+        "access": [],
+        "dir": True,
         "found": ["prompts", "curate", "embed", "calibrate", "predict", "eval", "load", "verbose"],
     }, out.stderr
     missing = _run_python("import susx_cli as s; s.nothing_here", cwd=tmp_path)
@@ -109,7 +119,13 @@ def _tiny_support(root: Path):
     (root / "classes.txt").write_text("cat\ndog\n")
     make_class_folders(root / "shots", ["cat", "dog"], 3)
     susx.prompts(classes=str(root / "classes.txt"), output=str(root / "p.json"))
-    return susx.curate(prompts=root / "p.json", output=str(root / "sup"), source="folder", images=str(root / "shots"), shots=2)
+    return susx.curate(
+        prompts=root / "p.json",
+        output=str(root / "sup"),
+        source="folder",
+        images=str(root / "shots"),
+        shots=2,
+    )
 
 
 def test_stages_are_silent_unless_asked(tmp_path, capsys):
@@ -120,7 +136,9 @@ def test_stages_are_silent_unless_asked(tmp_path, capsys):
     assert result.summary["per_class"] == [2, 2] and not result.skipped
     assert capsys.readouterr() == ("", "")
     with susx.verbose():
-        again = susx.curate(prompts=tmp_path / "p.json", output=tmp_path / "sup", images=tmp_path / "shots", shots=2)
+        again = susx.curate(
+            prompts=tmp_path / "p.json", output=tmp_path / "sup", images=tmp_path / "shots", shots=2
+        )
     assert again.skipped and "up to date" in capsys.readouterr().err
     assert progress.current() is progress.NULL  # the block restored the silent default
     susx.verbose()
@@ -141,12 +159,23 @@ def test_load_dispatches_on_the_recorded_kind(tmp_path):
     _tiny_support(tmp_path)
     assert isinstance(susx.load(tmp_path / "p.json"), Prompts)
     support = susx.load(str(tmp_path / "sup"))
-    assert isinstance(support, SupportSet) and support.classes == ["cat", "dog"] and support.counts() == [2, 2]
+    assert (
+        isinstance(support, SupportSet) and support.classes == ["cat", "dog"] and support.counts() == [2, 2]
+    )
     # A result file is read as its record; renamed, it is still found by its kind, not its name.
     from susx_cli.artifacts.results import RESULT, RESULT_SCHEMA_VERSION
 
-    record = {"kind": RESULT, "schema_version": RESULT_SCHEMA_VERSION, "dataset": "cifar10", "model": "m",
-              "method": "zero-shot", "metrics": {"top1": 50.0}, "config": {}, "config_key": "k", "zero_shot_protocol": "x"}
+    record = {
+        "kind": RESULT,
+        "schema_version": RESULT_SCHEMA_VERSION,
+        "dataset": "cifar10",
+        "model": "m",
+        "method": "zero-shot",
+        "metrics": {"top1": 50.0},
+        "config": {},
+        "config_key": "k",
+        "zero_shot_protocol": "x",
+    }
     (tmp_path / "run.data").write_text(json.dumps(record))
     assert susx.load(tmp_path / "run.data")["metrics"] == {"top1": 50.0}
 
@@ -163,8 +192,11 @@ def test_load_refuses_what_is_not_an_artifact(tmp_path):
         f["x"] = [1, 2, 3]
     (tmp_path / "folder").mkdir()
     cases = {
-        "other.json": "not a susx artifact", "list.json": "not a susx artifact", "plain.h5": "HDF5 file but not a susx",
-        "folder": "not a susx support set", "absent.h5": "does not exist",
+        "other.json": "not a susx artifact",
+        "list.json": "not a susx artifact",
+        "plain.h5": "HDF5 file but not a susx",
+        "folder": "not a susx support set",
+        "absent.h5": "does not exist",
     }
     for name, message in cases.items():
         with pytest.raises(susx.SusxError, match=message):
@@ -178,7 +210,13 @@ def test_curate_options_are_checked_by_the_source_registry(tmp_path):
 
     _tiny_support(tmp_path)
     with pytest.raises(susx.SusxError, match="--per-class does not apply to --source folder") as err:
-        susx.curate(prompts=tmp_path / "p.json", output=tmp_path / "x", source="folder", images=tmp_path / "shots", per_class=3)
+        susx.curate(
+            prompts=tmp_path / "p.json",
+            output=tmp_path / "x",
+            source="folder",
+            images=tmp_path / "shots",
+            per_class=3,
+        )
     assert "sd" in err.value.hint
     with pytest.raises(susx.SusxError, match="unknown source 'flickr'"):
         susx.curate(prompts=tmp_path / "p.json", output=tmp_path / "x", source="flickr")

@@ -55,12 +55,19 @@ def images(tmp_path, monkeypatch) -> Path:
 
 def test_embed_on_ray_equals_one_process(ray_address, images, tmp_path):
     invoke(*embed_args(images, "whole.h5"))
-    result = json.loads(invoke(*embed_args(images, "out.h5"), "--executor", "ray", "--num-shards", "2", "--json").stdout)
-    assert result["summary"]["num_shards"] == 2 and [s["shard"] for s in result["summary"]["shards"]] == [0, 1]
+    result = json.loads(
+        invoke(*embed_args(images, "out.h5"), "--executor", "ray", "--num-shards", "2", "--json").stdout
+    )
+    assert result["summary"]["num_shards"] == 2 and [s["shard"] for s in result["summary"]["shards"]] == [
+        0,
+        1,
+    ]
     assert result["summary"]["joined"]["parts"] == 2
     assert not (tmp_path / "out.h5.parts").exists()
     assert_same_features(tmp_path / "out.h5", tmp_path / "whole.h5")
-    again = json.loads(invoke(*embed_args(images, "out.h5"), "--executor", "ray", "--num-shards", "2", "--json").stdout)
+    again = json.loads(
+        invoke(*embed_args(images, "out.h5"), "--executor", "ray", "--num-shards", "2", "--json").stdout
+    )
     assert again["skipped"]
     assert_same_features(tmp_path / "out.h5", tmp_path / "whole.h5")
 
@@ -72,7 +79,9 @@ def test_embed_through_a_ray_address_defaults_to_one_shard_per_cpu(ray_address, 
     # a local instance); the token is the one ray.init saved under ~/.ray.
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "RAY_AUTH_MODE": "token"}
     args = [*embed_args(images, "out.h5"), "--executor", "ray", "--ray-address", ray_address, "--json"]
-    proc = subprocess.run([sys.executable, "-m", "susx_cli", *args], cwd=tmp_path, env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "susx_cli", *args], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["summary"]["num_shards"] == 2
     assert_same_features(tmp_path / "out.h5", tmp_path / "whole.h5")
@@ -82,7 +91,9 @@ def test_unreachable_address_is_a_one_line_error_and_writes_nothing(images, tmp_
     with socket.socket() as probe:  # a loopback port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    result = invoke(*embed_args(images, "out.h5"), "--executor", "ray", "--ray-address", f"127.0.0.1:{port}", expect=2)
+    result = invoke(
+        *embed_args(images, "out.h5"), "--executor", "ray", "--ray-address", f"127.0.0.1:{port}", expect=2
+    )
     _one_line_error(result, f"127.0.0.1:{port}", "no Ray cluster answers")
     assert not (tmp_path / "out.h5").exists() and not (tmp_path / "out.h5.parts").exists()
 
@@ -104,7 +115,9 @@ def test_bad_executor_options_are_refused(images, tmp_path, extra, needle):
 
 def test_missing_ray_names_the_extra(images, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
-    _one_line_error(invoke(*embed_args(images, "out.h5"), "--executor", "ray", expect=2), "pip install 'susx[ray]'")
+    _one_line_error(
+        invoke(*embed_args(images, "out.h5"), "--executor", "ray", expect=2), "pip install 'susx[ray]'"
+    )
 
 
 def test_a_task_clears_launcher_gpu_variables_and_returns_errors_as_values(monkeypatch):
@@ -114,7 +127,10 @@ def test_a_task_clears_launcher_gpu_variables_and_returns_errors_as_values(monke
 
     monkeypatch.setenv("LOCAL_RANK", "3")
     monkeypatch.setattr(runtime, "_cuda_count", lambda: 1)
-    assert ray_executor._run_shard(lambda shard: runtime.resolve_device("auto"), Shard(0, 2, "ray")) == ("ok", "cuda")
+    assert ray_executor._run_shard(lambda shard: runtime.resolve_device("auto"), Shard(0, 2, "ray")) == (
+        "ok",
+        "cuda",
+    )
 
     def refuse(shard):
         raise SusxError("bad", hint="fix it", exit_code=3)
@@ -139,8 +155,23 @@ def sd_setup(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("ray-sd")
     pipe = build_tiny_pipeline(root / "tiny-sd")
-    args = ["--source", "sd", "--sd-model", pipe, "--size", "32", "--steps", "2", "--device", "cpu", "-k", 2, "-q",
-            "--batch-size", "1"]
+    args = [
+        "--source",
+        "sd",
+        "--sd-model",
+        pipe,
+        "--size",
+        "32",
+        "--steps",
+        "2",
+        "--device",
+        "cpu",
+        "-k",
+        2,
+        "-q",
+        "--batch-size",
+        "1",
+    ]
     return {"root": root, "prompts": _write_prompts(root / "prompts.json"), "args": args}
 
 
@@ -162,7 +193,9 @@ def test_curate_sd_on_ray_equals_the_sharded_run(ray_address, sd_setup, monkeypa
     finally:
         torch.set_num_threads(threads)
     out = root / "on-ray"
-    result = json.loads(invoke("curate", prompts, "-o", out, *args, "--executor", "ray", "--num-shards", "2", "--json").stdout)
+    result = json.loads(
+        invoke("curate", prompts, "-o", out, *args, "--executor", "ray", "--num-shards", "2", "--json").stdout
+    )
     assert result["summary"]["complete"] is True and result["summary"]["images"] == 6
     assert [s["shard"] for s in result["summary"]["shards"]] == [0, 1]
     _same_images(out, root / "sharded")
@@ -170,7 +203,9 @@ def test_curate_sd_on_ray_equals_the_sharded_run(ray_address, sd_setup, monkeypa
     assert marker["num_shards"] == 2 and [s["rows"] for s in marker["shards"]] == [3, 3]
     classes = [json.loads((p / "classes.json").read_text()) for p in (out, root / "sharded")]
     assert classes[0]["options"] == classes[1]["options"] and classes[0]["inputs"] == classes[1]["inputs"]
-    again = json.loads(invoke("curate", prompts, "-o", out, *args, "--executor", "ray", "--num-shards", "2", "--json").stdout)
+    again = json.loads(
+        invoke("curate", prompts, "-o", out, *args, "--executor", "ray", "--num-shards", "2", "--json").stdout
+    )
     assert again["skipped"]
 
 
@@ -179,8 +214,19 @@ def test_curate_on_ray_is_for_the_sd_source_only(tmp_path):
 
     prompts = _write_prompts(tmp_path / "prompts.json")
     (tmp_path / "imgs").mkdir()
-    result = invoke("curate", prompts, "-o", tmp_path / "s", "--source", "folder", "--images", tmp_path / "imgs",
-                    "--executor", "ray", expect=2)
+    result = invoke(
+        "curate",
+        prompts,
+        "-o",
+        tmp_path / "s",
+        "--source",
+        "folder",
+        "--images",
+        tmp_path / "imgs",
+        "--executor",
+        "ray",
+        expect=2,
+    )
     _one_line_error(result, "`curate --source sd` only")
 
 
@@ -193,6 +239,8 @@ def test_the_local_instance_listens_on_loopback_only(ray_address):
     out = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True)
     if out.returncode != 0:
         pytest.skip("ss is not available to list listening sockets")
-    ray_lines = [line for line in out.stdout.splitlines() if any(p in line for p in ("raylet", "gcs_server", "ray::"))]
+    ray_lines = [
+        line for line in out.stdout.splitlines() if any(p in line for p in ("raylet", "gcs_server", "ray::"))
+    ]
     assert ray_lines, "no Ray process is listening"
     assert all(("127.0.0.1" in line or "[::1]" in line) for line in ray_lines), "\n".join(ray_lines)

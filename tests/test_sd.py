@@ -25,7 +25,11 @@ REPO = Path(__file__).resolve().parent.parent
 # Index order differs from alphabetical order, so a sorted folder listing would permute the labels.
 CLASSES = ["zebra", "apple", "mango"]
 CUPL = {
-    "zebra": ["A zebra has black and white stripes.", "A horse-like animal of the savanna.", "Stripes everywhere."],
+    "zebra": [
+        "A zebra has black and white stripes.",
+        "A horse-like animal of the savanna.",
+        "Stripes everywhere.",
+    ],
     "apple": ["A round red or green fruit.", "An apple hangs from a tree."],
     "mango": ["A sweet tropical stone fruit.", "A yellow-orange mango."],
 }
@@ -34,7 +38,9 @@ K = 4  # images per class in the reference run
 
 def _write_prompts(path: Path, cupl: bool = True) -> Path:
     entries = [
-        PromptEntry(i, name, name, f"A photo of a {name}.", [f"itap of a {name}."], list(CUPL[name]) if cupl else [])
+        PromptEntry(
+            i, name, name, f"A photo of a {name}.", [f"itap of a {name}."], list(CUPL[name]) if cupl else []
+        )
         for i, name in enumerate(CLASSES)
     ]
     write_prompts(path, Prompts(entries, "template", None, {}, common.provenance({}, [])))
@@ -61,7 +67,21 @@ def sd_env(tmp_path_factory):
         "prompts": _write_prompts(root / "prompts.json"),
         "no_cupl": _write_prompts(root / "prompts-nocupl.json", cupl=False),
     }
-    env["args"] = ["--source", "sd", "--sd-model", pipe, "--size", "32", "--steps", "2", "--device", "cpu", "-k", K, "-q"]
+    env["args"] = [
+        "--source",
+        "sd",
+        "--sd-model",
+        pipe,
+        "--size",
+        "32",
+        "--steps",
+        "2",
+        "--device",
+        "cpu",
+        "-k",
+        K,
+        "-q",
+    ]
     invoke("curate", env["prompts"], "-o", root / "ref", *env["args"], "--batch-size", "1")
     env["ref"] = root / "ref"
     yield env
@@ -152,8 +172,20 @@ def test_images_do_not_depend_on_batch_size(sd_env):
 
 def test_images_do_not_depend_on_sharding(sd_env, monkeypatch):
     out = sd_env["root"] / "sharded"
-    r = invoke("curate", sd_env["prompts"], "-o", out, *sd_env["args"], "--batch-size", "1",
-               "--num-shards", "2", "--shard-index", "0", "--json")
+    r = invoke(
+        "curate",
+        sd_env["prompts"],
+        "-o",
+        out,
+        *sd_env["args"],
+        "--batch-size",
+        "1",
+        "--num-shards",
+        "2",
+        "--shard-index",
+        "0",
+        "--json",
+    )
     assert json.loads(r.stdout)["summary"]["complete"] is False
     assert not (out / "_SUCCESS.json").exists()
     # The second worker finds its position in a SLURM array's environment.
@@ -161,14 +193,28 @@ def test_images_do_not_depend_on_sharding(sd_env, monkeypatch):
     monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "2")
     invoke("curate", sd_env["prompts"], "-o", out, *sd_env["args"], "--batch-size", "1")
     assert sorted(p.name for p in (out / "parts").glob("*.jsonl")) == [
-        "manifest-00000-of-00002.jsonl", "manifest-00001-of-00002.jsonl"]
+        "manifest-00000-of-00002.jsonl",
+        "manifest-00001-of-00002.jsonl",
+    ]
     _same_images(out, sd_env["ref"])
 
 
 def test_memory_savers_run_and_stay_out_of_the_options(sd_env):
     out = sd_env["root"] / "savers"
-    invoke("curate", sd_env["prompts"], "-o", out, *sd_env["args"], "-k", "1", "--batch-size", "3",
-           "--attention-slicing", "--vae-slicing", "--vae-tiling")
+    invoke(
+        "curate",
+        sd_env["prompts"],
+        "-o",
+        out,
+        *sd_env["args"],
+        "-k",
+        "1",
+        "--batch-size",
+        "3",
+        "--attention-slicing",
+        "--vae-slicing",
+        "--vae-tiling",
+    )
     marker = json.loads((out / "_SUCCESS.json").read_text())
     assert marker["images"] == 3
     assert marker["runtime"]["attention_slicing"] and marker["runtime"]["vae_tiling"]
@@ -185,8 +231,18 @@ def test_rerun_is_skipped_and_other_options_are_refused(sd_env):
 
 def test_killed_run_resumes_to_the_same_support_set(sd_env):
     out = sd_env["root"] / "killed"
-    cmd = [sys.executable, "-m", "susx_cli", "curate", str(sd_env["prompts"]), "-o", str(out),
-           *map(str, sd_env["args"]), "--batch-size", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "susx_cli",
+        "curate",
+        str(sd_env["prompts"]),
+        "-o",
+        str(out),
+        *map(str, sd_env["args"]),
+        "--batch-size",
+        "1",
+    ]
     part = out / "parts" / "manifest-00000-of-00001.jsonl"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -244,7 +300,9 @@ def test_black_images_are_regenerated_from_the_next_seed_or_dropped(sd_env, monk
     monkeypatch.setattr(sd, "load_pipeline", load)
     out = sd_env["root"] / "black"
     args = [a for a in sd_env["args"] if a != "-q"]
-    r = invoke("curate", sd_env["prompts"], "-o", out, *args, "-k", "2", "--batch-size", "3", "--black-retries", "1")
+    r = invoke(
+        "curate", sd_env["prompts"], "-o", out, *args, "-k", "2", "--batch-size", "3", "--black-retries", "1"
+    )
     assert "class 'mango' has 1 of 2 images" in r.stderr
     assert "dropped 1 image" in r.stderr
     rows = {(row["class_index"], row["order"]): row for row in _rows(out)}
@@ -276,8 +334,25 @@ def test_cupl_prompts_are_seeded_draws_of_the_class_sentences(sd_env):
     out = sd_env["root"] / "cupl"
     # Also: no classifier-free guidance (as turbo models), an ancestral scheduler (noise at every step, from
     # each image's own generator), M smaller than the batch size.
-    invoke("curate", sd_env["prompts"], "-o", out, *sd_env["args"], "-k", "3", "--prompt-mode", "cupl",
-           "--batch-size", "5", "--seed", "7", "--guidance", "0", "--scheduler", "euler-a")
+    invoke(
+        "curate",
+        sd_env["prompts"],
+        "-o",
+        out,
+        *sd_env["args"],
+        "-k",
+        "3",
+        "--prompt-mode",
+        "cupl",
+        "--batch-size",
+        "5",
+        "--seed",
+        "7",
+        "--guidance",
+        "0",
+        "--scheduler",
+        "euler-a",
+    )
     from susx_cli.artifacts.prompts import read_prompts
 
     prompts = read_prompts(sd_env["prompts"])
@@ -297,8 +372,9 @@ def test_contact_sheet_of_a_generated_support_set(sd_env):
     sheet = sd_env["root"] / "sheet.png"
     r = invoke("inspect", sd_env["ref"], "--contact-sheet", sheet, "--per-class", "3")
     assert r.stdout.strip().splitlines()[-1] == str(sheet)
-    described = json.loads(invoke("inspect", sd_env["ref"], "--contact-sheet", sheet, "--per-class", "3",
-                                  "--json").stdout)["contact_sheet"]
+    described = json.loads(
+        invoke("inspect", sd_env["ref"], "--contact-sheet", sheet, "--per-class", "3", "--json").stdout
+    )["contact_sheet"]
     (page,) = described["pages"]
     assert page["classes"] == CLASSES and described["columns"] == 3 and described["thumb"] == 128
     assert "source sd" in page["title"][0] and "model " in page["title"][0]
@@ -355,7 +431,11 @@ def test_bad_models_and_prompts_give_one_line_errors(sd_env, tmp_path, monkeypat
         (["--sd-model", tmp_path / "not-a-pipeline"], sd_env["prompts"], "not a diffusers pipeline folder"),
         (["--sd-model", tmp_path / "missing" / "dir"], sd_env["prompts"], "no such folder"),
         (["--sd-model", "nobody-xyz/no-such-model"], sd_env["prompts"], "could not load diffusers model"),
-        (["--sd-model", sd_env["pipe"], "--prompt-mode", "cupl"], sd_env["no_cupl"], "pool 'cupl' has no texts"),
+        (
+            ["--sd-model", sd_env["pipe"], "--prompt-mode", "cupl"],
+            sd_env["no_cupl"],
+            "pool 'cupl' has no texts",
+        ),
     ]
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     for extra, prompts, needle in cases:
@@ -363,7 +443,17 @@ def test_bad_models_and_prompts_give_one_line_errors(sd_env, tmp_path, monkeypat
         r = invoke("curate", prompts, "-o", out, *base, *extra, expect=2)
         _one_line_error(r, needle)
         assert not out.exists() or not list(out.glob("*/*.png"))
-    r = invoke("curate", sd_env["prompts"], "-o", tmp_path / "o2", "--source", "sd", "--sd-model", sd_env["pipe"], expect=2)
+    r = invoke(
+        "curate",
+        sd_env["prompts"],
+        "-o",
+        tmp_path / "o2",
+        "--source",
+        "sd",
+        "--sd-model",
+        sd_env["pipe"],
+        expect=2,
+    )
     _one_line_error(r, "needs --per-class")
 
 
@@ -383,17 +473,32 @@ def test_presets_fill_in_the_paper_settings_and_options_override_them():
     from susx_cli.sources.sd import SDSource
 
     paper = SDSource(per_class=2)
-    assert (paper.preset, paper.model, paper.steps, paper.guidance, paper.width, paper.height, paper.scheduler) == (
-        "paper", "CompVis/stable-diffusion-v1-4", 85, 9.5, 512, 512, "default")
+    assert (
+        paper.preset,
+        paper.model,
+        paper.steps,
+        paper.guidance,
+        paper.width,
+        paper.height,
+        paper.scheduler,
+    ) == ("paper", "CompVis/stable-diffusion-v1-4", 85, 9.5, 512, 512, "default")
     fast = SDSource(per_class=2, preset="fast", steps=30, size="768x512")
     assert (fast.model, fast.steps, fast.scheduler, fast.width, fast.height) == (
-        "CompVis/stable-diffusion-v1-4", 30, "dpm++", 768, 512)
+        "CompVis/stable-diffusion-v1-4",
+        30,
+        "dpm++",
+        768,
+        512,
+    )
     assert PRESETS["fast"].steps == 25 and PRESETS["sd-turbo"].guidance == 0.0
 
 
 def test_seed_derivation_is_stable():
     assert derive_seed(0, 1, 2) == derive_seed(0, 1, 2) < 2**53
-    assert len({derive_seed(s, c, i, a) for s in (0, 1) for c in range(5) for i in range(5) for a in range(3)}) == 150
+    assert (
+        len({derive_seed(s, c, i, a) for s in (0, 1) for c in range(5) for i in range(5) for a in range(3)})
+        == 150
+    )
     # Pinned: seeds must never change between susx versions, or resumed runs would mix two seed schemes.
     assert derive_seed(0, 0, 0) == derive_seed(0, 0, 0, 0, "noise") == 3096686234150244
     assert derive_seed(3, 2, 1, 1) == 5930544426219908

@@ -20,8 +20,9 @@ from tests.test_method import T, _problem, direct_triple_loop
 # ----------------------------------------------------------------------------------------------------
 
 
-def _old_query_terms(f, F, y, W, *, tau=0.5, logit_scale=100.0, normalize=False, exclude_self=False, self_offset=0,
-                     ranges=None):
+def _old_query_terms(
+    f, F, y, W, *, tau=0.5, logit_scale=100.0, normalize=False, exclude_self=False, self_offset=0, ranges=None
+):
     C = W.shape[0]
     Z = tipx.zero_shot_logits(f, W, logit_scale)
     S = f @ F.T
@@ -30,7 +31,11 @@ def _old_query_terms(f, F, y, W, *, tau=0.5, logit_scale=100.0, normalize=False,
     if ranges is None:
         ranges = (tipx.min_max(K, mask), tipx.min_max(S, mask))
     (k_min, k_max), (s_min, s_max) = ranges
-    neg = -(torch.full_like(K, s_min) if k_max - k_min <= 0 else (K - k_min) / (k_max - k_min) * (s_max - s_min) + s_min)
+    neg = -(
+        torch.full_like(K, s_min)
+        if k_max - k_min <= 0
+        else (K - k_min) / (k_max - k_min) * (s_max - s_min) + s_min
+    )
     if mask is not None:
         neg = neg * mask
     counts = tipx.class_sum(torch.ones_like(S) if mask is None else mask.to(S.dtype), y, C)
@@ -75,7 +80,11 @@ def _old_chunk_counts(
     rows = torch.arange(q, device=Z.device)
     a_c = torch.stack([alphas.min(), alphas.max()])
     g_c = torch.stack([gammas.min(), gammas.max()])
-    corners = Z[None, None] + a_c[:, None, None, None] * cache[None, None] + g_c[None, :, None, None] * K[None, None]
+    corners = (
+        Z[None, None]
+        + a_c[:, None, None, None] * cache[None, None]
+        + g_c[None, :, None, None] * K[None, None]
+    )
     corners = corners.reshape(4, q, C)
     d = corners - corners[:, rows, yq][..., None]
     beats = _old_beats(d, cls[None, None, :], yq[None, :, None])  # (4, q, C)
@@ -162,8 +171,16 @@ def old_grid_search(
     for start in range(0, f.shape[0], chunk):
         fc, yc = f[start : start + chunk], yq[start : start + chunk]
         t = _old_query_terms(
-            fc, F, y, W, tau=tau, logit_scale=logit_scale, normalize=normalize, exclude_self=exclude_self,
-            self_offset=start, ranges=ranges
+            fc,
+            F,
+            y,
+            W,
+            tau=tau,
+            logit_scale=logit_scale,
+            normalize=normalize,
+            exclude_self=exclude_self,
+            self_offset=start,
+            ranges=ranges,
         )
         one_minus_s = 1.0 - t.S
         if t.mask is not None:
@@ -210,8 +227,12 @@ def _labels(kind: str, N: int, C: int) -> np.ndarray:
     if kind == "balanced":  # padded layout without padding
         return np.arange(N) % C
     if kind == "unequal":  # padded layout with empty slots
-        return np.random.default_rng(1).permutation(np.concatenate([np.arange(C), np.random.default_rng(2).integers(0, C, N - C)]))
-    return np.concatenate([np.zeros(N - 2 * (C - 1), int), np.repeat(np.arange(1, C), 2)])  # too unequal: index_add_
+        return np.random.default_rng(1).permutation(
+            np.concatenate([np.arange(C), np.random.default_rng(2).integers(0, C, N - C)])
+        )
+    return np.concatenate(
+        [np.zeros(N - 2 * (C - 1), int), np.repeat(np.arange(1, C), 2)]
+    )  # too unequal: index_add_
 
 
 @pytest.mark.parametrize("kind", ["balanced", "unequal", "lopsided"])
@@ -292,7 +313,9 @@ def test_running_product_stays_within_its_drift_bound():
         assert (rel <= bound).all(), (k, float(rel.max()), float(bound.max()))
         worst_ratio = max(worst_ratio, float((rel / bound).max()))
     assert 0.05 < worst_ratio <= 1  # the bound is not vacuous
-    assert u * (2 * 50 + 2) + 15 * 3 * u + 2 * 1e-13 < 1e-12  # relative error of the cache: far below a count's margin
+    assert (
+        u * (2 * 50 + 2) + 15 * 3 * u + 2 * 1e-13 < 1e-12
+    )  # relative error of the cache: far below a count's margin
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -326,7 +349,9 @@ def test_float32_features_are_counted_in_float64():
     for ai, a in enumerate(grid.alpha):
         for bi, b in enumerate(grid.beta):
             for gi, g in enumerate(grid.gamma):
-                direct = tipx.logits("tip-x", f64[0], f64[4], f64[2], f64[3], alpha=a, beta=b, gamma=g).argmax(1)
+                direct = tipx.logits(
+                    "tip-x", f64[0], f64[4], f64[2], f64[3], alpha=a, beta=b, gamma=g
+                ).argmax(1)
                 assert int(got.counts[ai, bi, gi]) == int((direct == f64[1]).sum())
 
 
@@ -405,7 +430,9 @@ def test_cache_logits_and_their_ranges_over_betas(labels):
     layout = search.ClassLayout.of(y, C)
     x = layout.distances(T(S).clone(), None, torch.empty(q, layout.columns, dtype=torch.float64))
     betas = SCALE_GRID.beta
-    got = search.cache_logits(x, betas, layout, yq, torch.empty(len(betas), q, C, dtype=torch.float64), 7, divide)
+    got = search.cache_logits(
+        x, betas, layout, yq, torch.empty(len(betas), q, C, dtype=torch.float64), 7, divide
+    )
     direct = torch.stack([tipx.class_sum(tipx.affinity(T(S), b), y, C) / divide for b in betas])
     torch.testing.assert_close(got.values, direct, rtol=1e-13, atol=0)
     diffs = got.values - got.values.gather(2, yq[None, :, None].expand(len(betas), q, 1))

@@ -17,26 +17,135 @@ from tests.helpers import invoke
 
 # Per registered source: flags that set every one of its options to a value other than its default.
 SAMPLES: dict[str, list[str]] = {
-    "folder": ["--images", "imgs", "--split", "train", "--image-root", "root", "--shots", "3", "--seed", "5", "--link"],
+    "folder": [
+        "--images",
+        "imgs",
+        "--split",
+        "train",
+        "--image-root",
+        "root",
+        "--shots",
+        "3",
+        "--seed",
+        "5",
+        "--link",
+    ],
     "sd": [
-        "-k", "2", "--preset", "fast", "--sd-model", "some/model", "--revision", "main", "--steps", "3",
-        "--guidance", "1.5", "--size", "64x32", "--scheduler", "ddim", "--precision", "fp32", "--prompt-mode", "cupl",
-        "--seed", "7", "--batch-size", "2", "--black-retries", "0", "--device", "cpu", "--attention-slicing",
-        "--vae-slicing", "--vae-tiling", "--compile", "--cpu-offload",
+        "-k",
+        "2",
+        "--preset",
+        "fast",
+        "--sd-model",
+        "some/model",
+        "--revision",
+        "main",
+        "--steps",
+        "3",
+        "--guidance",
+        "1.5",
+        "--size",
+        "64x32",
+        "--scheduler",
+        "ddim",
+        "--precision",
+        "fp32",
+        "--prompt-mode",
+        "cupl",
+        "--seed",
+        "7",
+        "--batch-size",
+        "2",
+        "--black-retries",
+        "0",
+        "--device",
+        "cpu",
+        "--attention-slicing",
+        "--vae-slicing",
+        "--vae-tiling",
+        "--compile",
+        "--cpu-offload",
     ],
     "laion": [
-        "-k", "2", "--laion-mode", "captions", "--prompt-mode", "cupl", "--candidates", "7", "--knn-url", "http://h/knn",
-        "--index-name", "idx", "--no-knn-dedup", "--no-knn-safety", "--no-knn-violence", "--knn-aesthetic-weight", "0",
-        "--metadata", "m.parquet", "--url-col", "u", "--caption-col", "c", "--synonyms", "syn.json", "--max-matches", "5",
-        "--duckdb-threads", "1", "--duckdb-memory", "1GB", "--clip-model", "tiny", "--clip-pretrained", "none",
-        "--device", "cpu", "--image-size", "64", "--resize-mode", "border", "--download-timeout", "3",
-        "--download-retries", "0", "--download-processes", "2", "--download-threads", "4", "--distributor", "ray",
-        "--download-format", "webdataset", "--knn-timeout", "5", "--max-image-bytes", "1000", "--allow-private-urls",
+        "-k",
+        "2",
+        "--laion-mode",
+        "captions",
+        "--prompt-mode",
+        "cupl",
+        "--candidates",
+        "7",
+        "--knn-url",
+        "http://h/knn",
+        "--index-name",
+        "idx",
+        "--no-knn-dedup",
+        "--no-knn-safety",
+        "--no-knn-violence",
+        "--knn-aesthetic-weight",
+        "0",
+        "--metadata",
+        "m.parquet",
+        "--url-col",
+        "u",
+        "--caption-col",
+        "c",
+        "--synonyms",
+        "syn.json",
+        "--max-matches",
+        "5",
+        "--duckdb-threads",
+        "1",
+        "--duckdb-memory",
+        "1GB",
+        "--clip-model",
+        "tiny",
+        "--clip-pretrained",
+        "none",
+        "--device",
+        "cpu",
+        "--image-size",
+        "64",
+        "--resize-mode",
+        "border",
+        "--download-timeout",
+        "3",
+        "--download-retries",
+        "0",
+        "--download-processes",
+        "2",
+        "--download-threads",
+        "4",
+        "--distributor",
+        "ray",
+        "--download-format",
+        "webdataset",
+        "--knn-timeout",
+        "5",
+        "--max-image-bytes",
+        "1000",
+        "--allow-private-urls",
     ],
     "pool": [
-        "--pool-images", "images", "-k", "2", "--prompt-mode", "cupl", "--candidates", "9", "--pool-features", "f.h5",
-        "--clip-model", "tiny", "--clip-pretrained", "none", "--device", "cpu", "--precision", "bf16",
-        "--pool-search", "matmul",
+        "--pool-images",
+        "images",
+        "-k",
+        "2",
+        "--prompt-mode",
+        "cupl",
+        "--candidates",
+        "9",
+        "--pool-features",
+        "f.h5",
+        "--clip-model",
+        "tiny",
+        "--clip-pretrained",
+        "none",
+        "--device",
+        "cpu",
+        "--precision",
+        "bf16",
+        "--pool-search",
+        "matmul",
     ],
 }
 
@@ -81,7 +190,9 @@ def test_options_dataclass_round_trips_from_the_command_line(monkeypatch, source
     options_class, _ = registry.SOURCES[source]
     assert type(options) is options_class
     for f, cli in cli_fields(options_class):  # the sample sets every option, so every flag reached its field
-        assert getattr(options, f.name) != f.default, f"{cli.flag} did not reach {options_class.__name__}.{f.name}"
+        assert getattr(options, f.name) != f.default, (
+            f"{cli.flag} did not reach {options_class.__name__}.{f.name}"
+        )
     again = _parse(monkeypatch, source, _cli_args(options))
     assert again == options
     # The registry builds the same options from Python values, and its factory makes a source of them.
@@ -98,10 +209,21 @@ def test_sample_values_reach_the_sources():
     sd = registry.build_options("sd", {"per_class": 2, "sd_model": "x/y", "size": "64x32", "compile": True})
     assert isinstance(sd, SDOptions) and (sd.model, sd.width, sd.height, sd.compile) == ("x/y", 64, 32, True)
     assert sd.preset == "paper" and sd.steps == 85  # defaults from the preset, filled by the options class
-    laion = LaionSource.from_options(registry.build_options(
-        "laion", {"per_class": 3, "knn_dedup": False, "image_size": 64, "knn_url": "http://127.0.0.1:9/knn-service"}))
+    laion = LaionSource.from_options(
+        registry.build_options(
+            "laion",
+            {
+                "per_class": 3,
+                "knn_dedup": False,
+                "image_size": 64,
+                "knn_url": "http://127.0.0.1:9/knn-service",
+            },
+        )
+    )
     assert laion.per_class == 3 and laion.knn.deduplicate is False and laion.download.image_size == 64
-    assert laion.candidates == 5000 and laion.knn_url == "http://127.0.0.1:9/knn-service"  # no default endpoint
+    assert (
+        laion.candidates == 5000 and laion.knn_url == "http://127.0.0.1:9/knn-service"
+    )  # no default endpoint
     pool = registry.build_options("pool", {"pool_images": "images", "per_class": 1})
     assert isinstance(pool, PoolOptions) and pool.precision == "fp32" and pool.candidates is None
 
@@ -131,12 +253,26 @@ def test_unknown_source_is_refused_with_the_list():
 
 
 def test_options_of_other_sources_are_refused_by_name(tmp_path):
-    r = invoke("curate", "p.json", "-o", tmp_path / "out", "--images", "imgs", "--steps", "3", "--pool-images", "x", expect=2)
+    r = invoke(
+        "curate",
+        "p.json",
+        "-o",
+        tmp_path / "out",
+        "--images",
+        "imgs",
+        "--steps",
+        "3",
+        "--pool-images",
+        "x",
+        expect=2,
+    )
     line = r.stderr.strip()
     assert len(line.splitlines()) == 1
     assert "--steps, --pool-images do not apply to --source folder" in line and "sd | pool" in line
     # given explicitly, even at its default value, an option of another source is still refused
-    r = invoke("curate", "p.json", "-o", tmp_path / "out", "--source", "laion", "-k", "1", "--seed", "0", expect=2)
+    r = invoke(
+        "curate", "p.json", "-o", tmp_path / "out", "--source", "laion", "-k", "1", "--seed", "0", expect=2
+    )
     assert "--seed does not apply to --source laion" in r.stderr and "folder | sd" in r.stderr
     assert not (tmp_path / "out").exists()
 
@@ -155,7 +291,9 @@ def test_help_has_a_panel_per_source_with_its_options():
     for param in registry.cli_params():
         title = registry.panel(param.sources[0]) if len(param.sources) == 1 else registry.SHARED_PANEL
         assert title in panels, f"no panel {title!r}"
-        assert re.search(rf"{re.escape(param.flag)}\b", panels[title]), f"{param.flag} is not in panel {title!r}"
+        assert re.search(rf"{re.escape(param.flag)}\b", panels[title]), (
+            f"{param.flag} is not in panel {title!r}"
+        )
     for source in registry.SOURCES:
         assert registry.panel(source) in panels
     # a shared option says which sources it is for

@@ -23,7 +23,9 @@ def ws(tmp_path, monkeypatch):
     invoke("prompts", "-c", "classes.txt", "-o", "p.json")
     for ci, name in enumerate(CLASSES):
         for j in range(2):
-            make_image(tmp_path / "shots" / name / f"img_{j}.bmp", ci * 10 + j, (40 + 80 * ci, 90, 200 - 60 * ci))
+            make_image(
+                tmp_path / "shots" / name / f"img_{j}.bmp", ci * 10 + j, (40 + 80 * ci, 90, 200 - 60 * ci)
+            )
     invoke("curate", "p.json", "-o", "sup", "--images", "shots")
     return tmp_path
 
@@ -90,8 +92,25 @@ def test_pool_feature_keys_outside_the_pool_are_refused(ws, bad_key):
     with h5py.File(ws / "pool.h5", "a") as f:
         for i in range(f["keys"].shape[0]):
             f["keys"][i] = bad_key
-    r = invoke("curate", "p.json", "-o", "sup3", "--source", "pool", "--pool-images", "pool", "--pool-features", "pool.h5",
-               "--per-class", "1", "--clip-model", "susx-tiny-vit", "--clip-pretrained", "none", expect=2)
+    r = invoke(
+        "curate",
+        "p.json",
+        "-o",
+        "sup3",
+        "--source",
+        "pool",
+        "--pool-images",
+        "pool",
+        "--pool-features",
+        "pool.h5",
+        "--per-class",
+        "1",
+        "--clip-model",
+        "susx-tiny-vit",
+        "--clip-pretrained",
+        "none",
+        expect=2,
+    )
     assert bad_key in _error(r) and "pool" in _error(r)
     assert not list((ws / "sup3").rglob("*.png"))
 
@@ -109,21 +128,68 @@ def test_the_same_runs_from_another_directory_with_absolute_paths_are_up_to_date
     make_class_folders(work / "shots", CLASSES, 2)
     make_class_folders(work / "pool", CLASSES, 2, seed=1)
     (work / "classes.txt").write_text("\n".join(CLASSES))
-    pool_args = ("--source", "pool", "--per-class", "1", "--clip-model", "susx-tiny-vit", "--clip-pretrained", "none")
+    pool_args = (
+        "--source",
+        "pool",
+        "--per-class",
+        "1",
+        "--clip-model",
+        "susx-tiny-vit",
+        "--clip-pretrained",
+        "none",
+    )
 
     def steps(at) -> list[tuple]:
         return [
             ("prompts", "-c", at("classes.txt"), "-o", at("p.json")),
             ("curate", at("p.json"), "-o", at("sup"), "--images", at("shots")),
-            ("curate", at("p.json"), "-o", at("sup-pool"), "--pool-images", at("pool"), "--pool-features", at("pool.h5"),
-             *pool_args),
+            (
+                "curate",
+                at("p.json"),
+                "-o",
+                at("sup-pool"),
+                "--pool-images",
+                at("pool"),
+                "--pool-features",
+                at("pool.h5"),
+                *pool_args,
+            ),
             ("embed", at("sup"), "-o", at("sup.h5"), *TINY),
             ("embed", at("p.json"), "-o", at("text.h5"), *TINY),
             ("embed", at("shots"), "-c", at("p.json"), "-o", at("q.h5"), *TINY),
-            ("calibrate", at("text.h5"), at("sup.h5"), "-o", at("cal.json"), "--mode", "fixed", "--alpha", "1",
-             "--beta", "1", "--gamma", "1"),
-            ("predict", at("text.h5"), at("q.h5"), "-s", at("sup.h5"), "--calibration", at("cal.json"), "-o", at("pred.h5")),
-            ("predict", at("text.h5"), at("shots"), "-o", at("pred-images.h5")),  # query images embedded on the fly
+            (
+                "calibrate",
+                at("text.h5"),
+                at("sup.h5"),
+                "-o",
+                at("cal.json"),
+                "--mode",
+                "fixed",
+                "--alpha",
+                "1",
+                "--beta",
+                "1",
+                "--gamma",
+                "1",
+            ),
+            (
+                "predict",
+                at("text.h5"),
+                at("q.h5"),
+                "-s",
+                at("sup.h5"),
+                "--calibration",
+                at("cal.json"),
+                "-o",
+                at("pred.h5"),
+            ),
+            (
+                "predict",
+                at("text.h5"),
+                at("shots"),
+                "-o",
+                at("pred-images.h5"),
+            ),  # query images embedded on the fly
         ]
 
     monkeypatch.chdir(work)

@@ -55,8 +55,10 @@ def test_appender_creates_the_folder_and_buffers_until_sync(tmp_path):
 def test_shard_state_layout_rounds_and_stash(tmp_path):
     state = ShardState.of_shard(tmp_path, "laion", 1, 4)
     assert state.root == tmp_path / "parts" / "laion-00001-of-00004"
-    rows = [{"url": "http://a/1", "caption": "a", "score": 0.5, "query": "q", "matched": "zebra"},
-            {"url": "http://a/2", "caption": None, "score": None, "query": "q"}]
+    rows = [
+        {"url": "http://a/1", "caption": "a", "score": 0.5, "query": "q", "matched": "zebra"},
+        {"url": "http://a/2", "caption": None, "score": None, "query": "q"},
+    ]
     state.write_candidates(3, rows)
     assert state.has_candidates(3) and not state.has_candidates(0)
     got = state.read_candidates(3)
@@ -79,17 +81,28 @@ def test_shard_state_layout_rounds_and_stash(tmp_path):
 
 def test_candidates_round_trip(tmp_path):
     write_candidates(tmp_path / "c.parquet", [{"url": "u", "score": 1.0}])
-    assert read_candidates(tmp_path / "c.parquet") == [{"rank": 0, "url": "u", "caption": None, "score": 1.0, "query": None}]
+    assert read_candidates(tmp_path / "c.parquet") == [
+        {"rank": 0, "url": "u", "caption": None, "score": 1.0, "query": None}
+    ]
 
 
 def test_eval_workdir_names_every_file(tmp_path):
     wd = Workdir(tmp_path / "work", tmp_path / "results", "eurosat")
     assert wd.text("RN50", "openai") == tmp_path / "work" / "eurosat" / "rn50__openai" / "text.h5"
-    assert wd.calibration("RN50", "openai", "2shot", "tip-x", "loo").name == "calibration-2shot-tip-x-loo.json"
-    assert wd.predictions("RN50", "openai", None, "zero-shot", None).name == "predictions-none-zero-shot-none.h5"
-    assert wd.result("RN50", "openai", "tip-x", "2shot", "val").name == "eurosat__rn50-openai__tip-x__2shot__val.json"
+    assert (
+        wd.calibration("RN50", "openai", "2shot", "tip-x", "loo").name == "calibration-2shot-tip-x-loo.json"
+    )
+    assert (
+        wd.predictions("RN50", "openai", None, "zero-shot", None).name == "predictions-none-zero-shot-none.h5"
+    )
+    assert (
+        wd.result("RN50", "openai", "tip-x", "2shot", "val").name
+        == "eurosat__rn50-openai__tip-x__2shot__val.json"
+    )
     assert wd.support_folder("2shot", 0) == tmp_path / "work" / "eurosat" / "support" / "2shot-seed0"
     split = write_split(wd.split, {"test": [["a.png", 0, "a"]]})
     stamp = split.stat().st_mtime_ns
     write_split(wd.split, {"test": [["a.png", 0, "a"]]})  # unchanged: not rewritten
-    assert split.stat().st_mtime_ns == stamp and json.loads(split.read_text()) == {"test": [["a.png", 0, "a"]]}
+    assert split.stat().st_mtime_ns == stamp and json.loads(split.read_text()) == {
+        "test": [["a.png", 0, "a"]]
+    }

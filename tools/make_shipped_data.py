@@ -27,9 +27,15 @@ def from_open_clip() -> dict[str, dict]:
     origin = {"open_clip_version": open_clip.__version__, "generated_by": GENERATOR}
     return {
         "imagenet_classnames.json": {
-            "source": "open_clip.IMAGENET_CLASSNAMES", **origin, "names": list(open_clip.IMAGENET_CLASSNAMES)
+            "source": "open_clip.IMAGENET_CLASSNAMES",
+            **origin,
+            "names": list(open_clip.IMAGENET_CLASSNAMES),
         },
-        "openai_templates.json": {"source": "open_clip.OPENAI_IMAGENET_TEMPLATES", **origin, "templates": templates},
+        "openai_templates.json": {
+            "source": "open_clip.OPENAI_IMAGENET_TEMPLATES",
+            **origin,
+            "templates": templates,
+        },
     }
 
 

@@ -36,27 +36,57 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "paper": Preset(
-        "CompVis/stable-diffusion-v1-4", 85, 9.5, 512, 512, "default",
+        "CompVis/stable-diffusion-v1-4",
+        85,
+        9.5,
+        512,
+        512,
+        "default",
         "the SuS-X paper's SuS-SD settings: SD v1-4 with its PNDM scheduler, 85 steps, guidance 9.5, 512 px",
     ),
     "fast": Preset(
-        "CompVis/stable-diffusion-v1-4", 25, 9.5, 512, 512, "dpm++",
+        "CompVis/stable-diffusion-v1-4",
+        25,
+        9.5,
+        512,
+        512,
+        "dpm++",
         "the paper's model, guidance and size with DPM-Solver++ (2M) and 25 steps: 3.4x fewer UNet calls",
     ),
     "sd15": Preset(
-        "stable-diffusion-v1-5/stable-diffusion-v1-5", 25, 7.5, 512, 512, "dpm++",
+        "stable-diffusion-v1-5/stable-diffusion-v1-5",
+        25,
+        7.5,
+        512,
+        512,
+        "dpm++",
         "Stable Diffusion v1-5, DPM-Solver++ 25 steps, guidance 7.5, 512 px",
     ),
     "sdxl": Preset(
-        "stabilityai/stable-diffusion-xl-base-1.0", 30, 5.0, 1024, 1024, "dpm++",
+        "stabilityai/stable-diffusion-xl-base-1.0",
+        30,
+        5.0,
+        1024,
+        1024,
+        "dpm++",
         "SDXL base 1.0, DPM-Solver++ 30 steps, guidance 5.0, 1024 px",
     ),
     "sd-turbo": Preset(
-        "stabilityai/sd-turbo", 1, 0.0, 512, 512, "default",
+        "stabilityai/sd-turbo",
+        1,
+        0.0,
+        512,
+        512,
+        "default",
         "SD-Turbo (distilled SD 2.1): one step, no guidance, 512 px",
     ),
     "sdxl-turbo": Preset(
-        "stabilityai/sdxl-turbo", 1, 0.0, 512, 512, "default",
+        "stabilityai/sdxl-turbo",
+        1,
+        0.0,
+        512,
+        512,
+        "default",
         "SDXL-Turbo: one step, no guidance, 512 px",
     ),
 }
@@ -206,8 +236,10 @@ def check_model(model: str, revision: str | None = None) -> Path | None:
     except Exception as exc:  # repository not found, offline without a cache, bad revision, bad id
         raise _load_error(model, revision, None, exc) from exc
     if not isinstance(config, dict) or "_class_name" not in config:
-        raise SusxError(f"{model!r} is not a diffusers pipeline (its model_index.json names no pipeline class)",
-                        hint="pass a text-to-image pipeline such as CompVis/stable-diffusion-v1-4")
+        raise SusxError(
+            f"{model!r} is not a diffusers pipeline (its model_index.json names no pipeline class)",
+            hint="pass a text-to-image pipeline such as CompVis/stable-diffusion-v1-4",
+        )
     return None
 
 
@@ -245,7 +277,10 @@ def _set_scheduler(pipe: Any, name: str) -> None:
     class_name, overrides = SCHEDULERS.get(name, (name, {}))
     cls = getattr(diffusers, class_name, None)
     if cls is None or not class_name.endswith("Scheduler"):
-        raise SusxError(f"diffusers has no scheduler {class_name!r}", hint=f"use default or one of {', '.join(SCHEDULERS)}")
+        raise SusxError(
+            f"diffusers has no scheduler {class_name!r}",
+            hint=f"use default or one of {', '.join(SCHEDULERS)}",
+        )
     pipe.scheduler = cls.from_config(pipe.scheduler.config, **overrides)
 
 
@@ -299,7 +334,9 @@ def load_pipeline(
     try:
         pipe = AutoPipelineForText2Image.from_pretrained(str(local) if local else model, **kwargs)
     except ImportError as exc:
-        raise SusxError(f"loading {model!r} needs a package that is missing: {exc}", hint="pip install 'susx[sd]'") from exc
+        raise SusxError(
+            f"loading {model!r} needs a package that is missing: {exc}", hint="pip install 'susx[sd]'"
+        ) from exc
     except (OSError, ValueError) as exc:
         raise _load_error(model, revision, local, exc) from exc
     except Exception as exc:
@@ -375,7 +412,9 @@ def generate(
             "re-running resumes where it stopped",
         ) from exc
     except ValueError as exc:  # diffusers' own input checks (size, steps, ...)
-        raise SusxError(f"{loaded.model}: {exc}", hint="check --size, --steps and --guidance for this model") from exc
+        raise SusxError(
+            f"{loaded.model}: {exc}", hint="check --size, --steps and --guidance for this model"
+        ) from exc
     images = np.asarray(out.images, dtype=np.float32)
     images = np.nan_to_num(images, nan=0.0, posinf=1.0, neginf=0.0)
     pixels = (np.clip(images, 0.0, 1.0) * 255.0).round().astype(np.uint8)

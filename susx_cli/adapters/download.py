@@ -43,7 +43,9 @@ from susx_cli.errors import SusxError, missing_extra
 OUTPUT_FORMATS = ("files", "webdataset")
 DISTRIBUTORS = ("multiprocessing", "pyspark", "ray")
 RESIZE_MODES = ("no", "keep_ratio", "keep_ratio_largest", "center_crop", "border")
-RAW_EXT = "jpg"  # img2dataset names every stored sample <key>.<encode_format>, even when it does not re-encode
+RAW_EXT = (
+    "jpg"  # img2dataset names every stored sample <key>.<encode_format>, even when it does not re-encode
+)
 MAX_IMAGE_BYTES = 30_000_000
 
 
@@ -72,11 +74,17 @@ class DownloadOptions:
 
     def validate(self) -> None:
         if self.output_format not in OUTPUT_FORMATS:
-            raise SusxError(f"unknown download format {self.output_format!r}", hint=f"use {' or '.join(OUTPUT_FORMATS)}")
+            raise SusxError(
+                f"unknown download format {self.output_format!r}", hint=f"use {' or '.join(OUTPUT_FORMATS)}"
+            )
         if self.distributor not in DISTRIBUTORS:
-            raise SusxError(f"unknown distributor {self.distributor!r}", hint=f"use one of {', '.join(DISTRIBUTORS)}")
+            raise SusxError(
+                f"unknown distributor {self.distributor!r}", hint=f"use one of {', '.join(DISTRIBUTORS)}"
+            )
         if self.resize_mode not in RESIZE_MODES:
-            raise SusxError(f"unknown resize mode {self.resize_mode!r}", hint=f"use one of {', '.join(RESIZE_MODES)}")
+            raise SusxError(
+                f"unknown resize mode {self.resize_mode!r}", hint=f"use one of {', '.join(RESIZE_MODES)}"
+            )
         if self.encode_format not in ("jpg", "png", "webp"):
             raise SusxError(f"unknown image format {self.encode_format!r}", hint="use jpg, png or webp")
         if self.timeout < 1 or self.retries < 0 or self.processes < 1 or self.threads < 1:
@@ -85,12 +93,18 @@ class DownloadOptions:
                 hint="e.g. --download-timeout 10 --download-retries 2",
             )
         if self.max_bytes < 1:
-            raise SusxError(f"--max-image-bytes must be at least 1, got {self.max_bytes}", hint="e.g. --max-image-bytes 30000000")
+            raise SusxError(
+                f"--max-image-bytes must be at least 1, got {self.max_bytes}",
+                hint="e.g. --max-image-bytes 30000000",
+            )
 
     def policy(self) -> guarded_http.UrlPolicy:
         """What one image's fetch may do: ``timeout`` seconds in all, ``max_bytes``, public addresses only."""
         return guarded_http.UrlPolicy(
-            timeout=self.timeout, max_bytes=self.max_bytes, allow_private=self.allow_private, trusted=self.trusted
+            timeout=self.timeout,
+            max_bytes=self.max_bytes,
+            allow_private=self.allow_private,
+            trusted=self.trusted,
         )
 
     def recorded(self) -> dict[str, Any]:
@@ -134,7 +148,11 @@ def is_fetchable(url: Any) -> bool:
 
 def user_agent(token: str | None) -> str:
     """The User-Agent of image downloads: names img2dataset's token, which site owners use to opt out."""
-    return f"Mozilla/5.0 (compatible; {token}; +https://github.com/rom1504/img2dataset)" if token else "Mozilla/5.0"
+    return (
+        f"Mozilla/5.0 (compatible; {token}; +https://github.com/rom1504/img2dataset)"
+        if token
+        else "Mozilla/5.0"
+    )
 
 
 def guarded_fetch(row, timeout, retries, user_agent_token, disallowed_header_directives, *, policy):
@@ -152,7 +170,9 @@ def guarded_fetch(row, timeout, retries, user_agent_token, disallowed_header_dir
         if left <= 0.05:
             break
         try:
-            answer = guarded_http.get(url, replace(policy, timeout=left), {"User-Agent": user_agent(user_agent_token)})
+            answer = guarded_http.get(
+                url, replace(policy, timeout=left), {"User-Agent": user_agent(user_agent_token)}
+            )
         except guarded_http.Refused as exc:
             return key, None, str(exc)
         except guarded_http.FetchFailed as exc:
@@ -160,7 +180,9 @@ def guarded_fetch(row, timeout, retries, user_agent_token, disallowed_header_dir
             if not exc.transient:
                 break
             continue
-        if disallowed_header_directives and is_disallowed(answer.headers, user_agent_token, disallowed_header_directives):
+        if disallowed_header_directives and is_disallowed(
+            answer.headers, user_agent_token, disallowed_header_directives
+        ):
             return key, None, "Use of image disallowed by X-Robots-Tag directive"
         return key, io.BytesIO(answer.body), None
     return key, None, error
@@ -189,9 +211,14 @@ def _guarded_downloads(policy: guarded_http.UrlPolicy) -> Iterator[None]:
     """While img2dataset's ``download`` runs, the downloader it builds is wrapped in GuardedDownloader."""
     import img2dataset.downloader as impl
 
-    main = importlib.import_module("img2dataset.main")  # the package's ``main`` attribute is a function of that name
+    main = importlib.import_module(
+        "img2dataset.main"
+    )  # the package's ``main`` attribute is a function of that name
     if not callable(getattr(impl, "download_image_with_retry", None)) or not hasattr(main, "Downloader"):
-        raise SusxError("this img2dataset version cannot be guarded", hint="install img2dataset 1.47 (pip install 'susx[retrieval]')")
+        raise SusxError(
+            "this img2dataset version cannot be guarded",
+            hint="install img2dataset 1.47 (pip install 'susx[retrieval]')",
+        )
     own = main.Downloader
     main.Downloader = lambda **kwargs: GuardedDownloader(own(**kwargs), policy)
     try:
@@ -270,7 +297,9 @@ def _quiet_library(log_path: Path) -> Iterator[None]:
             signal.signal(signal.SIGINT, saved_sigint)
 
 
-def run_img2dataset(rows: list[dict[str, Any]], out_dir: Path, opts: DownloadOptions, description: str = "download") -> None:
+def run_img2dataset(
+    rows: list[dict[str, Any]], out_dir: Path, opts: DownloadOptions, description: str = "download"
+) -> None:
     """Download ``rows`` (cid, url, caption) into the fresh folder ``out_dir`` with img2dataset."""
     from susx_cli.progress import bar
 
@@ -342,7 +371,9 @@ def _shard_rows(parquet: Path) -> list[dict[str, Any]]:
     import pyarrow.parquet as pq
 
     try:
-        return pq.read_table(parquet, columns=["cid", "url", "key", "status", "error_message", "sha256"]).to_pylist()
+        return pq.read_table(
+            parquet, columns=["cid", "url", "key", "status", "error_message", "sha256"]
+        ).to_pylist()
     except Exception:  # torn by an interruption: the per-sample files still say what succeeded
         return []
 
@@ -350,7 +381,9 @@ def _shard_rows(parquet: Path) -> list[dict[str, Any]]:
 def _files_samples(shard_dir: Path) -> Iterator[tuple[dict[str, Any], Path]]:
     for meta_path in sorted(shard_dir.glob("*.json")):
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))  # written after the image: a sample is whole
+            meta = json.loads(
+                meta_path.read_text(encoding="utf-8")
+            )  # written after the image: a sample is whole
         except (OSError, ValueError):
             continue
         image = meta_path.with_suffix(f".{RAW_EXT}")
@@ -385,7 +418,9 @@ def read_results(out_dir: Path, output_format: str) -> dict[str, Result]:
     results: dict[str, Result] = {}
     if not out_dir.is_dir():
         return results
-    shard_names = sorted({p.name.split("_")[0].split(".")[0] for p in out_dir.iterdir() if p.name[:1].isdigit()})
+    shard_names = sorted(
+        {p.name.split("_")[0].split(".")[0] for p in out_dir.iterdir() if p.name[:1].isdigit()}
+    )
     for shard in shard_names:
         finished = (out_dir / f"{shard}_stats.json").exists()
         tar = _tar_samples(out_dir / f"{shard}.tar") if output_format == "webdataset" else {}
@@ -405,7 +440,9 @@ def read_results(out_dir: Path, output_format: str) -> dict[str, Result]:
             continue
         if output_format == "files":
             for meta, image in _files_samples(out_dir / shard):
-                results[str(meta["cid"])] = Result(str(meta["cid"]), meta["url"], image.read_bytes(), None, meta.get("sha256"))
+                results[str(meta["cid"])] = Result(
+                    str(meta["cid"]), meta["url"], image.read_bytes(), None, meta.get("sha256")
+                )
         else:
             for members in tar.values():
                 if RAW_EXT in members and "json" in members:
@@ -413,12 +450,17 @@ def read_results(out_dir: Path, output_format: str) -> dict[str, Result]:
                         meta = json.loads(members["json"])
                     except ValueError:
                         continue
-                    results[str(meta["cid"])] = Result(str(meta["cid"]), meta["url"], members[RAW_EXT], None, meta.get("sha256"))
+                    results[str(meta["cid"])] = Result(
+                        str(meta["cid"]), meta["url"], members[RAW_EXT], None, meta.get("sha256")
+                    )
     return results
 
 
 def fetch_round(
-    round_dir: Path, rows: list[dict[str, Any]] | None, opts: DownloadOptions, have: set[str] | frozenset = frozenset()
+    round_dir: Path,
+    rows: list[dict[str, Any]] | None,
+    opts: DownloadOptions,
+    have: set[str] | frozenset = frozenset(),
 ) -> tuple[list[dict[str, Any]], dict[str, Result]]:
     """(the round's rows, results by cid), downloading only the rows that have no result yet.
 
@@ -480,7 +522,11 @@ def check_image(data: bytes, opts: DownloadOptions) -> tuple[bytes, str]:
                 raise InvalidImage("empty image")
     except UnidentifiedImageError:
         head = data[:64].lstrip().lower()
-        kind = "an HTML page" if head.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")) else "not an image"
+        kind = (
+            "an HTML page"
+            if head.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head"))
+            else "not an image"
+        )
         raise InvalidImage(kind) from None
     except InvalidImage:
         raise

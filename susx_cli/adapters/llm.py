@@ -33,8 +33,14 @@ class LLMFatal(SusxError):
 class LLMTransient(Exception):
     """A failure worth retrying (429, 5xx, timeout, connection)."""
 
-    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None,
-                 connection: bool = False):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        connection: bool = False,
+    ):
         super().__init__(message)
         self.message = message
         self.status = status
@@ -152,8 +158,15 @@ def _server_message(exc: Any) -> str:
 class ChatClient:
     """One chat-completions endpoint. Thread-safe: one client serves the whole thread pool."""
 
-    def __init__(self, base_url: str, api_key: str | None, model: str, *, timeout: float = 60.0,
-                 key_env: str = "OPENAI_API_KEY"):
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None,
+        model: str,
+        *,
+        timeout: float = 60.0,
+        key_env: str = "OPENAI_API_KEY",
+    ):
         try:
             import openai
         except ImportError as exc:
@@ -169,11 +182,17 @@ class ChatClient:
             base_url=self.base_url, api_key=api_key or "no-key", timeout=timeout, max_retries=0
         )
 
-    def complete(self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int,
-                 seed: int | None = None) -> Completion:
+    def complete(
+        self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int, seed: int | None = None
+    ) -> Completion:
         """One chat completion (n=1). Raises ``LLMFatal`` or ``LLMTransient``."""
         openai = self._openai
-        kwargs: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": temperature, "n": 1}
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "temperature": temperature,
+            "n": 1,
+        }
         if self.completion_tokens:
             kwargs["extra_body"] = {"max_completion_tokens": max_tokens}
         else:
@@ -204,8 +223,9 @@ class ChatClient:
         detail = _server_message(exc)
         where = f"{self.base_url}"
         if status == 429 or status >= 500 or status in (408, 409):
-            return LLMTransient(f"HTTP {status}: {detail}", status=status,
-                                retry_after=parse_retry_after(exc.response.headers))
+            return LLMTransient(
+                f"HTTP {status}: {detail}", status=status, retry_after=parse_retry_after(exc.response.headers)
+            )
         if status == 401:
             return LLMFatal(
                 f"the LLM endpoint {where} refused the API key (HTTP 401: {detail})",

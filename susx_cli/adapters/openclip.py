@@ -106,7 +106,11 @@ def load_model(
     is_hub = arch.startswith("hf-hub:")
     if not is_hub and arch not in open_clip.list_models():
         close = difflib.get_close_matches(arch, open_clip.list_models(), n=3)
-        hint = f"did you mean {', '.join(close)}?" if close else "see `python -c 'import open_clip; print(open_clip.list_models())'`"
+        hint = (
+            f"did you mean {', '.join(close)}?"
+            if close
+            else "see `python -c 'import open_clip; print(open_clip.list_models())'`"
+        )
         raise SusxError(f"unknown model {arch!r}", hint=hint)
 
     tag = None if (pretrained is None or pretrained.lower() in RANDOM) else pretrained
@@ -130,12 +134,21 @@ def load_model(
                 arch, pretrained=None if is_hub else tag, device=device, precision=precision
             )
     except RuntimeError as exc:
-        raise SusxError(f"could not load {arch} with weights {tag}: {exc}", hint="check the name and weights") from exc
+        raise SusxError(
+            f"could not load {arch} with weights {tag}: {exc}", hint="check the name and weights"
+        ) from exc
     except Exception as exc:  # network or hub errors for real users
-        raise SusxError(f"could not load {arch}: {exc.__class__.__name__}: {exc}", hint="check network access and the model id") from exc
+        raise SusxError(
+            f"could not load {arch}: {exc.__class__.__name__}: {exc}",
+            hint="check network access and the model id",
+        ) from exc
     model.eval()
     tokenizer = open_clip.get_tokenizer(arch)
-    embed_dim = int(model.text_projection.shape[-1]) if hasattr(model, "text_projection") and model.text_projection is not None else None
+    embed_dim = (
+        int(model.text_projection.shape[-1])
+        if hasattr(model, "text_projection") and model.text_projection is not None
+        else None
+    )
     if embed_dim is None:
         with torch.no_grad():
             embed_dim = int(model.encode_text(tokenizer(["x"]).to(device)).shape[-1])

@@ -32,7 +32,9 @@ def endpoints(url: str) -> tuple[str, str]:
     url = url.strip()
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise SusxError(f"--knn-url {url!r} is not an http(s) URL", hint="e.g. http://127.0.0.1:1234/knn-service")
+        raise SusxError(
+            f"--knn-url {url!r} is not an http(s) URL", hint="e.g. http://127.0.0.1:1234/knn-service"
+        )
     base = url.rstrip("/")
     if base.endswith(KNN_PATH):
         base = base[: -len(KNN_PATH)]
@@ -54,8 +56,15 @@ class KnnOptions:
 class KnnBackend:
     """A checked connection to a clip-retrieval backend and one of its indices."""
 
-    def __init__(self, url: str, index_name: str, options: KnnOptions | None = None, *, timeout: float = 60,
-                 check_timeout: float = 20):
+    def __init__(
+        self,
+        url: str,
+        index_name: str,
+        options: KnnOptions | None = None,
+        *,
+        timeout: float = 60,
+        check_timeout: float = 20,
+    ):
         self.url = url
         self.base, self.knn_url = endpoints(url)
         self.index_name = index_name
@@ -69,13 +78,19 @@ class KnnBackend:
         import requests
 
         where = f"{self.base}/indices-list"
-        hint = OFFLINE_HINT if self.base.startswith("https://knn.laion.ai") else (
-            "start `clip-retrieval back` (see the README) and pass its address, e.g. http://127.0.0.1:1234/knn-service"
+        hint = (
+            OFFLINE_HINT
+            if self.base.startswith("https://knn.laion.ai")
+            else (
+                "start `clip-retrieval back` (see the README) and pass its address, e.g. http://127.0.0.1:1234/knn-service"
+            )
         )
         try:
             response = requests.get(where, timeout=timeout)
         except requests.exceptions.Timeout:
-            raise SusxError(f"the kNN backend at {self.url} did not answer within {timeout:g} s", hint=hint) from None
+            raise SusxError(
+                f"the kNN backend at {self.url} did not answer within {timeout:g} s", hint=hint
+            ) from None
         except requests.exceptions.RequestException as exc:
             raise SusxError(
                 f"cannot reach the kNN backend at {self.url} ({exc.__class__.__name__})", hint=hint

@@ -59,30 +59,53 @@ def write_clip_tokenizer_files(directory: Path) -> None:
 # 860M-parameter UNet, 84M VAE, CLIP ViT-L/14 text encoder) for GPU benchmarks with random weights.
 TINY = {
     "unet": dict(
-        sample_size=NATIVE_SIZE // 2, block_out_channels=(32, 64), layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32, attention_head_dim=8, norm_num_groups=32,
+        sample_size=NATIVE_SIZE // 2,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=32,
     ),
     "vae": dict(
-        block_out_channels=(32, 64), down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2, layers_per_block=1, norm_num_groups=32, sample_size=NATIVE_SIZE,
+        block_out_channels=(32, 64),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        layers_per_block=1,
+        norm_num_groups=32,
+        sample_size=NATIVE_SIZE,
     ),
-    "text": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, projection_dim=32),
+    "text": dict(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, projection_dim=32
+    ),
 }
 SD1 = {
     "unet": dict(
-        sample_size=64, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
+        sample_size=64,
+        block_out_channels=(320, 640, 1280, 1280),
+        layers_per_block=2,
         down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32,
+        cross_attention_dim=768,
+        attention_head_dim=8,
+        norm_num_groups=32,
     ),
     "vae": dict(
-        block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, norm_num_groups=32, sample_size=512,
+        block_out_channels=(128, 256, 512, 512),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=2,
+        norm_num_groups=32,
+        sample_size=512,
     ),
     "text": dict(
-        hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-        projection_dim=768, hidden_act="quick_gelu",
+        hidden_size=768,
+        intermediate_size=3072,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        projection_dim=768,
+        hidden_act="quick_gelu",
     ),
 }
 
@@ -108,21 +131,38 @@ def assemble_pipeline(arch: dict, device: str | None = None):
         vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, **arch["vae"])
         text_encoder = CLIPTextModel(
             CLIPTextConfig(
-                vocab_size=49408, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407,
-                pad_token_id=1, **arch["text"],
+                vocab_size=49408,
+                max_position_embeddings=77,
+                bos_token_id=49406,
+                eos_token_id=49407,
+                pad_token_id=1,
+                **arch["text"],
             )
         )
     # SD 1.x's scheduler configuration (PNDM with PLMS steps only).
     scheduler = PNDMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
-        skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        skip_prk_steps=True,
+        steps_offset=1,
+        set_alpha_to_one=False,
     )
     with tempfile.TemporaryDirectory() as tmp:
         write_clip_tokenizer_files(Path(tmp))
-        tokenizer = CLIPTokenizer(str(Path(tmp) / "vocab.json"), str(Path(tmp) / "merges.txt"), model_max_length=77)
+        tokenizer = CLIPTokenizer(
+            str(Path(tmp) / "vocab.json"), str(Path(tmp) / "merges.txt"), model_max_length=77
+        )
     return StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
 
 
@@ -169,7 +209,9 @@ def save_pipeline(path: Path, make) -> Path:
             return path
         if path.exists():
             if any(path.iterdir()):
-                raise SusxError(f"{path} exists and is not a diffusers pipeline folder", hint="choose an empty folder")
+                raise SusxError(
+                    f"{path} exists and is not a diffusers pipeline folder", hint="choose an empty folder"
+                )
             path.rmdir()
         from susx_cli.artifacts.common import current_umask
 

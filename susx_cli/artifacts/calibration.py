@@ -51,8 +51,11 @@ class Calibration:
             "method": self.method,
             "mode": self.mode,
             "hyperparameters": self.hyperparameters(),
-            "logit_scale": {"value": self.logit_scale, "source": self.logit_scale_source,
-                            **({"bias": self.logit_bias} if self.logit_bias else {})},
+            "logit_scale": {
+                "value": self.logit_scale,
+                "source": self.logit_scale_source,
+                **({"bias": self.logit_bias} if self.logit_bias else {}),
+            },
             "normalize_per_class": self.normalize_per_class,
             "objective": self.objective,
             "grid": self.grid,
@@ -78,8 +81,13 @@ def kfold_record(split: dict[str, Any]) -> dict[str, Any]:
     for f in fold:
         sizes[f] += 1
     digest = hashlib.sha256(",".join(map(str, fold)).encode()).hexdigest()
-    out = {"k": int(split["k"]), "seed": int(split["seed"]), "sizes": sizes, "fold_sha256": digest,
-           "stratified": "per class, seeded shuffle, dealt round-robin"}
+    out = {
+        "k": int(split["k"]),
+        "seed": int(split["seed"]),
+        "sizes": sizes,
+        "fold_sha256": digest,
+        "stratified": "per class, seeded shuffle, dealt round-robin",
+    }
     if len(fold) <= MAX_LISTED_FOLDS:
         out["fold"] = fold
     return out
@@ -92,11 +100,18 @@ def write_calibration(path: Path, cal: Calibration) -> None:
 def read_calibration(path: str | Path) -> Calibration:
     path = Path(path)
     data = common.read_json(path, "calibration file")
-    common.check_header(path, data.get("kind") if isinstance(data, dict) else None, data.get("schema_version") if isinstance(data, dict) else None, common.CALIBRATION)
+    common.check_header(
+        path,
+        data.get("kind") if isinstance(data, dict) else None,
+        data.get("schema_version") if isinstance(data, dict) else None,
+        common.CALIBRATION,
+    )
     try:
         return _calibration(path, data)
     except (KeyError, TypeError, ValueError) as exc:
-        raise SusxError(f"{path} is damaged: {exc.__class__.__name__} {exc}", hint="re-create it with susx calibrate") from None
+        raise SusxError(
+            f"{path} is damaged: {exc.__class__.__name__} {exc}", hint="re-create it with susx calibrate"
+        ) from None
 
 
 def _calibration(path: Path, data: dict[str, Any]) -> Calibration:

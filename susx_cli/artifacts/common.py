@@ -87,7 +87,9 @@ def identity(path: str | os.PathLike, kind: str | None = None) -> dict[str, Any]
     }
 
 
-def listing_identity(root: str | os.PathLike, files: Iterable[str | os.PathLike], kind: str) -> dict[str, Any]:
+def listing_identity(
+    root: str | os.PathLike, files: Iterable[str | os.PathLike], kind: str
+) -> dict[str, Any]:
     """How an artifact names a folder of files it read: the resolved folder, and a sha256 over each file's
     path relative to it, size and modification time, so a changed, added or removed file changes the
     identity while another spelling of the same folder (relative, absolute, another cwd) does not."""
@@ -150,7 +152,11 @@ def schema_problem(schema_version: Any) -> str | None:
         version = int(schema_version)
     except (TypeError, ValueError):
         return "without a readable schema version"
-    return None if version == SCHEMA_VERSION else f"of schema version {version} (this susx reads {SCHEMA_VERSION})"
+    return (
+        None
+        if version == SCHEMA_VERSION
+        else f"of schema version {version} (this susx reads {SCHEMA_VERSION})"
+    )
 
 
 def existing_json_provenance(path: Path, kind: str, read: Any) -> dict[str, Any] | None:
@@ -333,7 +339,9 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SusxError(f"{path} is not valid JSON ({exc.__class__.__name__})", hint="check the file") from exc
+        raise SusxError(
+            f"{path} is not valid JSON ({exc.__class__.__name__})", hint="check the file"
+        ) from exc
 
 
 def check_header(path: Path, kind: Any, schema_version: Any, expected_kind: str | tuple[str, ...]) -> None:

@@ -32,7 +32,9 @@ def _write_header(f: h5py.File, kind: str, prov: dict[str, Any], classes: list[s
 def _open_checked(path: Path, expected_kind: str | tuple[str, ...]) -> h5py.File:
     if not path.exists():
         partial = path.with_name(path.name + PARTIAL_SUFFIX)
-        hint = "it was interrupted: re-run the same command to resume" if partial.exists() else "check the path"
+        hint = (
+            "it was interrupted: re-run the same command to resume" if partial.exists() else "check the path"
+        )
         raise SusxError(f"{path} does not exist", hint=hint)
     try:
         f = h5py.File(path, "r")
@@ -41,7 +43,9 @@ def _open_checked(path: Path, expected_kind: str | tuple[str, ...]) -> h5py.File
     try:
         common.check_header(path, _attr_str(f, "kind"), f.attrs.get("schema_version"), expected_kind)
         if not bool(f.attrs.get("complete", False)):
-            raise SusxError(f"{path} is incomplete (no completion marker)", hint="re-run the stage that makes it")
+            raise SusxError(
+                f"{path} is incomplete (no completion marker)", hint="re-run the stage that makes it"
+            )
     except SusxError:
         f.close()
         raise
@@ -252,7 +256,10 @@ class FeatureWriter:
             f["keys"][n0:] = np.array(keys, dtype=object)
         if skipped:
             s0 = f["skipped_keys"].shape[0]
-            for name, values in (("skipped_keys", [s[0] for s in skipped]), ("skipped_reasons", [s[1] for s in skipped])):
+            for name, values in (
+                ("skipped_keys", [s[0] for s in skipped]),
+                ("skipped_reasons", [s[1] for s in skipped]),
+            ):
                 f[name].resize(s0 + len(skipped), axis=0)
                 f[name][s0:] = np.array(values, dtype=object)
         f.flush()
@@ -314,7 +321,9 @@ def read_features(path: str | Path) -> FeatureSet:
         classes = _strings(_need(f, "classes"))
         skipped = [
             {"key": k, "reason": r}
-            for k, r in zip(_strings(_need(f, "skipped_keys")), _strings(_need(f, "skipped_reasons")), strict=True)
+            for k, r in zip(
+                _strings(_need(f, "skipped_keys")), _strings(_need(f, "skipped_reasons")), strict=True
+            )
         ]
         return FeatureSet(
             features=features,
@@ -394,7 +403,10 @@ def existing_provenance(path: Path, kind: str) -> dict[str, Any] | None:
 _PARTS = {
     common.IMAGE_FEATURES: (("model", "provenance"), ("features", "labels", "keys", "classes")),
     common.TEXT_CLASSIFIER: (("model", "provenance"), ("weights", "num_texts", "classes")),
-    common.PREDICTIONS: (("metrics", "provenance"), ("predicted", "top5", "top5_scores", "labels", "keys", "classes")),
+    common.PREDICTIONS: (
+        ("metrics", "provenance"),
+        ("predicted", "top5", "top5_scores", "labels", "keys", "classes"),
+    ),
 }
 
 
@@ -470,8 +482,14 @@ class Predictions:
 # Per-class datasets (optional: older files and unlabelled queries have none). Recall in percent, NaN for
 # a class without queries; the confusion matrix for C <= metrics.CONFUSION_MATRIX_MAX_CLASSES, else the
 # top confusions (each class's most frequent wrong predictions, -1 / 0 padded).
-_PER_CLASS = {"recall": "per_class_recall", "queries": "query_count", "support": "support_count",
-              "confusion": "confusion", "top_confused": "top_confusions", "top_counts": "top_confusion_counts"}
+_PER_CLASS = {
+    "recall": "per_class_recall",
+    "queries": "query_count",
+    "support": "support_count",
+    "confusion": "confusion",
+    "top_confused": "top_confusions",
+    "top_counts": "top_confusion_counts",
+}
 
 
 def write_predictions(path: Path, p: Predictions) -> None:
@@ -542,10 +560,23 @@ def describe(path: Path) -> dict[str, Any]:
         for attr in ("model", "provenance", "metrics", "metric_descriptions"):
             if attr in f.attrs:
                 out[attr] = _attr_json(f, attr)
-        for attr in ("pool", "method", "normalized", "dtype", "items_done", "items_total", "augment_passes", "augment_seed"):
+        for attr in (
+            "pool",
+            "method",
+            "normalized",
+            "dtype",
+            "items_done",
+            "items_total",
+            "augment_passes",
+            "augment_seed",
+        ):
             if attr in f.attrs:
                 value = f.attrs[attr]
-                out[attr] = value.item() if hasattr(value, "item") else (value.decode() if isinstance(value, bytes) else value)
+                out[attr] = (
+                    value.item()
+                    if hasattr(value, "item")
+                    else (value.decode() if isinstance(value, bytes) else value)
+                )
         if "skipped_keys" in f:
             out["skipped"] = int(f["skipped_keys"].shape[0])
         return out
@@ -590,7 +621,9 @@ def _copy_rows(src: h5py.Dataset, dst: h5py.Dataset, offset: int, chunk_rows: in
         dst[offset + start : offset + start + block.shape[0]] = block
 
 
-def join_feature_parts(parts: list[Path], output: Path, prov: dict[str, Any], chunk_rows: int = 16384) -> None:
+def join_feature_parts(
+    parts: list[Path], output: Path, prov: dict[str, Any], chunk_rows: int = 16384
+) -> None:
     """Concatenate complete feature part files, in order, into one feature file at ``output``.
 
     A copy, not an HDF5 virtual dataset: the result stands alone (plain h5py, rsync, removing the parts).
@@ -613,7 +646,11 @@ def join_feature_parts(parts: list[Path], output: Path, prov: dict[str, Any], ch
                 src = first[name]
                 total = rows if name in _ROW_DATASETS else skipped
                 out.create_dataset(
-                    name, shape=(total, *src.shape[1:]), maxshape=src.maxshape, dtype=src.dtype, chunks=src.chunks
+                    name,
+                    shape=(total, *src.shape[1:]),
+                    maxshape=src.maxshape,
+                    dtype=src.dtype,
+                    chunks=src.chunks,
                 )
             row0 = skip0 = 0
             for part, header in zip(parts, headers, strict=True):

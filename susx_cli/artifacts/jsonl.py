@@ -26,7 +26,9 @@ def scan_jsonl(path: Path) -> tuple[list[Any], int]:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise SusxError(f"cannot read {path} ({exc.strerror or exc})", hint="check the file's permissions") from exc
+        raise SusxError(
+            f"cannot read {path} ({exc.strerror or exc})", hint="check the file's permissions"
+        ) from exc
     rows, bad = [], 0
     for line in raw.splitlines():
         if not line.strip():
@@ -45,7 +47,9 @@ def read_jsonl(path: Path) -> list[Any]:
 
 def write_jsonl(path: Path, rows: list[Any]) -> None:
     """Replace ``path`` with ``rows``, one per line, atomically (a reader sees the old file or the new)."""
-    common.atomic_write_bytes(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8"))
+    common.atomic_write_bytes(
+        path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+    )
 
 
 def _is_json(data: bytes) -> bool:

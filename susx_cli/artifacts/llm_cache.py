@@ -38,10 +38,16 @@ class AnswerCache:
         try:
             rows, self.bad_lines = scan_jsonl(self.path)
         except SusxError as exc:
-            raise SusxError(f"cannot read the LLM cache {self.path} ({exc.message})",
-                            hint="check the path, or use --llm-cache") from exc
+            raise SusxError(
+                f"cannot read the LLM cache {self.path} ({exc.message})",
+                hint="check the path, or use --llm-cache",
+            ) from exc
         for row in rows:
-            if isinstance(row, dict) and isinstance(row.get("key"), str) and isinstance(row.get("answer"), str):
+            if (
+                isinstance(row, dict)
+                and isinstance(row.get("key"), str)
+                and isinstance(row.get("answer"), str)
+            ):
                 self._answers[row["key"]] = row["answer"]
             else:
                 self.bad_lines += 1

@@ -112,5 +112,10 @@ def _exclusive_fallback(output: Path, path: Path) -> None:
     """No flock on this file system: the lock is held while the recorded PID on this host is alive."""
     holder = _holder(path)
     pid = holder.get("pid")
-    if isinstance(pid, int) and pid != os.getpid() and holder.get("host") == socket.gethostname() and _pid_alive(pid):
+    if (
+        isinstance(pid, int)
+        and pid != os.getpid()
+        and holder.get("host") == socket.gethostname()
+        and _pid_alive(pid)
+    ):
         raise _refuse(output, holder)

@@ -109,13 +109,28 @@ def read_prompts(path: str | Path) -> Prompts:
             for e in data["entries"]
         ]
     except (KeyError, TypeError, ValueError) as exc:
-        raise SusxError(f"{path}: malformed prompts entry ({exc})", hint="re-create it with `susx prompts`") from exc
+        raise SusxError(
+            f"{path}: malformed prompts entry ({exc})", hint="re-create it with `susx prompts`"
+        ) from exc
     if [e.index for e in entries] != list(range(len(entries))):
-        raise SusxError(f"{path}: entry indices are not 0..C-1 in order", hint="re-create it with `susx prompts`")
+        raise SusxError(
+            f"{path}: entry indices are not 0..C-1 in order", hint="re-create it with `susx prompts`"
+        )
     # A hand-edited file must not bring back names that would merge two classes' folders.
     validate_classes([e.name for e in entries], str(path))
-    known = {"kind", "schema_version", "tool", "created", "options", "inputs", "dataset", "cleaning",
-             "default_pool", "classes", "entries"}
+    known = {
+        "kind",
+        "schema_version",
+        "tool",
+        "created",
+        "options",
+        "inputs",
+        "dataset",
+        "cleaning",
+        "default_pool",
+        "classes",
+        "entries",
+    }
     return Prompts(
         entries=entries,
         default_pool=data.get("default_pool", "template"),

@@ -31,7 +31,11 @@ METRIC_KEYS = ("top1", "top5", "mean_per_class_recall", "ece", "nll", "n")
 
 def result_metrics(recorded: dict[str, Any]) -> dict[str, Any]:
     """The figures a result keeps from a predictions file's metrics: top-k, mean per-class recall, ECE, NLL, n."""
-    return {k: v for k, v in recorded.items() if k in METRIC_KEYS or (k.startswith("top") and isinstance(v, float))}
+    return {
+        k: v
+        for k, v in recorded.items()
+        if k in METRIC_KEYS or (k.startswith("top") and isinstance(v, float))
+    }
 
 
 def per_class_record(predictions: Predictions) -> dict[str, Any] | None:
@@ -51,23 +55,40 @@ def per_class_record(predictions: Predictions) -> dict[str, Any] | None:
     if pc.confusion is not None:
         out["confusion"] = pc.confusion.tolist()
     else:
-        out["top_confusions"] = [[[int(c), int(n)] for c, n in zip(cs, ns, strict=True) if c >= 0]
-                                 for cs, ns in zip(pc.top_confused, pc.top_counts, strict=True)]
+        out["top_confusions"] = [
+            [[int(c), int(n)] for c, n in zip(cs, ns, strict=True) if c >= 0]
+            for cs, ns in zip(pc.top_confused, pc.top_counts, strict=True)
+        ]
     return out
 
 
 def calibration_record(cal: Calibration, path: Path, split: str | None) -> dict[str, Any]:
     """What a result says about its calibration (``split``: the labelled split of mode val)."""
-    return {"mode": cal.mode, "split": split, "alpha": cal.alpha, "beta": cal.beta, "gamma": cal.gamma, "tau": cal.tau,
-            "normalize_per_class": cal.normalize_per_class, "objective": cal.objective,
-            "grid_size": (cal.grid or {}).get("size"), "path": str(path)}
+    return {
+        "mode": cal.mode,
+        "split": split,
+        "alpha": cal.alpha,
+        "beta": cal.beta,
+        "gamma": cal.gamma,
+        "tau": cal.tau,
+        "normalize_per_class": cal.normalize_per_class,
+        "objective": cal.objective,
+        "grid_size": (cal.grid or {}).get("size"),
+        "path": str(path),
+    }
 
 
 def support_record(config: dict[str, Any], support: SupportSet) -> dict[str, Any]:
     """A result's support entry: its configuration plus the folder's source, size and class balance."""
     counts = support.counts()
-    return {**config, "path": str(support.root), "source": (support.provenance.get("options") or {}).get("source"),
-            "size": len(support.rows), "per_class_min": min(counts), "per_class_max": max(counts)}
+    return {
+        **config,
+        "path": str(support.root),
+        "source": (support.provenance.get("options") or {}).get("source"),
+        "size": len(support.rows),
+        "per_class_min": min(counts),
+        "per_class_max": max(counts),
+    }
 
 
 def run_record(
@@ -90,11 +111,19 @@ def run_record(
     return {
         "config_key": config_key(config),
         "config": config,
-        "dataset": {**{k: dataset[k] for k in ("id", "name", "split")}, "num_classes": len(text.classes),
-                    "n_queries": int(predictions.labels.shape[0]), "data_root": dataset["data_root"],
-                    "split_file": dataset["split_file"]},
-        "model": {"arch": config["model"], "pretrained": config["pretrained"], "random_weights": text.model.random_weights,
-                  "identity": text.model.to_dict()},
+        "dataset": {
+            **{k: dataset[k] for k in ("id", "name", "split")},
+            "num_classes": len(text.classes),
+            "n_queries": int(predictions.labels.shape[0]),
+            "data_root": dataset["data_root"],
+            "split_file": dataset["split_file"],
+        },
+        "model": {
+            "arch": config["model"],
+            "pretrained": config["pretrained"],
+            "random_weights": text.model.random_weights,
+            "identity": text.model.to_dict(),
+        },
         "method": config["method"],
         "support": support,
         "calibration": calibration,
@@ -114,8 +143,13 @@ def run_record(
 
 
 def write_result(path: Path, result: dict[str, Any]) -> Path:
-    record = {"kind": RESULT, "schema_version": RESULT_SCHEMA_VERSION, "tool": common.tool_info(),
-              "created": common.now_iso(), **result}
+    record = {
+        "kind": RESULT,
+        "schema_version": RESULT_SCHEMA_VERSION,
+        "tool": common.tool_info(),
+        "created": common.now_iso(),
+        **result,
+    }
     common.atomic_write_json(path, record)
     return path
 
@@ -123,7 +157,11 @@ def write_result(path: Path, result: dict[str, Any]) -> Path:
 def read_result(path: Path) -> dict[str, Any]:
     data = common.read_json(path, "result file")
     if not isinstance(data, dict) or data.get("kind") != RESULT:
-        got = f"a {data.get('kind')} file" if isinstance(data, dict) and data.get("kind") else "not a susx result file"
+        got = (
+            f"a {data.get('kind')} file"
+            if isinstance(data, dict) and data.get("kind")
+            else "not a susx result file"
+        )
         raise SusxError(f"{path} is {got}, expected {RESULT}", hint="pass result files written by susx eval")
     if data.get("schema_version") != RESULT_SCHEMA_VERSION:
         raise SusxError(
@@ -132,7 +170,9 @@ def read_result(path: Path) -> dict[str, Any]:
         )
     missing = [k for k in REQUIRED if k not in data]
     if missing:
-        raise SusxError(f"{path} lacks {', '.join(missing)}", hint="the file is damaged or hand-edited; re-run susx eval")
+        raise SusxError(
+            f"{path} lacks {', '.join(missing)}", hint="the file is damaged or hand-edited; re-run susx eval"
+        )
     data["_path"] = str(path)
     return data
 
@@ -155,7 +195,9 @@ def collect(paths: list[Path]) -> list[dict[str, Any]]:
         if p.is_dir():
             found = sorted(q for q in p.rglob("*.json") if q.is_file())
             if not found:
-                raise SusxError(f"{p} holds no .json result files", hint="pass the --results-dir of susx eval")
+                raise SusxError(
+                    f"{p} holds no .json result files", hint="pass the --results-dir of susx eval"
+                )
             files += found
         elif p.is_file():
             files.append(p)

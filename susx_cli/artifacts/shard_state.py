@@ -71,7 +71,9 @@ def write_candidates(path: Path, rows: list[dict[str, Any]]) -> None:
         }
     )
     for name in sorted({k for r in rows for k in r} - set(CANDIDATE_COLUMNS)):
-        table = table.append_column(name, pa.array([None if r.get(name) is None else str(r[name]) for r in rows], pa.string()))
+        table = table.append_column(
+            name, pa.array([None if r.get(name) is None else str(r[name]) for r in rows], pa.string())
+        )
     write_parquet(path, table)
 
 
@@ -83,11 +85,16 @@ def write_url_list(path: Path, rows: list[dict[str, Any]]) -> None:
     """The (cid, url, caption) list of a download, as img2dataset reads it (parquet)."""
     import pyarrow as pa
 
-    write_parquet(path, pa.table({
-        "cid": [str(r["cid"]) for r in rows],
-        "url": [str(r["url"]) for r in rows],
-        "caption": [r.get("caption") or "" for r in rows],
-    }))
+    write_parquet(
+        path,
+        pa.table(
+            {
+                "cid": [str(r["cid"]) for r in rows],
+                "url": [str(r["url"]) for r in rows],
+                "caption": [r.get("caption") or "" for r in rows],
+            }
+        ),
+    )
 
 
 def read_url_list(path: Path) -> list[dict[str, Any]]:

@@ -77,7 +77,9 @@ def _written_paths(root: Path) -> set[str]:
     owned = {CLASSES_FILE, MARKER, MANIFEST}
     manifests = [root / MANIFEST, *(root / PARTS).glob("manifest-*.jsonl")]
     for manifest in manifests:
-        owned.update(str(r.get("path")) for r in read_jsonl(manifest) if common.is_safe_relative(r.get("path")))
+        owned.update(
+            str(r.get("path")) for r in read_jsonl(manifest) if common.is_safe_relative(r.get("path"))
+        )
     return owned
 
 
@@ -89,7 +91,11 @@ def foreign_files(root: Path) -> list[str]:
         rel = path.relative_to(root).as_posix()
         if path.is_dir() and not path.is_symlink():
             continue
-        ours = rel in owned or rel.startswith(f"{PARTS}/") or (path.name.startswith(".") and path.name.endswith(".tmp"))
+        ours = (
+            rel in owned
+            or rel.startswith(f"{PARTS}/")
+            or (path.name.startswith(".") and path.name.endswith(".tmp"))
+        )
         if not ours:
             foreign.append(rel)
     return foreign
@@ -147,7 +153,9 @@ class SupportWriter:
         self.done: dict[tuple[int, str], dict[str, Any]] = {}
         for row in read_jsonl(self.part_path):
             # Trust a recorded image only if its file is still there with the recorded size.
-            if (self.root / row["path"]).is_file() and (self.root / row["path"]).stat().st_size == row.get("bytes"):
+            if (self.root / row["path"]).is_file() and (self.root / row["path"]).stat().st_size == row.get(
+                "bytes"
+            ):
                 self.done[(int(row["class_index"]), row["key"])] = row
         self._rewrite_part()
         self._part = JsonlAppender(self.part_path)
@@ -189,7 +197,11 @@ class SupportWriter:
         )
 
     def _same_run(self, data: Any) -> bool:
-        return isinstance(data, dict) and common.same_fingerprint(data, self.prov) and data.get("classes") == self.classes
+        return (
+            isinstance(data, dict)
+            and common.same_fingerprint(data, self.prov)
+            and data.get("classes") == self.classes
+        )
 
     def _restart_unfinished(self) -> None:
         """Start this folder again with this run's options when the run that made it recorded no image
@@ -317,7 +329,9 @@ def read_support(root: str | Path) -> SupportSet:
     if not root.is_dir():
         raise SusxError(f"support folder {root} does not exist", hint="make one with `susx curate`")
     if not (root / CLASSES_FILE).exists():
-        raise SusxError(f"{root} is not a susx support folder (no {CLASSES_FILE})", hint="make one with `susx curate`")
+        raise SusxError(
+            f"{root} is not a susx support folder (no {CLASSES_FILE})", hint="make one with `susx curate`"
+        )
     data = common.read_json(root / CLASSES_FILE)
     common.check_header(root, data.get("kind"), data.get("schema_version"), common.SUPPORT_SET)
     if not (root / MARKER).exists():

@@ -39,24 +39,38 @@ def plain(values: list[StrEnum] | None) -> list[str] | None:
 
 
 OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Where to write the artifact.")]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output made with other options.")]
+OverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Replace an existing output made with other options.")
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or logs on stderr.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON object on stdout instead of paths.")]
 ModelOpt = Annotated[
     str,
-    typer.Option("--model", "-m", help="open_clip architecture or hf-hub:org/repo id, with its weights as ARCH:TAG if you like "
-                                       "(e.g. ViT-B-32:openai)."),
+    typer.Option(
+        "--model",
+        "-m",
+        help="open_clip architecture or hf-hub:org/repo id, with its weights as ARCH:TAG if you like "
+        "(e.g. ViT-B-32:openai).",
+    ),
 ]
 PretrainedOpt = Annotated[
     str | None,
-    typer.Option("--pretrained", "-p", help="Weights: an open_clip tag, a checkpoint path, or 'none' (random); default: "
-                                            "the -m tag, else openai."),
+    typer.Option(
+        "--pretrained",
+        "-p",
+        help="Weights: an open_clip tag, a checkpoint path, or 'none' (random); default: "
+        "the -m tag, else openai.",
+    ),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help=DEVICE_HELP)]
 PrecisionOpt = Annotated[choice(PRECISIONS), typer.Option("--precision", help=PRECISION_HELP)]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")]
-WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Image loading processes (default: cores - 1).")]
-NumShardsOpt = Annotated[int | None, typer.Option("--num-shards", help="Split the work into this many shards.")]
+WorkersOpt = Annotated[
+    int | None, typer.Option("--workers", help="Image loading processes (default: cores - 1).")
+]
+NumShardsOpt = Annotated[
+    int | None, typer.Option("--num-shards", help="Split the work into this many shards.")
+]
 ShardIndexOpt = Annotated[int | None, typer.Option("--shard-index", help="This worker's shard (0-based).")]
 ExecutorOpt = Annotated[
     str,
@@ -112,7 +126,9 @@ def run(
         render(result, as_json=as_json, reporter=reporter, table=table)
 
 
-def render(result: Any, *, as_json: bool, reporter: RichReporter, table: Callable[[Any], Any] | None = None) -> None:
+def render(
+    result: Any, *, as_json: bool, reporter: RichReporter, table: Callable[[Any], Any] | None = None
+) -> None:
     """Paths (or one JSON object) on stdout; the result's table, if any, on stderr unless quiet."""
     if as_json:
         sys.stdout.write(json.dumps(result.to_json(), ensure_ascii=False, default=str) + "\n")

@@ -26,23 +26,43 @@ def calibrate(
     output: OutputOpt = Path("calibration.json"),
     mode: Annotated[
         choice(CALIBRATION_MODES),
-        typer.Option("--mode", help="loo: leave-one-out on the support set (name-only; not gda); kfold: k-fold on the "
-                                    "support set (name-only); val: labelled --val; fixed."),
+        typer.Option(
+            "--mode",
+            help="loo: leave-one-out on the support set (name-only; not gda); kfold: k-fold on the "
+            "support set (name-only); val: labelled --val; fixed.",
+        ),
     ] = "loo",
-    val: Annotated[Path | None, typer.Option("--val", help="Labelled validation features (implies --mode val).")] = None,
-    method: Annotated[choice(SEARCHABLE_METHODS), typer.Option("--method", help="The method whose hyperparameters to choose.")] = "tip-x",
-    alpha: Annotated[float | None, typer.Option("--alpha", help="fixed: cache term weight (gda: GDA term weight).")] = None,
+    val: Annotated[
+        Path | None, typer.Option("--val", help="Labelled validation features (implies --mode val).")
+    ] = None,
+    method: Annotated[
+        choice(SEARCHABLE_METHODS),
+        typer.Option("--method", help="The method whose hyperparameters to choose."),
+    ] = "tip-x",
+    alpha: Annotated[
+        float | None, typer.Option("--alpha", help="fixed: cache term weight (gda: GDA term weight).")
+    ] = None,
     beta: Annotated[float | None, typer.Option("--beta", help="fixed: cache sharpness.")] = None,
     gamma: Annotated[float | None, typer.Option("--gamma", help="fixed: KL term weight.")] = None,
-    alpha_grid: Annotated[str, typer.Option("--alpha-grid", help="'reference', 'start:stop:steps' or 'v1,v2'.")] = "reference",
+    alpha_grid: Annotated[
+        str, typer.Option("--alpha-grid", help="'reference', 'start:stop:steps' or 'v1,v2'.")
+    ] = "reference",
     beta_grid: Annotated[str, typer.Option("--beta-grid")] = "reference",
     gamma_grid: Annotated[str, typer.Option("--gamma-grid")] = "reference",
     tau: Annotated[float, typer.Option("--tau", help="Signature temperature on raw cosines.")] = 0.5,
-    logit_scale: Annotated[str, typer.Option("--logit-scale", help="Zero-shot scale: 100 (reference) or 'model'.")] = "100",
-    normalize: Annotated[bool, typer.Option("--normalize-per-class", help="Divide support terms by class size.")] = False,
-    heatmap: Annotated[Path | None, typer.Option("--heatmap", help="PNG of accuracy over (alpha, gamma) at the best beta.")] = None,
+    logit_scale: Annotated[
+        str, typer.Option("--logit-scale", help="Zero-shot scale: 100 (reference) or 'model'.")
+    ] = "100",
+    normalize: Annotated[
+        bool, typer.Option("--normalize-per-class", help="Divide support terms by class size.")
+    ] = False,
+    heatmap: Annotated[
+        Path | None, typer.Option("--heatmap", help="PNG of accuracy over (alpha, gamma) at the best beta.")
+    ] = None,
     folds: Annotated[int, typer.Option("--folds", help="kfold: number of folds of the support set.")] = 4,
-    fold_seed: Annotated[int, typer.Option("--fold-seed", help="kfold: seed of the stratified fold split.")] = 0,
+    fold_seed: Annotated[
+        int, typer.Option("--fold-seed", help="kfold: seed of the stratified fold split.")
+    ] = 0,
     device: DeviceOpt = "auto",
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
@@ -64,9 +84,26 @@ def calibrate(
         from susx_cli.stages.calibrate import calibrate as calibrate_stage
 
         return calibrate_stage(
-            text, support, output, mode=mode, val_path=val, method=method, alpha=alpha, beta=beta, gamma=gamma,
-            alpha_grid=alpha_grid, beta_grid=beta_grid, gamma_grid=gamma_grid, tau=tau, logit_scale=logit_scale,
-            normalize=normalize, heatmap=heatmap, folds=folds, fold_seed=fold_seed, device=device, overwrite=overwrite,
+            text,
+            support,
+            output,
+            mode=mode,
+            val_path=val,
+            method=method,
+            alpha=alpha,
+            beta=beta,
+            gamma=gamma,
+            alpha_grid=alpha_grid,
+            beta_grid=beta_grid,
+            gamma_grid=gamma_grid,
+            tau=tau,
+            logit_scale=logit_scale,
+            normalize=normalize,
+            heatmap=heatmap,
+            folds=folds,
+            fold_seed=fold_seed,
+            device=device,
+            overwrite=overwrite,
         )
 
     run(stage, quiet=quiet, as_json=as_json, table=choice_table)

@@ -37,7 +37,11 @@ _KW = inspect.Parameter.KEYWORD_ONLY
 _GENERAL = [
     inspect.Parameter("ctx", _KW, annotation=typer.Context),
     inspect.Parameter(
-        "prompts_path", _KW, annotation=Annotated[Path, typer.Argument(help="prompts.json (its class list orders the support set).")]
+        "prompts_path",
+        _KW,
+        annotation=Annotated[
+            Path, typer.Argument(help="prompts.json (its class list orders the support set).")
+        ],
     ),
     inspect.Parameter("output", _KW, annotation=OutputOpt),
     inspect.Parameter(
@@ -45,14 +49,24 @@ _GENERAL = [
         _KW,
         default="folder",
         annotation=Annotated[
-            Literal[tuple(SOURCES)], typer.Option("--source", help="Where the images come from; each source's options are in its panel below.")
+            Literal[tuple(SOURCES)],
+            typer.Option(
+                "--source", help="Where the images come from; each source's options are in its panel below."
+            ),
         ],
     ),
 ]
 # Deprecated spellings, hidden: -s now means --support everywhere, and --pool the text pool.
 _ALIASES = [
-    inspect.Parameter("source_s", _KW, default=None, annotation=Annotated[Literal[tuple(SOURCES)] | None, typer.Option("-s", hidden=True)]),
-    inspect.Parameter("pool_alias", _KW, default=None, annotation=Annotated[str | None, typer.Option("--pool", hidden=True)]),
+    inspect.Parameter(
+        "source_s",
+        _KW,
+        default=None,
+        annotation=Annotated[Literal[tuple(SOURCES)] | None, typer.Option("-s", hidden=True)],
+    ),
+    inspect.Parameter(
+        "pool_alias", _KW, default=None, annotation=Annotated[str | None, typer.Option("--pool", hidden=True)]
+    ),
 ]
 _TAIL = [
     inspect.Parameter(
@@ -60,7 +74,11 @@ _TAIL = [
         _KW,
         default=1,
         annotation=Annotated[
-            int, typer.Option("--min-per-class", help="Leave the set unfinished (exit 2) if a class has fewer images; 0 accepts empty classes.")
+            int,
+            typer.Option(
+                "--min-per-class",
+                help="Leave the set unfinished (exit 2) if a class has fewer images; 0 accepts empty classes.",
+            ),
         ],
     ),
     inspect.Parameter("num_shards", _KW, default=None, annotation=NumShardsOpt),
@@ -81,7 +99,9 @@ def _source_parameters() -> list[inspect.Parameter]:
             p.name,
             _KW,
             default=p.default,
-            annotation=Annotated[_choice_type(p), typer.Option(*p.flags, help=p.help, rich_help_panel=p.panel)],
+            annotation=Annotated[
+                _choice_type(p), typer.Option(*p.flags, help=p.help, rich_help_panel=p.panel)
+            ],
         )
         for p in shared_first
     ]
@@ -129,18 +149,33 @@ def curate(ctx: typer.Context, **values: Any) -> None:
         options = build_options(source, clip_model_spec(given))
         if on_ray.check_executor(values["executor"], values["ray_address"], values["shard_index"]):
             return on_ray.curate_on_ray(
-                values["prompts_path"], values["output"], source, options, num_shards=values["num_shards"],
-                address=values["ray_address"], min_per_class=values["min_per_class"], overwrite=values["overwrite"],
+                values["prompts_path"],
+                values["output"],
+                source,
+                options,
+                num_shards=values["num_shards"],
+                address=values["ray_address"],
+                min_per_class=values["min_per_class"],
+                overwrite=values["overwrite"],
                 quiet=values["quiet"],
             )
         src = make_source(source, options)
         shard = resolve_shard(values["num_shards"], values["shard_index"])
         return curate_stage(
-            values["prompts_path"], values["output"], src, shard=shard, min_per_class=values["min_per_class"],
+            values["prompts_path"],
+            values["output"],
+            src,
+            shard=shard,
+            min_per_class=values["min_per_class"],
             overwrite=values["overwrite"],
         )
 
-    run(stage, quiet=values["quiet"], as_json=values["as_json"], table=lambda result: class_stats_table(source, result))
+    run(
+        stage,
+        quiet=values["quiet"],
+        as_json=values["as_json"],
+        table=lambda result: class_stats_table(source, result),
+    )
 
 
 curate.__signature__ = inspect.Signature([*_GENERAL, *_source_parameters(), *_TAIL, *_ALIASES])
@@ -153,7 +188,10 @@ def clip_model_spec(given: dict[str, Any]) -> dict[str, Any]:
     from susx_cli.model_spec import resolve_model
 
     arch, weights = resolve_model(
-        given["clip_model"], given.get("clip_pretrained"), default=None, flags=("--clip-model", "--clip-pretrained")
+        given["clip_model"],
+        given.get("clip_pretrained"),
+        default=None,
+        flags=("--clip-model", "--clip-pretrained"),
     )
     return {**given, "clip_model": arch} | ({"clip_pretrained": weights} if weights is not None else {})
 
@@ -178,7 +216,13 @@ def class_stats_table(source: str, result: StageResult) -> Table | None:
         if row["kept"] < wanted:
             kept = f"[yellow]{kept}[/yellow]"
         table.add_row(
-            row["class"][:40], str(row["candidates"]), str(tried), kept, str(row["failed"]), str(row["invalid"]),
-            str(row["duplicate"]), rate,
+            row["class"][:40],
+            str(row["candidates"]),
+            str(tried),
+            kept,
+            str(row["failed"]),
+            str(row["invalid"]),
+            str(row["duplicate"]),
+            rate,
         )
     return table

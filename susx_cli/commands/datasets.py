@@ -23,11 +23,29 @@ class _ListResult:
         from rich.table import Table
 
         table = Table(title="susx datasets (the SuS-X paper's 19)")
-        for col in ("id", "name", "classes", "layout", "calibrated on", "photo template", "paper (RN50 top-1)", "needs"):
+        for col in (
+            "id",
+            "name",
+            "classes",
+            "layout",
+            "calibrated on",
+            "photo template",
+            "paper (RN50 top-1)",
+            "needs",
+        ):
             table.add_column(col)
         for s in self.specs:
             paper = ", ".join(f"{k} {v:.2f}" for k, v in s.paper.items()) or "—"
-            table.add_row(s.id, s.name, str(s.num_classes), s.layout, s.calibration_split, s.photo_template, paper, s.needs())
+            table.add_row(
+                s.id,
+                s.name,
+                str(s.num_classes),
+                s.layout,
+                s.calibration_split,
+                s.photo_template,
+                paper,
+                s.needs(),
+            )
         return table
 
     @property
@@ -51,8 +69,15 @@ class _CheckResult:
 
     def to_json(self) -> dict[str, Any]:
         lo = self.local
-        return {"dataset": lo.spec.id, "complete": not lo.problems, "root": str(lo.root), "classes": len(lo.classes),
-                "splits": {k: len(v) for k, v in lo.splits.items()}, "problems": lo.problems, "notes": lo.notes}
+        return {
+            "dataset": lo.spec.id,
+            "complete": not lo.problems,
+            "root": str(lo.root),
+            "classes": len(lo.classes),
+            "splits": {k: len(v) for k, v in lo.splits.items()},
+            "problems": lo.problems,
+            "notes": lo.notes,
+        }
 
 
 @app.command("list")
@@ -105,8 +130,11 @@ def check(
                 sys.stdout.write(json.dumps(_CheckResult(local).to_json()) + "\n")
             for extra in local.problems[1:]:
                 warn(extra)
-            raise SusxError(f"{spec.id}: incomplete under {local.root}: {local.problems[0]}",
-                            hint=f"{spec.name} needs {spec.needs()}", exit_code=1)
+            raise SusxError(
+                f"{spec.id}: incomplete under {local.root}: {local.problems[0]}",
+                hint=f"{spec.name} needs {spec.needs()}",
+                exit_code=1,
+            )
         return _CheckResult(local)
 
     run(stage, quiet=quiet, as_json=as_json)

@@ -32,19 +32,49 @@ from susx_cli.commands._common import (
 def embed(
     input_path: Annotated[
         Path,
-        typer.Argument(help="prompts.json, a support folder, class folders (names or ImageNet WordNet ids), a path,label CSV/TSV, an unlabelled folder, or a CoOp split JSON."),
+        typer.Argument(
+            help="prompts.json, a support folder, class folders (names or ImageNet WordNet ids), a path,label CSV/TSV, an unlabelled folder, or a CoOp split JSON."
+        ),
     ],
     output: OutputOpt,
     model: ModelOpt = "ViT-B-32",
     pretrained: PretrainedOpt = None,
-    classes: Annotated[Path | None, typer.Option("--classes", "-c", help="Class list (prompts.json) for class folders and path,label tables; WordNet-id folders default to ImageNet's.")] = None,
-    split: Annotated[str | None, typer.Option("--split", help="Split of a CoOp split file: train | val | test.")] = None,
-    image_root: Annotated[Path | None, typer.Option("--image-root", help="Folder the split's or table's paths are relative to (default: the file's folder).")] = None,
+    classes: Annotated[
+        Path | None,
+        typer.Option(
+            "--classes",
+            "-c",
+            help="Class list (prompts.json) for class folders and path,label tables; WordNet-id folders default to ImageNet's.",
+        ),
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option("--split", help="Split of a CoOp split file: train | val | test.")
+    ] = None,
+    image_root: Annotated[
+        Path | None,
+        typer.Option(
+            "--image-root",
+            help="Folder the split's or table's paths are relative to (default: the file's folder).",
+        ),
+    ] = None,
     shots: Annotated[int | None, typer.Option("--shots", help="Few-shot: K random images per class.")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for --shots sampling and --augment-passes views.")] = 0,
-    augment_passes: Annotated[int, typer.Option("--augment-passes", help="Views per image (random resized crop and flip), raw embeddings averaged; 1: plain.")] = 1,
-    unlabelled: Annotated[bool, typer.Option("--unlabelled", help="Treat the folder as images without labels.")] = False,
-    pool: Annotated[choice(POOLS) | None, typer.Option("--pool", help="Text pool for prompts.json (default: the prompts').")] = None,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed for --shots sampling and --augment-passes views.")
+    ] = 0,
+    augment_passes: Annotated[
+        int,
+        typer.Option(
+            "--augment-passes",
+            help="Views per image (random resized crop and flip), raw embeddings averaged; 1: plain.",
+        ),
+    ] = 1,
+    unlabelled: Annotated[
+        bool, typer.Option("--unlabelled", help="Treat the folder as images without labels.")
+    ] = False,
+    pool: Annotated[
+        choice(POOLS) | None,
+        typer.Option("--pool", help="Text pool for prompts.json (default: the prompts')."),
+    ] = None,
     batch_size: BatchSizeOpt = 64,
     workers: WorkersOpt = None,
     device: DeviceOpt = "auto",
@@ -54,7 +84,10 @@ def embed(
     shard_index: ShardIndexOpt = None,
     verify: Annotated[
         bool,
-        typer.Option("--verify/--no-verify", help="Check each support image's sha256 against its manifest (sizes are always checked)."),
+        typer.Option(
+            "--verify/--no-verify",
+            help="Check each support image's sha256 against its manifest (sizes are always checked).",
+        ),
     ] = True,
     executor: ExecutorOpt = "local",
     ray_address: RayAddressOpt = None,
@@ -84,7 +117,9 @@ def embed(
 
         arch, weights = resolve_model(model, pretrained, default="openai")
         if on_ray.check_executor(executor, ray_address, shard_index):
-            run_stage = functools.partial(on_ray.embed_on_ray, num_shards=num_shards, address=ray_address, quiet=quiet)
+            run_stage = functools.partial(
+                on_ray.embed_on_ray, num_shards=num_shards, address=ray_address, quiet=quiet
+            )
         else:
             run_stage = functools.partial(embed_stage, shard=resolve_shard(num_shards, shard_index))
         return run_stage(

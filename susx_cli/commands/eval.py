@@ -30,41 +30,109 @@ _Calibration = repeatable_choice("Calibration", CALIBRATION_MODES)
 
 
 def eval_(
-    dataset: Annotated[list[str], typer.Option("--dataset", "-d", help="Dataset id (susx datasets list) or a dataset file DATASET.json: class list + split file, class folders or path,label CSVs per split (repeatable).")],
-    model: Annotated[list[str], typer.Option("--model", "-m", help="open_clip architecture, or ARCH:TAG (repeatable).")],
-    pretrained: Annotated[list[str] | None, typer.Option("--pretrained", "-p", help="Weights per --model, by position (repeatable).")] = None,
-    data_root: Annotated[Path | None, typer.Option("--data-root", help="Folder holding one folder per registered dataset.")] = None,
-    support: Annotated[list[str] | None, typer.Option("--support", "-s", help="folder-shots:K (K train images per class) or a support folder made by susx curate (repeatable).")] = None,
-    method: Annotated[list[_Method] | None, typer.Option("--method", help="Repeatable; default: the paper's three, without gda.")] = None,
-    calibration: Annotated[list[_Calibration] | None, typer.Option("--calibration", help="Repeatable; default loo; gda has no loo: it runs val, kfold, fixed.")] = None,
-    work_dir: Annotated[Path, typer.Option("--work-dir", help="Where the stage artifacts go (reused across runs).")] = Path("susx-work"),
-    results_dir: Annotated[Path, typer.Option("--results-dir", help="One result JSON per run.")] = Path("susx-results"),
-    templates: Annotated[str, typer.Option("--templates", help="photo | ensemble | openai | FILE.")] = "ensemble",
-    cupl_dir: Annotated[Path | None, typer.Option("--cupl-dir", help="CuPL sentence files named <dataset>.json.")] = None,
-    prompts: Annotated[Path | None, typer.Option("--prompts", help="An existing prompts.json (one --dataset only).")] = None,
-    pool: Annotated[choice(POOLS) | None, typer.Option("--pool", help="Text pool (default: the prompts').")] = None,
-    logit_scale: Annotated[str, typer.Option("--logit-scale", help="Zero-shot term scale: 100 (reference) or 'model'.")] = "100",
+    dataset: Annotated[
+        list[str],
+        typer.Option(
+            "--dataset",
+            "-d",
+            help="Dataset id (susx datasets list) or a dataset file DATASET.json: class list + split file, class folders or path,label CSVs per split (repeatable).",
+        ),
+    ],
+    model: Annotated[
+        list[str], typer.Option("--model", "-m", help="open_clip architecture, or ARCH:TAG (repeatable).")
+    ],
+    pretrained: Annotated[
+        list[str] | None,
+        typer.Option("--pretrained", "-p", help="Weights per --model, by position (repeatable)."),
+    ] = None,
+    data_root: Annotated[
+        Path | None, typer.Option("--data-root", help="Folder holding one folder per registered dataset.")
+    ] = None,
+    support: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--support",
+            "-s",
+            help="folder-shots:K (K train images per class) or a support folder made by susx curate (repeatable).",
+        ),
+    ] = None,
+    method: Annotated[
+        list[_Method] | None,
+        typer.Option("--method", help="Repeatable; default: the paper's three, without gda."),
+    ] = None,
+    calibration: Annotated[
+        list[_Calibration] | None,
+        typer.Option(
+            "--calibration", help="Repeatable; default loo; gda has no loo: it runs val, kfold, fixed."
+        ),
+    ] = None,
+    work_dir: Annotated[
+        Path, typer.Option("--work-dir", help="Where the stage artifacts go (reused across runs).")
+    ] = Path("susx-work"),
+    results_dir: Annotated[Path, typer.Option("--results-dir", help="One result JSON per run.")] = Path(
+        "susx-results"
+    ),
+    templates: Annotated[
+        str, typer.Option("--templates", help="photo | ensemble | openai | FILE.")
+    ] = "ensemble",
+    cupl_dir: Annotated[
+        Path | None, typer.Option("--cupl-dir", help="CuPL sentence files named <dataset>.json.")
+    ] = None,
+    prompts: Annotated[
+        Path | None, typer.Option("--prompts", help="An existing prompts.json (one --dataset only).")
+    ] = None,
+    pool: Annotated[
+        choice(POOLS) | None, typer.Option("--pool", help="Text pool (default: the prompts').")
+    ] = None,
+    logit_scale: Annotated[
+        str, typer.Option("--logit-scale", help="Zero-shot term scale: 100 (reference) or 'model'.")
+    ] = "100",
     tau: Annotated[float, typer.Option("--tau", help="Signature temperature.")] = 0.5,
-    alpha_grid: Annotated[str | None, typer.Option("--alpha-grid", help="reference | start:stop:steps | v1,v2.")] = None,
+    alpha_grid: Annotated[
+        str | None, typer.Option("--alpha-grid", help="reference | start:stop:steps | v1,v2.")
+    ] = None,
     beta_grid: Annotated[str | None, typer.Option("--beta-grid")] = None,
     gamma_grid: Annotated[str | None, typer.Option("--gamma-grid")] = None,
     alpha: Annotated[float | None, typer.Option("--alpha", help="--calibration fixed: alpha.")] = None,
     beta: Annotated[float | None, typer.Option("--beta", help="--calibration fixed: beta.")] = None,
-    gamma: Annotated[float | None, typer.Option("--gamma", help="--calibration fixed: gamma (tip-x).")] = None,
-    gda_alpha: Annotated[float | None, typer.Option("--gda-alpha", help="--calibration fixed: GDA's alpha (gda's grid is the paper's).")] = None,
+    gamma: Annotated[
+        float | None, typer.Option("--gamma", help="--calibration fixed: gamma (tip-x).")
+    ] = None,
+    gda_alpha: Annotated[
+        float | None,
+        typer.Option("--gda-alpha", help="--calibration fixed: GDA's alpha (gda's grid is the paper's)."),
+    ] = None,
     folds: Annotated[int, typer.Option("--folds", help="--calibration kfold: folds of the support set.")] = 4,
-    fold_seed: Annotated[int, typer.Option("--fold-seed", help="--calibration kfold: seed of the fold split.")] = 0,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the few-shot sample and of its augmented views.")] = 0,
-    augment_passes: Annotated[int, typer.Option("--augment-passes", help="folder-shots support: augmented views per image, averaged (the paper's 10); support folders: 1.")] = 10,
+    fold_seed: Annotated[
+        int, typer.Option("--fold-seed", help="--calibration kfold: seed of the fold split.")
+    ] = 0,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed of the few-shot sample and of its augmented views.")
+    ] = 0,
+    augment_passes: Annotated[
+        int,
+        typer.Option(
+            "--augment-passes",
+            help="folder-shots support: augmented views per image, averaged (the paper's 10); support folders: 1.",
+        ),
+    ] = 10,
     batch_size: BatchSizeOpt = 64,
     workers: WorkersOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "fp32",
     overwrite: OverwriteOpt = False,
-    keep_going: Annotated[bool, typer.Option("--keep-going", help="Record a failed dataset or run (a result with status failed and the error) and go on; exit 1 at the end.")] = False,
+    keep_going: Annotated[
+        bool,
+        typer.Option(
+            "--keep-going",
+            help="Record a failed dataset or run (a result with status failed and the error) and go on; exit 1 at the end.",
+        ),
+    ] = False,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
-    calibration_c: Annotated[list[_Calibration] | None, typer.Option("-c", hidden=True)] = None,  # deprecated: -c is --classes
+    calibration_c: Annotated[
+        list[_Calibration] | None, typer.Option("-c", hidden=True)
+    ] = None,  # deprecated: -c is --classes
 ) -> None:
     """Benchmark: run every stage per dataset and model, reusing matching artifacts; skip finished runs.
 
@@ -86,13 +154,38 @@ def eval_(
 
         modes = plain(deprecated_alias(calibration_c, calibration, old="eval -c", new="--calibration"))
         result = run_eval(
-            list(dataset), data_root=data_root, work_dir=work_dir, results_dir=results_dir, models=list(model),
-            pretrained=list(pretrained or []), supports=list(support or []), methods=plain(method) or list(PAPER_METHODS),
-            calibrations=list(modes or ["loo"]), templates=templates, cupl_dir=cupl_dir, prompts_path=prompts,
-            pool=pool, logit_scale=logit_scale, tau=tau, alpha_grid=alpha_grid, beta_grid=beta_grid,
-            gamma_grid=gamma_grid, alpha=alpha, beta=beta, gamma=gamma, gda_alpha=gda_alpha, folds=folds,
-            fold_seed=fold_seed, seed=seed, augment_passes=augment_passes, batch_size=batch_size,
-            workers=workers, device=device, precision=precision, overwrite=overwrite, keep_going=keep_going,
+            list(dataset),
+            data_root=data_root,
+            work_dir=work_dir,
+            results_dir=results_dir,
+            models=list(model),
+            pretrained=list(pretrained or []),
+            supports=list(support or []),
+            methods=plain(method) or list(PAPER_METHODS),
+            calibrations=list(modes or ["loo"]),
+            templates=templates,
+            cupl_dir=cupl_dir,
+            prompts_path=prompts,
+            pool=pool,
+            logit_scale=logit_scale,
+            tau=tau,
+            alpha_grid=alpha_grid,
+            beta_grid=beta_grid,
+            gamma_grid=gamma_grid,
+            alpha=alpha,
+            beta=beta,
+            gamma=gamma,
+            gda_alpha=gda_alpha,
+            folds=folds,
+            fold_seed=fold_seed,
+            seed=seed,
+            augment_passes=augment_passes,
+            batch_size=batch_size,
+            workers=workers,
+            device=device,
+            precision=precision,
+            overwrite=overwrite,
+            keep_going=keep_going,
         )
         outcome["result"] = result
         return result
@@ -112,6 +205,14 @@ def results_table(result: Any):
     for col in ("dataset", "model", "method", "support", "calibration", "top1", "mean recall", "status"):
         table.add_column(col, justify="right" if col in ("top1", "mean recall") else "left")
     for r in result.rows:
-        table.add_row(r["dataset"], r["model"], r["method"], r["support"], r["calibration"],
-                      f"{r['top1']:.2f}", f"{r['mean_per_class_recall']:.2f}", r["status"])
+        table.add_row(
+            r["dataset"],
+            r["model"],
+            r["method"],
+            r["support"],
+            r["calibration"],
+            f"{r['top1']:.2f}",
+            f"{r['mean_per_class_recall']:.2f}",
+            r["status"],
+        )
     return table

@@ -12,7 +12,9 @@ from susx_cli.commands._common import JsonOpt, OverwriteOpt, QuietOpt, run
 
 def export(
     predictions: Annotated[Path, typer.Argument(help="Predictions HDF5 written by susx predict.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="CSV file to write.")] = Path("predictions.csv"),
+    output: Annotated[Path, typer.Option("--output", "-o", help="CSV file to write.")] = Path(
+        "predictions.csv"
+    ),
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,

@@ -11,21 +11,34 @@ from susx_cli.commands._common import JsonOpt, QuietOpt, run
 
 
 def inspect(
-    path: Annotated[Path, typer.Argument(help="Any susx artifact: prompts.json, *.h5, support folder, calibration.json.")],
+    path: Annotated[
+        Path, typer.Argument(help="Any susx artifact: prompts.json, *.h5, support folder, calibration.json.")
+    ],
     contact_sheet: Annotated[
-        Path | None, typer.Option("--contact-sheet", help="Support folder: draw a PNG grid of each class's images.")
+        Path | None,
+        typer.Option("--contact-sheet", help="Support folder: draw a PNG grid of each class's images."),
     ] = None,
     per_class: Annotated[int, typer.Option("--per-class", help="Images per class on the contact sheet.")] = 8,
     classes: Annotated[
         str | None,
-        typer.Option("--classes", help="Contact sheet: only these classes (names or indices, comma-separated, or a file of them)."),
+        typer.Option(
+            "--classes",
+            help="Contact sheet: only these classes (names or indices, comma-separated, or a file of them).",
+        ),
     ] = None,
     classes_per_page: Annotated[
-        int, typer.Option("--classes-per-page", help="Contact sheet: classes per page; more make sheet-001.png, sheet-002.png, ...")
+        int,
+        typer.Option(
+            "--classes-per-page",
+            help="Contact sheet: classes per page; more make sheet-001.png, sheet-002.png, ...",
+        ),
     ] = 50,
     confusion: Annotated[
         Path | None,
-        typer.Option("--confusion", help="Predictions file: draw its confusion matrix (top confusions above 100 classes) as PNG."),
+        typer.Option(
+            "--confusion",
+            help="Predictions file: draw its confusion matrix (top confusions above 100 classes) as PNG.",
+        ),
     ] = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
@@ -45,8 +58,16 @@ def inspect(
     def stage():
         from susx_cli.stages.inspect import inspect_artifact
 
-        return _Described(inspect_artifact(path, contact_sheet=contact_sheet, per_class=per_class, confusion=confusion,
-                                           classes=classes, classes_per_page=classes_per_page))
+        return _Described(
+            inspect_artifact(
+                path,
+                contact_sheet=contact_sheet,
+                per_class=per_class,
+                confusion=confusion,
+                classes=classes,
+                classes_per_page=classes_per_page,
+            )
+        )
 
     run(stage, quiet=quiet, as_json=as_json)
 
@@ -74,7 +95,11 @@ def describe_lines(value: Any, indent: str = "", list_items: int = 8) -> list[st
         elif isinstance(item, list) and any(isinstance(x, dict) for x in item):
             lines.append(f"{indent}{key}: {len(item)} item(s)")
             for x in item[:list_items]:
-                lines += describe_lines(x, indent + "  - ", list_items) if isinstance(x, dict) else [f"{indent}  - {x}"]
+                lines += (
+                    describe_lines(x, indent + "  - ", list_items)
+                    if isinstance(x, dict)
+                    else [f"{indent}  - {x}"]
+                )
         elif isinstance(item, list) and len(item) > list_items:
             shown = ", ".join(map(str, item[:list_items]))
             lines.append(f"{indent}{key}: {len(item)} items: {shown}, ...")

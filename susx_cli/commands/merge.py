@@ -16,7 +16,10 @@ from susx_cli.commands._common import JsonOpt, QuietOpt, run
 
 def merge(
     target: Annotated[
-        Path, typer.Argument(help="The support folder the curate shards wrote into, or the -o OUT.h5 of the embed shards.")
+        Path,
+        typer.Argument(
+            help="The support folder the curate shards wrote into, or the -o OUT.h5 of the embed shards."
+        ),
     ],
     num_shards: Annotated[int, typer.Option("--num-shards", help="How many shards the run had.")],
     quiet: QuietOpt = False,

@@ -22,20 +22,35 @@ from susx_cli.method import METHODS
 
 def predict(
     text: Annotated[Path, typer.Argument(help="Text classifier HDF5.")],
-    query: Annotated[Path, typer.Argument(help="Query features HDF5, or images (folder / split JSON) to embed now.")],
+    query: Annotated[
+        Path, typer.Argument(help="Query features HDF5, or images (folder / split JSON) to embed now.")
+    ],
     output: OutputOpt = Path("predictions.h5"),
-    support: Annotated[Path | None, typer.Option("--support", "-s", help="Support features HDF5 (tip-adapter, tip-x, gda).")] = None,
+    support: Annotated[
+        Path | None, typer.Option("--support", "-s", help="Support features HDF5 (tip-adapter, tip-x, gda).")
+    ] = None,
     calibration: Annotated[Path | None, typer.Option("--calibration", help="calibration.json.")] = None,
-    method: Annotated[choice(METHODS) | None, typer.Option("--method", help="Default: the calibration's (zero-shot without one).")] = None,
+    method: Annotated[
+        choice(METHODS) | None,
+        typer.Option("--method", help="Default: the calibration's (zero-shot without one)."),
+    ] = None,
     split: Annotated[str | None, typer.Option("--split", help="Images: split of a split JSON.")] = None,
-    image_root: Annotated[Path | None, typer.Option("--image-root", help="Images: root of the split's paths.")] = None,
-    unlabelled: Annotated[bool, typer.Option("--unlabelled", help="Images: a folder without labels.")] = False,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images: embedding batch size.")] = 64,
+    image_root: Annotated[
+        Path | None, typer.Option("--image-root", help="Images: root of the split's paths.")
+    ] = None,
+    unlabelled: Annotated[
+        bool, typer.Option("--unlabelled", help="Images: a folder without labels.")
+    ] = False,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", "-b", min=1, help="Images: embedding batch size.")
+    ] = 64,
     device: DeviceOpt = "auto",
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
-    calibration_c: Annotated[Path | None, typer.Option("-c", hidden=True)] = None,  # deprecated: -c is --classes
+    calibration_c: Annotated[
+        Path | None, typer.Option("-c", hidden=True)
+    ] = None,  # deprecated: -c is --classes
 ) -> None:
     """Predict classes of query images; print top-1, top-5 and mean per-class recall (in %) when labels are known.
 
@@ -52,10 +67,23 @@ def predict(
         from susx_cli.stages.predict import predict as predict_stage
 
         cal = deprecated_alias(calibration_c, calibration, old="predict -c", new="--calibration")
-        embed_options = {"split": split, "image_root": image_root, "unlabelled": unlabelled, "batch_size": batch_size, "device": device}
+        embed_options = {
+            "split": split,
+            "image_root": image_root,
+            "unlabelled": unlabelled,
+            "batch_size": batch_size,
+            "device": device,
+        }
         return predict_stage(
-            text, query, output, support_path=support, calibration_path=cal, method=method,
-            embed_options=embed_options, device=device, overwrite=overwrite,
+            text,
+            query,
+            output,
+            support_path=support,
+            calibration_path=cal,
+            method=method,
+            embed_options=embed_options,
+            device=device,
+            overwrite=overwrite,
         )
 
     run(stage, quiet=quiet, as_json=as_json, table=metrics_table)
@@ -94,7 +122,11 @@ def worst_classes_table(rows: list[dict[str, Any]]):
         table.add_column(col, justify="left" if col in ("class", "most often predicted as") else "right")
     for r in rows:
         other = r["confused_with"]
-        table.add_row(f"{r['class']}: {r['name']}", f"{r['recall']:.2f}", str(r["queries"]),
-                      "-" if r["support"] is None else str(r["support"]),
-                      "-" if other is None else f"{other['name']} ({other['count']})")
+        table.add_row(
+            f"{r['class']}: {r['name']}",
+            f"{r['recall']:.2f}",
+            str(r["queries"]),
+            "-" if r["support"] is None else str(r["support"]),
+            "-" if other is None else f"{other['name']} ({other['count']})",
+        )
     return table

@@ -11,15 +11,29 @@ from susx_cli.commands._common import METRICS, JsonOpt, QuietOpt, choice, run
 
 
 def report(
-    results: Annotated[list[Path], typer.Argument(help="Result JSON files or folders of them (susx eval --results-dir).")],
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Markdown table (default: print it).")] = None,
+    results: Annotated[
+        list[Path], typer.Argument(help="Result JSON files or folders of them (susx eval --results-dir).")
+    ],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Markdown table (default: print it).")
+    ] = None,
     csv_path: Annotated[Path | None, typer.Option("--csv", help="The same table as CSV.")] = None,
-    chart: Annotated[Path | None, typer.Option("--chart", help="PNG: few-shot curves over shots; bars for name-only support sets (both: NAME-shots.png, NAME-name-only.png).")] = None,
+    chart: Annotated[
+        Path | None,
+        typer.Option(
+            "--chart",
+            help="PNG: few-shot curves over shots; bars for name-only support sets (both: NAME-shots.png, NAME-name-only.png).",
+        ),
+    ] = None,
     long_path: Annotated[
         Path | None,
-        typer.Option("--long", help="Long CSV: one row per run, every metric and configuration field (dotted names)."),
+        typer.Option(
+            "--long", help="Long CSV: one row per run, every metric and configuration field (dotted names)."
+        ),
     ] = None,
-    metric: Annotated[choice(METRICS), typer.Option("--metric", help="The score in the tables and chart (percent).")] = "top1",
+    metric: Annotated[
+        choice(METRICS), typer.Option("--metric", help="The score in the tables and chart (percent).")
+    ] = "top1",
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -38,7 +52,8 @@ def report(
     def stage():
         from susx_cli.stages.report import report as report_stage
 
-        return report_stage(list(results), output=output, csv_path=csv_path, chart=chart, long_path=long_path,
-                            metric=metric)
+        return report_stage(
+            list(results), output=output, csv_path=csv_path, chart=chart, long_path=long_path, metric=metric
+        )
 
     run(stage, quiet=quiet, as_json=as_json)

@@ -27,8 +27,11 @@ def request_options(temperature: float, max_tokens: int, system: str | None) -> 
 
 
 def request_key(model: str, prompt: str, sample: int, options: dict[str, Any]) -> str:
-    blob = json.dumps({"model": model, "prompt": prompt, "sample": sample, "options": options},
-                      sort_keys=True, ensure_ascii=False)
+    blob = json.dumps(
+        {"model": model, "prompt": prompt, "sample": sample, "options": options},
+        sort_keys=True,
+        ensure_ascii=False,
+    )
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
@@ -36,13 +39,18 @@ def request_seed(prompt: str, sample: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{prompt}\x00{sample}".encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
-def plan_requests(classes: list[str], questions: list[str], samples: int, model: str,
-                  options: dict[str, Any]) -> list[Request]:
+def plan_requests(
+    classes: list[str], questions: list[str], samples: int, model: str, options: dict[str, Any]
+) -> list[Request]:
     """Every (class, question, sample) request, in class, question, sample order."""
     out = []
     for ci, name in enumerate(classes):
         for qi, question in enumerate(questions):
             prompt = format_question(question, name)
             for s in range(samples):
-                out.append(Request(ci, qi, s, prompt, request_key(model, prompt, s, options), request_seed(prompt, s)))
+                out.append(
+                    Request(
+                        ci, qi, s, prompt, request_key(model, prompt, s, options), request_seed(prompt, s)
+                    )
+                )
     return out

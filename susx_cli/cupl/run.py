@@ -63,7 +63,9 @@ def _make_client(settings: LLMSettings) -> ChatClient:
                 "or point --llm-base-url at a local server",
             )
         info(f"${settings.key_env} is not set; sending no API key to {settings.base_url}")
-    return ChatClient(settings.base_url, key, settings.model, timeout=settings.timeout, key_env=settings.key_env)
+    return ChatClient(
+        settings.base_url, key, settings.model, timeout=settings.timeout, key_env=settings.key_env
+    )
 
 
 def generate(
@@ -84,7 +86,9 @@ def generate(
     requests = plan_requests(classes, plan.questions, s.samples, s.model, opts)
     cache = AnswerCache(plan.cache_path)
     if cache.bad_lines:
-        warn(f"{plan.cache_path}: ignored {cache.bad_lines} unreadable line(s) (a run cut short?); they are asked again")
+        warn(
+            f"{plan.cache_path}: ignored {cache.bad_lines} unreadable line(s) (a run cut short?); they are asked again"
+        )
     todo_by_key: dict[str, Request] = {}
     for r in requests:
         if cache.get(r.key) is None:
@@ -107,8 +111,9 @@ def generate(
     return _assemble(plan, classes, requests, cache, hits, stats, started)
 
 
-def _run_requests(plan: LLMPlan, client: Any, cache: AnswerCache, todo: list[Request],
-                  opts: dict[str, Any]) -> dict[str, int]:
+def _run_requests(
+    plan: LLMPlan, client: Any, cache: AnswerCache, todo: list[Request], opts: dict[str, Any]
+) -> dict[str, int]:
     s = plan.settings
     budget = _Budget(s.max_requests)
     stop = threading.Event()
@@ -134,8 +139,12 @@ def _run_requests(plan: LLMPlan, client: Any, cache: AnswerCache, todo: list[Req
 
         def call() -> Completion:
             try:
-                return client.complete(messages_for(req.prompt), temperature=s.temperature,
-                                       max_tokens=s.max_tokens, seed=req.seed)
+                return client.complete(
+                    messages_for(req.prompt),
+                    temperature=s.temperature,
+                    max_tokens=s.max_tokens,
+                    seed=req.seed,
+                )
             except LLMTransient as exc:
                 if first and exc.connection:  # the endpoint is not there: say so at once
                     raise LLMFatal(
@@ -145,8 +154,15 @@ def _run_requests(plan: LLMPlan, client: Any, cache: AnswerCache, todo: list[Req
                 raise
 
         try:
-            completion = with_retries(call, s.retry, key=req.key, sleep=sleep, before_attempt=attempt_hook,
-                                      on_retry=on_retry, stop=stop)
+            completion = with_retries(
+                call,
+                s.retry,
+                key=req.key,
+                sleep=sleep,
+                before_attempt=attempt_hook,
+                on_retry=on_retry,
+                stop=stop,
+            )
         except BudgetExhausted:
             return "undone", None
         except LLMTransient as exc:
@@ -154,10 +170,20 @@ def _run_requests(plan: LLMPlan, client: Any, cache: AnswerCache, todo: list[Req
         except SusxError as exc:
             stop.set()
             return "fatal", exc
-        cache.put(req.key, completion.text, {
-            "model": s.model, "base_url": s.base_url, "prompt": req.prompt, "sample": req.sample,
-            "options": opts, "seed": req.seed, "finish_reason": completion.finish_reason, "time": common.now_iso(),
-        })
+        cache.put(
+            req.key,
+            completion.text,
+            {
+                "model": s.model,
+                "base_url": s.base_url,
+                "prompt": req.prompt,
+                "sample": req.sample,
+                "options": opts,
+                "seed": req.seed,
+                "finish_reason": completion.finish_reason,
+                "time": common.now_iso(),
+            },
+        )
         return "ok", None
 
     def tally(outcome: str, detail: Any, progress) -> None:
@@ -180,11 +206,13 @@ def _run_requests(plan: LLMPlan, client: Any, cache: AnswerCache, todo: list[Req
         tally(outcome, detail, progress)
         rest = todo[1:] if not fatal and outcome != "failed" else []
         if outcome == "failed":
-            fatal.append(SusxError(
-                f"the LLM endpoint {s.base_url} failed the first request after {s.retry.retries} retries: "
-                f"{detail.message}",
-                hint="check the server, raise --llm-timeout, or try again later",
-            ))
+            fatal.append(
+                SusxError(
+                    f"the LLM endpoint {s.base_url} failed the first request after {s.retry.retries} retries: "
+                    f"{detail.message}",
+                    hint="check the server, raise --llm-timeout, or try again later",
+                )
+            )
         pool = ThreadPoolExecutor(max_workers=s.concurrency, thread_name_prefix="susx-llm")
         try:
             pending = {pool.submit(ask, r, False) for r in rest}
@@ -201,7 +229,9 @@ def _run_requests(plan: LLMPlan, client: Any, cache: AnswerCache, todo: list[Req
         undone = len(todo) - counts["answers"] - counts["failed"]
         err = fatal[0]
         if counts["answers"] and isinstance(err, SusxError):
-            err.message += f" ({counts['answers']} answers from this run are in the cache; {undone} requests not made)"
+            err.message += (
+                f" ({counts['answers']} answers from this run are in the cache; {undone} requests not made)"
+            )
         raise err
     if counts["failed"] or counts["undone"]:
         _raise_incomplete(plan, counts, last_failure)
@@ -242,8 +272,15 @@ def _messages_builder(system: str | None) -> Callable[[str], list[dict[str, str]
     return build
 
 
-def _assemble(plan: LLMPlan, classes: list[str], requests: list[Request], cache: AnswerCache, hits: int,
-              stats: dict[str, int], started: str) -> Generation:
+def _assemble(
+    plan: LLMPlan,
+    classes: list[str],
+    requests: list[Request],
+    cache: AnswerCache,
+    hits: int,
+    stats: dict[str, int],
+    started: str,
+) -> Generation:
     s = plan.settings
     raw: list[list[str]] = [[] for _ in classes]
     for r in requests:  # class, question, sample order: the same on every run
@@ -267,9 +304,16 @@ def _assemble(plan: LLMPlan, classes: list[str], requests: list[Request], cache:
         "date": started,
         "finished": common.now_iso(),
         "questions_source": plan.questions_source,
-        "options": {"samples": s.samples, "temperature": s.temperature, "max_tokens": s.max_tokens,
-                    "system": s.system or None, "concurrency": s.concurrency, "timeout": s.timeout,
-                    "retries": s.retry.retries, "max_requests": s.max_requests},
+        "options": {
+            "samples": s.samples,
+            "temperature": s.temperature,
+            "max_tokens": s.max_tokens,
+            "system": s.system or None,
+            "concurrency": s.concurrency,
+            "timeout": s.timeout,
+            "retries": s.retry.retries,
+            "max_requests": s.max_requests,
+        },
         "cache": str(plan.cache_path),
         "answers_needed": len(requests),
         "cache_hits": hits,

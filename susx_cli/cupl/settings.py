@@ -53,9 +53,15 @@ class LLMSettings:
 
     def validate(self) -> None:
         if not self.model or not self.model.strip():
-            raise SusxError("--llm needs --llm-model NAME", hint="e.g. --llm-model gpt-4o-mini, or the model a vLLM/Ollama server serves")
+            raise SusxError(
+                "--llm needs --llm-model NAME",
+                hint="e.g. --llm-model gpt-4o-mini, or the model a vLLM/Ollama server serves",
+            )
         if not self.base_url.startswith(("http://", "https://")):
-            raise SusxError(f"--llm-base-url {self.base_url!r} is not an http(s) URL", hint="e.g. http://localhost:8000/v1")
+            raise SusxError(
+                f"--llm-base-url {self.base_url!r} is not an http(s) URL",
+                hint="e.g. http://localhost:8000/v1",
+            )
         checks = [
             (self.samples >= 1, "--llm-samples must be at least 1"),
             (0.0 <= self.temperature <= 2.0, "--llm-temperature must be between 0 and 2"),
@@ -91,8 +97,12 @@ class LLMPlan:
             "max_tokens": s.max_tokens,
             "system": s.system or None,
             "seeded": True,
-            "cleaning": {"version": CLEANING_VERSION, "min_chars": MIN_CHARS, "cut_at_first_full_stop": True,
-                         "dedupe": True},
+            "cleaning": {
+                "version": CLEANING_VERSION,
+                "min_chars": MIN_CHARS,
+                "cut_at_first_full_stop": True,
+                "dedupe": True,
+            },
         }
 
 

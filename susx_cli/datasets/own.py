@@ -29,8 +29,17 @@ from typing import Any
 from susx_cli.errors import SusxError
 
 LAYOUT = "dataset-file"
-KEYS = {"id", "name", "classes", "split_file", "splits", "image_root", "test_split", "calibration_split",
-        "photo_template"}
+KEYS = {
+    "id",
+    "name",
+    "classes",
+    "split_file",
+    "splits",
+    "image_root",
+    "test_split",
+    "calibration_split",
+    "photo_template",
+}
 _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
 
@@ -43,15 +52,26 @@ def _read(path: Path) -> dict[str, Any]:
     from susx_cli.artifacts.common import read_json
 
     if not path.is_file():
-        raise SusxError(f"dataset file {path} does not exist", hint="check the path, or use a registered id (susx datasets list)")
+        raise SusxError(
+            f"dataset file {path} does not exist",
+            hint="check the path, or use a registered id (susx datasets list)",
+        )
     data = read_json(path, "dataset file")
     if not isinstance(data, dict):
-        raise SusxError(f"{path}: a dataset file is a JSON object", hint='e.g. {"classes": [...], "splits": {"test": "test.csv"}}')
+        raise SusxError(
+            f"{path}: a dataset file is a JSON object",
+            hint='e.g. {"classes": [...], "splits": {"test": "test.csv"}}',
+        )
     unknown = sorted(set(data) - KEYS)
     if unknown:
-        raise SusxError(f"{path}: unknown key(s) {', '.join(unknown)}", hint=f"known keys: {', '.join(sorted(KEYS))}")
+        raise SusxError(
+            f"{path}: unknown key(s) {', '.join(unknown)}", hint=f"known keys: {', '.join(sorted(KEYS))}"
+        )
     if ("split_file" in data) == ("splits" in data):
-        raise SusxError(f"{path}: give either split_file or splits", hint="split_file: a CoOp split JSON; splits: a table or folder per split")
+        raise SusxError(
+            f"{path}: give either split_file or splits",
+            hint="split_file: a CoOp split JSON; splits: a table or folder per split",
+        )
     return data
 
 
@@ -65,19 +85,36 @@ def load_spec(path: Path):
     data = _read(path)
     id_ = str(data.get("id") or slug(path.stem, 48).replace("_", "-"))
     if not _ID.match(id_):
-        raise SusxError(f"{path}: id {id_!r} is not a short lowercase name", hint="use letters, digits, '-', '_' or '.'")
+        raise SusxError(
+            f"{path}: id {id_!r} is not a short lowercase name", hint="use letters, digits, '-', '_' or '.'"
+        )
     if id_ in DATASETS:
         raise SusxError(f"{path}: id {id_!r} is a registered dataset's", hint='give the file another "id"')
     template = data.get("photo_template") or DEFAULT_PHOTO
     if not isinstance(template, str) or template.count("{}") != 1:
-        raise SusxError(f"{path}: photo_template must hold '{{}}' once (the class name)", hint='e.g. "A photo of a {}."')
+        raise SusxError(
+            f"{path}: photo_template must hold '{{}}' once (the class name)", hint='e.g. "A photo of a {}."'
+        )
     splits = data.get("splits") or {}
     if not isinstance(splits, dict) or not all(isinstance(v, str) for v in splits.values()):
-        raise SusxError(f"{path}: splits must map split names to a table or folder path", hint='e.g. {"test": "test.csv"}')
+        raise SusxError(
+            f"{path}: splits must map split names to a table or folder path", hint='e.g. {"test": "test.csv"}'
+        )
     test_split, cal_split = str(data.get("test_split", "test")), str(data.get("calibration_split", "val"))
-    return DatasetSpec(id_, str(data.get("name") or id_), 0, LAYOUT, str(path.parent), str(path), "", cal_split,
-                       test_split, notes=f"own dataset described by {path}", photo_template=template,
-                       cupl_questions=Q_OBJECTS)
+    return DatasetSpec(
+        id_,
+        str(data.get("name") or id_),
+        0,
+        LAYOUT,
+        str(path.parent),
+        str(path),
+        "",
+        cal_split,
+        test_split,
+        notes=f"own dataset described by {path}",
+        photo_template=template,
+        cupl_questions=Q_OBJECTS,
+    )
 
 
 def _classes(data: dict[str, Any], base: Path, path: Path) -> list[str] | None:
@@ -91,7 +128,9 @@ def _classes(data: dict[str, Any], base: Path, path: Path) -> list[str] | None:
     elif isinstance(given, list) and all(isinstance(x, str) for x in given):
         names = given
     else:
-        raise SusxError(f"{path}: classes must be a list of names or a class file", hint='e.g. "classes": ["cat", "dog"]')
+        raise SusxError(
+            f"{path}: classes must be a list of names or a class file", hint='e.g. "classes": ["cat", "dog"]'
+        )
     return validate_classes(list(names), f"{path} classes")
 
 
@@ -117,7 +156,10 @@ def load_local(spec):
         split_path = base / data["split_file"]
         rows = read_json(split_path, "split file")
         if not isinstance(rows, dict):
-            raise SusxError(f"{split_path} is not a CoOp split (an object of splits)", hint="rows [path, label, name] per split")
+            raise SusxError(
+                f"{split_path} is not a CoOp split (an object of splits)",
+                hint="rows [path, label, name] per split",
+            )
         found = classes_from_split(rows, split_path)
         if classes is not None and [folder_key(c) for c in classes] != [folder_key(c) for c in found]:
             check_same_classes(found, classes, str(split_path), f"{path} classes")
@@ -127,11 +169,16 @@ def load_local(spec):
     for name, where in data["splits"].items():
         source = base / where
         if source.is_dir() and classes is None and not imagesets.is_wnid_folders(source):
-            raise SusxError(f"{path}: split {name!r} is class folders, which need a class list",
-                            hint='add "classes": [...] (index order) to the dataset file')
+            raise SusxError(
+                f"{path}: split {name!r} is class folders, which need a class list",
+                hint='add "classes": [...] (index order) to the dataset file',
+            )
         image_set = imagesets.resolve(source, classes=classes, image_root=image_root)
         if image_set.classes is None:
-            raise SusxError(f"{path}: split {name!r} ({source}) has no labels", hint="use a path,label table or class folders")
+            raise SusxError(
+                f"{path}: split {name!r} ({source}) has no labels",
+                hint="use a path,label table or class folders",
+            )
         if classes is None:
             classes = image_set.classes  # WordNet-id folders without a class list: ImageNet's
         root = image_root or base

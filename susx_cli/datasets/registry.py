@@ -70,8 +70,14 @@ PAPER_NUMBERS: dict[str, dict[str, float]] = {
     "cupl": {"imagenet": 61.45, PAPER_MEAN_KEY: 60.31},
     "sus-x-sd": {"imagenet": 61.84, PAPER_MEAN_KEY: 61.76},
     "cafo": {"imagenet": 62.74, PAPER_MEAN_KEY: 62.23},
-    **{f"tip-x-{k}shot": {PAPER_MEAN_KEY: v} for k, v in zip((1, 2, 4, 8, 16), (62.87, 65.29, 67.64, 69.37, 71.36), strict=True)},
-    **{f"tip-adapter-{k}shot": {PAPER_MEAN_KEY: v} for k, v in zip((1, 2, 4, 8, 16), (62.32, 64.64, 66.51, 68.41, 70.36), strict=True)},
+    **{
+        f"tip-x-{k}shot": {PAPER_MEAN_KEY: v}
+        for k, v in zip((1, 2, 4, 8, 16), (62.87, 65.29, 67.64, 69.37, 71.36), strict=True)
+    },
+    **{
+        f"tip-adapter-{k}shot": {PAPER_MEAN_KEY: v}
+        for k, v in zip((1, 2, 4, 8, 16), (62.32, 64.64, 66.51, 68.41, 70.36), strict=True)
+    },
 }
 PAPER_ROW_LABELS = {
     "zero-shot": "zero-shot CLIP, 7-template ensemble",
@@ -96,11 +102,15 @@ class DatasetSpec:
     coop: bool = False  # one of the 11 CoOp datasets (the paper's mean)
     notes: str = ""
     photo_template: str = ""  # the paper's one prompt, '{}' for the class name
-    cupl_questions: tuple[str, ...] = ()  # what an LLM is asked per class ({class}, {article}; cupl_questions.py)
+    cupl_questions: tuple[
+        str, ...
+    ] = ()  # what an LLM is asked per class ({class}, {article}; cupl_questions.py)
 
     def __post_init__(self) -> None:
         if self.photo_template.count("{}") != 1 or not self.cupl_questions:
-            raise ValueError(f"dataset {self.id!r} needs a photo template with one '{{}}' and a CuPL question set")
+            raise ValueError(
+                f"dataset {self.id!r} needs a photo template with one '{{}}' and a CuPL question set"
+            )
 
     @property
     def paper(self) -> dict[str, float]:
@@ -124,7 +134,12 @@ class DatasetSpec:
         return f"{self.folder}/{self.split_file} (CoOp row format) + images under {self.folder}/{self.image_dir or ''}{via}"
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "cupl_questions": list(self.cupl_questions), "paper": self.paper, "needs": self.needs()}
+        return {
+            **asdict(self),
+            "cupl_questions": list(self.cupl_questions),
+            "paper": self.paper,
+            "needs": self.needs(),
+        }
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -238,66 +253,243 @@ def _coop(id_: str, name: str, n: int, folder: str, split: str, images: str, **k
     return DatasetSpec(id_, name, n, "coop-split", folder, split, images, coop=True, **kw)
 
 
-def _own(id_: str, name: str, n: int, folder: str, stem: str, calibration: str = "val", **kw: Any) -> DatasetSpec:
-    return DatasetSpec(id_, name, n, "split-file", folder, f"split_susx_{stem}.json", "images", calibration, **kw)
+def _own(
+    id_: str, name: str, n: int, folder: str, stem: str, calibration: str = "val", **kw: Any
+) -> DatasetSpec:
+    return DatasetSpec(
+        id_, name, n, "split-file", folder, f"split_susx_{stem}.json", "images", calibration, **kw
+    )
 
 
 DATASETS: dict[str, DatasetSpec] = {
     s.id: s
     for s in [
-        DatasetSpec("imagenet", "ImageNet", 1000, "imagenet-folders", "imagenet", None, "val", "test", "test",
-                    coop=True, notes="the 50,000 validation images are the test set; the paper also calibrated on them",
-                    photo_template=PHOTO, cupl_questions=Q_IMAGENET),
-        DatasetSpec("imagenet-sketch", "ImageNet-Sketch", 1000, "imagenet-folders", "imagenet-sketch", None, "sketch",
-                    "test", "test", notes="test set only; the paper calibrated on it",
-                    photo_template="A black and white pencil sketch of a {}.", cupl_questions=Q_SKETCH),
-        _own("imagenet-r", "ImageNet-R", 200, "imagenet-r", "ImageNetR", "test",
-             notes="200 ImageNet classes; test set only; the paper calibrated on it; our own photo template",
-             photo_template="An art rendition of a {}.", cupl_questions=Q_RENDITION),
-        _own("cifar10", "CIFAR-10", 10, "cifar10", "CIFAR10", "test", torchvision="CIFAR10",
-             notes="the paper calibrated on the test set", photo_template=PHOTO, cupl_questions=Q_IMAGENET),
-        _own("cifar100", "CIFAR-100", 100, "cifar100", "CIFAR100", "test", torchvision="CIFAR100",
-             notes="the paper calibrated on the test set", photo_template=PHOTO, cupl_questions=Q_IMAGENET),
-        _coop("caltech101", "Caltech101", 100, "caltech-101", "split_zhou_Caltech101.json", "101_ObjectCategories",
-              photo_template=PHOTO, cupl_questions=Q_OBJECTS),
-        _own("caltech256", "Caltech256", 257, "caltech256", "Caltech256", torchvision="Caltech256",
-             photo_template=PHOTO, cupl_questions=Q_OBJECTS),
-        _coop("stanford_cars", "Stanford Cars", 196, "stanford_cars", "split_zhou_StanfordCars.json", "",
-              photo_template="A photo of a {} car.", cupl_questions=Q_CARS),
-        _coop("flowers102", "Flowers102", 102, "oxford_flowers", "split_zhou_OxfordFlowers.json", "jpg",
-              photo_template="A photo of a {}, a type of flower.", cupl_questions=Q_FLOWERS),
-        _coop("food101", "Food101", 101, "food-101", "split_zhou_Food101.json", "images",
-              photo_template="A photo of a {}, a type of food.", cupl_questions=Q_FOOD),
-        DatasetSpec("fgvc_aircraft", "FGVC Aircraft", 100, "fgvc-variants", "fgvc_aircraft", None, "images", coop=True,
-                    notes="CoOp reads variants.txt and images_variant_{train,val,test}.txt, not a split_zhou file",
-                    photo_template="A photo of a {}, a type of aircraft", cupl_questions=Q_AIRCRAFT),
-        _coop("sun397", "SUN397", 397, "sun397", "split_zhou_SUN397.json", "SUN397",
-              photo_template=PHOTO, cupl_questions=Q_SUN397),
-        _coop("dtd", "DTD", 47, "dtd", "split_zhou_DescribableTextures.json", "images",
-              photo_template="{} texture.", cupl_questions=Q_TEXTURES),
-        _coop("eurosat", "EuroSAT", 10, "eurosat", "split_zhou_EuroSAT.json", "2750",
-              photo_template="A centered satellite photo of {}.", cupl_questions=Q_SATELLITE),
-        _coop("ucf101", "UCF101", 101, "ucf101", "split_zhou_UCF101.json", "UCF-101-midframes",
-              photo_template="A photo of a person doing {}.", cupl_questions=Q_ACTIONS),
-        _coop("oxford_pets", "Oxford Pets", 37, "oxford_pets", "split_zhou_OxfordPets.json", "images",
-              photo_template="A photo of a pet {}.", cupl_questions=Q_PETS),
-        _own("birdsnap", "Birdsnap", 500, "birdsnap", "Birdsnap",
-             notes="images are downloaded from URLs; many are gone, so local copies differ",
-             photo_template="A photo of a {}, a type of bird.", cupl_questions=Q_BIRDS),
-        _own("cub", "CUB", 200, "cub", "CUB", photo_template="A photo of a {}, a type of bird.", cupl_questions=Q_BIRDS),
-        _own("country211", "Country211", 211, "country211", "Country211", torchvision="Country211",
-             photo_template="A photo I took in {}", cupl_questions=Q_COUNTRY),
+        DatasetSpec(
+            "imagenet",
+            "ImageNet",
+            1000,
+            "imagenet-folders",
+            "imagenet",
+            None,
+            "val",
+            "test",
+            "test",
+            coop=True,
+            notes="the 50,000 validation images are the test set; the paper also calibrated on them",
+            photo_template=PHOTO,
+            cupl_questions=Q_IMAGENET,
+        ),
+        DatasetSpec(
+            "imagenet-sketch",
+            "ImageNet-Sketch",
+            1000,
+            "imagenet-folders",
+            "imagenet-sketch",
+            None,
+            "sketch",
+            "test",
+            "test",
+            notes="test set only; the paper calibrated on it",
+            photo_template="A black and white pencil sketch of a {}.",
+            cupl_questions=Q_SKETCH,
+        ),
+        _own(
+            "imagenet-r",
+            "ImageNet-R",
+            200,
+            "imagenet-r",
+            "ImageNetR",
+            "test",
+            notes="200 ImageNet classes; test set only; the paper calibrated on it; our own photo template",
+            photo_template="An art rendition of a {}.",
+            cupl_questions=Q_RENDITION,
+        ),
+        _own(
+            "cifar10",
+            "CIFAR-10",
+            10,
+            "cifar10",
+            "CIFAR10",
+            "test",
+            torchvision="CIFAR10",
+            notes="the paper calibrated on the test set",
+            photo_template=PHOTO,
+            cupl_questions=Q_IMAGENET,
+        ),
+        _own(
+            "cifar100",
+            "CIFAR-100",
+            100,
+            "cifar100",
+            "CIFAR100",
+            "test",
+            torchvision="CIFAR100",
+            notes="the paper calibrated on the test set",
+            photo_template=PHOTO,
+            cupl_questions=Q_IMAGENET,
+        ),
+        _coop(
+            "caltech101",
+            "Caltech101",
+            100,
+            "caltech-101",
+            "split_zhou_Caltech101.json",
+            "101_ObjectCategories",
+            photo_template=PHOTO,
+            cupl_questions=Q_OBJECTS,
+        ),
+        _own(
+            "caltech256",
+            "Caltech256",
+            257,
+            "caltech256",
+            "Caltech256",
+            torchvision="Caltech256",
+            photo_template=PHOTO,
+            cupl_questions=Q_OBJECTS,
+        ),
+        _coop(
+            "stanford_cars",
+            "Stanford Cars",
+            196,
+            "stanford_cars",
+            "split_zhou_StanfordCars.json",
+            "",
+            photo_template="A photo of a {} car.",
+            cupl_questions=Q_CARS,
+        ),
+        _coop(
+            "flowers102",
+            "Flowers102",
+            102,
+            "oxford_flowers",
+            "split_zhou_OxfordFlowers.json",
+            "jpg",
+            photo_template="A photo of a {}, a type of flower.",
+            cupl_questions=Q_FLOWERS,
+        ),
+        _coop(
+            "food101",
+            "Food101",
+            101,
+            "food-101",
+            "split_zhou_Food101.json",
+            "images",
+            photo_template="A photo of a {}, a type of food.",
+            cupl_questions=Q_FOOD,
+        ),
+        DatasetSpec(
+            "fgvc_aircraft",
+            "FGVC Aircraft",
+            100,
+            "fgvc-variants",
+            "fgvc_aircraft",
+            None,
+            "images",
+            coop=True,
+            notes="CoOp reads variants.txt and images_variant_{train,val,test}.txt, not a split_zhou file",
+            photo_template="A photo of a {}, a type of aircraft",
+            cupl_questions=Q_AIRCRAFT,
+        ),
+        _coop(
+            "sun397",
+            "SUN397",
+            397,
+            "sun397",
+            "split_zhou_SUN397.json",
+            "SUN397",
+            photo_template=PHOTO,
+            cupl_questions=Q_SUN397,
+        ),
+        _coop(
+            "dtd",
+            "DTD",
+            47,
+            "dtd",
+            "split_zhou_DescribableTextures.json",
+            "images",
+            photo_template="{} texture.",
+            cupl_questions=Q_TEXTURES,
+        ),
+        _coop(
+            "eurosat",
+            "EuroSAT",
+            10,
+            "eurosat",
+            "split_zhou_EuroSAT.json",
+            "2750",
+            photo_template="A centered satellite photo of {}.",
+            cupl_questions=Q_SATELLITE,
+        ),
+        _coop(
+            "ucf101",
+            "UCF101",
+            101,
+            "ucf101",
+            "split_zhou_UCF101.json",
+            "UCF-101-midframes",
+            photo_template="A photo of a person doing {}.",
+            cupl_questions=Q_ACTIONS,
+        ),
+        _coop(
+            "oxford_pets",
+            "Oxford Pets",
+            37,
+            "oxford_pets",
+            "split_zhou_OxfordPets.json",
+            "images",
+            photo_template="A photo of a pet {}.",
+            cupl_questions=Q_PETS,
+        ),
+        _own(
+            "birdsnap",
+            "Birdsnap",
+            500,
+            "birdsnap",
+            "Birdsnap",
+            notes="images are downloaded from URLs; many are gone, so local copies differ",
+            photo_template="A photo of a {}, a type of bird.",
+            cupl_questions=Q_BIRDS,
+        ),
+        _own(
+            "cub",
+            "CUB",
+            200,
+            "cub",
+            "CUB",
+            photo_template="A photo of a {}, a type of bird.",
+            cupl_questions=Q_BIRDS,
+        ),
+        _own(
+            "country211",
+            "Country211",
+            211,
+            "country211",
+            "Country211",
+            torchvision="Country211",
+            photo_template="A photo I took in {}",
+            cupl_questions=Q_COUNTRY,
+        ),
     ]
 }
 
 
 def get(dataset: str) -> DatasetSpec:
     key = dataset.lower().replace(" ", "_")
-    aliases = {"imagenet_sketch": "imagenet-sketch", "imagenet_r": "imagenet-r", "pets": "oxford_pets",
-               "cars": "stanford_cars", "aircraft": "fgvc_aircraft", "flowers": "flowers102", "caltech": "caltech101"}
+    aliases = {
+        "imagenet_sketch": "imagenet-sketch",
+        "imagenet_r": "imagenet-r",
+        "pets": "oxford_pets",
+        "cars": "stanford_cars",
+        "aircraft": "fgvc_aircraft",
+        "flowers": "flowers102",
+        "caltech": "caltech101",
+    }
     key = aliases.get(key, key)
     if key not in DATASETS:
-        raise SusxError(f"unknown dataset {dataset!r}", hint=f"use one of {', '.join(DATASETS)} (susx datasets list)")
+        raise SusxError(
+            f"unknown dataset {dataset!r}", hint=f"use one of {', '.join(DATASETS)} (susx datasets list)"
+        )
     return DATASETS[key]
 
 
@@ -310,6 +502,7 @@ def resolve(value: str) -> DatasetSpec:
 
 # ---------------------------------------------------------------------------------------------------
 # Local copies: read the split rows, check completeness
+
 
 @dataclass
 class LocalSplits:
@@ -342,10 +535,16 @@ def load_local(spec: DatasetSpec, data_root: Path | None) -> LocalSplits:
 
         return own.load_local(spec)
     if data_root is None:
-        raise SusxError(f"{spec.id} needs --data-root ROOT holding one folder per dataset", hint=f"{spec.name} needs {spec.needs()}")
+        raise SusxError(
+            f"{spec.id} needs --data-root ROOT holding one folder per dataset",
+            hint=f"{spec.name} needs {spec.needs()}",
+        )
     data_root = Path(data_root)
     if not data_root.is_dir():
-        raise SusxError(f"data root {data_root} does not exist", hint="pass --data-root ROOT holding one folder per dataset")
+        raise SusxError(
+            f"data root {data_root} does not exist",
+            hint="pass --data-root ROOT holding one folder per dataset",
+        )
     root = spec.root(data_root)
     if not root.is_dir():
         raise _fail(spec, data_root, f"folder {spec.folder}/ is missing")
@@ -382,7 +581,9 @@ def _load_fgvc(spec: DatasetSpec, root: Path) -> LocalSplits:
                 continue
             image_id, _, variant = ln.strip().partition(" ")
             if variant not in index:
-                raise _fail(spec, root, f"{path.name} names variant {variant!r}, which variants.txt does not list")
+                raise _fail(
+                    spec, root, f"{path.name} names variant {variant!r}, which variants.txt does not list"
+                )
             rows.append([f"{image_id}.jpg", index[variant], variant])
         splits[split] = rows
     return LocalSplits(spec, root, root / spec.image_dir, classes, splits, variants)
@@ -415,7 +616,9 @@ def check_local(spec: DatasetSpec, data_root: Path | None, max_listed: int = 5) 
     not raised (``problems`` empty = complete)."""
     local = load_local(spec, data_root)
     # A dataset file needs its calibration split only for --calibration val (eval checks that).
-    needed = (spec.test_split,) if spec.layout == "dataset-file" else (spec.test_split, spec.calibration_split)
+    needed = (
+        (spec.test_split,) if spec.layout == "dataset-file" else (spec.test_split, spec.calibration_split)
+    )
     for split in needed:
         if not local.splits.get(split):
             local.problems.append(f"split {split!r} is missing or empty")
@@ -430,10 +633,16 @@ def check_local(spec: DatasetSpec, data_root: Path | None, max_listed: int = 5) 
         shown = ", ".join(missing[:max_listed]) + (" ..." if len(missing) > max_listed else "")
         local.problems.append(f"{len(missing)} of {total} images missing under {local.image_root}: {shown}")
     if len(local.classes) != spec.num_classes and spec.layout not in ("imagenet-folders", "dataset-file"):
-        local.notes.append(f"{len(local.classes)} classes, the paper's {spec.name} has {spec.num_classes} (a subset?)")
+        local.notes.append(
+            f"{len(local.classes)} classes, the paper's {spec.name} has {spec.num_classes} (a subset?)"
+        )
     used = {int(r[1]) for rows in local.splits.values() for r in rows}
     unused = [local.classes[i] for i in range(len(local.classes)) if i not in used]
     if unused:
-        local.problems.append(f"{len(unused)} class(es) have no images in any split: {', '.join(map(repr, unused[:max_listed]))}")
-    local.notes.append(f"{total} images in splits " + ", ".join(f"{k}={len(v)}" for k, v in local.splits.items()))
+        local.problems.append(
+            f"{len(unused)} class(es) have no images in any split: {', '.join(map(repr, unused[:max_listed]))}"
+        )
+    local.notes.append(
+        f"{total} images in splits " + ", ".join(f"{k}={len(v)}" for k, v in local.splits.items())
+    )
     return local

@@ -122,7 +122,9 @@ def gda_term(f: torch.Tensor, head: GDAHead) -> torch.Tensor:
     return f.to(torch.float64) @ head.weight.T + head.bias
 
 
-def _zero_shot(f: torch.Tensor, W: torch.Tensor, head: GDAHead, logit_scale: float, logit_bias: float = 0.0) -> torch.Tensor:
+def _zero_shot(
+    f: torch.Tensor, W: torch.Tensor, head: GDAHead, logit_scale: float, logit_bias: float = 0.0
+) -> torch.Tensor:
     if W.shape != head.mu.shape:
         raise SusxError(
             f"text classifier {tuple(W.shape)} does not match the GDA head {tuple(head.mu.shape)}",
@@ -133,7 +135,12 @@ def _zero_shot(f: torch.Tensor, W: torch.Tensor, head: GDAHead, logit_scale: flo
 
 
 def gda_logits(
-    f: torch.Tensor, W: torch.Tensor, head: GDAHead, alpha: float, logit_scale: float = 100.0, logit_bias: float = 0.0
+    f: torch.Tensor,
+    W: torch.Tensor,
+    head: GDAHead,
+    alpha: float,
+    logit_scale: float = 100.0,
+    logit_bias: float = 0.0,
 ) -> torch.Tensor:
     """logit_scale f W^T + logit_bias + alpha (f W_gda^T + b): (n, C) float64; prediction = argmax."""
     term = gda_term(f, head)

@@ -108,7 +108,9 @@ def gda_alpha(
                 hint="use more folds or more support images per class",
             )
         head = gda.fit_gda(F[train], y[train], C)
-        counts += gda.alpha_counts(F[held], y[held], W, head, alphas, logit_scale, logit_bias=logit_bias).cpu()
+        counts += gda.alpha_counts(
+            F[held], y[held], W, head, alphas, logit_scale, logit_bias=logit_bias
+        ).cpu()
     return gda.pick_alpha(counts, alphas, int(F.shape[0]))
 
 

@@ -26,8 +26,12 @@ import torch
 
 from susx_cli.method import memory, tipx
 
-EXACT_EVERY = 16  # running product for at most 15 betas between exact exponentials (drift bound: affinity_schedule)
-L2_SHARE = 0.75  # CPU: an affinity block's two (rows, columns) float64 buffers fill this share of the L2 cache
+EXACT_EVERY = (
+    16  # running product for at most 15 betas between exact exponentials (drift bound: affinity_schedule)
+)
+L2_SHARE = (
+    0.75  # CPU: an affinity block's two (rows, columns) float64 buffers fill this share of the L2 cache
+)
 RANGE_GROUP = 8  # betas whose cache differences are folded into their range at once
 MAX_PADDING = 2.0  # class-padded layout only if it is at most this many times wider than the support set
 
@@ -193,8 +197,11 @@ def cache_logits(
                 group = out[k - k % RANGE_GROUP : k + 1, rows]  # (g, b, C), still in cache
                 if divide_by is not None:
                     group.div_(divide_by[rows])
-                d = torch.sub(group, group.gather(2, yq[None, rows, None].expand(group.shape[0], -1, 1)),
-                              out=diff[: group.shape[0], : xb.shape[0]])
+                d = torch.sub(
+                    group,
+                    group.gather(2, yq[None, rows, None].expand(group.shape[0], -1, 1)),
+                    out=diff[: group.shape[0], : xb.shape[0]],
+                )
                 torch.minimum(low[rows], d.amin(0), out=low[rows])
                 torch.maximum(high[rows], d.amax(0), out=high[rows])
     return CacheLogits(out, low, high)
@@ -232,7 +239,12 @@ class Rivals:
 
     @classmethod
     def of(
-        cls, caches: CacheLogits, Z: torch.Tensor, kl: torch.Tensor, yq: torch.Tensor, alphas: list[float],
+        cls,
+        caches: CacheLogits,
+        Z: torch.Tensor,
+        kl: torch.Tensor,
+        yq: torch.Tensor,
+        alphas: list[float],
         gammas: torch.Tensor,
     ) -> Rivals:
         """Z, kl (q, C): zero-shot and KL logits; gammas ascending."""
@@ -243,20 +255,40 @@ class Rivals:
         top = torch.maximum(g_lo, g_hi).add_(dz)
         a_lo, a_hi = min(alphas), max(alphas)
         d_lo, d_hi = caches.diff_low, caches.diff_high
-        ends = [d_hi * a_lo, d_hi * a_hi, d_lo * a_lo, d_lo * a_hi]  # alpha dc over all betas lies between these
+        ends = [
+            d_hi * a_lo,
+            d_hi * a_hi,
+            d_lo * a_lo,
+            d_lo * a_hi,
+        ]  # alpha dc over all betas lies between these
         lower = torch.arange(C, device=Z.device)[None, :] < col
         bottom = torch.minimum(g_lo, g_hi).add_(dz)
         # A rival that beats y even at the least favourable corner and beta makes y lose everywhere.
-        sure = _beats(bottom + torch.minimum(torch.minimum(ends[0], ends[1]), torch.minimum(ends[2], ends[3])), lower)
+        sure = _beats(
+            bottom + torch.minimum(torch.minimum(ends[0], ends[1]), torch.minimum(ends[2], ends[3])), lower
+        )
         always_wrong = sure.scatter_(1, col, False).any(1)
-        possible = (top + torch.maximum(torch.maximum(ends[0], ends[1]), torch.maximum(ends[2], ends[3]))) >= 0
+        possible = (
+            top + torch.maximum(torch.maximum(ends[0], ends[1]), torch.maximum(ends[2], ends[3]))
+        ) >= 0
         possible.scatter_(1, col, False)  # y is not its own rival
         possible &= ~always_wrong[:, None]
         rows, c = possible.nonzero(as_tuple=True)
         flat = rows * C + c
         pick = lambda t: t.reshape(-1)[flat]  # noqa: E731
-        return cls(q, rows, flat, rows * C + yq[rows], pick(dz), pick(dk), pick(top), pick(bottom), c < yq[rows],
-                   (a_lo, a_hi), always_wrong)
+        return cls(
+            q,
+            rows,
+            flat,
+            rows * C + yq[rows],
+            pick(dz),
+            pick(dk),
+            pick(top),
+            pick(bottom),
+            c < yq[rows],
+            (a_lo, a_hi),
+            always_wrong,
+        )
 
 
 def _beats(d: torch.Tensor, lower: torch.Tensor) -> torch.Tensor:
@@ -281,7 +313,9 @@ def count_correct(
     right = ~per_row(beats_somewhere) & ~r.always_wrong  # right at every grid point
     wrong = per_row(beats_everywhere)  # wrong at every grid point
     counts = torch.full((A, G), int(right.sum()), dtype=torch.int64, device=dev)
-    pairs = (beats_somewhere & ~wrong.index_select(0, r.rows)).nonzero().view(-1)  # rivals of undecided queries
+    pairs = (
+        (beats_somewhere & ~wrong.index_select(0, r.rows)).nonzero().view(-1)
+    )  # rivals of undecided queries
     if pairs.numel() == 0:
         return counts
     # For one alpha, each rival's condition "c does not beat y", dz + dc alpha + dk gamma < 0 when c < y
@@ -306,7 +340,9 @@ def count_correct(
         lower.scatter_reduce_(0, index, lo_b, reduce="amax")
     undecided = (~right & ~wrong & ~r.always_wrong).nonzero().view(-1)
     start = torch.searchsorted(gammas, lower.index_select(0, undecided), right=False)  # first gamma >= max l
-    stop = torch.searchsorted(gammas, upper.index_select(0, undecided), right=True)  # one past the last <= min u
+    stop = torch.searchsorted(
+        gammas, upper.index_select(0, undecided), right=True
+    )  # one past the last <= min u
     a_idx = torch.arange(A, device=dev).mul_(G + 1).expand_as(start)
     won = (stop > start).view(-1)
     edges = torch.bincount((a_idx + start).view(-1)[won], minlength=A * (G + 1))
@@ -319,7 +355,9 @@ def count_correct(
 # ----------------------------------------------------------------------------------------------------
 
 
-def chunk_plan(n: int, N: int, C: int, B: int, columns: int, device, budget: int | None = None) -> tuple[int, int]:
+def chunk_plan(
+    n: int, N: int, C: int, B: int, columns: int, device, budget: int | None = None
+) -> tuple[int, int]:
     """(query rows per chunk, rows per affinity block) for this problem and the free memory.
 
     Beside the (n, C) KL sums, a chunk holds per query row S and K (2 N floats; S alone in the second
@@ -387,8 +425,17 @@ def grid_search(
         kl_term = kl.term(chunk_rows, seen)
         if normalize:
             kl_term.div_(seen.clamp_min(1))
-        chunk_caches = cache_logits(x, betas, layout, yc, caches[:, :q], block, seen.clamp_min(1) if normalize else None)
-        rivals = Rivals.of(chunk_caches, tipx.zero_shot_logits(fc, W, logit_scale, logit_bias), kl_term, yc, grid.alpha, gammas)
+        chunk_caches = cache_logits(
+            x, betas, layout, yc, caches[:, :q], block, seen.clamp_min(1) if normalize else None
+        )
+        rivals = Rivals.of(
+            chunk_caches,
+            tipx.zero_shot_logits(fc, W, logit_scale, logit_bias),
+            kl_term,
+            yc,
+            grid.alpha,
+            gammas,
+        )
         for b in range(len(betas)):
             counts[:, b, :] += count_correct(chunk_caches.values[b], rivals, alphas, gammas, pair_chunk)
             if progress is not None:

@@ -18,7 +18,9 @@ from susx_cli.method import METHODS
 PROB_FLOOR = 1e-30  # floor on probabilities before the log; softmax of cosines never gets near it
 
 
-def zero_shot_logits(f: torch.Tensor, W: torch.Tensor, logit_scale: float = 100.0, logit_bias: float = 0.0) -> torch.Tensor:
+def zero_shot_logits(
+    f: torch.Tensor, W: torch.Tensor, logit_scale: float = 100.0, logit_bias: float = 0.0
+) -> torch.Tensor:
     """Z = scale * f W^T + bias: (n, C). The bias (SigLIP models learn one) is the same for every class."""
     Z = logit_scale * (f @ W.T)
     return Z + logit_bias if logit_bias else Z
@@ -75,7 +77,9 @@ def self_mask(S: torch.Tensor, offset: int) -> torch.Tensor:
     return mask
 
 
-def class_counts(y: torch.Tensor, num_classes: int, rows: int, self_offset: int | None = None) -> torch.Tensor:
+def class_counts(
+    y: torch.Tensor, num_classes: int, rows: int, self_offset: int | None = None
+) -> torch.Tensor:
     """Support images per class that each of ``rows`` queries sees: the class sizes, less the query's own
     image in leave-one-out (query i is support image self_offset + i): (rows, C) float64."""
     sizes = torch.bincount(y, minlength=num_classes).to(torch.float64).expand(rows, num_classes)
@@ -105,7 +109,9 @@ class KLSums:
         per-class sum is a (sum of K) + b (count): no second (q, N) pass. counts: (q, C)."""
         (k_min, k_max), (s_min, s_max) = self.k_range, self.s_range
         span = k_max - k_min
-        a = (s_max - s_min) / span if span > 0 else 0.0  # all divergences equal: the term carries no information
+        a = (
+            (s_max - s_min) / span if span > 0 else 0.0
+        )  # all divergences equal: the term carries no information
         b = s_min - k_min * a
         return (self.sums[rows] * a).add_(counts * b).neg_()
 

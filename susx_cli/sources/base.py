@@ -68,7 +68,9 @@ class CliOption:
 
 def option(default: Any, *flags: str, help: str, choices: tuple[str, ...] | None = None) -> Any:
     """An options-dataclass field with its default and how it appears on the command line."""
-    return field(default=default, metadata={"cli": CliOption(flags, help, tuple(choices) if choices else None)})
+    return field(
+        default=default, metadata={"cli": CliOption(flags, help, tuple(choices) if choices else None)}
+    )
 
 
 def cli_fields(options_class: type) -> list[tuple[dataclasses.Field, CliOption]]:

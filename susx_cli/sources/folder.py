@@ -22,7 +22,9 @@ from susx_cli.sources.base import FromOptions, WorkUnit, option
 class FolderOptions:
     """`curate --source folder`: existing images, e.g. k real labelled shots per class."""
 
-    images: Path | None = option(None, "--images", help="class folders, a CoOp split JSON, or a path,label CSV/TSV.")
+    images: Path | None = option(
+        None, "--images", help="class folders, a CoOp split JSON, or a path,label CSV/TSV."
+    )
     split: str | None = option(None, "--split", help="split of a split file (train | val | test).")
     image_root: Path | None = option(None, "--image-root", help="root of the split's relative paths.")
     shots: int | None = option(None, "--shots", help="K random images per class.")
@@ -31,7 +33,10 @@ class FolderOptions:
 
     def __post_init__(self) -> None:
         if self.images is None:
-            raise SusxError("--source folder needs --images DIR_OR_SPLIT", hint="point it at class folders, a split JSON or a path,label CSV")
+            raise SusxError(
+                "--source folder needs --images DIR_OR_SPLIT",
+                hint="point it at class folders, a split JSON or a path,label CSV",
+            )
 
 
 @dataclass
@@ -55,7 +60,12 @@ class FolderSource(FolderOptions, FromOptions):
 
     def _image_set(self, classes: list[str]) -> imagesets.ImageSet:
         image_set = imagesets.resolve(
-            self.images, classes=classes, split=self.split, image_root=self.image_root, shots=self.shots, seed=self.seed
+            self.images,
+            classes=classes,
+            split=self.split,
+            image_root=self.image_root,
+            shots=self.shots,
+            seed=self.seed,
         )
         if image_set.classes is None:
             raise SusxError(f"{self.images} has no class labels", hint="use class folders or a split file")
@@ -96,7 +106,9 @@ class FolderSource(FolderOptions, FromOptions):
         empty = [prompts.classes[i] for i, c in enumerate(counts) if c == 0]
         if empty:
             shown = ", ".join(repr(e) for e in empty[:5]) + (" ..." if len(empty) > 5 else "")
-            raise SusxError(f"{self.images}: no images for {len(empty)} class(es): {shown}", hint="add images for them")
+            raise SusxError(
+                f"{self.images}: no images for {len(empty)} class(es): {shown}", hint="add images for them"
+            )
         return units
 
     def run(self, units: list[WorkUnit], writer: SupportWriter) -> dict[str, Any]:
@@ -106,7 +118,9 @@ class FolderSource(FolderOptions, FromOptions):
                 src = Path(unit.payload["src"])
                 try:
                     data = src.read_bytes()
-                    mismatch = imagesets.recorded_mismatch(data, unit.payload.get("sha256"), unit.payload.get("size"))
+                    mismatch = imagesets.recorded_mismatch(
+                        data, unit.payload.get("sha256"), unit.payload.get("size")
+                    )
                     fmt = None if mismatch else _decoded_format(data, src)
                 except Exception as exc:
                     warn(f"skipped unreadable image {src}: {exc.__class__.__name__}")

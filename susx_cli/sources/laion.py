@@ -50,7 +50,9 @@ def reason_of(error: str | None) -> str:
     low = text.lower()
     if "timed out" in low or "timeout" in low:
         return "timeout"
-    if low.startswith("refused:"):  # guarded_http: scheme, private address or size; drop the detail in brackets
+    if low.startswith(
+        "refused:"
+    ):  # guarded_http: scheme, private address or size; drop the detail in brackets
         return text.split(" (")[0]
     match = re.search(r"http (?:error )?(\d{3})", low)
     if match:
@@ -67,55 +69,119 @@ class LaionOptions:
     """`curate --source laion` (SuS-LC): a kNN backend or an offline caption search; downloads by img2dataset."""
 
     per_class: int | None = option(None, "--per-class", "-k", help="images per class.")
-    mode: str = option("knn", "--laion-mode", choices=MODES, help="knn (a clip-retrieval backend) | captions (offline search of caption metadata).")
-    query: str = option("photo", "--prompt-mode", choices=ranked.QUERY_TEXTS, help="photo (the class's photo prompt) | cupl (its CuPL sentences, results interleaved).")
+    mode: str = option(
+        "knn",
+        "--laion-mode",
+        choices=MODES,
+        help="knn (a clip-retrieval backend) | captions (offline search of caption metadata).",
+    )
+    query: str = option(
+        "photo",
+        "--prompt-mode",
+        choices=ranked.QUERY_TEXTS,
+        help="photo (the class's photo prompt) | cupl (its CuPL sentences, results interleaved).",
+    )
     candidates: int = option(5000, "--candidates", help="ranked candidates per class (default 5000).")
     knn_url: str | None = option(
-        None, "--knn-url", help="knn mode: URL of your `clip-retrieval back` (no default: LAION's public service is offline since 2024)."
+        None,
+        "--knn-url",
+        help="knn mode: URL of your `clip-retrieval back` (no default: LAION's public service is offline since 2024).",
     )
     index_name: str = option(PUBLIC_INDEX, "--index-name", help="index of the backend to search.")
-    knn_timeout: float = option(60.0, "--knn-timeout", help="seconds to wait for the kNN backend's answer to one query.")
-    knn_dedup: bool = option(True, "--knn-dedup/--no-knn-dedup", help="let the backend drop near-duplicate results.")
-    knn_safety: bool = option(True, "--knn-safety/--no-knn-safety", help="let the backend drop unsafe results (its safety model).")
-    knn_violence: bool = option(True, "--knn-violence/--no-knn-violence", help="let the backend drop violent results.")
+    knn_timeout: float = option(
+        60.0, "--knn-timeout", help="seconds to wait for the kNN backend's answer to one query."
+    )
+    knn_dedup: bool = option(
+        True, "--knn-dedup/--no-knn-dedup", help="let the backend drop near-duplicate results."
+    )
+    knn_safety: bool = option(
+        True, "--knn-safety/--no-knn-safety", help="let the backend drop unsafe results (its safety model)."
+    )
+    knn_violence: bool = option(
+        True, "--knn-violence/--no-knn-violence", help="let the backend drop violent results."
+    )
     knn_aesthetic_weight: float = option(
-        0.5, "--knn-aesthetic-weight", help="weight of the backend's aesthetic embedding in the query (0 = none)."
+        0.5,
+        "--knn-aesthetic-weight",
+        help="weight of the backend's aesthetic embedding in the query (0 = none).",
     )
     metadata: str | None = option(
-        None, "--metadata", help="captions mode: parquet files with url and caption columns (a glob, file or folder)."
+        None,
+        "--metadata",
+        help="captions mode: parquet files with url and caption columns (a glob, file or folder).",
     )
     url_col: str = option("url", "--url-col", help="captions mode: URL column of the metadata.")
-    caption_col: str = option("caption", "--caption-col", help="captions mode: caption column of the metadata.")
+    caption_col: str = option(
+        "caption", "--caption-col", help="captions mode: caption column of the metadata."
+    )
     synonyms: Path | None = option(
-        None, "--synonyms", help='captions mode: JSON {"class name": ["synonym", ...]} also matched in captions.'
+        None,
+        "--synonyms",
+        help='captions mode: JSON {"class name": ["synonym", ...]} also matched in captions.',
     )
     max_matches: int = option(
-        2000, "--max-matches", help="captions mode: caption matches per class to rank (a hash-ordered sample beyond)."
+        2000,
+        "--max-matches",
+        help="captions mode: caption matches per class to rank (a hash-ordered sample beyond).",
     )
-    duckdb_threads: int | None = option(None, "--duckdb-threads", help="captions mode: DuckDB threads (default: all cores).")
+    duckdb_threads: int | None = option(
+        None, "--duckdb-threads", help="captions mode: DuckDB threads (default: all cores)."
+    )
     duckdb_memory: str | None = option(
-        None, "--duckdb-memory", help="captions mode: DuckDB memory limit, e.g. 8GB (it spills to disk beyond)."
+        None,
+        "--duckdb-memory",
+        help="captions mode: DuckDB memory limit, e.g. 8GB (it spills to disk beyond).",
     )
-    model: str = option("ViT-B-32", "--clip-model", help="captions mode: open_clip model that ranks the captions (ARCH or ARCH:TAG).")
-    pretrained: str | None = option("openai", "--clip-pretrained", help="its weights (tag, checkpoint path, or 'none'; default: the --clip-model tag, else openai).")
-    device: str | None = option("auto", "--device", help="auto (cuda:LOCAL_RANK under torchrun), cpu, cuda, cuda:1, mps.")
+    model: str = option(
+        "ViT-B-32",
+        "--clip-model",
+        help="captions mode: open_clip model that ranks the captions (ARCH or ARCH:TAG).",
+    )
+    pretrained: str | None = option(
+        "openai",
+        "--clip-pretrained",
+        help="its weights (tag, checkpoint path, or 'none'; default: the --clip-model tag, else openai).",
+    )
+    device: str | None = option(
+        "auto", "--device", help="auto (cuda:LOCAL_RANK under torchrun), cpu, cuda, cuda:1, mps."
+    )
     image_size: int = option(256, "--image-size", help="resize downloads to this size (img2dataset resizer).")
-    resize_mode: str = option("keep_ratio", "--resize-mode", choices=RESIZE_MODES, help="keep_ratio | center_crop | border | keep_ratio_largest | no.")
+    resize_mode: str = option(
+        "keep_ratio",
+        "--resize-mode",
+        choices=RESIZE_MODES,
+        help="keep_ratio | center_crop | border | keep_ratio_largest | no.",
+    )
     download_timeout: int = option(
-        10, "--download-timeout", help="seconds for one image in all (connect, redirects, every read, retries)."
+        10,
+        "--download-timeout",
+        help="seconds for one image in all (connect, redirects, every read, retries).",
     )
     max_image_bytes: int = option(
-        MAX_IMAGE_BYTES, "--max-image-bytes", help="refuse an image larger than this many bytes (default 30 MB)."
+        MAX_IMAGE_BYTES,
+        "--max-image-bytes",
+        help="refuse an image larger than this many bytes (default 30 MB).",
     )
     allow_private_urls: bool = option(
-        False, "--allow-private-urls/--no-allow-private-urls",
+        False,
+        "--allow-private-urls/--no-allow-private-urls",
         help="also fetch from loopback, private and link-local addresses (refused by default, redirects included).",
     )
     download_retries: int = option(2, "--download-retries", help="retries of a failed download.")
     download_processes: int = option(1, "--download-processes", help="img2dataset processes.")
     download_threads: int = option(64, "--download-threads", help="img2dataset threads per process.")
-    distributor: str = option("multiprocessing", "--distributor", choices=DISTRIBUTORS, help="img2dataset distributor: multiprocessing | pyspark | ray.")
-    download_format: str = option("files", "--download-format", choices=OUTPUT_FORMATS, help="img2dataset output while downloading: files | webdataset.")
+    distributor: str = option(
+        "multiprocessing",
+        "--distributor",
+        choices=DISTRIBUTORS,
+        help="img2dataset distributor: multiprocessing | pyspark | ray.",
+    )
+    download_format: str = option(
+        "files",
+        "--download-format",
+        choices=OUTPUT_FORMATS,
+        help="img2dataset output while downloading: files | webdataset.",
+    )
     # Built from the fields above: what the kNN backend and img2dataset are asked.
     knn: KnnOptions = field(init=False, repr=False, compare=False)
     download: DownloadOptions = field(init=False, repr=False, compare=False)
@@ -125,22 +191,35 @@ class LaionOptions:
             raise SusxError(f"unknown --laion-mode {self.mode!r}", hint="use knn or captions")
         require_per_class("laion", self.per_class, "images to keep per class")
         if not self.knn_timeout > 0 or math.isinf(self.knn_timeout):
-            raise SusxError(f"--knn-timeout must be a positive number of seconds, got {self.knn_timeout}", hint="e.g. --knn-timeout 60")
+            raise SusxError(
+                f"--knn-timeout must be a positive number of seconds, got {self.knn_timeout}",
+                hint="e.g. --knn-timeout 60",
+            )
         if self.candidates < 1:
-            raise SusxError(f"--candidates must be at least 1, got {self.candidates}", hint="e.g. --candidates 5000")
+            raise SusxError(
+                f"--candidates must be at least 1, got {self.candidates}", hint="e.g. --candidates 5000"
+            )
         if self.mode == "captions" and not self.metadata:
             raise SusxError(
                 "--laion-mode captions needs --metadata (parquet files with url and caption columns)",
                 hint="e.g. --metadata 'laion/metadata/*.parquet'",
             )
         self.knn = KnnOptions(
-            deduplicate=self.knn_dedup, use_safety_model=self.knn_safety, use_violence_detector=self.knn_violence,
+            deduplicate=self.knn_dedup,
+            use_safety_model=self.knn_safety,
+            use_violence_detector=self.knn_violence,
             aesthetic_weight=self.knn_aesthetic_weight,
         )
         self.download = DownloadOptions(
-            timeout=self.download_timeout, retries=self.download_retries, processes=self.download_processes,
-            threads=self.download_threads, distributor=self.distributor, output_format=self.download_format,
-            image_size=self.image_size, resize_mode=self.resize_mode, max_bytes=self.max_image_bytes,
+            timeout=self.download_timeout,
+            retries=self.download_retries,
+            processes=self.download_processes,
+            threads=self.download_threads,
+            distributor=self.distributor,
+            output_format=self.download_format,
+            image_size=self.image_size,
+            resize_mode=self.resize_mode,
+            max_bytes=self.max_image_bytes,
             allow_private=self.allow_private_urls,
         )
         self.download.validate()
@@ -188,7 +267,14 @@ class LaionSource(LaionOptions, FromOptions):
         from susx_cli.captions import resolve_files
 
         files = resolve_files(self.metadata)
-        out = [{"path": self.metadata, "kind": "caption-metadata", "sha256": ranked.listing_fingerprint(files), "files": len(files)}]
+        out = [
+            {
+                "path": self.metadata,
+                "kind": "caption-metadata",
+                "sha256": ranked.listing_fingerprint(files),
+                "files": len(files),
+            }
+        ]
         if self.synonyms is not None:
             out.append(common.identity(self.synonyms, "synonyms"))
         return out
@@ -222,10 +308,14 @@ class LaionSource(LaionOptions, FromOptions):
             "success_rate": {writer.classes[ci]: s["success_rate"] for ci, s in stats.items()},
             "class_stats": ranked.class_stats(writer.classes, stats, self.per_class),
         }
-        summary["knn_url" if self.mode == "knn" else "metadata"] = self.knn_url if self.mode == "knn" else self.metadata
+        summary["knn_url" if self.mode == "knn" else "metadata"] = (
+            self.knn_url if self.mode == "knn" else self.metadata
+        )
         return summary
 
-    def _query_knn(self, state: ShardState, todo: list[int], texts: dict[int, list[str]], classes: list[str]) -> None:
+    def _query_knn(
+        self, state: ShardState, todo: list[int], texts: dict[int, list[str]], classes: list[str]
+    ) -> None:
         from susx_cli.adapters.retrieval import KnnBackend
 
         backend = KnnBackend(self.knn_url, self.index_name, self.knn, timeout=self.knn_timeout)
@@ -253,7 +343,9 @@ class LaionSource(LaionOptions, FromOptions):
                     warn(f"the kNN backend returned no results for class {classes[ci]!r}")
                 state.write_candidates(ci, found)
 
-    def _search_captions(self, state: ShardState, todo: list[int], texts: dict[int, list[str]], classes: list[str]) -> None:
+    def _search_captions(
+        self, state: ShardState, todo: list[int], texts: dict[int, list[str]], classes: list[str]
+    ) -> None:
         from susx_cli import captions
         from susx_cli.encoder import load_encoder
 
@@ -282,15 +374,22 @@ class LaionSource(LaionOptions, FromOptions):
             if not matches.count(ci):
                 warn(f"no caption in the metadata mentions class {classes[ci]!r}")
         encoder = load_encoder(
-            self.model, self.pretrained, device=self.device, random_note="the caption ranking is meaningless (pipeline check only)"
+            self.model,
+            self.pretrained,
+            device=self.device,
+            random_note="the caption ranking is meaningless (pipeline check only)",
         )
-        ranking = captions.rank_matches(encoder, {ci: texts[ci] for ci in todo}, matches, keep=self.candidates)
+        ranking = captions.rank_matches(
+            encoder, {ci: texts[ci] for ci in todo}, matches, keep=self.candidates
+        )
         for ci in todo:
             state.write_candidates(ci, ranking[ci])
 
     # ------------------------------------------------------------------ downloading
 
-    def _fill(self, state: ShardState, class_indices: list[int], writer: SupportWriter) -> dict[int, dict[str, Any]]:
+    def _fill(
+        self, state: ShardState, class_indices: list[int], writer: SupportWriter
+    ) -> dict[int, dict[str, Any]]:
         """Download rounds until every class has M images or has no candidate left; returns per-class stats."""
         from susx_cli.adapters import download as dl
 
@@ -367,7 +466,9 @@ class LaionSource(LaionOptions, FromOptions):
                         local.setdefault(url, {"path": by_sha[digest], "source_sha256": source_sha})
                         record(ci, rank, url, "surplus", **extra)
                     else:
-                        stored = writer.add(ci, f"r{rank:06d}", data, ext, self._fields(cands[ci][rank], rank, source_sha))
+                        stored = writer.add(
+                            ci, f"r{rank:06d}", data, ext, self._fields(cands[ci][rank], rank, source_sha)
+                        )
                         path = writer.root / stored["path"]
                         by_sha.setdefault(digest, path)
                         local.setdefault(url, {"path": path, "source_sha256": source_sha})
@@ -447,7 +548,10 @@ class LaionSource(LaionOptions, FromOptions):
                 "duplicate": status["duplicate"],
                 "skipped": status["skipped"],
                 "success_rate": round(valid / tried, 4) if tried else None,
-                "reasons": Counter(r["reason"] or r["status"] for r in rows if r["status"] in ("failed", "invalid", "skipped")),
+                "reasons": Counter(
+                    r["reason"] or r["status"]
+                    for r in rows
+                    if r["status"] in ("failed", "invalid", "skipped")
+                ),
             }
         return stats
-

@@ -56,10 +56,15 @@ def resolve_pool(pool: str | Path) -> PoolLayout:
         return PoolLayout("tars", tars=tars)
     path = Path(pool).expanduser()
     if not path.exists():
-        raise SusxError(f"pool {path} does not exist", hint="pass --pool-images with an image folder or webdataset tars")
+        raise SusxError(
+            f"pool {path} does not exist", hint="pass --pool-images with an image folder or webdataset tars"
+        )
     if path.is_file():
         if path.suffix != ".tar":
-            raise SusxError(f"pool {path} is neither a folder nor a .tar file", hint="pass an image folder or webdataset tars")
+            raise SusxError(
+                f"pool {path} is neither a folder nor a .tar file",
+                hint="pass an image folder or webdataset tars",
+            )
         return PoolLayout("tars", tars=[path])
     tars = sorted(path.glob("*.tar"))
     if tars and not any(p.is_file() and _is_image_name(p.name) for p in path.iterdir()):
@@ -84,27 +89,57 @@ def _has_images(layout: PoolLayout) -> bool:
 class PoolOptions:
     """`curate --source pool`: retrieve each class's images from a local collection by CLIP similarity."""
 
-    pool: str | None = option(None, "--pool-images", help="image folder, .tar file, folder of .tar files or a tar glob.")
-    per_class: int | None = option(None, "--per-class", "-k", help="images per class.")
-    query: str = option("photo", "--prompt-mode", choices=ranked.QUERY_TEXTS, help="photo (the class's photo prompt) | cupl (its CuPL sentences, results interleaved).")
-    candidates: int | None = option(None, "--candidates", help="ranked images per class to look through (default 4*M+16).")
-    features: Path | None = option(
-        None, "--pool-features", help="feature file of the pool, made once and reused (default: one per pool and model under ~/.cache/susx)."
+    pool: str | None = option(
+        None, "--pool-images", help="image folder, .tar file, folder of .tar files or a tar glob."
     )
-    model: str = option("ViT-B-32", "--clip-model", help="open_clip model that embeds the pool and the queries (ARCH or ARCH:TAG).")
-    pretrained: str | None = option("openai", "--clip-pretrained", help="its weights (tag, checkpoint path, or 'none'; default: the --clip-model tag, else openai).")
-    device: str | None = option("auto", "--device", help="auto (cuda:LOCAL_RANK under torchrun), cpu, cuda, cuda:1, mps.")
-    precision: str = option("auto", "--precision", choices=runtime.PRECISIONS, help="auto (fp32) | fp32 | fp16 | bf16.")
+    per_class: int | None = option(None, "--per-class", "-k", help="images per class.")
+    query: str = option(
+        "photo",
+        "--prompt-mode",
+        choices=ranked.QUERY_TEXTS,
+        help="photo (the class's photo prompt) | cupl (its CuPL sentences, results interleaved).",
+    )
+    candidates: int | None = option(
+        None, "--candidates", help="ranked images per class to look through (default 4*M+16)."
+    )
+    features: Path | None = option(
+        None,
+        "--pool-features",
+        help="feature file of the pool, made once and reused (default: one per pool and model under ~/.cache/susx).",
+    )
+    model: str = option(
+        "ViT-B-32",
+        "--clip-model",
+        help="open_clip model that embeds the pool and the queries (ARCH or ARCH:TAG).",
+    )
+    pretrained: str | None = option(
+        "openai",
+        "--clip-pretrained",
+        help="its weights (tag, checkpoint path, or 'none'; default: the --clip-model tag, else openai).",
+    )
+    device: str | None = option(
+        "auto", "--device", help="auto (cuda:LOCAL_RANK under torchrun), cpu, cuda, cuda:1, mps."
+    )
+    precision: str = option(
+        "auto", "--precision", choices=runtime.PRECISIONS, help="auto (fp32) | fp32 | fp16 | bf16."
+    )
     search: str = option("auto", "--pool-search", choices=SEARCHES, help="auto | faiss | matmul.")
 
     def __post_init__(self) -> None:
         if self.pool is None:
-            raise SusxError("--source pool needs --pool-images (an image folder or webdataset tars)", hint="e.g. --pool-images ~/images")
+            raise SusxError(
+                "--source pool needs --pool-images (an image folder or webdataset tars)",
+                hint="e.g. --pool-images ~/images",
+            )
         require_per_class("pool", self.per_class, "images to keep per class")
         if self.search not in SEARCHES:
-            raise SusxError(f"unknown --pool-search {self.search!r}", hint=f"use one of {', '.join(SEARCHES)}")
+            raise SusxError(
+                f"unknown --pool-search {self.search!r}", hint=f"use one of {', '.join(SEARCHES)}"
+            )
         if self.candidates is not None and self.candidates < 1:
-            raise SusxError(f"--candidates must be at least 1, got {self.candidates}", hint="e.g. --candidates 64")
+            raise SusxError(
+                f"--candidates must be at least 1, got {self.candidates}", hint="e.g. --candidates 64"
+            )
         self.precision = clip_precision(self.precision)  # auto is fp32, as the pool source has always read it
         self.device = runtime.resolve_device(self.device)  # fails fast; cuda:LOCAL_RANK under torchrun
 
@@ -141,7 +176,14 @@ class PoolSource(PoolOptions, FromOptions):
             files = [str(t) for t in self.layout.tars]
         else:
             files = [str(p) for p in self.layout.root.rglob("*") if p.is_file() and _is_image_name(p.name)]
-        return [{"path": str(self.pool), "kind": f"pool-{self.layout.kind}", "sha256": ranked.listing_fingerprint(files), "files": len(files)}]
+        return [
+            {
+                "path": str(self.pool),
+                "kind": f"pool-{self.layout.kind}",
+                "sha256": ranked.listing_fingerprint(files),
+                "files": len(files),
+            }
+        ]
 
     def units(self, prompts: Prompts) -> list[WorkUnit]:
         if not _has_images(self.layout):
@@ -230,7 +272,14 @@ class PoolSource(PoolOptions, FromOptions):
         kept = Counter(ci for ci, _ in writer.done)
         todo = [u for u in units if kept[u.class_index] < self.per_class]
         stats: dict[int, dict[str, Any]] = {
-            u.class_index: {"candidates": 0, "tried": 0, "valid": 0, "kept": kept[u.class_index], "invalid": 0, "duplicate": 0}
+            u.class_index: {
+                "candidates": 0,
+                "tried": 0,
+                "valid": 0,
+                "kept": kept[u.class_index],
+                "invalid": 0,
+                "duplicate": 0,
+            }
             for u in units
         }
         if not todo:
@@ -238,10 +287,15 @@ class PoolSource(PoolOptions, FromOptions):
         from susx_cli.artifacts import hdf5  # lazy: h5py stays out of `susx --help`
 
         encoder = load_encoder(
-            self.model, self.pretrained, device=self.device, precision=self.precision,
+            self.model,
+            self.pretrained,
+            device=self.device,
+            precision=self.precision,
             random_note="the pool ranking is meaningless (pipeline check only)",
         )
-        check_same_model(hdf5.read_feature_model(features), encoder.identity, str(features), f"--clip-model {self.model}")
+        check_same_model(
+            hdf5.read_feature_model(features), encoder.identity, str(features), f"--clip-model {self.model}"
+        )
         texts = [t for u in todo for t in u.payload["texts"]]
         owners = [u.class_index for u in todo for _ in u.payload["texts"]]
         queries = encoder.encode_texts(texts)
@@ -391,7 +445,9 @@ class _Reader:
         (a damaged or hand-edited feature file must not make curate copy files from elsewhere)."""
         tar_name, _, member = key.partition("/")
         # Tar members are often named './x.jpg': that leading './' stays inside the tar.
-        safe = common.is_safe_relative(key if self.layout.kind == "folder" else f"{tar_name}/{member.removeprefix('./')}")
+        safe = common.is_safe_relative(
+            key if self.layout.kind == "folder" else f"{tar_name}/{member.removeprefix('./')}"
+        )
         if not safe or (self.layout.kind != "folder" and tar_name not in self.tars):
             raise SusxError(
                 f"the pool feature file names an image {key!r} that is absolute, leaves the pool or is not in it",
@@ -433,5 +489,7 @@ def _tar_image_set(pool: str | Path, tars: list[Path]) -> imagesets.ImageSet:
     members = _tar_members(tars)
     if not members:
         raise SusxError(f"pool {pool} holds no images", hint="the tars have no image members")
-    inputs = [{"path": str(pool), "kind": "webdataset", "sha256": ranked.listing_fingerprint(str(t) for t in tars)}]
+    inputs = [
+        {"path": str(pool), "kind": "webdataset", "sha256": ranked.listing_fingerprint(str(t) for t in tars)}
+    ]
     return imagesets.ImageSet(None, members, "webdataset", inputs=inputs)

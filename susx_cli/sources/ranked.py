@@ -34,11 +34,14 @@ def query_texts(entry: PromptEntry, which: str) -> list[str]:
 def class_units(prompts: Prompts, which: str) -> list[WorkUnit]:
     """One unit per class: a retrieval source ranks and fills a class as a whole, so shards split by class."""
     return [
-        WorkUnit(e.index, 0, f"class-{e.index:05d}", {"texts": query_texts(e, which)}) for e in prompts.entries
+        WorkUnit(e.index, 0, f"class-{e.index:05d}", {"texts": query_texts(e, which)})
+        for e in prompts.entries
     ]
 
 
-def interleave(result_lists: list[list[dict[str, Any]]], limit: int, key: str = "url") -> list[dict[str, Any]]:
+def interleave(
+    result_lists: list[list[dict[str, Any]]], limit: int, key: str = "url"
+) -> list[dict[str, Any]]:
     """Round-robin over the result lists of several queries: first of each, then second of each, ...
 
     So that with CuPL sentences every sentence contributes its best results instead of the first
@@ -86,5 +89,8 @@ def class_stats(classes: list[str], stats: dict[int, dict[str, Any]], wanted: in
     and per class its name, ranked candidates, downloads tried, valid, kept, failed, invalid, duplicate."""
     return {
         "wanted": wanted,
-        "classes": [{"class": classes[ci], **{k: int(stats[ci].get(k, 0)) for k in STAT_COLUMNS}} for ci in sorted(stats)],
+        "classes": [
+            {"class": classes[ci], **{k: int(stats[ci].get(k, 0)) for k in STAT_COLUMNS}}
+            for ci in sorted(stats)
+        ],
     }

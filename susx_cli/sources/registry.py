@@ -73,7 +73,9 @@ def _merge(name: str, decls: list[tuple[str, Any, Any, Any]]) -> CliParam:
     bases = [_base_types(hint) for _, _, hint, _ in decls]
     kinds = {frozenset(b) for b, _ in bases}
     if len(flags) > 1 or len(kinds) > 1 or len(next(iter(kinds))) != 1:
-        raise TypeError(f"sources declare option {name} differently (flags {flags}, types {kinds}): make them agree")
+        raise TypeError(
+            f"sources declare option {name} differently (flags {flags}, types {kinds}): make them agree"
+        )
     (base,) = next(iter(kinds))
     defaults = {repr(default) for _, _, _, default in decls}
     default = decls[0][3] if len(defaults) == 1 else None
@@ -86,7 +88,13 @@ def _merge(name: str, decls: list[tuple[str, Any, Any, Any]]) -> CliParam:
     else:
         text = "; ".join(f"{', '.join(srcs)}: {h.rstrip('.')}" for h, srcs in helps.items()) + "."
     return CliParam(
-        name, decls[0][1].flags, base | None if optional else base, default, text, tuple(s for s, *_ in decls), choices
+        name,
+        decls[0][1].flags,
+        base | None if optional else base,
+        default,
+        text,
+        tuple(s for s, *_ in decls),
+        choices,
     )
 
 

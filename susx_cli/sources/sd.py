@@ -28,7 +28,9 @@ from susx_cli.sources.base import FromOptions, WorkUnit, option, require_per_cla
 PROMPT_MODES = ("photo", "cupl")
 
 
-def derive_seed(run_seed: int, class_index: int, image_index: int, attempt: int = 0, purpose: str = "noise") -> int:
+def derive_seed(
+    run_seed: int, class_index: int, image_index: int, attempt: int = 0, purpose: str = "noise"
+) -> int:
     """A 53-bit seed (exact in any JSON reader) that depends only on its arguments (not on batch, shard or process)."""
     text = f"susx.sd/{purpose}/{run_seed}/{class_index}/{image_index}/{attempt}"
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big") & (2**53 - 1)
@@ -56,31 +58,64 @@ class SDOptions:
     """`curate --source sd`: a preset (default: the paper's) with any field overridden."""
 
     per_class: int | None = option(None, "--per-class", "-k", help="images per class.")
-    preset: str | None = option(None, "--preset", choices=tuple(sd.PRESETS), help="paper (default) | fast | sd15 | sdxl | sd-turbo | sdxl-turbo.")
-    model: str | None = option(None, "--sd-model", help="diffusers model id or local pipeline folder (overrides the preset's).")
-    revision: str | None = option(None, "--revision", help="model revision (branch, tag or commit) of a hub model id.")
-    steps: int | None = option(None, "--steps", help="denoising steps (paper: 85).")
-    guidance: float | None = option(None, "--guidance", help="classifier-free guidance scale (paper: 9.5; 0 for turbo).")
-    size: str | None = option(None, "--size", help="image size, N or WIDTHxHEIGHT, multiples of 8 (paper: 512).")
-    scheduler: str | None = option(
-        None, "--scheduler", help="default | dpm++ | dpm++-karras | ddim | pndm | euler | euler-a | unipc | lcm | a diffusers class."
+    preset: str | None = option(
+        None,
+        "--preset",
+        choices=tuple(sd.PRESETS),
+        help="paper (default) | fast | sd15 | sdxl | sd-turbo | sdxl-turbo.",
     )
-    precision: str = option("auto", "--precision", choices=runtime.PRECISIONS, help="auto (fp16 on a GPU, fp32 on a CPU) | fp32 | fp16 | bf16.")
+    model: str | None = option(
+        None, "--sd-model", help="diffusers model id or local pipeline folder (overrides the preset's)."
+    )
+    revision: str | None = option(
+        None, "--revision", help="model revision (branch, tag or commit) of a hub model id."
+    )
+    steps: int | None = option(None, "--steps", help="denoising steps (paper: 85).")
+    guidance: float | None = option(
+        None, "--guidance", help="classifier-free guidance scale (paper: 9.5; 0 for turbo)."
+    )
+    size: str | None = option(
+        None, "--size", help="image size, N or WIDTHxHEIGHT, multiples of 8 (paper: 512)."
+    )
+    scheduler: str | None = option(
+        None,
+        "--scheduler",
+        help="default | dpm++ | dpm++-karras | ddim | pndm | euler | euler-a | unipc | lcm | a diffusers class.",
+    )
+    precision: str = option(
+        "auto",
+        "--precision",
+        choices=runtime.PRECISIONS,
+        help="auto (fp16 on a GPU, fp32 on a CPU) | fp32 | fp16 | bf16.",
+    )
     prompt_mode: str = option(
-        "photo", "--prompt-mode", choices=PROMPT_MODES, help="photo (the class's photo prompt) | cupl (a seeded draw of its CuPL sentences)."
+        "photo",
+        "--prompt-mode",
+        choices=PROMPT_MODES,
+        help="photo (the class's photo prompt) | cupl (a seeded draw of its CuPL sentences).",
     )
     seed: int = option(0, "--seed", help="run seed: generation and prompt sampling.")
     batch_size: int = option(4, "--batch-size", help="images per pipeline call (does not change the images).")
     black_retries: int = option(
-        2, "--black-retries", help="regenerate a black (safety-flagged) image from the next seed this often, then drop it."
+        2,
+        "--black-retries",
+        help="regenerate a black (safety-flagged) image from the next seed this often, then drop it.",
     )
     # Runtime settings: they change speed and memory, not the images, so they stay out of the options.
-    device: str = option("auto", "--device", help="auto (cuda:LOCAL_RANK under torchrun), cpu, cuda, cuda:1, mps.")
-    attention_slicing: bool = option(False, "--attention-slicing", help="compute attention in slices (less GPU memory).")
-    vae_slicing: bool = option(False, "--vae-slicing", help="decode the batch one image at a time (less GPU memory).")
+    device: str = option(
+        "auto", "--device", help="auto (cuda:LOCAL_RANK under torchrun), cpu, cuda, cuda:1, mps."
+    )
+    attention_slicing: bool = option(
+        False, "--attention-slicing", help="compute attention in slices (less GPU memory)."
+    )
+    vae_slicing: bool = option(
+        False, "--vae-slicing", help="decode the batch one image at a time (less GPU memory)."
+    )
     vae_tiling: bool = option(False, "--vae-tiling", help="decode in tiles (large images on small GPUs).")
     compile: bool = option(False, "--compile", help="torch.compile the denoiser (slow start, faster steps).")
-    cpu_offload: bool = option(False, "--cpu-offload", help="keep idle sub-models in CPU memory (small GPUs; needs accelerate).")
+    cpu_offload: bool = option(
+        False, "--cpu-offload", help="keep idle sub-models in CPU memory (small GPUs; needs accelerate)."
+    )
 
     def __post_init__(self) -> None:
         require_per_class("sd", self.per_class)
@@ -96,11 +131,17 @@ class SDOptions:
         if self.guidance < 0:
             raise SusxError(f"--guidance must be 0 or more, got {self.guidance}", hint="e.g. --guidance 7.5")
         if self.batch_size < 1:
-            raise SusxError(f"--batch-size must be at least 1, got {self.batch_size}", hint="e.g. --batch-size 4")
+            raise SusxError(
+                f"--batch-size must be at least 1, got {self.batch_size}", hint="e.g. --batch-size 4"
+            )
         if self.black_retries < 0:
-            raise SusxError(f"--black-retries must be 0 or more, got {self.black_retries}", hint="0 drops black images")
+            raise SusxError(
+                f"--black-retries must be 0 or more, got {self.black_retries}", hint="0 drops black images"
+            )
         if self.prompt_mode not in PROMPT_MODES:
-            raise SusxError(f"unknown --prompt-mode {self.prompt_mode!r}", hint=f"use one of {', '.join(PROMPT_MODES)}")
+            raise SusxError(
+                f"unknown --prompt-mode {self.prompt_mode!r}", hint=f"use one of {', '.join(PROMPT_MODES)}"
+            )
         runtime.check_precision(self.precision)
         sd.check_scheduler_name(self.scheduler)
 
@@ -126,7 +167,9 @@ class SDSource(SDOptions, FromOptions):
             device = runtime.resolve_device(self.device)
             precision = runtime.resolve_precision(self.precision, device, gpu_auto="fp16")
             if self.cpu_offload and not device.startswith("cuda"):
-                raise SusxError(f"--cpu-offload needs a CUDA GPU and this run uses {device}", hint="drop --cpu-offload")
+                raise SusxError(
+                    f"--cpu-offload needs a CUDA GPU and this run uses {device}", hint="drop --cpu-offload"
+                )
             local = sd.check_model(self.model, self.revision)
             self._resolved = {"device": device, "precision": precision, "local": local}
         return self._resolved
@@ -232,7 +275,13 @@ class SDSource(SDOptions, FromOptions):
                         unit.key,
                         png_bytes(pixels[j]),
                         "png",
-                        {**common, "order": unit.order, "prompt": unit.payload["prompt"], "seed": seed, "attempt": attempt},
+                        {
+                            **common,
+                            "order": unit.order,
+                            "prompt": unit.payload["prompt"],
+                            "seed": seed,
+                            "attempt": attempt,
+                        },
                     )
                     written += 1
                     progress.advance()

@@ -37,13 +37,17 @@ def parse_grid(spec: str | None, axis: str) -> list[float]:
             start, stop, steps = spec.split(":")
             start_f, stop_f, steps_i = finite(float(start), option), finite(float(stop), option), int(steps)
             if not 1 <= steps_i <= MAX_GRID_POINTS:
-                raise SusxError(f"{option} {spec!r}: the number of steps must be 1..{MAX_GRID_POINTS:,}, got {steps_i}",
-                                hint="e.g. 0.1:50:20")
+                raise SusxError(
+                    f"{option} {spec!r}: the number of steps must be 1..{MAX_GRID_POINTS:,}, got {steps_i}",
+                    hint="e.g. 0.1:50:20",
+                )
             values = reference_grid(start_f, stop_f, steps_i)
         else:
             values = [finite(float(v), option) for v in spec.split(",") if v.strip()]
     except ValueError as exc:
-        raise SusxError(f"cannot read {option} {spec!r}", hint="use 'reference', 'start:stop:steps' or '1,2,3'") from exc
+        raise SusxError(
+            f"cannot read {option} {spec!r}", hint="use 'reference', 'start:stop:steps' or '1,2,3'"
+        ) from exc
     if not values:
         raise SusxError(f"{option} {spec!r} has no values", hint="give at least one value")
     return values
@@ -71,16 +75,22 @@ def resolve_logit_scale(choice: str, model_scale: float | None) -> tuple[float, 
     """The logit scale (a positive finite number) and where it came from."""
     if choice == "model":
         if model_scale is None:
-            raise SusxError("the text classifier records no learned logit scale", hint="use --logit-scale 100")
+            raise SusxError(
+                "the text classifier records no learned logit scale", hint="use --logit-scale 100"
+            )
         scale, source = float(model_scale), "model"
     else:
         try:
             scale = float(choice)
         except ValueError as exc:
-            raise SusxError(f"--logit-scale must be a number or 'model', got {choice!r}", hint="e.g. 100") from exc
+            raise SusxError(
+                f"--logit-scale must be a number or 'model', got {choice!r}", hint="e.g. 100"
+            ) from exc
         source = "reference (100)" if scale == 100.0 else "given"
     if not (math.isfinite(scale) and scale > 0):
-        raise SusxError(f"--logit-scale must be a positive finite number, got {scale}", hint="the reference uses 100")
+        raise SusxError(
+            f"--logit-scale must be a positive finite number, got {scale}", hint="the reference uses 100"
+        )
     return scale, source
 
 
@@ -135,7 +145,9 @@ def calibrate(
 
     _check_method_mode(method, mode, heatmap, beta_grid, gamma_grid, (beta, gamma))
 
-    inputs = load_method_inputs(text_path, support_path, val_path, query_labels=True, query_what="validation set")
+    inputs = load_method_inputs(
+        text_path, support_path, val_path, query_labels=True, query_what="validation set"
+    )
     text, sup = inputs.text, inputs.support
     scale, scale_source = resolve_logit_scale(logit_scale, text.model.logit_scale)
     bias = resolve_logit_bias(logit_scale, text.model.logit_bias)
@@ -164,7 +176,9 @@ def calibrate(
     prov = common.provenance(options, ids)
     if common.decide_existing(output, cal_io.existing_provenance(output), prov, overwrite):
         info(f"{output} is up to date (same inputs and options); nothing to do")
-        return StageResult("calibrate", [output], skipped=True, summary=calibration_summary(cal_io.read_calibration(output)))
+        return StageResult(
+            "calibrate", [output], skipped=True, summary=calibration_summary(cal_io.read_calibration(output))
+        )
 
     as_t = lambda x: as_float64(x, dev)  # noqa: E731
     W, F = as_t(text.weights), as_t(sup.features)
@@ -187,8 +201,19 @@ def calibrate(
             values, correct, total, counts = _search_gda(mode, inputs, W, F, y, grid, split, scale, bias, dev)
         else:
             values, correct, total, counts = _search_tipx(
-                method, mode, inputs, W, F, y, grid, split, tau=tau, logit_scale=scale, logit_bias=bias,
-                normalize=normalize, dev=dev
+                method,
+                mode,
+                inputs,
+                W,
+                F,
+                y,
+                grid,
+                split,
+                tau=tau,
+                logit_scale=scale,
+                logit_bias=bias,
+                normalize=normalize,
+                dev=dev,
             )
         seconds = time.perf_counter() - start
         accuracy = correct / total if total else 0.0
@@ -206,9 +231,16 @@ def calibrate(
             b = grid.beta.index(values["beta"])
             from susx_cli.plots import accuracy_heatmap
 
-            accuracy_heatmap(counts[:, b, :].numpy() / total, grid.alpha, grid.gamma, values["beta"], heatmap,
-                             chosen=(values["alpha"], values.get("gamma") or 0.0), objective_on=objective["on"],
-                             method={"tip-x": "TIP-X", "tip-adapter": "Tip-Adapter"}.get(method, method))
+            accuracy_heatmap(
+                counts[:, b, :].numpy() / total,
+                grid.alpha,
+                grid.gamma,
+                values["beta"],
+                heatmap,
+                chosen=(values["alpha"], values.get("gamma") or 0.0),
+                objective_on=objective["on"],
+                method={"tip-x": "TIP-X", "tip-adapter": "Tip-Adapter"}.get(method, method),
+            )
     gda_record = None
     if method == "gda":
         gda_record = {
@@ -251,8 +283,14 @@ def calibration_summary(cal: cal_io.Calibration) -> dict[str, Any]:
     objective = cal.objective or {}
     top1 = objective.get("value_percent", 100 * objective["value"] if "value" in objective else None)
     speed = objective["configurations"] / max(objective["search_seconds"], 1e-3) if objective else None
-    return {"method": cal.method, "mode": cal.mode, **values, "top1": top1, "objective_on": objective.get("on"),
-            "configurations_per_second": speed}
+    return {
+        "method": cal.method,
+        "mode": cal.mode,
+        **values,
+        "top1": top1,
+        "objective_on": objective.get("on"),
+        "configurations_per_second": speed,
+    }
 
 
 _OBJECTIVE_ON = {
@@ -262,27 +300,46 @@ _OBJECTIVE_ON = {
 }
 
 
-def _check_method_mode(method: str, mode: str, heatmap: Path | None, beta_grid: str | None,
-                       gamma_grid: str | None, beta_gamma: tuple[float | None, float | None]) -> None:
+def _check_method_mode(
+    method: str,
+    mode: str,
+    heatmap: Path | None,
+    beta_grid: str | None,
+    gamma_grid: str | None,
+    beta_gamma: tuple[float | None, float | None],
+) -> None:
     """Refuse a mode the method has, and options it does not use (GDA has alpha only)."""
     if mode not in METHOD_MODES[method]:
-        hint = "use --mode kfold: GDA's name-only choice of alpha over the support set" if method == "gda" \
+        hint = (
+            "use --mode kfold: GDA's name-only choice of alpha over the support set"
+            if method == "gda"
             else f"use one of {', '.join(METHOD_MODES[method])}"
+        )
         raise SusxError(f"--method {method} has no --mode {mode}", hint=hint)
     if method != "gda":
         return
-    if any(g not in (None, "reference") for g in (beta_grid, gamma_grid)) or any(v is not None for v in beta_gamma):
-        raise SusxError("--method gda has alpha only: no beta or gamma", hint="drop --beta/--gamma and their grids")
+    if any(g not in (None, "reference") for g in (beta_grid, gamma_grid)) or any(
+        v is not None for v in beta_gamma
+    ):
+        raise SusxError(
+            "--method gda has alpha only: no beta or gamma", hint="drop --beta/--gamma and their grids"
+        )
     if heatmap is not None:
-        raise SusxError("--heatmap plots accuracy over (alpha, gamma); GDA has alpha only",
-                        hint="drop --heatmap; the calibration file lists the accuracy at every alpha")
+        raise SusxError(
+            "--heatmap plots accuracy over (alpha, gamma); GDA has alpha only",
+            hint="drop --heatmap; the calibration file lists the accuracy at every alpha",
+        )
 
 
-def _fixed_values(method: str, alpha: float | None, beta: float | None, gamma: float | None) -> dict[str, Any]:
+def _fixed_values(
+    method: str, alpha: float | None, beta: float | None, gamma: float | None
+) -> dict[str, Any]:
     given = {"alpha": alpha, "beta": beta, "gamma": gamma}
     missing = [f"--{n}" for n in hyperparameters(method) if given[n] is None]
     if missing:
-        raise SusxError(f"--mode fixed needs {', '.join(missing)}", hint="give every hyperparameter of the method")
+        raise SusxError(
+            f"--mode fixed needs {', '.join(missing)}", hint="give every hyperparameter of the method"
+        )
     if method == "gda":
         return {"alpha": alpha}
     return {"alpha": alpha, "beta": beta, "gamma": gamma}
@@ -308,8 +365,11 @@ def _grid(method: str, alpha_grid: str | None, beta_grid: str | None, gamma_grid
 def _grid_record(method: str, grid, *, sizes: bool) -> dict[str, Any] | None:
     if grid is None:
         return None
-    out: dict[str, Any] = {"alpha": grid.alpha} if method == "gda" else \
-        {"alpha": grid.alpha, "beta": grid.beta, "gamma": grid.gamma}
+    out: dict[str, Any] = (
+        {"alpha": grid.alpha}
+        if method == "gda"
+        else {"alpha": grid.alpha, "beta": grid.beta, "gamma": grid.gamma}
+    )
     return {**out, "size": grid.size} if sizes else out
 
 
@@ -329,8 +389,22 @@ def _search_gda(mode: str, inputs, W, F, y, grid, split, scale: float, bias: flo
     return {"alpha": choice.alpha}, choice.correct, choice.total, choice.counts
 
 
-def _search_tipx(method: str, mode: str, inputs, W, F, y, grid, split, *, tau: float, logit_scale: float,
-                 logit_bias: float, normalize: bool, dev: str):
+def _search_tipx(
+    method: str,
+    mode: str,
+    inputs,
+    W,
+    F,
+    y,
+    grid,
+    split,
+    *,
+    tau: float,
+    logit_scale: float,
+    logit_bias: float,
+    normalize: bool,
+    dev: str,
+):
     """TIP-X / Tip-Adapter's (alpha, beta, gamma) by exhaustive grid search on the validation split, by
     leave-one-out or by k-fold over the support set. Returns (values, correct, total, counts (A, B, G))."""
     import torch
@@ -348,7 +422,9 @@ def _search_tipx(method: str, mode: str, inputs, W, F, y, grid, split, *, tau: f
                 f, yq, exclude = as_float64(val.features, dev), torch.from_numpy(val.labels).to(dev), False
             else:
                 if F.shape[0] < 2:
-                    raise SusxError("leave-one-out needs at least 2 support images", hint="curate more images")
+                    raise SusxError(
+                        "leave-one-out needs at least 2 support images", hint="curate more images"
+                    )
                 f, yq, exclude = F, y, True
             result = grid_search(f, yq, F, y, W, grid, exclude_self=exclude, progress=progress, **opts)
     values = {"alpha": result.alpha, "beta": result.beta, "gamma": result.gamma}

@@ -81,7 +81,9 @@ def refuse_output_among_inputs(output: Path, inputs: list[dict]) -> None:
             )
 
 
-def _curate_into(target, output, prompts, prov, source, shard, min_per_class, replacing, join=True) -> StageResult:
+def _curate_into(
+    target, output, prompts, prov, source, shard, min_per_class, replacing, join=True
+) -> StageResult:
     # The unit list first: a source that refuses its input (e.g. no CuPL sentences) leaves no folder behind.
     units = shard.select(source.units(prompts))
     writer = support.SupportWriter(
@@ -98,7 +100,9 @@ def _curate_into(target, output, prompts, prov, source, shard, min_per_class, re
     finally:
         writer.close()
     merged = writer.finish({"source": source.name, **summary} if shard.count == 1 else summary, merge=join)
-    result = StageResult("curate", [output], summary={"shard": shard.index, "num_shards": shard.count, **summary})
+    result = StageResult(
+        "curate", [output], summary={"shard": shard.index, "num_shards": shard.count, **summary}
+    )
     if not merged:
         info(f"shard {shard.index + 1}/{shard.count} done; the set completes when every shard has finished")
         result.summary["complete"] = False
@@ -134,7 +138,9 @@ def _completed(target: Path, output: Path, wanted: int | None, result: StageResu
         warn(f"... and {len(short) - 20} more classes with fewer than {wanted} images")
     shared = cross_class_duplicates(final.rows)
     for digest, names in list(shared.items())[:10]:
-        warn(f"one image (sha256 {digest[:12]}) is in {len(names)} classes: {', '.join(repr(n) for n in names)}")
+        warn(
+            f"one image (sha256 {digest[:12]}) is in {len(names)} classes: {', '.join(repr(n) for n in names)}"
+        )
     if len(shared) > 10:
         warn(f"... and {len(shared) - 10} more images that are in more than one class")
     return result
@@ -164,13 +170,17 @@ def complete_summary(
 def check_min_per_class(writer: support.SupportWriter, min_per_class: int) -> None:
     """Refuse to finish a support set where some class has fewer than ``min_per_class`` images."""
     if min_per_class < 0:
-        raise SusxError(f"--min-per-class must be at least 0, got {min_per_class}", hint="e.g. --min-per-class 1")
+        raise SusxError(
+            f"--min-per-class must be at least 0, got {min_per_class}", hint="e.g. --min-per-class 1"
+        )
     counts = [0] * len(writer.classes)
     for class_index, _ in writer.done:
         counts[class_index] += 1
     short = [(writer.classes[i], c) for i, c in enumerate(counts) if c < min_per_class]
     if short:
-        shown = ", ".join(f"{name!r} ({count})" for name, count in short[:5]) + (" ..." if len(short) > 5 else "")
+        shown = ", ".join(f"{name!r} ({count})" for name, count in short[:5]) + (
+            " ..." if len(short) > 5 else ""
+        )
         what = "no image" if min_per_class == 1 else f"fewer than {min_per_class} images"
         raise SusxError(
             f"{len(short)} class(es) have {what}: {shown}; the support set is left unfinished",

@@ -35,8 +35,13 @@ class DemoResult:
     stages: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"stage": "demo", "outputs": [str(p) for p in self.outputs], "random_weights": self.random_weights,
-                "results": self.rows, "stages": self.stages}
+        return {
+            "stage": "demo",
+            "outputs": [str(p) for p in self.outputs],
+            "random_weights": self.random_weights,
+            "results": self.rows,
+            "stages": self.stages,
+        }
 
 
 def _color(index: int) -> tuple[int, int, int]:
@@ -104,8 +109,10 @@ def run_demo(
             info(f"   wrote {p}")
 
     if random_weights:
-        warn("susx demo: tiny models with RANDOM weights, generated images — the numbers below "
-             "show that the pipeline runs, not how well SuS-X works.")
+        warn(
+            "susx demo: tiny models with RANDOM weights, generated images — the numbers below "
+            "show that the pipeline runs, not how well SuS-X works."
+        )
     (output / "classes.txt").write_text("\n".join(DEMO_CLASSES) + "\n")
     banner("1. prompts: class names -> prompts.json")
     log(build_prompts(output / "prompts.json", classes_path=output / "classes.txt", template_set="ensemble"))
@@ -119,12 +126,22 @@ def run_demo(
     banner("2b. curate: few-shot support set (k real labelled images per class)")
     make_query_images(output / "images" / "train", DEMO_CLASSES, shots, seed=1)
     make_query_images(output / "images" / "test", DEMO_CLASSES, queries_per_class, seed=2)
-    log(curate(output / "prompts.json", output / "support-fewshot", FolderSource(output / "images" / "train")))
+    log(
+        curate(output / "prompts.json", output / "support-fewshot", FolderSource(output / "images" / "train"))
+    )
     supports[f"{shots}-shot (few-shot)"] = output / "support-fewshot"
 
     banner("3. embed: text classifier, support features, query features")
     log(embed_texts(output / "prompts.json", output / "text.h5", **m))
-    log(embed_images(output / "images" / "test", output / "query.h5", classes_path=output / "prompts.json", workers=0, **m))
+    log(
+        embed_images(
+            output / "images" / "test",
+            output / "query.h5",
+            classes_path=output / "prompts.json",
+            workers=0,
+            **m,
+        )
+    )
     rows = []
     zs_done = False
     for label, sup_dir in supports.items():
@@ -135,16 +152,36 @@ def run_demo(
             calibration = None
             if method != "zero-shot":
                 calibration = output / f"calibration-{tag}-{method}.json"
-                banner(f"4. calibrate {method} on {label}: leave-one-out over the support set, no target labels")
-                log(calibrate(output / "text.h5", output / f"{tag}.h5", calibration, mode="loo", method=method))
+                banner(
+                    f"4. calibrate {method} on {label}: leave-one-out over the support set, no target labels"
+                )
+                log(
+                    calibrate(
+                        output / "text.h5", output / f"{tag}.h5", calibration, mode="loo", method=method
+                    )
+                )
             banner(f"5. predict {method}" + ("" if method == "zero-shot" else f" with {label}"))
             out = output / f"predictions-{tag}-{method}.h5"
-            log(predict(output / "text.h5", output / "query.h5", out, support_path=output / f"{tag}.h5",
-                        calibration_path=calibration, method=method))
+            log(
+                predict(
+                    output / "text.h5",
+                    output / "query.h5",
+                    out,
+                    support_path=output / f"{tag}.h5",
+                    calibration_path=calibration,
+                    method=method,
+                )
+            )
             metrics = read_predictions(out).metrics
-            rows.append({"support": "-" if method == "zero-shot" else label, "method": method,
-                         "calibration": "-" if method == "zero-shot" else "leave-one-out",
-                         "top1": metrics["top1"], "mean_per_class_recall": metrics["mean_per_class_recall"]})
+            rows.append(
+                {
+                    "support": "-" if method == "zero-shot" else label,
+                    "method": method,
+                    "calibration": "-" if method == "zero-shot" else "leave-one-out",
+                    "top1": metrics["top1"],
+                    "mean_per_class_recall": metrics["mean_per_class_recall"],
+                }
+            )
         zs_done = True
     write_demo_marker(output)
     common.swap_into_place(output, final)
@@ -200,7 +237,10 @@ def check_demo_output(root: Path, overwrite: bool) -> None:
             hint="choose a new or empty -o folder",
         )
     if not overwrite:
-        raise SusxError(f"{root} is not empty: it holds an earlier demo run", hint="pass --overwrite to replace it, or choose another -o")
+        raise SusxError(
+            f"{root} is not empty: it holds an earlier demo run",
+            hint="pass --overwrite to replace it, or choose another -o",
+        )
     foreign = foreign_entries(root, written)
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")

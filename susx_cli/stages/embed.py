@@ -28,7 +28,11 @@ from susx_cli.stages.results import StageResult
 
 
 def _model_options(model: str, pretrained: str | None, precision: str) -> dict[str, Any]:
-    return {"model": model, "pretrained": recorded_pretrained(pretrained), "precision": clip_precision(precision)}
+    return {
+        "model": model,
+        "pretrained": recorded_pretrained(pretrained),
+        "precision": clip_precision(precision),
+    }
 
 
 def _check_runtime(device: str | None, precision: str) -> None:
@@ -44,7 +48,9 @@ def _read_class_list(classes_path: Path | None) -> tuple[list[str] | None, list[
     return names, [common.identity(classes_path, kind)]
 
 
-def _reconcile_classes(image_classes: list[str] | None, given: list[str] | None, what: str) -> list[str] | None:
+def _reconcile_classes(
+    image_classes: list[str] | None, given: list[str] | None, what: str
+) -> list[str] | None:
     """The class list to record: the given one (prompts) after checking it names the same classes."""
     if given is None or image_classes is None:
         return given if given is not None else image_classes
@@ -90,12 +96,21 @@ def embed_images(
     if workers is not None and workers < 0:
         raise SusxError(f"--workers must be 0 or more, got {workers}", hint="0 loads images in this process")
     if augment_passes < 1:
-        raise SusxError(f"--augment-passes must be 1 or more, got {augment_passes}", hint="1 embeds each image once, as it is")
+        raise SusxError(
+            f"--augment-passes must be 1 or more, got {augment_passes}",
+            hint="1 embeds each image once, as it is",
+        )
     given, class_inputs = _read_class_list(classes_path)
     if given is None and class_names is not None:
         given = class_names
     image_set = imagesets.resolve(
-        input_path, classes=given, split=split, image_root=image_root, shots=shots, seed=seed, unlabelled=unlabelled,
+        input_path,
+        classes=given,
+        split=split,
+        image_root=image_root,
+        shots=shots,
+        seed=seed,
+        unlabelled=unlabelled,
         verify=verify,
     )
     what = str(input_path)
@@ -116,7 +131,9 @@ def embed_images(
         augment_seed=seed,
     )
     if shard.count > 1:
-        prov = image_set_provenance(image_set, model, pretrained, precision, what, class_inputs, augment_passes, seed)
+        prov = image_set_provenance(
+            image_set, model, pretrained, precision, what, class_inputs, augment_passes, seed
+        )
         return _embed_shard(run, output, shard, prov, overwrite, join)
     with output_lock(output):  # one writer: a second run of the same output is refused with our PID
         done = run(output)
@@ -140,7 +157,9 @@ def _text_summary(tc: hdf5.TextClassifier) -> dict[str, Any]:
     return {"classes": len(tc.classes), "texts": int(tc.num_texts.sum()), "pool": tc.pool}
 
 
-def _embed_shard(run, output: Path, shard: Shard, prov: dict[str, Any], overwrite: bool, join: bool) -> StageResult:
+def _embed_shard(
+    run, output: Path, shard: Shard, prov: dict[str, Any], overwrite: bool, join: bool
+) -> StageResult:
     """Embed this shard's part (skipped when finished, resumed when killed); join when every part is done.
 
     ``run(path, shard=..., label=...)`` embeds into ``path``; ``prov`` is the single-process provenance,
@@ -148,7 +167,9 @@ def _embed_shard(run, output: Path, shard: Shard, prov: dict[str, Any], overwrit
     """
     from susx_cli.stages import merge
 
-    if common.decide_existing(output, hdf5.existing_provenance(output, common.IMAGE_FEATURES), prov, overwrite):
+    if common.decide_existing(
+        output, hdf5.existing_provenance(output, common.IMAGE_FEATURES), prov, overwrite
+    ):
         info(f"{output} is up to date (same inputs and options); nothing to do")
         return StageResult("embed", [output], skipped=True)
     merge.check_part_count(output, shard.count)
@@ -195,9 +216,13 @@ def embed_texts(
     texts = prompts.pool_texts(pool)
     options = {"pool": pool, **_model_options(model, pretrained, precision)}
     prov = common.provenance(options, [common.identity(prompts_path, common.PROMPTS)])
-    if common.decide_existing(output, hdf5.existing_provenance(output, common.TEXT_CLASSIFIER), prov, overwrite):
+    if common.decide_existing(
+        output, hdf5.existing_provenance(output, common.TEXT_CLASSIFIER), prov, overwrite
+    ):
         info(f"{output} is up to date (same inputs and options); nothing to do")
-        return StageResult("embed", [output], summary=_text_summary(hdf5.read_text_classifier(output)), skipped=True)
+        return StageResult(
+            "embed", [output], summary=_text_summary(hdf5.read_text_classifier(output)), skipped=True
+        )
     encoder = load_encoder(model, pretrained, device=device, precision=precision)
     weights = class_text_weights(encoder, texts, batch_size)
     tc = hdf5.TextClassifier(
@@ -231,7 +256,16 @@ def embed(input_path: Path, output: Path, shard: Shard = Shard(), **kwargs) -> S
                     f"{input_path} is a prompts file: the text classifier is not sharded",
                     hint="drop --num-shards/--shard-index (one process embeds the texts)",
                 )
-            image_only = ("classes_path", "split", "image_root", "shots", "seed", "unlabelled", "workers", "augment_passes")
+            image_only = (
+                "classes_path",
+                "split",
+                "image_root",
+                "shots",
+                "seed",
+                "unlabelled",
+                "workers",
+                "augment_passes",
+            )
             unset = {"augment_passes": (None, 1)}  # the others are unset at None, False or 0
             used = [k for k in image_only if kwargs.get(k) not in unset.get(k, (None, False, 0))]
             if used:

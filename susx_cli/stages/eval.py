@@ -61,9 +61,13 @@ def parse_support(spec: str) -> SupportChoice:
 
     path = Path(spec)
     if not path.exists():
-        raise SusxError(f"--support {spec!r} is neither folder-shots:K nor an existing folder", hint="check the path")
+        raise SusxError(
+            f"--support {spec!r} is neither folder-shots:K nor an existing folder", hint="check the path"
+        )
     if not support.is_support_dir(path):
-        raise SusxError(f"--support {path} is not a complete support folder", hint="make one with susx curate")
+        raise SusxError(
+            f"--support {path} is not a complete support folder", hint="make one with susx curate"
+        )
     return SupportChoice(spec, "folder", slug(path.name, 32), path=path)
 
 
@@ -71,7 +75,9 @@ def parse_models(models: list[str], pretrained: list[str]) -> list[tuple[str, st
     """Pairs of (architecture, weights): ``--model ARCH[:TAG]`` (susx_cli.model_spec's syntax), the
     ``--pretrained`` values going by position to the models without a tag (one value: to all of them)."""
     if not models:
-        raise SusxError("give at least one --model", hint="e.g. --model RN50 --pretrained openai, or --model RN50:openai")
+        raise SusxError(
+            "give at least one --model", hint="e.g. --model RN50 --pretrained openai, or --model RN50:openai"
+        )
     pairs = [split_model(m) for m in models]
     plain = [m for m, (_, tag) in zip(models, pairs, strict=True) if tag is None]
     if len(pretrained) == 1 and not plain:
@@ -90,8 +96,15 @@ def parse_models(models: list[str], pretrained: list[str]) -> list[tuple[str, st
     return [(a, t if t is not None else next(it, "none")) for a, t in pairs]
 
 
-def _calibration_options(mode: str, method: str, grids: dict[str, str | None], fixed: dict[str, float | None],
-                         tau: float, logit_scale: str, folds: dict[str, int] | None = None) -> dict[str, Any]:
+def _calibration_options(
+    mode: str,
+    method: str,
+    grids: dict[str, str | None],
+    fixed: dict[str, float | None],
+    tau: float,
+    logit_scale: str,
+    folds: dict[str, int] | None = None,
+) -> dict[str, Any]:
     """What decides a run's calibration. GDA's alpha is a different quantity from TIP-X's: its fixed value
     is --gda-alpha and its grid is always the paper's (the --*-grid options are TIP-X / Tip-Adapter's)."""
     out: dict[str, Any] = {"mode": mode, "tau": tau, "logit_scale": logit_scale}
@@ -102,10 +115,15 @@ def _calibration_options(mode: str, method: str, grids: dict[str, str | None], f
         missing = [f"--{k}" for k in hyperparameters(method) if given.get(k) is None]
         if missing:
             missing = ["--gda-alpha"] if method == "gda" else missing
-            raise SusxError(f"--calibration fixed needs {', '.join(missing)} for {method}",
-                            hint="give every hyperparameter of the method")
-        out["fixed"] = {k: given.get(k) for k in hyperparameters(method)} if method == "gda" else \
-            {k: fixed.get(k) for k in ("alpha", "beta", "gamma")}
+            raise SusxError(
+                f"--calibration fixed needs {', '.join(missing)} for {method}",
+                hint="give every hyperparameter of the method",
+            )
+        out["fixed"] = (
+            {k: given.get(k) for k in hyperparameters(method)}
+            if method == "gda"
+            else {k: fixed.get(k) for k in ("alpha", "beta", "gamma")}
+        )
     elif method == "gda":
         out["grid"] = {"alpha": "reference"}
     else:
@@ -151,35 +169,69 @@ class EvalConfig:
     keep_going: bool = False  # record a failed dataset or run and go on
 
     @classmethod
-    def from_options(cls, *, num_datasets: int, models: list[str], pretrained: list[str], supports: list[str],
-                     methods: list[str], calibrations: list[str], alpha_grid: str | None = None,
-                     beta_grid: str | None = None, gamma_grid: str | None = None, alpha: float | None = None,
-                     beta: float | None = None, gamma: float | None = None, gda_alpha: float | None = None,
-                     **options: Any) -> EvalConfig:
+    def from_options(
+        cls,
+        *,
+        num_datasets: int,
+        models: list[str],
+        pretrained: list[str],
+        supports: list[str],
+        methods: list[str],
+        calibrations: list[str],
+        alpha_grid: str | None = None,
+        beta_grid: str | None = None,
+        gamma_grid: str | None = None,
+        alpha: float | None = None,
+        beta: float | None = None,
+        gamma: float | None = None,
+        gda_alpha: float | None = None,
+        **options: Any,
+    ) -> EvalConfig:
         """Refuse bad options before any work starts."""
         pairs = parse_models(list(models), list(pretrained))
         bad = [m for m in methods if m not in METHODS]
         if bad or not methods:
-            raise SusxError(f"unknown method(s) {', '.join(bad) or '(none)'}", hint=f"use {', '.join(METHODS)}")
+            raise SusxError(
+                f"unknown method(s) {', '.join(bad) or '(none)'}", hint=f"use {', '.join(METHODS)}"
+            )
         bad = [c for c in calibrations if c not in CALIBRATIONS]
         if bad or not calibrations:
-            raise SusxError(f"unknown calibration mode(s) {', '.join(bad) or '(none)'}", hint=f"use {', '.join(CALIBRATIONS)}")
+            raise SusxError(
+                f"unknown calibration mode(s) {', '.join(bad) or '(none)'}",
+                hint=f"use {', '.join(CALIBRATIONS)}",
+            )
         choices = [parse_support(s) for s in supports]
         if any(uses_support(m) for m in methods) and not choices:
-            raise SusxError("tip-adapter, tip-x and gda need --support", hint="e.g. --support folder-shots:16 or --support SUPPORT_DIR")
+            raise SusxError(
+                "tip-adapter, tip-x and gda need --support",
+                hint="e.g. --support folder-shots:16 or --support SUPPORT_DIR",
+            )
         if options.get("augment_passes", 1) < 1:
-            raise SusxError(f"--augment-passes must be 1 or more, got {options['augment_passes']}",
-                            hint=f"the paper's few-shot figures used {SHOT_AUGMENT_PASSES}; 1 embeds each image once")
+            raise SusxError(
+                f"--augment-passes must be 1 or more, got {options['augment_passes']}",
+                hint=f"the paper's few-shot figures used {SHOT_AUGMENT_PASSES}; 1 embeds each image once",
+            )
         if options.get("prompts_path") is not None and num_datasets > 1:
-            raise SusxError("--prompts holds one dataset's classes; give one --dataset with it", hint="or use --cupl-dir DIR")
-        cfg = cls(models=pairs, supports=choices, methods=list(methods), calibrations=list(calibrations),
-                  grids={"alpha": alpha_grid, "beta": beta_grid, "gamma": gamma_grid},
-                  fixed={"alpha": alpha, "beta": beta, "gamma": gamma, "gda_alpha": gda_alpha}, **options)
+            raise SusxError(
+                "--prompts holds one dataset's classes; give one --dataset with it",
+                hint="or use --cupl-dir DIR",
+            )
+        cfg = cls(
+            models=pairs,
+            supports=choices,
+            methods=list(methods),
+            calibrations=list(calibrations),
+            grids={"alpha": alpha_grid, "beta": beta_grid, "gamma": gamma_grid},
+            fixed={"alpha": alpha, "beta": beta, "gamma": gamma, "gda_alpha": gda_alpha},
+            **options,
+        )
         for method in methods:
             if uses_support(method):
                 if not method_modes(method, calibrations):
-                    raise SusxError(f"{method} has none of the calibration modes {', '.join(calibrations)}",
-                                    hint=f"add --calibration {' or '.join(METHOD_MODES[method])}")
+                    raise SusxError(
+                        f"{method} has none of the calibration modes {', '.join(calibrations)}",
+                        hint=f"add --calibration {' or '.join(METHOD_MODES[method])}",
+                    )
                 for mode in method_modes(method, calibrations):
                     cfg.calibration_options(mode, method)  # refuse early
         return cfg
@@ -218,7 +270,10 @@ def plan_runs(cfg: EvalConfig) -> list[Run]:
         for choice in cfg.supports:
             for method in cfg.methods:
                 if uses_support(method):
-                    runs += [Run(arch, tag, method, choice, mode) for mode in method_modes(method, cfg.calibrations)]
+                    runs += [
+                        Run(arch, tag, method, choice, mode)
+                        for mode in method_modes(method, cfg.calibrations)
+                    ]
     return runs
 
 
@@ -278,18 +333,48 @@ def run_eval(
     ids = [s.id for s in specs]
     twice = sorted({i for i in ids if ids.count(i) > 1})
     if twice:
-        raise SusxError(f"dataset {twice[0]!r} is requested twice", hint="give each --dataset once (dataset files need distinct ids)")
+        raise SusxError(
+            f"dataset {twice[0]!r} is requested twice",
+            hint="give each --dataset once (dataset files need distinct ids)",
+        )
     if data_root is None and any(s.layout != "dataset-file" for s in specs):
-        raise SusxError("registered datasets need --data-root ROOT (one folder per dataset)",
-                        hint="pass --data-root, or describe the dataset in a file: --dataset path/to/dataset.json")
+        raise SusxError(
+            "registered datasets need --data-root ROOT (one folder per dataset)",
+            hint="pass --data-root, or describe the dataset in a file: --dataset path/to/dataset.json",
+        )
     cfg = EvalConfig.from_options(
-        num_datasets=len(specs), models=models, pretrained=pretrained, supports=supports, methods=methods,
-        calibrations=calibrations, alpha_grid=alpha_grid, beta_grid=beta_grid, gamma_grid=gamma_grid, alpha=alpha,
-        beta=beta, gamma=gamma, gda_alpha=gda_alpha, folds=folds, fold_seed=fold_seed,
-        data_root=None if data_root is None else Path(data_root), work_dir=Path(work_dir), results_dir=Path(results_dir),
-        templates=templates, cupl_dir=cupl_dir, prompts_path=prompts_path, pool=pool, logit_scale=logit_scale,
-        tau=tau, seed=seed, augment_passes=augment_passes, batch_size=batch_size, workers=workers, device=device,
-        precision=precision, overwrite=overwrite, keep_going=keep_going,
+        num_datasets=len(specs),
+        models=models,
+        pretrained=pretrained,
+        supports=supports,
+        methods=methods,
+        calibrations=calibrations,
+        alpha_grid=alpha_grid,
+        beta_grid=beta_grid,
+        gamma_grid=gamma_grid,
+        alpha=alpha,
+        beta=beta,
+        gamma=gamma,
+        gda_alpha=gda_alpha,
+        folds=folds,
+        fold_seed=fold_seed,
+        data_root=None if data_root is None else Path(data_root),
+        work_dir=Path(work_dir),
+        results_dir=Path(results_dir),
+        templates=templates,
+        cupl_dir=cupl_dir,
+        prompts_path=prompts_path,
+        pool=pool,
+        logit_scale=logit_scale,
+        tau=tau,
+        seed=seed,
+        augment_passes=augment_passes,
+        batch_size=batch_size,
+        workers=workers,
+        device=device,
+        precision=precision,
+        overwrite=overwrite,
+        keep_going=keep_going,
     )
     runs = plan_runs(cfg)
     result = EvalResult("eval", [])
@@ -313,7 +398,11 @@ def run_eval(
             continue
         dataset_eval.execute(runs, result)
     statuses = [r["status"] for r in result.rows]
-    result.summary = {"runs": len(statuses), "skipped": statuses.count("skipped"), "failed": statuses.count("failed")}
+    result.summary = {
+        "runs": len(statuses),
+        "skipped": statuses.count("skipped"),
+        "failed": statuses.count("failed"),
+    }
     return result
 
 
@@ -327,18 +416,31 @@ def check_dataset(spec, cfg: EvalConfig):
 
     local = registry.check_local(spec, cfg.data_root)
     if local.problems:
-        hint = (f"fix the dataset file {spec.split_file}" if spec.layout == "dataset-file" else
-                f"run `susx datasets check {cfg.data_root} {spec.id}`; {spec.name} needs {spec.needs()}")
-        raise SusxError(f"{spec.id}: the local copy under {local.root} is incomplete: {local.problems[0]}", hint=hint)
+        hint = (
+            f"fix the dataset file {spec.split_file}"
+            if spec.layout == "dataset-file"
+            else f"run `susx datasets check {cfg.data_root} {spec.id}`; {spec.name} needs {spec.needs()}"
+        )
+        raise SusxError(
+            f"{spec.id}: the local copy under {local.root} is incomplete: {local.problems[0]}", hint=hint
+        )
     with_support = any(uses_support(m) for m in cfg.methods)
-    needed = {spec.calibration_split: "--calibration val"} if with_support and "val" in cfg.calibrations else {}
+    needed = (
+        {spec.calibration_split: "--calibration val"} if with_support and "val" in cfg.calibrations else {}
+    )
     if with_support and any(c.kind == "folder-shots" for c in cfg.supports):
         needed["train"] = "--support folder-shots:K"
     for split, why in needed.items():
         if not local.splits.get(split):
-            raise SusxError(f"{spec.id}: {why} needs a {split!r} split, which the dataset does not have",
-                            hint=f"add a {split!r} split, or drop {why}")
-    given = [(str(cfg.prompts_path), read_prompts(cfg.prompts_path).classes)] if cfg.prompts_path is not None else []
+            raise SusxError(
+                f"{spec.id}: {why} needs a {split!r} split, which the dataset does not have",
+                hint=f"add a {split!r} split, or drop {why}",
+            )
+    given = (
+        [(str(cfg.prompts_path), read_prompts(cfg.prompts_path).classes)]
+        if cfg.prompts_path is not None
+        else []
+    )
     given += [(str(c.path), support.read_support(c.path).classes) for c in cfg.supports if c.path is not None]
     for what, classes in given:
         if [folder_key(c) for c in classes] != [folder_key(c) for c in local.classes]:
@@ -365,36 +467,67 @@ def is_failed_record(path: Path) -> bool:
     return isinstance(data, dict) and data.get("kind") == res_io.RESULT and data.get("status") == "failed"
 
 
-def record_failure(out_json: Path, config: dict[str, Any], run: Run, spec, exc: BaseException,
-                   row: dict[str, Any], result: EvalResult) -> None:
+def record_failure(
+    out_json: Path,
+    config: dict[str, Any],
+    run: Run,
+    spec,
+    exc: BaseException,
+    row: dict[str, Any],
+    result: EvalResult,
+) -> None:
     """A failed run's row, and its result file (``status: failed`` and the error line) unless that would
     replace a finished result: a failure never overwrites a figure."""
     error = error_line(exc)
     info(f"   [red]failed[/red] {out_json.stem}: {error}")
     if not out_json.exists() or is_failed_record(out_json):
-        res_io.write_result(out_json, {
-            "status": "failed", "error": error, "config_key": res_io.config_key(config), "config": config,
-            "dataset": {"id": spec.id, "name": spec.name, "split": spec.test_split},
-            "model": {"arch": run.arch, "pretrained": run.pretrained}, "method": run.method,
-            "support": None, "calibration": None, "zero_shot_protocol": None, "metrics": {},
-        })
+        res_io.write_result(
+            out_json,
+            {
+                "status": "failed",
+                "error": error,
+                "config_key": res_io.config_key(config),
+                "config": config,
+                "dataset": {"id": spec.id, "name": spec.name, "split": spec.test_split},
+                "model": {"arch": run.arch, "pretrained": run.pretrained},
+                "method": run.method,
+                "support": None,
+                "calibration": None,
+                "zero_shot_protocol": None,
+                "metrics": {},
+            },
+        )
         result.outputs.append(out_json)
     result.rows.append({**row, **_metric_row({}), "status": "failed", "error": error})
 
 
-def record_failed_dataset(spec, cfg: EvalConfig, runs: list[Run], exc: BaseException, result: EvalResult) -> None:
+def record_failed_dataset(
+    spec, cfg: EvalConfig, runs: list[Run], exc: BaseException, result: EvalResult
+) -> None:
     """--keep-going: every run of a dataset that could not be checked or prepared is recorded as failed."""
     wd = Workdir(cfg.work_dir, cfg.results_dir, spec.id)
     for run in runs:
-        config = {"dataset": spec.id, "model": run.arch, "pretrained": run.pretrained, "method": run.method,
-                  "support": run.support.spec if run.support else None, "calibration": run.mode}
+        config = {
+            "dataset": spec.id,
+            "model": run.arch,
+            "pretrained": run.pretrained,
+            "method": run.method,
+            "support": run.support.spec if run.support else None,
+            "calibration": run.mode,
+        }
         out_json = wd.result(run.arch, run.pretrained, run.method, run.tag, run.mode)
         record_failure(out_json, config, run, spec, exc, _row(spec, run, out_json), result)
 
 
 def _row(spec, run: Run, out_json: Path) -> dict[str, Any]:
-    return {"dataset": spec.id, "model": f"{run.arch}/{run.pretrained}", "method": run.method,
-            "support": run.tag or "-", "calibration": run.mode or "-", "path": str(out_json)}
+    return {
+        "dataset": spec.id,
+        "model": f"{run.arch}/{run.pretrained}",
+        "method": run.method,
+        "support": run.tag or "-",
+        "calibration": run.mode or "-",
+        "path": str(out_json),
+    }
 
 
 class DatasetEval:
@@ -433,10 +566,20 @@ class DatasetEval:
         cupl = [found] if found is not None and found.is_file() else []
         if cfg.cupl_dir is not None and not cupl:
             info(f"   no CuPL sentences for {spec.id} in {cfg.cupl_dir} ({spec.id}.json): templates only")
-        prompts_cfg = {"templates": cfg.templates, "photo_template": spec.photo_template, "pool": cfg.pool,
-                       "cupl_sha256": common.sha256_file(cupl[0]) if cupl else None}
-        build_prompts(self.wd.prompts, classes_path=self.split_path, template_set=cfg.templates,
-                      photo=spec.photo_template, cupl_paths=cupl, pool=cfg.pool)
+        prompts_cfg = {
+            "templates": cfg.templates,
+            "photo_template": spec.photo_template,
+            "pool": cfg.pool,
+            "cupl_sha256": common.sha256_file(cupl[0]) if cupl else None,
+        }
+        build_prompts(
+            self.wd.prompts,
+            classes_path=self.split_path,
+            template_set=cfg.templates,
+            photo=spec.photo_template,
+            cupl_paths=cupl,
+            pool=cfg.pool,
+        )
         return self.wd.prompts, prompts_cfg
 
     @property
@@ -447,8 +590,14 @@ class DatasetEval:
 
     def _embed_options(self, run: Run) -> dict[str, Any]:
         cfg = self.cfg
-        return dict(batch_size=cfg.batch_size, workers=cfg.workers, device=None if cfg.device == "auto" else cfg.device,
-                    precision=cfg.precision, model=run.arch, pretrained=run.pretrained)
+        return dict(
+            batch_size=cfg.batch_size,
+            workers=cfg.workers,
+            device=None if cfg.device == "auto" else cfg.device,
+            precision=cfg.precision,
+            model=run.arch,
+            pretrained=run.pretrained,
+        )
 
     def text(self, run: Run) -> Path:
         from susx_cli.stages.embed import embed_texts
@@ -456,9 +605,15 @@ class DatasetEval:
         out = self.wd.text(run.arch, run.pretrained)
 
         def make() -> Path:
-            embed_texts(self.prompts_file, out, pool=self.cfg.pool or self.prompts.default_pool,
-                        device=None if self.cfg.device == "auto" else self.cfg.device, precision=self.cfg.precision,
-                        model=run.arch, pretrained=run.pretrained)
+            embed_texts(
+                self.prompts_file,
+                out,
+                pool=self.cfg.pool or self.prompts.default_pool,
+                device=None if self.cfg.device == "auto" else self.cfg.device,
+                precision=self.cfg.precision,
+                model=run.arch,
+                pretrained=run.pretrained,
+            )
             return out
 
         return self._once(("text", run.arch, run.pretrained), make)
@@ -469,8 +624,14 @@ class DatasetEval:
         out = self.wd.split_features(run.arch, run.pretrained, split)
 
         def make() -> Path:
-            embed_images(self.split_path, out, split=split, image_root=self.local.image_root,
-                         classes_path=self.prompts_file, **self._embed_options(run))
+            embed_images(
+                self.split_path,
+                out,
+                split=split,
+                image_root=self.local.image_root,
+                classes_path=self.prompts_file,
+                **self._embed_options(run),
+            )
             return out
 
         return self._once(("split", run.arch, run.pretrained, split), make)
@@ -484,8 +645,17 @@ class DatasetEval:
         out = self.wd.support_folder(choice.tag, self.cfg.seed)
 
         def make() -> Path:
-            curate(self.prompts_file, out, FolderSource(self.split_path, split="train", image_root=self.local.image_root,
-                                                        shots=choice.shots, seed=self.cfg.seed))
+            curate(
+                self.prompts_file,
+                out,
+                FolderSource(
+                    self.split_path,
+                    split="train",
+                    image_root=self.local.image_root,
+                    shots=choice.shots,
+                    seed=self.cfg.seed,
+                ),
+            )
             return out
 
         return self._once(("curate", choice.tag), make)
@@ -495,11 +665,19 @@ class DatasetEval:
 
         passes = self.cfg.support_passes(run.support)
         # Augmented features get their own file name, so plain ones made before are neither reused nor refused.
-        out = self.wd.support_features(run.arch, run.pretrained, run.tag if passes == 1 else f"{run.tag}-aug{passes}")
+        out = self.wd.support_features(
+            run.arch, run.pretrained, run.tag if passes == 1 else f"{run.tag}-aug{passes}"
+        )
 
         def make() -> Path:
-            embed_images(self.support_folder(run.support), out, classes_path=self.prompts_file, augment_passes=passes,
-                         seed=self.cfg.seed, **self._embed_options(run))
+            embed_images(
+                self.support_folder(run.support),
+                out,
+                classes_path=self.prompts_file,
+                augment_passes=passes,
+                seed=self.cfg.seed,
+                **self._embed_options(run),
+            )
             return out
 
         return self._once(("support", run.arch, run.pretrained, run.tag), make)
@@ -511,17 +689,30 @@ class DatasetEval:
         spec, cfg, choice = self.spec, self.cfg, run.support
         sup_cfg = None
         if choice is not None:
-            sup_cfg = {"spec": choice.spec if choice.kind != "folder" else "folder", "kind": choice.kind,
-                       "shots": choice.shots, "seed": cfg.seed if choice.kind == "folder-shots" else None,
-                       "manifest_sha256": common.identity(choice.path)["sha256"] if choice.path else None}
+            sup_cfg = {
+                "spec": choice.spec if choice.kind != "folder" else "folder",
+                "kind": choice.kind,
+                "shots": choice.shots,
+                "seed": cfg.seed if choice.kind == "folder-shots" else None,
+                "manifest_sha256": common.identity(choice.path)["sha256"] if choice.path else None,
+            }
             if choice.kind == "folder-shots":  # support folders keep their configuration (one plain pass)
                 sup_cfg["augment_passes"] = cfg.support_passes(choice)
         cal_cfg = None if run.mode is None else cfg.calibration_options(run.mode, run.method)
         if cal_cfg is not None and run.mode == "val":
             cal_cfg["split"] = spec.calibration_split
-        return {"dataset": spec.id, "split_sha256": self.split_sha, "test_split": spec.test_split, "model": run.arch,
-                "pretrained": run.pretrained and recorded_pretrained(run.pretrained), "precision": cfg.precision, "method": run.method, "support": sup_cfg,
-                "calibration": cal_cfg, "prompts": self.prompts_cfg}
+        return {
+            "dataset": spec.id,
+            "split_sha256": self.split_sha,
+            "test_split": spec.test_split,
+            "model": run.arch,
+            "pretrained": run.pretrained and recorded_pretrained(run.pretrained),
+            "precision": cfg.precision,
+            "method": run.method,
+            "support": sup_cfg,
+            "calibration": cal_cfg,
+            "prompts": self.prompts_cfg,
+        }
 
     def execute(self, runs: list[Run], result: EvalResult) -> None:
         """Each run: skipped when its result exists with the same configuration, else made; a failed run's
@@ -532,12 +723,16 @@ class DatasetEval:
             row = _row(self.spec, run, out_json)
             retry = is_failed_record(out_json)
             try:
-                if res_io.existing_key(out_json) == res_io.config_key(config) and not (self.cfg.overwrite or retry):
+                if res_io.existing_key(out_json) == res_io.config_key(config) and not (
+                    self.cfg.overwrite or retry
+                ):
                     info(f"   {out_json.name}: a result with the same configuration exists; skipped")
                     metrics, status = res_io.read_result(out_json)["metrics"], "skipped"
                 elif out_json.exists() and not (self.cfg.overwrite or retry):
-                    raise SusxError(f"{out_json} exists and was made with another configuration",
-                                    hint="pass --overwrite to replace it, or another --results-dir")
+                    raise SusxError(
+                        f"{out_json} exists and was made with another configuration",
+                        hint="pass --overwrite to replace it, or another --results-dir",
+                    )
                 else:
                     info(f"   run {out_json.stem}")
                     metrics, status = self._run(run, config, out_json)["metrics"], "done"
@@ -573,37 +768,72 @@ class DatasetEval:
             sup_path = self.support_features(run)
             cal_path = wd.calibration(run.arch, run.pretrained, run.tag, run.method, run.mode)
             val = self.split_features(run, spec.calibration_split) if run.mode == "val" else None
-            calibrate(text, sup_path, cal_path, mode=run.mode, val_path=val, method=run.method, tau=cfg.tau,
-                      logit_scale=cfg.logit_scale, device=cfg.device, folds=cfg.folds, fold_seed=cfg.fold_seed,
-                      **self._search_options(run))
+            calibrate(
+                text,
+                sup_path,
+                cal_path,
+                mode=run.mode,
+                val_path=val,
+                method=run.method,
+                tau=cfg.tau,
+                logit_scale=cfg.logit_scale,
+                device=cfg.device,
+                folds=cfg.folds,
+                fold_seed=cfg.fold_seed,
+                **self._search_options(run),
+            )
             cal = cal_io.read_calibration(cal_path)
             scale_source = cal.logit_scale_source
-            cal_record = res_io.calibration_record(cal, cal_path, spec.calibration_split if run.mode == "val" else None)
-            sup_record = res_io.support_record(config["support"], support.read_support(self.support_folder(run.support)))
+            cal_record = res_io.calibration_record(
+                cal, cal_path, spec.calibration_split if run.mode == "val" else None
+            )
+            sup_record = res_io.support_record(
+                config["support"], support.read_support(self.support_folder(run.support))
+            )
         pred_path = wd.predictions(run.arch, run.pretrained, run.tag, run.method, run.mode)
-        predict(text, query, pred_path, support_path=sup_path, calibration_path=cal_path, method=run.method,
-                device=cfg.device)
+        predict(
+            text,
+            query,
+            pred_path,
+            support_path=sup_path,
+            calibration_path=cal_path,
+            method=run.method,
+            device=cfg.device,
+        )
         prompt_opts = self.prompts.provenance.get("options") or {}
         record = res_io.run_record(
             config,
-            dataset={"id": spec.id, "name": spec.name, "split": spec.test_split,
-                     "data_root": None if spec.layout == "dataset-file" else str(cfg.data_root),
-                     "split_file": str(self.split_path)},
+            dataset={
+                "id": spec.id,
+                "name": spec.name,
+                "split": spec.test_split,
+                "data_root": None if spec.layout == "dataset-file" else str(cfg.data_root),
+                "split_file": str(self.split_path),
+            },
             text=self._once(("text-classifier", text), lambda: hdf5.read_text_classifier(text)),
             predictions=hdf5.read_predictions(pred_path),
             support=sup_record,
             calibration=cal_record,
             logit_scale_source=scale_source,
-            prompt_options={"templates": prompt_opts.get("template_set", cfg.templates),
-                            "photo_template": prompt_opts.get("photo_template", spec.photo_template)},
-            artifacts={"prompts": str(self.prompts_file), "text": str(text), "query": str(query),
-                       "support": str(sup_path) if sup_path else None, "calibration": str(cal_path) if cal_path else None,
-                       "predictions": str(pred_path)},
+            prompt_options={
+                "templates": prompt_opts.get("template_set", cfg.templates),
+                "photo_template": prompt_opts.get("photo_template", spec.photo_template),
+            },
+            artifacts={
+                "prompts": str(self.prompts_file),
+                "text": str(text),
+                "query": str(query),
+                "support": str(sup_path) if sup_path else None,
+                "calibration": str(cal_path) if cal_path else None,
+                "predictions": str(pred_path),
+            },
         )
         res_io.write_result(out_json, record)
         return record
 
 
 def _metric_row(metrics: dict[str, Any]) -> dict[str, float]:
-    return {"top1": float(metrics.get("top1", float("nan"))),
-            "mean_per_class_recall": float(metrics.get("mean_per_class_recall", float("nan")))}
+    return {
+        "top1": float(metrics.get("top1", float("nan"))),
+        "mean_per_class_recall": float(metrics.get("mean_per_class_recall", float("nan"))),
+    }

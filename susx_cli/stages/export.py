@@ -15,15 +15,20 @@ from susx_cli.stages.results import StageResult
 
 def prediction_header(k: int) -> list[str]:
     """key, true, predicted, then top1, top1_score ... topk, topk_score."""
-    return ["key", "true", "predicted", *[f"{name}{i}{suffix}" for i in range(1, k + 1)
-                                          for name, suffix in (("top", ""), ("top", "_score"))]]
+    return [
+        "key",
+        "true",
+        "predicted",
+        *[f"{name}{i}{suffix}" for i in range(1, k + 1) for name, suffix in (("top", ""), ("top", "_score"))],
+    ]
 
 
 def prediction_rows(preds: hdf5.Predictions) -> Iterator[list[str]]:
     """One row of strings per query; ``true`` is empty for an unlabelled query."""
     names = preds.classes
-    for key, label, pred, top, scores in zip(preds.keys, preds.labels, preds.predicted, preds.top5, preds.scores,
-                                             strict=True):
+    for key, label, pred, top, scores in zip(
+        preds.keys, preds.labels, preds.predicted, preds.top5, preds.scores, strict=True
+    ):
         ranked = [cell for c, s in zip(top, scores, strict=True) for cell in (names[int(c)], format_score(s))]
         yield [key, names[int(label)] if label >= 0 else "", names[int(pred)], *ranked]
 
@@ -42,5 +47,6 @@ def export_predictions(path: Path, output: Path, *, overwrite: bool = False) -> 
     if output.is_dir():
         raise SusxError(f"{output} is a folder", hint="give -o a file name, e.g. preds.csv")
     rows = tables.write_csv(output, prediction_header(preds.top5.shape[1]), prediction_rows(preds))
-    return StageResult("export", [output], summary={"rows": rows, "classes": len(preds.classes),
-                                                    "method": preds.method})
+    return StageResult(
+        "export", [output], summary={"rows": rows, "classes": len(preds.classes), "method": preds.method}
+    )

@@ -96,8 +96,10 @@ def load_method_inputs(
 def _check_text(text: hdf5.TextClassifier, what: str) -> None:
     rows, classes = text.weights.shape[0], len(text.classes)
     if text.weights.ndim != 2 or rows != classes:
-        raise SusxError(f"{what} has {rows} classifier row(s) for {classes} classes",
-                        hint="the file is damaged: embed the prompts again")
+        raise SusxError(
+            f"{what} has {rows} classifier row(s) for {classes} classes",
+            hint="the file is damaged: embed the prompts again",
+        )
     check_features(text.weights, what)
 
 
@@ -108,18 +110,25 @@ def _check_rows(fs: hdf5.FeatureSet, text: hdf5.TextClassifier, text_what: str, 
         check_same_classes(text.classes, fs.classes, text_what, what)
     n = fs.features.shape[0]
     if fs.features.ndim != 2 or (n and fs.features.shape[1] != text.weights.shape[1]):
-        raise SusxError(f"{what} has features of shape {tuple(fs.features.shape)}, the text classifier's dim is "
-                        f"{text.weights.shape[1]}", hint="the file is damaged: embed the images again")
+        raise SusxError(
+            f"{what} has features of shape {tuple(fs.features.shape)}, the text classifier's dim is "
+            f"{text.weights.shape[1]}",
+            hint="the file is damaged: embed the images again",
+        )
     if len(fs.keys) != n or fs.labels.shape != (n,):
-        raise SusxError(f"{what} has {n} feature rows but {len(fs.keys)} keys and {fs.labels.shape[0]} labels",
-                        hint="the file is damaged: embed the images again")
+        raise SusxError(
+            f"{what} has {n} feature rows but {len(fs.keys)} keys and {fs.labels.shape[0]} labels",
+            hint="the file is damaged: embed the images again",
+        )
     check_features(fs.features, what)
     num_classes = len(text.classes)
     bad = (fs.labels < -1) | (fs.labels >= num_classes)
     if bad.any():
-        raise SusxError(f"{what} has {int(bad.sum())} label(s) outside 0..{num_classes - 1} "
-                        f"(e.g. {int(fs.labels[bad][0])}) for {num_classes} classes",
-                        hint="the file is damaged or from another class list: embed the images again")
+        raise SusxError(
+            f"{what} has {int(bad.sum())} label(s) outside 0..{num_classes - 1} "
+            f"(e.g. {int(fs.labels[bad][0])}) for {num_classes} classes",
+            hint="the file is damaged or from another class list: embed the images again",
+        )
 
 
 def _check_support(sup: hdf5.FeatureSet, text: hdf5.TextClassifier, text_what: str, what: str) -> None:
@@ -136,21 +145,29 @@ def _check_support(sup: hdf5.FeatureSet, text: hdf5.TextClassifier, text_what: s
         )
 
 
-def _check_queries(q: hdf5.FeatureSet, text: hdf5.TextClassifier, what: str, need_labels: bool, role: str) -> None:
+def _check_queries(
+    q: hdf5.FeatureSet, text: hdf5.TextClassifier, what: str, need_labels: bool, role: str
+) -> None:
     _check_rows(q, text, "the text classifier", what)
     if need_labels and not q.has_labels:
-        raise SusxError(f"{role} {what} has images without labels", hint="embed a labelled split or class folders")
+        raise SusxError(
+            f"{role} {what} has images without labels", hint="embed a labelled split or class folders"
+        )
 
 
 def _check_calibration(cal: cal_io.Calibration, text: hdf5.TextClassifier, text_what: str, what: str) -> None:
     check_same_classes(text.classes, cal.classes, text_what, what)
     model = ModelIdentity.from_dict(cal.model)
     if model.key() != text.model.key():
-        raise SusxError(f"{what} was made for {model.describe()}, the text classifier is {text.model.describe()}",
-                        hint="calibrate again with this model's features")
+        raise SusxError(
+            f"{what} was made for {model.describe()}, the text classifier is {text.model.describe()}",
+            hint="calibrate again with this model's features",
+        )
 
 
-def _check_calibrated_on(cal: cal_io.Calibration, support_id: dict[str, Any], what: str, support_what: str) -> None:
+def _check_calibrated_on(
+    cal: cal_io.Calibration, support_id: dict[str, Any], what: str, support_what: str
+) -> None:
     """Refuse a calibration chosen on another support set: its alpha, beta, gamma belong to that set."""
     made_on = cal_io.support_input(cal)
     if made_on is None or made_on.get("sha256") in (None, support_id["sha256"]):

@@ -36,13 +36,17 @@ def describe(path: Path) -> dict[str, Any]:
         raise SusxError(f"{path} does not exist", hint="check the path")
     if path.is_dir():
         if not support.is_support_dir(path):
-            raise SusxError(f"{path} is a folder but not a susx support set", hint="pass an artifact made by susx")
+            raise SusxError(
+                f"{path} is a folder but not a susx support set", hint="pass an artifact made by susx"
+            )
         return support.describe(path)
     if path.suffix.lower() in (".h5", ".hdf5", ".partial") or hdf5.read_kind(path):
         try:
             return hdf5.describe(path)
         except OSError as exc:
-            raise SusxError(f"{path} is not a readable HDF5 file", hint="pass an artifact made by susx") from exc
+            raise SusxError(
+                f"{path} is not a readable HDF5 file", hint="pass an artifact made by susx"
+            ) from exc
     data = common.read_json(path)
     if not isinstance(data, dict) or "kind" not in data:
         raise SusxError(f"{path} is not a susx artifact (no 'kind')", hint="pass an artifact made by susx")
@@ -124,8 +128,14 @@ def size_phrase(sizes: list[tuple[int, int]]) -> str:
     return f"{low[0]}x{low[1]} px" if low == high else f"{low[0]}x{low[1]} to {high[0]}x{high[1]} px"
 
 
-def contact_sheet(root: Path, output: Path, per_class: int = 8, classes: str | None = None,
-                  classes_per_page: int = CLASSES_PER_PAGE, thumb: int = plots.SHEET_THUMB) -> plots.SheetDescription:
+def contact_sheet(
+    root: Path,
+    output: Path,
+    per_class: int = 8,
+    classes: str | None = None,
+    classes_per_page: int = CLASSES_PER_PAGE,
+    thumb: int = plots.SHEET_THUMB,
+) -> plots.SheetDescription:
     """PNG pages of a support folder: one row per class (label with its index, name and count on the left),
     up to ``per_class`` thumbnails each, at most ``classes_per_page`` rows a page. Columns fit the largest
     class shown. Every page is drawn before any is written, so a refused image leaves no sheet."""
@@ -135,7 +145,9 @@ def contact_sheet(root: Path, output: Path, per_class: int = 8, classes: str | N
         raise SusxError(f"--classes-per-page must be at least 1, got {classes_per_page}", hint="e.g. 50")
     fits = (MAX_SHEET_WIDTH - plots.SHEET_LABEL_WIDTH) // (thumb + plots.SHEET_GAP)
     if per_class > fits:
-        warn(f"--per-class {per_class} would make a sheet wider than {MAX_SHEET_WIDTH} pixels; showing {fits} per class")
+        warn(
+            f"--per-class {per_class} would make a sheet wider than {MAX_SHEET_WIDTH} pixels; showing {fits} per class"
+        )
         per_class = fits
     # Read as embed reads it: paths stay inside the folder, and each image is checked against its manifest.
     s = imagesets.from_support(root)
@@ -160,13 +172,16 @@ def contact_sheet(root: Path, output: Path, per_class: int = 8, classes: str | N
             title = [
                 f"support set {root.name}: source {source}" + (f", model {model}" if model else ""),
                 count_phrase(counts),
-                f"page {number} of {len(pages)}: {shown}" + ("" if classes else f", classes {page[0]}-{page[-1]}"),
+                f"page {number} of {len(pages)}: {shown}"
+                + ("" if classes else f", classes {page[0]}-{page[-1]}"),
                 f"up to {columns} images per class shown; images {sizes}, drawn in {thumb} px cells "
                 "(enlarged nearest-neighbour, shrunk bicubic)",
             ]
             rows = [
-                plots.SheetRow([f"{ci}: {names[ci]}", f"{counts[ci]} image{'s' if counts[ci] != 1 else ''}"],
-                               [imagesets.read_recorded(item) for item in items_by_class.get(ci, [])[:columns]])
+                plots.SheetRow(
+                    [f"{ci}: {names[ci]}", f"{counts[ci]} image{'s' if counts[ci] != 1 else ''}"],
+                    [imagesets.read_recorded(item) for item in items_by_class.get(ci, [])[:columns]],
+                )
                 for ci in page
             ]
             png, size, rows_top = plots.contact_sheet_png(title, rows, columns, thumb)
@@ -182,28 +197,49 @@ def confusion_picture(path: Path, output: Path) -> Path:
     preds = hdf5.read_predictions(path)
     pc = preds.per_class
     if pc is None:
-        why = ("its queries have no labels" if not (preds.labels >= 0).any()
-               else "it was written by an older susx, before per-class results")
-        raise SusxError(f"{path} holds no confusion data: {why}",
-                        hint="re-run susx predict --overwrite on labelled query features")
+        why = (
+            "its queries have no labels"
+            if not (preds.labels >= 0).any()
+            else "it was written by an older susx, before per-class results"
+        )
+        raise SusxError(
+            f"{path} holds no confusion data: {why}",
+            hint="re-run susx predict --overwrite on labelled query features",
+        )
     title = f"{preds.method}: confusion over {len(preds.classes)} classes, {int(pc.queries.sum())} queries"
-    return confusion_figure(preds.classes, output, confusion=pc.confusion, top_confused=pc.top_confused,
-                            top_counts=pc.top_counts, title=title)
+    return confusion_figure(
+        preds.classes,
+        output,
+        confusion=pc.confusion,
+        top_confused=pc.top_confused,
+        top_counts=pc.top_counts,
+        title=title,
+    )
 
 
-def inspect_artifact(path: Path, contact_sheet: Path | None = None, per_class: int = 8,
-                     confusion: Path | None = None, classes: str | None = None,
-                     classes_per_page: int = CLASSES_PER_PAGE) -> InspectResult:
+def inspect_artifact(
+    path: Path,
+    contact_sheet: Path | None = None,
+    per_class: int = 8,
+    confusion: Path | None = None,
+    classes: str | None = None,
+    classes_per_page: int = CLASSES_PER_PAGE,
+) -> InspectResult:
     description = describe(path)
     result = InspectResult(description)
     if contact_sheet is None and (classes is not None or classes_per_page != CLASSES_PER_PAGE):
-        raise SusxError("--classes and --classes-per-page choose what a contact sheet shows",
-                        hint="add --contact-sheet sheet.png")
+        raise SusxError(
+            "--classes and --classes-per-page choose what a contact sheet shows",
+            hint="add --contact-sheet sheet.png",
+        )
     if contact_sheet is not None:
         if not support.is_support_dir(path):
-            raise SusxError("--contact-sheet needs a support folder", hint="pass the -o folder of `susx curate`")
-        sheet = globals()["contact_sheet"](path, contact_sheet, per_class=per_class, classes=classes,
-                                           classes_per_page=classes_per_page)
+            raise SusxError(
+                "--contact-sheet needs a support folder", hint="pass the -o folder of `susx curate`"
+            )
+        sheet = globals()["contact_sheet"](
+            path, contact_sheet, per_class=per_class, classes=classes, classes_per_page=classes_per_page
+        )
         result.description["contact_sheet"] = sheet.to_json()
         result.outputs += [Path(page.path) for page in sheet.pages]
     if confusion is not None:

@@ -18,7 +18,9 @@ def merge_support(root: Path, num_shards: int) -> StageResult:
     if not support.is_support_dir(root):
         raise SusxError(f"{root} is not a susx support folder", hint="pass the -o folder of `susx curate`")
     if num_shards < 1:
-        raise SusxError(f"--num-shards must be at least 1, got {num_shards}", hint="pass the count the shards ran with")
+        raise SusxError(
+            f"--num-shards must be at least 1, got {num_shards}", hint="pass the count the shards ran with"
+        )
     recorded = support.recorded_shard_counts(root)
     if not recorded:
         raise SusxError(f"{root} holds no shard parts to merge", hint="run the shards of `susx curate` first")
@@ -26,7 +28,9 @@ def merge_support(root: Path, num_shards: int) -> StageResult:
         counts = ", ".join(str(c) for c in sorted(recorded))
         raise SusxError(
             f"{root}: the parts were written by runs of {counts} shards, not --num-shards {num_shards}",
-            hint=f"merge with --num-shards {counts}" if len(recorded) == 1 else "re-run curate with one shard count",
+            hint=f"merge with --num-shards {counts}"
+            if len(recorded) == 1
+            else "re-run curate with one shard count",
         )
     parts = [root / support.PARTS / support.part_name(i, num_shards) for i in range(num_shards)]
     missing = [i for i, p in enumerate(parts) if not p.with_name(p.name + ".done").exists()]
@@ -87,7 +91,9 @@ def parts_ready(output: Path, num_shards: int) -> bool:
 def merge_features(output: Path, num_shards: int) -> StageResult:
     """`susx merge OUT.h5 --num-shards N`: join the finished parts of a sharded `embed` into OUT.h5."""
     if num_shards < 1:
-        raise SusxError(f"--num-shards must be at least 1, got {num_shards}", hint="pass the count the shards ran with")
+        raise SusxError(
+            f"--num-shards must be at least 1, got {num_shards}", hint="pass the count the shards ran with"
+        )
     with output_lock(output):
         return join_parts_locked(output, num_shards, replace=False)
 
@@ -104,7 +110,9 @@ def join_parts_locked(output: Path, num_shards: int, *, replace: bool) -> StageR
             header = hdf5.read_feature_header(output)
             summary = {"rows": header.rows, "skipped": header.skipped, "parts": num_shards}
             return StageResult("merge", [output], skipped=True, summary=summary)
-        raise SusxError(f"{output}: no shard parts to merge in {folder}", hint="run the shards of `susx embed` first")
+        raise SusxError(
+            f"{output}: no shard parts to merge in {folder}", hint="run the shards of `susx embed` first"
+        )
     check_part_count(output, num_shards)
     parts = [part_path(output, i, num_shards) for i in range(num_shards)]
     missing = [i for i, p in enumerate(parts) if not p.exists()]
@@ -116,7 +124,9 @@ def join_parts_locked(output: Path, num_shards: int, *, replace: bool) -> StageR
     headers = [hdf5.read_feature_header(p) for p in parts]
     prov = _check_parts_agree(parts, headers)
     if sum(h.rows for h in headers) == 0:
-        raise SusxError(f"no image of the {num_shards} parts of {output} could be read", hint="check the image files")
+        raise SusxError(
+            f"no image of the {num_shards} parts of {output} could be read", hint="check the image files"
+        )
     existing = hdf5.existing_provenance(output, common.IMAGE_FEATURES) if output.exists() else None
     if not replace and existing is not None and not common.same_fingerprint(existing, prov):
         raise SusxError(
@@ -156,7 +166,9 @@ def _check_parts_agree(parts: list[Path], headers: list) -> dict[str, Any]:
                 hint="re-run that shard with the same command as the others (--overwrite replaces its part)",
             )
         if options.get("shard_index") != index or options.get("item_start") != expected_start:
-            raise SusxError(f"{part} does not hold shard {index}'s items", hint="delete it and re-run that shard")
+            raise SusxError(
+                f"{part} does not hold shard {index}'s items", hint="delete it and re-run that shard"
+            )
         expected_start = options.get("item_stop")
     if expected_start != first["options"].get("num_items"):
         raise SusxError(f"the parts of {parts[0].parent} do not cover every item", hint="re-run the shards")

@@ -25,7 +25,9 @@ def check_executor(executor: str, address: str | None, shard_index: int | None) 
         raise SusxError(f"unknown --executor {executor!r}", hint=f"use one of {', '.join(EXECUTORS)}")
     if executor == "local":
         if address is not None:
-            raise SusxError("--ray-address needs --executor ray", hint="add --executor ray, or drop --ray-address")
+            raise SusxError(
+                "--ray-address needs --executor ray", hint="add --executor ray, or drop --ray-address"
+            )
         return False
     if shard_index is not None:
         raise SusxError(
@@ -57,7 +59,13 @@ def _in_task(call, quiet: bool, shard: Shard):
 
 
 def embed_on_ray(
-    input_path: Path, output: Path, *, num_shards: int | None, address: str | None, quiet: bool = False, **kwargs: Any
+    input_path: Path,
+    output: Path,
+    *,
+    num_shards: int | None,
+    address: str | None,
+    quiet: bool = False,
+    **kwargs: Any,
 ) -> StageResult:
     """`susx embed IMAGES --executor ray`: one task per shard, then one join here (see the module doc)."""
     from susx_cli.adapters import ray_executor
@@ -86,7 +94,9 @@ def embed_on_ray(
     return StageResult("embed", [output], summary={**summary, "joined": joined.summary})
 
 
-def _curate_shard(source_name: str, options: Any, prompts_path: Path, output: Path, shard: Shard, **kwargs: Any):
+def _curate_shard(
+    source_name: str, options: Any, prompts_path: Path, output: Path, shard: Shard, **kwargs: Any
+):
     """One task of `curate --executor ray`: the source is built here, so its device resolves on the task's
     node (its GPU), not on the driver's."""
     from susx_cli.sources.registry import make_source
@@ -117,7 +127,13 @@ def curate_on_ray(
             hint="drop --executor ray (or shard the run with --num-shards/--shard-index)",
         )
     call = functools.partial(
-        _curate_shard, source_name, options, prompts_path, output, min_per_class=min_per_class, overwrite=overwrite
+        _curate_shard,
+        source_name,
+        options,
+        prompts_path,
+        output,
+        min_per_class=min_per_class,
+        overwrite=overwrite,
     )
     use_gpus = _gpu_tasks(getattr(options, "device", None))
     results = ray_executor.run_shards(
@@ -125,10 +141,14 @@ def curate_on_ray(
     )
     written = [r for r in results if not r.skipped]
     if not written:  # every task found the set complete and up to date
-        return StageResult("curate", [output], skipped=True, summary={"executor": "ray", "num_shards": len(results)})
+        return StageResult(
+            "curate", [output], skipped=True, summary={"executor": "ray", "num_shards": len(results)}
+        )
     targets = {Path(r.outputs[0]) for r in written}
     if len(targets) != 1:
-        raise SusxError(f"the Ray tasks wrote into different folders: {sorted(map(str, targets))}", hint="re-run")
+        raise SusxError(
+            f"the Ray tasks wrote into different folders: {sorted(map(str, targets))}", hint="re-run"
+        )
     result = join_shards(targets.pop(), output, len(results), options.per_class)
     result.summary |= {"executor": "ray", "shards": [r.summary for r in results]}
     return result

@@ -59,10 +59,14 @@ def predict(
     # A calibration names a method with support; without one (and without --method) it is zero-shot.
     with_support = uses_support(method) if method is not None else calibration_path is not None
     if with_support and (support_path is None or calibration_path is None):
-        raise SusxError(f"--method {method or 'tip-x'} needs --support FEATURES.h5 and --calibration FILE",
-                        hint="or use --method zero-shot")
+        raise SusxError(
+            f"--method {method or 'tip-x'} needs --support FEATURES.h5 and --calibration FILE",
+            hint="or use --method zero-shot",
+        )
     query_features = _query_features(query_path, output, text_path, embed_options, overwrite)
-    inputs = load_method_inputs(text_path, support_path if with_support else None, query_features, calibration_path)
+    inputs = load_method_inputs(
+        text_path, support_path if with_support else None, query_features, calibration_path
+    )
     text, q, cal = inputs.text, inputs.query, inputs.calibration
     method = method or (cal.method if cal else "zero-shot")
     if cal is not None and with_support:
@@ -80,9 +84,14 @@ def predict(
         info(f"{output} is up to date (same inputs and options); nothing to do")
         existing = hdf5.read_predictions(output)
         metrics = summary_metrics(existing.metrics)
-        return PredictResult("predict", [output], skipped=True, summary=_predict_summary(existing),
-                             metrics=metrics if "n" in metrics else {},
-                             worst_classes=worst_classes(existing.per_class, existing.classes))
+        return PredictResult(
+            "predict",
+            [output],
+            skipped=True,
+            summary=_predict_summary(existing),
+            metrics=metrics if "n" in metrics else {},
+            worst_classes=worst_classes(existing.per_class, existing.classes),
+        )
 
     as_t = lambda x: as_float64(x, dev)  # noqa: E731
     kwargs: dict[str, Any] = {}
@@ -102,15 +111,21 @@ def predict(
             normalize=cal.normalize_per_class,
         )
     if not (with_support and method == "gda"):
-        logits = tipx.logits(method, as_t(q.features), as_t(text.weights), logit_scale=scale, logit_bias=bias, **kwargs)
+        logits = tipx.logits(
+            method, as_t(q.features), as_t(text.weights), logit_scale=scale, logit_bias=bias, **kwargs
+        )
     logits = logits.cpu().numpy()
     top = topk_indices(logits, 5)
     scores = np.take_along_axis(logits, top, axis=1)
     metrics, per_class = {}, None
     if q.has_labels:
-        metrics = {**classification_metrics(top, q.labels, len(text.classes)), **calibration_metrics(logits, q.labels)}
-        per_class = per_class_results(top[:, 0], q.labels, len(text.classes),
-                                      inputs.support.labels if with_support else None)
+        metrics = {
+            **classification_metrics(top, q.labels, len(text.classes)),
+            **calibration_metrics(logits, q.labels),
+        }
+        per_class = per_class_results(
+            top[:, 0], q.labels, len(text.classes), inputs.support.labels if with_support else None
+        )
     if not q.has_labels and (q.labels >= 0).any():
         warn("some queries have labels and some do not: no metrics computed")
     preds = hdf5.Predictions(
@@ -121,16 +136,25 @@ def predict(
         keys=q.keys,
         classes=text.classes,
         method=method,
-        metrics={**metrics, "method": method, "logit_scale": scale, **({"logit_bias": bias} if bias else {}),
-                 "hyperparameters": None if cal is None or method == "zero-shot" else _used(cal, method, kwargs)},
+        metrics={
+            **metrics,
+            "method": method,
+            "logit_scale": scale,
+            **({"logit_bias": bias} if bias else {}),
+            "hyperparameters": None if cal is None or method == "zero-shot" else _used(cal, method, kwargs),
+        },
         provenance=prov,
         per_class=per_class,
     )
     hdf5.write_predictions(output, preds)
     outputs = [output] + ([query_features] if query_features != query_path else [])
-    return PredictResult("predict", outputs, summary=_predict_summary(preds),
-                         metrics=summary_metrics(metrics),
-                         worst_classes=worst_classes(per_class, text.classes))
+    return PredictResult(
+        "predict",
+        outputs,
+        summary=_predict_summary(preds),
+        metrics=summary_metrics(metrics),
+        worst_classes=worst_classes(per_class, text.classes),
+    )
 
 
 def _predict_summary(preds: hdf5.Predictions) -> dict[str, Any]:
@@ -154,10 +178,16 @@ def worst_classes(per_class: PerClass | None, classes: list[str], limit: int = 1
     rows = []
     for c in per_class.worst(limit):
         other = int(confused[c, 0])
-        rows.append({"class": c, "name": classes[c], "recall": float(per_class.recall[c]),
-                     "queries": int(per_class.queries[c]),
-                     "support": None if per_class.support is None else int(per_class.support[c]),
-                     "confused_with": None if other < 0 else {"name": classes[other], "count": int(counts[c, 0])}})
+        rows.append(
+            {
+                "class": c,
+                "name": classes[c],
+                "recall": float(per_class.recall[c]),
+                "queries": int(per_class.queries[c]),
+                "support": None if per_class.support is None else int(per_class.support[c]),
+                "confused_with": None if other < 0 else {"name": classes[other], "count": int(counts[c, 0])},
+            }
+        )
     return rows
 
 
@@ -167,18 +197,25 @@ def _warn_if_tuned_on_queries(cal, query_id: dict[str, Any], calibration_path: P
     from susx_cli.artifacts.calibration import support_input
 
     support = support_input(cal)
-    searched_on = {i.get("sha256") for i in cal.provenance.get("inputs") or []
-                   if isinstance(i, dict) and i.get("kind") == common.IMAGE_FEATURES and i is not support}
+    searched_on = {
+        i.get("sha256")
+        for i in cal.provenance.get("inputs") or []
+        if isinstance(i, dict) and i.get("kind") == common.IMAGE_FEATURES and i is not support
+    }
     if query_id.get("sha256") in searched_on - {None}:
-        warn(f"{calibration_path} was calibrated on these query features ({query_id['path']}): the accuracy is tuned "
-             "on its own test set, not a held-out estimate (calibrate on another labelled split, or --mode loo/kfold)")
+        warn(
+            f"{calibration_path} was calibrated on these query features ({query_id['path']}): the accuracy is tuned "
+            "on its own test set, not a held-out estimate (calibrate on another labelled split, or --mode loo/kfold)"
+        )
 
 
 def _check_method_match(made_for: str, method: str, what: str) -> None:
     """Tip-Adapter and TIP-X share alpha and beta (a warning); GDA's alpha means something else (an error)."""
     if "gda" in (made_for, method):
-        raise SusxError(f"{what} was made for {made_for}, not {method}: their hyperparameters mean different things",
-                        hint=f"calibrate with --method {method}, or predict with --method {made_for}")
+        raise SusxError(
+            f"{what} was made for {made_for}, not {method}: their hyperparameters mean different things",
+            hint=f"calibrate with --method {method}, or predict with --method {made_for}",
+        )
     warn(f"calibration was made for {made_for}; using its alpha and beta for {method}")
 
 
@@ -200,7 +237,9 @@ def _used(cal, method: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     return {"alpha": cal.alpha, "beta": cal.beta, "gamma": kwargs.get("gamma"), "tau": cal.tau}
 
 
-def _query_features(query_path: Path, output: Path, text_path: Path, embed_options: dict | None, overwrite: bool) -> Path:
+def _query_features(
+    query_path: Path, output: Path, text_path: Path, embed_options: dict | None, overwrite: bool
+) -> Path:
     """Query features: the given HDF5 file, or images embedded on the fly beside the output."""
     if query_path.is_file() and hdf5.read_kind(query_path) is not None:
         return query_path

@@ -35,7 +35,9 @@ def read_cupl_file(path: Path) -> dict[str, list[str]]:
     if not isinstance(data, dict) or not all(
         isinstance(v, list) and all(isinstance(s, str) for s in v) for v in data.values()
     ):
-        raise SusxError(f"{path} must be a JSON object {{classname: [sentences]}}", hint="check the CuPL file")
+        raise SusxError(
+            f"{path} must be a JSON object {{classname: [sentences]}}", hint="check the CuPL file"
+        )
     return data
 
 
@@ -65,7 +67,9 @@ def resolve_cupl_sources(
     return out
 
 
-def match_cupl(classes: list[str], raw: list[str], cupl: dict[str, list[str]], source: str) -> list[list[str]]:
+def match_cupl(
+    classes: list[str], raw: list[str], cupl: dict[str, list[str]], source: str
+) -> list[list[str]]:
     """Sentences per class, matched by exact, raw or normalised name; mismatches are reported by name."""
     by_key = {folder_key(k): k for k in cupl}
     result, missing = [], []
@@ -127,7 +131,9 @@ def build_prompts(
 
     photo_template = photo or tpl.photo_template(dataset)
     if photo_template.count("{}") != 1:
-        raise SusxError(f"photo template {photo_template!r} must contain '{{}}' once", hint="e.g. 'A photo of a {}.'")
+        raise SusxError(
+            f"photo template {photo_template!r} must contain '{{}}' once", hint="e.g. 'A photo of a {}.'"
+        )
     templates = tpl.resolve_templates(template_set, photo_template)
 
     cupl: list[list[str]] = [[] for _ in names]
@@ -144,7 +150,10 @@ def build_prompts(
     if pool not in POOLS:
         raise SusxError(f"unknown pool {pool!r}", hint=f"use one of {', '.join(POOLS)}")
     if pool in ("cupl", "combined") and not has_cupl:
-        raise SusxError(f"pool '{pool}' needs CuPL sentences and none were given", hint="add --cupl FILE or --llm, or use --pool template")
+        raise SusxError(
+            f"pool '{pool}' needs CuPL sentences and none were given",
+            hint="add --cupl FILE or --llm, or use --pool template",
+        )
 
     options = {
         "classes_format": fmt,
@@ -168,9 +177,13 @@ def build_prompts(
         cupl = [a + b for a, b in zip(cupl, matched, strict=True)]
         extra["llm"] = generated.record
         if pool == "cupl" and not any(cupl):
-            raise SusxError("pool 'cupl' needs CuPL sentences and the LLM gave none", hint="use --pool combined")
+            raise SusxError(
+                "pool 'cupl' needs CuPL sentences and the LLM gave none", hint="use --pool combined"
+            )
     entries = [
-        PromptEntry(i, name, raw_name, photo_template.format(name), [t.format(name) for t in templates], cupl[i])
+        PromptEntry(
+            i, name, raw_name, photo_template.format(name), [t.format(name) for t in templates], cupl[i]
+        )
         for i, (name, raw_name) in enumerate(zip(names, raw, strict=True))
     ]
     prompts = Prompts(entries, pool, dataset, cleaning.to_dict(), prov, extra=extra)
@@ -199,16 +212,28 @@ def prompts_summary(prompts: Prompts) -> dict[str, Any]:
     return summary
 
 
-def llm_settings(enabled: bool, *, model: str | None, system: str | None = None, retries: int = 5,
-                 max_requests: int | None = None, **kwargs: Any) -> LLMSettings | None:
+def llm_settings(
+    enabled: bool,
+    *,
+    model: str | None,
+    system: str | None = None,
+    retries: int = 5,
+    max_requests: int | None = None,
+    **kwargs: Any,
+) -> LLMSettings | None:
     """LLM settings from command-line values, or None without ``--llm`` (then no LLM option may be set)."""
     if not enabled:
         if model is not None or max_requests is not None:
             given = "--llm-model" if model is not None else "--max-requests"
-            raise SusxError(f"{given} is given without --llm", hint="add --llm to ask an LLM for CuPL sentences")
+            raise SusxError(
+                f"{given} is given without --llm", hint="add --llm to ask an LLM for CuPL sentences"
+            )
         return None
     if not model:
-        raise SusxError("--llm needs --llm-model NAME", hint="the model name the endpoint serves, e.g. gpt-4o-mini or llama3.1:8b")
+        raise SusxError(
+            "--llm needs --llm-model NAME",
+            hint="the model name the endpoint serves, e.g. gpt-4o-mini or llama3.1:8b",
+        )
     return LLMSettings(
         model=model,
         system=cupl_llm.DEFAULT_SYSTEM if system is None else system,

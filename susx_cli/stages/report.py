@@ -70,7 +70,9 @@ def paper_label(key: str) -> str:
     from susx_cli.datasets.registry import PAPER_ROW_LABELS
 
     method, _, shots = key.rpartition("-")
-    return PAPER_ROW_LABELS.get(key) or f"{METHOD_LABELS.get(method, method)} {shots.replace('shot', '-shot')}"
+    return (
+        PAPER_ROW_LABELS.get(key) or f"{METHOD_LABELS.get(method, method)} {shots.replace('shot', '-shot')}"
+    )
 
 
 @dataclass
@@ -131,12 +133,22 @@ class Report:
         def fmt(v: float | None) -> str:
             return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
 
-        values = self.header(name=lambda c: self.names.get(c, c), paper=lambda c: f"{self.names.get(c, c)} (paper)")
+        values = self.header(
+            name=lambda c: self.names.get(c, c), paper=lambda c: f"{self.names.get(c, c)} (paper)"
+        )
         head = ["method", "model", "support", "calibration", *values]
-        text = [f"# susx results ({self.metric}, %)", "", "| " + " | ".join(head) + " |",
-                "|" + "|".join(["---"] * 4 + ["---:"] * len(values)) + "|"]
+        text = [
+            f"# susx results ({self.metric}, %)",
+            "",
+            "| " + " | ".join(head) + " |",
+            "|" + "|".join(["---"] * 4 + ["---:"] * len(values)) + "|",
+        ]
         for row, vals in self.lines():
-            text.append("| " + " | ".join([row.label, row.model, row.support, row.calibration, *map(fmt, vals)]) + " |")
+            text.append(
+                "| "
+                + " | ".join([row.label, row.model, row.support, row.calibration, *map(fmt, vals)])
+                + " |"
+            )
         if self.notes:
             text += [""] + [f"Note: {n}" for n in self.notes]
         return "\n".join(text) + "\n"
@@ -146,8 +158,16 @@ class Report:
         w = csv.writer(buf)
         w.writerow(["source", "method", "model", "support", "calibration", *self.header()])
         for row, vals in self.lines():
-            w.writerow(["ours", row.label, row.model, row.support, row.calibration,
-                        *["" if v is None else f"{v:.4f}" for v in vals]])
+            w.writerow(
+                [
+                    "ours",
+                    row.label,
+                    row.model,
+                    row.support,
+                    row.calibration,
+                    *["" if v is None else f"{v:.4f}" for v in vals],
+                ]
+            )
         return buf.getvalue()
 
     def paper_mean_notes(self) -> list[str]:
@@ -163,8 +183,10 @@ class Report:
             left_out.append(f"paper: {paper_label(row.paper)} (RN50) {nums[PAPER_MEAN_KEY]:.2f}")
         if not left_out:
             return []
-        return [f"the paper's means over its 11 CoOp datasets are not comparable with a mean over this table's "
-                f"{len(self.columns)} dataset(s), so they stand here instead of in a column: {'; '.join(left_out)}"]
+        return [
+            f"the paper's means over its 11 CoOp datasets are not comparable with a mean over this table's "
+            f"{len(self.columns)} dataset(s), so they stand here instead of in a column: {'; '.join(left_out)}"
+        ]
 
 
 def build_report(results: list[dict[str, Any]], metric: str = "top1") -> Report:
@@ -184,9 +206,23 @@ def build_report(results: list[dict[str, Any]], metric: str = "top1") -> Report:
         cal = (r.get("calibration") or {}).get("mode") or "-"
         key = (model, r["method"], sup, cal)
         label = METHOD_LABELS.get(r["method"], r["method"]) + ("" if sup == "-" else f" ({sup})")
-        shots = (r.get("support") or {}).get("shots") if (r.get("support") or {}).get("kind") == "folder-shots" else None
-        row = rows.setdefault(key, Row(label, model, r["method"], sup, cal, paper=paper_key(r),
-                                       shots=int(shots) if shots is not None else None))
+        shots = (
+            (r.get("support") or {}).get("shots")
+            if (r.get("support") or {}).get("kind") == "folder-shots"
+            else None
+        )
+        row = rows.setdefault(
+            key,
+            Row(
+                label,
+                model,
+                r["method"],
+                sup,
+                cal,
+                paper=paper_key(r),
+                shots=int(shots) if shots is not None else None,
+            ),
+        )
         ds = r["dataset"]["id"]
         if ds in row.values:
             dupes += 1
@@ -194,18 +230,30 @@ def build_report(results: list[dict[str, Any]], metric: str = "top1") -> Report:
                 continue
         row.values[ds] = float(r["metrics"].get(metric, float("nan")))
         created[(*key, ds)] = r.get("created", "")
-    ordered = sorted(rows.values(), key=lambda x: (x.model, _support_order(x.support), METHOD_ORDER.get(x.method, 9), x.calibration))
+    ordered = sorted(
+        rows.values(),
+        key=lambda x: (x.model, _support_order(x.support), METHOD_ORDER.get(x.method, 9), x.calibration),
+    )
     incomplete = [row for row in ordered if len(row.values) < len(columns)]
     if incomplete:
-        notes.append(f"{len(incomplete)} row(s) lack some datasets: they have no mean, since a mean over other "
-                     "datasets would not be comparable")
-    protocols = {res_io.config_key({k: r["zero_shot_protocol"].get(k) for k in
-                                    ("logit_scale", "text_pool", "templates")}): r["zero_shot_protocol"]
-                 for r in results}
+        notes.append(
+            f"{len(incomplete)} row(s) lack some datasets: they have no mean, since a mean over other "
+            "datasets would not be comparable"
+        )
+    protocols = {
+        res_io.config_key(
+            {k: r["zero_shot_protocol"].get(k) for k in ("logit_scale", "text_pool", "templates")}
+        ): r["zero_shot_protocol"]
+        for r in results
+    }
     if len(protocols) > 1:
-        desc = "; ".join(f"pool={p.get('text_pool')}, templates={p.get('templates')}, logit scale={p.get('logit_scale')}"
-                         for p in protocols.values())
-        notes.append(f"these results mix {len(protocols)} zero-shot protocols ({desc}): rows are not directly comparable")
+        desc = "; ".join(
+            f"pool={p.get('text_pool')}, templates={p.get('templates')}, logit scale={p.get('logit_scale')}"
+            for p in protocols.values()
+        )
+        notes.append(
+            f"these results mix {len(protocols)} zero-shot protocols ({desc}): rows are not directly comparable"
+        )
     if dupes:
         notes.append(f"{dupes} duplicate result(s) for the same row and dataset: the newest is shown")
     if any(r["model"].get("random_weights") for r in results):
@@ -214,20 +262,51 @@ def build_report(results: list[dict[str, Any]], metric: str = "top1") -> Report:
         notes.append(f"{len(models)} models: {', '.join(sorted(models))}")
     rep = Report(columns, names, ordered, notes, metric)
     if any(row.paper_figures() for row in ordered):
-        matched = sorted({f"{row.label} = {paper_label(row.paper)}" for row in ordered if row.paper_figures()})
-        notes.append(f"paper figures ({'; '.join(matched)}): OpenAI CLIP RN50, METHOD.md; the paper's "
-                     "hyperparameters were searched on a labelled validation split (the test set for ImageNet)")
+        matched = sorted(
+            {f"{row.label} = {paper_label(row.paper)}" for row in ordered if row.paper_figures()}
+        )
+        notes.append(
+            f"paper figures ({'; '.join(matched)}): OpenAI CLIP RN50, METHOD.md; the paper's "
+            "hyperparameters were searched on a labelled validation split (the test set for ImageNet)"
+        )
         notes += rep.paper_mean_notes()
     return rep
 
 
 # Long table: the leading columns say which run a row is; the rest follow, grouped by the result's
 # top-level field in this order, each group in the order its fields first appear.
-LONG_LEADING = ("result", "dataset.id", "model.arch", "model.pretrained", "method", "support.kind", "support.shots",
-                "support.source", "calibration.mode")
-LONG_GROUPS = ("dataset", "model", "method", "support", "calibration", "metrics", "zero_shot_protocol", "config",
-               "config_key", "created", "tool", "artifacts")
-LONG_SKIPPED = ("kind", "schema_version", "_path", "per_class", "metric_descriptions")  # not one value per run
+LONG_LEADING = (
+    "result",
+    "dataset.id",
+    "model.arch",
+    "model.pretrained",
+    "method",
+    "support.kind",
+    "support.shots",
+    "support.source",
+    "calibration.mode",
+)
+LONG_GROUPS = (
+    "dataset",
+    "model",
+    "method",
+    "support",
+    "calibration",
+    "metrics",
+    "zero_shot_protocol",
+    "config",
+    "config_key",
+    "created",
+    "tool",
+    "artifacts",
+)
+LONG_SKIPPED = (
+    "kind",
+    "schema_version",
+    "_path",
+    "per_class",
+    "metric_descriptions",
+)  # not one value per run
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -266,8 +345,10 @@ def long_table(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]
     parents = {c[:i] for c in seen for i, ch in enumerate(c) if ch == "."}
     seen = {c: None for c in seen if c not in parents}
     group = {g: i for i, g in enumerate(LONG_GROUPS)}
-    rest = sorted((c for c in seen if c not in LONG_LEADING),
-                  key=lambda c: group.get(c.split(".", 1)[0], len(LONG_GROUPS)))  # stable: first-seen order kept
+    rest = sorted(
+        (c for c in seen if c not in LONG_LEADING),
+        key=lambda c: group.get(c.split(".", 1)[0], len(LONG_GROUPS)),
+    )  # stable: first-seen order kept
     header = [c for c in LONG_LEADING if c in seen or c == "result"] + rest
     return header, [[long_cell(f.get(c)) for c in header] for f in flat]
 
@@ -280,8 +361,11 @@ def _support_order(label: str) -> tuple[int, int, str]:
     return (1, 0, label)
 
 
-METRIC_AXIS = {"top1": "top-1 accuracy (%)", "top5": "top-5 accuracy (%)",
-               "mean_per_class_recall": "mean per-class recall (%)"}
+METRIC_AXIS = {
+    "top1": "top-1 accuracy (%)",
+    "top5": "top-5 accuracy (%)",
+    "mean_per_class_recall": "mean per-class recall (%)",
+}
 
 
 def random_note(results: list[dict[str, Any]]) -> str | None:
@@ -303,15 +387,21 @@ def shot_panels(rep: Report) -> list[ShotPanel]:
         points: dict[tuple[str, str, str], list[tuple[int, float]]] = {}
         for row in rep.rows:
             if row.shots is not None and math.isfinite(row.values.get(c, math.nan)):
-                points.setdefault((row.model, row.method, row.calibration), []).append((row.shots, row.values[c]))
+                points.setdefault((row.model, row.method, row.calibration), []).append(
+                    (row.shots, row.values[c])
+                )
         series = []
         for (model, method, mode), pts in points.items():
             pts.sort()
-            label = f"{METHOD_LABELS.get(method, method)}, {mode} calibration" + (f" [{model}]" if several_models else "")
+            label = f"{METHOD_LABELS.get(method, method)}, {mode} calibration" + (
+                f" [{model}]" if several_models else ""
+            )
             series.append(ShotSeries(model, method, mode, label, [k for k, _ in pts], [v for _, v in pts]))
-        baselines = [(METHOD_LABELS["zero-shot"] + (f" [{row.model}]" if several_models else ""), row.values[c])
-                     for row in rep.rows
-                     if row.method == "zero-shot" and row.support == "-" and math.isfinite(row.values.get(c, math.nan))]
+        baselines = [
+            (METHOD_LABELS["zero-shot"] + (f" [{row.model}]" if several_models else ""), row.values[c])
+            for row in rep.rows
+            if row.method == "zero-shot" and row.support == "-" and math.isfinite(row.values.get(c, math.nan))
+        ]
         if series:
             panels.append(ShotPanel(rep.names[c], series, baselines))
     return panels
@@ -326,7 +416,9 @@ def chart_paths(chart: Path, both: bool) -> tuple[Path, Path]:
     return chart.with_name(f"{chart.stem}-shots{suffix}"), chart.with_name(f"{chart.stem}-name-only{suffix}")
 
 
-def draw_charts(rep: Report, chart: Path, metric: str, note: str | None) -> list[tuple[Path, ChartDescription]]:
+def draw_charts(
+    rep: Report, chart: Path, metric: str, note: str | None
+) -> list[tuple[Path, ChartDescription]]:
     """Few-shot results as curves over shots; name-only support sets (and zero-shot) as bars, one panel per
     dataset. Both kinds in one report make two pictures (chart_paths)."""
     from susx_cli.plots import results_bars, shot_curves
@@ -337,13 +429,36 @@ def draw_charts(rep: Report, chart: Path, metric: str, note: str | None) -> list
     curves_path, bars_path = chart_paths(chart, bool(panels) and name_only)
     drawn = []
     if panels:
-        title = f"{METRIC_AXIS[metric]} over shots (colour: calibration mode, line: method; dotted: zero-shot)"
-        drawn.append((curves_path, shot_curves(panels, curves_path, title=title, note=note, ylabel=METRIC_AXIS[metric])))
+        title = (
+            f"{METRIC_AXIS[metric]} over shots (colour: calibration mode, line: method; dotted: zero-shot)"
+        )
+        drawn.append(
+            (
+                curves_path,
+                shot_curves(panels, curves_path, title=title, note=note, ylabel=METRIC_AXIS[metric]),
+            )
+        )
     if not panels or name_only:
-        series = [(f"{r.label}{'' if r.calibration == '-' else ' ' + r.calibration}", r.method,
-                   [r.values.get(c) for c in rep.columns]) for r in bar_rows]
-        drawn.append((bars_path, results_bars([rep.names[c] for c in rep.columns], series, bars_path,
-                                              title=f"{metric} (%) per dataset", note=note)))
+        series = [
+            (
+                f"{r.label}{'' if r.calibration == '-' else ' ' + r.calibration}",
+                r.method,
+                [r.values.get(c) for c in rep.columns],
+            )
+            for r in bar_rows
+        ]
+        drawn.append(
+            (
+                bars_path,
+                results_bars(
+                    [rep.names[c] for c in rep.columns],
+                    series,
+                    bars_path,
+                    title=f"{metric} (%) per dataset",
+                    note=note,
+                ),
+            )
+        )
     return drawn
 
 
@@ -381,10 +496,17 @@ def report(
         outputs.append(long_path)
     charts = draw_charts(rep, chart, metric, random_note(results)) if chart is not None else []
     outputs += [path for path, _ in charts]
-    result = StageResult("report", outputs, summary={"results": len(results), "rows": len(rep.rows),
-                                                     "datasets": rep.columns, "notes": rep.notes,
-                                                     "charts": [{"path": str(p), "kind": d.kind, "title": d.title,
-                                                                 "note": d.note} for p, d in charts]})
+    result = StageResult(
+        "report",
+        outputs,
+        summary={
+            "results": len(results),
+            "rows": len(rep.rows),
+            "datasets": rep.columns,
+            "notes": rep.notes,
+            "charts": [{"path": str(p), "kind": d.kind, "title": d.title, "note": d.note} for p, d in charts],
+        },
+    )
     result.message = md
     result.text = md.rstrip("\n") if output is None else ""  # Markdown on stdout when no -o is given
     return result

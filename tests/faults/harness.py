@@ -121,7 +121,11 @@ def run_case(case: Case, ws: Path) -> Outcome:
         outcome.kind = "silent" if case.expects_error else "ok"
     else:
         lines = error_lines(stderr)
-        clear = len(lines) == 1 and case.message.lower() in lines[0].lower() and result.exit_code == case.expect_exit
+        clear = (
+            len(lines) == 1
+            and case.message.lower() in lines[0].lower()
+            and result.exit_code == case.expect_exit
+        )
         outcome.kind = "clear" if clear else "unclear"
         if not clear:
             outcome.detail = f"exit {result.exit_code}; error lines: {lines[:3]!r}"

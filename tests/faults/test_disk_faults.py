@@ -16,7 +16,11 @@ from tests.helpers import TINY, invoke, make_class_folders
 
 
 def _can_mount() -> bool:
-    return hasattr(os, "geteuid") and os.geteuid() == 0 and subprocess.run(["which", "mount"], capture_output=True).returncode == 0
+    return (
+        hasattr(os, "geteuid")
+        and os.geteuid() == 0
+        and subprocess.run(["which", "mount"], capture_output=True).returncode == 0
+    )
 
 
 needs_root = pytest.mark.skipif(not _can_mount(), reason="mounting a small tmpfs needs root")
@@ -26,7 +30,9 @@ needs_root = pytest.mark.skipif(not _can_mount(), reason="mounting a small tmpfs
 def tmpfs(path, size: str, read_only: bool = False):
     path.mkdir(parents=True, exist_ok=True)
     opts = f"size={size}" + (",ro" if read_only else "")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True, text=True)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True, text=True
+    )
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
     try:
@@ -74,8 +80,22 @@ def test_calibrate_into_a_read_only_folder_is_one_line(images):
     invoke("embed", "sup", "-o", "sup.h5", *TINY)
     invoke("embed", "p.json", "-o", "text.h5", *TINY)
     with tmpfs(images / "ro", "1m", read_only=True) as ro:
-        r = invoke("calibrate", "text.h5", "sup.h5", "-o", ro / "cal.json", "--mode", "fixed", "--alpha", "1",
-                   "--beta", "1", "--gamma", "1", expect=2)
+        r = invoke(
+            "calibrate",
+            "text.h5",
+            "sup.h5",
+            "-o",
+            ro / "cal.json",
+            "--mode",
+            "fixed",
+            "--alpha",
+            "1",
+            "--beta",
+            "1",
+            "--gamma",
+            "1",
+            expect=2,
+        )
         lines = [line for line in r.stderr.splitlines() if line.startswith("error:")]
         assert len(lines) == 1 and "could not write" in lines[0] and "Read-only" in lines[0], r.stderr
 
@@ -105,8 +125,15 @@ def test_a_crash_between_dependent_writes_resumes_to_the_same_file(images, monke
     with pytest.raises(Crash):
         from susx_cli.stages.embed import embed_images
 
-        embed_images(images / "imgs", images / "f.h5", model="susx-tiny-vit", pretrained="none", unlabelled=True,
-                     batch_size=16, workers=0)
+        embed_images(
+            images / "imgs",
+            images / "f.h5",
+            model="susx-tiny-vit",
+            pretrained="none",
+            unlabelled=True,
+            batch_size=16,
+            workers=0,
+        )
     monkeypatch.setattr(h5py.File, "flush", real_flush)
     assert not (images / "f.h5").exists()
     invoke("embed", "imgs", "--unlabelled", "-o", "f.h5", "-b", "16", *TINY)

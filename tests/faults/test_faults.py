@@ -27,7 +27,9 @@ def test_fault_case(case, pristine, tmp_path):
     shutil.copytree(pristine, ws, symlinks=True)
     outcome = run_case(case, ws)
     expected = "clear" if case.expects_error else "ok"
-    assert outcome.kind == expected, f"{case.id}: {outcome.kind} ({outcome.detail}); stderr: {outcome.stderr[-500:]}"
+    assert outcome.kind == expected, (
+        f"{case.id}: {outcome.kind} ({outcome.detail}); stderr: {outcome.stderr[-500:]}"
+    )
 
 
 def test_table_ids_are_unique_and_open_ids_exist():

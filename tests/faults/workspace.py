@@ -16,8 +16,21 @@ def build_workspace(root: Path) -> Path:
     old = Path.cwd()
     os.chdir(root)
     try:
-        invoke("calibrate", "text.h5", "sup.h5", "-o", "cal.json", "--mode", "fixed", "--alpha", "1", "--beta", "2",
-               "--gamma", "0.5")
+        invoke(
+            "calibrate",
+            "text.h5",
+            "sup.h5",
+            "-o",
+            "cal.json",
+            "--mode",
+            "fixed",
+            "--alpha",
+            "1",
+            "--beta",
+            "2",
+            "--gamma",
+            "0.5",
+        )
         invoke("predict", "text.h5", "test.h5", "-s", "sup.h5", "--calibration", "cal.json", "-o", "pred.h5")
         mine = root / "mine"
         mine.mkdir()
