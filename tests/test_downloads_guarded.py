@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from susx_cli import guarded_http as gh
+from susx_cli.net import guarded_http as gh
 from tests.helpers import invoke
 from tests.loopback import BIG, Server, elapsed
 
