@@ -1,11 +1,12 @@
 """A loopback HTTP server with the hostile answers downloads must survive, and a fake kNN backend.
 
 Paths (any query string is ignored, so one path can be asked for many times as distinct URLs):
-- ``/img``: a small JPEG; ``/trickle``: announces 10 000 bytes, then sends one every 0.5 s;
+- ``/img``: a small JPEG; ``/trickle`` and every path in ``trickle`` (GET or POST): announce 10 000 bytes,
+  then send one every 0.5 s, for at most ``TRICKLE_LIMIT`` seconds (the server stops by itself);
 - ``/to-ftp``: redirects to ftp://; ``/to/<port>``: redirects to ``/img`` on 127.0.0.1:<port>;
 - ``/big``: BIG bytes with their Content-Length; ``/big-stream``: the same, no Content-Length (read to close);
 - ``/indices-list``: ``["idx"]``; ``/knn-service`` (POST): rows pointing at ``KNN_TARGET`` (a path of this
-  server), or no answer at all when ``KNN_TARGET`` is ``"hang"``.
+  server, or a whole URL), or no answer at all when ``KNN_TARGET`` is ``"hang"``.
 ``sent`` counts body bytes written per path, ``hits`` requests per path.
 """
 
@@ -22,6 +23,7 @@ from collections import Counter
 import numpy as np
 
 BIG = 8 * 1024 * 1024
+TRICKLE_LIMIT = 30.0
 
 
 def jpeg(seed: int = 0) -> bytes:
@@ -64,13 +66,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if path == "/img":
             self._head(200, {"Content-Type": "image/jpeg", "Content-Length": str(len(srv.image))})
             self._body(srv.image)
-        elif path == "/trickle":
-            self._head(200, {"Content-Type": "image/jpeg", "Content-Length": "10000"})
-            for _ in range(10000):
-                if srv.stop.wait(0.5):
-                    return
-                self._body(b"x")
-                self.wfile.flush()
+        elif path == "/trickle" or path in srv.trickle:
+            self._trickle()
         elif path == "/to-ftp":
             self._head(302, {"Location": "ftp://127.0.0.1/img", "Content-Length": "0"})
         elif path.startswith("/to/"):
@@ -88,15 +85,28 @@ class Handler(http.server.BaseHTTPRequestHandler):
         else:
             self._head(404, {"Content-Length": "0"})
 
+    def _trickle(self) -> None:
+        self._head(200, {"Content-Type": "application/json", "Content-Length": "10000"})
+        end = time.monotonic() + TRICKLE_LIMIT
+        while time.monotonic() < end and not self.server.stop.wait(0.5):
+            self._body(b" ")
+            self.wfile.flush()
+
     def do_POST(self) -> None:  # noqa: N802
         request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
         with self.server.lock:
             self.server.hits[self.path] += 1
+        if self.path in self.server.trickle:
+            try:
+                return self._trickle()
+            except (BrokenPipeError, ConnectionResetError):
+                return
         if self.server.knn_target == "hang":
             self.server.stop.wait(3600)
             return
         n = int(request.get("num_images", 1))
-        base = f"http://127.0.0.1:{self.server.server_port}{self.server.knn_target}"
+        target = self.server.knn_target
+        base = target if "://" in target else f"http://127.0.0.1:{self.server.server_port}{target}"
         query = urllib.parse.quote(str(request.get("text", "")))
         rows = [
             {"url": f"{base}?q={query}&i={i}", "caption": "c", "similarity": 1 - i / 100, "id": i}
@@ -117,9 +127,10 @@ class Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
-    def __init__(self, knn_target: str = "/img"):
+    def __init__(self, knn_target: str = "/img", trickle: frozenset[str] = frozenset()):
         super().__init__(("127.0.0.1", 0), Handler)
         self.knn_target = knn_target
+        self.trickle = trickle
         self.image = jpeg()
         self.hits: Counter = Counter()
         self.sent: Counter = Counter()

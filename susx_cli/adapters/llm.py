@@ -196,8 +196,11 @@ class ChatClient:
             raise LLMTransient(f"cannot connect ({_short(str(exc))})", connection=True) from exc
         except guarded_http.FetchFailed as exc:  # the connection broke during the answer
             raise LLMTransient(_short(str(exc))) from exc
-        except guarded_http.Refused as exc:
-            raise self._malformed(f"an answer it refused ({exc})") from exc
+        except guarded_http.Refused as exc:  # an address or an answer size the guard forbids
+            raise LLMFatal(
+                f"the LLM endpoint {self.base_url}: {exc}",
+                hint="check --llm-base-url and the server behind it",
+            ) from exc
         if response.status == 400 and not self.completion_tokens:
             # Newer OpenAI models refuse max_tokens and want max_completion_tokens: switch once.
             if "max_completion_tokens" in _server_message(response):

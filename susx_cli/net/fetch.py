@@ -25,6 +25,7 @@ from susx_cli.net import clients, guarded_http
 from susx_cli.paths import cache_dir
 from susx_cli.progress import info, warn
 
+DEFAULT_TIMEOUT = 60.0  # seconds for the whole file
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -60,7 +61,7 @@ def fetch_url(
     *,
     what: str = "file",
     suffix: str = "",
-    timeout: float = 60.0,
+    timeout: float | None = None,
     max_bytes: int = clients.CUPL_FILE.max_bytes,
 ) -> Path:
     """A local copy of ``url`` in the cache, checked against ``sha256`` when given.
@@ -76,7 +77,7 @@ def fetch_url(
         if cached.is_file() and common.sha256_file(cached) == expected:
             info(f"{what} {escape(url)}: using the cached copy {cached}")
             return cached
-    policy = clients.CUPL_FILE.policy(timeout, url, max_bytes=max_bytes)
+    policy = clients.CUPL_FILE.policy(timeout or DEFAULT_TIMEOUT, url, max_bytes=max_bytes)
     try:
         answer = guarded_http.get(url, policy, {"User-Agent": f"susx/{__version__}"})
     except guarded_http.Refused as exc:

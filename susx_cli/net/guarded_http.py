@@ -9,15 +9,18 @@ Four rules are enforced in this one place:
   body read, every redirect): a server that trickles one byte at a time is cut when the deadline passes,
   because a watchdog shuts the socket down then (a per-read socket timeout would never fire);
 - each hop's URL must be http(s), and every address its host resolves to must be public (not loopback,
-  private, link-local, reserved, multicast...) unless the policy allows private addresses or trusts that
-  exact host:port; without a proxy the connection is made to the checked addresses, not to a second
-  lookup. Redirects are followed for GET only;
+  private, link-local, reserved, multicast...) unless the policy allows private addresses; a host:port the
+  policy trusts (one the user typed: a local LLM or kNN server) may be private, but a name that resolves to
+  both public and private addresses is refused. All addresses are checked before connecting, and without a
+  proxy the connection is made to the checked addresses, not to a second lookup. Redirects are followed
+  for GET only;
 - the body is streamed and reading stops as soon as it passes ``max_bytes`` (a larger Content-Length
   is refused before reading anything);
 - ``HTTP_PROXY`` / ``HTTPS_PROXY`` / ``ALL_PROXY`` / ``NO_PROXY`` (either case) are read as urllib and
   requests read them: a plain-HTTP target is asked for through the proxy, an https target through a
-  CONNECT tunnel. The address check applies to the target (resolved here; a name that does not resolve
-  here is refused unless trusted), never to the proxy, which the user configured.
+  CONNECT tunnel. The address check applies to the target (resolved here, so a name that does not resolve
+  here is not fetched unless trusted; a trusted one is left to the proxy), never to the proxy, which the
+  user configured.
 """
 
 from __future__ import annotations
@@ -187,20 +190,22 @@ def _open(parts: SplitResult, deadline: float, policy: UrlPolicy) -> tuple[_Pinn
     conn_class = _PinnedHTTPS if https else _PinnedHTTP
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     proxy = _proxy_for(parts.scheme.lower(), host, port)
-    trusted = policy.allow_private or (host, port) in policy.trusted
+    trusted = (host, port) in policy.trusted
     if proxy is None:
         conn = conn_class(host, port, timeout=_remaining(deadline, policy))
-        conn.addresses = _resolve(host, port, deadline, policy, check=not trusted)
+        conn.addresses = _lookup(host, port, deadline, policy)
+        if not policy.allow_private:
+            _check_addresses(conn.addresses, trusted)
         return conn, path, {}
-    if not trusted:  # the proxy looks the name up again; what it is meant to reach must be public
-        _resolve(host, port, deadline, policy, check=True)
+    if not (policy.allow_private or trusted):  # the proxy looks the name up again: it must be public here
+        _check_addresses(_lookup(host, port, deadline, policy), trusted=False)
     proxy_host, proxy_port = host_port(proxy.geturl())
     auth = {}
     if proxy.username is not None:
         secret = f"{unquote(proxy.username)}:{unquote(proxy.password or '')}".encode()
         auth["Proxy-Authorization"] = "Basic " + base64.b64encode(secret).decode("ascii")
     conn = conn_class(proxy_host, proxy_port, timeout=_remaining(deadline, policy))
-    conn.addresses = _resolve(proxy_host, proxy_port, deadline, policy, check=False)
+    conn.addresses = _lookup(proxy_host, proxy_port, deadline, policy)
     if https:
         conn.set_tunnel(host, port, headers=auth)
         return conn, path, {}
@@ -219,21 +224,29 @@ def _proxy_for(scheme: str, host: str, port: int) -> SplitResult | None:
     return parts
 
 
-def _resolve(host: str, port: int, deadline: float, policy: UrlPolicy, *, check: bool) -> list[tuple]:
-    """The host's addresses (getaddrinfo tuples); with ``check`` every one of them must be public."""
+def _lookup(host: str, port: int, deadline: float, policy: UrlPolicy) -> list[tuple]:
+    """The host's addresses (getaddrinfo tuples), within the deadline."""
     future = _LOOKUPS.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
     try:
-        infos = future.result(timeout=_remaining(deadline, policy))
+        return future.result(timeout=_remaining(deadline, policy))
     except FutureTimeout:
         raise TimedOut("timed out: name lookup") from None
     except OSError as exc:
         raise Unreachable(f"name lookup failed ({exc})", transient=False) from None
-    if check:
-        for info in infos:
-            ip = ipaddress.ip_address(info[4][0].split("%")[0])
-            if not is_public(ip):
-                raise Refused(f"refused: private or loopback address ({ip})")
-    return infos
+
+
+def _check_addresses(infos: list[tuple], trusted: bool) -> None:
+    """Every address must be public; a trusted host (one the user typed) may be private, but not both:
+    a name that mixes public and private addresses is refused either way (DNS rebinding)."""
+    ips = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+    private = [ip for ip in ips if not is_public(ip)]
+    if private and not trusted:
+        raise Refused(f"refused: private or loopback address ({private[0]})")
+    if private and len(private) < len(ips):
+        public = next(ip for ip in ips if is_public(ip))
+        raise Refused(
+            f"refused: the name resolves to both public and private addresses ({public}, {private[0]})"
+        )
 
 
 def _connect(conn: _PinnedHTTP, deadline: float, policy: UrlPolicy) -> None:
@@ -295,7 +308,7 @@ def _connect_checked(addresses: list[tuple], timeout: float | None) -> socket.so
 
 
 class _PinnedHTTP(http.client.HTTPConnection):
-    """Connects to the addresses ``_resolve`` returned instead of looking the host up again."""
+    """Connects to the addresses ``_lookup`` found (and ``_check_addresses`` passed), never to a second lookup."""
 
     addresses: list[tuple] = []
     raw_socket: socket.socket | None = None
