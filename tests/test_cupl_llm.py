@@ -40,6 +40,7 @@ class FakeLLM:
         self.file_gets = 0
         self.rules: list = []
         self.files: dict[str, bytes] = {}
+        self.models = {MODEL}
         self.answer = self.default_answer
         self.lock = threading.Lock()
         owner = self
@@ -87,7 +88,7 @@ class FakeLLM:
                         "error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}
                     }
                     return self._send(401, {"Content-Type": "application/json"}, json.dumps(err).encode())
-                if body.get("model") != MODEL:
+                if body.get("model") not in owner.models:
                     err = {
                         "error": {
                             "message": f"The model `{body.get('model')}` does not exist",
@@ -415,6 +416,28 @@ def test_rerun_and_overwrite_make_no_requests(llm_server, tmp_path):
         )
     )
     assert len(llm_server.requests) == 45
+
+
+def test_another_model_endpoint_or_sampling_option_asks_again(llm_server, tmp_path):
+    """The cache key holds everything that changes an answer: a shared cache is no reason to reuse it."""
+    cache = ["--llm-cache", tmp_path / "shared.jsonl"]
+    invoke(*llm_args(llm_server, tmp_path, *cache, samples=1, out="a.json"))
+    assert len(llm_server.requests) == 15
+    llm_server.models.add("other-model")
+    args = llm_args(llm_server, tmp_path, *cache, samples=1, out="b.json")
+    args[args.index("--llm-model") + 1] = "other-model"
+    invoke(*args)
+    assert len(llm_server.requests) == 30 and {r["model"] for r in llm_server.requests[15:]} == {
+        "other-model"
+    }
+    args = llm_args(llm_server, tmp_path, *cache, samples=1, out="c.json")
+    args[args.index("--llm-base-url") + 1] = llm_server.base_url.replace("127.0.0.1", "localhost")
+    invoke(*args)  # the same server under another name is another endpoint
+    assert len(llm_server.requests) == 45
+    invoke(*llm_args(llm_server, tmp_path, *cache, "--llm-temperature", 0.5, samples=1, out="d.json"))
+    assert len(llm_server.requests) == 60 and llm_server.requests[-1]["temperature"] == 0.5
+    invoke(*llm_args(llm_server, tmp_path, *cache, samples=1, out="e.json"))  # all four are cached now
+    assert len(llm_server.requests) == 60
 
 
 def test_budget_stops_and_a_rerun_resumes(llm_server, tmp_path):
