@@ -17,12 +17,22 @@ class Client:
     name: str
     max_bytes: int
 
-    def policy(self, timeout: float, url: str | None = None, **kwargs) -> UrlPolicy:
-        """A policy of ``timeout`` seconds for the whole answer; the host:port of ``url`` (one the user
-        typed) is trusted whatever its address, so a local server works while its redirects are checked."""
-        trusted = frozenset({host_port(url)}) if url else kwargs.pop("trusted", frozenset())
+    def policy(
+        self,
+        timeout: float,
+        url: str | None = None,
+        *,
+        max_bytes: int | None = None,
+        allow_private: bool = False,
+        trusted: frozenset[tuple[str, int]] = frozenset(),
+    ) -> UrlPolicy:
+        """``timeout`` seconds for the whole answer; the host:port of ``url`` (one the user typed) is
+        trusted: it may be a local server, while its redirects are still checked."""
         return UrlPolicy(
-            timeout=timeout, max_bytes=kwargs.pop("max_bytes", self.max_bytes), trusted=trusted, **kwargs
+            timeout=timeout,
+            max_bytes=self.max_bytes if max_bytes is None else max_bytes,
+            allow_private=allow_private,
+            trusted=trusted | {host_port(url)} if url else trusted,
         )
 
 
