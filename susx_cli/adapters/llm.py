@@ -193,7 +193,7 @@ class ChatClient:
         except guarded_http.TimedOut as exc:
             raise LLMTransient(f"no answer within {self.timeout:g} s (timeout)") from exc
         except guarded_http.Unreachable as exc:
-            raise LLMTransient(f"cannot connect ({_short(str(exc))})", connection=True) from exc
+            raise LLMTransient(_short(str(exc)), connection=True) from exc  # "cannot connect (...)"
         except guarded_http.FetchFailed as exc:  # the connection broke during the answer
             raise LLMTransient(_short(str(exc))) from exc
         except guarded_http.Refused as exc:  # an address or an answer size the guard forbids
