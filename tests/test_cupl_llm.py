@@ -418,6 +418,7 @@ def test_rerun_and_overwrite_make_no_requests(llm_server, tmp_path):
     assert len(llm_server.requests) == 45
 
 
+@pytest.mark.slow
 def test_another_model_endpoint_or_sampling_option_asks_again(llm_server, tmp_path):
     """The cache key holds everything that changes an answer: a shared cache is no reason to reuse it."""
     cache = ["--llm-cache", tmp_path / "shared.jsonl"]

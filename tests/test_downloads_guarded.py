@@ -97,6 +97,7 @@ def test_non_public_addresses(addr):
     assert gh.is_public(ipaddress.ip_address("93.184.216.34"))
 
 
+@pytest.mark.slow
 def test_every_address_of_a_name_is_checked_before_connecting(srv, monkeypatch):
     """A name with a public and a private address is refused, trusted or not, and nothing is connected."""
     import socket
@@ -119,6 +120,7 @@ def test_every_address_of_a_name_is_checked_before_connecting(srv, monkeypatch):
     assert connected == []
 
 
+@pytest.mark.slow
 def test_post_json_is_cut_at_the_total_deadline():
     server = Server(trickle=frozenset({"/slow"}))
     try:
@@ -145,6 +147,7 @@ def proxy(monkeypatch):
     server.close()
 
 
+@pytest.mark.slow
 def test_http_proxy_carries_the_request_and_the_target_is_checked(srv, proxy, monkeypatch):
     monkeypatch.setenv("HTTP_PROXY", proxy.url.replace("http://", "http://me:s%40cret@"))
     got = gh.get(f"{srv.url}/img?via-proxy", _policy(srv))
@@ -160,6 +163,7 @@ def test_http_proxy_carries_the_request_and_the_target_is_checked(srv, proxy, mo
     assert took < DEADLINE + SLACK and proxy.seen[-1].startswith("GET ")
 
 
+@pytest.mark.slow
 def test_lowercase_proxy_and_no_proxy_bypass(srv, proxy, monkeypatch):
     monkeypatch.setenv("http_proxy", proxy.url)
     gh.get(f"{srv.url}/img?lower", _policy(srv))
@@ -169,6 +173,7 @@ def test_lowercase_proxy_and_no_proxy_bypass(srv, proxy, monkeypatch):
     assert len(proxy.seen) == 1  # went direct
 
 
+@pytest.mark.slow
 def test_https_through_a_connect_tunnel(proxy, monkeypatch, tmp_path):
     """TLS to a loopback server whose self-signed certificate is trusted through SSL_CERT_FILE."""
     import shutil
