@@ -16,7 +16,7 @@ from susx_cli import cupl, cupl_questions
 from susx_cli.adapters.llm import LLMTransient, RetryPolicy, parse_retry_after, with_retries
 from susx_cli.datasets import registry
 from susx_cli.errors import SusxError
-from susx_cli.net import fetch
+from susx_cli.net import clients, fetch
 from tests.helpers import invoke
 
 MODEL = "fake-llm"
@@ -795,3 +795,18 @@ def test_cupl_url_without_checksum_warns_with_the_hash(llm_server, tmp_path):
     )
     assert hashlib.sha256(data).hexdigest() in flat(result.stderr)
     assert fetch.cache_dir() == tmp_path / "user-cache"
+
+
+@pytest.mark.slow
+def test_cupl_url_over_the_size_cap_is_refused_and_nothing_is_cached(tmp_path):
+    from tests.loopback import Server
+
+    server = Server()
+    try:
+        with pytest.raises(SusxError, match="larger than 1048576 bytes"):
+            fetch.fetch_url(f"{server.url}/big-stream", max_bytes=1 << 20)
+    finally:
+        server.close()
+    assert not any(p.is_file() for p in (tmp_path / "user-cache").rglob("*"))
+    # by default a CuPL file is capped well below a 128 MiB body
+    assert fetch.fetch_url.__kwdefaults__["max_bytes"] == clients.CUPL_FILE.max_bytes < 128 << 20
