@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from susx_cli import cupl, cupl_questions, fetch
+from susx_cli import cupl, cupl_questions
 from susx_cli.adapters.llm import LLMTransient, RetryPolicy, parse_retry_after, with_retries
 from susx_cli.datasets import registry
 from susx_cli.errors import SusxError
+from susx_cli.net import clients, fetch
 from tests.helpers import invoke
 
 MODEL = "fake-llm"
@@ -39,6 +40,7 @@ class FakeLLM:
         self.file_gets = 0
         self.rules: list = []
         self.files: dict[str, bytes] = {}
+        self.models = {MODEL}
         self.answer = self.default_answer
         self.lock = threading.Lock()
         owner = self
@@ -86,7 +88,7 @@ class FakeLLM:
                         "error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}
                     }
                     return self._send(401, {"Content-Type": "application/json"}, json.dumps(err).encode())
-                if body.get("model") != MODEL:
+                if body.get("model") not in owner.models:
                     err = {
                         "error": {
                             "message": f"The model `{body.get('model')}` does not exist",
@@ -416,6 +418,29 @@ def test_rerun_and_overwrite_make_no_requests(llm_server, tmp_path):
     assert len(llm_server.requests) == 45
 
 
+@pytest.mark.slow
+def test_another_model_endpoint_or_sampling_option_asks_again(llm_server, tmp_path):
+    """The cache key holds everything that changes an answer: a shared cache is no reason to reuse it."""
+    cache = ["--llm-cache", tmp_path / "shared.jsonl"]
+    invoke(*llm_args(llm_server, tmp_path, *cache, samples=1, out="a.json"))
+    assert len(llm_server.requests) == 15
+    llm_server.models.add("other-model")
+    args = llm_args(llm_server, tmp_path, *cache, samples=1, out="b.json")
+    args[args.index("--llm-model") + 1] = "other-model"
+    invoke(*args)
+    assert len(llm_server.requests) == 30 and {r["model"] for r in llm_server.requests[15:]} == {
+        "other-model"
+    }
+    args = llm_args(llm_server, tmp_path, *cache, samples=1, out="c.json")
+    args[args.index("--llm-base-url") + 1] = llm_server.base_url.replace("127.0.0.1", "localhost")
+    invoke(*args)  # the same server under another name is another endpoint
+    assert len(llm_server.requests) == 45
+    invoke(*llm_args(llm_server, tmp_path, *cache, "--llm-temperature", 0.5, samples=1, out="d.json"))
+    assert len(llm_server.requests) == 60 and llm_server.requests[-1]["temperature"] == 0.5
+    invoke(*llm_args(llm_server, tmp_path, *cache, samples=1, out="e.json"))  # all four are cached now
+    assert len(llm_server.requests) == 60
+
+
 def test_budget_stops_and_a_rerun_resumes(llm_server, tmp_path):
     result = invoke(*llm_args(llm_server, tmp_path, "--max-requests", 12), expect=3)
     err = flat(result.stderr)
@@ -612,17 +637,6 @@ def test_llm_option_checks(tmp_path):
     assert "--llm-samples must be at least 1" in line
 
 
-def test_missing_openai_package(monkeypatch):
-    import sys
-
-    from susx_cli.adapters.llm import ChatClient
-
-    monkeypatch.setitem(sys.modules, "openai", None)
-    with pytest.raises(SusxError) as info:
-        ChatClient("http://127.0.0.1:1/v1", None, MODEL)
-    assert "susx[llm]" in info.value.one_line()
-
-
 def test_generate_with_a_fake_client_and_recorded_sleeps(tmp_path):
     """The stage logic without HTTP: deterministic waits, budget, and cache reuse."""
     from susx_cli.adapters.llm import Completion
@@ -750,7 +764,7 @@ def test_cupl_url_bad_checksum_keeps_nothing(llm_server, tmp_path):
     )
     assert "checksum mismatch" in line and "expected sha256 " + "0" * 64 in line
     assert not (tmp_path / "p.json").exists()
-    assert list((tmp_path / "user-cache" / "downloads").iterdir()) == []
+    assert not any(p.is_file() for p in (tmp_path / "user-cache").rglob("*"))  # not even a partial file
 
 
 def test_cupl_url_errors(llm_server, tmp_path):
@@ -781,3 +795,18 @@ def test_cupl_url_without_checksum_warns_with_the_hash(llm_server, tmp_path):
     )
     assert hashlib.sha256(data).hexdigest() in flat(result.stderr)
     assert fetch.cache_dir() == tmp_path / "user-cache"
+
+
+@pytest.mark.slow
+def test_cupl_url_over_the_size_cap_is_refused_and_nothing_is_cached(tmp_path):
+    from tests.loopback import Server
+
+    server = Server()
+    try:
+        with pytest.raises(SusxError, match="larger than 1048576 bytes"):
+            fetch.fetch_url(f"{server.url}/big-stream", max_bytes=1 << 20)
+    finally:
+        server.close()
+    assert not any(p.is_file() for p in (tmp_path / "user-cache").rglob("*"))
+    # by default a CuPL file is capped well below a 128 MiB body
+    assert fetch.fetch_url.__kwdefaults__["max_bytes"] == clients.CUPL_FILE.max_bytes < 128 << 20

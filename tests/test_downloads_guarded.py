@@ -4,13 +4,14 @@ trusting only the test server's own host:port and redirecting to a second loopba
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
 
-from susx_cli import guarded_http as gh
+from susx_cli.net import guarded_http as gh
 from tests.helpers import invoke
-from tests.loopback import BIG, Server, elapsed
+from tests.loopback import BIG, Proxy, Server, elapsed
 
 DEADLINE = 2
 SLACK = 8  # generous: the trickle alone would take 5000 s
@@ -94,6 +95,110 @@ def test_non_public_addresses(addr):
 
     assert not gh.is_public(ipaddress.ip_address(addr))
     assert gh.is_public(ipaddress.ip_address("93.184.216.34"))
+
+
+@pytest.mark.slow
+def test_every_address_of_a_name_is_checked_before_connecting(srv, monkeypatch):
+    """A name with a public and a private address is refused, trusted or not, and nothing is connected."""
+    import socket
+
+    def resolve(host, port, *args, **kwargs):
+        addresses = ["93.184.216.34", "10.0.0.1"] if host == "mixed.test" else ["127.0.0.1"]
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port)) for ip in addresses]
+
+    connected = []
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    monkeypatch.setattr(gh, "_connect_checked", lambda addresses, timeout: connected.append(addresses))
+    url = f"http://mixed.test:{srv.server_port}/img"
+    with pytest.raises(gh.Refused, match=r"private or loopback address \(10.0.0.1\)"):
+        gh.get(url, gh.UrlPolicy(timeout=DEADLINE, max_bytes=100))
+    trusted = gh.UrlPolicy(
+        timeout=DEADLINE, max_bytes=100, trusted=frozenset({("mixed.test", srv.server_port)})
+    )
+    with pytest.raises(gh.Refused, match=r"both public and private addresses \(93.184.216.34, 10.0.0.1\)"):
+        gh.get(url, trusted)
+    assert connected == []
+
+
+@pytest.mark.slow
+def test_post_json_is_cut_at_the_total_deadline():
+    server = Server(trickle=frozenset({"/slow"}))
+    try:
+        took, error = elapsed(
+            pytest.raises, gh.TimedOut, gh.post_json, f"{server.url}/slow", {"q": 1}, _policy(server)
+        )
+        assert DEADLINE - 0.5 <= took < DEADLINE + SLACK and server.hits["/slow"] == 1
+        answer = gh.post_json(f"{server.url}/knn-service", {"text": "x", "num_images": 2}, _policy(server))
+        assert answer.status == 200 and len(answer.json()) == 2
+    finally:
+        server.close()
+
+
+# ------------------------------------------------------------------ proxies
+
+
+@pytest.fixture
+def proxy(monkeypatch):
+    for var in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+        monkeypatch.delenv(var.upper(), raising=False)
+    server = Proxy()
+    yield server
+    server.close()
+
+
+@pytest.mark.slow
+def test_http_proxy_carries_the_request_and_the_target_is_checked(srv, proxy, monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", proxy.url.replace("http://", "http://me:s%40cret@"))
+    got = gh.get(f"{srv.url}/img?via-proxy", _policy(srv))
+    assert got.body == srv.image
+    assert proxy.seen == [f"GET {srv.url}/img?via-proxy HTTP/1.1"]
+    assert proxy.auth == ["Basic " + base64.b64encode(b"me:s@cret").decode()]
+    # the loopback proxy itself is fine; an untrusted loopback target is refused before the proxy is asked
+    with pytest.raises(gh.Refused, match="private or loopback"):
+        gh.get(f"{srv.other.url}/img", gh.UrlPolicy(timeout=DEADLINE, max_bytes=100_000))
+    assert len(proxy.seen) == 1
+    # a trickle through the proxy is still cut at the deadline
+    took, _ = elapsed(pytest.raises, gh.TimedOut, gh.get, f"{srv.url}/trickle?proxy", _policy(srv))
+    assert took < DEADLINE + SLACK and proxy.seen[-1].startswith("GET ")
+
+
+@pytest.mark.slow
+def test_lowercase_proxy_and_no_proxy_bypass(srv, proxy, monkeypatch):
+    monkeypatch.setenv("http_proxy", proxy.url)
+    gh.get(f"{srv.url}/img?lower", _policy(srv))
+    assert proxy.seen == [f"GET {srv.url}/img?lower HTTP/1.1"]
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+    assert gh.get(f"{srv.url}/img?direct", _policy(srv)).body == srv.image
+    assert len(proxy.seen) == 1  # went direct
+
+
+@pytest.mark.slow
+def test_https_through_a_connect_tunnel(proxy, monkeypatch, tmp_path):
+    """TLS to a loopback server whose self-signed certificate is trusted through SSL_CERT_FILE."""
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-keyout", key, "-out", cert,
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    server = Server(tls=tls)
+    try:
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+        got = gh.get(f"{server.url}/img", _policy(server))
+        assert got.body == server.image
+        assert len(proxy.seen) == 1 and proxy.seen[0].startswith(f"CONNECT 127.0.0.1:{server.server_port} ")
+    finally:
+        server.close()
 
 
 # ------------------------------------------------------------------ through img2dataset and the CLI

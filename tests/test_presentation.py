@@ -191,7 +191,7 @@ def test_cache_dir_expands_home_and_env_vars_win_in_order(home, monkeypatch):
 
 
 def test_fetch_and_the_pool_cache_use_the_one_cache_dir(home, monkeypatch):
-    from susx_cli import fetch
+    from susx_cli.net import fetch
     from susx_cli.sources.pool import PoolSource
 
     (home / "images").mkdir()

@@ -2,7 +2,7 @@
 
 img2dataset runs the downloads (threads, its multiprocessing / pyspark / ray distributors) and writes
 what it got (``files`` or ``webdataset`` output, one status row per URL), but each URL is fetched by
-``susx_cli.guarded_http``: img2dataset's own fetch (urllib) has a per-read timeout only, follows
+``susx_cli.net.guarded_http``: img2dataset's own fetch (urllib) has a per-read timeout only, follows
 redirects to any scheme and address, and buffers bodies of any size, and it has no parameter to change
 that. ``GuardedDownloader`` wraps the downloader img2dataset builds; in the worker that runs a shard, it
 points img2dataset's per-URL fetch at ``guarded_fetch`` (same arguments, same result), which keeps the
@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from susx_cli import guarded_http
 from susx_cli.artifacts import shard_state as state
 from susx_cli.errors import SusxError, missing_extra
+from susx_cli.net import clients, guarded_http
 
 OUTPUT_FORMATS = ("files", "webdataset")
 DISTRIBUTORS = ("multiprocessing", "pyspark", "ray")
@@ -46,7 +46,7 @@ RESIZE_MODES = ("no", "keep_ratio", "keep_ratio_largest", "center_crop", "border
 RAW_EXT = (
     "jpg"  # img2dataset names every stored sample <key>.<encode_format>, even when it does not re-encode
 )
-MAX_IMAGE_BYTES = 30_000_000
+MAX_IMAGE_BYTES = clients.IMAGE.max_bytes
 
 
 @dataclass
@@ -100,11 +100,8 @@ class DownloadOptions:
 
     def policy(self) -> guarded_http.UrlPolicy:
         """What one image's fetch may do: ``timeout`` seconds in all, ``max_bytes``, public addresses only."""
-        return guarded_http.UrlPolicy(
-            timeout=self.timeout,
-            max_bytes=self.max_bytes,
-            allow_private=self.allow_private,
-            trusted=self.trusted,
+        return clients.IMAGE.policy(
+            self.timeout, max_bytes=self.max_bytes, allow_private=self.allow_private, trusted=self.trusted
         )
 
     def recorded(self) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """An OpenAI-compatible chat-completions client (hosted OpenAI, vLLM, llama.cpp server, Ollama, ...).
 
-The ``openai`` package does the HTTP (imported lazily; it is the ``llm`` extra). Its own retries are
-switched off: ``with_retries`` retries 429, 5xx, timeouts and dropped connections with a
+Each request is one JSON POST to ``<base URL>/chat/completions`` through ``net.guarded_http``: the whole
+answer within ``timeout`` seconds (a trickling server is cut), at most ``clients.LLM.max_bytes``, proxies
+honoured. ``with_retries`` retries 429, 5xx, timeouts and dropped connections with a
 deterministic exponential backoff that honours ``Retry-After``, so the behaviour is testable.
 Every failure becomes one of two exceptions:
 
@@ -20,7 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from susx_cli.errors import SusxError, missing_extra
+from susx_cli.errors import SusxError
+from susx_cli.net import clients, guarded_http
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 T = TypeVar("T")
@@ -142,17 +144,19 @@ def _short(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _server_message(exc: Any) -> str:
-    body = getattr(exc, "body", None)
+def _server_message(response: guarded_http.Response) -> str:
+    """The error message of an OpenAI-style error body (``{"error": {"message": ...}}``), else its text."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
     if isinstance(body, dict):
         err = body.get("error", body)
         if isinstance(err, dict) and err.get("message"):
             return _short(err["message"])
         if isinstance(err, str):
             return _short(err)
-    response = getattr(exc, "response", None)
-    text = getattr(response, "text", None) if response is not None else None
-    return _short(text or getattr(exc, "message", "") or str(exc))
+    return _short((response.body or b"").decode("utf-8", "replace") or f"HTTP {response.status}")
 
 
 class ChatClient:
@@ -167,64 +171,57 @@ class ChatClient:
         timeout: float = 60.0,
         key_env: str = "OPENAI_API_KEY",
     ):
-        try:
-            import openai
-        except ImportError as exc:
-            raise missing_extra("openai", "llm") from exc
-        self._openai = openai
         self.base_url = base_url.rstrip("/")
+        self.url = f"{self.base_url}/chat/completions"
         self.model = model
         self.timeout = timeout
         self.key_env = key_env
         self.completion_tokens = False  # send max_completion_tokens instead of max_tokens
-        # Local servers (vLLM, llama.cpp, Ollama) take any key; the client insists on one.
-        self._client = openai.OpenAI(
-            base_url=self.base_url, api_key=api_key or "no-key", timeout=timeout, max_retries=0
-        )
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._policy = clients.LLM.policy(timeout, self.url)
 
     def complete(
         self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int, seed: int | None = None
     ) -> Completion:
         """One chat completion (n=1). Raises ``LLMFatal`` or ``LLMTransient``."""
-        openai = self._openai
-        kwargs: dict[str, Any] = {
-            "model": self.model,
-            "messages": messages,
-            "temperature": temperature,
-            "n": 1,
-        }
-        if self.completion_tokens:
-            kwargs["extra_body"] = {"max_completion_tokens": max_tokens}
-        else:
-            kwargs["max_tokens"] = max_tokens
+        body: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": temperature, "n": 1}
+        body["max_completion_tokens" if self.completion_tokens else "max_tokens"] = max_tokens
         if seed is not None:
-            kwargs["seed"] = seed
+            body["seed"] = seed
         try:
-            response = self._client.chat.completions.create(**kwargs)
-        except openai.BadRequestError as exc:
+            response = guarded_http.post_json(self.url, body, self._policy, self._headers)
+        except guarded_http.TimedOut as exc:
+            raise LLMTransient(f"no answer within {self.timeout:g} s (timeout)") from exc
+        except guarded_http.Unreachable as exc:
+            raise LLMTransient(_short(str(exc)), connection=True) from exc  # "cannot connect (...)"
+        except guarded_http.FetchFailed as exc:  # the connection broke during the answer
+            raise LLMTransient(_short(str(exc))) from exc
+        except guarded_http.Refused as exc:  # an address or an answer size the guard forbids
+            raise LLMFatal(
+                f"the LLM endpoint {self.base_url}: {exc}",
+                hint="check --llm-base-url and the server behind it",
+            ) from exc
+        if response.status == 400 and not self.completion_tokens:
             # Newer OpenAI models refuse max_tokens and want max_completion_tokens: switch once.
-            if not self.completion_tokens and "max_completion_tokens" in _server_message(exc):
+            if "max_completion_tokens" in _server_message(response):
                 self.completion_tokens = True
                 return self.complete(messages, temperature=temperature, max_tokens=max_tokens, seed=seed)
-            raise self._status_error(exc) from exc
-        except openai.APITimeoutError as exc:
-            raise LLMTransient(f"no answer within {self.timeout:g} s (timeout)") from exc
-        except openai.APIConnectionError as exc:
-            cause = exc.__cause__ or exc
-            raise LLMTransient(f"cannot connect ({_short(str(cause))})", connection=True) from exc
-        except openai.APIStatusError as exc:
-            raise self._status_error(exc) from exc
-        except ValueError as exc:  # a JSON content type whose body does not parse
-            raise self._malformed(f"a body that is not JSON ({exc.__class__.__name__})") from exc
-        return self._parse(response)
+        if response.status != 200:
+            raise self._status_error(response)
+        try:
+            answer = response.json()
+        except ValueError:
+            text = (response.body or b"").decode("utf-8", "replace")
+            raise self._malformed(f"a body that is not JSON ({_short(text, 60)!r})") from None
+        return self._parse(answer)
 
-    def _status_error(self, exc: Any) -> Exception:
-        status = exc.status_code
-        detail = _server_message(exc)
+    def _status_error(self, response: guarded_http.Response) -> Exception:
+        status = response.status
+        detail = _server_message(response)
         where = f"{self.base_url}"
         if status == 429 or status >= 500 or status in (408, 409):
             return LLMTransient(
-                f"HTTP {status}: {detail}", status=status, retry_after=parse_retry_after(exc.response.headers)
+                f"HTTP {status}: {detail}", status=status, retry_after=parse_retry_after(response.headers)
             )
         if status == 401:
             return LLMFatal(
@@ -253,18 +250,17 @@ class ChatClient:
             hint="check that --llm-base-url points at an OpenAI-compatible API (usually ending in /v1)",
         )
 
-    def _parse(self, response: Any) -> Completion:
-        if isinstance(response, (str, bytes)):  # the client returns non-JSON bodies as text
-            raise self._malformed(f"a body that is not JSON ({_short(response, 60)!r})")
-        choices = getattr(response, "choices", None)
+    def _parse(self, answer: Any) -> Completion:
+        choices = answer.get("choices") if isinstance(answer, dict) else None
         if not isinstance(choices, list) or not choices:
             raise self._malformed("JSON without choices")
-        message = getattr(choices[0], "message", None)
-        if message is None:
+        message = choices[0].get("message") if isinstance(choices[0], dict) else None
+        if not isinstance(message, dict):
             raise self._malformed("a choice without a message")
-        content = getattr(message, "content", None)
+        content = message.get("content")
         if content is None:  # e.g. a reasoning model that spent max_tokens before answering
             content = ""
         if not isinstance(content, str):
             raise self._malformed("a choice whose message content is not text")
-        return Completion(content, getattr(choices[0], "finish_reason", None))
+        finish = choices[0].get("finish_reason")
+        return Completion(content, finish if isinstance(finish, str) else None)

@@ -6,8 +6,9 @@ backend is checked once (reachable, answers like clip-retrieval, holds the index
 index name fails with one clear line instead of a stack trace.
 
 The query is the JSON POST to ``/knn-service`` that clip-retrieval's ``ClipClient`` sends, made here
-with requests, because ClipClient waits up to an hour for an answer and has no timeout parameter:
-every request here has ``timeout`` seconds (``--knn-timeout``).
+through ``net.guarded_http``, because ClipClient waits up to an hour for an answer and has no timeout
+parameter: every answer here (the index list, each query) must be complete within ``timeout`` seconds
+(``--knn-timeout``) and within its size cap (``net.clients``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from susx_cli.errors import SusxError
+from susx_cli.net import clients, guarded_http
 
 PUBLIC_KNN_URL = "https://knn.laion.ai/knn-service"
 PUBLIC_INDEX = "laion5B-L-14"
@@ -75,9 +77,6 @@ class KnnBackend:
         self.indices = self._check(min(check_timeout, timeout))
 
     def _check(self, timeout: float) -> list[str] | None:
-        import requests
-
-        where = f"{self.base}/indices-list"
         hint = (
             OFFLINE_HINT
             if self.base.startswith("https://knn.laion.ai")
@@ -85,24 +84,24 @@ class KnnBackend:
                 "start `clip-retrieval back` (see the README) and pass its address, e.g. http://127.0.0.1:1234/knn-service"
             )
         )
+        where = f"{self.base}/indices-list"
+        policy = clients.KNN_INDEX_LIST.policy(timeout, where)
         try:
-            response = requests.get(where, timeout=timeout)
-        except requests.exceptions.Timeout:
+            response = guarded_http.get(where, policy, any_status=True)
+        except guarded_http.TimedOut:
             raise SusxError(
                 f"the kNN backend at {self.url} did not answer within {timeout:g} s", hint=hint
             ) from None
-        except requests.exceptions.RequestException as exc:
-            raise SusxError(
-                f"cannot reach the kNN backend at {self.url} ({exc.__class__.__name__})", hint=hint
-            ) from None
+        except (guarded_http.Refused, guarded_http.FetchFailed) as exc:
+            raise SusxError(f"cannot reach the kNN backend at {self.url} ({exc})", hint=hint) from None
         try:
             indices = response.json()
         except ValueError:
             indices = None
-        if response.status_code != 200 or not isinstance(indices, list):
+        if response.status != 200 or not isinstance(indices, list):
             raise SusxError(
                 f"{self.url} does not answer like a clip-retrieval backend "
-                f"(GET /indices-list gave HTTP {response.status_code}, {response.headers.get('content-type', '?')})",
+                f"(GET /indices-list gave HTTP {response.status}, {response.headers.get('content-type', '?')})",
                 hint="pass the URL of a running `clip-retrieval back`, e.g. http://127.0.0.1:1234/knn-service",
             )
         if self.index_name not in indices:
@@ -115,8 +114,6 @@ class KnnBackend:
 
     def query(self, text: str, num: int) -> list[dict[str, Any]]:
         """The backend's answer to one text query: rows with url, caption, similarity, id, best first."""
-        import requests
-
         opts = self.options
         request = {
             "text": text,
@@ -134,18 +131,21 @@ class KnnBackend:
             "num_images": int(num),
             "num_result_ids": int(num),
         }
+        policy = clients.KNN_QUERY.policy(self.timeout, self.knn_url)
         try:
-            rows = requests.post(self.knn_url, json=request, timeout=self.timeout).json()
-        except requests.exceptions.Timeout:
+            response = guarded_http.post_json(self.knn_url, request, policy)
+        except guarded_http.TimedOut:
             raise SusxError(
                 f"the kNN backend at {self.url} did not answer the query {text!r} within {self.timeout:g} s",
                 hint="check the backend (its log, its load), or raise --knn-timeout",
             ) from None
-        except requests.exceptions.RequestException as exc:
+        except (guarded_http.Refused, guarded_http.FetchFailed) as exc:
             raise SusxError(
-                f"the kNN backend at {self.url} failed on the query {text!r} ({exc.__class__.__name__})",
+                f"the kNN backend at {self.url} failed on the query {text!r} ({exc})",
                 hint="check that the backend is still running",
             ) from None
+        try:
+            rows = response.json()
         except ValueError:  # the answer was not JSON
             rows = None
         if not isinstance(rows, list):

@@ -2,7 +2,7 @@
 what is missing.
 
 Format: JSON lines (see ``jsonl``), one per answered request:
-``{"key": sha256 of (model, prompt, sample, options), "answer": raw text, "model", "base_url",
+``{"key": sha256 of (model, endpoint, prompt, sample, options), "answer": raw text, "model", "base_url",
 "prompt", "sample", "options", "seed", "finish_reason", "time"}``. A later line with the same key wins.
 Default place: ``<prompts output stem>.llm-cache.jsonl`` beside prompts.json (``--llm-cache`` to share
 one); nothing removes it.

@@ -2,8 +2,8 @@
 
 For every class, question and sample index one chat-completions request is made (n=1, with a seed
 derived from the question and the sample index, so local servers reproduce their answers). Raw answers
-go to an append-only JSONL cache (``artifacts.llm_cache``) keyed by (model, question, sample index,
-options); a rerun or a resumed run asks only for what the cache lacks. Cleaning is applied when the
+go to an append-only JSONL cache (``artifacts.llm_cache``) keyed by (model, endpoint, question,
+sample index, options); a rerun or a resumed run asks only for what the cache lacks. Cleaning is applied when the
 sentences are read from the cache, so it never costs a request.
 
 Modules: ``settings`` (options, the question set of a dataset, the plan), ``plan`` (requests and

@@ -26,9 +26,11 @@ def request_options(temperature: float, max_tokens: int, system: str | None) -> 
     return {"temperature": temperature, "max_tokens": max_tokens, "system": system or None, "seeded": True}
 
 
-def request_key(model: str, prompt: str, sample: int, options: dict[str, Any]) -> str:
+def request_key(model: str, base_url: str, prompt: str, sample: int, options: dict[str, Any]) -> str:
+    """The cache key of one answer: everything that changes it (the seed follows from prompt and sample)."""
+    endpoint = base_url.rstrip("/")
     blob = json.dumps(
-        {"model": model, "prompt": prompt, "sample": sample, "options": options},
+        {"model": model, "endpoint": endpoint, "prompt": prompt, "sample": sample, "options": options},
         sort_keys=True,
         ensure_ascii=False,
     )
@@ -40,7 +42,12 @@ def request_seed(prompt: str, sample: int) -> int:
 
 
 def plan_requests(
-    classes: list[str], questions: list[str], samples: int, model: str, options: dict[str, Any]
+    classes: list[str],
+    questions: list[str],
+    samples: int,
+    model: str,
+    base_url: str,
+    options: dict[str, Any],
 ) -> list[Request]:
     """Every (class, question, sample) request, in class, question, sample order."""
     out = []
@@ -48,9 +55,6 @@ def plan_requests(
         for qi, question in enumerate(questions):
             prompt = format_question(question, name)
             for s in range(samples):
-                out.append(
-                    Request(
-                        ci, qi, s, prompt, request_key(model, prompt, s, options), request_seed(prompt, s)
-                    )
-                )
+                key = request_key(model, base_url, prompt, s, options)
+                out.append(Request(ci, qi, s, prompt, key, request_seed(prompt, s)))
     return out

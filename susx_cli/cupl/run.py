@@ -83,7 +83,7 @@ def generate(
     s = plan.settings
     started = common.now_iso()
     opts = request_options(s.temperature, s.max_tokens, s.system)
-    requests = plan_requests(classes, plan.questions, s.samples, s.model, opts)
+    requests = plan_requests(classes, plan.questions, s.samples, s.model, s.base_url, opts)
     cache = AnswerCache(plan.cache_path)
     if cache.bad_lines:
         warn(

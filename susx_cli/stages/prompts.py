@@ -46,7 +46,7 @@ def resolve_cupl_sources(
 ) -> list[tuple[Path, str, dict[str, Any]]]:
     """Local CuPL files as given; http(s) URLs fetched into the user cache, checked against the
     ``checksums`` (one per URL, in order). Returns (local path, label, identity) per value."""
-    from susx_cli import fetch
+    from susx_cli.net import fetch
 
     urls = [v for v in values if fetch.is_url(str(v))]
     if checksums and len(checksums) != len(urls):

@@ -4,28 +4,28 @@ The cache directory is ``susx_cli.paths.cache_dir()``: ``$SUSX_CACHE_DIR``, else
 else ``~/.cache/susx``.
 Downloads are content-addressed (``downloads/<sha256><suffix>``): a file whose checksum was given and
 is already there is not downloaded again; a file whose checksum does not match is never kept.
-The fetch is ``guarded_http.get``: ``timeout`` seconds in all, at most ``max_bytes``, redirects only to
-http(s) and only to public addresses (the host the user typed is trusted, whatever its address).
+The fetch is ``guarded_http.get``: ``timeout`` seconds in all, at most ``max_bytes`` (kept in memory: a
+sentence file is small), redirects only to http(s) and only to public addresses (the host the user typed
+is trusted, whatever its address); the file is written with the artifacts' atomic writer.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import tempfile
 import urllib.parse
 from pathlib import Path
 
 from rich.markup import escape
 
-from susx_cli import __version__, guarded_http
+from susx_cli import __version__
 from susx_cli.artifacts import common
 from susx_cli.errors import SusxError
+from susx_cli.net import clients, guarded_http
 from susx_cli.paths import cache_dir
 from susx_cli.progress import info, warn
 
-MAX_BYTES = 512 * 1024 * 1024
+DEFAULT_TIMEOUT = 60.0  # seconds for the whole file
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -61,8 +61,8 @@ def fetch_url(
     *,
     what: str = "file",
     suffix: str = "",
-    timeout: float = 60.0,
-    max_bytes: int = MAX_BYTES,
+    timeout: float | None = None,
+    max_bytes: int = clients.CUPL_FILE.max_bytes,
 ) -> Path:
     """A local copy of ``url`` in the cache, checked against ``sha256`` when given.
 
@@ -77,46 +77,28 @@ def fetch_url(
         if cached.is_file() and common.sha256_file(cached) == expected:
             info(f"{what} {escape(url)}: using the cached copy {cached}")
             return cached
-    folder.mkdir(parents=True, exist_ok=True)
-    policy = guarded_http.UrlPolicy(
-        timeout=timeout, max_bytes=max_bytes, trusted=frozenset({guarded_http.host_port(url)})
-    )
-    digest = hashlib.sha256()
-    fd, tmp_name = tempfile.mkstemp(prefix=".download.", suffix=".tmp", dir=folder)
-    tmp = Path(tmp_name)
+    policy = clients.CUPL_FILE.policy(timeout or DEFAULT_TIMEOUT, url, max_bytes=max_bytes)
     try:
-        with os.fdopen(fd, "wb") as out:
-
-            def keep(block: bytes) -> None:
-                digest.update(block)
-                out.write(block)
-
-            try:
-                size = guarded_http.get(
-                    url, policy, {"User-Agent": f"susx/{__version__}"}, on_block=keep
-                ).size
-            except guarded_http.Refused as exc:
-                raise SusxError(
-                    f"{what} {url}: {exc}", hint="check the URL, or download it yourself and pass the path"
-                ) from None
-            except guarded_http.FetchFailed as exc:
-                raise SusxError(
-                    f"could not fetch {what} {url}: {exc}", hint="check the URL and the network"
-                ) from None
-        got = digest.hexdigest()
-        if expected is not None and got != expected:
-            raise SusxError(
-                f"checksum mismatch for {url}: expected sha256 {expected}, got {got}",
-                hint="the file changed or the checksum is wrong; nothing was kept",
-            )
-        final = folder / f"{got}{suffix}"
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        answer = guarded_http.get(url, policy, {"User-Agent": f"susx/{__version__}"})
+    except guarded_http.Refused as exc:
+        raise SusxError(
+            f"{what} {url}: {exc}", hint="check the URL, or download it yourself and pass the path"
+        ) from None
+    except guarded_http.FetchFailed as exc:
+        raise SusxError(
+            f"could not fetch {what} {url}: {exc}", hint="check the URL and the network"
+        ) from None
+    got = common.sha256_bytes(answer.body)
+    if expected is not None and got != expected:
+        raise SusxError(
+            f"checksum mismatch for {url}: expected sha256 {expected}, got {got}",
+            hint="the file changed or the checksum is wrong; nothing was kept",
+        )
+    final = folder / f"{got}{suffix}"
+    common.atomic_write_bytes(final, answer.body)
     if expected is None:
         warn(
             f"{what} {escape(url)} has sha256 {got}; pass it as a checksum to pin the file (and reuse the cached copy)"
         )
-    info(f"{what} {escape(url)}: {size} bytes, sha256 {got}, cached at {final}")
+    info(f"{what} {escape(url)}: {answer.size} bytes, sha256 {got}, cached at {final}")
     return final
