@@ -41,14 +41,18 @@ class DmnParams:
     scale: float = LOGIT_SCALE
 
 
-def _block_layout(cls: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A padded per-class layout of E alive entries: (perm (E,) sorting them by class, their slot (E,) in
-    the class's row, counted from 1 since slot 0 holds W_c, and the per-class counts (C,))."""
+def _padded_slots(cls: torch.Tensor, present: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, int]:
+    """A padded per-class layout of E alive entries of classes cls (E,), all in ``present`` (P,): each
+    entry's flat position (E,) in a (P, width) table whose slot 0 of every row is left for W_c, and width."""
     perm = torch.argsort(cls, stable=True)
     counts = torch.bincount(cls, minlength=num_classes)
     first = torch.cumsum(counts, 0) - counts
-    slot = torch.arange(len(cls)) - first[cls[perm]] + 1
-    return perm, slot, counts
+    slot = torch.empty_like(cls)
+    slot[perm] = torch.arange(len(cls)) - first[cls[perm]] + 1
+    row_of_class = torch.full((num_classes,), -1, dtype=torch.long)
+    row_of_class[present] = torch.arange(len(present))
+    width = int(counts.max()) + 1
+    return row_of_class[cls] * width + slot, width
 
 
 def _memory_norms(
@@ -62,20 +66,18 @@ def _memory_norms(
     """|a_c| for the classes in ``present`` (P,), by w^T G_c w with the Gram matrix G_c of class c's
     alive keys and W_c (padded to the largest class): (B, P). keys (E, D) of class cls (E,), every class
     in ``present``; weights (B, E) and text_weight (B, C) are the A_beta weights of the keys and of W."""
-    C = text_weights.shape[0]
-    perm, slot, counts = _block_layout(cls, C)
-    index = torch.full((C,), -1, dtype=torch.long)
-    index[present] = torch.arange(len(present))
-    rows = index[cls[perm]]
-    width = int(counts.max()) + 1
-    padded = torch.zeros(len(present), width, keys.shape[1], dtype=keys.dtype)
-    padded[:, 0] = text_weights[present]
-    padded[rows, slot] = keys[perm]
+    P, B, D = len(present), len(weights), keys.shape[1]
+    flat, width = _padded_slots(cls, present, text_weights.shape[0])
+    padded = torch.zeros(P * width, D, dtype=keys.dtype)
+    padded[::width] = text_weights[present]
+    padded.index_copy_(0, flat, keys)
+    padded = padded.view(P, width, D)
     gram = padded @ padded.transpose(1, 2)
-    coeffs = torch.zeros(len(present), len(weights), width, dtype=weights.dtype)
-    coeffs[:, :, 0] = text_weight[:, present].T
-    coeffs[rows, :, slot] = weights[:, perm].T
-    return (torch.bmm(coeffs, gram) * coeffs).sum(-1).T.sqrt()
+    coeffs = torch.zeros(B, P * width, dtype=weights.dtype)
+    coeffs[:, ::width] = text_weight[:, present]
+    coeffs.index_copy_(1, flat, weights)
+    coeffs = coeffs.view(B, P, width).transpose(0, 1)
+    return (torch.matmul(coeffs, gram) * coeffs).sum(-1).T.sqrt()
 
 
 def _memory_read(
@@ -87,25 +89,31 @@ def _memory_read(
     beta: float,
 ) -> torch.Tensor:
     """The memory's cosines a_c . f / |a_c| for one block of stream positions [start, stop), with W_c . f
-    where class c's memory is empty at that position (counted, not read from values): (B, C)."""
+    where class c's memory is empty at that position: (B, C)."""
     start, stop = span
     alive = memory.alive(start, stop)
     cls = memory.cls[alive]
     keys = queries[memory.row[alive]]
-    t = torch.arange(start, stop)[:, None]
-    in_memory = (memory.t_in[alive] <= t) & (t < memory.t_out[alive])
     sims = block_queries @ keys.T
-    weights = sims.sub(1.0).mul_(beta).exp_().mul_(in_memory)
+    weights = sims.sub(1.0).mul_(beta).exp_()
+    # Only entries that arrive or leave inside the block need the time mask; the rest span all of it.
+    t = torch.arange(start, stop)[:, None]
+    t_in, t_out = memory.t_in[alive], memory.t_out[alive]
+    moving = torch.nonzero((t_in >= start) | (t_out < stop)).flatten()
+    weights[:, moving] *= (t_in[moving] <= t) & (t < t_out[moving])
     text_cos = block_queries @ text_weights.T
     text_weight = text_cos.sub(1.0).mul_(beta).exp_()
     numer = (text_weight * text_cos).index_add_(1, cls, sims.mul_(weights))
-    counts = torch.zeros_like(text_cos).index_add_(1, cls, in_memory.to(text_cos.dtype))
+    # Count the class's entries at each position rather than test values: a class is empty before its
+    # first admission only, since an eviction always brings its replacement.
+    first_in = torch.full((text_weights.shape[0],), stop, dtype=torch.long)
+    first_in.scatter_reduce_(0, cls, t_in, "amin")
     out = text_cos.clone()
     present = torch.unique(cls)
     if len(present):
         norms = _memory_norms(keys, cls, present, text_weights, weights, text_weight)
-        cosines = numer[:, present] / norms
-        out[:, present] = torch.where(counts[:, present] > 0, cosines, text_cos[:, present])
+        filled = first_in[present] <= t
+        out[:, present] = torch.where(filled, numer[:, present] / norms, text_cos[:, present])
     return out
 
 
