@@ -297,8 +297,11 @@ def test_dmn_sequential_matches_brute_force(stream, dmn_sequential, capacity):
     assert (got.argmax(1) != zero_shot.argmax(1)).sum() > 0  # the memory changes some predictions
 
 
-@pytest.mark.parametrize(("capacity", "block"), [(50, 17), (50, 64), (4, 29), (4, 512)])
-def test_dmn_blocked_matches_sequential(stream, dmn_sequential, capacity, block):
+@pytest.mark.parametrize(
+    ("capacity", "block", "group"), [(50, 17, 128), (50, 64, 3), (4, 29, 7), (4, 512, 128)]
+)
+def test_dmn_blocked_matches_sequential(stream, dmn_sequential, capacity, block, group, monkeypatch):
+    monkeypatch.setattr(dmn, "CLASS_GROUP", group)
     got = dmn.dmn_scores(*stream, dmn.DmnParams(capacity=capacity), block=block)
     torch.testing.assert_close(got, dmn_sequential[capacity], rtol=0, atol=1e-9)
 

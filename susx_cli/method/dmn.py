@@ -29,6 +29,7 @@ from susx_cli.method.tda import (
 
 ENTROPY_EPS = 1e-8
 BLOCK = 512
+CLASS_GROUP = 128  # classes whose memory is read together; results never depend on it
 
 
 @dataclass(frozen=True)
@@ -41,41 +42,26 @@ class DmnParams:
     scale: float = LOGIT_SCALE
 
 
-def _padded_slots(cls: torch.Tensor, present: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, int]:
-    """A padded per-class layout of E alive entries of classes cls (E,), all in ``present`` (P,): each
-    entry's flat position (E,) in a (P, width) table whose slot 0 of every row is left for W_c, and width."""
-    perm = torch.argsort(cls, stable=True)
-    counts = torch.bincount(cls, minlength=num_classes)
-    first = torch.cumsum(counts, 0) - counts
-    slot = torch.empty_like(cls)
-    slot[perm] = torch.arange(len(cls)) - first[cls[perm]] + 1
-    row_of_class = torch.full((num_classes,), -1, dtype=torch.long)
-    row_of_class[present] = torch.arange(len(present))
-    width = int(counts.max()) + 1
-    return row_of_class[cls] * width + slot, width
-
-
-def _memory_norms(
+def _class_norms(
     keys: torch.Tensor,
-    cls: torch.Tensor,
-    present: torch.Tensor,
+    slots: torch.Tensor,
+    width: int,
     text_weights: torch.Tensor,
     weights: torch.Tensor,
     text_weight: torch.Tensor,
 ) -> torch.Tensor:
-    """|a_c| for the classes in ``present`` (P,), by w^T G_c w with the Gram matrix G_c of class c's
-    alive keys and W_c (padded to the largest class): (B, P). keys (E, D) of class cls (E,), every class
-    in ``present``; weights (B, E) and text_weight (B, C) are the A_beta weights of the keys and of W."""
-    P, B, D = len(present), len(weights), keys.shape[1]
-    flat, width = _padded_slots(cls, present, text_weights.shape[0])
+    """|a_c| = sqrt(w^T G_c w) for P classes, with the Gram matrix G_c of class c's keys and W_c laid out
+    in a (P, width) table (slot 0 of each row holds W_c): (B, P). keys (E, D) sit at flat ``slots`` (E,);
+    weights (B, E) and text_weight (B, P) are the A_beta weights of the keys and of text_weights (P, D)."""
+    P, B, D = len(text_weights), len(weights), keys.shape[1]
     padded = torch.zeros(P * width, D, dtype=keys.dtype)
-    padded[::width] = text_weights[present]
-    padded.index_copy_(0, flat, keys)
+    padded[::width] = text_weights
+    padded.index_copy_(0, slots, keys)
     padded = padded.view(P, width, D)
     gram = padded @ padded.transpose(1, 2)
     coeffs = torch.zeros(B, P * width, dtype=weights.dtype)
-    coeffs[:, ::width] = text_weight[:, present]
-    coeffs.index_copy_(1, flat, weights)
+    coeffs[:, ::width] = text_weight
+    coeffs.index_copy_(1, slots, weights)
     coeffs = coeffs.view(B, P, width).transpose(0, 1)
     return (torch.matmul(coeffs, gram) * coeffs).sum(-1).T.sqrt()
 
@@ -89,31 +75,40 @@ def _memory_read(
     beta: float,
 ) -> torch.Tensor:
     """The memory's cosines a_c . f / |a_c| for one block of stream positions [start, stop), with W_c . f
-    where class c's memory is empty at that position: (B, C)."""
+    where class c's memory is empty at that position: (B, C). Classes go in groups of CLASS_GROUP, so
+    that the alive keys and their weights are never all held at once."""
     start, stop = span
     alive = memory.alive(start, stop)
+    alive = alive[torch.argsort(memory.cls[alive], stable=True)]  # grouped by class, arrival order kept
     cls = memory.cls[alive]
-    keys = queries[memory.row[alive]]
-    sims = block_queries @ keys.T
-    weights = sims.sub(1.0).mul_(beta).exp_()
-    # Only entries that arrive or leave inside the block need the time mask; the rest span all of it.
-    t = torch.arange(start, stop)[:, None]
-    t_in, t_out = memory.t_in[alive], memory.t_out[alive]
-    moving = torch.nonzero((t_in >= start) | (t_out < stop)).flatten()
-    weights[:, moving] *= (t_in[moving] <= t) & (t < t_out[moving])
+    counts = torch.bincount(cls, minlength=len(text_weights))
+    present = torch.nonzero(counts).flatten()
+    ends = torch.cumsum(counts[present], 0).tolist()
     text_cos = block_queries @ text_weights.T
     text_weight = text_cos.sub(1.0).mul_(beta).exp_()
-    numer = (text_weight * text_cos).index_add_(1, cls, sims.mul_(weights))
-    # Count the class's entries at each position rather than test values: a class is empty before its
-    # first admission only, since an eviction always brings its replacement.
-    first_in = torch.full((text_weights.shape[0],), stop, dtype=torch.long)
-    first_in.scatter_reduce_(0, cls, t_in, "amin")
     out = text_cos.clone()
-    present = torch.unique(cls)
-    if len(present):
-        norms = _memory_norms(keys, cls, present, text_weights, weights, text_weight)
-        filled = first_in[present] <= t
-        out[:, present] = torch.where(filled, numer[:, present] / norms, text_cos[:, present])
+    t = torch.arange(start, stop)[:, None]
+    for group in range(0, len(present), CLASS_GROUP):
+        classes = present[group : group + CLASS_GROUP]
+        first = ends[group - 1] if group else 0
+        entries = alive[first : ends[group + len(classes) - 1]]
+        local = torch.repeat_interleave(torch.arange(len(classes)), counts[classes])
+        keys = queries[memory.row[entries]]
+        sims = block_queries @ keys.T
+        weights = sims.sub(1.0).mul_(beta).exp_()
+        # Only entries that arrive or leave inside the block need the time mask; the rest span all of it.
+        t_in, t_out = memory.t_in[entries], memory.t_out[entries]
+        moving = torch.nonzero((t_in >= start) | (t_out < stop)).flatten()
+        weights[:, moving] *= (t_in[moving] <= t) & (t < t_out[moving])
+        numer = (text_weight[:, classes] * text_cos[:, classes]).index_add_(1, local, sims.mul_(weights))
+        width = int(counts[classes].max()) + 1
+        offsets = torch.cumsum(counts[classes], 0) - counts[classes]
+        slots = local * width + torch.arange(len(entries)) - offsets[local] + 1
+        norms = _class_norms(keys, slots, width, text_weights[classes], weights, text_weight[:, classes])
+        # A class is empty before its first admission only (an eviction always brings its replacement),
+        # so counting reduces to comparing with its earliest alive arrival.
+        first_in = torch.full((len(classes),), stop, dtype=torch.long).scatter_reduce_(0, local, t_in, "amin")
+        out[:, classes] = torch.where(first_in <= t, numer / norms, text_cos[:, classes])
     return out
 
 
