@@ -276,6 +276,8 @@ def test_paper_preset_and_bad_inputs(stream):
         tda.tda_logits(Q, W, order.clone().fill_(0))
     with pytest.raises(SusxError, match="dimensions"):
         dmn.dmn_scores(Q[:, :10], W, order)
+    with pytest.raises(SusxError, match="base logits"):
+        tda.add_tda_terms(torch.zeros(N, C + 1, dtype=Q.dtype), Q, W, order, tda.TdaParams())
 
 
 # ---------------------------------------------------------------- DMN-ZS

@@ -244,16 +244,9 @@ def add_tda_terms(
 
     With zero-shot base logits this is TDA; with a static cache method's logits (TIP-X) it is the
     combined method. Admission always uses the fixed zero-shot quantities, never ``base_logits``."""
-    _check_stream(queries, text_weights, order)
+    _check_stream(queries, text_weights, order, base_logits)
     stats = zero_shot_stats(queries, text_weights, params.scale)
-    caches = tda_admissions(stats, order, params)
-    out = base_logits.clone()
-    for start in range(0, len(order), block):
-        rows = order[start : start + block]
-        span = (start, start + len(rows))
-        terms = _tda_terms(queries[rows], queries, stats.logits, caches, span, params, timed=True)
-        out[rows] = base_logits[rows] + terms
-    return out
+    return _online(base_logits, queries, stats, order, params, block)
 
 
 def tda_logits(
@@ -264,8 +257,28 @@ def tda_logits(
     block: int = BLOCK,
 ) -> torch.Tensor:
     """TDA's logits z (n, C) in file order for the stream ``order``, by the two-phase blocked design."""
+    _check_stream(queries, text_weights, order)
     stats = zero_shot_stats(queries, text_weights, params.scale)
-    return add_tda_terms(stats.logits, queries, text_weights, order, params, block)
+    return _online(stats.logits, queries, stats, order, params, block)
+
+
+def _online(
+    base_logits: torch.Tensor,
+    queries: torch.Tensor,
+    stats: ZeroShotStats,
+    order: torch.Tensor,
+    params: TdaParams,
+    block: int,
+) -> torch.Tensor:
+    """Phase (i) then phase (ii) over blocks of ``block`` stream positions: (n, C) in file order."""
+    caches = tda_admissions(stats, order, params)
+    out = torch.empty_like(base_logits)
+    for start in range(0, len(order), block):
+        rows = order[start : start + block]
+        span = (start, start + len(rows))
+        terms = _tda_terms(queries[rows], queries, stats.logits, caches, span, params, timed=True)
+        out[rows] = base_logits[rows] + terms
+    return out
 
 
 def tda_transductive_logits(
@@ -278,7 +291,7 @@ def tda_transductive_logits(
     """TDA-transductive: both caches filled over the whole set, then every query read against the final
     caches (order-free, since the final caches are): (n, C)."""
     order = torch.arange(queries.shape[0])
-    _check_stream(queries, text_weights, order)
+    _check_stream(queries, text_weights, order, base_logits)
     stats = zero_shot_stats(queries, text_weights, params.scale)
     caches = tda_admissions(stats, order, params)
     out = (stats.logits if base_logits is None else base_logits).clone()
@@ -319,8 +332,13 @@ def tda_caches(
     return TdaCaches(cache_rows(positive, C, params.k_pos), cache_rows(negative, C, params.k_neg))
 
 
-def _check_stream(queries: torch.Tensor, text_weights: torch.Tensor, order: torch.Tensor) -> None:
-    n = queries.shape[0]
+def _check_stream(
+    queries: torch.Tensor,
+    text_weights: torch.Tensor,
+    order: torch.Tensor,
+    base_logits: torch.Tensor | None = None,
+) -> None:
+    n, C = queries.shape[0], text_weights.shape[0]
     if queries.shape[1] != text_weights.shape[1]:
         raise SusxError(
             f"query features have {queries.shape[1]} dimensions, the text classifier {text_weights.shape[1]}",
@@ -330,6 +348,11 @@ def _check_stream(queries: torch.Tensor, text_weights: torch.Tensor, order: torc
         raise SusxError(
             "the stream order is not a permutation of the query rows",
             hint=f"pass each of the {n} query rows exactly once",
+        )
+    if base_logits is not None and base_logits.shape != (n, C):
+        raise SusxError(
+            f"base logits have shape {tuple(base_logits.shape)}, expected ({n}, {C})",
+            hint="compute them for the same queries and classes",
         )
 
 
