@@ -378,7 +378,7 @@ def tda_logits_sequential(
 ) -> torch.Tensor:
     """The per-query loop over preallocated caches (keys [C,k,D], scores [C,k], arrivals [C,k] with -1
     for empty, probabilities [C,k-,C]): write, then read, one query at a time. (n, C) in file order."""
-    _check_stream(queries, text_weights, order)
+    _check_stream(queries, text_weights, order, base_logits)
     C, D = text_weights.shape
     kind = dict(dtype=queries.dtype)
     caches = {
@@ -393,7 +393,7 @@ def tda_logits_sequential(
         probs = logits.softmax(-1)
         entropy = float(entropy_of(logits[None])[0])
         c = int(logits.argmax())
-        band = in_band(torch.tensor([entropy]), C, params.band)
+        band = in_band(torch.tensor([entropy], dtype=queries.dtype), C, params.band)
         for sign in (1, -1) if bool(band) else (1,):
             keys, scores, arrivals = caches[sign]
             slot = offer(scores[c], arrivals[c], int((arrivals[c] >= 0).sum()), entropy)
