@@ -259,6 +259,8 @@ def test_combined_adds_the_cache_terms_to_base_logits(stream, tda_brute):
     base = torch.from_numpy(np.random.default_rng(4).normal(size=(N, C)) * 10)
     got = tda.add_tda_terms(base, Q, W, order, tda.TdaParams(), block=100)
     np.testing.assert_allclose(got.numpy(), brute_tda(Q, W, order, base=base), rtol=0, atol=1e-9)
+    per_query = tda.tda_logits_sequential(Q, W, order, tda.TdaParams(), base_logits=base)
+    torch.testing.assert_close(per_query, got, rtol=0, atol=1e-9)
     zero_shot = tda.zero_shot_stats(Q, W).logits.numpy()
     np.testing.assert_allclose((got - base).numpy(), tda_brute - zero_shot, rtol=0, atol=1e-9)
 
