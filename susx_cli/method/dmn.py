@@ -6,8 +6,9 @@ TDA's admission rule on H_w = -sum p ln(p + 1e-8)) and then read: per class c th
 slots plus W_c, a_c = sum_j A_5.5(k_j . f) k_j, and the score is p + gamma softmax(100 a_c . f / |a_c|).
 
 The blocked implementation replays admission first and evaluates the memory read for blocks of stream
-positions: the numerators a_c . f by one GEMM against the alive keys, the norms |a_c|^2 = w^T G_c w
-from per-class Gram matrices G_c of those keys (and W_c), so no (B, C, D) tensor is ever formed.
+positions and groups of classes: the numerators a_c . f by a GEMM against the group's alive keys, the
+norms |a_c|^2 = w^T G_c w from per-class Gram matrices G_c of those keys and W_c, so no (B, C, D) tensor
+is ever formed.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import torch
 from susx_cli.method.tda import (
     LOGIT_SCALE,
     Admissions,
-    _check_stream,
     cache_rows,
+    check_stream,
     entropy_of,
     offer,
     replay_admission,
@@ -114,7 +115,7 @@ def _memory_read(
 
 def dmn_admissions(queries: torch.Tensor, text_weights: torch.Tensor, order: torch.Tensor, params: DmnParams):
     """Zero-shot statistics (with DMN's entropy) and the memory's admissions over the stream."""
-    _check_stream(queries, text_weights, order)
+    check_stream(queries, text_weights, order)
     stats = zero_shot_stats(queries, text_weights, params.scale, ENTROPY_EPS)
     return stats, replay_admission(order, stats.pred, stats.entropy, params.capacity)
 
@@ -151,7 +152,7 @@ def dmn_scores_sequential(
 ) -> torch.Tensor:
     """The per-query loop over a preallocated memory [C, L, D] with scores, arrivals and fill counts:
     write, then read, one query at a time. (n, C) in file order."""
-    _check_stream(queries, text_weights, order)
+    check_stream(queries, text_weights, order)
     C, D = text_weights.shape
     L = params.capacity
     memory = torch.zeros(C, L, D, dtype=queries.dtype)

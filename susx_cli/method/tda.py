@@ -244,7 +244,7 @@ def add_tda_terms(
 
     With zero-shot base logits this is TDA; with a static cache method's logits (TIP-X) it is the
     combined method. Admission always uses the fixed zero-shot quantities, never ``base_logits``."""
-    _check_stream(queries, text_weights, order, base_logits)
+    check_stream(queries, text_weights, order, base_logits)
     stats = zero_shot_stats(queries, text_weights, params.scale)
     return _online(base_logits, queries, stats, order, params, block)
 
@@ -257,7 +257,7 @@ def tda_logits(
     block: int = BLOCK,
 ) -> torch.Tensor:
     """TDA's logits z (n, C) in file order for the stream ``order``, by the two-phase blocked design."""
-    _check_stream(queries, text_weights, order)
+    check_stream(queries, text_weights, order)
     stats = zero_shot_stats(queries, text_weights, params.scale)
     return _online(stats.logits, queries, stats, order, params, block)
 
@@ -291,7 +291,7 @@ def tda_transductive_logits(
     """TDA-transductive: both caches filled over the whole set, then every query read against the final
     caches (order-free, since the final caches are): (n, C)."""
     order = torch.arange(queries.shape[0])
-    _check_stream(queries, text_weights, order, base_logits)
+    check_stream(queries, text_weights, order, base_logits)
     stats = zero_shot_stats(queries, text_weights, params.scale)
     caches = tda_admissions(stats, order, params)
     out = (stats.logits if base_logits is None else base_logits).clone()
@@ -325,14 +325,14 @@ def tda_caches(
     queries: torch.Tensor, text_weights: torch.Tensor, order: torch.Tensor, params: TdaParams = TdaParams()
 ) -> TdaCaches:
     """TDA's caches after the whole stream ``order``."""
-    _check_stream(queries, text_weights, order)
+    check_stream(queries, text_weights, order)
     stats = zero_shot_stats(queries, text_weights, params.scale)
     positive, negative = tda_admissions(stats, order, params)
     C = text_weights.shape[0]
     return TdaCaches(cache_rows(positive, C, params.k_pos), cache_rows(negative, C, params.k_neg))
 
 
-def _check_stream(
+def check_stream(
     queries: torch.Tensor,
     text_weights: torch.Tensor,
     order: torch.Tensor,
@@ -378,7 +378,7 @@ def tda_logits_sequential(
 ) -> torch.Tensor:
     """The per-query loop over preallocated caches (keys [C,k,D], scores [C,k], arrivals [C,k] with -1
     for empty, probabilities [C,k-,C]): write, then read, one query at a time. (n, C) in file order."""
-    _check_stream(queries, text_weights, order, base_logits)
+    check_stream(queries, text_weights, order, base_logits)
     C, D = text_weights.shape
     kind = dict(dtype=queries.dtype)
     caches = {
