@@ -377,7 +377,8 @@ def tda_logits_sequential(
     base_logits: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The per-query loop over preallocated caches (keys [C,k,D], scores [C,k], arrivals [C,k] with -1
-    for empty, probabilities [C,k-,C]): write, then read, one query at a time. (n, C) in file order."""
+    for empty, and the negative entries' masks [C,k-,C], taken from their probabilities on admission):
+    write, then read, one query at a time. (n, C) in file order."""
     check_stream(queries, text_weights, order, base_logits)
     C, D = text_weights.shape
     kind = dict(dtype=queries.dtype)
@@ -385,7 +386,7 @@ def tda_logits_sequential(
         sign: (torch.zeros(C, k, D, **kind), torch.zeros(C, k, **kind), torch.full((C, k), -1))
         for sign, k in ((1, params.k_pos), (-1, params.k_neg))
     }
-    cached_probs = torch.zeros(C, params.k_neg, C, **kind)
+    cached_masks = torch.zeros(C, params.k_neg, C, **kind)
     out = torch.empty(len(order), C, **kind)
     for t, r in enumerate(order.tolist()):
         f = queries[r]
@@ -400,12 +401,12 @@ def tda_logits_sequential(
             if slot is not None:
                 keys[c, slot], scores[c, slot], arrivals[c, slot] = f, entropy, t
                 if sign < 0:
-                    cached_probs[c, slot] = probs
+                    cached_masks[c, slot] = negative_mask(probs, params.mask)
         keys, _, arrivals = caches[1]
         pos = torch.exp(-params.beta_pos * (1 - keys @ f)).mul(arrivals >= 0).sum(-1)
         keys, _, arrivals = caches[-1]
         weights = torch.exp(-params.beta_neg * (1 - keys @ f)).mul(arrivals >= 0)
-        neg = torch.einsum("ck,ckj->j", weights, negative_mask(cached_probs, params.mask))
+        neg = torch.einsum("ck,ckj->j", weights, cached_masks)
         base = logits if base_logits is None else base_logits[r]
         out[r] = base + (params.alpha_pos * pos - params.alpha_neg * neg)
     return out
