@@ -289,12 +289,14 @@ class SupportWriter:
         """Mark this shard done; merge and write the completion marker if every shard is (and ``merge``).
         Returns merged.
 
-        A shard found done already (a run that died while joining, rerun with nothing left to add) keeps
-        the summary that run recorded, so the joined set does not depend on where the run died.
+        A shard found done already with the same rows (a run that died while joining, rerun with nothing
+        left to add) keeps the summary that run recorded, so the joined set does not depend on where the
+        run died.
         """
         self._part.close()
         done_file = self.root / PARTS / (part_name(self.shard_index, self.num_shards) + ".done")
-        if self._added or not done_file.exists():
+        recorded = common.read_json(done_file) if done_file.exists() else {}
+        if self._added or recorded.get("rows") != len(self.done):
             common.atomic_write_json(done_file, {"rows": len(self.done), **(summary or {})})
         return merge and merge_parts(self.root, self.num_shards)
 
