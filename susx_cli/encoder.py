@@ -317,7 +317,7 @@ def embed_items(
                 feats = encoder.encode_images(tensors) if augment is None else mean_of_views(encoder, tensors)
             for key, reason in bad:
                 warn(f"skipped unreadable image {key}: {reason}")
-            writer.append(feats, np.asarray(labels, dtype=np.int64), keys, consumed, bad)
+            writer.append(feats, np.asarray(labels, dtype=np.int64), keys, bad)
             progress.advance(consumed)
 
 

@@ -2,6 +2,10 @@
 
 Units: accuracies, recalls and the expected calibration error are in percent; the negative
 log-likelihood is in nats per query.
+
+Tie rule: classes with exactly equal logits rank by the lower class index. ``topk_indices`` is the one
+ranking that predictions, their top-5 and every metric use (not torch.topk or torch.argmax, which promise
+no order among equal values on every device).
 """
 
 from __future__ import annotations
@@ -31,9 +35,10 @@ METRIC_DESCRIPTIONS = {
 
 
 def topk_indices(logits: np.ndarray, k: int) -> np.ndarray:
-    """(n, k) class indices by decreasing logit; ties broken by the lower index, like argmax."""
+    """(n, k) class indices of (n, C) logits by decreasing logit, k capped at C; exact ties go to the
+    lower index (a stable sort of the negated logits keeps equal ones in index order)."""
     k = min(k, logits.shape[1])
-    order = np.argsort(-logits, axis=1, kind="stable")
+    order = np.argsort(-np.asarray(logits), axis=1, kind="stable")
     return order[:, :k]
 
 
@@ -71,7 +76,8 @@ def expected_calibration_error(logits: np.ndarray, labels: np.ndarray, bins: int
     confidence = the maximum softmax probability of each query (Guo et al., 2017); logits (n, C)."""
     probs = np.exp(log_softmax(logits))
     confidence = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == labels
+    # The prediction is ranked on the logits, as everywhere: logits apart can round to equal probabilities.
+    correct = topk_indices(logits, 1)[:, 0] == labels
     # bin b holds confidences in (b/bins, (b+1)/bins]; a confidence of exactly 0 cannot occur (>= 1/C).
     which = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
     n = labels.shape[0]

@@ -1,4 +1,4 @@
-"""Issue 14 items 1 and 4: augmented support embeddings, and SigLIP-style models with a logit bias."""
+"""Augmented support embeddings, and SigLIP-style models with a logit bias."""
 
 from __future__ import annotations
 
@@ -80,6 +80,54 @@ def test_views_are_seeded_by_seed_key_and_pass_only():
     assert not np.array_equal(views.numpy(), aug.views(img, "a/y.png").numpy())
     other_seed = Augmentation(4, 1, (16, 16), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
     assert not np.array_equal(views.numpy(), other_seed.views(img, "a/x.png").numpy())
+
+
+def _stub_raw(views: np.ndarray, dim: int) -> np.ndarray:
+    """The stub encoder's raw (unnormalised) embedding of (N, 3, H, W) views: (N, dim) float64, a fixed
+    function of each view's 2 x 2 pooled pixels, scaled by a factor that varies with them too, so views
+    differ in direction and norm, and the mean of raw rows differs from the mean of unit rows."""
+    n, c, h, w = views.shape
+    pooled = views[:, :, : h // 2 * 2, : w // 2 * 2].reshape(n, c, 2, h // 2, 2, w // 2).mean(axis=(3, 5))
+    pooled = pooled.reshape(n, 4 * c)
+    projection = np.random.default_rng(5).normal(size=(4 * c, dim))
+    # sin of a steep multiple: nearby crops of one image still point in clearly different directions.
+    return (np.sin(40.0 * pooled) @ projection) * np.exp(2.0 * np.cos(40.0 * pooled[:, :1]))
+
+
+def test_augmented_feature_is_the_normalised_mean_of_the_raw_view_features(imgs, monkeypatch):
+    """--augment-passes K through the whole embed path against a direct computation: the image's K views
+    (drawn again here), their raw embeddings by a stub encoder, averaged, then L2-normalised once."""
+    from PIL import Image
+
+    from susx_cli import encoder as enc
+
+    real_load = enc.load_encoder
+
+    class StubEncoder:
+        def __init__(self, inner):
+            self.identity, self.preprocess = inner.identity, inner.preprocess
+            self.device, self.input_config = inner.device, inner.input_config
+
+        def encode_images(self, pixels, normalize=True):
+            raw = _stub_raw(pixels.numpy().astype(np.float64), self.identity.embed_dim)
+            return raw / np.linalg.norm(raw, axis=1, keepdims=True) if normalize else raw.astype(np.float32)
+
+    monkeypatch.setattr(enc, "load_encoder", lambda *a, **k: StubEncoder(real_load(*a, **k)))
+    passes = 4
+    got = hdf5.read_features(_embed(imgs, "stub.h5", "--augment-passes", str(passes), "--batch-size", "5"))
+    stub = StubEncoder(real_load("susx-tiny-vit", "none", device="cpu"))
+    augment = enc.augmentation(stub, passes, 0)
+    apart = []  # how far each row is from the normalised mean of unit view rows (the wrong order)
+    for key, row in zip(got.keys, got.features, strict=True):
+        with Image.open(imgs / "imgs" / key) as img:
+            views = augment.views(img.convert("RGB"), key).numpy().astype(np.float64)  # (K, 3, H, W)
+        raw = _stub_raw(views, stub.identity.embed_dim).astype(np.float32).astype(np.float64)  # (K, D)
+        mean = raw.mean(axis=0)
+        np.testing.assert_allclose(row, mean / np.linalg.norm(mean), rtol=0, atol=1e-6)
+        unit_mean = (raw / np.linalg.norm(raw, axis=1, keepdims=True)).mean(axis=0)
+        apart.append(np.abs(row - unit_mean / np.linalg.norm(unit_mean)).max())
+    # 12 images; the two of one flat colour have identical views, where both orders agree.
+    assert len(apart) == 12 and sum(d > 1e-2 for d in apart) >= 10
 
 
 @pytest.mark.parametrize("size", [(32, 32), (96, 20), (20, 96), (1, 1), (500, 3)])

@@ -350,7 +350,7 @@ def _method_files(root: Path) -> tuple[Path, Path]:
     writer = hdf5.FeatureWriter(
         support, dim=8, items_total=4, classes=["a", "b"], model=ident, prov=common.provenance({}, [])
     )
-    writer.append(feats, np.array([0, 0, 1, 1]), [f"k{i}" for i in range(4)], 4)
+    writer.append(feats, np.array([0, 0, 1, 1]), [f"k{i}" for i in range(4)])
     writer.finish()
     writer.close()
     return text, support

@@ -174,7 +174,7 @@ def test_search_faiss_matches_matmul(tmp_path):
         model=ident,
         prov={"options": {}, "inputs": []},
     )
-    writer.append(feats, np.full(1000, -1), [f"k{i}" for i in range(1000)], 1000)
+    writer.append(feats, np.full(1000, -1), [f"k{i}" for i in range(1000)])
     writer.finish()
     queries = feats[:3] + 0.1 * rng.normal(size=(3, 16)).astype(np.float32)
     exact = np.argsort(-(queries @ feats.T), axis=1)[:, :7]

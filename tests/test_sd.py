@@ -1,4 +1,4 @@
-"""Issue 4: `curate --source sd` with a real (tiny, random-weight) diffusers StableDiffusionPipeline."""
+"""`curate --source sd` with a real (tiny, random-weight) diffusers StableDiffusionPipeline."""
 
 from __future__ import annotations
 
@@ -103,10 +103,11 @@ def _pixels(support: Path) -> dict[str, np.ndarray]:
 
 
 def _same_images(a: Path, b: Path, exact: bool = True) -> None:
-    """Same files, prompts and seeds; pixel-identical, or (``exact=False``) within fp32 rounding.
+    """Same files, prompts and seeds; pixel-identical, or (``exact=False``, runs of different --batch-size)
+    within fp32 rounding.
 
     A pipeline call on a CPU computes one image with exactly the same arithmetic as another call only when
-    the batch shapes match: MKL's GEMM takes another path for fewer than 4 rows, and vectorised
+    the batch shapes match (every call of a run is padded to its batch size, so they do): MKL's GEMM takes another path for fewer than 4 rows, and vectorised
     element-wise ops treat a tensor's tail elements differently, so a batch of 3 and a batch of 1 differ
     by about 1e-6 in float, which flips an 8-bit value by one in about 1 in 1000 values.
     """
@@ -197,6 +198,44 @@ def test_images_do_not_depend_on_sharding(sd_env, monkeypatch):
         "manifest-00001-of-00002.jsonl",
     ]
     _same_images(out, sd_env["ref"])
+
+
+@pytest.mark.slow
+def test_shards_and_resumes_give_the_images_of_one_run_of_the_same_batch_size(sd_env, monkeypatch):
+    """Pixel-identical at one --batch-size: one run makes batches of 5, 5, 2 images; two shards 5, 1
+    each; a run stopped after 4 images resumes with 5, 3. Every call is padded to 5 images."""
+    from susx_cli.artifacts.support import SupportWriter
+
+    root, args = sd_env["root"], [*sd_env["args"], "--batch-size", "5"]
+    invoke("curate", sd_env["prompts"], "-o", root / "b5", *args)
+    for i in ("0", "1"):
+        invoke(
+            "curate",
+            sd_env["prompts"],
+            "-o",
+            root / "b5-sharded",
+            *args,
+            "--num-shards",
+            "2",
+            "--shard-index",
+            i,
+        )
+    _same_images(root / "b5-sharded", root / "b5")
+
+    real_add, added = SupportWriter.add, []
+
+    def add_then_stop(self, *a, **k):
+        if len(added) == 4:
+            raise RuntimeError("stopped")
+        added.append(1)
+        return real_add(self, *a, **k)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(SupportWriter, "add", add_then_stop)
+        invoke("curate", sd_env["prompts"], "-o", root / "b5-resumed", *args, expect=1)
+    r = invoke("curate", sd_env["prompts"], "-o", root / "b5-resumed", *[a for a in args if a != "-q"])
+    assert "4 of 12 images of this shard are already done" in r.stderr
+    _same_images(root / "b5-resumed", root / "b5")
 
 
 def test_memory_savers_run_and_stay_out_of_the_options(sd_env):

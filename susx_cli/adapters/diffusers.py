@@ -384,15 +384,23 @@ def generate(
     guidance: float,
     width: int,
     height: int,
+    batch_size: int = 1,
 ) -> tuple[Any, list[bool] | None]:
     """One pipeline call: one image per prompt, each from its own CPU ``torch.Generator`` seeded with its seed.
 
     CPU generators make the starting noise the same on every device and independent of the batch it is
-    in. Returns (uint8 array N x H x W x 3, the safety checker's flags or None).
+    in. The call is padded to ``batch_size`` images (repeating the last prompt and seed; the extra images
+    are dropped): the batch's shape picks the kernels (MKL's GEMM, the tails of vectorised loops, cuBLAS),
+    and with it the last bits of every image, while companions and positions in a batch of one shape
+    change nothing. So a shard's or a resumed run's short last batch gives the images a full one would.
+    Returns (uint8 array N x H x W x 3, the safety checker's flags or None), N = len(prompts).
     """
     import numpy as np
 
     torch = _torch()
+    n = len(prompts)
+    pad = max(0, batch_size - n)
+    prompts, seeds = [*prompts, *[prompts[-1]] * pad], [*seeds, *[seeds[-1]] * pad]
     generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
     try:
         with torch.inference_mode():
@@ -415,11 +423,11 @@ def generate(
         raise SusxError(
             f"{loaded.model}: {exc}", hint="check --size, --steps and --guidance for this model"
         ) from exc
-    images = np.asarray(out.images, dtype=np.float32)
+    images = np.asarray(out.images[:n], dtype=np.float32)
     images = np.nan_to_num(images, nan=0.0, posinf=1.0, neginf=0.0)
     pixels = (np.clip(images, 0.0, 1.0) * 255.0).round().astype(np.uint8)
     flags = getattr(out, "nsfw_content_detected", None)
-    return pixels, (list(flags) if flags is not None else None)
+    return pixels, (list(flags[:n]) if flags is not None else None)
 
 
 def is_black(pixels: Any) -> bool:

@@ -152,9 +152,11 @@ class FeatureSet:
 class FeatureWriter:
     """Chunked, resumable writer of an image feature file.
 
-    Rows go to ``<path>.partial``; after every chunk the file is flushed and ``items_done`` (the number
-    of input items consumed, written rows plus skipped images) is updated, so a killed run resumes from
-    the last flushed chunk. ``finish`` sets the completion marker and renames the file into place.
+    Rows go to ``<path>.partial``; after every chunk the file is flushed and the counters are updated:
+    ``rows_done``, ``skipped_done``, then ``items_done`` (input items consumed: every item is a row or a
+    skipped image, so it is their sum). A killed run resumes from the last flushed chunk; counters torn
+    by a crash between their writes (``items_done`` is not the sum) mean a restart from the first item.
+    ``finish`` sets the completion marker and renames the file into place.
     """
 
     def __init__(
@@ -181,7 +183,11 @@ class FeatureWriter:
             try:
                 f = h5py.File(self.partial, "a")
                 old = _attr_json(f, "provenance") or {}
-                if common.same_fingerprint(old, prov) and int(f.attrs["items_total"]) == items_total:
+                if (
+                    common.same_fingerprint(old, prov)
+                    and int(f.attrs["items_total"]) == items_total
+                    and _counters_agree(f)
+                ):
                     self._truncate_to_done(f)
                     if _rows_verified(f, int(f.attrs["rows_done"])):
                         self.resumed_from = int(f.attrs["items_done"])
@@ -201,6 +207,7 @@ class FeatureWriter:
         f.attrs["items_total"] = items_total
         f.attrs["items_done"] = 0
         f.attrs["rows_done"] = 0
+        f.attrs["skipped_done"] = 0
         chunk = (min(chunk_rows, 4096), dim)
         f.create_dataset("features", shape=(0, dim), maxshape=(None, dim), dtype=storage_dtype, chunks=chunk)
         f.create_dataset("labels", shape=(0,), maxshape=(None,), dtype="int64", chunks=(chunk[0],))
@@ -216,7 +223,7 @@ class FeatureWriter:
         rows = int(f.attrs["rows_done"])
         for name in ("features", "labels", "keys"):
             f[name].resize(rows, axis=0)
-        skipped = int(f.attrs.get("skipped_done", f["skipped_keys"].shape[0]))
+        skipped = int(f.attrs["skipped_done"])
         for name in ("skipped_keys", "skipped_reasons"):
             f[name].resize(skipped, axis=0)
 
@@ -225,25 +232,21 @@ class FeatureWriter:
         return int(self.file.attrs["items_done"])
 
     def append(
-        self,
-        features: np.ndarray,
-        labels: np.ndarray,
-        keys: list[str],
-        items_consumed: int,
-        skipped: list[tuple[str, str]] = (),
+        self, features: np.ndarray, labels: np.ndarray, keys: list[str], skipped: list[tuple[str, str]] = ()
     ) -> None:
-        """Append one chunk: (b, D) features, (b,) labels, b keys; ``items_consumed`` input items used."""
+        """Append one chunk of input items: (b, D) features, (b,) labels and b keys of the images read,
+        (key, reason) of those skipped."""
         # Check the room first: HDF5 can corrupt its file (or crash) when a write meets a full disk.
         common.ensure_free_space(self.partial, self._chunk_bytes)
         try:
-            self._append(features, labels, keys, items_consumed, skipped)
+            self._append(features, labels, keys, skipped)
         except (OSError, RuntimeError) as exc:
             raise SusxError(
                 f"could not write {self.partial}: {exc.__class__.__name__}: {exc}"[:300],
                 hint="free disk space or fix permissions, then re-run the same command to resume",
             ) from None
 
-    def _append(self, features, labels, keys, items_consumed, skipped) -> None:
+    def _append(self, features, labels, keys, skipped) -> None:
         f = self.file
         n0 = f["features"].shape[0]
         b = features.shape[0]
@@ -263,10 +266,11 @@ class FeatureWriter:
                 f[name].resize(s0 + len(skipped), axis=0)
                 f[name][s0:] = np.array(values, dtype=object)
         f.flush()
-        # The counters are written only after the data is flushed, so they never claim unwritten rows.
+        # The counters are written only after the data is flushed, so they never claim unwritten rows;
+        # items_done last, so that a crash between these writes shows as counters that do not add up.
         f.attrs["rows_done"] = n0 + b
         f.attrs["skipped_done"] = f["skipped_keys"].shape[0]
-        f.attrs["items_done"] = int(f.attrs["items_done"]) + items_consumed
+        f.attrs["items_done"] = n0 + b + f["skipped_keys"].shape[0]
         f.flush()
 
     def finish(self, extra_attrs: dict[str, Any] | None = None) -> None:
@@ -296,6 +300,11 @@ class FeatureWriter:
     def close(self) -> None:
         if self.file.id.valid:
             self.file.close()
+
+
+def _counters_agree(f: h5py.File) -> bool:
+    """Whether a partial file's counters were all written by the same chunk (items = rows + skipped)."""
+    return int(f.attrs["items_done"]) == int(f.attrs["rows_done"]) + int(f.attrs["skipped_done"])
 
 
 def _rows_verified(f: h5py.File, rows: int, chunk: int = 65536) -> bool:

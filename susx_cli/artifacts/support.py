@@ -159,6 +159,7 @@ class SupportWriter:
                 self.done[(int(row["class_index"]), row["key"])] = row
         self._rewrite_part()
         self._part = JsonlAppender(self.part_path)
+        self._added = 0  # images recorded by this run
 
     def _prepare(self, overwrite: bool) -> None:
         root = self.root
@@ -228,9 +229,9 @@ class SupportWriter:
             self._write_classes()
 
     def _rewrite_part(self) -> None:
-        # Drop torn lines and rows whose image vanished, so the part lists only complete images.
-        rows = sorted(self.done.values(), key=lambda r: (r["class_index"], r.get("order", 0)))
-        write_jsonl(self.part_path, rows)
+        # Drop torn lines and rows whose image vanished, so the part lists only complete images (in the
+        # order they were written: a resumed part reads like one written in a single run).
+        write_jsonl(self.part_path, list(self.done.values()))
 
     def class_dir(self, class_index: int) -> Path:
         return self.root / class_dir_name(class_index, self.classes[class_index])
@@ -281,25 +282,34 @@ class SupportWriter:
         }
         self._part.append(row)
         self.done[(class_index, key)] = row
+        self._added += 1
         return row
 
     def finish(self, summary: dict[str, Any] | None = None, *, merge: bool = True) -> bool:
         """Mark this shard done; merge and write the completion marker if every shard is (and ``merge``).
-        Returns merged."""
+        Returns merged.
+
+        A shard found done already with the same rows (a run that died while joining, rerun with nothing
+        left to add) keeps the summary that run recorded, so the joined set does not depend on where the
+        run died.
+        """
         self._part.close()
-        common.atomic_write_json(
-            self.root / PARTS / (part_name(self.shard_index, self.num_shards) + ".done"),
-            {"rows": len(self.done), **(summary or {})},
-        )
-        return merge and merge_parts(self.root, self.num_shards, summary)
+        done_file = self.root / PARTS / (part_name(self.shard_index, self.num_shards) + ".done")
+        recorded = common.read_json(done_file) if done_file.exists() else {}
+        if self._added or recorded.get("rows") != len(self.done):
+            common.atomic_write_json(done_file, {"rows": len(self.done), **(summary or {})})
+        return merge and merge_parts(self.root, self.num_shards)
 
     def close(self) -> None:
         if not self._part.closed:
             self._part.close()
 
 
-def merge_parts(root: Path, num_shards: int, summary: dict[str, Any] | None = None) -> bool:
-    """Join the part manifests of ``num_shards`` finished shards into manifest.jsonl, marker last."""
+def merge_parts(root: Path, num_shards: int) -> bool:
+    """Join the part manifests of ``num_shards`` finished shards into manifest.jsonl, marker last.
+
+    The marker holds each shard's recorded summary, and a single shard's at the top level as well: it
+    is read from the done files, so the marker is the same whichever run joins the parts."""
     root = Path(root)
     parts = [root / PARTS / part_name(i, num_shards) for i in range(num_shards)]
     if not all(p.with_name(p.name + ".done").exists() for p in parts):
@@ -318,7 +328,7 @@ def merge_parts(root: Path, num_shards: int, summary: dict[str, Any] | None = No
         "num_shards": num_shards,
         "manifest_sha256": common.sha256_file(root / MANIFEST),
         "shards": shard_summaries,
-        **(summary or {}),
+        **({k: v for k, v in shard_summaries[0].items() if k != "rows"} if num_shards == 1 else {}),
     }
     common.atomic_write_json(root / MARKER, marker)
     return True

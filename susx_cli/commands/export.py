@@ -21,8 +21,8 @@ def export(
 ) -> None:
     """Write one CSV row per query: key (path), true and predicted class names, top-5 class names and scores.
 
-    Scores are the method's final logits (its scale included: 100 x cosine for zero-shot). The true class is
-    empty for unlabelled queries. An existing file is kept unless --overwrite is given.
+    Scores are the method's final logits (its scale included: 100 x cosine for zero-shot); equal scores are
+    listed by the lower class index. The true class is empty for unlabelled queries. An existing file is kept unless --overwrite is given.
 
     Examples:
 

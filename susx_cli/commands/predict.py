@@ -54,6 +54,8 @@ def predict(
 ) -> None:
     """Predict classes of query images; print top-1, top-5 and mean per-class recall (in %) when labels are known.
 
+    Classes with exactly equal logits rank by the lower class index (the prediction, the top-5, every metric).
+
     Examples:
 
       susx predict text.h5 query.h5 -o zero-shot.h5

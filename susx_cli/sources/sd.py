@@ -257,6 +257,7 @@ class SDSource(SDOptions, FromOptions):
                     guidance=self.guidance,
                     width=self.width,
                     height=self.height,
+                    batch_size=self.batch_size,
                 )
                 retry: list[tuple[WorkUnit, int]] = []
                 for j, ((unit, attempt), seed) in enumerate(zip(batch, seeds, strict=True)):

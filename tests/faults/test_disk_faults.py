@@ -138,3 +138,43 @@ def test_a_crash_between_dependent_writes_resumes_to_the_same_file(images, monke
     assert not (images / "f.h5").exists()
     invoke("embed", "imgs", "--unlabelled", "-o", "f.h5", "-b", "16", *TINY)
     _same_features(images / "ref.h5", images / "f.h5")
+
+
+@pytest.mark.parametrize("crash_after", ["rows_done", "skipped_done"])
+def test_a_crash_between_the_counter_writes_resumes_to_the_same_file(images, monkeypatch, crash_after):
+    """A chunk's counters are three attribute writes (rows, skipped, items): a crash after the first or
+    the second leaves counters that do not add up, and the resumed file equals the uninterrupted one."""
+    (images / "imgs" / "b" / "img_000.png").write_bytes(b"\x89PNG truncated")  # a skipped image in chunk 1
+    invoke("embed", "imgs", "--unlabelled", "-o", "ref.h5", "-b", "16", *TINY)
+    real_set = h5py.AttributeManager.__setitem__
+    writes = {"n": 0}
+
+    class Crash(BaseException):
+        pass
+
+    def flaky_set(self, name, value):
+        real_set(self, name, value)
+        if name == crash_after:
+            writes["n"] += 1
+            if writes["n"] == 12:  # the 12th chunk of 16 items, the one after the skipped image
+                raise Crash()
+
+    monkeypatch.setattr(h5py.AttributeManager, "__setitem__", flaky_set)
+    with pytest.raises(Crash):
+        from susx_cli.stages.embed import embed_images
+
+        embed_images(
+            images / "imgs",
+            images / "f.h5",
+            model="susx-tiny-vit",
+            pretrained="none",
+            unlabelled=True,
+            batch_size=16,
+            workers=0,
+        )
+    monkeypatch.setattr(h5py.AttributeManager, "__setitem__", real_set)
+    with h5py.File(images / ("f.h5" + hdf5.PARTIAL_SUFFIX), "r") as f:  # the torn counters are on disk
+        assert int(f.attrs["items_done"]) != int(f.attrs["rows_done"]) + int(f.attrs["skipped_done"])
+    invoke("embed", "imgs", "--unlabelled", "-o", "f.h5", "-b", "16", *TINY)
+    _same_features(images / "ref.h5", images / "f.h5")
+    assert len(hdf5.read_features(images / "f.h5").skipped) == 1
