@@ -116,6 +116,7 @@ def run(
     reporter = RichReporter(quiet=quiet)
     with reporting(reporter):
         try:
+            check_numbers()
             result = stage()
         except SusxError as exc:
             reporter.error(exc.one_line())
@@ -124,6 +125,29 @@ def run(
             reporter.console.print("[red]interrupted[/red]: re-run the same command to resume")
             raise typer.Exit(130) from None
         render(result, as_json=as_json, reporter=reporter, table=table)
+
+
+def check_numbers() -> None:
+    """Refuse a NaN or infinite value of any number option of the running command (the parser accepts
+    ``nan`` and ``inf`` for a float), before the stage sees it: no comparison a stage makes is true of
+    NaN, so a ``--guidance nan`` would otherwise pass every range check."""
+    import math
+
+    from typer._click.globals import get_current_context
+
+    from susx_cli.errors import SusxError
+
+    ctx = get_current_context(silent=True)
+    if ctx is None:
+        return
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        for number in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(number, float) and not math.isfinite(number):
+                flag = max(param.opts, key=len)
+                raise SusxError(
+                    f"{flag} must be a finite number, got {number}", hint=f"`{ctx.command_path} --help`"
+                )
 
 
 def render(

@@ -86,8 +86,16 @@ class FromOptions:
         return cls(**{f.name: getattr(options, f.name) for f in dataclasses.fields(options) if f.init})
 
 
+# Ten times ImageNet's ~1,300 training images per class, far above the paper's largest support sets
+# (hundreds per class): beyond it, a typo would only allocate the work list of billions of images.
+MAX_PER_CLASS = 10_000
+
+
 def require_per_class(source: str, per_class: int | None, what: str = "images per class") -> None:
     if per_class is None:
         raise SusxError(f"--source {source} needs --per-class M ({what})", hint="e.g. --per-class 16")
-    if per_class < 1:
-        raise SusxError(f"--per-class must be at least 1, got {per_class}", hint="e.g. --per-class 16")
+    if not 1 <= per_class <= MAX_PER_CLASS:
+        raise SusxError(
+            f"--per-class must be between 1 and {MAX_PER_CLASS:,}, got {per_class:,}",
+            hint="e.g. --per-class 16",
+        )

@@ -320,6 +320,7 @@ class LaionSource(LaionOptions, FromOptions):
 
         backend = KnnBackend(self.knn_url, self.index_name, self.knn, timeout=self.knn_timeout)
         total = sum(len(texts[ci]) for ci in todo)
+        unusable = 0
         with bar("query kNN", total=total, unit="query") as progress:
             for ci in todo:
                 # Each sentence asks for its share; when the sentences' results overlap, ask again for more.
@@ -329,9 +330,11 @@ class LaionSource(LaionOptions, FromOptions):
                     for text in texts[ci]:
                         rows = backend.query(text, per_query)
                         full |= len(rows) >= per_query
-                        for row in rows:
+                        usable, skipped = ranked.usable_candidates(rows, f"the kNN backend at {self.knn_url}")
+                        unusable += skipped
+                        for row in usable:
                             row["query"] = text
-                        lists.append([r for r in rows if r.get("url")])
+                        lists.append(usable)
                         progress.advance()
                     found = ranked.interleave(lists, self.candidates)
                     if len(found) >= self.candidates or not full or per_query >= self.candidates:
@@ -342,6 +345,10 @@ class LaionSource(LaionOptions, FromOptions):
                 if not found:
                     warn(f"the kNN backend returned no results for class {classes[ci]!r}")
                 state.write_candidates(ci, found)
+        if unusable:
+            warn(
+                f"skipped {unusable} kNN result row(s) without a URL or with a similarity that is not a number"
+            )
 
     def _search_captions(
         self, state: ShardState, todo: list[int], texts: dict[int, list[str]], classes: list[str]
