@@ -562,10 +562,12 @@ def _check_predictions(preds: Predictions, path: Path) -> None:
     elif preds.top5.ndim != 2 or preds.top5.shape[0] != n or preds.top5.shape[1] > c:
         problem = f"its top-k table has shape {tuple(preds.top5.shape)} for {n} queries and {c} classes"
     else:
+        top_confused = preds.per_class.top_confused if preds.per_class is not None else None
         for name, values, low in (
             ("predicted", preds.predicted, 0),
             ("top5", preds.top5, 0),
             ("labels", preds.labels, -1),
+            ("top_confusions", np.zeros(0, np.int64) if top_confused is None else top_confused, -1),
         ):
             if not np.issubdtype(values.dtype, np.integer):
                 problem = f"its {name} are {values.dtype}, not class indices"
