@@ -20,6 +20,15 @@ class SusxError(Exception):
         return " ".join(text.split())
 
 
+def require_range(flag: str, value: int, low: int, high: int | None = None, hint: str | None = None) -> None:
+    """Refuse ``value`` of option ``flag`` outside ``low..high`` (no upper end when ``high`` is None),
+    naming the range: bounds catch typos before they become billions of work items or processes."""
+    if value >= low and (high is None or value <= high):
+        return
+    wanted = f"between {low:,} and {high:,}" if high is not None else f"{low:,} or more"
+    raise SusxError(f"{flag} must be {wanted}, got {value:,}", hint=hint)
+
+
 EXIT_INCOMPLETE = 3
 
 

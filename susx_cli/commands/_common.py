@@ -129,8 +129,9 @@ def run(
 
 def check_numbers() -> None:
     """Refuse a NaN or infinite value of any number option of the running command (the parser accepts
-    ``nan`` and ``inf`` for a float), before the stage sees it: no comparison a stage makes is true of
-    NaN, so a ``--guidance nan`` would otherwise pass every range check."""
+    ``nan`` and ``inf`` for a float), and an integer beyond 64 bits, before the stage sees it: no
+    comparison a stage makes is true of NaN, so a ``--guidance nan`` would otherwise pass every range
+    check, and numpy and torch overflow on such an integer. Ranges of one option are its stage's check."""
     import math
 
     from typer._click.globals import get_current_context
@@ -143,10 +144,14 @@ def check_numbers() -> None:
     for param in ctx.command.params:
         value = ctx.params.get(param.name)
         for number in value if isinstance(value, (list, tuple)) else [value]:
+            flag = max(getattr(param, "opts", None) or [param.name], key=len)
             if isinstance(number, float) and not math.isfinite(number):
-                flag = max(param.opts, key=len)
                 raise SusxError(
                     f"{flag} must be a finite number, got {number}", hint=f"`{ctx.command_path} --help`"
+                )
+            if isinstance(number, int) and not -(2**63) <= number < 2**63:
+                raise SusxError(
+                    f"{flag} must fit in 64 bits, got {number}", hint=f"`{ctx.command_path} --help`"
                 )
 
 

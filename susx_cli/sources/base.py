@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from susx_cli.artifacts.prompts import Prompts
 from susx_cli.artifacts.support import SupportWriter
-from susx_cli.errors import SusxError
+from susx_cli.errors import SusxError, require_range
 
 
 @dataclass(frozen=True)
@@ -94,8 +94,4 @@ MAX_PER_CLASS = 10_000
 def require_per_class(source: str, per_class: int | None, what: str = "images per class") -> None:
     if per_class is None:
         raise SusxError(f"--source {source} needs --per-class M ({what})", hint="e.g. --per-class 16")
-    if not 1 <= per_class <= MAX_PER_CLASS:
-        raise SusxError(
-            f"--per-class must be between 1 and {MAX_PER_CLASS:,}, got {per_class:,}",
-            hint="e.g. --per-class 16",
-        )
+    require_range("--per-class", per_class, 1, MAX_PER_CLASS, hint="e.g. --per-class 16")
