@@ -14,7 +14,7 @@ import pytest
 from susx_cli.artifacts import common, support
 from susx_cli.errors import SusxError
 from susx_cli.sources import ranked
-from tests.helpers import invoke, make_class_folders
+from tests.helpers import TINY, invoke, make_class_folders
 
 CLASSES = ["zebra", "apple"]
 
@@ -147,3 +147,41 @@ def test_an_output_beside_a_table_is_not_an_overlap(work):
     # A folder input still covers everything below it.
     result = invoke("curate", "--images", "shots", "p.json", "-o", "shots/inside", expect=2)
     assert "overlaps the input" in _error_line(result)
+
+
+def test_loader_options_have_bounds_and_integers_fit_in_64_bits(work):
+    result = invoke(
+        "embed", "shots", "-c", "p.json", "-o", "x.h5", "--augment-passes", "2000000000", expect=2
+    )
+    assert "--augment-passes must be between 1 and 1,000" in _error_line(result)
+    result = invoke("embed", "shots", "-c", "p.json", "-o", "x.h5", "--workers", "100000", expect=2)
+    assert "--workers must be between 0 and 256" in _error_line(result)
+    result = invoke(
+        "embed", "shots", "-c", "p.json", "-o", "x.h5", "--seed", "99999999999999999999", expect=2
+    )
+    assert "--seed must fit in 64 bits" in _error_line(result)
+    assert not (work / "x.h5").exists()
+
+
+@pytest.mark.slow
+def test_eval_on_a_dataset_of_tables_with_folder_shots(work):
+    # The README's own-data example: tables in the working folder, the support sets in ./susx-work.
+    for split in ("train", "val"):
+        rows = [f"shots/{c}/img_{i:03d}.png,{c}" for c in CLASSES for i in range(2)]
+        (work / f"{split}.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    make_class_folders(work / "test", CLASSES, 2, seed=1)
+    splits = {"train": "train.csv", "val": "val.csv", "test": "test/"}
+    (work / "my-birds.json").write_text(json.dumps({"id": "my-birds", "classes": CLASSES, "splits": splits}))
+    invoke(
+        "eval",
+        "--dataset",
+        "my-birds.json",
+        *TINY,
+        "--support",
+        "folder-shots:1",
+        "--method",
+        "tip-adapter",
+        "--calibration",
+        "val",
+    )
+    assert list((work / "susx-results").glob("my-birds__*tip-adapter__1shot__val.json"))
