@@ -22,11 +22,11 @@ class SusxError(Exception):
 
 def require_range(flag: str, value: int, low: int, high: int | None = None, hint: str | None = None) -> None:
     """Refuse ``value`` of option ``flag`` outside ``low..high`` (no upper end when ``high`` is None),
-    naming the range: bounds catch typos before they become billions of work items or processes."""
-    if value >= low and (high is None or value <= high):
-        return
-    wanted = f"between {low:,} and {high:,}" if high is not None else f"{low:,} or more"
-    raise SusxError(f"{flag} must be {wanted}, got {value:,}", hint=hint)
+    naming the bound it crossed: upper bounds catch typos before they become billions of work items."""
+    if value < low:
+        raise SusxError(f"{flag} must be at least {low:,}, got {value:,}", hint=hint)
+    if high is not None and value > high:
+        raise SusxError(f"{flag} must be at most {high:,}, got {value:,}", hint=hint)
 
 
 EXIT_INCOMPLETE = 3

@@ -117,7 +117,7 @@ def test_guidance_nan_is_refused_before_any_model(work, value):
 
 def test_per_class_far_too_large_is_refused_with_the_bound(work):
     result = invoke("curate", "p.json", "-o", "o", "--source", "sd", "-k", "2000000000", expect=2)
-    assert "between 1 and 10,000" in _error_line(result)
+    assert "--per-class must be at most 10,000" in _error_line(result)
 
 
 def test_a_file_name_that_is_not_utf8_is_named(work):
@@ -153,9 +153,9 @@ def test_loader_options_have_bounds_and_integers_fit_in_64_bits(work):
     result = invoke(
         "embed", "shots", "-c", "p.json", "-o", "x.h5", "--augment-passes", "2000000000", expect=2
     )
-    assert "--augment-passes must be between 1 and 1,000" in _error_line(result)
+    assert "--augment-passes must be at most 1,000" in _error_line(result)
     result = invoke("embed", "shots", "-c", "p.json", "-o", "x.h5", "--workers", "100000", expect=2)
-    assert "--workers must be between 0 and 256" in _error_line(result)
+    assert "--workers must be at most 256" in _error_line(result)
     result = invoke(
         "embed", "shots", "-c", "p.json", "-o", "x.h5", "--seed", "99999999999999999999", expect=2
     )

@@ -33,7 +33,7 @@ BASES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "prompts": (("prompts", "-c", "classes.txt", "-o", "new-p.json"), ("new-p.json",)),
     "curate": (("curate", "p.json", "-o", "new-sup", "--images", "shots"), ("new-sup",)),
     "curate:sd": (
-        ("curate", "p.json", "-o", "new-sup", "--source", "sd", "-k", "1", "--sd-model", "no-such-folder"),
+        ("curate", "p.json", "-o", "new-sup", "--source", "sd", "-k", "1", "--sd-model", "./no-such-folder"),
         ("new-sup",),
     ),
     "curate:laion": (("curate", "p.json", "-o", "new-sup", "--source", "laion", "-k", "1"), ("new-sup",)),
@@ -51,7 +51,7 @@ BASES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("new.h5",),
     ),
     "inspect": (("inspect", "sup"), ()),
-    "demo": (("demo", "-o", "new-demo", "--sd-model", "no-such-folder", *TINY), ("new-demo",)),
+    "demo": (("demo", "-o", "new-demo", "--sd-model", "./no-such-folder", *TINY), ("new-demo",)),
     "merge": (("merge", "sup"), ()),
     "eval": (("eval", "--dataset", "no-such-dataset.json", *TINY), ("susx-work", "susx-results")),
 }
@@ -88,16 +88,22 @@ def number_options() -> Iterator[tuple[str, str, type, str | None]]:
     yield from walk(typer.main.get_command(app), [])
 
 
-def _base(command: str, panel: str | None) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
-    if command == "curate" and panel and panel.startswith("Source: ") and panel != "Source: folder":
-        return BASES.get(f"curate:{panel.removeprefix('Source: ')}")
+def _base(command: str, flag: str) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """The base command for ``flag``; for a curate source option, that of the cheapest source using it."""
+    if command == "curate":
+        from susx_cli.sources.registry import cli_params
+
+        users = next((p.sources for p in cli_params() if p.flag == flag), None)
+        if users is not None:
+            source = next(s for s in ("folder", "laion", "pool", "sd") if s in users)
+            return BASES["curate" if source == "folder" else f"curate:{source}"]
     return BASES.get(command)
 
 
 def option_cases() -> list[Case]:
     cases = []
-    for command, flag, _kind, panel in number_options():
-        base = _base(command, panel)
+    for command, flag, _kind, _panel in number_options():
+        base = _base(command, flag)
         if base is None:
             continue
         args, outputs = base
