@@ -64,7 +64,10 @@ PretrainedOpt = Annotated[
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help=DEVICE_HELP)]
 PrecisionOpt = Annotated[choice(PRECISIONS), typer.Option("--precision", help=PRECISION_HELP)]
-BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")]
+# The upper bound catches typos: a batch of more images than this would not fit any accelerator's memory.
+BatchSizeOpt = Annotated[
+    int, typer.Option("--batch-size", "-b", min=1, max=65536, help="Images per forward pass.")
+]
 WorkersOpt = Annotated[
     int | None, typer.Option("--workers", help="Image loading processes (default: cores - 1).")
 ]

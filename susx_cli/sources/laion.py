@@ -36,7 +36,7 @@ from susx_cli.artifacts.prompts import Prompts
 from susx_cli.artifacts.shard_state import ShardState
 from susx_cli.artifacts.support import SupportWriter
 from susx_cli.encoder import recorded_pretrained
-from susx_cli.errors import SusxError
+from susx_cli.errors import SusxError, require_range
 from susx_cli.progress import bar, info, warn
 from susx_cli.sources import ranked
 from susx_cli.sources.base import FromOptions, WorkUnit, option, require_per_class
@@ -195,6 +195,10 @@ class LaionOptions:
                 f"--knn-timeout must be a positive number of seconds, got {self.knn_timeout}",
                 hint="e.g. --knn-timeout 60",
             )
+        require_range("--max-matches", self.max_matches, 1, hint="e.g. --max-matches 2000")
+        require_range("--image-size", self.image_size, 1, 8192, hint="e.g. --image-size 256")
+        if self.duckdb_threads is not None:
+            require_range("--duckdb-threads", self.duckdb_threads, 1, hint="leave it out to use every core")
         if self.candidates < 1:
             raise SusxError(
                 f"--candidates must be at least 1, got {self.candidates}", hint="e.g. --candidates 5000"
