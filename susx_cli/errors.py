@@ -20,6 +20,15 @@ class SusxError(Exception):
         return " ".join(text.split())
 
 
+def require_range(flag: str, value: int, low: int, high: int | None = None, hint: str | None = None) -> None:
+    """Refuse ``value`` of option ``flag`` outside ``low..high`` (no upper end when ``high`` is None),
+    naming the bound it crossed: upper bounds catch typos before they become billions of work items."""
+    if value < low:
+        raise SusxError(f"{flag} must be at least {low:,}, got {value:,}", hint=hint)
+    if high is not None and value > high:
+        raise SusxError(f"{flag} must be at most {high:,}, got {value:,}", hint=hint)
+
+
 EXIT_INCOMPLETE = 3
 
 

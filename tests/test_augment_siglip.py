@@ -204,7 +204,7 @@ def test_bad_augment_passes_are_refused(imgs, tmp_path):
         "0",
         expect=2,
     )
-    assert "--augment-passes must be 1 or more" in r.stderr
+    assert "--augment-passes must be at least 1" in r.stderr
     invoke("prompts", "-c", imgs / "classes.txt", "-o", tmp_path / "p.json")
     r = invoke(
         "embed", tmp_path / "p.json", "-o", tmp_path / "t.h5", *TINY, "--augment-passes", "3", expect=2

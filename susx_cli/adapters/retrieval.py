@@ -162,7 +162,7 @@ class KnnBackend:
                 {
                     "url": row.get("url"),
                     "caption": row.get("caption"),
-                    "score": float(row["similarity"]) if row.get("similarity") is not None else None,
+                    "score": row.get("similarity"),  # as sent: ranked.usable_candidates checks it
                     "id": row.get("id"),
                 }
             )

@@ -87,6 +87,25 @@ def identity(path: str | os.PathLike, kind: str | None = None) -> dict[str, Any]
     }
 
 
+def require_utf8_name(path: str | os.PathLike) -> None:
+    """Refuse a file name that is not valid UTF-8 (a listing, a manifest and HDF5 keys record names as
+    UTF-8 text), naming it with its undecodable bytes shown as escapes."""
+    text = os.fspath(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(text).decode("utf-8", "backslashreplace")
+        raise SusxError(
+            f"the file name {shown} is not valid UTF-8",
+            hint="rename the file (e.g. with `convmv`) or move it away",
+        ) from None
+
+
+# Listings of the files a table or split names (its rows), not of everything under their folder: an
+# output inside that folder does not touch them (only one that is, or holds, the whole folder does).
+NAMED_LISTINGS = ("table-images", "split-images")
+
+
 def listing_identity(
     root: str | os.PathLike, files: Iterable[str | os.PathLike], kind: str
 ) -> dict[str, Any]:
@@ -97,6 +116,7 @@ def listing_identity(
     digest = hashlib.sha256()
     count = 0
     for path in sorted(Path(f) for f in files):
+        require_utf8_name(path)
         try:
             rel = path.relative_to(root).as_posix()
         except ValueError:  # a file outside the folder (a split row may point anywhere under its root)

@@ -116,7 +116,14 @@ def _attr_json(f: h5py.File, name: str) -> Any:
 
 
 def _strings(ds: h5py.Dataset) -> list[str]:
-    return [x.decode() if isinstance(x, bytes) else str(x) for x in ds[()]]
+    try:
+        return [x.decode() if isinstance(x, bytes) else str(x) for x in ds[()]]
+    except UnicodeDecodeError as exc:
+        bad = exc.object[max(0, exc.start - 20) : exc.end + 20].decode("utf-8", "backslashreplace")
+        raise SusxError(
+            f"{ds.file.filename}: {ds.name.lstrip('/')} holds a name that is not valid UTF-8 (…{bad}…)",
+            hint="the file is damaged: write it again",
+        ) from None
 
 
 def read_kind(path: Path) -> str | None:
@@ -537,7 +544,7 @@ def _read_per_class(f: h5py.File) -> PerClass | None:
 def read_predictions(path: str | Path) -> Predictions:
     path = Path(path)
     with _reading(path, common.PREDICTIONS) as f:
-        return Predictions(
+        preds = Predictions(
             predicted=_need(f, "predicted")[()],
             top5=_need(f, "top5")[()],
             scores=_need(f, "top5_scores")[()],
@@ -550,6 +557,39 @@ def read_predictions(path: str | Path) -> Predictions:
             path=path,
             per_class=_read_per_class(f),
         )
+    _check_predictions(preds, path)
+    return preds
+
+
+def _check_predictions(preds: Predictions, path: Path) -> None:
+    """Refuse a predictions file whose rows disagree in length, whose class indices fall outside its
+    class list (predicted and top-k in 0..C-1, labels in -1..C-1) or whose scores are not finite."""
+    n, c = len(preds.keys), len(preds.classes)
+    problem = None
+    if preds.predicted.shape != (n,) or preds.labels.shape != (n,) or preds.top5.shape != preds.scores.shape:
+        problem = "its datasets disagree in length"
+    elif preds.top5.ndim != 2 or preds.top5.shape[0] != n or preds.top5.shape[1] > c:
+        problem = f"its top-k table has shape {tuple(preds.top5.shape)} for {n} queries and {c} classes"
+    else:
+        top_confused = preds.per_class.top_confused if preds.per_class is not None else None
+        for name, values, low in (
+            ("predicted", preds.predicted, 0),
+            ("top5", preds.top5, 0),
+            ("labels", preds.labels, -1),
+            ("top_confusions", np.zeros(0, np.int64) if top_confused is None else top_confused, -1),
+        ):
+            if not np.issubdtype(values.dtype, np.integer):
+                problem = f"its {name} are {values.dtype}, not class indices"
+            elif values.size and (values.min() < low or values.max() >= c):
+                bad = values[(values < low) | (values >= c)].flat[0]
+                problem = f"its {name} hold class index {int(bad)}, outside {low}..{c - 1}"
+            if problem:
+                break
+        else:
+            if not np.isfinite(preds.scores).all():
+                problem = "its top-k scores hold NaN or infinite values"
+    if problem:
+        raise SusxError(f"{path}: {problem}", hint="the file is damaged: run `susx predict` again")
 
 
 def describe(path: Path) -> dict[str, Any]:

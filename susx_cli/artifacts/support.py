@@ -8,6 +8,7 @@ merged into `manifest.jsonl` and the completion marker `_SUCCESS.json` is writte
 from __future__ import annotations
 
 import io
+import math
 import os
 import re
 import shutil
@@ -18,7 +19,7 @@ from typing import Any
 
 from susx_cli.artifacts import common
 from susx_cli.artifacts.common import recover_interrupted_swap, staging_dir, swap_into_place  # noqa: F401 (re-exported)
-from susx_cli.artifacts.jsonl import JsonlAppender, read_jsonl, write_jsonl
+from susx_cli.artifacts.jsonl import JsonlAppender, read_jsonl, scan_jsonl, write_jsonl
 from susx_cli.classnames import slug
 from susx_cli.errors import SusxError
 
@@ -314,7 +315,15 @@ def merge_parts(root: Path, num_shards: int) -> bool:
     parts = [root / PARTS / part_name(i, num_shards) for i in range(num_shards)]
     if not all(p.with_name(p.name + ".done").exists() for p in parts):
         return False
-    rows = [r for p in parts for r in read_jsonl(p)]
+    rows = [r for p in parts for r in _finished_part_rows(p)]
+    keys = Counter((int(r["class_index"]), r["key"]) for r in rows)
+    repeated = [key for key, n in keys.items() if n > 1]
+    if repeated:
+        raise SusxError(
+            f"{root}: the part manifests record image {repeated[0][1]!r} of class {repeated[0][0]} "
+            f"{keys[repeated[0]]} times",
+            hint="the parts were damaged or mixed; re-run `susx curate` with --overwrite",
+        )
     rows.sort(key=lambda r: (int(r["class_index"]), r.get("order", 0), r["key"]))
     data = common.read_json(root / CLASSES_FILE)
     classes = data["classes"]
@@ -334,6 +343,62 @@ def merge_parts(root: Path, num_shards: int) -> bool:
     return True
 
 
+def _finished_part_rows(part: Path) -> list[dict[str, Any]]:
+    """The rows of a finished shard's part manifest, refused unless they are exactly the rows its
+    done-record counted (a torn, truncated or duplicated part would otherwise be merged silently)."""
+    rows, torn = scan_jsonl(part)
+    done = common.read_json(part.with_name(part.name + ".done"), "support part done-record")
+    recorded = done.get("rows") if isinstance(done, dict) else None
+    if torn or not isinstance(recorded, int) or recorded != len(rows):
+        raise SusxError(
+            f"{part}: {len(rows)} readable rows ({torn} unreadable), but its done-record counts {recorded}",
+            hint="the part was changed after its shard finished; re-run that shard's `susx curate` "
+            "with --overwrite",
+        )
+    return rows
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_row_numbers(root: Path, row: dict[str, Any]) -> None:
+    """Refuse a manifest row whose numbers cannot be what susx recorded: a class index that is not an
+    integer, a width or height under 1, a negative byte count, a NaN or infinite score."""
+    problem = None
+    if not _is_int(row["class_index"]):
+        problem = f"class_index {row['class_index']!r} is not an integer"
+    elif not all(_is_int(row[k]) and row[k] >= 1 for k in ("width", "height")):
+        problem = f"size {row['width']!r}x{row['height']!r} is not a positive width and height"
+    elif "bytes" in row and not (_is_int(row["bytes"]) and row["bytes"] >= 0):
+        problem = f"byte count {row['bytes']!r} is not a count"
+    elif row.get("score") is not None and not (
+        isinstance(row["score"], (int, float)) and math.isfinite(row["score"])
+    ):
+        problem = f"score {row['score']!r} is not a finite number"
+    if problem:
+        raise SusxError(f"{root}/{MANIFEST}: row {row['path']}: {problem}", hint="re-create the support set")
+
+
+def _check_manifest(root: Path, rows: list[dict[str, Any]], torn: int, marker: Any) -> None:
+    """Refuse a manifest that is not the one the completion marker was written for (rows and sha256)."""
+    images = marker.get("images") if isinstance(marker, dict) else None
+    digest = marker.get("manifest_sha256") if isinstance(marker, dict) else None
+    problem = None
+    if torn:
+        problem = f"{torn} unreadable line(s)"
+    elif images != len(rows):
+        problem = f"{len(rows)} rows where its {MARKER} records {images}"
+    elif digest != common.sha256_file(root / MANIFEST):
+        problem = f"contents differ from the sha256 its {MARKER} records"
+    if problem:
+        raise SusxError(
+            f"{root}/{MANIFEST} does not match its completion marker: {problem}",
+            hint="the manifest was changed after the set was made; re-create the support set "
+            "(`susx curate ... --overwrite`)",
+        )
+
+
 def read_support(root: str | Path) -> SupportSet:
     root = Path(root)
     if not root.is_dir():
@@ -350,7 +415,7 @@ def read_support(root: str | Path) -> SupportSet:
             hint="re-run the same `susx curate` command to finish it, or `susx merge` once all shards are done",
         )
     classes = data["classes"]
-    rows = read_jsonl(root / MANIFEST)
+    rows, torn = scan_jsonl(root / MANIFEST)
     for row in rows:
         missing = [k for k in REQUIRED_FIELDS if k not in row]
         if missing:
@@ -360,18 +425,21 @@ def read_support(root: str | Path) -> SupportSet:
                 f"{root}/{MANIFEST}: row path {row['path']!r} is absolute or leaves the support folder",
                 hint="a manifest names images inside its own folder only; re-create the support set",
             )
-        ci = int(row["class_index"])
+        _check_row_numbers(root, row)
+        ci = row["class_index"]
         if not 0 <= ci < len(classes) or classes[ci] != row["class_name"]:
             raise SusxError(
                 f"{root}/{MANIFEST}: row {row['path']} has class {ci} {row['class_name']!r}, not in classes.json",
                 hint="re-create the support set",
             )
+    marker = common.read_json(root / MARKER, "support completion marker")
+    _check_manifest(root, rows, torn, marker)
     return SupportSet(
         root=root,
         classes=classes,
         rows=rows,
         provenance={k: data.get(k) for k in ("tool", "created", "options", "inputs")},
-        summary=common.read_json(root / MARKER),
+        summary=marker,
     )
 
 

@@ -64,7 +64,10 @@ PretrainedOpt = Annotated[
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help=DEVICE_HELP)]
 PrecisionOpt = Annotated[choice(PRECISIONS), typer.Option("--precision", help=PRECISION_HELP)]
-BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")]
+# The upper bound catches typos: a batch of more images than this would not fit any accelerator's memory.
+BatchSizeOpt = Annotated[
+    int, typer.Option("--batch-size", "-b", min=1, max=65536, help="Images per forward pass.")
+]
 WorkersOpt = Annotated[
     int | None, typer.Option("--workers", help="Image loading processes (default: cores - 1).")
 ]
@@ -116,6 +119,7 @@ def run(
     reporter = RichReporter(quiet=quiet)
     with reporting(reporter):
         try:
+            check_numbers()
             result = stage()
         except SusxError as exc:
             reporter.error(exc.one_line())
@@ -124,6 +128,34 @@ def run(
             reporter.console.print("[red]interrupted[/red]: re-run the same command to resume")
             raise typer.Exit(130) from None
         render(result, as_json=as_json, reporter=reporter, table=table)
+
+
+def check_numbers() -> None:
+    """Refuse a NaN or infinite value of any number option of the running command (the parser accepts
+    ``nan`` and ``inf`` for a float), and an integer beyond 64 bits, before the stage sees it: no
+    comparison a stage makes is true of NaN, so a ``--guidance nan`` would otherwise pass every range
+    check, and numpy and torch overflow on such an integer. Ranges of one option are its stage's check."""
+    import math
+
+    from typer._click.globals import get_current_context
+
+    from susx_cli.errors import SusxError
+
+    ctx = get_current_context(silent=True)
+    if ctx is None:
+        return
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        for number in value if isinstance(value, (list, tuple)) else [value]:
+            flag = max(getattr(param, "opts", None) or [param.name], key=len)
+            if isinstance(number, float) and not math.isfinite(number):
+                raise SusxError(
+                    f"{flag} must be a finite number, got {number}", hint=f"`{ctx.command_path} --help`"
+                )
+            if isinstance(number, int) and not -(2**63) <= number < 2**63:
+                raise SusxError(
+                    f"{flag} must fit in 64 bits, got {number}", hint=f"`{ctx.command_path} --help`"
+                )
 
 
 def render(

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from susx_cli.artifacts.prompts import Prompts
 from susx_cli.artifacts.support import SupportWriter
-from susx_cli.errors import SusxError
+from susx_cli.errors import SusxError, require_range
 
 
 @dataclass(frozen=True)
@@ -86,8 +86,12 @@ class FromOptions:
         return cls(**{f.name: getattr(options, f.name) for f in dataclasses.fields(options) if f.init})
 
 
+# Ten times ImageNet's ~1,300 training images per class, far above the paper's largest support sets
+# (hundreds per class): beyond it, a typo would only allocate the work list of billions of images.
+MAX_PER_CLASS = 10_000
+
+
 def require_per_class(source: str, per_class: int | None, what: str = "images per class") -> None:
     if per_class is None:
         raise SusxError(f"--source {source} needs --per-class M ({what})", hint="e.g. --per-class 16")
-    if per_class < 1:
-        raise SusxError(f"--per-class must be at least 1, got {per_class}", hint="e.g. --per-class 16")
+    require_range("--per-class", per_class, 1, MAX_PER_CLASS, hint="e.g. --per-class 16")

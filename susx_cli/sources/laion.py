@@ -36,7 +36,7 @@ from susx_cli.artifacts.prompts import Prompts
 from susx_cli.artifacts.shard_state import ShardState
 from susx_cli.artifacts.support import SupportWriter
 from susx_cli.encoder import recorded_pretrained
-from susx_cli.errors import SusxError
+from susx_cli.errors import SusxError, require_range
 from susx_cli.progress import bar, info, warn
 from susx_cli.sources import ranked
 from susx_cli.sources.base import FromOptions, WorkUnit, option, require_per_class
@@ -195,6 +195,10 @@ class LaionOptions:
                 f"--knn-timeout must be a positive number of seconds, got {self.knn_timeout}",
                 hint="e.g. --knn-timeout 60",
             )
+        require_range("--max-matches", self.max_matches, 1, hint="e.g. --max-matches 2000")
+        require_range("--image-size", self.image_size, 1, 8192, hint="e.g. --image-size 256")
+        if self.duckdb_threads is not None:
+            require_range("--duckdb-threads", self.duckdb_threads, 1, hint="leave it out to use every core")
         if self.candidates < 1:
             raise SusxError(
                 f"--candidates must be at least 1, got {self.candidates}", hint="e.g. --candidates 5000"
@@ -320,6 +324,7 @@ class LaionSource(LaionOptions, FromOptions):
 
         backend = KnnBackend(self.knn_url, self.index_name, self.knn, timeout=self.knn_timeout)
         total = sum(len(texts[ci]) for ci in todo)
+        unusable = 0
         with bar("query kNN", total=total, unit="query") as progress:
             for ci in todo:
                 # Each sentence asks for its share; when the sentences' results overlap, ask again for more.
@@ -329,9 +334,11 @@ class LaionSource(LaionOptions, FromOptions):
                     for text in texts[ci]:
                         rows = backend.query(text, per_query)
                         full |= len(rows) >= per_query
-                        for row in rows:
+                        usable, skipped = ranked.usable_candidates(rows, f"the kNN backend at {self.knn_url}")
+                        unusable += skipped
+                        for row in usable:
                             row["query"] = text
-                        lists.append([r for r in rows if r.get("url")])
+                        lists.append(usable)
                         progress.advance()
                     found = ranked.interleave(lists, self.candidates)
                     if len(found) >= self.candidates or not full or per_query >= self.candidates:
@@ -342,6 +349,10 @@ class LaionSource(LaionOptions, FromOptions):
                 if not found:
                     warn(f"the kNN backend returned no results for class {classes[ci]!r}")
                 state.write_candidates(ci, found)
+        if unusable:
+            warn(
+                f"skipped {unusable} kNN result row(s) without a URL or with a similarity that is not a number"
+            )
 
     def _search_captions(
         self, state: ShardState, todo: list[int], texts: dict[int, list[str]], classes: list[str]

@@ -5,10 +5,12 @@ Their working files (candidates, attempt log, download rounds) live in ``artifac
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections.abc import Iterable
 from typing import Any
 
+from susx_cli.artifacts import common
 from susx_cli.artifacts.prompts import PromptEntry, Prompts
 from susx_cli.errors import SusxError
 from susx_cli.sources.base import WorkUnit
@@ -37,6 +39,27 @@ def class_units(prompts: Prompts, which: str) -> list[WorkUnit]:
         WorkUnit(e.index, 0, f"class-{e.index:05d}", {"texts": query_texts(e, which)})
         for e in prompts.entries
     ]
+
+
+def usable_candidates(rows: list[dict[str, Any]], where: str) -> tuple[list[dict[str, Any]], int]:
+    """The candidates of one retrieval answer that have a string URL and a numeric (or no) score, and
+    how many were skipped for lacking them. A NaN or infinite score is refused: the backend ranks by it,
+    so its whole answer is suspect."""
+    kept = []
+    for row in rows:
+        score = row.get("score")
+        if isinstance(score, (int, float)) and not isinstance(score, bool):
+            if not math.isfinite(score):
+                raise SusxError(
+                    f"{where} answered a similarity of {score} for {row.get('url')!r}",
+                    hint="the retrieval index is damaged or misconfigured: check the backend",
+                )
+            numeric = True
+        else:
+            numeric = score is None
+        if numeric and isinstance(row.get("url"), str) and row["url"]:
+            kept.append(row)
+    return kept, len(rows) - len(kept)
 
 
 def interleave(
@@ -73,6 +96,7 @@ def listing_fingerprint(paths: Iterable[str | os.PathLike]) -> str:
     """
     digest = hashlib.sha256()
     for path in sorted(str(p) if "://" in str(p) else os.path.abspath(p) for p in paths):
+        common.require_utf8_name(path)
         try:
             st = os.stat(path)
             digest.update(f"{path}\t{st.st_size}\t{int(st.st_mtime)}\n".encode())

@@ -21,7 +21,7 @@ from susx_cli.adapters import diffusers as sd
 from susx_cli.artifacts import common
 from susx_cli.artifacts.prompts import Prompts
 from susx_cli.artifacts.support import SupportWriter
-from susx_cli.errors import SusxError
+from susx_cli.errors import SusxError, require_range
 from susx_cli.progress import bar, info, warn
 from susx_cli.sources.base import FromOptions, WorkUnit, option, require_per_class
 
@@ -126,18 +126,13 @@ class SDOptions:
         self.guidance = preset.guidance if self.guidance is None else self.guidance
         self.scheduler = self.scheduler or preset.scheduler
         self.width, self.height = sd.parse_size(self.size) if self.size else (preset.width, preset.height)
-        if self.steps < 1:
-            raise SusxError(f"--steps must be at least 1, got {self.steps}", hint="e.g. --steps 25")
+        # Diffusion models are trained on 1,000 noise levels: more steps than that only repeat them.
+        require_range("--steps", self.steps, 1, 1000, hint="e.g. --steps 25")
         if self.guidance < 0:
             raise SusxError(f"--guidance must be 0 or more, got {self.guidance}", hint="e.g. --guidance 7.5")
-        if self.batch_size < 1:
-            raise SusxError(
-                f"--batch-size must be at least 1, got {self.batch_size}", hint="e.g. --batch-size 4"
-            )
-        if self.black_retries < 0:
-            raise SusxError(
-                f"--black-retries must be 0 or more, got {self.black_retries}", hint="0 drops black images"
-            )
+        require_range("--batch-size", self.batch_size, 1, 1024, hint="e.g. --batch-size 4")
+        # A prompt that is black this often is flagged every time: more retries would never end.
+        require_range("--black-retries", self.black_retries, 0, 100, hint="0 drops black images")
         if self.prompt_mode not in PROMPT_MODES:
             raise SusxError(
                 f"unknown --prompt-mode {self.prompt_mode!r}", hint=f"use one of {', '.join(PROMPT_MODES)}"

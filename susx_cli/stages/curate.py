@@ -68,13 +68,17 @@ def refuse_other_shard_count(root: Path, shard: Shard, prov: dict) -> None:
 
 
 def refuse_output_among_inputs(output: Path, inputs: list[dict]) -> None:
-    """An output that is, contains or lies inside one of the run's inputs would destroy that input."""
+    """An output that is, contains or lies inside one of the run's inputs would destroy that input.
+
+    A table's or split's images are the files it names, not its folder: an output beside the table (in
+    the working folder it lives in) is fine; one that is or holds that folder is not."""
     out = output.resolve()
     for item in inputs:
         if not item.get("path"):
             continue
         source = Path(item["path"]).resolve()
-        if out == source or out in source.parents or source in out.parents:
+        inside = source in out.parents and item.get("kind") not in common.NAMED_LISTINGS
+        if out == source or out in source.parents or inside:
             raise SusxError(
                 f"the output {output} overlaps the input {item['path']}",
                 hint="write the support set to a separate -o/--output folder",

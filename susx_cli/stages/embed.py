@@ -21,7 +21,7 @@ from susx_cli.encoder import (
     load_encoder,
     recorded_pretrained,
 )
-from susx_cli.errors import SusxError
+from susx_cli.errors import SusxError, require_range
 from susx_cli.progress import info
 from susx_cli.sharding import Shard
 from susx_cli.stages.results import StageResult
@@ -93,13 +93,7 @@ def embed_images(
     ``augment_passes`` > 1: each image is the mean of that many augmented views seeded from ``seed``.
     """
     _check_runtime(device, precision)
-    if workers is not None and workers < 0:
-        raise SusxError(f"--workers must be 0 or more, got {workers}", hint="0 loads images in this process")
-    if augment_passes < 1:
-        raise SusxError(
-            f"--augment-passes must be 1 or more, got {augment_passes}",
-            hint="1 embeds each image once, as it is",
-        )
+    check_loader_options(workers, augment_passes)
     given, class_inputs = _read_class_list(classes_path)
     if given is None and class_names is not None:
         given = class_names
@@ -243,6 +237,21 @@ def is_prompts_file(input_path: Path) -> bool:
         return False
     data = common.read_json(input_path)
     return isinstance(data, dict) and data.get("kind") == common.PROMPTS
+
+
+# Upper bounds that catch typos: more loader processes than any machine has cores to feed, more
+# augmented views than make a mean any steadier (the paper's few-shot figures use 10).
+MAX_WORKERS = 256
+MAX_AUGMENT_PASSES = 1000
+
+
+def check_loader_options(workers: int | None, augment_passes: int) -> None:
+    """Refuse a --workers or --augment-passes value out of range (embed's and eval's one check)."""
+    if workers is not None:
+        require_range("--workers", workers, 0, MAX_WORKERS, hint="0 loads images in this process")
+    require_range(
+        "--augment-passes", augment_passes, 1, MAX_AUGMENT_PASSES, hint="1 embeds each image once, as it is"
+    )
 
 
 def embed(input_path: Path, output: Path, shard: Shard = Shard(), **kwargs) -> StageResult:

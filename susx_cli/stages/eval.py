@@ -206,11 +206,9 @@ class EvalConfig:
                 "tip-adapter, tip-x and gda need --support",
                 hint="e.g. --support folder-shots:16 or --support SUPPORT_DIR",
             )
-        if options.get("augment_passes", 1) < 1:
-            raise SusxError(
-                f"--augment-passes must be 1 or more, got {options['augment_passes']}",
-                hint=f"the paper's few-shot figures used {SHOT_AUGMENT_PASSES}; 1 embeds each image once",
-            )
+        from susx_cli.stages.embed import check_loader_options
+
+        check_loader_options(options.get("workers"), options.get("augment_passes", 1))
         if options.get("prompts_path") is not None and num_datasets > 1:
             raise SusxError(
                 "--prompts holds one dataset's classes; give one --dataset with it",
