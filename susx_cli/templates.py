@@ -9,7 +9,7 @@ from pathlib import Path
 
 from susx_cli.errors import SusxError
 
-# The 7 templates of the reference's `ensemble` pool (METHOD.md).
+# The 7 templates of the reference's `ensemble` pool (docs/METHOD.md).
 ENSEMBLE = [
     "itap of a {}.",
     "a bad photo of the {}.",

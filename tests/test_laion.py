@@ -153,7 +153,7 @@ def backend(server, tmp_path_factory):
 
     clip-retrieval loads `open_clip:<arch>/<checkpoint path>`; the tiny architecture is susx's own config,
     so the launcher registers it with open_clip before handing over to clip-retrieval's CLI entry point.
-    The flags keep it offline (DESIGN.md): no mclip, no jit, no aesthetic embeddings, no safety model.
+    The flags keep it offline: no mclip, no jit, no aesthetic embeddings, no safety model.
     """
     pytest.importorskip("clip_retrieval")
     import faiss
