@@ -22,8 +22,6 @@ ENSEMBLE = [
 
 DEFAULT_PHOTO = "A photo of a {}."  # for class lists that are no known dataset
 
-TEMPLATE_SETS = ("photo", "ensemble", "openai")
-
 
 def openai_templates() -> list[str]:
     """open_clip's 80 ImageNet templates as format strings (shipped as data: no torch import)."""

@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 
 from susx_cli.errors import SusxError
 
-PUBLIC_KNN_URL = "https://knn.laion.ai/knn-service"
 PUBLIC_INDEX = "laion5B-L-14"
 KNN_PATH = "/knn-service"
 OFFLINE_HINT = (

@@ -517,9 +517,6 @@ class LocalSplits:
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
-    def as_split_data(self) -> dict[str, list[list[Any]]]:
-        return self.splits
-
 
 def _fail(spec: DatasetSpec, root: Path, what: str) -> SusxError:
     return SusxError(f"{spec.id}: {what} under {root}", hint=f"{spec.name} needs {spec.needs()}")
