@@ -269,3 +269,22 @@ def test_no_module_reaches_into_private_typer_or_click_names():
     offenders = [str(p.relative_to(root)) for p in root.rglob("*.py") if private.search(p.read_text())]
     assert not offenders, offenders
     assert any(root.rglob("cli.py"))  # the walk saw the sources
+
+
+def test_text_embedding_uses_the_batch_size_given(tmp_path, monkeypatch):
+    """`embed prompts.json -b 3` sends the texts through the model 3 at a time (no silent minimum)."""
+    from susx_cli.stages import embed as embed_stage
+    from tests.helpers import TINY
+
+    sizes: list[int] = []
+    real = embed_stage.class_text_weights
+
+    def recording(encoder, texts, batch_size):
+        sizes.append(batch_size)
+        return real(encoder, texts, batch_size)
+
+    monkeypatch.setattr(embed_stage, "class_text_weights", recording)
+    (tmp_path / "c.txt").write_text("cat\ndog\n")
+    invoke("prompts", "-c", tmp_path / "c.txt", "--templates", "ensemble", "-o", tmp_path / "p.json", "-q")
+    invoke("embed", tmp_path / "p.json", "-o", tmp_path / "t.h5", *TINY, "-b", 3, "-q")
+    assert sizes == [3]
