@@ -288,3 +288,20 @@ def test_text_embedding_uses_the_batch_size_given(tmp_path, monkeypatch):
     invoke("prompts", "-c", tmp_path / "c.txt", "--templates", "ensemble", "-o", tmp_path / "p.json", "-q")
     invoke("embed", tmp_path / "p.json", "-o", tmp_path / "t.h5", *TINY, "-b", 3, "-q")
     assert sizes == [3]
+
+
+def test_the_version_is_written_once_and_read_from_its_module():
+    """Modules read the version from susx_cli._version, never from the package root (an import cycle)."""
+    import re
+    from pathlib import Path
+
+    import susx_cli
+    from susx_cli._version import __version__
+
+    root = Path(susx_cli.__file__).parent
+    from_root = re.compile(r"^\s*from susx_cli import [^\n]*__version__", re.MULTILINE)
+    offenders = [str(p.relative_to(root)) for p in root.rglob("*.py") if from_root.search(p.read_text())]
+    assert not offenders, offenders
+    assert susx_cli.__version__ == __version__
+    literal = re.compile(r"__version__ = \"")
+    assert [p.name for p in root.rglob("*.py") if literal.search(p.read_text())] == ["_version.py"]
