@@ -6,7 +6,7 @@ PY = $(VENV)/bin/python
 export NO_ALBUMENTATIONS_UPDATE = 1
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: demo test install install-all lint clean
+.PHONY: demo test test-fast install install-all lint clean
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -27,14 +27,18 @@ install-all: $(VENV)/.installed-all
 demo: $(VENV)/.installed-core
 	$(VENV)/bin/susx demo --output demo-run --overwrite
 
+# requires-python says 3.10: vermin refuses newer stdlib names and syntax (ruff's target is py310 too).
 lint: $(VENV)/.installed-all
 	$(VENV)/bin/ruff check susx_cli tests benchmarks tools
 	$(VENV)/bin/ruff format --check susx_cli tests benchmarks tools
+	$(VENV)/bin/vermin --target=3.10- --no-tips --violations --quiet susx_cli tests benchmarks tools
 
-test: $(VENV)/.installed-all
-	$(VENV)/bin/ruff check susx_cli tests benchmarks tools
-	$(VENV)/bin/ruff format --check susx_cli tests benchmarks tools
+test: lint
 	$(PY) -m pytest -q
+
+# Everything but the tests marked slow (services, subprocess pipelines, diffusers).
+test-fast: lint
+	$(PY) -m pytest -q -m "not slow"
 
 clean:
 	rm -rf $(VENV) demo-run .pytest_cache

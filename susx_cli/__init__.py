@@ -7,9 +7,8 @@ As a library, ``import susx_cli as susx``: the stages ``susx.prompts``, ``susx.c
 
 from typing import Any
 
-__version__ = "0.1.0"
-
-from susx_cli.errors import SusxError  # noqa: E402
+from susx_cli._version import __version__
+from susx_cli.errors import SusxError
 
 # Names served by susx_cli.api, imported when first asked for.
 _API = ("prompts", "curate", "embed", "calibrate", "predict", "eval", "load", "verbose", "reporting")

@@ -172,8 +172,6 @@ def curate(
     from susx_cli.sources.registry import build_options, make_source
     from susx_cli.stages.curate import curate as curate_stage
 
-    if "pool" in source_options:  # the pool source's images were `pool=` before the flag became --pool-images
-        source_options["pool_images"] = source_options.pop("pool")
     options = build_options(source, _source_paths(source_options))
     return curate_stage(
         Path(prompts),

@@ -7,15 +7,17 @@ import sys
 from typing import Any
 
 import typer
-from typer._click.exceptions import NoArgsIsHelpError, UsageError
 from typer.core import TyperGroup
-from typer.exceptions import Abort
 
-from susx_cli import __version__
+from susx_cli._version import __version__
 from susx_cli.commands import calibrate, curate, demo, embed, export, inspect, merge, predict, prompts
 from susx_cli.commands import datasets as datasets_cmd
 from susx_cli.commands import eval as eval_cmd
 from susx_cli.commands import report as report_cmd
+
+# Click's usage error, reached through public names: typer re-exports BadParameter (from click, or from the
+# copy of click that newer typer releases carry), and BadParameter is a UsageError.
+UsageError: type[Any] = typer.BadParameter.__base__
 
 
 class OneLineErrors(TyperGroup):
@@ -28,13 +30,13 @@ class OneLineErrors(TyperGroup):
         try:
             code = super().main(*args, standalone_mode=False, **kwargs)
         except UsageError as exc:
-            if isinstance(exc, NoArgsIsHelpError):  # `susx` or `susx datasets` alone: the help, as before
+            if type(exc).__name__ == "NoArgsIsHelpError":  # `susx` or `susx datasets` alone: the help
                 return super().main(*args, standalone_mode=True, **kwargs)
             where = exc.ctx.command_path if exc.ctx is not None else "susx"
             message = exc.format_message().replace("Value error, ", "")  # typer's prefix to a choice error
             sys.stderr.write(f"error: {message} (hint: `{where} --help` lists the options and values)\n")
             sys.exit(exc.exit_code)
-        except Abort:
+        except typer.Abort:
             sys.stderr.write("error: aborted\n")
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)

@@ -130,7 +130,7 @@ def _read_bytes(item: EmbedItem) -> bytes:
     return Path(item.path).read_bytes()
 
 
-# Random resized crop of the few-shot protocol (METHOD.md, "Support embeddings with augmentation").
+# Random resized crop of the few-shot protocol (docs/METHOD.md, "Augmented support features").
 CROP_SCALE = (0.5, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
 CROP_ATTEMPTS = 10
@@ -218,7 +218,7 @@ def augmentation(encoder: Encoder, passes: int, seed: int) -> Augmentation | Non
 
 def mean_of_views(encoder: Encoder, views):
     """(B, D) float32 unit rows from (B, K, 3, H, W) views: the K raw embeddings of an image averaged, then
-    L2-normalised (METHOD.md)."""
+    L2-normalised (docs/METHOD.md)."""
     import numpy as np
 
     b, k = views.shape[:2]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from susx_cli.errors import SusxError
 
-# The 7 templates of the reference's `ensemble` pool (METHOD.md).
+# The 7 templates of the reference's `ensemble` pool (docs/METHOD.md).
 ENSEMBLE = [
     "itap of a {}.",
     "a bad photo of the {}.",
@@ -21,8 +21,6 @@ ENSEMBLE = [
 ]
 
 DEFAULT_PHOTO = "A photo of a {}."  # for class lists that are no known dataset
-
-TEMPLATE_SETS = ("photo", "ensemble", "openai")
 
 
 def openai_templates() -> list[str]:

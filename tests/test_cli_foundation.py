@@ -255,6 +255,7 @@ def test_inspect_describes_every_artifact(work):
         assert im.size[1] >= 4 * 96
 
 
+@pytest.mark.slow
 def test_help_does_not_import_torch():
     code = (
         "import sys\nfrom susx_cli.cli import app\n"
@@ -268,6 +269,7 @@ def test_help_does_not_import_torch():
     assert "HEAVY []" in out
 
 
+@pytest.mark.slow
 def test_console_script_runs_as_subprocess(work):
     exe = Path(sys.executable).parent / "susx"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "susx_cli"]
@@ -282,6 +284,7 @@ def test_console_script_runs_as_subprocess(work):
     assert bad.returncode == 2 and bad.stderr.startswith("error:")
 
 
+@pytest.mark.slow
 def test_killed_embed_resumes_to_the_same_result(work):
     invoke("prompts", "-c", "classes.txt", "-o", "p.json")
     for ci, name in enumerate(CLASSES):

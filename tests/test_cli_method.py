@@ -261,6 +261,7 @@ def test_empty_query_folder_is_refused(w, tmp_path):
     assert "holds no images" in r.stderr
 
 
+@pytest.mark.slow  # the demo runs a diffusers pipeline
 def test_demo_runs_every_stage_through_the_cli(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     r = invoke("demo", "-o", "run", "--json")
@@ -278,6 +279,7 @@ def test_demo_runs_every_stage_through_the_cli(tmp_path, monkeypatch):
     assert (tmp_path / "run" / "_DEMO.json").is_file()
 
 
+@pytest.mark.slow  # the demo runs a diffusers pipeline
 def test_demo_overwrite_removes_only_what_a_demo_wrote(tmp_path, monkeypatch):
     from susx_cli.stages import demo
 

@@ -314,6 +314,7 @@ def test_with_retries_sleeps_then_gives_up():
 # Generation through the CLI
 
 
+@pytest.mark.slow
 def test_generate_writes_sentences_and_provenance(llm_server, tmp_path):
     result = invoke(*llm_args(llm_server, tmp_path))
     out = tmp_path / "prompts.json"
@@ -339,6 +340,7 @@ def test_generate_writes_sentences_and_provenance(llm_server, tmp_path):
     assert len(cache_lines(tmp_path / "prompts.llm-cache.jsonl")) == 30
 
 
+@pytest.mark.slow
 def test_dataset_questions_and_no_system_message(llm_server, tmp_path):
     invoke(
         "prompts",
@@ -368,6 +370,7 @@ def test_dataset_questions_and_no_system_message(llm_server, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_switches_to_max_completion_tokens_when_the_model_wants_it(llm_server, tmp_path):
     def newer_model(prompt, body):
         if "max_tokens" in body:
@@ -386,6 +389,7 @@ def test_switches_to_max_completion_tokens_when_the_model_wants_it(llm_server, t
     assert len(llm_server.requests) == 16 and llm_server.requests[-1]["max_completion_tokens"] == 50
 
 
+@pytest.mark.slow
 def test_other_bad_requests_are_one_line_errors(llm_server, tmp_path):
     err = {"error": {"message": "temperature must be 1 for this model"}}
     llm_server.rules.append(
@@ -395,6 +399,7 @@ def test_other_bad_requests_are_one_line_errors(llm_server, tmp_path):
     assert "rejected the request (HTTP 400: temperature must be 1 for this model)" in line
 
 
+@pytest.mark.slow
 def test_rerun_and_overwrite_make_no_requests(llm_server, tmp_path):
     invoke(*llm_args(llm_server, tmp_path))
     assert len(llm_server.requests) == 30
@@ -441,6 +446,7 @@ def test_another_model_endpoint_or_sampling_option_asks_again(llm_server, tmp_pa
     assert len(llm_server.requests) == 60
 
 
+@pytest.mark.slow
 def test_budget_stops_and_a_rerun_resumes(llm_server, tmp_path):
     result = invoke(*llm_args(llm_server, tmp_path, "--max-requests", 12), expect=3)
     err = flat(result.stderr)
@@ -454,11 +460,13 @@ def test_budget_stops_and_a_rerun_resumes(llm_server, tmp_path):
     assert llm["cache_hits"] == 12 and llm["requests_made"] == 18
 
 
+@pytest.mark.slow
 def test_budget_zero_uses_only_the_cache(llm_server, tmp_path):
     result = invoke(*llm_args(llm_server, tmp_path, "--max-requests", 0), expect=3)
     assert "30 request(s) left undone" in flat(result.stderr) and llm_server.requests == []
 
 
+@pytest.mark.slow
 def test_interrupted_cache_line_is_ignored_and_redone(llm_server, tmp_path):
     invoke(*llm_args(llm_server, tmp_path, "--max-requests", 5), expect=3)
     cache_path = tmp_path / "prompts.llm-cache.jsonl"
@@ -478,6 +486,7 @@ def cache_lines_lenient(path: Path) -> list[dict]:
     return rows
 
 
+@pytest.mark.slow
 def test_retries_on_429_and_500(llm_server, tmp_path):
     seen: dict[str, int] = {}
 
@@ -505,6 +514,7 @@ def test_retries_on_429_and_500(llm_server, tmp_path):
     assert llm["sentences_per_class"] == {"cat": 10, "owl": 10, "eagle": 10}
 
 
+@pytest.mark.slow
 def test_persistent_failures_are_reported_and_retried_on_rerun(llm_server, tmp_path):
     broken = {"on": True}
 
@@ -526,6 +536,7 @@ def test_persistent_failures_are_reported_and_retried_on_rerun(llm_server, tmp_p
     assert all("eagle" in p for p in llm_server.prompts()[before:])
 
 
+@pytest.mark.slow
 def test_slow_answer_times_out_and_is_retried(llm_server, tmp_path):
     slow = {"left": 1}
 
@@ -544,6 +555,7 @@ def test_slow_answer_times_out_and_is_retried(llm_server, tmp_path):
     assert llm["retries"] == 1 and llm["requests_made"] == 31 and llm["new_answers"] == 30
 
 
+@pytest.mark.slow
 def test_cleaning_and_a_class_without_usable_sentences(llm_server, tmp_path):
     def answer(prompt, body):
         if "owl" in prompt:
@@ -594,6 +606,7 @@ def test_unreachable_endpoint(tmp_path):
     assert "cannot reach the LLM endpoint" in line and "--llm-base-url" in line
 
 
+@pytest.mark.slow
 def test_wrong_key(llm_server, tmp_path, monkeypatch):
     monkeypatch.setenv("MY_KEY", "sk-wrong")
     line = _one_error_line(invoke(*llm_args(llm_server, tmp_path, "--llm-key-env", "MY_KEY"), expect=2))
@@ -601,6 +614,7 @@ def test_wrong_key(llm_server, tmp_path, monkeypatch):
     assert len(llm_server.requests) == 1 and llm_server.requests[0]["auth"] == "Bearer sk-wrong"
 
 
+@pytest.mark.slow
 def test_unknown_model(llm_server, tmp_path):
     args = llm_args(llm_server, tmp_path)
     args[args.index("--llm-model") + 1] = "no-such-model"
@@ -609,6 +623,7 @@ def test_unknown_model(llm_server, tmp_path):
     assert len(llm_server.requests) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "body, ctype, words",
     [
@@ -705,6 +720,7 @@ def test_budget_stop_is_an_incomplete_run_error_and_the_cache_survives_a_torn_li
 # CuPL sentence files by URL
 
 
+@pytest.mark.slow
 def test_cupl_url_with_checksum_is_fetched_once(llm_server, tmp_path):
     data = json.dumps(
         {"cat": ["A cat with whiskers."], "owl": ["An owl at night."], "heron": ["A heron."]}
@@ -745,6 +761,7 @@ def test_cupl_url_with_checksum_is_fetched_once(llm_server, tmp_path):
     assert llm_server.file_gets == 1
 
 
+@pytest.mark.slow
 def test_cupl_url_bad_checksum_keeps_nothing(llm_server, tmp_path):
     llm_server.files["cupl.json"] = b'{"cat": ["A cat."]}'
     url = f"{llm_server.url}/files/cupl.json"
@@ -767,6 +784,7 @@ def test_cupl_url_bad_checksum_keeps_nothing(llm_server, tmp_path):
     assert not any(p.is_file() for p in (tmp_path / "user-cache").rglob("*"))  # not even a partial file
 
 
+@pytest.mark.slow
 def test_cupl_url_errors(llm_server, tmp_path):
     base = ["prompts", "-c", class_file(tmp_path), "-o", tmp_path / "p.json"]
     line = _one_error_line(invoke(*base, "--cupl", "ftp://example.com/x.json", expect=2))
@@ -781,6 +799,7 @@ def test_cupl_url_errors(llm_server, tmp_path):
     assert "1 --cupl-sha256 value(s) for 0 --cupl URL(s)" in line
 
 
+@pytest.mark.slow
 def test_cupl_url_without_checksum_warns_with_the_hash(llm_server, tmp_path):
     data = b'{"cat": ["A cat."], "owl": ["An owl."], "eagle": ["An eagle."]}'
     llm_server.files["c.json"] = data

@@ -36,11 +36,13 @@ def _policy(srv, **kw) -> gh.UrlPolicy:
     )
 
 
+@pytest.mark.slow
 def test_plain_image_is_fetched(srv):
     got = gh.get(f"{srv.url}/img", _policy(srv))
     assert got.body == srv.image and got.size == len(srv.image)
 
 
+@pytest.mark.slow
 def test_trickle_is_cut_at_the_total_deadline(srv):
     took, error = elapsed(pytest.raises, gh.FetchFailed, gh.get, f"{srv.url}/trickle?unit", _policy(srv))
     assert "timed out" in str(error.value)
@@ -48,6 +50,7 @@ def test_trickle_is_cut_at_the_total_deadline(srv):
     assert srv.sent["/trickle"] < 10000  # cut long before the announced body
 
 
+@pytest.mark.slow
 def test_redirects_leave_neither_http_nor_public_addresses(srv):
     with pytest.raises(gh.Refused, match="not an http"):
         gh.get(f"{srv.url}/to-ftp", _policy(srv))
@@ -64,6 +67,7 @@ def test_redirects_leave_neither_http_nor_public_addresses(srv):
     assert srv.other.hits["/img"] == before + 1
 
 
+@pytest.mark.slow
 def test_body_over_the_cap_is_refused_while_streaming(srv):
     with pytest.raises(gh.Refused, match="larger than 100000 bytes"):
         gh.get(f"{srv.url}/big", _policy(srv))  # declared: refused before reading
@@ -204,6 +208,7 @@ def test_https_through_a_connect_tunnel(proxy, monkeypatch, tmp_path):
 # ------------------------------------------------------------------ through img2dataset and the CLI
 
 
+@pytest.mark.slow
 def test_img2dataset_workers_use_the_guard(srv, tmp_path):
     """The refusals happen inside img2dataset's spawned worker, for every candidate of a round."""
     pytest.importorskip("img2dataset")
@@ -269,6 +274,7 @@ def _curate(prompts, out, knn, *extra, expect=0):
     )
 
 
+@pytest.mark.slow
 def test_curate_counts_trickles_as_timeouts_and_refuses_loopback_by_default(tmp_path):
     pytest.importorskip("img2dataset")
     knn = Server(knn_target="/trickle")
@@ -297,6 +303,7 @@ def test_curate_counts_trickles_as_timeouts_and_refuses_loopback_by_default(tmp_
         knn.close()
 
 
+@pytest.mark.slow
 def test_knn_backend_that_never_answers_fails_within_the_timeout(tmp_path):
     knn = Server(knn_target="hang")
     try:

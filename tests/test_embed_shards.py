@@ -95,6 +95,7 @@ def _susx(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Complet
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "variables",
     [
@@ -121,6 +122,7 @@ def test_two_shard_subprocesses_from_environment_equal_one_process(images, tmp_p
     assert not (tmp_path / "out.h5.parts").exists()
 
 
+@pytest.mark.slow
 def test_killed_shard_resumes_to_the_same_result(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     images = make_class_folders(tmp_path / "many", ["cat", "dog"], per_class=120)

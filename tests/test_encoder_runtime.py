@@ -322,6 +322,7 @@ def test_every_clip_consumer_loads_on_this_ranks_gpu(work, fake_gpus, monkeypatc
     assert seen == ["cuda:1"] * 3
 
 
+@pytest.mark.slow
 def test_sd_runs_on_this_ranks_gpu_in_fp16(fake_gpus, tmp_path):
     pytest.importorskip("diffusers")
     from susx_cli.adapters.tiny_sd import build_tiny_pipeline

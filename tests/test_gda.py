@@ -1,4 +1,4 @@
-"""GDA against an independent NumPy computation of METHOD.md's formulas; the alpha choice and its tie
+"""GDA against an independent NumPy computation of docs/METHOD.md's formulas; the alpha choice and its tie
 rule; the stratified, seeded fold split; k-fold choices against direct per-fold loops; bad inputs."""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def _problem(sizes, D, n=40, seed=0, spread=0.8):
 
 
 def numpy_gda(F, y, C):
-    """METHOD.md's GDA written out plainly: a loop per class, NumPy's pinv."""
+    """docs/METHOD.md's GDA written out plainly: a loop per class, NumPy's pinv."""
     N, D = F.shape
     mu = np.stack([F[y == k].mean(axis=0) for k in range(C)])
     X = F - mu[y]
@@ -44,7 +44,7 @@ def numpy_gda(F, y, C):
 
 
 def numpy_logits(f, W, F, y, alpha, scale=100.0):
-    """100 f W + alpha (f W_gda^T + b), with METHOD.md's W (D x C) = our W.T."""
+    """100 f W + alpha (f W_gda^T + b), with W (C x D) as in docs/METHOD.md."""
     _, _, W_gda, b = numpy_gda(F, y, W.shape[0])
     return scale * f @ W.T + alpha * (f @ W_gda.T + b)
 

@@ -153,7 +153,7 @@ def backend(server, tmp_path_factory):
 
     clip-retrieval loads `open_clip:<arch>/<checkpoint path>`; the tiny architecture is susx's own config,
     so the launcher registers it with open_clip before handing over to clip-retrieval's CLI entry point.
-    The flags keep it offline (DESIGN.md): no mclip, no jit, no aesthetic embeddings, no safety model.
+    The flags keep it offline: no mclip, no jit, no aesthetic embeddings, no safety model.
     """
     pytest.importorskip("clip_retrieval")
     import faiss
@@ -289,6 +289,7 @@ def _knn_args(backend, *extra):
 # ----------------------------------------------------------------------------------------- kNN backend
 
 
+@pytest.mark.slow
 def test_knn_end_to_end(backend, server, tmp_path):
     base, counts = server
     prompts = _write_prompts(tmp_path / "prompts.json")
@@ -341,6 +342,7 @@ def test_knn_end_to_end(backend, server, tmp_path):
     assert "up to date" in again.output
 
 
+@pytest.mark.slow
 def test_knn_resume_downloads_nothing_twice(backend, server, tmp_path, monkeypatch):
     from susx_cli.artifacts import support
 
@@ -379,6 +381,7 @@ def test_knn_resume_downloads_nothing_twice(backend, server, tmp_path, monkeypat
         )
 
 
+@pytest.mark.slow
 def test_knn_shards(backend, server, tmp_path):
     """Shards split the classes; each keeps its own candidates and download state; the set merges when both are done."""
     from susx_cli.artifacts.shard_state import read_candidates
@@ -400,6 +403,7 @@ def test_knn_shards(backend, server, tmp_path):
         assert [r["rank"] for r in rows if r["class_index"] == ci] == _expected_kept(cands, base, 3)
 
 
+@pytest.mark.slow
 def test_knn_cupl_queries_interleave(backend, tmp_path):
     """Every CuPL sentence is a query; their results are interleaved (queried again when they overlap)."""
     from susx_cli.artifacts.shard_state import ShardState, read_candidates
@@ -426,6 +430,7 @@ def test_interleave_round_robin():
     assert [g["query"] for g in got] == ["a", "b", "b", "a", "b"]
 
 
+@pytest.mark.slow
 def test_knn_dedup_option_reaches_backend(backend):
     from susx_cli.adapters.retrieval import KnnBackend, KnnOptions
 
@@ -437,6 +442,7 @@ def test_knn_dedup_option_reaches_backend(backend):
     )  # random-weight image embeddings are near-identical: the backend merges them
 
 
+@pytest.mark.slow
 def test_knn_bad_backend_errors(backend, server, tmp_path):
     base, _ = server
     prompts = _write_prompts(tmp_path / "prompts.json", classes=["zebra"])
@@ -495,6 +501,7 @@ def test_knn_bad_backend_errors(backend, server, tmp_path):
 # ----------------------------------------------------------------------------------------- downloads
 
 
+@pytest.mark.slow
 def test_fetch_round_completes_an_interrupted_round(server, tmp_path):
     """A round cut short is finished by fetching only the URLs that have no result; webdataset output too."""
     from susx_cli.adapters import download as dl
@@ -567,6 +574,7 @@ def _metadata(root: Path, base: str) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_match_captions_terms(server, tmp_path):
     from susx_cli import captions
 
@@ -590,6 +598,7 @@ def test_match_captions_terms(server, tmp_path):
     assert captions.Matches.load(tmp_path / "m.parquet").table.equals(found.table)
 
 
+@pytest.mark.slow
 def test_captions_end_to_end(server, tmp_path):
     base, counts = server
     meta = _metadata(tmp_path / "meta", base)

@@ -65,6 +65,7 @@ def test_lock_is_released_after_an_error_in_the_block(tmp_path):
         pass
 
 
+@pytest.mark.slow
 def test_one_process_after_another_many_times(tmp_path):
     # The unlink-on-release must never let two holders in: a tight loop of overlapping attempts from a
     # child while we take and release the lock repeatedly; whoever holds it writes its pid, then checks.

@@ -1,4 +1,4 @@
-"""The method against an independent float64 NumPy implementation of METHOD.md, and the search
+"""The method against an independent float64 NumPy implementation of docs/METHOD.md, and the search
 against a direct triple loop."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def _problem(n=237, N=90, C=7, D=24, seed=0):
 
 
 def numpy_tipx(f, F, y, W, alpha, beta, gamma, tau=0.5, scale=100.0):
-    """METHOD.md written out plainly, with explicit loops over pairs for the KL."""
+    """docs/METHOD.md written out plainly, with explicit loops over pairs for the KL."""
     C = W.shape[0]
     L = np.eye(C)[y]
     Z = scale * f @ W.T

@@ -79,6 +79,7 @@ def test_an_interrupted_swap_is_recovered(w, crash_after):
     assert support.read_support(w / "sup").counts() == expected
 
 
+@pytest.mark.slow
 def test_a_second_writer_of_the_same_set_is_refused_with_the_holders_pid(w):
     lock_of_shard = w / "sup2.shard-00000-of-00001"
     hold = (

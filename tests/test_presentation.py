@@ -199,3 +199,17 @@ def test_fetch_and_the_pool_cache_use_the_one_cache_dir(home, monkeypatch):
     assert fetch.cache_dir() == home / "xdg" / "susx"
     features = PoolSource(str(home / "images"), 2).features_path()
     assert features.parent == home / "xdg" / "susx" / "pool-features"  # `~` expanded (it was not before)
+
+
+def test_each_test_gets_its_own_empty_caches(tmp_path_factory):
+    """tests/conftest.py points every cache variable at a fresh folder under pytest's temporary root."""
+    import os
+
+    from susx_cli.paths import cache_dir
+    from tests.conftest import CACHE_VARIABLES
+
+    base = tmp_path_factory.getbasetemp().resolve()
+    folders = [Path(os.environ[name]).resolve() for name in CACHE_VARIABLES]
+    assert all(base in folder.parents for folder in folders), folders
+    assert len({folder.parent for folder in folders}) == 1  # one test's set
+    assert cache_dir() == folders[0] and not cache_dir().exists()

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -65,6 +67,7 @@ _CLI_WITH_MODULES = (
 )
 
 
+@pytest.mark.slow
 def test_prompts_imagenet_openai_imports_neither_torch_nor_open_clip(tmp_path):
     out = _run_python(
         _CLI_WITH_MODULES, "prompts", "-d", "imagenet", "-t", "openai", "-o", "p.json", "-q", cwd=tmp_path
@@ -89,6 +92,7 @@ def test_api_examples_run():
     assert attempted >= 20 and failed == 0
 
 
+@pytest.mark.slow
 def test_import_is_light_until_a_stage_runs(tmp_path):
     code = (
         "import json, sys\n"

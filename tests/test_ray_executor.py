@@ -53,6 +53,7 @@ def images(tmp_path, monkeypatch) -> Path:
     return shard_test_images(tmp_path, monkeypatch)
 
 
+@pytest.mark.slow
 def test_embed_on_ray_equals_one_process(ray_address, images, tmp_path):
     invoke(*embed_args(images, "whole.h5"))
     result = json.loads(
@@ -72,6 +73,7 @@ def test_embed_on_ray_equals_one_process(ray_address, images, tmp_path):
     assert_same_features(tmp_path / "out.h5", tmp_path / "whole.h5")
 
 
+@pytest.mark.slow
 def test_embed_through_a_ray_address_defaults_to_one_shard_per_cpu(ray_address, images, tmp_path):
     """A separate driver process joins the module's cluster by address; 2 CPUs, no GPU: 2 shards."""
     invoke(*embed_args(images, "whole.h5"))
@@ -175,6 +177,7 @@ def sd_setup(tmp_path_factory):
     return {"root": root, "prompts": _write_prompts(root / "prompts.json"), "args": args}
 
 
+@pytest.mark.slow
 def test_curate_sd_on_ray_equals_the_sharded_run(ray_address, sd_setup, monkeypatch):
     from tests.test_sd import _same_images
 
@@ -230,6 +233,7 @@ def test_curate_on_ray_is_for_the_sd_source_only(tmp_path):
     _one_line_error(result, "`curate --source sd` only")
 
 
+@pytest.mark.slow
 def test_the_local_instance_listens_on_loopback_only(ray_address):
     """Every socket Ray's processes listen on is a loopback address (the tests' services stay on this machine)."""
     import subprocess

@@ -128,6 +128,7 @@ def _same_images(a: Path, b: Path, exact: bool = True) -> None:
     assert (x != y).mean() < 0.01
 
 
+@pytest.mark.slow
 def test_tiny_pipeline_loads_with_auto_pipeline(sd_env):
     from diffusers import AutoPipelineForText2Image
 
@@ -137,6 +138,7 @@ def test_tiny_pipeline_loads_with_auto_pipeline(sd_env):
     assert ids[0] == 49406 and ids[-1] == 49407 and len(ids) > 4  # CLIP's BPE vocabulary: real sub-words
 
 
+@pytest.mark.slow
 def test_generation_writes_images_and_a_full_manifest(sd_env):
     ref = sd_env["ref"]
     rows = _rows(ref)
@@ -164,6 +166,7 @@ def test_generation_writes_images_and_a_full_manifest(sd_env):
     assert options["preset"] == "paper" and options["steps"] == 2 and "batch_size" not in options
 
 
+@pytest.mark.slow
 def test_images_do_not_depend_on_batch_size(sd_env):
     out = sd_env["root"] / "batch3"
     invoke("curate", sd_env["prompts"], "-o", out, *sd_env["args"], "--batch-size", "3")
@@ -171,6 +174,7 @@ def test_images_do_not_depend_on_batch_size(sd_env):
     _same_images(out, sd_env["ref"], exact=False)
 
 
+@pytest.mark.slow
 def test_images_do_not_depend_on_sharding(sd_env, monkeypatch):
     out = sd_env["root"] / "sharded"
     r = invoke(
@@ -238,6 +242,7 @@ def test_shards_and_resumes_give_the_images_of_one_run_of_the_same_batch_size(sd
     _same_images(root / "b5-resumed", root / "b5")
 
 
+@pytest.mark.slow
 def test_memory_savers_run_and_stay_out_of_the_options(sd_env):
     out = sd_env["root"] / "savers"
     invoke(
@@ -261,6 +266,7 @@ def test_memory_savers_run_and_stay_out_of_the_options(sd_env):
     assert not any("slicing" in k or "tiling" in k or k == "device" for k in options)
 
 
+@pytest.mark.slow
 def test_rerun_is_skipped_and_other_options_are_refused(sd_env):
     r = invoke("curate", sd_env["prompts"], "-o", sd_env["ref"], *sd_env["args"], "--batch-size", "4")
     assert r.stdout.strip() == str(sd_env["ref"])
@@ -268,6 +274,7 @@ def test_rerun_is_skipped_and_other_options_are_refused(sd_env):
     assert "--overwrite" in r.stderr
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_support_set(sd_env):
     out = sd_env["root"] / "killed"
     cmd = [
@@ -324,6 +331,7 @@ class _BlackOut:
         return out
 
 
+@pytest.mark.slow
 def test_black_images_are_regenerated_from_the_next_seed_or_dropped(sd_env, monkeypatch):
     from susx_cli.adapters import diffusers as sd
 
@@ -369,6 +377,7 @@ def test_black_detection_threshold():
     assert not is_black(dark)
 
 
+@pytest.mark.slow
 def test_cupl_prompts_are_seeded_draws_of_the_class_sentences(sd_env):
     out = sd_env["root"] / "cupl"
     # Also: no classifier-free guidance (as turbo models), an ancestral scheduler (noise at every step, from
@@ -405,6 +414,7 @@ def test_cupl_prompts_are_seeded_draws_of_the_class_sentences(sd_env):
     assert len({r["prompt"] for r in rows}) > 3  # sampled, not one sentence per class
 
 
+@pytest.mark.slow
 def test_contact_sheet_of_a_generated_support_set(sd_env):
     from PIL import Image
 
@@ -439,6 +449,7 @@ def _one_line_error(r, needle: str) -> None:
     assert r.stderr.strip().startswith("error:") and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("extra", "needle"),
     [
@@ -461,6 +472,7 @@ def test_bad_options_give_one_line_errors(sd_env, extra, needle):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_bad_models_and_prompts_give_one_line_errors(sd_env, tmp_path, monkeypatch):
     base = [a for a in sd_env["args"] if a != sd_env["pipe"]]
     i = base.index("--sd-model")
@@ -496,6 +508,7 @@ def test_bad_models_and_prompts_give_one_line_errors(sd_env, tmp_path, monkeypat
     _one_line_error(r, "needs --per-class")
 
 
+@pytest.mark.slow
 def test_missing_diffusers_names_the_extra(sd_env, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "diffusers", None)  # `import diffusers` now raises ImportError
     r = invoke("curate", sd_env["prompts"], "-o", tmp_path / "out", *sd_env["args"], expect=2)

@@ -20,7 +20,6 @@ from urllib.parse import urlsplit
 from susx_cli.errors import SusxError
 from susx_cli.net import clients, guarded_http
 
-PUBLIC_KNN_URL = "https://knn.laion.ai/knn-service"
 PUBLIC_INDEX = "laion5B-L-14"
 KNN_PATH = "/knn-service"
 OFFLINE_HINT = (

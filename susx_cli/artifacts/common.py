@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from susx_cli import __version__
+from susx_cli._version import __version__
 from susx_cli.errors import SusxError
 
 # One kind name per artifact; readers refuse files of another kind.

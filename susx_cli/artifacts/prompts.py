@@ -23,7 +23,7 @@ class PromptEntry:
     cupl: list[str] = field(default_factory=list)
 
     def texts(self, pool: str) -> list[str]:
-        """The texts of one pool. `combined` is ONE pool of templates and sentences (METHOD.md)."""
+        """The texts of one pool. `combined` is ONE pool of templates and sentences (docs/METHOD.md)."""
         if pool == "template":
             return list(self.template)
         if pool == "cupl":

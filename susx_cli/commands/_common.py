@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from enum import StrEnum
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -17,7 +17,7 @@ from susx_cli.runtime import DEVICE_HELP, PRECISION_HELP, PRECISIONS
 if TYPE_CHECKING:
     from susx_cli.progress import RichReporter
 
-# Options with a fixed set of values parse as a Literal (or, repeatable, a StrEnum): `--help` lists the
+# Options with a fixed set of values parse as a Literal (or, repeatable, a str Enum): `--help` lists the
 # values and the parser refuses a typo with that list (exit 2). The values stay the stages' strings.
 CALIBRATION_MODES: tuple[str, ...] = tuple(dict.fromkeys(m for modes in METHOD_MODES.values() for m in modes))
 METRICS: tuple[str, ...] = ("top1", "top5", "mean_per_class_recall")
@@ -28,12 +28,12 @@ def choice(values: tuple[str, ...]) -> Any:
     return Literal[values]
 
 
-def repeatable_choice(name: str, values: tuple[str, ...]) -> type[StrEnum]:
+def repeatable_choice(name: str, values: tuple[str, ...]) -> type[Enum]:
     """The item type of a repeatable option that takes ``values`` (typer takes no list of Literal)."""
-    return StrEnum(name, {v: v for v in values})
+    return Enum(name, {v: v for v in values}, type=str)
 
 
-def plain(values: list[StrEnum] | None) -> list[str] | None:
+def plain(values: list[Enum] | None) -> list[str] | None:
     """A repeatable choice's values back as plain strings (what stages record and compare)."""
     return None if values is None else [str(v.value) for v in values]
 
@@ -66,7 +66,8 @@ DeviceOpt = Annotated[str, typer.Option("--device", help=DEVICE_HELP)]
 PrecisionOpt = Annotated[choice(PRECISIONS), typer.Option("--precision", help=PRECISION_HELP)]
 # The upper bound catches typos: a batch of more images than this would not fit any accelerator's memory.
 BatchSizeOpt = Annotated[
-    int, typer.Option("--batch-size", "-b", min=1, max=65536, help="Images per forward pass.")
+    int,
+    typer.Option("--batch-size", "-b", min=1, max=65536, help="Images (or prompt texts) per forward pass."),
 ]
 WorkersOpt = Annotated[
     int | None, typer.Option("--workers", help="Image loading processes (default: cores - 1).")
@@ -91,17 +92,6 @@ RayAddressOpt = Annotated[
         "Ray started for the run.",
     ),
 ]
-
-
-def deprecated_alias(old_value: Any, value: Any, *, old: str, new: str) -> Any:
-    """The value given under a deprecated spelling ``old`` (with a warning; call it inside a stage) when
-    there is one, else ``value``: renamed options keep working for a release."""
-    if old_value is None or old_value == []:
-        return value
-    from susx_cli.progress import warn
-
-    warn(f"{old} is deprecated here and will be removed: write {new}")
-    return old_value
 
 
 def run(
@@ -135,13 +125,14 @@ def check_numbers() -> None:
     ``nan`` and ``inf`` for a float), and an integer beyond 64 bits, before the stage sees it: no
     comparison a stage makes is true of NaN, so a ``--guidance nan`` would otherwise pass every range
     check, and numpy and torch overflow on such an integer. Ranges of one option are its stage's check."""
+    import importlib
     import math
-
-    from typer._click.globals import get_current_context
 
     from susx_cli.errors import SusxError
 
-    ctx = get_current_context(silent=True)
+    # The click that typer runs on: its own copy in newer releases, the click package in older ones.
+    click_package = typer.Context.__mro__[1].__module__.rpartition(".")[0]
+    ctx = importlib.import_module(f"{click_package}.globals").get_current_context(silent=True)
     if ctx is None:
         return
     for param in ctx.command.params:

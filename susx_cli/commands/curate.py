@@ -23,7 +23,6 @@ from susx_cli.commands._common import (
     QuietOpt,
     RayAddressOpt,
     ShardIndexOpt,
-    deprecated_alias,
     run,
 )
 from susx_cli.sources.registry import SOURCES, CliParam, cli_params
@@ -54,18 +53,6 @@ _GENERAL = [
                 "--source", help="Where the images come from; each source's options are in its panel below."
             ),
         ],
-    ),
-]
-# Deprecated spellings, hidden: -s now means --support everywhere, and --pool the text pool.
-_ALIASES = [
-    inspect.Parameter(
-        "source_s",
-        _KW,
-        default=None,
-        annotation=Annotated[Literal[tuple(SOURCES)] | None, typer.Option("-s", hidden=True)],
-    ),
-    inspect.Parameter(
-        "pool_alias", _KW, default=None, annotation=Annotated[str | None, typer.Option("--pool", hidden=True)]
     ),
 ]
 _TAIL = [
@@ -132,11 +119,9 @@ def curate(ctx: typer.Context, **values: Any) -> None:
 
       susx curate prompts.json -o support --source pool --pool-images ~/images -k 16 --clip-model ViT-B-32:openai
     """
-    source = values["source_s"] or values["source"]
+    source = values["source"]
     # Only what the user typed goes to the source: its options dataclass holds the defaults.
     given = {p.name: values[p.name] for p in cli_params() if _given(ctx, p.name)}
-    if values["pool_alias"] is not None:
-        given["pool_images"] = values["pool_alias"]
 
     def stage() -> StageResult:
         from susx_cli.sharding import resolve_shard
@@ -144,8 +129,6 @@ def curate(ctx: typer.Context, **values: Any) -> None:
         from susx_cli.stages import on_ray
         from susx_cli.stages.curate import curate as curate_stage
 
-        deprecated_alias(values["source_s"], source, old="curate -s", new="--source")
-        deprecated_alias(values["pool_alias"], None, old="curate --pool", new="--pool-images")
         options = build_options(source, clip_model_spec(given))
         if on_ray.check_executor(values["executor"], values["ray_address"], values["shard_index"]):
             return on_ray.curate_on_ray(
@@ -178,7 +161,7 @@ def curate(ctx: typer.Context, **values: Any) -> None:
     )
 
 
-curate.__signature__ = inspect.Signature([*_GENERAL, *_source_parameters(), *_TAIL, *_ALIASES])
+curate.__signature__ = inspect.Signature([*_GENERAL, *_source_parameters(), *_TAIL])
 
 
 def clip_model_spec(given: dict[str, Any]) -> dict[str, Any]:

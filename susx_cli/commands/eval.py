@@ -18,7 +18,6 @@ from susx_cli.commands._common import (
     QuietOpt,
     WorkersOpt,
     choice,
-    deprecated_alias,
     plain,
     repeatable_choice,
     run,
@@ -130,9 +129,6 @@ def eval_(
     ] = False,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
-    calibration_c: Annotated[
-        list[_Calibration] | None, typer.Option("-c", hidden=True)
-    ] = None,  # deprecated: -c is --classes
 ) -> None:
     """Benchmark: run every stage per dataset and model, reusing matching artifacts; skip finished runs.
 
@@ -152,7 +148,6 @@ def eval_(
         from susx_cli.method import PAPER_METHODS
         from susx_cli.stages.eval import run_eval
 
-        modes = plain(deprecated_alias(calibration_c, calibration, old="eval -c", new="--calibration"))
         result = run_eval(
             list(dataset),
             data_root=data_root,
@@ -162,7 +157,7 @@ def eval_(
             pretrained=list(pretrained or []),
             supports=list(support or []),
             methods=plain(method) or list(PAPER_METHODS),
-            calibrations=list(modes or ["loo"]),
+            calibrations=plain(calibration) or ["loo"],
             templates=templates,
             cupl_dir=cupl_dir,
             prompts_path=prompts,

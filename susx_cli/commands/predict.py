@@ -14,7 +14,6 @@ from susx_cli.commands._common import (
     OverwriteOpt,
     QuietOpt,
     choice,
-    deprecated_alias,
     run,
 )
 from susx_cli.method import METHODS
@@ -48,9 +47,6 @@ def predict(
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
-    calibration_c: Annotated[
-        Path | None, typer.Option("-c", hidden=True)
-    ] = None,  # deprecated: -c is --classes
 ) -> None:
     """Predict classes of query images; print top-1, top-5 and mean per-class recall (in %) when labels are known.
 
@@ -68,7 +64,6 @@ def predict(
     def stage():
         from susx_cli.stages.predict import predict as predict_stage
 
-        cal = deprecated_alias(calibration_c, calibration, old="predict -c", new="--calibration")
         embed_options = {
             "split": split,
             "image_root": image_root,
@@ -81,7 +76,7 @@ def predict(
             query,
             output,
             support_path=support,
-            calibration_path=cal,
+            calibration_path=calibration,
             method=method,
             embed_options=embed_options,
             device=device,

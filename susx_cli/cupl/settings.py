@@ -14,7 +14,7 @@ from susx_cli.cupl.clean import CLEANING_VERSION, MIN_CHARS
 from susx_cli.cupl_questions import resolve_questions
 from susx_cli.errors import SusxError
 
-# The paper's settings (METHOD.md): temperature 0.99, at most 50 tokens, 10 answers per question.
+# The paper's settings (docs/METHOD.md): temperature 0.99, at most 50 tokens, 10 answers per question.
 DEFAULT_SAMPLES = 10
 DEFAULT_TEMPERATURE = 0.99
 DEFAULT_MAX_TOKENS = 50

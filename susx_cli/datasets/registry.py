@@ -1,6 +1,6 @@
 """Registry of datasets susx knows by name: the 19 of the SuS-X paper, with where their classes and
 splits come from, their photo template and CuPL question set, the split the paper calibrated on, and
-the paper's figures where METHOD.md states them.
+the paper's figures where docs/METHOD.md states them.
 
 Local layout under a data root (``--data-root ROOT``), one folder per dataset (``DatasetSpec.folder``):
 
@@ -62,8 +62,8 @@ def class_names(dataset: str) -> list[str]:
 
 LAYOUTS = ("coop-split", "fgvc-variants", "imagenet-folders", "split-file", "dataset-file")
 
-# METHOD.md, "Headline numbers" (OpenAI CLIP RN50, top-1 %). Per-dataset figures other than ImageNet
-# are not in METHOD.md and are not invented here.
+# docs/METHOD.md, "Paper figures" (OpenAI CLIP RN50, top-1 %). Per-dataset figures other than ImageNet
+# are not in docs/METHOD.md and are not invented here.
 PAPER_MEAN_KEY = "mean11"  # the paper's mean over the 11 CoOp datasets
 PAPER_NUMBERS: dict[str, dict[str, float]] = {
     "zero-shot": {"imagenet": 60.32, PAPER_MEAN_KEY: 58.53},
@@ -244,7 +244,7 @@ Q_ACTIONS = (
     "How does a person {class}",
 )
 
-# The paper's photo prompt (METHOD.md). ImageNet-R has none in the reference code (it crashes); ours
+# The paper's photo prompt (docs/METHOD.md). ImageNet-R has none in the reference code (it crashes); ours
 # is our own choice, said in its notes.
 PHOTO = DEFAULT_PHOTO
 
@@ -516,9 +516,6 @@ class LocalSplits:
     source_file: Path | None  # the split file read, when there is one
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-
-    def as_split_data(self) -> dict[str, list[list[Any]]]:
-        return self.splits
 
 
 def _fail(spec: DatasetSpec, root: Path, what: str) -> SusxError:

@@ -1,4 +1,4 @@
-"""The method's math: pure tensor functions, no I/O (METHOD.md).
+"""The method's math: pure tensor functions, no I/O (docs/METHOD.md).
 
 This module is also the one list of method names every stage and command uses; importing it loads no
 tensor library.

@@ -1,8 +1,8 @@
-"""GDA (Gaussian discriminant analysis on the support set) exactly as METHOD.md states it, in float64.
+"""GDA (Gaussian discriminant analysis on the support set) exactly as docs/METHOD.md states it, in float64.
 
 Shapes: F (N, D) support features, y (N,) support labels in 0..C-1, f (n, D) query features, W (C, D)
-text classifier (row c is the class-c text embedding, as in method/tipx.py; METHOD.md's W is its
-transpose). Whatever dtype arrives, everything is computed and counted in float64.
+text classifier (row c is the class-c text embedding, as in method/tipx.py and docs/METHOD.md). Whatever
+dtype arrives, everything is computed and counted in float64.
 
 Support rule: every class needs at least one image, and the support set needs at least one within-class
 degree of freedom, N - C >= 1 (some class has two images; this implies N - 1 >= 1). With N = C every
@@ -90,7 +90,7 @@ def check_support(F: torch.Tensor, y: torch.Tensor, num_classes: int) -> None:
 
 
 def fit_gda(F: torch.Tensor, y: torch.Tensor, num_classes: int) -> GDAHead:
-    """Class means (C, D), shrinkage precision (D, D) and the linear head of METHOD.md's GDA.
+    """Class means (C, D), shrinkage precision (D, D) and the linear head of docs/METHOD.md's GDA.
 
     Sigma = X^T X / (N - 1) with X = F - mu[y]; P = D pinv((N - 1) Sigma + trace(Sigma) I_D);
     W_gda = mu P; b_k = log(1 / C) - 0.5 mu_k^T P mu_k.

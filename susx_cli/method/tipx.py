@@ -1,7 +1,7 @@
-"""Zero-shot, Tip-Adapter and TIP-X logits as METHOD.md states them, in float64 by default.
+"""Zero-shot, Tip-Adapter and TIP-X logits as docs/METHOD.md states them, in float64 by default.
 
 Shapes: f (n, D) query features, F (N, D) support features, W (C, D) text classifier (row c is the
-class-c text embedding; METHOD.md's W is its transpose), y (N,) support labels in 0..C-1. All rows
+class-c text embedding, as in docs/METHOD.md), y (N,) support labels in 0..C-1. All rows
 L2-normalised. Reference defects are fixed here: every KL row is computed, the KL rescale uses the
 query set's own similarity range, and nothing runs in float16.
 """

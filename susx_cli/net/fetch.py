@@ -18,7 +18,7 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from susx_cli import __version__
+from susx_cli._version import __version__
 from susx_cli.artifacts import common
 from susx_cli.errors import SusxError
 from susx_cli.net import clients, guarded_http

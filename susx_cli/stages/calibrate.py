@@ -19,14 +19,14 @@ from susx_cli.stages.inputs import as_float64, load_method_inputs
 from susx_cli.stages.results import StageResult
 
 MODES = ("val", "loo", "kfold", "fixed")
-GDA_ESTIMATOR = "shrinkage-pinv"  # P = D pinv((N - 1) Sigma + trace(Sigma) I_D), METHOD.md's GDA step 3
+GDA_ESTIMATOR = "shrinkage-pinv"  # P = D pinv((N - 1) Sigma + trace(Sigma) I_D), docs/METHOD.md's GDA step 3
 # The most (alpha, beta, gamma) points a search may try: the search keeps a count per point, and a
 # larger grid is almost always a typo (the reference grid has 200,000 points).
 MAX_GRID_POINTS = 10_000_000
 
 
 def parse_grid(spec: str | None, axis: str) -> list[float]:
-    """'reference' (METHOD.md), 'start:stop:steps' (reference formula), or 'v1,v2,...'; finite values only."""
+    """'reference' (docs/METHOD.md), 'start:stop:steps' (reference formula), or 'v1,v2,...'; finite values only."""
     from susx_cli.method.search import REFERENCE, reference_grid
 
     option = f"--{axis}-grid"

@@ -284,7 +284,6 @@ def embed(input_path: Path, output: Path, shard: Shard = Shard(), **kwargs) -> S
                     hint="drop those options to embed the text classifier",
                 )
             text_kwargs = {k: v for k, v in kwargs.items() if k not in image_only}
-            text_kwargs["batch_size"] = max(kwargs.get("batch_size", 256), 256)
             return embed_texts(input_path, output, **text_kwargs)
     kwargs.pop("pool", None)
     return embed_images(input_path, output, shard=shard, **kwargs)

@@ -28,7 +28,7 @@ from susx_cli.progress import info
 from susx_cli.stages.results import StageResult
 
 CALIBRATIONS = ("val", "loo", "kfold", "fixed")
-# Augmented views per folder-shots support image, as the paper's few-shot figures used (METHOD.md); generated
+# Augmented views per folder-shots support image, as the paper's few-shot figures used (docs/METHOD.md); generated
 # or retrieved support folders get one plain pass, as in the reference.
 SHOT_AUGMENT_PASSES = 10
 

@@ -24,7 +24,7 @@ NORM_TOLERANCE = 1e-2  # stored features may be float16: allow its rounding
 
 
 def as_float64(x: np.ndarray, device: str):
-    """A float64 tensor on ``device``: the method's precision (METHOD.md: float32 or better)."""
+    """A float64 tensor on ``device``: the method's precision (docs/METHOD.md: float32 or better)."""
     import torch
 
     return torch.from_numpy(x).to(device, torch.float64)

@@ -1,5 +1,5 @@
 """`report`: join `susx eval` result files into the paper's table layout (datasets as columns, methods
-as rows, a mean column), as Markdown and CSV, with the paper's figures (METHOD.md) in columns beside ours,
+as rows, a mean column), as Markdown and CSV, with the paper's figures (docs/METHOD.md) in columns beside ours,
 a bar chart per dataset, and a long table (one row per run, every metric and configuration field)."""
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def paper_label(key: str) -> str:
 @dataclass
 class Report:
     """The paper layout: one row per (model, method, support, calibration), one column per dataset with the
-    paper's figure (OpenAI RN50, METHOD.md) in a column beside ours where the paper has one, then our mean and
+    paper's figure (OpenAI RN50, docs/METHOD.md) in a column beside ours where the paper has one, then our mean and
     the paper's mean. A mean is only shown over exactly the table's datasets: ours when the row has all of
     them; the paper's when it has a figure for each of them, or when they are exactly its 11 CoOp datasets
     (its published mean). Other paper means are named in a note, never put in a column."""
@@ -266,7 +266,7 @@ def build_report(results: list[dict[str, Any]], metric: str = "top1") -> Report:
             {f"{row.label} = {paper_label(row.paper)}" for row in ordered if row.paper_figures()}
         )
         notes.append(
-            f"paper figures ({'; '.join(matched)}): OpenAI CLIP RN50, METHOD.md; the paper's "
+            f"paper figures ({'; '.join(matched)}): OpenAI CLIP RN50, docs/METHOD.md; the paper's "
             "hyperparameters were searched on a labelled validation split (the test set for ImageNet)"
         )
         notes += rep.paper_mean_notes()

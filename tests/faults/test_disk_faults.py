@@ -54,6 +54,7 @@ def _same_features(a, b):
     assert np.array_equal(fa.features, fb.features) and np.array_equal(fa.labels, fb.labels)
 
 
+@pytest.mark.slow
 @needs_root
 def test_embed_on_a_full_disk_is_one_line_then_resumes_to_the_same_file(images):
     invoke("embed", "imgs", "--unlabelled", "-o", "ref.h5", "-b", "16", *TINY)
