@@ -349,9 +349,7 @@ def test_float32_features_are_counted_in_float64():
     for ai, a in enumerate(grid.alpha):
         for bi, b in enumerate(grid.beta):
             for gi, g in enumerate(grid.gamma):
-                direct = tipx.logits(
-                    f64[0], f64[4], f64[2], f64[3], alpha=a, beta=b, gamma=g
-                ).argmax(1)
+                direct = tipx.logits(f64[0], f64[4], f64[2], f64[3], alpha=a, beta=b, gamma=g).argmax(1)
                 assert int(got.counts[ai, bi, gi]) == int((direct == f64[1]).sum())
 
 

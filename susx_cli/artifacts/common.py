@@ -179,7 +179,9 @@ def existing_json_provenance(path: Path, kind: str, read: Any) -> dict[str, Any]
     found = data.get("kind") if isinstance(data, dict) else None
     if not (isinstance(found, str) and found.startswith("susx.")):
         raise foreign_output(path)
-    check_header(path, found, schema_version(found), kind)  # another susx kind: refused, whatever --overwrite says
+    check_header(
+        path, found, schema_version(found), kind
+    )  # another susx kind: refused, whatever --overwrite says
     problem = schema_problem(data.get("schema_version"), found)
     if problem:
         return replaceable(problem)

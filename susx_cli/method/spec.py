@@ -76,6 +76,7 @@ class Choice:
     correct: int
     total: int
     counts: Any  # int64 tensor
+    seconds: float = 0.0  # how long the search took
 
     @property
     def accuracy(self) -> float:

@@ -164,20 +164,24 @@ def calibrate(
     objective = split_record = None
     chosen = dict(fixed or {})
     if mode != "fixed":
-        choice, split_record, seconds = _search(
+        queries = None
+        if mode == "val":
+            q = inputs.query
+            queries = registry.Support(as_float64(q.features, dev), torch.from_numpy(q.labels).to(dev))
+        choice, split = search_hyperparameters(
             spec,
             mode,
             W,
             support,
-            inputs,
             grid,
-            folds,
-            fold_seed,
-            dev,
+            queries=queries,
+            folds=folds,
+            fold_seed=fold_seed,
             logit_scale=scale,
             logit_bias=bias,
             **settings,
         )
+        split_record = None if split is None else cal_io.kfold_record(split.to_dict())
         chosen = choice.values
         objective = {
             "metric": "top1",
@@ -185,7 +189,7 @@ def calibrate(
             "correct": choice.correct,
             "queries": choice.total,
             "on": _OBJECTIVE_ON[mode].format(k=folds),
-            "search_seconds": round(seconds, 3),
+            "search_seconds": round(choice.seconds, 3),
             "configurations": math.prod(len(v) for v in grid.values()),
         }
         if heatmap is not None:
@@ -307,27 +311,32 @@ def _check_options(
     return None, grid, settings
 
 
-def _search(
-    spec: MethodSpec, mode: str, W, support, inputs, grid, folds: int, fold_seed: int, dev: str, **settings
+def search_hyperparameters(
+    spec: MethodSpec,
+    mode: str,
+    W,
+    support,
+    grid: dict[str, list[float]],
+    *,
+    queries=None,
+    folds: int = DEFAULT_FOLDS,
+    fold_seed: int = 0,
+    **settings,
 ):
-    """The method's search in ``mode``: (choice, the fold record of kfold or None, seconds)."""
-    import torch
-
-    queries = split = split_record = None
-    if mode == "val":
-        q = inputs.query
-        queries = registry.Support(as_float64(q.features, dev), torch.from_numpy(q.labels).to(dev))
+    """The method's search in ``mode`` on tensors (no I/O): W (C, D), support and ``queries`` (mode val)
+    as ``Support``. Returns (choice with its ``seconds``, the kfold split or None)."""
+    split = None
     if mode == "kfold":
         from susx_cli.method.kfold import stratified_folds
 
         split = stratified_folds(support.labels, folds, fold_seed, W.shape[0])
-        split_record = cal_io.kfold_record(split.to_dict())
     size = math.prod(len(v) for v in grid.values())
     start = time.perf_counter()
     with bar(f"search {spec.name} ({mode})", total=size, unit="cfg") as progress:
         task = registry.SearchTask(grid, mode, queries, split, progress)
         choice = registry.run_search(spec, W, support, task, **settings)
-    return choice, split_record, time.perf_counter() - start
+    choice.seconds = time.perf_counter() - start
+    return choice, split
 
 
 def _draw_heatmap(

@@ -162,13 +162,17 @@ def _check_calibration(cal: cal_io.Calibration, text: hdf5.TextClassifier, text_
 
     spec = registry.get(cal.method)
     if cal.mode not in spec.modes:
-        raise SusxError(f"{what} records mode {cal.mode!r}, which {spec.name} does not have",
-                        hint="re-create it with susx calibrate")
+        raise SusxError(
+            f"{what} records mode {cal.mode!r}, which {spec.name} does not have",
+            hint="re-create it with susx calibrate",
+        )
     cal.hyperparameters = spec.check_values(cal.hyperparameters, what)
     unknown = sorted(set(cal.settings) - set(spec.settings))
     if unknown:
-        raise SusxError(f"{what} records settings {', '.join(unknown)} that {spec.name} does not read",
-                        hint="re-create it with susx calibrate")
+        raise SusxError(
+            f"{what} records settings {', '.join(unknown)} that {spec.name} does not read",
+            hint="re-create it with susx calibrate",
+        )
     check_same_classes(text.classes, cal.classes, text_what, what)
     model = ModelIdentity.from_dict(cal.model)
     if model.key() != text.model.key():
