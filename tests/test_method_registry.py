@@ -90,3 +90,122 @@ def test_every_method_and_mode_gives_the_recorded_choice_and_predictions(tmp_pat
         settings = {"tau": 0.5} if "tau" in spec.settings else {}
         logits = spec.logits(spec.fit(W, support, expected, **settings), f).numpy()
         assert np.array_equal(logits, reference[f"{method}/{mode}/logits"]), (method, mode)
+
+
+# ------------------------------------------------------------------ a method added inside a test
+
+
+def _toy_spec():
+    """Nearest class mean of the support set, mixed with zero-shot by ``weight``: a method that exists only
+    in this test (no search of its own: the registry replays its logits over the grid)."""
+    from susx_cli.method.spec import Hyperparameter, MethodSpec
+
+    def fit(W, support, values, *, logit_scale=100.0, logit_bias=0.0):
+        import torch
+
+        C = W.shape[0]
+        sizes = torch.bincount(support.labels, minlength=C).clamp_min(1).to(W.dtype)
+        means = torch.zeros_like(W).index_add_(0, support.labels, support.features) / sizes[:, None]
+        return (W, means, values["weight"], logit_scale, logit_bias)
+
+    def logits(state, f):
+        W, means, weight, scale, bias = state
+        return scale * (f @ W.T) + bias + weight * (f @ means.T)
+
+    weight = Hyperparameter("weight", 1.0, (0.0, 10.0, 100.0), "--toy-weight", "class-mean term", 0.0, 1e3)
+    return MethodSpec(
+        name="toy-centroid",
+        label="Toy centroid",
+        color="#123456",
+        marker="*",
+        line_style="-.",
+        needs_support=True,
+        fit=fit,
+        logits=logits,
+        modes=("val", "kfold", "fixed"),
+        hyperparameters=(weight,),
+    )
+
+
+def test_a_method_registered_in_a_test_runs_through_calibrate_predict_eval_and_report(tmp_path):
+    import csv
+
+    import torch
+
+    from susx_cli.artifacts import hdf5
+    from susx_cli.method import registry
+    from susx_cli.stages.calibrate import calibrate
+    from susx_cli.stages.eval import run_eval
+    from susx_cli.stages.predict import predict
+    from tests.helpers import TINY, invoke
+    from tests.test_eval import make_cars_root
+
+    spec = _toy_spec()
+    with registry.registered(spec):
+        assert "toy-centroid" in registry.names()
+        cal_path = tmp_path / "toy.json"
+        calibrate(
+            DATA / "text.h5", DATA / "sup.h5", cal_path, method="toy-centroid", mode="kfold", device="cpu"
+        )
+        cal = json.loads(cal_path.read_text())
+        assert cal["method"] == "toy-centroid" and set(cal["hyperparameters"]) == {"weight"}
+        assert cal["grid"]["weight"] == [0.0, 10.0, 100.0] and cal["objective"]["queries"] == 20
+        # the replayed search: the first weight with the most correct held-out images over the folds
+        counts = []
+        W, support, f = _arrays()
+        from susx_cli.method.kfold import stratified_folds
+
+        split = stratified_folds(support.labels, 4, 0, W.shape[0])
+        for w in (0.0, 10.0, 100.0):
+            correct = 0
+            for i in range(4):
+                tr, te = split.train(i), split.held_out(i)
+                state = spec.fit(W, type(support)(support.features[tr], support.labels[tr]), {"weight": w})
+                correct += int(
+                    (spec.logits(state, support.features[te]).argmax(1) == support.labels[te]).sum()
+                )
+            counts.append(correct)
+        assert cal["hyperparameters"]["weight"] == [0.0, 10.0, 100.0][counts.index(max(counts))]
+        assert cal["objective"]["correct"] == max(counts)
+
+        out = tmp_path / "toy.h5"
+        predict(
+            DATA / "text.h5",
+            DATA / "test.h5",
+            out,
+            support_path=DATA / "sup.h5",
+            calibration_path=cal_path,
+            device="cpu",
+        )
+        got = hdf5.read_predictions(out)
+        state = spec.fit(W, support, cal["hyperparameters"])
+        assert got.method == "toy-centroid"
+        assert np.array_equal(got.predicted, spec.logits(state, f).argmax(1).numpy())
+
+        data = make_cars_root(tmp_path / "data")
+        result = run_eval(
+            ["stanford_cars"],
+            data_root=data,
+            work_dir=tmp_path / "work",
+            results_dir=tmp_path / "results",
+            models=[f"{TINY[1]}:{TINY[3]}"],
+            supports=["folder-shots:2"],
+            methods=["zero-shot", "toy-centroid"],
+            calibrations=["kfold", "fixed"],
+            hyperparameters={"toy_weight": 5.0},
+            augment_passes=1,
+            workers=0,
+            folds=2,
+        )
+        rows = {(r["method"], r["calibration"]): r for r in result.rows}
+        assert set(rows) == {("zero-shot", "-"), ("toy-centroid", "kfold"), ("toy-centroid", "fixed")}
+        assert all(r["status"] == "done" for r in rows.values())
+        invoke("report", tmp_path / "results", "-o", tmp_path / "r.md", "--csv", tmp_path / "r.csv")
+        md = (tmp_path / "r.md").read_text()
+        assert "Toy centroid (2-shot)" in md
+        methods = {row[1] for row in csv.reader((tmp_path / "r.csv").open())}
+        assert "Toy centroid (2-shot)" in methods or "toy-centroid" in methods
+    assert "toy-centroid" not in registry.names()
+    with pytest.raises(SusxError, match="unknown method 'toy-centroid'"):
+        registry.get("toy-centroid")
+    del torch
