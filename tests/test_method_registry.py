@@ -209,3 +209,167 @@ def test_a_method_registered_in_a_test_runs_through_calibrate_predict_eval_and_r
     with pytest.raises(SusxError, match="unknown method 'toy-centroid'"):
         registry.get("toy-centroid")
     del torch
+
+
+# ------------------------------------------------------------------ checks decided from the specs
+
+
+def _calibration(tmp_path: Path, **changes) -> Path:
+    """A fixed TIP-X calibration of the reference workspace, with ``changes`` written into its JSON."""
+    from susx_cli.stages.calibrate import calibrate
+
+    path = tmp_path / "cal.json"
+    calibrate(
+        DATA / "text.h5",
+        DATA / "sup.h5",
+        path,
+        method="tip-x",
+        mode="fixed",
+        values=FIXED["tip-x"],
+        device="cpu",
+        overwrite=True,
+    )
+    data = json.loads(path.read_text())
+    for key, value in changes.items():
+        data[key] = value
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("hyperparameters", "needle"),
+    [
+        ({"alpha": float("nan"), "beta": 3.0, "gamma": 0.7}, "alpha in"),
+        ({"alpha": 1e300, "beta": 3.0, "gamma": 0.7}, "alpha in"),
+        ({"alpha": 1.5, "beta": -1.0, "gamma": 0.7}, "beta in"),
+        ({"alpha": 1.5, "beta": 3.0}, "give alpha, beta for tip-x"),
+        ({"alpha": "x", "beta": 3.0, "gamma": 0.7}, "must be a number"),
+    ],
+)
+def test_calibration_values_are_checked_like_the_command_line(tmp_path, hyperparameters, needle):
+    from tests.helpers import invoke
+
+    cal = _calibration(tmp_path, hyperparameters=hyperparameters)
+    out = tmp_path / "p.h5"
+    r = invoke(
+        "predict",
+        DATA / "text.h5",
+        DATA / "test.h5",
+        "-s",
+        DATA / "sup.h5",
+        "--calibration",
+        cal,
+        "-o",
+        out,
+        expect=2,
+    )
+    assert needle in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_cli_values_outside_the_range_and_unknown_methods_are_one_line(tmp_path):
+    from susx_cli.stages.predict import predict
+    from tests.helpers import invoke
+
+    base = ["calibrate", DATA / "text.h5", DATA / "sup.h5", "-o", tmp_path / "c.json", "--mode", "fixed"]
+    r = invoke(*base, "--alpha", "nan", "--beta", "1", "--gamma", "1", expect=2)
+    assert "--alpha must be a finite number in [0, 1e+06], got nan" in r.stderr
+    r = invoke(*base, "--alpha", "1", "--beta", "1e9", "--gamma", "1", expect=2)
+    assert "--beta must be" in r.stderr
+    r = invoke(
+        "calibrate",
+        DATA / "text.h5",
+        DATA / "sup.h5",
+        "-o",
+        tmp_path / "c.json",
+        "--alpha-grid",
+        "1,nan",
+        expect=2,
+    )
+    assert "--alpha-grid" in r.stderr
+    cal = _calibration(tmp_path, method="tda")
+    with pytest.raises(SusxError, match="unknown method 'tda'"):
+        predict(
+            DATA / "text.h5",
+            DATA / "test.h5",
+            tmp_path / "p.h5",
+            support_path=DATA / "sup.h5",
+            calibration_path=cal,
+            device="cpu",
+        )
+    assert not (tmp_path / "c.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--mode", "loo", "--folds", "3"], "--folds does nothing with --method tip-x --mode loo"),
+        (
+            ["--mode", "fixed", "--alpha", "1", "--beta", "1", "--gamma", "1", "--alpha-grid", "1,2"],
+            "--alpha-grid does nothing",
+        ),
+        (["--mode", "loo", "--alpha", "1"], "--alpha does nothing"),
+        (["--method", "gda", "--mode", "kfold", "--tau", "0.3"], "--tau does nothing"),
+        (["--method", "tip-adapter", "--mode", "loo", "--heatmap", "h.png"], "--heatmap does nothing"),
+        (
+            ["--method", "tip-adapter", "--gamma-grid", "1,2"],
+            "--gamma-grid does not apply to --method tip-adapter",
+        ),
+        (["--mode", "kfold", "--val", "v.h5"], "--val does nothing"),
+    ],
+)
+def test_options_the_mode_or_method_does_not_read_are_refused(tmp_path, args, needle):
+    from tests.helpers import invoke
+
+    r = invoke("calibrate", DATA / "text.h5", DATA / "sup.h5", "-o", tmp_path / "c.json", *args, expect=2)
+    assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "c.json").exists()
+
+
+def test_in_memory_search_and_logits_match_the_cli(tmp_path):
+    """susx.search + fit/logits on the arrays of the feature files give what calibrate + predict write."""
+    import susx_cli as susx
+    from susx_cli.artifacts import hdf5
+    from tests.helpers import invoke
+
+    grid = {"alpha": "0.5,2,8", "beta": "1,5,20", "gamma": "0.1,1"}
+    cal_path, out = tmp_path / "c.json", tmp_path / "p.h5"
+    flags = [x for k, v in grid.items() for x in (f"--{k}-grid", v)]
+    invoke("calibrate", DATA / "text.h5", DATA / "sup.h5", "-o", cal_path, "--mode", "kfold", *flags)
+    invoke(
+        "predict",
+        DATA / "text.h5",
+        DATA / "test.h5",
+        "-s",
+        DATA / "sup.h5",
+        "--calibration",
+        cal_path,
+        "-o",
+        out,
+    )
+    text, sup = susx.load(DATA / "text.h5"), susx.load(DATA / "sup.h5")
+    choice = susx.search("tip-x", text.weights, sup.features, sup.labels, mode="kfold", grid=grid)
+    assert choice.values == json.loads(cal_path.read_text())["hyperparameters"]
+    method = susx.methods.get("tip-x")
+    state = method.fit(
+        susx.tensor(text.weights), susx.support(sup.features, sup.labels), choice.values, tau=0.5
+    )
+    logits = method.logits(state, susx.tensor(susx.load(DATA / "test.h5").features)).numpy()
+    preds = hdf5.read_predictions(out)
+    assert np.array_equal(logits.argmax(1), preds.predicted)
+    assert np.array_equal(np.take_along_axis(logits, preds.top5, 1).astype(np.float32), preds.scores)
+
+
+def test_registered_refuses_a_taken_name_and_the_registry_needs_no_torch():
+    import subprocess
+    import sys
+
+    from susx_cli.method import registry
+
+    with pytest.raises(SusxError, match="already registered"):
+        with registry.registered(registry.get("gda")):
+            pass
+    assert registry.names() == ("zero-shot", "tip-adapter", "tip-x", "gda")
+    code = "import sys, susx_cli as s; s.methods.names(); s.methods.get('tip-x').hyperparameters; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
