@@ -23,6 +23,11 @@ from susx_cli.commands._common import (
 from susx_cli.method import registry
 
 
+def _readers(has) -> str:
+    """The registered methods for which ``has(spec)`` holds, for an option's help."""
+    return ", ".join(n for n, spec in registry.METHODS.items() if has(spec))
+
+
 def calibrate(
     text: Annotated[Path, typer.Argument(help="Text classifier HDF5 (susx embed prompts.json).")],
     support: Annotated[Path, typer.Argument(help="Support features HDF5 (susx embed SUPPORT_DIR).")],
@@ -44,7 +49,11 @@ def calibrate(
         typer.Option("--method", help="The method whose hyperparameters to choose; its options are below."),
     ] = "tip-x",
     tau: Annotated[
-        float | None, typer.Option("--tau", help="Signature temperature on raw cosines (tip-x; default 0.5).")
+        float | None,
+        typer.Option(
+            "--tau",
+            help=f"Signature temperature on raw cosines ({_readers(lambda s: 'tau' in s.settings)}; default 0.5).",
+        ),
     ] = None,
     logit_scale: Annotated[
         str, typer.Option("--logit-scale", help="Zero-shot scale: 100 (reference) or 'model'.")
@@ -52,12 +61,16 @@ def calibrate(
     normalize: Annotated[
         bool,
         typer.Option(
-            "--normalize-per-class", help="Divide support terms by class size (tip-adapter, tip-x)."
+            "--normalize-per-class",
+            help=f"Divide support terms by class size ({_readers(lambda s: 'normalize' in s.settings)}).",
         ),
     ] = False,
     heatmap: Annotated[
         Path | None,
-        typer.Option("--heatmap", help="tip-x: PNG of accuracy over (alpha, gamma) at the best beta."),
+        typer.Option(
+            "--heatmap",
+            help=f"{_readers(lambda s: s.heatmap)}: PNG of accuracy over (alpha, gamma) at the chosen beta.",
+        ),
     ] = None,
     folds: Annotated[
         int | None, typer.Option("--folds", help="kfold: number of folds of the support set (default 4).")
