@@ -5,7 +5,9 @@ Writes into tests/data/method_reference/: the workspace's feature files (text.h5
 test.h5: five classes, four support images, three validation and four test images per class, embedded
 with the tiny random-weight model) and expected.npz: per (method, mode) the chosen hyperparameters and
 the objective's correct count, the predictions' top-5 classes and scores, and the float64 logits of the
-test features. Re-run only on purpose (the feature files change with every run):
+test features. The committed record was made before the method registry existed (commit "tools/
+make_method_reference.py and its record"), with that version's API; this version records the same
+things through the registry. Re-run only on purpose (the feature files change with every run):
 
     python tools/make_method_reference.py
 """
@@ -62,7 +64,6 @@ def record(data: Path) -> None:
         for method, modes in MODES.items():
             for mode in modes:
                 cal_path = work / f"{method}-{mode}.json"
-                extra = dict(FIXED[method]) if mode == "fixed" else {}
                 result = calibrate(
                     data / "text.h5",
                     data / "sup.h5",
@@ -71,7 +72,7 @@ def record(data: Path) -> None:
                     mode=mode,
                     val_path=data / "val.h5" if mode == "val" else None,
                     device="cpu",
-                    **extra,
+                    values=FIXED[method] if mode == "fixed" else None,
                 )
                 cal = json.loads(cal_path.read_text())
                 objective = cal.get("objective") or {}
@@ -108,36 +109,21 @@ def predictions(prefix: str, path: Path) -> dict[str, np.ndarray]:
 
 
 def old_logits(data: Path, method: str, cal: dict) -> np.ndarray:
-    """The float64 test logits (n, C) of the functions predict called when the reference was recorded."""
+    """The float64 test logits (n, C) of the method's fit and logits with the calibration's values."""
     import torch
 
     from susx_cli.artifacts import hdf5
-    from susx_cli.method import gda, tipx
+    from susx_cli.method import registry
+    from susx_cli.method.spec import Support
 
-    text, sup, test = (
-        hdf5.read_text_classifier(data / "text.h5"),
-        hdf5.read_features(data / "sup.h5"),
-        hdf5.read_features(data / "test.h5"),
-    )
+    text = hdf5.read_text_classifier(data / "text.h5")
+    sup, test = hdf5.read_features(data / "sup.h5"), hdf5.read_features(data / "test.h5")
     W, F, f = (
         torch.from_numpy(np.asarray(x, dtype=np.float64)) for x in (text.weights, sup.features, test.features)
     )
-    y = torch.from_numpy(sup.labels)
-    hp = cal["hyperparameters"]
-    if method == "gda":
-        head = gda.fit_gda(F, y, W.shape[0])
-        return gda.gda_logits(f, W, head, hp["alpha"]).numpy()
-    return tipx.logits(
-        method,
-        f,
-        W,
-        F,
-        y,
-        alpha=hp["alpha"],
-        beta=hp["beta"],
-        gamma=hp["gamma"] if method == "tip-x" else 0.0,
-        tau=hp["tau"],
-    ).numpy()
+    spec = registry.get(method)
+    state = spec.fit(W, Support(F, torch.from_numpy(sup.labels)), cal["hyperparameters"], **cal["settings"])
+    return spec.logits(state, f).numpy()
 
 
 if __name__ == "__main__":
