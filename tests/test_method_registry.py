@@ -373,3 +373,37 @@ def test_registered_refuses_a_taken_name_and_the_registry_needs_no_torch():
     code = "import sys, susx_cli as s; s.methods.names(); s.methods.get('tip-x').hyperparameters; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    ("methods", "calibrations", "extra", "needle"),
+    [
+        (["tip-x"], ["loo"], {"hyperparameters": {"gda_alpha": 1.0}}, "--gda-alpha do"),
+        (["tip-x"], ["loo"], {"hyperparameters": {"alpha": 1.0}}, "--alpha does nothing"),
+        (["tip-x"], ["fixed"], {"hyperparameters": {"alpha_grid": "1,2"}}, "--alpha-grid does nothing"),
+        (["tip-x"], ["loo"], {"folds": 3}, "--folds/--fold-seed does nothing"),
+        (["gda"], ["fixed"], {}, "--calibration fixed needs --gda-alpha for gda"),
+        (
+            ["tip-x"],
+            ["fixed"],
+            {"hyperparameters": {"alpha": float("nan"), "beta": 1.0, "gamma": 1.0}},
+            "--alpha must",
+        ),
+    ],
+)
+def test_eval_refuses_options_no_run_reads(tmp_path, methods, calibrations, extra, needle):
+    from susx_cli.stages.eval import EvalConfig
+
+    with pytest.raises(SusxError, match=needle.replace("(", r"\(")):
+        EvalConfig.from_options(
+            num_datasets=1,
+            models=["RN50:openai"],
+            pretrained=[],
+            supports=["folder-shots:1"],
+            methods=methods,
+            calibrations=calibrations,
+            data_root=None,
+            work_dir=tmp_path,
+            results_dir=tmp_path,
+            **extra,
+        )
