@@ -123,8 +123,12 @@ class MethodSpec:
 
     @property
     def calibrated(self) -> bool:
-        """Whether predict needs a calibration of this method."""
-        return bool(self.hyperparameters)
+        """Whether predict needs a calibration of this method (one with calibration modes); a method
+        without modes runs with its hyperparameters' defaults."""
+        return bool(self.modes)
+
+    def defaults(self) -> dict[str, float]:
+        return {h.name: h.default for h in self.hyperparameters}
 
     def hyperparameter(self, name: str) -> Hyperparameter:
         return {h.name: h for h in self.hyperparameters}[name]

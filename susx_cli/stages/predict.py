@@ -75,7 +75,7 @@ def predict(
     text, q, cal = inputs.text, inputs.query, inputs.calibration
     spec = spec or registry.get(cal.method)
     method = spec.name
-    values = _values_for(spec, cal, str(calibration_path)) if spec.calibrated else {}
+    values = _values_for(spec, cal, str(calibration_path)) if spec.calibrated else spec.defaults()
     if cal is not None and spec.needs_support:
         _warn_if_tuned_on_queries(cal, inputs.ids["query"], calibration_path)
 
@@ -135,7 +135,7 @@ def predict(
             "method": method,
             "logit_scale": scale,
             **({"logit_bias": bias} if bias else {}),
-            "hyperparameters": {**values, **settings} if spec.calibrated else None,
+            "hyperparameters": {**values, **settings} if values or settings else None,
         },
         provenance=prov,
         per_class=per_class,
