@@ -407,3 +407,49 @@ def test_eval_refuses_options_no_run_reads(tmp_path, methods, calibrations, extr
             results_dir=tmp_path,
             **extra,
         )
+
+
+def test_an_online_method_without_support_or_calibration_predicts_with_its_defaults(tmp_path):
+    """A test-time method: no support, no calibration modes; its logits walk the queries in order, and
+    predict runs it with its hyperparameters' defaults."""
+    import torch
+
+    from susx_cli.artifacts import hdf5
+    from susx_cli.method import registry
+    from susx_cli.method.spec import Hyperparameter, MethodSpec
+    from susx_cli.stages.predict import predict
+
+    def fit(W, support, values, *, logit_scale=100.0, logit_bias=0.0):
+        assert support is None
+        return (W, values["momentum"], logit_scale)
+
+    def logits(state, f):
+        W, momentum, scale = state
+        memory, rows = W.clone(), []
+        for x in f:  # each query nudges the class it is given to: the order matters
+            row = scale * (memory @ x)
+            memory[int(row.argmax())] += momentum * x
+            rows.append(row)
+        return torch.stack(rows)
+
+    momentum = Hyperparameter("momentum", 0.5, (), "--toy-momentum", "memory update", 0.0, 1.0)
+    spec = MethodSpec(
+        "toy-online",
+        "Toy online",
+        "#000000",
+        "v",
+        ":",
+        needs_support=False,
+        fit=fit,
+        logits=logits,
+        online=True,
+        hyperparameters=(momentum,),
+    )
+    with registry.registered(spec):
+        assert not spec.calibrated
+        out = tmp_path / "p.h5"
+        predict(DATA / "text.h5", DATA / "test.h5", out, method="toy-online", device="cpu")
+        got = hdf5.read_predictions(out)
+        assert got.method == "toy-online" and got.metrics["hyperparameters"] == {"momentum": 0.5}
+        W, _, f = _arrays()
+        assert np.array_equal(got.predicted, logits(fit(W, None, {"momentum": 0.5}), f).argmax(1).numpy())
