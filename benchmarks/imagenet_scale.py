@@ -158,7 +158,7 @@ def phase_predict(args) -> dict:
         "rows": tipx.logits_rows_per_chunk(args.predict_n, args.N, args.C, f.device),
     }
     t0, c0 = time.perf_counter(), time.process_time()
-    logits = tipx.logits("tip-x", f, W, F, y, alpha=10.0, beta=5.5, gamma=0.5)
+    logits = tipx.logits(f, W, F, y, alpha=10.0, beta=5.5, gamma=0.5)
     out.update(
         seconds=time.perf_counter() - t0,
         cpu_seconds=time.process_time() - c0,

@@ -122,7 +122,7 @@ def top1(method: str, sim, support: str, params) -> float:
     if method == "gda":
         out = gda.gda_logits(f, W, gda.fit_gda(F, y, W.shape[0]), alpha)
     else:
-        out = tipx.logits(method, f, W, F, y, alpha=alpha, beta=beta, gamma=gamma)
+        out = tipx.logits(f, W, F, y, alpha=alpha, beta=beta, gamma=gamma if method == "tip-x" else None)
     return float((out.argmax(1) == yq).double().mean())
 
 

@@ -1,8 +1,8 @@
 """susx: training-free, name-only transfer of CLIP-like models (SuS-X) as staged artifacts.
 
 As a library, ``import susx_cli as susx``: the stages ``susx.prompts``, ``susx.curate``, ``susx.embed``,
-``susx.calibrate``, ``susx.predict``, ``susx.eval``, the reader ``susx.load`` and ``susx.verbose`` (see
-``susx_cli.api``). They are imported on first use, so importing the package (and `susx --help`) stays light.
+``susx.calibrate``, ``susx.predict``, ``susx.eval``, the reader ``susx.load`` and ``susx.verbose``; in
+memory ``susx.methods`` (the method registry), ``susx.search``, ``susx.load_encoder`` (see ``susx_cli.api``). They are imported on first use, so importing the package (and `susx --help`) stays light.
 """
 
 from typing import Any
@@ -11,7 +11,22 @@ from susx_cli._version import __version__
 from susx_cli.errors import SusxError
 
 # Names served by susx_cli.api, imported when first asked for.
-_API = ("prompts", "curate", "embed", "calibrate", "predict", "eval", "load", "verbose", "reporting")
+_API = (
+    "prompts",
+    "curate",
+    "embed",
+    "calibrate",
+    "predict",
+    "eval",
+    "load",
+    "verbose",
+    "reporting",
+    "methods",
+    "search",
+    "load_encoder",
+    "tensor",
+    "support",
+)
 
 __all__ = ["SusxError", "__version__", *_API]
 

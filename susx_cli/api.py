@@ -54,11 +54,12 @@ The whole pipeline on generated images, with a tiny random-weight model (``pretr
 
 ``calibrate`` searches the hyperparameters (here leave-one-out on the support set, on a small grid):
 
+>>> grids = {"alpha": "0.1,1", "beta": "1,2", "gamma": "0,0.1"}
 >>> _ = susx.calibrate(text=root / "text.h5", support=root / "support.h5", output=root / "calibration.json",
-...                    mode="loo", alpha_grid="0.1,1", beta_grid="1,2", gamma_grid="0,0.1")
+...                    mode="loo", grids=grids)
 >>> calibration = susx.load(root / "calibration.json")
->>> calibration.method, calibration.mode, sorted(calibration.hyperparameters())
-('tip-x', 'loo', ['alpha', 'beta', 'gamma', 'tau'])
+>>> calibration.method, calibration.mode, sorted(calibration.hyperparameters), calibration.settings["tau"]
+('tip-x', 'loo', ['alpha', 'beta', 'gamma'], 0.5)
 
 ``predict`` classifies a folder (embedding it first, with the text classifier's model):
 
@@ -76,6 +77,28 @@ Running a stage again with the same inputs and options leaves its output alone:
 
 >>> susx.prompts(classes=root / "classes.txt", output=root / "prompts.json", templates="ensemble").skipped
 True
+
+The same without files: the methods (``susx.methods``, the registry), a search on arrays and a method's
+logits, with the encoder in memory:
+
+>>> susx.methods.names()
+('zero-shot', 'tip-adapter', 'tip-x', 'gda')
+>>> tipx = susx.methods.get("tip-x")
+>>> tipx.needs_support, tipx.online, [h.name for h in tipx.hyperparameters]
+(True, False, ['alpha', 'beta', 'gamma'])
+>>> encoder = susx.load_encoder("susx-tiny-vit", pretrained="none")
+>>> prompts = susx.load(root / "prompts.json")
+>>> W = encoder.classifier([entry.texts(prompts.default_pool) for entry in prompts.entries])
+>>> shots = [Image.open(p) for p in sorted((root / "shots").glob("*/*.png"))]
+>>> F, y = encoder.images(shots), [1, 1, 1, 0, 0, 0]  # blue (class 1), then red (class 0)
+>>> F.shape
+(6, 32)
+>>> choice = susx.search("tip-x", W, F, y, mode="loo", grid={"alpha": [0.1, 1], "beta": [1, 2], "gamma": [0, 0.1]})
+>>> sorted(choice.values) == ["alpha", "beta", "gamma"], choice.total
+(True, 6)
+>>> state = tipx.fit(susx.tensor(W), susx.support(F, y), choice.values, tau=0.5)
+>>> tipx.logits(state, susx.tensor(encoder.images(shots[:2]))).shape
+torch.Size([2, 2])
 """
 
 from __future__ import annotations
@@ -244,27 +267,33 @@ def calibrate(
     text: PathLike,
     support: PathLike,
     output: PathLike,
-    mode: str = "loo",
     method: str = "tip-x",
+    mode: str | None = None,
     val: PathLike | None = None,
+    values: dict[str, float] | None = None,
+    grids: dict[str, str] | None = None,
     heatmap: PathLike | None = None,
     overwrite: bool = False,
     **options: Any,
 ) -> StageResult:
     """Choose the method's hyperparameters and write calibration.json. ``mode``: loo (leave one out on
-    the support set) | kfold | val (search on the ``val`` features) | fixed (the given ``alpha``,
-    ``beta``, ``gamma``). ``options``: alpha, beta, gamma, alpha_grid/beta_grid/gamma_grid ("0.1,1" or
-    "start:stop:num"), tau, logit_scale, normalize, folds, fold_seed, device (as `susx calibrate`)."""
+    the support set) | kfold | val (search on the ``val`` features) | fixed (the given ``values``, by
+    hyperparameter name); default: val with ``val``, else the method's name-only mode. ``grids``: per
+    hyperparameter "reference", "0.1,1" or "start:stop:steps". ``options``: tau, logit_scale, normalize,
+    folds, fold_seed, device (as `susx calibrate`)."""
     from susx_cli.stages.calibrate import calibrate as calibrate_stage
 
-    _check_options(calibrate_stage, options, ("mode", "method", "val_path", "heatmap", "overwrite"))
+    fixed = ("method", "mode", "val_path", "values", "grids", "heatmap", "overwrite")
+    _check_options(calibrate_stage, options, fixed)
     return calibrate_stage(
         Path(text),
         Path(support),
         Path(output),
-        mode=mode,
         method=method,
+        mode=mode,
         val_path=_path(val),
+        values=values,
+        grids=grids,
         heatmap=_path(heatmap),
         overwrite=overwrite,
         **options,
@@ -333,8 +362,8 @@ def eval(  # noqa: A001 - the stage's name, as `susx eval`
     """Run the paper's protocol on registered datasets under ``data_root``: prompts, text classifier,
     features, calibration, predictions per (dataset, model, method, support, calibration), each a
     self-describing result JSON in ``results_dir`` (intermediate artifacts in ``work_dir``). The result's
-    ``rows`` list one record per run. ``options``: the other `susx eval` options by parameter name."""
-    from susx_cli.method import PAPER_METHODS
+    ``rows`` list one record per run. ``options``: the other `susx eval` options by parameter name;
+    ``hyperparameters``: fixed values and grids by flag (``{"alpha": 1.0, "gda_alpha_grid": "0.1,1"}``)."""
     from susx_cli.stages.eval import run_eval
 
     fixed = (
@@ -357,7 +386,7 @@ def eval(  # noqa: A001 - the stage's name, as `susx eval`
         models=_as_list(models),
         pretrained=_as_list(pretrained),
         supports=list(supports),
-        methods=list(methods or PAPER_METHODS),
+        methods=list(methods) if methods else None,
         calibrations=list(calibrations),
         overwrite=overwrite,
         **options,
@@ -366,6 +395,127 @@ def eval(  # noqa: A001 - the stage's name, as `susx eval`
 
 def _as_list(value: str | Sequence[str]) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
+
+
+# ------------------------------------------------------------------------------------------ in memory
+
+
+def __getattr__(name: str) -> Any:
+    if name == "methods":  # the registry module: names(), get(name) -> MethodSpec, registered(spec)
+        from susx_cli.method import registry
+
+        return registry
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def tensor(x: Any):
+    """``x`` (an array, list or tensor) as a float64 CPU tensor, as the methods compute."""
+    import numpy as np
+    import torch
+
+    return torch.as_tensor(np.asarray(x, dtype=np.float64))
+
+
+def support(features: Any, labels: Any):
+    """A labelled support set from arrays: features (N, D), labels (N,) in 0..C-1."""
+    import numpy as np
+    import torch
+
+    from susx_cli.method.spec import Support
+
+    return Support(tensor(features), torch.as_tensor(np.asarray(labels, dtype=np.int64)))
+
+
+def search(
+    method: str,
+    text_weights: Any,
+    features: Any,
+    labels: Any,
+    *,
+    mode: str = "loo",
+    grid: dict[str, Any] | None = None,
+    queries: Any = None,
+    query_labels: Any = None,
+    folds: int = 4,
+    fold_seed: int = 0,
+    **settings: Any,
+):
+    """Grid search of ``method``'s hyperparameters on arrays or tensors, as `calibrate` does on files:
+    text_weights (C, D), support features (N, D) and labels (N,); mode val scores ``queries`` (n, D) with
+    ``query_labels``. ``grid``: per hyperparameter a list of values or a `--*-grid` string (default: the
+    reference grids). ``settings``: tau, normalize, logit_scale, logit_bias as the method reads them.
+    Returns a ``Choice`` (``values``, ``correct``, ``total``, ``counts`` per grid point)."""
+    from susx_cli.method import registry
+    from susx_cli.stages.calibrate import parse_grid, search_hyperparameters
+
+    spec = registry.get(method)
+    registry.check_mode(spec, mode)
+    if mode == "fixed":
+        raise SusxError("search has no mode fixed", hint="fit the method with the values directly")
+    given = grid or {}
+    registry.refuse_foreign(
+        spec, [f"--{k}" for k in given if k not in {h.name for h in spec.hyperparameters}]
+    )
+    axes = {
+        h.name: parse_grid(given[h.name], h)
+        if isinstance(given.get(h.name), str | None)
+        else [h.check(v, h.grid_flag) for v in given[h.name]]
+        for h in spec.hyperparameters
+    }
+    q = support(queries, query_labels) if mode == "val" else None
+    choice, _ = search_hyperparameters(
+        spec,
+        mode,
+        tensor(text_weights),
+        support(features, labels),
+        axes,
+        queries=q,
+        folds=folds,
+        fold_seed=fold_seed,
+        **settings,
+    )
+    return choice
+
+
+class InMemoryEncoder:
+    """A loaded model that embeds in memory: ``images(list of PIL images)`` and ``texts(list of str)`` give
+    unit rows (N, D) float32; ``classifier(texts per class)`` the text classifier (C, D) as `embed` builds
+    it. ``encoder`` is the underlying ``susx_cli.encoder.Encoder``."""
+
+    def __init__(self, encoder: Any, batch_size: int = 64):
+        self.encoder, self.batch_size = encoder, batch_size
+        self.identity = encoder.identity
+
+    def texts(self, texts: Sequence[str]):
+        return self.encoder.encode_texts(list(texts))
+
+    def images(self, images: Sequence[Any]):
+        import numpy as np
+        import torch
+
+        rows = [np.zeros((0, self.identity.embed_dim), dtype=np.float32)]
+        for start in range(0, len(images), self.batch_size):
+            batch = [
+                self.encoder.preprocess(im.convert("RGB")) for im in images[start : start + self.batch_size]
+            ]
+            rows.append(self.encoder.encode_images(torch.stack(batch)))
+        return np.concatenate(rows)
+
+    def classifier(self, texts_per_class: Sequence[Sequence[str]]):
+        from susx_cli.encoder import class_text_weights
+
+        return class_text_weights(self.encoder, [list(t) for t in texts_per_class])
+
+
+def load_encoder(model: str, *, pretrained: str | None = None, device: str = "auto", precision: str = "fp32"):
+    """The model ``model`` (open_clip architecture or ARCH:TAG) with weights ``pretrained``, on ``device``,
+    as an ``InMemoryEncoder``."""
+    from susx_cli import runtime
+    from susx_cli.encoder import load_encoder as load
+    from susx_cli.model_spec import resolve_model
+
+    arch, tag = resolve_model(model, pretrained, default=None)
+    return InMemoryEncoder(load(arch, tag, device=runtime.resolve_device(device), precision=precision))
 
 
 # ------------------------------------------------------------------------------------------ readers

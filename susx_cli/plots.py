@@ -131,13 +131,18 @@ def accuracy_heatmap(
 
 # ------------------------------------------------------------------ report charts
 
-METHOD_COLORS = {"zero-shot": "#9e9e9e", "tip-adapter": "#4c72b0", "tip-x": "#dd8452"}
 # One colour per calibration mode of the few-shot curves; the method is the line style.
 MODE_COLORS = {"val": "#1b9e77", "loo": "#d95f02", "kfold": "#7570b3", "fixed": "#e7298a", "-": "#666666"}
 _SPARE_COLORS = ("#66a61e", "#e6ab02", "#a6761d", "#1f78b4")
-METHOD_STYLES = {"tip-adapter": "-", "tip-x": "--", "gda": ":"}
 _SPARE_STYLES = ("-.", (0, (5, 1)), (0, (1, 3)))
 MODEL_MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
+def _method_styles(attribute: str) -> dict[str, Any]:
+    """Each registered method's colour, marker or line style (its spec in method/registry.py)."""
+    from susx_cli.method import registry
+
+    return {name: getattr(spec, attribute) for name, spec in registry.METHODS.items()}
 
 
 @dataclass(frozen=True)
@@ -156,7 +161,8 @@ class ShotSeries:
 class ShotPanel:
     dataset: str
     series: list[ShotSeries]
-    baselines: list[tuple[str, float]] = field(default_factory=list)  # (label, value): zero-shot, no shots
+    # (label, value, method): results of methods without support, drawn as horizontal lines
+    baselines: list[tuple[str, float, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -209,7 +215,7 @@ def shot_curves(
     plt = _pyplot()
     every = [s for p in panels for s in p.series]
     colors = _styles(sorted({s.mode for s in every}), MODE_COLORS, _SPARE_COLORS)
-    styles = _styles(sorted({s.method for s in every}), METHOD_STYLES, _SPARE_STYLES)
+    styles = _styles(sorted({s.method for s in every}), _method_styles("line_style"), _SPARE_STYLES)
     markers = {
         m: MODEL_MARKERS[i % len(MODEL_MARKERS)] for i, m in enumerate(sorted({s.model for s in every}))
     }
@@ -242,14 +248,15 @@ def shot_curves(
                     "y": list(s.values),
                 }
             )
-        for label, value in panel.baselines:
-            ax.axhline(value, color=METHOD_COLORS["zero-shot"], linestyle=":", linewidth=1.5, label=label)
+        for label, value, method in panel.baselines:
+            color = _method_styles("color").get(method, _SPARE_COLORS[0])
+            ax.axhline(value, color=color, linestyle=":", linewidth=1.5, label=label)
             drawn.append(
                 {
                     "label": label,
-                    "method": "zero-shot",
+                    "method": method,
                     "mode": "-",
-                    "color": METHOD_COLORS["zero-shot"],
+                    "color": color,
                     "linestyle": ":",
                     "x": [],
                     "y": [value],
@@ -301,7 +308,11 @@ def results_bars(
         ax = axes[i // cols][i % cols]
         vals = [(label, method, v[i]) for label, method, v in series if v[i] is not None]
         xs = range(len(vals))
-        ax.bar(xs, [v for _, _, v in vals], color=[METHOD_COLORS.get(m, "#55a868") for _, m, _ in vals])
+        ax.bar(
+            xs,
+            [v for _, _, v in vals],
+            color=[_method_styles("color").get(m, _SPARE_COLORS[0]) for _, m, _ in vals],
+        )
         for x, (_, _, v) in zip(xs, vals, strict=True):
             ax.text(x, v, f"{v:.1f}", ha="center", va="bottom", fontsize=7)
         ax.set_xticks(list(xs), [label for label, _, _ in vals], rotation=35, ha="right", fontsize=7)

@@ -367,7 +367,8 @@ def test_bias_enters_every_method_as_a_constant():
     """scale * cos + bias in each method's logits: exactly a shift of the bias-free logits, argmax unchanged."""
     import torch
 
-    from susx_cli.method import gda, tipx
+    from susx_cli.method import gda, registry
+    from susx_cli.method.spec import Support
 
     g = torch.Generator().manual_seed(0)
     norm = lambda x: torch.nn.functional.normalize(x, dim=-1)  # noqa: E731
@@ -377,11 +378,13 @@ def test_bias_enters_every_method_as_a_constant():
         norm(torch.randn(3, 8, generator=g, dtype=torch.float64)),
     )
     y = torch.arange(12) % 3
-    for method in ("zero-shot", "tip-adapter", "tip-x"):
-        base = tipx.logits(method, f, W, F, y, alpha=1.0, beta=2.0, gamma=0.5, logit_scale=10.0)
-        shifted = tipx.logits(
-            method, f, W, F, y, alpha=1.0, beta=2.0, gamma=0.5, logit_scale=10.0, logit_bias=-10.0
-        )
+    for name in ("zero-shot", "tip-adapter", "tip-x"):
+        method = registry.get(name)
+        values = {"alpha": 1.0, "beta": 2.0, "gamma": 0.5}
+        values = {h.name: values[h.name] for h in method.hyperparameters}
+        support = Support(F, y) if method.needs_support else None
+        base = method.logits(method.fit(W, support, values, logit_scale=10.0), f)
+        shifted = method.logits(method.fit(W, support, values, logit_scale=10.0, logit_bias=-10.0), f)
         torch.testing.assert_close(shifted - base, torch.full_like(base, -10.0), rtol=0, atol=1e-12)
     head = gda.fit_gda(F, y, 3)
     base, shifted = gda.gda_logits(f, W, head, 0.1, 10.0), gda.gda_logits(f, W, head, 0.1, 10.0, -10.0)

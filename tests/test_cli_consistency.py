@@ -180,9 +180,10 @@ def test_fixed_choices_are_refused_by_the_parser_with_the_list(args, flag, liste
 
 def test_command_choices_match_the_stages():
     from susx_cli.commands._common import CALIBRATION_MODES
-    from susx_cli.stages import calibrate, eval
+    from susx_cli.method import registry
+    from susx_cli.stages import eval
 
-    assert set(CALIBRATION_MODES) == set(calibrate.MODES) == set(eval.CALIBRATIONS)
+    assert set(CALIBRATION_MODES) == set(registry.MODES) == set(eval.CALIBRATIONS)
 
 
 def _keys(value):
@@ -222,11 +223,11 @@ def test_calibrate_prints_its_choice_and_json_keeps_its_shape_when_skipped(tmp_p
         k: v for k, v in second["summary"].items() if k != "configurations_per_second"
     }
     cal = json.loads((tmp_path / "cal.json").read_text())
-    assert abs(cal["objective"]["value_percent"] - 100 * cal["objective"]["value"]) < 1e-9
-    assert first["summary"]["top1"] == cal["objective"]["value_percent"]
+    assert cal["objective"]["value"] == cal["objective"]["correct"] / cal["objective"]["queries"]
+    assert first["summary"]["top1"] == 100 * cal["objective"]["value"]
     table = invoke(*args[:-1]).stderr  # the table on stderr, the path alone on stdout
     assert "alpha" in table and "gamma" in table and "top1 (%)" in table
-    assert f"{cal['objective']['value_percent']:.2f}" in table
+    assert f"{100 * cal['objective']['value']:.2f}" in table
 
 
 def test_inspect_describes_in_words_and_json_only_on_request(tmp_path, monkeypatch):

@@ -52,7 +52,7 @@ def test_calibrate_val_records_choice_and_objective(w):
     cal = json.loads((w / "cal-val.json").read_text())
     assert cal["kind"] == "susx.calibration" and cal["mode"] == "val" and cal["method"] == "tip-x"
     assert cal["grid"]["size"] == 5 * 6 * 3
-    assert cal["hyperparameters"]["alpha"] in cal["grid"]["alpha"] and cal["hyperparameters"]["tau"] == 0.5
+    assert cal["hyperparameters"]["alpha"] in cal["grid"]["alpha"] and cal["settings"]["tau"] == 0.5
     assert cal["objective"]["queries"] == 16 and 0 <= cal["objective"]["value"] <= 1
     assert {i["kind"] for i in cal["inputs"]} == {"susx.text_classifier", "susx.image_features"}
     assert (w / "heat.png").read_bytes()[:4] == b"\x89PNG"
@@ -108,7 +108,7 @@ def test_loo_and_fixed_modes_and_tip_adapter(w):
         "--overwrite",
     )
     ta = json.loads((w / "ta.json").read_text())
-    assert ta["hyperparameters"]["gamma"] == 0.0 and ta["grid"]["gamma"] == [0.0]
+    assert set(ta["hyperparameters"]) == {"alpha", "beta"} and "gamma" not in ta["grid"]
     invoke(
         "calibrate",
         "text.h5",
@@ -127,7 +127,8 @@ def test_loo_and_fixed_modes_and_tip_adapter(w):
     )
     fx = json.loads((w / "fx.json").read_text())
     assert (
-        fx["hyperparameters"] == {"alpha": 2.0, "beta": 3.0, "gamma": 4.0, "tau": 0.5}
+        fx["hyperparameters"] == {"alpha": 2.0, "beta": 3.0, "gamma": 4.0}
+        and fx["settings"] == {"tau": 0.5, "normalize": False}
         and fx["objective"] is None
     )
 

@@ -264,7 +264,6 @@ def _direct_kfold_counts(F, y, W, grid, split, normalize=False):
             for b, beta in enumerate(grid.beta):
                 for g, gamma in enumerate(grid.gamma):
                     out = tipx.logits(
-                        "tip-x",
                         F[te],
                         W,
                         F[tr],

@@ -84,7 +84,7 @@ def test_gda_val_records_alpha_and_provenance_and_predict_reproduces_it(w):
     assert set(cal["hyperparameters"]) == {"alpha"} and cal["hyperparameters"]["alpha"] in PAPER_GRID
     assert cal["grid"] == {"alpha": PAPER_GRID, "size": 7}
     assert cal["objective"]["queries"] == 16 and 0 <= cal["objective"]["value"] <= 1
-    gda = cal["gda"]
+    gda = cal["method_record"]
     assert gda["estimator"] == "shrinkage-pinv" and "pinv" in gda["formula"] and gda["support_size"] == 12
     assert gda["support"]["sha256"] == hashlib.sha256((w / "sup.h5").read_bytes()).hexdigest()
     # predict re-fits the head from the same support set and reproduces the recorded objective
@@ -119,7 +119,7 @@ def test_gda_val_keeps_the_first_maximum(w):
         "gda",
         "--val",
         "val.h5",
-        "--alpha-grid",
+        "--gda-alpha-grid",
         "1e-9,2e-9",
         "--overwrite",
     )
@@ -137,13 +137,13 @@ def test_gda_fixed_and_predict_is_deterministic(w):
         "gda",
         "--mode",
         "fixed",
-        "--alpha",
+        "--gda-alpha",
         "10",
         "--overwrite",
     )
     cal = json.loads((w / "g-fx.json").read_text())
     assert cal["hyperparameters"] == {"alpha": 10.0} and cal["objective"] is None and cal["grid"] is None
-    assert cal["gda"]["support"]["sha256"]
+    assert cal["method_record"]["support"]["sha256"]
     for out in ("g1.h5", "g2.h5"):
         invoke(
             "predict",
@@ -170,7 +170,7 @@ def test_gda_fixed_and_predict_is_deterministic(w):
         "gda",
         "--mode",
         "fixed",
-        "--alpha",
+        "--gda-alpha",
         "1e6",
         "--overwrite",
     )
@@ -194,27 +194,18 @@ def test_gda_fixed_and_predict_is_deterministic(w):
 
 @pytest.mark.parametrize("method", ["gda", "tip-x", "tip-adapter"])
 def test_kfold_reads_no_target_labels(w, method, tmp_path):
-    """kfold gives the same calibration with no --val, with an unlabelled --val and with a labelled one."""
+    """kfold refuses --val (labelled or not): it chooses on the support set alone, twice the same."""
     grid = [] if method == "gda" else TIPX_GRID[: 4 if method == "tip-adapter" else 6]
     unlabelled = _copy(w / "val.h5", tmp_path / "val-unlabelled.h5", _unlabel)
+    base = ["calibrate", "text.h5", "sup.h5", "--method", method, "--mode", "kfold", *grid]
+    for val in (unlabelled, w / "val.h5"):
+        r = invoke(*base, "-o", tmp_path / "refused.json", "--val", val, expect=2)
+        assert "--val does nothing" in r.stderr and not (tmp_path / "refused.json").exists()
     outs = []
-    for i, val in enumerate([None, unlabelled, w / "val.h5"]):
-        out = tmp_path / f"k{i}.json"
-        invoke(
-            "calibrate",
-            "text.h5",
-            "sup.h5",
-            "-o",
-            out,
-            "--method",
-            method,
-            "--mode",
-            "kfold",
-            *grid,
-            *(["--val", val] if val else []),
-        )
-        outs.append(_content(out))
-    assert outs[0] == outs[1] == outs[2]
+    for i in range(2):
+        invoke(*base, "-o", tmp_path / f"k{i}.json")
+        outs.append(_content(tmp_path / f"k{i}.json"))
+    assert outs[0] == outs[1]
     cal = outs[0]
     assert cal["mode"] == "kfold" and cal["objective"]["queries"] == 12 and "4-fold" in cal["objective"]["on"]
     folds = cal["folds"]
@@ -242,7 +233,18 @@ def test_kfold_reads_no_target_labels(w, method, tmp_path):
 
 
 def test_gda_refuses_loo_and_tipx_options(w, tmp_path):
-    r = invoke("calibrate", "text.h5", "sup.h5", "-o", tmp_path / "c.json", "--method", "gda", expect=2)
+    r = invoke(
+        "calibrate",
+        "text.h5",
+        "sup.h5",
+        "-o",
+        tmp_path / "c.json",
+        "--method",
+        "gda",
+        "--mode",
+        "loo",
+        expect=2,
+    )
     assert "no --mode loo" in r.stderr and "kfold" in r.stderr
     r = invoke(
         "calibrate",
@@ -254,13 +256,13 @@ def test_gda_refuses_loo_and_tipx_options(w, tmp_path):
         "gda",
         "--mode",
         "fixed",
-        "--alpha",
+        "--gda-alpha",
         "1",
         "--beta",
         "2",
         expect=2,
     )
-    assert "alpha only" in r.stderr
+    assert "--beta does not apply to --method gda" in r.stderr and "--gda-alpha" in r.stderr
     r = invoke(
         "calibrate",
         "text.h5",
@@ -273,7 +275,7 @@ def test_gda_refuses_loo_and_tipx_options(w, tmp_path):
         "fixed",
         expect=2,
     )
-    assert "--alpha" in r.stderr
+    assert "--gda-alpha" in r.stderr
     assert not (tmp_path / "c.json").exists()
 
 
@@ -290,7 +292,7 @@ def test_gda_bad_support_is_one_line(w, case, tmp_path):
         ),
     }[case]
     bad = _copy(w / "sup.h5", tmp_path / "bad.h5", change)
-    fixed = ["--alpha", "1"] if mode == "fixed" else []
+    fixed = ["--gda-alpha", "1"] if mode == "fixed" else []
     r = invoke(
         "calibrate",
         "text.h5",
@@ -319,7 +321,7 @@ def test_calibration_for_another_method_is_an_error_with_gda(w, tmp_path):
         "gda",
         "--mode",
         "fixed",
-        "--alpha",
+        "--gda-alpha",
         "1",
         "--overwrite",
     )
@@ -447,7 +449,7 @@ def test_eval_runs_gda_with_val_kfold_fixed_and_report_lists_it(tmp_path):
     cal = json.loads(Path(res["artifacts"]["calibration"]).read_text())
     assert cal["method"] == "gda" and cal["folds"]["k"] == 4 and cal["grid"]["alpha"] == PAPER_GRID
     fixed = json.loads(next((tmp_path / "res").glob("*gda*fixed*.json")).read_text())
-    assert fixed["calibration"]["alpha"] == 1.0
+    assert fixed["calibration"]["hyperparameters"]["alpha"] == 1.0
     rep = invoke("report", tmp_path / "res", "-o", tmp_path / "r.md")
     table = (tmp_path / "r.md").read_text()
     assert "GDA (2-shot)" in table and "kfold" in table and rep.exit_code == 0

@@ -54,20 +54,20 @@ def T(x):
 def test_tipx_matches_numpy_reference_every_row():
     f, _, F, y, W = _problem()
     ref = numpy_tipx(f, F, y, W, alpha=3.0, beta=5.5, gamma=2.0)
-    got = tipx.logits("tip-x", T(f), T(W), T(F), T(y), alpha=3.0, beta=5.5, gamma=2.0).numpy()
+    got = tipx.logits(T(f), T(W), T(F), T(y), alpha=3.0, beta=5.5, gamma=2.0).numpy()
     np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-9)
     assert (got.argmax(1) == ref.argmax(1)).all()
     # The last n mod 100 rows are where the reference code left zeros: they must carry the KL term.
     zs = tipx.zero_shot_logits(T(f), T(W)).numpy()
-    cache_only = tipx.logits("tip-adapter", T(f), T(W), T(F), T(y), alpha=3.0, beta=5.5).numpy()
+    cache_only = tipx.logits(T(f), T(W), T(F), T(y), alpha=3.0, beta=5.5).numpy()
     assert not np.allclose((got - cache_only)[200:], 0)
     assert not np.allclose(got, zs)
 
 
 def test_chunked_logits_equal_unchunked():
     f, _, F, y, W = _problem()
-    whole = tipx.logits("tip-x", T(f), T(W), T(F), T(y), alpha=1.0, beta=2.0, gamma=3.0, chunk=10_000)
-    pieces = tipx.logits("tip-x", T(f), T(W), T(F), T(y), alpha=1.0, beta=2.0, gamma=3.0, chunk=50)
+    whole = tipx.logits(T(f), T(W), T(F), T(y), alpha=1.0, beta=2.0, gamma=3.0, chunk=10_000)
+    pieces = tipx.logits(T(f), T(W), T(F), T(y), alpha=1.0, beta=2.0, gamma=3.0, chunk=50)
     torch.testing.assert_close(whole, pieces, rtol=1e-12, atol=1e-12)
 
 
@@ -83,26 +83,26 @@ def test_kl_matrix_equals_pairwise_definition():
 
 def test_zero_shot_is_argmax_fw_and_tip_adapter_is_gamma_zero():
     f, _, F, y, W = _problem()
-    zs = tipx.logits("zero-shot", T(f), T(W)).numpy()
+    zs = tipx.zero_shot_logits(T(f), T(W)).numpy()
     assert (zs.argmax(1) == (f @ W.T).argmax(1)).all()
-    ta = tipx.logits("tip-adapter", T(f), T(W), T(F), T(y), alpha=4.0, beta=3.0).numpy()
-    tx0 = tipx.logits("tip-x", T(f), T(W), T(F), T(y), alpha=4.0, beta=3.0, gamma=0.0).numpy()
+    ta = tipx.logits(T(f), T(W), T(F), T(y), alpha=4.0, beta=3.0).numpy()
+    tx0 = tipx.logits(T(f), T(W), T(F), T(y), alpha=4.0, beta=3.0, gamma=0.0).numpy()
     np.testing.assert_allclose(ta, tx0, rtol=1e-10, atol=1e-10)
 
 
 def test_shuffling_the_support_set_changes_nothing():
     f, _, F, y, W = _problem()
     perm = np.random.default_rng(5).permutation(len(y))
-    a = tipx.logits("tip-x", T(f), T(W), T(F), T(y), alpha=2.0, beta=4.0, gamma=1.5).numpy()
-    b = tipx.logits("tip-x", T(f), T(W), T(F[perm]), T(y[perm]), alpha=2.0, beta=4.0, gamma=1.5).numpy()
+    a = tipx.logits(T(f), T(W), T(F), T(y), alpha=2.0, beta=4.0, gamma=1.5).numpy()
+    b = tipx.logits(T(f), T(W), T(F[perm]), T(y[perm]), alpha=2.0, beta=4.0, gamma=1.5).numpy()
     np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
 
 
 def test_per_class_normalisation_divides_by_class_size():
     f, _, F, y, W = _problem(N=30, C=3)
     y = np.array([0] * 20 + [1] * 7 + [2] * 3)
-    raw = tipx.logits("tip-adapter", T(f), T(W), T(F), T(y), alpha=1.0, beta=2.0).numpy()
-    norm = tipx.logits("tip-adapter", T(f), T(W), T(F), T(y), alpha=1.0, beta=2.0, normalize=True).numpy()
+    raw = tipx.logits(T(f), T(W), T(F), T(y), alpha=1.0, beta=2.0).numpy()
+    norm = tipx.logits(T(f), T(W), T(F), T(y), alpha=1.0, beta=2.0, normalize=True).numpy()
     zs = tipx.zero_shot_logits(T(f), T(W)).numpy()
     np.testing.assert_allclose((norm - zs) * np.array([20, 7, 3]), raw - zs, rtol=1e-10)
 
@@ -158,7 +158,7 @@ def test_search_counts_match_direct_accuracy_at_every_grid_point():
     for ai, a in enumerate(grid.alpha):
         for bi, b in enumerate(grid.beta):
             for gi, g in enumerate(grid.gamma):
-                direct = tipx.logits("tip-x", T(f), T(W), T(F), T(y), alpha=a, beta=b, gamma=g).argmax(1)
+                direct = tipx.logits(T(f), T(W), T(F), T(y), alpha=a, beta=b, gamma=g).argmax(1)
                 assert int(got.counts[ai, bi, gi]) == int((direct == T(yq)).sum())
 
 

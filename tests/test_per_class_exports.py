@@ -326,7 +326,7 @@ def test_report_long_has_one_row_per_run_with_flattened_fields(evaluated, tmp_pa
         (evaluated / "results" / "stanford_cars__susx_tiny_vit-none__tip-x__2shot__loo.json").read_text()
     )
     row = by_method["tip-x"]
-    assert float(row["calibration.alpha"]) == tipx["calibration"]["alpha"]
+    assert float(row["calibration.hyperparameters.alpha"]) == tipx["calibration"]["hyperparameters"]["alpha"]
     assert (
         float(row["metrics.top1"]) == tipx["metrics"]["top1"]
         and float(row["metrics.ece"]) == tipx["metrics"]["ece"]
@@ -334,7 +334,9 @@ def test_report_long_has_one_row_per_run_with_flattened_fields(evaluated, tmp_pa
     assert row["config.calibration.mode"] == "loo" and row["config.support.shots"] == "2"
     assert row["dataset.id"] == "stanford_cars" and row["model.random_weights"] == "True"
     assert row["result"].endswith("tip-x__2shot__loo.json")
-    assert by_method["zero-shot"]["calibration.alpha"] == ""  # no calibration: empty, not "None"
+    assert (
+        by_method["zero-shot"]["calibration.hyperparameters.alpha"] == ""
+    )  # no calibration: empty, not "None"
     assert not any(k.startswith("per_class") for k in row)
     assert "support" not in row and "calibration" not in row  # null in zero-shot runs: only dotted columns
     pandas = pytest.importorskip("pandas")

@@ -204,7 +204,7 @@ def test_few_shot_series_per_method_and_mode_sorted_by_shots():
             assert s.shots == [1, 2, 4, 16]
             bonus = (2 if s.method == "tip-x" else 0) + (1 if s.mode == "val" else 0)
             assert s.values == pytest.approx([40 + 3 * np.log2(k) + bonus for k in s.shots])
-        assert panel.baselines == [("Zero-shot CLIP", 40.0)]
+        assert panel.baselines == [("Zero-shot CLIP", 40.0, "zero-shot")]
 
 
 def test_shot_curves_colour_by_mode_and_style_by_method(tmp_path):

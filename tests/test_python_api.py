@@ -235,8 +235,8 @@ def test_stage_options_beyond_the_named_ones_are_checked(tmp_path):
     import susx_cli as susx
 
     with pytest.raises(susx.SusxError, match="unknown option") as err:
-        susx.calibrate(text="t.h5", support="s.h5", output="c.json", alpha_gird="0,1")
-    assert "alpha_grid" in err.value.hint
+        susx.calibrate(text="t.h5", support="s.h5", output="c.json", fold_sed=1)
+    assert "fold_seed" in err.value.hint
     with pytest.raises(susx.SusxError, match="unknown option"):
         susx.predict(text="t.h5", query="q.h5", output="p.h5", calibration_path="c.json")
     with pytest.raises(susx.SusxError, match="unknown option"):

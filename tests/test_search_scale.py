@@ -349,9 +349,7 @@ def test_float32_features_are_counted_in_float64():
     for ai, a in enumerate(grid.alpha):
         for bi, b in enumerate(grid.beta):
             for gi, g in enumerate(grid.gamma):
-                direct = tipx.logits(
-                    "tip-x", f64[0], f64[4], f64[2], f64[3], alpha=a, beta=b, gamma=g
-                ).argmax(1)
+                direct = tipx.logits(f64[0], f64[4], f64[2], f64[3], alpha=a, beta=b, gamma=g).argmax(1)
                 assert int(got.counts[ai, bi, gi]) == int((direct == f64[1]).sum())
 
 
@@ -377,10 +375,10 @@ def test_free_memory_without_psutil_reads_proc_meminfo(monkeypatch):
 
 def test_logits_in_chunks_from_a_small_budget_equal_one_chunk(monkeypatch):
     f, _, F, y, W = _problem(n=300, N=90, C=7)
-    whole = tipx.logits("tip-x", T(f), T(W), T(F), T(y), alpha=1.0, beta=2.0, gamma=3.0, chunk=10_000)
+    whole = tipx.logits(T(f), T(W), T(F), T(y), alpha=1.0, beta=2.0, gamma=3.0, chunk=10_000)
     monkeypatch.setattr(memory, "CPU_CAP", 100_000)
     assert tipx.logits_rows_per_chunk(300, 90, 7, torch.device("cpu")) < 100
-    pieces = tipx.logits("tip-x", T(f), T(W), T(F), T(y), alpha=1.0, beta=2.0, gamma=3.0)
+    pieces = tipx.logits(T(f), T(W), T(F), T(y), alpha=1.0, beta=2.0, gamma=3.0)
     torch.testing.assert_close(whole, pieces, rtol=1e-12, atol=1e-12)
 
 

@@ -1,14 +1,15 @@
-"""calibration.json: the chosen method and its hyperparameters, with how they were chosen.
+"""calibration.json: the chosen method, its hyperparameters and how they were chosen.
 
-TIP-X / Tip-Adapter record (alpha, beta, gamma, tau); GDA records alpha only, plus a ``gda`` entry
-saying where its class means and precision come from (which support file, which estimator), since
-`predict` re-fits that head from the same support features. Mode kfold adds ``folds``: the seeded
-split of the support set the hyperparameters were chosen on.
+``hyperparameters`` holds exactly the method's (its spec in method/registry.py names them), ``settings``
+the other options its logits read (TIP-X: tau, normalize), ``method_record`` what the method says about
+itself (GDA: where its class means and precision come from, since `predict` re-fits that head from the
+same support features). Mode kfold adds ``folds``: the seeded split of the support set the hyperparameters
+were chosen on. Values are checked against the method's spec where the file is used (stages/inputs.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,50 +19,41 @@ from susx_cli.errors import SusxError
 
 @dataclass
 class Calibration:
-    method: str  # tip-x | tip-adapter | gda
+    method: str
     mode: str  # val | loo | kfold | fixed
-    alpha: float
-    beta: float
-    gamma: float
-    tau: float
+    hyperparameters: dict[str, float]
     logit_scale: float
     logit_scale_source: str  # "reference (100)" or "model"
-    normalize_per_class: bool
     classes: list[str]
     model: dict[str, Any]
-    objective: dict[str, Any] | None
+    objective: dict[str, Any] | None  # top-1 of the search: correct / queries (None for fixed values)
     grid: dict[str, Any] | None
     provenance: dict[str, Any]
-    path: Path | None = None
-    gda: dict[str, Any] | None = None  # GDA: mean/precision provenance (support file, estimator)
+    settings: dict[str, Any] = field(default_factory=dict)  # e.g. tau, normalize
+    method_record: dict[str, Any] | None = None
     folds: dict[str, Any] | None = None  # mode kfold: the fold split (see kfold_record)
     logit_bias: float = 0.0  # added to the zero-shot term with --logit-scale model (SigLIP models)
-
-    def hyperparameters(self) -> dict[str, float]:
-        """The values this method uses: GDA has alpha only; the others alpha, beta, gamma and tau."""
-        if self.method == "gda":
-            return {"alpha": self.alpha}
-        return {"alpha": self.alpha, "beta": self.beta, "gamma": self.gamma, "tau": self.tau}
+    path: Path | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "kind": common.CALIBRATION,
-            "schema_version": common.SCHEMA_VERSION,
+            "schema_version": common.schema_version(common.CALIBRATION),
             **self.provenance,
             "method": self.method,
             "mode": self.mode,
-            "hyperparameters": self.hyperparameters(),
+            "hyperparameters": self.hyperparameters,
+            "settings": self.settings,
             "logit_scale": {
                 "value": self.logit_scale,
                 "source": self.logit_scale_source,
                 **({"bias": self.logit_bias} if self.logit_bias else {}),
             },
-            "normalize_per_class": self.normalize_per_class,
             "objective": self.objective,
             "grid": self.grid,
             "model": self.model,
             "classes": self.classes,
-            **({"gda": self.gda} if self.gda is not None else {}),
+            **({"method_record": self.method_record} if self.method_record is not None else {}),
             **({"folds": self.folds} if self.folds is not None else {}),
         }
 
@@ -116,40 +108,35 @@ def read_calibration(path: str | Path) -> Calibration:
 
 def _calibration(path: Path, data: dict[str, Any]) -> Calibration:
     hp = data["hyperparameters"]
+    if not isinstance(hp, dict):
+        raise TypeError("hyperparameters is not a mapping")
     return Calibration(
-        method=data["method"],
-        mode=data["mode"],
-        alpha=float(hp["alpha"]),
-        beta=float(hp.get("beta", 0.0)),  # GDA records alpha only
-        gamma=float(hp.get("gamma", 0.0)),
-        tau=float(hp.get("tau", 0.5)),
+        method=str(data["method"]),
+        mode=str(data["mode"]),
+        hyperparameters=dict(hp),  # numbers are checked against the method's spec where they are used
+        settings=dict(data.get("settings") or {}),
         logit_scale=float(data["logit_scale"]["value"]),
         logit_scale_source=data["logit_scale"]["source"],
-        normalize_per_class=bool(data.get("normalize_per_class", False)),
         classes=list(data["classes"]),
         model=data["model"],
         objective=data.get("objective"),
         grid=data.get("grid"),
         provenance={k: data.get(k) for k in ("tool", "created", "options", "inputs")},
-        path=path,
-        gda=data.get("gda"),
+        method_record=data.get("method_record"),
         folds=data.get("folds"),
-        logit_bias=float(data["logit_scale"].get("bias", 0.0)),  # absent: no bias (and older files)
+        logit_bias=float(data["logit_scale"].get("bias", 0.0)),
+        path=path,
     )
 
 
 def support_input(cal: Calibration) -> dict[str, Any] | None:
     """The support features a calibration was chosen on (path, kind, sha256), from its provenance.
 
-    `calibrate` records it with ``role: support``; files written before that record the text
-    classifier first and the support features as the first image-features input.
+    `calibrate` records it with ``role: support``.
     """
     inputs = cal.provenance.get("inputs") or []
     tagged = [i for i in inputs if isinstance(i, dict) and i.get("role") == "support"]
-    if tagged:
-        return tagged[0]
-    images = [i for i in inputs if isinstance(i, dict) and i.get("kind") == common.IMAGE_FEATURES]
-    return images[0] if images else None
+    return tagged[0] if tagged else None
 
 
 def existing_provenance(path: Path) -> dict[str, Any] | None:

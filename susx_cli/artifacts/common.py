@@ -26,6 +26,14 @@ PREDICTIONS = "susx.predictions"
 
 # Bump the major number when a reader of the old layout would misread the new one.
 SCHEMA_VERSION = 1
+# Kinds whose layout changed since: their own version (calibration 2: a method's hyperparameters as a dict).
+KIND_SCHEMA_VERSIONS: dict[str, int] = {CALIBRATION: 2}
+
+
+def schema_version(kind: Any) -> int:
+    """The schema version this susx writes and reads for ``kind``."""
+    return KIND_SCHEMA_VERSIONS.get(kind, SCHEMA_VERSION)
+
 
 STAGE_OF_KIND = {
     PROMPTS: "susx prompts",
@@ -166,17 +174,14 @@ def foreign_output(path: Path) -> SusxError:
     )
 
 
-def schema_problem(schema_version: Any) -> str | None:
-    """Why a file of this schema version cannot be read (None when it can)."""
+def schema_problem(found_version: Any, kind: Any = None) -> str | None:
+    """Why a file of ``kind`` with this schema version cannot be read (None when it can)."""
     try:
-        version = int(schema_version)
+        version = int(found_version)
     except (TypeError, ValueError):
         return "without a readable schema version"
-    return (
-        None
-        if version == SCHEMA_VERSION
-        else f"of schema version {version} (this susx reads {SCHEMA_VERSION})"
-    )
+    expected = schema_version(kind)
+    return None if version == expected else f"of schema version {version} (this susx reads {expected})"
 
 
 def existing_json_provenance(path: Path, kind: str, read: Any) -> dict[str, Any] | None:
@@ -194,8 +199,10 @@ def existing_json_provenance(path: Path, kind: str, read: Any) -> dict[str, Any]
     found = data.get("kind") if isinstance(data, dict) else None
     if not (isinstance(found, str) and found.startswith("susx.")):
         raise foreign_output(path)
-    check_header(path, found, SCHEMA_VERSION, kind)  # another susx kind: refused, whatever --overwrite says
-    problem = schema_problem(data.get("schema_version"))
+    check_header(
+        path, found, schema_version(found), kind
+    )  # another susx kind: refused, whatever --overwrite says
+    problem = schema_problem(data.get("schema_version"), found)
     if problem:
         return replaceable(problem)
     try:
@@ -364,7 +371,7 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
         ) from exc
 
 
-def check_header(path: Path, kind: Any, schema_version: Any, expected_kind: str | tuple[str, ...]) -> None:
+def check_header(path: Path, kind: Any, found_version: Any, expected_kind: str | tuple[str, ...]) -> None:
     """Refuse a file of another kind or schema version with a hint on which stage makes the right one."""
     expected = (expected_kind,) if isinstance(expected_kind, str) else expected_kind
     if kind not in expected:
@@ -375,12 +382,12 @@ def check_header(path: Path, kind: Any, schema_version: Any, expected_kind: str 
             hint=f"pass a file made by {makers}",
         )
     try:
-        version = int(schema_version)
+        version = int(found_version)
     except (TypeError, ValueError):
         version = -1
-    if version != SCHEMA_VERSION:
+    if version != schema_version(kind):
         raise SusxError(
-            f"{path} has schema version {schema_version}, this susx reads version {SCHEMA_VERSION}",
+            f"{path} has schema version {found_version}, this susx reads version {schema_version(kind)}",
             hint="re-run the stage that made it with this susx version, or use a matching susx",
         )
 

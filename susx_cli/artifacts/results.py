@@ -67,11 +67,8 @@ def calibration_record(cal: Calibration, path: Path, split: str | None) -> dict[
     return {
         "mode": cal.mode,
         "split": split,
-        "alpha": cal.alpha,
-        "beta": cal.beta,
-        "gamma": cal.gamma,
-        "tau": cal.tau,
-        "normalize_per_class": cal.normalize_per_class,
+        "hyperparameters": cal.hyperparameters,
+        "settings": cal.settings,
         "objective": cal.objective,
         "grid_size": (cal.grid or {}).get("size"),
         "path": str(path),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 from collections.abc import Callable
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
-from susx_cli.method import METHOD_MODES
+from susx_cli.method import registry
 from susx_cli.runtime import DEVICE_HELP, PRECISION_HELP, PRECISIONS
 
 if TYPE_CHECKING:
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 
 # Options with a fixed set of values parse as a Literal (or, repeatable, a str Enum): `--help` lists the
 # values and the parser refuses a typo with that list (exit 2). The values stay the stages' strings.
-CALIBRATION_MODES: tuple[str, ...] = tuple(dict.fromkeys(m for modes in METHOD_MODES.values() for m in modes))
+CALIBRATION_MODES: tuple[str, ...] = registry.MODES
 METRICS: tuple[str, ...] = ("top1", "top5", "mean_per_class_recall")
 
 
@@ -31,6 +32,52 @@ def choice(values: tuple[str, ...]) -> Any:
 def repeatable_choice(name: str, values: tuple[str, ...]) -> type[Enum]:
     """The item type of a repeatable option that takes ``values`` (typer takes no list of Literal)."""
     return Enum(name, {v: v for v in values}, type=str)
+
+
+def with_method_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``command``, whose last parameter is ``**hyperparameters``, with each registered hyperparameter's
+    flag (a fixed value) and grid flag as options, in one help panel per method (or per group of methods
+    sharing them). The command receives them by parameter name (``--gda-alpha-grid``: gda_alpha_grid)."""
+    sig = inspect.signature(command, eval_str=True)
+    params = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    kw = inspect.Parameter.KEYWORD_ONLY
+    for h, owners in registry.hyperparameter_flags().values():
+        panel = f"Method {owners[0]}" if len(owners) == 1 else f"Methods {', '.join(owners)}"
+        value_help = f"mode fixed: {h.help}, in {h.range_text()}."
+        grid_help = f"search grid of {h.name}: 'reference', 'start:stop:steps' or 'v1,v2'."
+        params += [
+            inspect.Parameter(
+                h.param,
+                kw,
+                default=None,
+                annotation=Annotated[
+                    float | None, typer.Option(h.flag, help=value_help, rich_help_panel=panel)
+                ],
+            ),
+            inspect.Parameter(
+                f"{h.param}_grid",
+                kw,
+                default=None,
+                annotation=Annotated[
+                    str | None, typer.Option(h.grid_flag, help=grid_help, rich_help_panel=panel)
+                ],
+            ),
+        ]
+    command.__signature__ = sig.replace(parameters=params)
+    return command
+
+
+def method_values(method: str, given: dict[str, Any]) -> tuple[dict[str, float], dict[str, str]]:
+    """(fixed values, grids) of ``method`` by hyperparameter name, from the options ``with_method_options``
+    added (by parameter name); a flag of another method is refused."""
+    spec = registry.get(method)
+    flags = registry.hyperparameter_flags().values()
+    set_flags = [h.flag for h, _ in flags if given.get(h.param) is not None]
+    set_flags += [h.grid_flag for h, _ in flags if given.get(f"{h.param}_grid") is not None]
+    registry.refuse_foreign(spec, set_flags)
+    values = {h.name: given[h.param] for h in spec.hyperparameters if given.get(h.param) is not None}
+    grids = {h.name: given[f"{h.param}_grid"] for h in spec.hyperparameters if given.get(f"{h.param}_grid")}
+    return values, grids
 
 
 def plain(values: list[Enum] | None) -> list[str] | None:

@@ -1,4 +1,5 @@
-"""susx calibrate: choose TIP-X / Tip-Adapter / GDA hyperparameters -> calibration.json."""
+"""susx calibrate: choose a method's hyperparameters -> calibration.json. The methods and their options come
+from the method registry (method/registry.py)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,16 @@ from susx_cli.commands._common import (
     OverwriteOpt,
     QuietOpt,
     choice,
+    method_values,
     run,
+    with_method_options,
 )
-from susx_cli.method import SEARCHABLE_METHODS
+from susx_cli.method import registry
+
+
+def _readers(has) -> str:
+    """The registered methods for which ``has(spec)`` holds, for an option's help."""
+    return ", ".join(n for n, spec in registry.METHODS.items() if has(spec))
 
 
 def calibrate(
@@ -25,50 +33,58 @@ def calibrate(
     support: Annotated[Path, typer.Argument(help="Support features HDF5 (susx embed SUPPORT_DIR).")],
     output: OutputOpt = Path("calibration.json"),
     mode: Annotated[
-        choice(CALIBRATION_MODES),
+        choice(CALIBRATION_MODES) | None,
         typer.Option(
             "--mode",
-            help="loo: leave-one-out on the support set (name-only; not gda); kfold: k-fold on the "
-            "support set (name-only); val: labelled --val; fixed.",
+            help="loo: leave-one-out on the support set (name-only); kfold: k-fold on the support set "
+            "(name-only); val: labelled --val; fixed: the values given. Default: val with --val, else the "
+            "method's name-only mode.",
         ),
-    ] = "loo",
+    ] = None,
     val: Annotated[
-        Path | None, typer.Option("--val", help="Labelled validation features (implies --mode val).")
+        Path | None, typer.Option("--val", help="Labelled validation features (mode val).")
     ] = None,
     method: Annotated[
-        choice(SEARCHABLE_METHODS),
-        typer.Option("--method", help="The method whose hyperparameters to choose."),
+        choice(registry.calibrated_names()),
+        typer.Option("--method", help="The method whose hyperparameters to choose; its options are below."),
     ] = "tip-x",
-    alpha: Annotated[
-        float | None, typer.Option("--alpha", help="fixed: cache term weight (gda: GDA term weight).")
+    tau: Annotated[
+        float | None,
+        typer.Option(
+            "--tau",
+            help=f"Signature temperature on raw cosines ({_readers(lambda s: 'tau' in s.settings)}; default 0.5).",
+        ),
     ] = None,
-    beta: Annotated[float | None, typer.Option("--beta", help="fixed: cache sharpness.")] = None,
-    gamma: Annotated[float | None, typer.Option("--gamma", help="fixed: KL term weight.")] = None,
-    alpha_grid: Annotated[
-        str, typer.Option("--alpha-grid", help="'reference', 'start:stop:steps' or 'v1,v2'.")
-    ] = "reference",
-    beta_grid: Annotated[str, typer.Option("--beta-grid")] = "reference",
-    gamma_grid: Annotated[str, typer.Option("--gamma-grid")] = "reference",
-    tau: Annotated[float, typer.Option("--tau", help="Signature temperature on raw cosines.")] = 0.5,
     logit_scale: Annotated[
         str, typer.Option("--logit-scale", help="Zero-shot scale: 100 (reference) or 'model'.")
     ] = "100",
     normalize: Annotated[
-        bool, typer.Option("--normalize-per-class", help="Divide support terms by class size.")
+        bool,
+        typer.Option(
+            "--normalize-per-class",
+            help=f"Divide support terms by class size ({_readers(lambda s: 'normalize' in s.settings)}).",
+        ),
     ] = False,
     heatmap: Annotated[
-        Path | None, typer.Option("--heatmap", help="PNG of accuracy over (alpha, gamma) at the best beta.")
+        Path | None,
+        typer.Option(
+            "--heatmap",
+            help=f"{_readers(lambda s: s.heatmap)}: PNG of accuracy over (alpha, gamma) at the chosen beta.",
+        ),
     ] = None,
-    folds: Annotated[int, typer.Option("--folds", help="kfold: number of folds of the support set.")] = 4,
+    folds: Annotated[
+        int | None, typer.Option("--folds", help="kfold: number of folds of the support set (default 4).")
+    ] = None,
     fold_seed: Annotated[
-        int, typer.Option("--fold-seed", help="kfold: seed of the stratified fold split.")
-    ] = 0,
+        int | None, typer.Option("--fold-seed", help="kfold: seed of the stratified fold split (default 0).")
+    ] = None,
     device: DeviceOpt = "auto",
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
+    **hyperparameters: Any,
 ) -> None:
-    """Choose (alpha, beta, gamma), or GDA's alpha, and write calibration.json; print the chosen values and
+    """Choose a method's hyperparameters and write calibration.json; print the chosen values and
     the objective (top-1 in %) on stderr.
 
     Examples:
@@ -77,25 +93,22 @@ def calibrate(
 
       susx calibrate text.h5 support.h5 --mode val --val val.h5 --heatmap heat.png -o cal.json
 
-      susx calibrate text.h5 support.h5 --method gda --mode kfold -o cal-gda.json
+      susx calibrate text.h5 support.h5 --method gda --mode fixed --gda-alpha 0.1 -o cal-gda.json
     """
 
     def stage():
         from susx_cli.stages.calibrate import calibrate as calibrate_stage
 
+        values, grids = method_values(method, hyperparameters)
         return calibrate_stage(
             text,
             support,
             output,
+            method=method,
             mode=mode,
             val_path=val,
-            method=method,
-            alpha=alpha,
-            beta=beta,
-            gamma=gamma,
-            alpha_grid=alpha_grid,
-            beta_grid=beta_grid,
-            gamma_grid=gamma_grid,
+            values=values,
+            grids=grids,
             tau=tau,
             logit_scale=logit_scale,
             normalize=normalize,
@@ -114,10 +127,15 @@ def choice_table(result: Any):
     from rich.table import Table
 
     s = result.summary
-    names = [k for k in ("alpha", "beta", "gamma") if k in s]
+    values = s["hyperparameters"]
     table = Table(title=f"susx calibrate: {s['method']} ({s['mode']})", title_justify="left")
-    for col in ("method", "mode", *names, "top1 (%)", "objective on"):
+    for col in ("method", "mode", *values, "top1 (%)", "objective on"):
         table.add_column(col, justify="left" if col in ("method", "mode", "objective on") else "right")
     top1 = "-" if s["top1"] is None else f"{s['top1']:.2f}"
-    table.add_row(s["method"], s["mode"], *[f"{s[k]:g}" for k in names], top1, s.get("objective_on") or "-")
+    table.add_row(
+        s["method"], s["mode"], *[f"{v:g}" for v in values.values()], top1, s.get("objective_on") or "-"
+    )
     return table
+
+
+with_method_options(calibrate)

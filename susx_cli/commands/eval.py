@@ -21,10 +21,11 @@ from susx_cli.commands._common import (
     plain,
     repeatable_choice,
     run,
+    with_method_options,
 )
-from susx_cli.method import METHODS
+from susx_cli.method import registry
 
-_Method = repeatable_choice("Method", METHODS)
+_Method = repeatable_choice("Method", registry.names())
 _Calibration = repeatable_choice("Calibration", CALIBRATION_MODES)
 
 
@@ -87,24 +88,13 @@ def eval_(
         str, typer.Option("--logit-scale", help="Zero-shot term scale: 100 (reference) or 'model'.")
     ] = "100",
     tau: Annotated[float, typer.Option("--tau", help="Signature temperature.")] = 0.5,
-    alpha_grid: Annotated[
-        str | None, typer.Option("--alpha-grid", help="reference | start:stop:steps | v1,v2.")
+    folds: Annotated[
+        int | None, typer.Option("--folds", help="--calibration kfold: folds of the support set (default 4).")
     ] = None,
-    beta_grid: Annotated[str | None, typer.Option("--beta-grid")] = None,
-    gamma_grid: Annotated[str | None, typer.Option("--gamma-grid")] = None,
-    alpha: Annotated[float | None, typer.Option("--alpha", help="--calibration fixed: alpha.")] = None,
-    beta: Annotated[float | None, typer.Option("--beta", help="--calibration fixed: beta.")] = None,
-    gamma: Annotated[
-        float | None, typer.Option("--gamma", help="--calibration fixed: gamma (tip-x).")
-    ] = None,
-    gda_alpha: Annotated[
-        float | None,
-        typer.Option("--gda-alpha", help="--calibration fixed: GDA's alpha (gda's grid is the paper's)."),
-    ] = None,
-    folds: Annotated[int, typer.Option("--folds", help="--calibration kfold: folds of the support set.")] = 4,
     fold_seed: Annotated[
-        int, typer.Option("--fold-seed", help="--calibration kfold: seed of the fold split.")
-    ] = 0,
+        int | None,
+        typer.Option("--fold-seed", help="--calibration kfold: seed of the fold split (default 0)."),
+    ] = None,
     seed: Annotated[
         int, typer.Option("--seed", help="Seed of the few-shot sample and of its augmented views.")
     ] = 0,
@@ -129,6 +119,7 @@ def eval_(
     ] = False,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
+    **hyperparameters: Any,
 ) -> None:
     """Benchmark: run every stage per dataset and model, reusing matching artifacts; skip finished runs.
 
@@ -145,7 +136,6 @@ def eval_(
     outcome: dict[str, Any] = {}
 
     def stage():
-        from susx_cli.method import PAPER_METHODS
         from susx_cli.stages.eval import run_eval
 
         result = run_eval(
@@ -156,7 +146,7 @@ def eval_(
             models=list(model),
             pretrained=list(pretrained or []),
             supports=list(support or []),
-            methods=plain(method) or list(PAPER_METHODS),
+            methods=plain(method),
             calibrations=plain(calibration) or ["loo"],
             templates=templates,
             cupl_dir=cupl_dir,
@@ -164,13 +154,7 @@ def eval_(
             pool=pool,
             logit_scale=logit_scale,
             tau=tau,
-            alpha_grid=alpha_grid,
-            beta_grid=beta_grid,
-            gamma_grid=gamma_grid,
-            alpha=alpha,
-            beta=beta,
-            gamma=gamma,
-            gda_alpha=gda_alpha,
+            hyperparameters=hyperparameters,
             folds=folds,
             fold_seed=fold_seed,
             seed=seed,
@@ -211,3 +195,6 @@ def results_table(result: Any):
             r["status"],
         )
     return table
+
+
+with_method_options(eval_)

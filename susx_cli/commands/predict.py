@@ -16,7 +16,7 @@ from susx_cli.commands._common import (
     choice,
     run,
 )
-from susx_cli.method import METHODS
+from susx_cli.method import registry
 
 
 def predict(
@@ -30,7 +30,7 @@ def predict(
     ] = None,
     calibration: Annotated[Path | None, typer.Option("--calibration", help="calibration.json.")] = None,
     method: Annotated[
-        choice(METHODS) | None,
+        choice(registry.names()) | None,
         typer.Option("--method", help="Default: the calibration's (zero-shot without one)."),
     ] = None,
     split: Annotated[str | None, typer.Option("--split", help="Images: split of a split JSON.")] = None,

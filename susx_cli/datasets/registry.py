@@ -68,7 +68,7 @@ PAPER_MEAN_KEY = "mean11"  # the paper's mean over the 11 CoOp datasets
 PAPER_NUMBERS: dict[str, dict[str, float]] = {
     "zero-shot": {"imagenet": 60.32, PAPER_MEAN_KEY: 58.53},
     "cupl": {"imagenet": 61.45, PAPER_MEAN_KEY: 60.31},
-    "sus-x-sd": {"imagenet": 61.84, PAPER_MEAN_KEY: 61.76},
+    "tip-x-sd": {"imagenet": 61.84, PAPER_MEAN_KEY: 61.76},
     "cafo": {"imagenet": 62.74, PAPER_MEAN_KEY: 62.23},
     **{
         f"tip-x-{k}shot": {PAPER_MEAN_KEY: v}
@@ -82,7 +82,7 @@ PAPER_NUMBERS: dict[str, dict[str, float]] = {
 PAPER_ROW_LABELS = {
     "zero-shot": "zero-shot CLIP, 7-template ensemble",
     "cupl": "CuPL",
-    "sus-x-sd": "SuS-X-SD-C",
+    "tip-x-sd": "SuS-X-SD-C",
     "cafo": "CaFo (zero-shot variant)",
 }
 

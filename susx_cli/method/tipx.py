@@ -13,8 +13,6 @@ from dataclasses import dataclass
 
 import torch
 
-from susx_cli.method import METHODS
-
 PROB_FLOOR = 1e-30  # floor on probabilities before the log; softmax of cosines never gets near it
 
 
@@ -160,34 +158,29 @@ def logits_rows_per_chunk(n: int, N: int, C: int, device) -> int:
 
 
 def logits(
-    method: str,
     f: torch.Tensor,
     W: torch.Tensor,
-    F: torch.Tensor | None = None,
-    y: torch.Tensor | None = None,
+    F: torch.Tensor,
+    y: torch.Tensor,
     *,
     alpha: float = 0.0,
     beta: float = 1.0,
-    gamma: float = 0.0,
+    gamma: float | None = None,
     tau: float = 0.5,
     logit_scale: float = 100.0,
     normalize: bool = False,
     chunk: int | None = None,
     logit_bias: float = 0.0,
 ) -> torch.Tensor:
-    """Logits (n, C) of ``method``: Z; Z + alpha A L; or Z + alpha A L + gamma (-K') L (TIP-X).
+    """Logits (n, C): Tip-Adapter's Z + alpha A L, or with ``gamma`` TIP-X's Z + alpha A L + gamma (-K') L.
 
     Queries are processed in chunks of rows (by default sized from free memory), so memory stays
     O(chunk * N) beside the (n, C) results.
     """
-    if method == "zero-shot":
-        return zero_shot_logits(f, W, logit_scale, logit_bias)
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}")
     n, C = f.shape[0], W.shape[0]
     chunk = chunk or logits_rows_per_chunk(n, F.shape[0], C, f.device)
     counts = class_counts(y, C, 1)
-    kl = kl_sums(f, F, y, W, tau=tau, rows=chunk) if method == "tip-x" else None
+    kl = kl_sums(f, F, y, W, tau=tau, rows=chunk) if gamma is not None else None
     out = torch.empty(n, C, dtype=f.dtype, device=f.device)
     s_buf = torch.empty(min(chunk, n), F.shape[0], dtype=f.dtype, device=f.device)
     for start in range(0, n, chunk):

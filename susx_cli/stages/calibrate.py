@@ -1,6 +1,6 @@
-"""`calibrate`: choose a method's hyperparameters (TIP-X / Tip-Adapter: alpha, beta, gamma; GDA: alpha)
-on labelled validation features, name-only over the support set (leave-one-out for TIP-X / Tip-Adapter,
-k-fold for every method: no target label is read), or take fixed values; write calibration.json."""
+"""`calibrate`: choose a method's hyperparameters (its spec in method/registry.py names them) on labelled
+validation features, name-only over the support set (leave-one-out or k-fold, as the method's modes allow:
+no target label is read), or take fixed values; write calibration.json."""
 
 from __future__ import annotations
 
@@ -13,61 +13,55 @@ from susx_cli import runtime
 from susx_cli.artifacts import calibration as cal_io
 from susx_cli.artifacts import common
 from susx_cli.errors import SusxError
-from susx_cli.method import METHOD_MODES, SEARCHABLE_METHODS, hyperparameters, uses_gamma
-from susx_cli.progress import bar, info, warn
+from susx_cli.method import registry
+from susx_cli.method.spec import Hyperparameter, MethodSpec, reference_grid
+from susx_cli.progress import bar, info
 from susx_cli.stages.inputs import as_float64, load_method_inputs
 from susx_cli.stages.results import StageResult
 
-MODES = ("val", "loo", "kfold", "fixed")
-GDA_ESTIMATOR = "shrinkage-pinv"  # P = D pinv((N - 1) Sigma + trace(Sigma) I_D), docs/METHOD.md's GDA step 3
-# The most (alpha, beta, gamma) points a search may try: the search keeps a count per point, and a
-# larger grid is almost always a typo (the reference grid has 200,000 points).
+# The most grid points a search may try: the search keeps a count per point, and a larger grid is almost
+# always a typo (the reference TIP-X grid has 200,000 points).
 MAX_GRID_POINTS = 10_000_000
+DEFAULT_TAU = 0.5  # the paper's signature temperature
+DEFAULT_FOLDS = 4
 
 
-def parse_grid(spec: str | None, axis: str) -> list[float]:
-    """'reference' (docs/METHOD.md), 'start:stop:steps' (reference formula), or 'v1,v2,...'; finite values only."""
-    from susx_cli.method.search import REFERENCE, reference_grid
-
-    option = f"--{axis}-grid"
-    if spec is None or spec == "reference":
-        return list(REFERENCE[axis])
+def parse_grid(text: str | None, h: Hyperparameter) -> list[float]:
+    """'reference' (the spec's grid), 'start:stop:steps' (reference formula) or 'v1,v2,...'; every value
+    within the hyperparameter's valid range."""
+    option = h.grid_flag
+    if text is None or text == "reference":
+        return list(h.grid)
     try:
-        if ":" in spec:
-            start, stop, steps = spec.split(":")
-            start_f, stop_f, steps_i = finite(float(start), option), finite(float(stop), option), int(steps)
+        if ":" in text:
+            start, stop, steps = text.split(":")
+            steps_i = int(steps)
             if not 1 <= steps_i <= MAX_GRID_POINTS:
                 raise SusxError(
-                    f"{option} {spec!r}: the number of steps must be 1..{MAX_GRID_POINTS:,}, got {steps_i}",
+                    f"{option} {text!r}: the number of steps must be 1..{MAX_GRID_POINTS:,}, got {steps_i}",
                     hint="e.g. 0.1:50:20",
                 )
-            values = reference_grid(start_f, stop_f, steps_i)
+            values = reference_grid(float(start), float(stop), steps_i)
         else:
-            values = [finite(float(v), option) for v in spec.split(",") if v.strip()]
+            values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError as exc:
         raise SusxError(
-            f"cannot read {option} {spec!r}", hint="use 'reference', 'start:stop:steps' or '1,2,3'"
+            f"cannot read {option} {text!r}", hint="use 'reference', 'start:stop:steps' or '1,2,3'"
         ) from exc
     if not values:
-        raise SusxError(f"{option} {spec!r} has no values", hint="give at least one value")
-    return values
+        raise SusxError(f"{option} {text!r} has no values", hint="give at least one value")
+    return [h.check(v, option) for v in values]
 
 
-def finite(value: float | None, option: str) -> float | None:
-    """``value`` unchanged, or a one-line error naming ``option`` when it is NaN or infinite."""
-    if value is not None and not math.isfinite(value):
-        raise SusxError(f"{option} must be a finite number, got {value}", hint="give a finite number")
-    return value
-
-
-def check_grid_size(sizes: dict[str, int]) -> None:
+def check_grid_size(grid: dict[str, list[float]], spec: MethodSpec) -> None:
     """Refuse, before anything is allocated, a grid with more than ``MAX_GRID_POINTS`` points."""
-    total = math.prod(sizes.values())
+    total = math.prod(len(v) for v in grid.values())
     if total > MAX_GRID_POINTS:
-        shape = " x ".join(f"{n:,} {axis}" for axis, n in sizes.items())
+        shape = " x ".join(f"{len(v):,} {name}" for name, v in grid.items())
+        flags = "/".join(h.grid_flag for h in spec.hyperparameters)
         raise SusxError(
             f"the search grid has {total:,} points ({shape}), more than the {MAX_GRID_POINTS:,} allowed",
-            hint="use fewer values per axis (--alpha-grid/--beta-grid/--gamma-grid)",
+            hint=f"use fewer values per axis ({flags})",
         )
 
 
@@ -104,46 +98,35 @@ def calibrate(
     support_path: Path,
     output: Path,
     *,
-    mode: str = "loo",
-    val_path: Path | None = None,
     method: str = "tip-x",
-    alpha: float | None = None,
-    beta: float | None = None,
-    gamma: float | None = None,
-    alpha_grid: str | None = None,
-    beta_grid: str | None = None,
-    gamma_grid: str | None = None,
-    tau: float = 0.5,
-    logit_scale: str = "100",
+    mode: str | None = None,
+    val_path: Path | None = None,
+    values: dict[str, float] | None = None,
+    grids: dict[str, str] | None = None,
+    tau: float | None = None,
     normalize: bool = False,
+    logit_scale: str = "100",
     heatmap: Path | None = None,
-    folds: int = 4,
-    fold_seed: int = 0,
+    folds: int | None = None,
+    fold_seed: int | None = None,
     device: str = "auto",
     overwrite: bool = False,
 ) -> StageResult:
+    """``values`` (mode fixed) and ``grids`` (the searching modes: 'reference', 'start:stop:steps' or
+    'v1,v2') are keyed by the method's hyperparameter names. ``mode`` defaults to val with ``val_path``,
+    else the method's name-only mode. Options the method or the mode does not use are refused."""
     import torch
 
     dev = runtime.method_device(device)  # a bad --device fails before any reading
-    if mode not in MODES:
-        raise SusxError(f"unknown mode {mode!r}", hint=f"use one of {', '.join(MODES)}")
-    if method not in SEARCHABLE_METHODS:
-        raise SusxError(f"unknown method {method!r}", hint=f"use one of {', '.join(SEARCHABLE_METHODS)}")
-    if mode == "val" and val_path is None:
-        raise SusxError("--mode val needs --val FEATURES.h5", hint="embed a labelled validation split first")
-    if mode == "kfold" and val_path is not None:
-        warn("--mode kfold chooses on the support set alone: --val is not read")
-        val_path = None
-    if mode != "val" and val_path is not None:
-        mode = "val"
-    if not (math.isfinite(tau) and tau > 0):
-        raise SusxError(f"--tau must be a positive finite number, got {tau}", hint="the paper uses 0.5")
-    for option, value in (("--alpha", alpha), ("--beta", beta), ("--gamma", gamma)):
-        finite(value, option)
+    spec = registry.get(method)
+    mode = mode or default_mode(spec, val_path)
+    registry.check_mode(spec, mode)
+    fixed, grid, settings = _check_options(
+        spec, mode, val_path, values or {}, grids or {}, tau, normalize, heatmap, folds, fold_seed
+    )
     if logit_scale != "model":
         resolve_logit_scale(logit_scale, None)  # a bad number fails before any reading
-
-    _check_method_mode(method, mode, heatmap, beta_grid, gamma_grid, (beta, gamma))
+    folds, fold_seed = folds or DEFAULT_FOLDS, fold_seed or 0
 
     inputs = load_method_inputs(
         text_path, support_path, val_path, query_labels=True, query_what="validation set"
@@ -151,18 +134,12 @@ def calibrate(
     text, sup = inputs.text, inputs.support
     scale, scale_source = resolve_logit_scale(logit_scale, text.model.logit_scale)
     bias = resolve_logit_bias(logit_scale, text.model.logit_bias)
-
-    fixed = _fixed_values(method, alpha, beta, gamma) if mode == "fixed" else None
-    grid = None if mode == "fixed" else _grid(method, alpha_grid, beta_grid, gamma_grid)
-    if grid is not None:
-        check_grid_size({"alpha": len(grid.alpha), "beta": len(grid.beta), "gamma": len(grid.gamma)})
     options: dict[str, Any] = {
         "mode": mode,
         "method": method,
-        "tau": tau,
         "logit_scale": scale,
-        "normalize_per_class": normalize,
-        "grid": _grid_record(method, grid, sizes=False),
+        "settings": settings,
+        "grid": grid,
         "fixed": fixed,
     }
     if bias:  # only models with a bias record one, so calibrations of the others keep their provenance
@@ -180,114 +157,81 @@ def calibrate(
             "calibrate", [output], skipped=True, summary=calibration_summary(cal_io.read_calibration(output))
         )
 
-    as_t = lambda x: as_float64(x, dev)  # noqa: E731
-    W, F = as_t(text.weights), as_t(sup.features)
-    y = torch.from_numpy(sup.labels).to(dev)
-    if method == "gda":
-        from susx_cli.method import gda
-
-        gda.check_support(F, y, W.shape[0])  # refused here, not first at predict
+    W = as_float64(text.weights, dev)
+    support = registry.Support(as_float64(sup.features, dev), torch.from_numpy(sup.labels).to(dev))
+    if spec.check_support is not None:
+        spec.check_support(W, support)  # refused here, not first at predict
     objective = split_record = None
-    values = dict(fixed or {})
+    chosen = dict(fixed or {})
     if mode != "fixed":
-        split = None
-        if mode == "kfold":
-            from susx_cli.method.kfold import stratified_folds
-
-            split = stratified_folds(y, folds, fold_seed, W.shape[0])
-            split_record = cal_io.kfold_record(split.to_dict())
-        start = time.perf_counter()
-        if method == "gda":
-            values, correct, total, counts = _search_gda(mode, inputs, W, F, y, grid, split, scale, bias, dev)
-        else:
-            values, correct, total, counts = _search_tipx(
-                method,
-                mode,
-                inputs,
-                W,
-                F,
-                y,
-                grid,
-                split,
-                tau=tau,
-                logit_scale=scale,
-                logit_bias=bias,
-                normalize=normalize,
-                dev=dev,
-            )
-        seconds = time.perf_counter() - start
-        accuracy = correct / total if total else 0.0
+        queries = None
+        if mode == "val":
+            q = inputs.query
+            queries = registry.Support(as_float64(q.features, dev), torch.from_numpy(q.labels).to(dev))
+        choice, split = search_hyperparameters(
+            spec,
+            mode,
+            W,
+            support,
+            grid,
+            queries=queries,
+            folds=folds,
+            fold_seed=fold_seed,
+            logit_scale=scale,
+            logit_bias=bias,
+            **settings,
+        )
+        split_record = None if split is None else cal_io.kfold_record(split.to_dict())
+        chosen = choice.values
         objective = {
             "metric": "top1",
-            "value": accuracy,  # a fraction, as calibrations always recorded it; value_percent says it in %
-            "value_percent": 100 * accuracy,
-            "correct": correct,
-            "queries": total,
+            "value": choice.accuracy,  # a fraction of the queries
+            "correct": choice.correct,
+            "queries": choice.total,
             "on": _OBJECTIVE_ON[mode].format(k=folds),
-            "search_seconds": round(seconds, 3),
-            "configurations": grid.size,
+            "search_seconds": round(choice.seconds, 3),
+            "configurations": math.prod(len(v) for v in grid.values()),
         }
         if heatmap is not None:
-            b = grid.beta.index(values["beta"])
-            from susx_cli.plots import accuracy_heatmap
-
-            accuracy_heatmap(
-                counts[:, b, :].numpy() / total,
-                grid.alpha,
-                grid.gamma,
-                values["beta"],
-                heatmap,
-                chosen=(values["alpha"], values.get("gamma") or 0.0),
-                objective_on=objective["on"],
-                method={"tip-x": "TIP-X", "tip-adapter": "Tip-Adapter"}.get(method, method),
-            )
-    gda_record = None
-    if method == "gda":
-        gda_record = {
-            "means": "per-class mean of the support features",
-            "covariance": "pooled within-class, X^T X / (N - 1)",
-            "estimator": GDA_ESTIMATOR,
-            "formula": "P = D * pinv((N - 1) * Sigma + trace(Sigma) * I_D)",
-            "dtype": "float64",
-            "support": {"path": inputs.ids["support"]["path"], "sha256": inputs.ids["support"]["sha256"]},
-            "support_size": int(F.shape[0]),
-        }
+            _draw_heatmap(spec, choice, grid, heatmap, objective["on"])
     cal = cal_io.Calibration(
         method=method,
         mode=mode,
-        alpha=float(values["alpha"]),
-        beta=float(values.get("beta") or 0.0),
-        gamma=float(values.get("gamma") or 0.0) if uses_gamma(method) else 0.0,
-        tau=tau,
+        hyperparameters={h.name: float(chosen[h.name]) for h in spec.hyperparameters},
+        settings=settings,
         logit_scale=scale,
         logit_scale_source=scale_source,
         logit_bias=bias,
-        normalize_per_class=normalize,
         classes=text.classes,
         model=text.model.to_dict(),
         objective=objective,
-        grid=_grid_record(method, grid, sizes=True),
+        grid=None if grid is None else {**grid, "size": objective["configurations"]},
         provenance=prov,
-        gda=gda_record,
+        method_record=_method_record(spec, inputs, support),
         folds=split_record,
     )
     cal_io.write_calibration(output, cal)
-    outputs = [output] + ([heatmap] if heatmap is not None and mode != "fixed" else [])
+    outputs = [output] + ([heatmap] if heatmap is not None else [])
     return StageResult("calibrate", outputs, summary=calibration_summary(cal))
+
+
+def default_mode(spec: MethodSpec, val_path: Path | None) -> str:
+    """val with a validation set, else the method's first name-only mode (loo, then kfold)."""
+    if val_path is not None:
+        return "val"
+    return next((m for m in ("loo", "kfold") if m in spec.modes), spec.modes[0] if spec.modes else "fixed")
 
 
 def calibration_summary(cal: cal_io.Calibration) -> dict[str, Any]:
     """What `calibrate` reports, run or skipped: method, mode, the chosen values and the objective (top-1
     in %, None for fixed values)."""
-    values = {k: v for k, v in cal.hyperparameters().items() if k != "tau"}
     objective = cal.objective or {}
-    top1 = objective.get("value_percent", 100 * objective["value"] if "value" in objective else None)
     speed = objective["configurations"] / max(objective["search_seconds"], 1e-3) if objective else None
     return {
         "method": cal.method,
         "mode": cal.mode,
-        **values,
-        "top1": top1,
+        "hyperparameters": dict(cal.hyperparameters),
+        "top1": 100 * objective["value"] if objective else None,
         "objective_on": objective.get("on"),
         "configurations_per_second": speed,
     }
@@ -300,132 +244,130 @@ _OBJECTIVE_ON = {
 }
 
 
-def _check_method_mode(
-    method: str,
+def _check_options(
+    spec: MethodSpec,
     mode: str,
-    heatmap: Path | None,
-    beta_grid: str | None,
-    gamma_grid: str | None,
-    beta_gamma: tuple[float | None, float | None],
-) -> None:
-    """Refuse a mode the method has, and options it does not use (GDA has alpha only)."""
-    if mode not in METHOD_MODES[method]:
-        hint = (
-            "use --mode kfold: GDA's name-only choice of alpha over the support set"
-            if method == "gda"
-            else f"use one of {', '.join(METHOD_MODES[method])}"
-        )
-        raise SusxError(f"--method {method} has no --mode {mode}", hint=hint)
-    if method != "gda":
-        return
-    if any(g not in (None, "reference") for g in (beta_grid, gamma_grid)) or any(
-        v is not None for v in beta_gamma
-    ):
-        raise SusxError(
-            "--method gda has alpha only: no beta or gamma", hint="drop --beta/--gamma and their grids"
-        )
-    if heatmap is not None:
-        raise SusxError(
-            "--heatmap plots accuracy over (alpha, gamma); GDA has alpha only",
-            hint="drop --heatmap; the calibration file lists the accuracy at every alpha",
-        )
-
-
-def _fixed_values(
-    method: str, alpha: float | None, beta: float | None, gamma: float | None
-) -> dict[str, Any]:
-    given = {"alpha": alpha, "beta": beta, "gamma": gamma}
-    missing = [f"--{n}" for n in hyperparameters(method) if given[n] is None]
-    if missing:
-        raise SusxError(
-            f"--mode fixed needs {', '.join(missing)}", hint="give every hyperparameter of the method"
-        )
-    if method == "gda":
-        return {"alpha": alpha}
-    return {"alpha": alpha, "beta": beta, "gamma": gamma}
-
-
-def _grid(method: str, alpha_grid: str | None, beta_grid: str | None, gamma_grid: str | None):
-    """TIP-X's (alpha, beta, gamma) grid; Tip-Adapter's has gamma = [0]; GDA's is alpha only ('reference':
-    the paper's {1e-4, ..., 100}), stored with beta = gamma = [0]."""
-    from susx_cli.method.search import Grid
-
-    if method == "gda":
-        from susx_cli.method.gda import ALPHA_GRID
-
-        alphas = list(ALPHA_GRID) if alpha_grid in (None, "reference") else parse_grid(alpha_grid, "alpha")
-        return Grid(alphas, [0.0], [0.0])
-    return Grid(
-        parse_grid(alpha_grid, "alpha"),
-        parse_grid(beta_grid, "beta"),
-        parse_grid(gamma_grid, "gamma") if uses_gamma(method) else [0.0],
-    )
-
-
-def _grid_record(method: str, grid, *, sizes: bool) -> dict[str, Any] | None:
-    if grid is None:
-        return None
-    out: dict[str, Any] = (
-        {"alpha": grid.alpha}
-        if method == "gda"
-        else {"alpha": grid.alpha, "beta": grid.beta, "gamma": grid.gamma}
-    )
-    return {**out, "size": grid.size} if sizes else out
-
-
-def _search_gda(mode: str, inputs, W, F, y, grid, split, scale: float, bias: float, dev: str):
-    """GDA's alpha: on the validation split (head from the whole support set) or by k-fold.
-    Returns (values, correct, total, counts (A,))."""
-    import torch
-
-    from susx_cli.method import gda, kfold
-
-    if mode == "val":
-        head = gda.fit_gda(F, y, W.shape[0])
-        f, yq = as_float64(inputs.query.features, dev), torch.from_numpy(inputs.query.labels).to(dev)
-        choice = gda.choose_alpha(f, yq, W, head, grid.alpha, scale, logit_bias=bias)
-    else:
-        choice = kfold.gda_alpha(F, y, W, split, grid.alpha, scale, logit_bias=bias)
-    return {"alpha": choice.alpha}, choice.correct, choice.total, choice.counts
-
-
-def _search_tipx(
-    method: str,
-    mode: str,
-    inputs,
-    W,
-    F,
-    y,
-    grid,
-    split,
-    *,
-    tau: float,
-    logit_scale: float,
-    logit_bias: float,
+    val_path: Path | None,
+    values: dict[str, float],
+    grids: dict[str, str],
+    tau: float | None,
     normalize: bool,
-    dev: str,
+    heatmap: Path | None,
+    folds: int | None,
+    fold_seed: int | None,
+) -> tuple[dict[str, float] | None, dict[str, list[float]] | None, dict[str, Any]]:
+    """(fixed values, parsed grid, settings) from the options, refusing every option the method or the mode
+    does not use: another method's hyperparameters, grids with fixed values, fixed values with a search,
+    fold options outside kfold, --val outside val, --heatmap without a search or a method with no plot."""
+    by_name = {h.name: h for h in spec.hyperparameters}
+    foreign = [n for n in (*values, *grids) if n not in by_name]
+    if foreign:
+        raise SusxError(
+            f"--method {spec.name} has no hyperparameter {', '.join(sorted(set(foreign)))}",
+            hint=f"its hyperparameters: {', '.join(by_name) or 'none'}",
+        )
+    unused = []
+    if mode == "fixed":
+        unused += [by_name[n].grid_flag for n in grids]
+    else:
+        unused += [by_name[n].flag for n in values]
+    if mode != "kfold":
+        unused += [f for f, v in (("--folds", folds), ("--fold-seed", fold_seed)) if v is not None]
+    if mode != "val" and val_path is not None:
+        unused.append("--val")
+    if heatmap is not None and (mode == "fixed" or spec.heatmap is None):
+        unused.append("--heatmap")
+    if tau is not None and "tau" not in spec.settings:
+        unused.append("--tau")
+    if normalize and "normalize" not in spec.settings:
+        unused.append("--normalize-per-class")
+    if unused:
+        raise SusxError(
+            f"{', '.join(unused)} {'does' if len(unused) == 1 else 'do'} nothing with --method {spec.name} "
+            f"--mode {mode}",
+            hint=f"drop {'it' if len(unused) == 1 else 'them'}; `susx calibrate --help` lists what each "
+            "method and mode reads",
+        )
+    if mode == "val" and val_path is None:
+        raise SusxError("--mode val needs --val FEATURES.h5", hint="embed a labelled validation split first")
+    if folds is not None and folds < 2:
+        raise SusxError(f"--folds must be 2 or more, got {folds}", hint="e.g. --folds 4")
+    settings: dict[str, Any] = {}
+    if "tau" in spec.settings:
+        settings["tau"] = DEFAULT_TAU if tau is None else tau
+        if not (math.isfinite(settings["tau"]) and settings["tau"] > 0):
+            raise SusxError(f"--tau must be a positive finite number, got {tau}", hint="the paper uses 0.5")
+    if "normalize" in spec.settings:
+        settings["normalize"] = bool(normalize)
+    if mode == "fixed":
+        missing = [h.flag for h in spec.hyperparameters if values.get(h.name) is None]
+        if missing:
+            raise SusxError(
+                f"--mode fixed needs {', '.join(missing)}", hint="give every hyperparameter of the method"
+            )
+        return {h.name: h.check(values[h.name]) for h in spec.hyperparameters}, None, settings
+    grid = {h.name: parse_grid(grids.get(h.name), h) for h in spec.hyperparameters}
+    check_grid_size(grid, spec)
+    return None, grid, settings
+
+
+def search_hyperparameters(
+    spec: MethodSpec,
+    mode: str,
+    W,
+    support,
+    grid: dict[str, list[float]],
+    *,
+    queries=None,
+    folds: int = DEFAULT_FOLDS,
+    fold_seed: int = 0,
+    **settings,
 ):
-    """TIP-X / Tip-Adapter's (alpha, beta, gamma) by exhaustive grid search on the validation split, by
-    leave-one-out or by k-fold over the support set. Returns (values, correct, total, counts (A, B, G))."""
-    import torch
+    """The method's search in ``mode`` on tensors (no I/O): W (C, D), support and ``queries`` (mode val)
+    as ``Support``. Returns (choice with its ``seconds``, the kfold split or None)."""
+    split = None
+    if mode == "kfold":
+        from susx_cli.method.kfold import stratified_folds
 
-    from susx_cli.method import kfold
-    from susx_cli.method.search import grid_search
+        split = stratified_folds(support.labels, folds, fold_seed, W.shape[0])
+    size = math.prod(len(v) for v in grid.values())
+    start = time.perf_counter()
+    with bar(f"search {spec.name} ({mode})", total=size, unit="cfg") as progress:
+        task = registry.SearchTask(grid, mode, queries, split, progress)
+        choice = registry.run_search(spec, W, support, task, **settings)
+    choice.seconds = time.perf_counter() - start
+    return choice, split
 
-    opts = dict(tau=tau, logit_scale=logit_scale, logit_bias=logit_bias, normalize=normalize)
-    with bar(f"search {method} ({mode})", total=grid.size, unit="cfg") as progress:
-        if mode == "kfold":
-            result = kfold.grid_search(F, y, W, grid, split, progress=progress, **opts)
-        else:
-            if mode == "val":
-                val = inputs.query
-                f, yq, exclude = as_float64(val.features, dev), torch.from_numpy(val.labels).to(dev), False
-            else:
-                if F.shape[0] < 2:
-                    raise SusxError(
-                        "leave-one-out needs at least 2 support images", hint="curate more images"
-                    )
-                f, yq, exclude = F, y, True
-            result = grid_search(f, yq, F, y, W, grid, exclude_self=exclude, progress=progress, **opts)
-    values = {"alpha": result.alpha, "beta": result.beta, "gamma": result.gamma}
-    return values, result.correct, result.total, result.counts
+
+def _draw_heatmap(
+    spec: MethodSpec, choice, grid: dict[str, list[float]], path: Path, objective_on: str
+) -> None:
+    """Accuracy over the spec's two heatmap hyperparameters, the others at their chosen values."""
+    from susx_cli.plots import accuracy_heatmap
+
+    rows, cols = spec.heatmap
+    names = [h.name for h in spec.hyperparameters]
+    index = tuple(slice(None) if n in (rows, cols) else grid[n].index(choice.values[n]) for n in names)
+    (held,) = [n for n in names if n not in (rows, cols)]
+    accuracy_heatmap(
+        choice.counts[index].numpy() / choice.total,
+        grid[rows],
+        grid[cols],
+        choice.values[held],
+        path,
+        chosen=(choice.values[rows], choice.values[cols]),
+        objective_on=objective_on,
+        method=spec.label,
+    )
+
+
+def _method_record(spec: MethodSpec, inputs, support) -> dict[str, Any] | None:
+    """What the method records about itself, with the support set it is re-fitted from at predict."""
+    if not spec.record:
+        return None
+    ids = inputs.ids["support"]
+    return {
+        **spec.record,
+        "support": {"path": ids["path"], "sha256": ids["sha256"]},
+        "support_size": int(support.labels.shape[0]),
+    }

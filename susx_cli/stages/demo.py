@@ -44,6 +44,9 @@ class DemoResult:
         }
 
 
+_MODE_WORDS = {"loo": "leave-one-out", "kfold": "k-fold"}
+
+
 def _color(index: int) -> tuple[int, int, int]:
     import numpy as np
 
@@ -78,6 +81,7 @@ def run_demo(
     overwrite: bool = False,
 ) -> DemoResult:
     from susx_cli.artifacts.hdf5 import read_predictions
+    from susx_cli.method import registry as methods
     from susx_cli.sources.folder import FolderSource
     from susx_cli.stages.calibrate import calibrate
     from susx_cli.stages.curate import curate
@@ -147,27 +151,26 @@ def run_demo(
     for label, sup_dir in supports.items():
         tag = sup_dir.name
         log(embed_images(sup_dir, output / f"{tag}.h5", workers=0, **m))
-        methods = ["tip-adapter", "tip-x"] if zs_done else ["zero-shot", "tip-adapter", "tip-x"]
-        for method in methods:
-            calibration = None
-            if method != "zero-shot":
+        specs = [methods.get(n) for n in methods.paper_names()]
+        for spec in [sp for sp in specs if sp.needs_support or not zs_done]:
+            method, calibration = spec.name, None
+            if spec.calibrated:
                 calibration = output / f"calibration-{tag}-{method}.json"
+                mode = "loo" if "loo" in spec.modes else "kfold"
                 banner(
-                    f"4. calibrate {method} on {label}: leave-one-out over the support set, no target labels"
+                    f"4. calibrate {method} on {label}: {_MODE_WORDS[mode]} over the support set, no target labels"
                 )
                 log(
-                    calibrate(
-                        output / "text.h5", output / f"{tag}.h5", calibration, mode="loo", method=method
-                    )
+                    calibrate(output / "text.h5", output / f"{tag}.h5", calibration, mode=mode, method=method)
                 )
-            banner(f"5. predict {method}" + ("" if method == "zero-shot" else f" with {label}"))
+            banner(f"5. predict {method}" + (f" with {label}" if spec.needs_support else ""))
             out = output / f"predictions-{tag}-{method}.h5"
             log(
                 predict(
                     output / "text.h5",
                     output / "query.h5",
                     out,
-                    support_path=output / f"{tag}.h5",
+                    support_path=output / f"{tag}.h5" if spec.needs_support else None,
                     calibration_path=calibration,
                     method=method,
                 )
@@ -175,9 +178,9 @@ def run_demo(
             metrics = read_predictions(out).metrics
             rows.append(
                 {
-                    "support": "-" if method == "zero-shot" else label,
+                    "support": label if spec.needs_support else "-",
                     "method": method,
-                    "calibration": "-" if method == "zero-shot" else "leave-one-out",
+                    "calibration": _MODE_WORDS[mode] if spec.calibrated else "-",
                     "top1": metrics["top1"],
                     "mean_per_class_recall": metrics["mean_per_class_recall"],
                 }

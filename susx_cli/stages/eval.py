@@ -22,12 +22,12 @@ from susx_cli.artifacts.workdir import Workdir, write_split
 from susx_cli.classnames import check_same_classes, folder_key, slug
 from susx_cli.encoder import recorded_pretrained
 from susx_cli.errors import SusxError
-from susx_cli.method import METHOD_MODES, METHODS, PAPER_METHODS, hyperparameters, uses_support
+from susx_cli.method import registry as methods_registry
 from susx_cli.model_spec import resolve_model, split_model
 from susx_cli.progress import info
 from susx_cli.stages.results import StageResult
 
-CALIBRATIONS = ("val", "loo", "kfold", "fixed")
+CALIBRATIONS = methods_registry.MODES
 # Augmented views per folder-shots support image, as the paper's few-shot figures used (docs/METHOD.md); generated
 # or retrieved support folders get one plain pass, as in the reference.
 SHOT_AUGMENT_PASSES = 10
@@ -96,46 +96,58 @@ def parse_models(models: list[str], pretrained: list[str]) -> list[tuple[str, st
     return [(a, t if t is not None else next(it, "none")) for a, t in pairs]
 
 
-def _calibration_options(
-    mode: str,
-    method: str,
-    grids: dict[str, str | None],
-    fixed: dict[str, float | None],
-    tau: float,
-    logit_scale: str,
-    folds: dict[str, int] | None = None,
-) -> dict[str, Any]:
-    """What decides a run's calibration. GDA's alpha is a different quantity from TIP-X's: its fixed value
-    is --gda-alpha and its grid is always the paper's (the --*-grid options are TIP-X / Tip-Adapter's)."""
-    out: dict[str, Any] = {"mode": mode, "tau": tau, "logit_scale": logit_scale}
-    if method == "gda":
-        out = {"mode": mode, "logit_scale": logit_scale}
+def _calibration_options(spec: methods_registry.MethodSpec, mode: str, cfg: EvalConfig) -> dict[str, Any]:
+    """What decides a run's calibration: the mode, the scale, the settings the method reads, and its fixed
+    values or grids (each hyperparameter by its own flag: GDA's alpha is --gda-alpha)."""
+    out: dict[str, Any] = {"mode": mode, "logit_scale": cfg.logit_scale}
+    if "tau" in spec.settings:
+        out["tau"] = cfg.tau
     if mode == "fixed":
-        given = {**fixed, "alpha": fixed.get("gda_alpha")} if method == "gda" else fixed
-        missing = [f"--{k}" for k in hyperparameters(method) if given.get(k) is None]
+        missing = [h.flag for h in spec.hyperparameters if cfg.fixed.get(h.param) is None]
         if missing:
-            missing = ["--gda-alpha"] if method == "gda" else missing
             raise SusxError(
-                f"--calibration fixed needs {', '.join(missing)} for {method}",
+                f"--calibration fixed needs {', '.join(missing)} for {spec.name}",
                 hint="give every hyperparameter of the method",
             )
-        out["fixed"] = (
-            {k: given.get(k) for k in hyperparameters(method)}
-            if method == "gda"
-            else {k: fixed.get(k) for k in ("alpha", "beta", "gamma")}
-        )
-    elif method == "gda":
-        out["grid"] = {"alpha": "reference"}
+        out["fixed"] = {h.name: h.check(cfg.fixed[h.param]) for h in spec.hyperparameters}
     else:
-        out["grid"] = {k: grids.get(k) or "reference" for k in ("alpha", "beta", "gamma")}
+        out["grid"] = {h.name: cfg.grids.get(h.param) or "reference" for h in spec.hyperparameters}
     if mode == "kfold":
-        out["folds"] = dict(folds or {"k": 4, "seed": 0})
+        out["folds"] = {"k": cfg.folds, "seed": cfg.fold_seed}
     return out
 
 
 def method_modes(method: str, calibrations: list[str]) -> list[str]:
     """The asked calibration modes ``method`` has, in the asked order (GDA has no loo: kfold is its name-only mode)."""
-    return [m for m in calibrations if m in METHOD_MODES.get(method, ())]
+    return [m for m in calibrations if m in methods_registry.get(method).modes]
+
+
+def _check_unused(cfg: EvalConfig, given_folds: bool) -> None:
+    """Refuse options no planned run reads: a hyperparameter flag of no asked method, fixed values without
+    --calibration fixed, grids without a searching mode, fold options without kfold."""
+    flags = methods_registry.hyperparameter_flags()
+    asked = set(cfg.methods)
+    unused = [
+        h.flag
+        for h, owners in flags.values()
+        if cfg.fixed.get(h.param) is not None and not asked & set(owners)
+    ]
+    unused += [
+        h.grid_flag for h, owners in flags.values() if cfg.grids.get(h.param) and not asked & set(owners)
+    ]
+    if "fixed" not in cfg.calibrations:
+        unused += [h.flag for h, _ in flags.values() if cfg.fixed.get(h.param) is not None]
+    if not set(cfg.calibrations) - {"fixed"}:
+        unused += [h.grid_flag for h, _ in flags.values() if cfg.grids.get(h.param)]
+    if given_folds and "kfold" not in cfg.calibrations:
+        unused.append("--folds/--fold-seed")
+    if unused:
+        unused = list(dict.fromkeys(unused))
+        raise SusxError(
+            f"{', '.join(unused)} {'does' if len(unused) == 1 else 'do'} nothing with these --method and "
+            "--calibration values",
+            hint="drop them, or add the method or calibration mode that reads them",
+        )
 
 
 @dataclass(frozen=True)
@@ -155,8 +167,8 @@ class EvalConfig:
     pool: str | None = None
     logit_scale: str = "100"
     tau: float = 0.5
-    grids: dict[str, str | None] = field(default_factory=dict)
-    fixed: dict[str, float | None] = field(default_factory=dict)  # alpha, beta, gamma, gda_alpha
+    grids: dict[str, str | None] = field(default_factory=dict)  # by hyperparameter flag's parameter name
+    fixed: dict[str, float | None] = field(default_factory=dict)  # alpha, beta, gamma, gda_alpha, ...
     folds: int = 4  # kfold: folds of the support set
     fold_seed: int = 0  # kfold: seed of the split
     seed: int = 0
@@ -178,21 +190,21 @@ class EvalConfig:
         supports: list[str],
         methods: list[str],
         calibrations: list[str],
-        alpha_grid: str | None = None,
-        beta_grid: str | None = None,
-        gamma_grid: str | None = None,
-        alpha: float | None = None,
-        beta: float | None = None,
-        gamma: float | None = None,
-        gda_alpha: float | None = None,
+        hyperparameters: dict[str, Any] | None = None,
         **options: Any,
     ) -> EvalConfig:
-        """Refuse bad options before any work starts."""
+        """Refuse bad options before any work starts. ``hyperparameters``: fixed values and grids by the
+        parameter names of the registered flags (alpha, alpha_grid, gda_alpha, ...)."""
         pairs = parse_models(list(models), list(pretrained))
-        bad = [m for m in methods if m not in METHODS]
+        given = {k: v for k, v in (hyperparameters or {}).items() if v is not None}
+        given_folds = options.get("folds") is not None or options.get("fold_seed") is not None
+        options["folds"] = options.get("folds") or 4
+        options["fold_seed"] = options.get("fold_seed") or 0
+        bad = [m for m in methods if m not in methods_registry.names()]
         if bad or not methods:
             raise SusxError(
-                f"unknown method(s) {', '.join(bad) or '(none)'}", hint=f"use {', '.join(METHODS)}"
+                f"unknown method(s) {', '.join(bad) or '(none)'}",
+                hint=f"use {', '.join(methods_registry.names())}",
             )
         bad = [c for c in calibrations if c not in CALIBRATIONS]
         if bad or not calibrations:
@@ -201,9 +213,10 @@ class EvalConfig:
                 hint=f"use {', '.join(CALIBRATIONS)}",
             )
         choices = [parse_support(s) for s in supports]
-        if any(uses_support(m) for m in methods) and not choices:
+        with_support = [m for m in methods if methods_registry.get(m).needs_support]
+        if with_support and not choices:
             raise SusxError(
-                "tip-adapter, tip-x and gda need --support",
+                f"{', '.join(with_support)} {'needs' if len(with_support) == 1 else 'need'} --support",
                 hint="e.g. --support folder-shots:16 or --support SUPPORT_DIR",
             )
         from susx_cli.stages.embed import check_loader_options
@@ -219,24 +232,25 @@ class EvalConfig:
             supports=choices,
             methods=list(methods),
             calibrations=list(calibrations),
-            grids={"alpha": alpha_grid, "beta": beta_grid, "gamma": gamma_grid},
-            fixed={"alpha": alpha, "beta": beta, "gamma": gamma, "gda_alpha": gda_alpha},
+            grids={k.removesuffix("_grid"): v for k, v in given.items() if k.endswith("_grid")},
+            fixed={k: v for k, v in given.items() if not k.endswith("_grid")},
             **options,
         )
+        _check_unused(cfg, given_folds)
         for method in methods:
-            if uses_support(method):
+            spec = methods_registry.get(method)
+            if spec.calibrated:
                 if not method_modes(method, calibrations):
                     raise SusxError(
                         f"{method} has none of the calibration modes {', '.join(calibrations)}",
-                        hint=f"add --calibration {' or '.join(METHOD_MODES[method])}",
+                        hint=f"add --calibration {' or '.join(spec.modes)}",
                     )
                 for mode in method_modes(method, calibrations):
                     cfg.calibration_options(mode, method)  # refuse early
         return cfg
 
     def calibration_options(self, mode: str, method: str) -> dict[str, Any]:
-        folds = {"k": self.folds, "seed": self.fold_seed}
-        return _calibration_options(mode, method, self.grids, self.fixed, self.tau, self.logit_scale, folds)
+        return _calibration_options(methods_registry.get(method), mode, self)
 
     def support_passes(self, choice: SupportChoice) -> int:
         """Augmented views per support image: ``augment_passes`` for folder-shots, one for a support folder."""
@@ -263,15 +277,17 @@ def plan_runs(cfg: EvalConfig) -> list[Run]:
     (each method with the asked modes it has: GDA skips loo)."""
     runs: list[Run] = []
     for arch, tag in cfg.models:
-        if "zero-shot" in cfg.methods:
-            runs.append(Run(arch, tag, "zero-shot"))
+        runs += [Run(arch, tag, m) for m in cfg.methods if not methods_registry.get(m).needs_support]
         for choice in cfg.supports:
             for method in cfg.methods:
-                if uses_support(method):
-                    runs += [
-                        Run(arch, tag, method, choice, mode)
-                        for mode in method_modes(method, cfg.calibrations)
-                    ]
+                if not methods_registry.get(method).needs_support:
+                    continue
+                modes = (
+                    method_modes(method, cfg.calibrations)
+                    if methods_registry.get(method).calibrated
+                    else [None]
+                )
+                runs += [Run(arch, tag, method, choice, mode) for mode in modes]
     return runs
 
 
@@ -295,7 +311,7 @@ def run_eval(
     models: list[str],
     pretrained: list[str] = (),
     supports: list[str] = (),
-    methods: list[str] = PAPER_METHODS,
+    methods: list[str] | None = None,
     calibrations: list[str] = ("loo",),
     templates: str = "ensemble",
     cupl_dir: Path | None = None,
@@ -303,15 +319,9 @@ def run_eval(
     pool: str | None = None,
     logit_scale: str = "100",
     tau: float = 0.5,
-    alpha_grid: str | None = None,
-    beta_grid: str | None = None,
-    gamma_grid: str | None = None,
-    alpha: float | None = None,
-    beta: float | None = None,
-    gamma: float | None = None,
-    gda_alpha: float | None = None,
-    folds: int = 4,
-    fold_seed: int = 0,
+    hyperparameters: dict[str, Any] | None = None,
+    folds: int | None = None,
+    fold_seed: int | None = None,
     seed: int = 0,
     augment_passes: int = SHOT_AUGMENT_PASSES,
     batch_size: int = 64,
@@ -345,15 +355,9 @@ def run_eval(
         models=models,
         pretrained=pretrained,
         supports=supports,
-        methods=methods,
+        methods=list(methods) if methods else list(methods_registry.paper_names()),
         calibrations=calibrations,
-        alpha_grid=alpha_grid,
-        beta_grid=beta_grid,
-        gamma_grid=gamma_grid,
-        alpha=alpha,
-        beta=beta,
-        gamma=gamma,
-        gda_alpha=gda_alpha,
+        hyperparameters=hyperparameters,
         folds=folds,
         fold_seed=fold_seed,
         data_root=None if data_root is None else Path(data_root),
@@ -422,7 +426,7 @@ def check_dataset(spec, cfg: EvalConfig):
         raise SusxError(
             f"{spec.id}: the local copy under {local.root} is incomplete: {local.problems[0]}", hint=hint
         )
-    with_support = any(uses_support(m) for m in cfg.methods)
+    with_support = any(methods_registry.get(m).needs_support for m in cfg.methods)
     needed = (
         {spec.calibration_split: "--calibration val"} if with_support and "val" in cfg.calibrations else {}
     )
@@ -743,13 +747,18 @@ class DatasetEval:
             result.outputs.append(out_json)
 
     def _search_options(self, run: Run) -> dict[str, Any]:
-        """calibrate's grids or fixed values for this run; GDA: the paper's alpha grid, or --gda-alpha."""
-        fixed = self.cfg.fixed
-        if run.method == "gda":
-            return {"alpha": fixed.get("gda_alpha")} if run.mode == "fixed" else {}
+        """calibrate's options for this run: fixed values or grids, the settings the method reads, folds."""
+        spec, cfg = methods_registry.get(run.method), self.cfg
+        out: dict[str, Any] = {"tau": cfg.tau if "tau" in spec.settings else None}
         if run.mode == "fixed":
-            return {k: fixed.get(k) for k in ("alpha", "beta", "gamma")}
-        return {f"{k}_grid": v for k, v in self.cfg.grids.items()}
+            out["values"] = {h.name: cfg.fixed.get(h.param) for h in spec.hyperparameters}
+        else:
+            out["grids"] = {
+                h.name: cfg.grids[h.param] for h in spec.hyperparameters if cfg.grids.get(h.param)
+            }
+        if run.mode == "kfold":
+            out.update(folds=cfg.folds, fold_seed=cfg.fold_seed)
+        return out
 
     def _run(self, run: Run, config: dict[str, Any], out_json: Path) -> dict[str, Any]:
         """Make the run's artifacts, calibrate, predict, and write its result record."""
@@ -764,6 +773,7 @@ class DatasetEval:
         scale_source = "reference (100)"
         if run.support is not None:
             sup_path = self.support_features(run)
+        if run.mode is not None:
             cal_path = wd.calibration(run.arch, run.pretrained, run.tag, run.method, run.mode)
             val = self.split_features(run, spec.calibration_split) if run.mode == "val" else None
             calibrate(
@@ -773,11 +783,8 @@ class DatasetEval:
                 mode=run.mode,
                 val_path=val,
                 method=run.method,
-                tau=cfg.tau,
                 logit_scale=cfg.logit_scale,
                 device=cfg.device,
-                folds=cfg.folds,
-                fold_seed=cfg.fold_seed,
                 **self._search_options(run),
             )
             cal = cal_io.read_calibration(cal_path)

@@ -156,6 +156,23 @@ def _check_queries(
 
 
 def _check_calibration(cal: cal_io.Calibration, text: hdf5.TextClassifier, text_what: str, what: str) -> None:
+    """The calibration's method is registered, its values are that method's and pass the same checks as
+    the command line's; it was made for these classes and this model."""
+    from susx_cli.method import registry
+
+    spec = registry.get(cal.method)
+    if cal.mode not in spec.modes:
+        raise SusxError(
+            f"{what} records mode {cal.mode!r}, which {spec.name} does not have",
+            hint="re-create it with susx calibrate",
+        )
+    cal.hyperparameters = spec.check_values(cal.hyperparameters, what)
+    unknown = sorted(set(cal.settings) - set(spec.settings))
+    if unknown:
+        raise SusxError(
+            f"{what} records settings {', '.join(unknown)} that {spec.name} does not read",
+            hint="re-create it with susx calibrate",
+        )
     check_same_classes(text.classes, cal.classes, text_what, what)
     model = ModelIdentity.from_dict(cal.model)
     if model.key() != text.model.key():
@@ -168,7 +185,7 @@ def _check_calibration(cal: cal_io.Calibration, text: hdf5.TextClassifier, text_
 def _check_calibrated_on(
     cal: cal_io.Calibration, support_id: dict[str, Any], what: str, support_what: str
 ) -> None:
-    """Refuse a calibration chosen on another support set: its alpha, beta, gamma belong to that set."""
+    """Refuse a calibration chosen on another support set: its hyperparameters belong to that set."""
     made_on = cal_io.support_input(cal)
     if made_on is None or made_on.get("sha256") in (None, support_id["sha256"]):
         return

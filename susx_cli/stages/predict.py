@@ -1,5 +1,6 @@
-"""`predict`: classify query features (or images, embedded on the fly) with zero-shot, Tip-Adapter, TIP-X or
-GDA (whose head is re-fitted, deterministically, from the support features the calibration names)."""
+"""`predict`: classify query features (or images, embedded on the fly) with any registered method
+(method/registry.py): its state is fitted from the text classifier, the support features and the
+calibration's hyperparameters (deterministically, in float64), then its logits are taken."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 from susx_cli import runtime
 from susx_cli.artifacts import common, hdf5
 from susx_cli.errors import SusxError
-from susx_cli.method import METHODS, uses_gamma, uses_support
+from susx_cli.method import registry
 from susx_cli.metrics import (
     PerClass,
     calibration_metrics,
@@ -51,34 +52,37 @@ def predict(
 ) -> PredictResult:
     import torch
 
-    from susx_cli.method import tipx
-
     dev = runtime.method_device(device)  # a bad --device fails before any reading
-    if method is not None and method not in METHODS:
-        raise SusxError(f"unknown method {method!r}", hint=f"use one of {', '.join(METHODS)}")
-    # A calibration names a method with support; without one (and without --method) it is zero-shot.
-    with_support = uses_support(method) if method is not None else calibration_path is not None
-    if with_support and (support_path is None or calibration_path is None):
-        raise SusxError(
-            f"--method {method or 'tip-x'} needs --support FEATURES.h5 and --calibration FILE",
-            hint="or use --method zero-shot",
+    # A calibration names its method; without one (and without --method) it is the default, zero-shot.
+    spec = registry.get(method) if method is not None else None
+    if spec is None and calibration_path is None:
+        spec = registry.get(registry.DEFAULT_METHOD)
+    needs_support = spec is None or spec.needs_support
+    missing = [
+        flag
+        for flag, needed, given in (
+            ("--support FEATURES.h5", needs_support, support_path),
+            ("--calibration FILE", spec is None or spec.calibrated, calibration_path),
         )
+        if needed and given is None
+    ]
+    if missing:
+        raise SusxError(f"--method {method} needs {' and '.join(missing)}", hint="or use --method zero-shot")
     query_features = _query_features(query_path, output, text_path, embed_options, overwrite)
     inputs = load_method_inputs(
-        text_path, support_path if with_support else None, query_features, calibration_path
+        text_path, support_path if needs_support else None, query_features, calibration_path
     )
     text, q, cal = inputs.text, inputs.query, inputs.calibration
-    method = method or (cal.method if cal else "zero-shot")
-    if cal is not None and with_support:
+    spec = spec or registry.get(cal.method)
+    method = spec.name
+    values = _values_for(spec, cal, str(calibration_path)) if spec.calibrated else spec.defaults()
+    if cal is not None and spec.needs_support:
         _warn_if_tuned_on_queries(cal, inputs.ids["query"], calibration_path)
-    if with_support and cal.method != method:
-        _check_method_match(cal.method, method, str(calibration_path))
 
     # The query is identified by its features' content hash (an input below), not by how its path was typed.
     options = {"method": method}
     ids = [inputs.ids["text"], inputs.ids["query"]]
-    if with_support:
-        ids += [inputs.ids["support"], inputs.ids["calibration"]]
+    ids += [inputs.ids[k] for k in ("support", "calibration") if k in inputs.ids]
     prov = common.provenance(options, ids)
     if common.decide_existing(output, hdf5.existing_provenance(output, common.PREDICTIONS), prov, overwrite):
         info(f"{output} is up to date (same inputs and options); nothing to do")
@@ -93,27 +97,17 @@ def predict(
             worst_classes=worst_classes(existing.per_class, existing.classes),
         )
 
-    as_t = lambda x: as_float64(x, dev)  # noqa: E731
-    kwargs: dict[str, Any] = {}
     scale = cal.logit_scale if cal else 100.0
     bias = cal.logit_bias if cal else 0.0
-    if with_support and method == "gda":
-        logits = _gda_logits(inputs, as_t, dev, cal.alpha, scale, bias)
-    elif with_support:
+    settings = {k: v for k, v in (cal.settings if cal else {}).items() if k in spec.settings}
+    support = None
+    if spec.needs_support:
         sup = inputs.support
-        kwargs = dict(
-            F=as_t(sup.features),
-            y=torch.from_numpy(sup.labels).to(dev),
-            alpha=cal.alpha,
-            beta=cal.beta,
-            gamma=cal.gamma if uses_gamma(method) else 0.0,
-            tau=cal.tau,
-            normalize=cal.normalize_per_class,
-        )
-    if not (with_support and method == "gda"):
-        logits = tipx.logits(
-            method, as_t(q.features), as_t(text.weights), logit_scale=scale, logit_bias=bias, **kwargs
-        )
+        support = registry.Support(as_float64(sup.features, dev), torch.from_numpy(sup.labels).to(dev))
+    state = spec.fit(
+        as_float64(text.weights, dev), support, values, logit_scale=scale, logit_bias=bias, **settings
+    )
+    logits = spec.logits(state, as_float64(q.features, dev))
     logits = logits.cpu().numpy()
     top = topk_indices(logits, 5)
     scores = np.take_along_axis(logits, top, axis=1)
@@ -124,7 +118,7 @@ def predict(
             **calibration_metrics(logits, q.labels),
         }
         per_class = per_class_results(
-            top[:, 0], q.labels, len(text.classes), inputs.support.labels if with_support else None
+            top[:, 0], q.labels, len(text.classes), inputs.support.labels if support is not None else None
         )
     if not q.has_labels and (q.labels >= 0).any():
         warn("some queries have labels and some do not: no metrics computed")
@@ -141,7 +135,7 @@ def predict(
             "method": method,
             "logit_scale": scale,
             **({"logit_bias": bias} if bias else {}),
-            "hyperparameters": None if cal is None or method == "zero-shot" else _used(cal, method, kwargs),
+            "hyperparameters": {**values, **settings} if values or settings else None,
         },
         provenance=prov,
         per_class=per_class,
@@ -209,32 +203,22 @@ def _warn_if_tuned_on_queries(cal, query_id: dict[str, Any], calibration_path: P
         )
 
 
-def _check_method_match(made_for: str, method: str, what: str) -> None:
-    """Tip-Adapter and TIP-X share alpha and beta (a warning); GDA's alpha means something else (an error)."""
-    if "gda" in (made_for, method):
+def _values_for(spec, cal, what: str) -> dict[str, float]:
+    """The hyperparameters ``spec`` takes from a calibration: its own, or those of another method that
+    declares the same flags (Tip-Adapter's alpha and beta in a TIP-X calibration: a warning). A method
+    whose hyperparameters the calibration lacks, or means differently, is refused."""
+    if cal.method == spec.name:
+        return dict(cal.hyperparameters)
+    made_for = registry.get(cal.method)
+    theirs = {h.flag: h.name for h in made_for.hyperparameters}
+    if not all(h.flag in theirs for h in spec.hyperparameters):
         raise SusxError(
-            f"{what} was made for {made_for}, not {method}: their hyperparameters mean different things",
-            hint=f"calibrate with --method {method}, or predict with --method {made_for}",
+            f"{what} was made for {made_for.name}, not {spec.name}: their hyperparameters mean different things",
+            hint=f"calibrate with --method {spec.name}, or predict with --method {made_for.name}",
         )
-    warn(f"calibration was made for {made_for}; using its alpha and beta for {method}")
-
-
-def _gda_logits(inputs, as_t, dev: str, alpha: float, scale: float, bias: float):
-    """GDA's logits (n, C) float64: the head re-fitted from the support features (deterministic, float64)."""
-    import torch
-
-    from susx_cli.method import gda
-
-    sup, text = inputs.support, inputs.text
-    head = gda.fit_gda(as_t(sup.features), torch.from_numpy(sup.labels).to(dev), len(text.classes))
-    return gda.gda_logits(as_t(inputs.query.features), as_t(text.weights), head, alpha, scale, bias)
-
-
-def _used(cal, method: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The hyperparameters predict used: GDA's alpha, or alpha, beta, gamma (0 for Tip-Adapter) and tau."""
-    if method == "gda":
-        return {"alpha": cal.alpha}
-    return {"alpha": cal.alpha, "beta": cal.beta, "gamma": kwargs.get("gamma"), "tau": cal.tau}
+    names = ", ".join(h.name for h in spec.hyperparameters)
+    warn(f"calibration was made for {made_for.name}; using its {names} for {spec.name}")
+    return {h.name: cal.hyperparameters[theirs[h.flag]] for h in spec.hyperparameters}
 
 
 def _query_features(

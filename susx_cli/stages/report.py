@@ -13,11 +13,10 @@ from typing import Any
 
 from susx_cli.artifacts import common
 from susx_cli.artifacts import results as res_io
+from susx_cli.method import registry as methods
 from susx_cli.plots import ChartDescription, ShotPanel, ShotSeries
 from susx_cli.stages.results import StageResult
 
-METHOD_LABELS = {"zero-shot": "Zero-shot CLIP", "tip-adapter": "Tip-Adapter", "tip-x": "TIP-X", "gda": "GDA"}
-METHOD_ORDER = {"zero-shot": 0, "tip-adapter": 1, "tip-x": 2, "gda": 3}
 SOURCE_LABELS = {"sd": "SuS-SD", "laion": "SuS-LC", "pool": "SuS-pool"}
 
 
@@ -31,15 +30,18 @@ def support_label(res: dict[str, Any]) -> str:
 
 
 def paper_key(res: dict[str, Any]) -> str | None:
-    """Which of the paper's rows (registry.PAPER_NUMBERS) this result corresponds to, if any."""
+    """Which of the paper's rows (registry.PAPER_NUMBERS) this result corresponds to, if any: the method
+    alone without support, METHOD-Kshot with K-shot support, METHOD-SOURCE with a curated support set."""
+    from susx_cli.datasets.registry import PAPER_NUMBERS
+
     method, sup = res["method"], res.get("support") or {}
-    if method == "zero-shot":
-        return "zero-shot"
-    if sup.get("kind") == "folder-shots":
-        return f"{method}-{sup.get('shots')}shot"
-    if method == "tip-x" and sup.get("source") == "sd":
-        return "sus-x-sd"
-    return None
+    if not sup:
+        key = method
+    elif sup.get("kind") == "folder-shots":
+        key = f"{method}-{sup.get('shots')}shot"
+    else:
+        key = f"{method}-{sup.get('source')}"
+    return key if key in PAPER_NUMBERS else None
 
 
 @dataclass
@@ -70,9 +72,7 @@ def paper_label(key: str) -> str:
     from susx_cli.datasets.registry import PAPER_ROW_LABELS
 
     method, _, shots = key.rpartition("-")
-    return (
-        PAPER_ROW_LABELS.get(key) or f"{METHOD_LABELS.get(method, method)} {shots.replace('shot', '-shot')}"
-    )
+    return PAPER_ROW_LABELS.get(key) or f"{methods.label(method)} {shots.replace('shot', '-shot')}"
 
 
 @dataclass
@@ -205,7 +205,7 @@ def build_report(results: list[dict[str, Any]], metric: str = "top1") -> Report:
         sup = support_label(r)
         cal = (r.get("calibration") or {}).get("mode") or "-"
         key = (model, r["method"], sup, cal)
-        label = METHOD_LABELS.get(r["method"], r["method"]) + ("" if sup == "-" else f" ({sup})")
+        label = methods.label(r["method"]) + ("" if sup == "-" else f" ({sup})")
         shots = (
             (r.get("support") or {}).get("shots")
             if (r.get("support") or {}).get("kind") == "folder-shots"
@@ -232,7 +232,7 @@ def build_report(results: list[dict[str, Any]], metric: str = "top1") -> Report:
         created[(*key, ds)] = r.get("created", "")
     ordered = sorted(
         rows.values(),
-        key=lambda x: (x.model, _support_order(x.support), METHOD_ORDER.get(x.method, 9), x.calibration),
+        key=lambda x: (x.model, _support_order(x.support), methods.order(x.method), x.calibration),
     )
     incomplete = [row for row in ordered if len(row.values) < len(columns)]
     if incomplete:
@@ -393,14 +393,16 @@ def shot_panels(rep: Report) -> list[ShotPanel]:
         series = []
         for (model, method, mode), pts in points.items():
             pts.sort()
-            label = f"{METHOD_LABELS.get(method, method)}, {mode} calibration" + (
-                f" [{model}]" if several_models else ""
-            )
+            label = f"{methods.label(method)}, {mode} calibration" + (f" [{model}]" if several_models else "")
             series.append(ShotSeries(model, method, mode, label, [k for k, _ in pts], [v for _, v in pts]))
         baselines = [
-            (METHOD_LABELS["zero-shot"] + (f" [{row.model}]" if several_models else ""), row.values[c])
+            (
+                methods.label(row.method) + (f" [{row.model}]" if several_models else ""),
+                row.values[c],
+                row.method,
+            )
             for row in rep.rows
-            if row.method == "zero-shot" and row.support == "-" and math.isfinite(row.values.get(c, math.nan))
+            if row.support == "-" and math.isfinite(row.values.get(c, math.nan))
         ]
         if series:
             panels.append(ShotPanel(rep.names[c], series, baselines))

@@ -1,0 +1,145 @@
+"""What a method is, as data: ``MethodSpec`` and its ``Hyperparameter``s, the ``Support`` set, a search's
+``SearchTask`` and its ``Choice``. The registry (method/registry.py) maps names to specs; each method's
+module (method/methods/) declares one. Importing this module loads no tensor library."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from susx_cli.errors import SusxError
+
+
+def reference_grid(start: float, stop: float, steps: int) -> list[float]:
+    """The reference's grid: start + i (stop - start) / steps for i in 0..steps-1 (stop excluded)."""
+    return [start + i * (stop - start) / steps for i in range(steps)]
+
+
+@dataclass(frozen=True)
+class Hyperparameter:
+    """One number a calibration fixes. ``low``/``high``: the valid range (inclusive), which both command-line
+    values and values read from a calibration file must meet; ``grid``: the reference search grid."""
+
+    name: str
+    default: float
+    grid: tuple[float, ...]
+    flag: str  # calibrate's and eval's option for a fixed value; its grid is flag + "-grid"
+    help: str
+    low: float = -math.inf
+    high: float = math.inf
+
+    @property
+    def grid_flag(self) -> str:
+        return f"{self.flag}-grid"
+
+    @property
+    def param(self) -> str:
+        """The stage / command parameter name of the flag (``--gda-alpha`` -> ``gda_alpha``)."""
+        return self.flag.lstrip("-").replace("-", "_")
+
+    def check(self, value: Any, where: str | None = None) -> float:
+        """``value`` as a float, or one error line naming the flag (or ``where`` it was read from)."""
+        what = f"{self.name} in {where}" if where else self.flag
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise SusxError(f"{what} must be a number, got {value!r}", hint=self.range_hint()) from None
+        if not (math.isfinite(number) and self.low <= number <= self.high):
+            raise SusxError(
+                f"{what} must be a finite number in {self.range_text()}, got {value}", hint=self.range_hint()
+            )
+        return number
+
+    def range_text(self) -> str:
+        return f"[{self.low:g}, {self.high:g}]"
+
+    def range_hint(self) -> str:
+        return f"{self.flag}: {self.help.rstrip('.')}; valid range {self.range_text()}"
+
+
+@dataclass(frozen=True)
+class Support:
+    """Labelled support features: features (N, D) float64, labels (N,) int64 in 0..C-1."""
+
+    features: Any
+    labels: Any
+
+
+@dataclass
+class Choice:
+    """What a search chose: the values, the correct-query count at them out of ``total``, and the count at
+    every grid point, shaped (len(grid[h]) for h in the spec's hyperparameters)."""
+
+    values: dict[str, float]
+    correct: int
+    total: int
+    counts: Any  # int64 tensor
+    seconds: float = 0.0  # how long the search took
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.total if self.total else 0.0
+
+
+@dataclass(frozen=True)
+class SearchTask:
+    """One search: the grid (a list per hyperparameter), the mode, and what the mode scores on:
+    ``queries`` (mode val: labelled validation features as a ``Support``) or ``split`` (mode kfold)."""
+
+    grid: dict[str, list[float]]
+    mode: str
+    queries: Support | None = None
+    split: Any = None  # kfold.FoldSplit
+    progress: Any = None  # something with .advance(configurations)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method as a unit. ``fit(text_weights (C, D), support or None, hyperparameters, **settings) ->
+    state`` and ``logits(state, queries (n, D)) -> (n, C)`` float64 (an ``online`` method walks the rows in
+    the given order); ``search(text_weights, support, task, **settings) -> Choice`` (None: replay ``logits``
+    over the grid). ``settings``: options besides the hyperparameters that the method reads (the zero-shot
+    term's ``logit_scale`` and ``logit_bias`` go to every method)."""
+
+    name: str
+    label: str  # tables and charts
+    color: str
+    marker: str
+    line_style: Any  # matplotlib line style of its few-shot curves
+    needs_support: bool
+    fit: Callable[..., Any]
+    logits: Callable[[Any, Any], Any]
+    online: bool = False
+    modes: tuple[str, ...] = ()  # calibration modes; () for a method without hyperparameters
+    hyperparameters: tuple[Hyperparameter, ...] = ()
+    settings: tuple[str, ...] = ()  # e.g. ("tau", "normalize")
+    search: Callable[..., Choice] | None = None
+    check_support: Callable[[Any, Support], None] | None = None  # refuse a support set before any search
+    in_paper: bool = False  # run by `eval` when no --method is given
+    heatmap: tuple[str, str] | None = None  # the two hyperparameters calibrate --heatmap draws
+    record: dict[str, Any] = field(default_factory=dict)  # written into each calibration of the method
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether predict needs a calibration of this method (one with calibration modes); a method
+        without modes runs with its hyperparameters' defaults."""
+        return bool(self.modes)
+
+    def defaults(self) -> dict[str, float]:
+        return {h.name: h.default for h in self.hyperparameters}
+
+    def hyperparameter(self, name: str) -> Hyperparameter:
+        return {h.name: h for h in self.hyperparameters}[name]
+
+    def check_values(self, values: dict[str, Any], where: str | None = None) -> dict[str, float]:
+        """Exactly this method's hyperparameters, each validated; one error line otherwise."""
+        names = [h.name for h in self.hyperparameters]
+        if sorted(values) != sorted(names):
+            raise SusxError(
+                f"{where or 'the hyperparameters'} give {', '.join(sorted(values)) or 'none'} for {self.name}, "
+                f"which has {', '.join(names) or 'none'}",
+                hint="re-create the calibration with susx calibrate",
+            )
+        return {h.name: h.check(values[h.name], where) for h in self.hyperparameters}
