@@ -324,11 +324,14 @@ class Rivals:
         """The pairs that can beat y at some corner for some beta whose cache differences lie in
         [low, high] (q, C): the bound of ``of`` on a narrower range, so the pairs left out would not
         count at those betas; order kept."""
-        d_lo, d_hi = low.reshape(-1).index_select(0, self.flat), high.reshape(-1).index_select(0, self.flat)
         a_lo, a_hi = self.alpha_range
-        reach = torch.maximum(
-            torch.maximum(d_hi * a_lo, d_hi * a_hi), torch.maximum(d_lo * a_lo, d_lo * a_hi)
-        )
+        # alpha d is monotonic in d for each alpha, so only the ends of [low, high] that alpha's sign picks
+        # can reach furthest: one end when every alpha has the same sign.
+        ends = ([high] if a_hi >= 0 else []) + ([low] if a_lo < 0 else [])
+        reach = None
+        for d in (end.reshape(-1).index_select(0, self.flat) for end in ends):
+            most = torch.maximum(d * a_lo, d * a_hi)
+            reach = most if reach is None else torch.maximum(reach, most)
         keep = (reach.add_(self.top) >= 0).nonzero().view(-1)
         pick = lambda t: t.index_select(0, keep)  # noqa: E731
         return Rivals(
@@ -408,7 +411,7 @@ def count_correct(
                 never = e >= 0 if strict else e > 0
                 upper.scatter_reduce_(0, index, torch.where(never, -inf, inf), reduce="amin")
                 continue
-            t = e.neg_().div_(pick(r.dk))  # the gamma where the difference is 0
+            t = e.div_(pick(r.dk).neg_())  # the gamma where the difference is 0: e / -dk is (-e) / dk exactly
             if bound == "upper":
                 upper.scatter_reduce_(0, index, torch.nextafter(t, -inf) if strict else t, reduce="amin")
             else:
