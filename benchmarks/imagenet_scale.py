@@ -13,12 +13,22 @@ structure as in calibrate_speed.py) and measures, each in its own subprocess so 
   the fastest per-class sum), and the ratio search / floor (target: <= 3 on CPU);
 - predict: ``tipx.logits('tip-x', ...)`` on --predict-n queries (default 50,000): seconds, peak RSS;
 - with --compare-old N_OLD: the previous implementation (frozen in tests/test_search_scale.py) and the
-  current one on the same problem with N_OLD queries, side by side, with their counts compared.
+  current one on the same problem with N_OLD queries, side by side, with their counts compared;
+- with --name-only: the name-only searches over the N support images, as `susx calibrate` runs them without
+  validation labels: leave-one-out (``grid_search(F, y, F, y, ..., exclude_self=True)``) and k-fold
+  (``kfold.grid_search``, --folds folds), each with its cost per query (per support image) against the
+  validation search's (per validation query), target <= 1.5x; with --compare-old-loo, the previous
+  leave-one-out (frozen in tests/frozen_search.py) on the same support set too, counts compared.
+
+--scale S multiplies n, N and C (not D) by S, so a loaded machine can run a smaller problem of the same
+shape (16 support images per class).
 
     python benchmarks/imagenet_scale.py                       # n=10,000, N=16,000, C=1,000, D=1,024
     python benchmarks/imagenet_scale.py --n 50000             # the full protocol
     python benchmarks/imagenet_scale.py --n 500 --N 800 --C 50 --D 64 --predict-n 2000   # smoke run
     python benchmarks/imagenet_scale.py --compare-old 2000 --skip-predict
+    python benchmarks/imagenet_scale.py --name-only --skip-predict            # loo and k-fold beside val
+    python benchmarks/imagenet_scale.py --name-only --skip-predict --scale 0.25
 
 Every phase uses --threads torch threads (default 1: steadiest on shared cores; 0 = torch's default).
 """
@@ -110,6 +120,37 @@ def phase_search(args, old: bool = False) -> dict:
     return out
 
 
+def phase_name_only(args, mode: str) -> dict:
+    """Leave-one-out ("loo", or "loo-old": the frozen previous implementation) or k-fold ("kfold") over
+    the support set of the problem."""
+    from susx_cli.method import kfold, search
+
+    _, _, F, y, W = make_problem(1, args.N, args.C, args.D, args.seed)
+    grid = reference()
+    out = {"rss_inputs_mib": rss_mib()}
+    t0, c0 = time.perf_counter(), time.process_time()
+    if mode == "kfold":
+        r = kfold.grid_search(F, y, W, grid, kfold.stratified_folds(y, args.folds, 0, args.C))
+    else:
+        if mode == "loo-old":
+            sys.path.insert(0, ROOT)
+            from tests.frozen_search import grid_search as run
+        else:
+            run = search.grid_search
+        r = run(F, y, F, y, W, grid, exclude_self=True)
+    out.update(
+        seconds=time.perf_counter() - t0,
+        cpu_seconds=time.process_time() - c0,
+        configs=grid.size,
+        choice=[r.alpha, r.beta, r.gamma],
+        best=r.correct,
+        queries=args.N,
+    )
+    if args.counts_out:
+        np.save(args.counts_out, r.counts.numpy())
+    return out
+
+
 def phase_floor(args) -> dict:
     """One exp and one per-class sum per beta over n x N float64 values, nothing else.
 
@@ -176,13 +217,15 @@ def run_phase(args) -> dict:
         return phase_search(args, old=True)
     if args.phase == "floor":
         return phase_floor(args)
+    if args.phase in ("loo", "loo-old", "kfold"):
+        return phase_name_only(args, args.phase)
     return phase_predict(args)
 
 
 def spawn(args, phase: str, n: int | None = None, counts_out: str = "") -> dict:
     """Run one phase in a fresh interpreter; add the child's ru_maxrss as wait4 reports it."""
     cmd = [sys.executable, os.path.abspath(__file__), "--_phase", phase]
-    for k in ("N", "C", "D", "seed", "threads", "predict_n"):
+    for k in ("N", "C", "D", "seed", "threads", "predict_n", "folds"):
         cmd += [f"--{k.replace('_', '-')}", str(getattr(args, k))]
     cmd += ["--n", str(n or args.n)]
     if counts_out:
@@ -221,6 +264,17 @@ def main() -> None:
         metavar="N_OLD",
         help="also run the previous and the current search on N_OLD queries, side by side",
     )
+    ap.add_argument(
+        "--name-only", action="store_true", help="also leave-one-out and k-fold over the support set"
+    )
+    ap.add_argument(
+        "--compare-old-loo", action="store_true", help="with --name-only: also the previous leave-one-out"
+    )
+    ap.add_argument("--folds", type=int, default=4, help="k of the k-fold phase (susx calibrate's default)")
+    ap.add_argument(
+        "--scale", type=float, default=1.0, help="multiply n, N, C and --predict-n by this (D stays)"
+    )
+    ap.add_argument("--skip-floor", action="store_true", help="no floor phase")
     ap.add_argument("--skip-search", action="store_true", help="no search and floor phases")
     ap.add_argument("--skip-predict", action="store_true", help="no predict phase")
     ap.add_argument("--_phase", dest="phase", default=None, help=argparse.SUPPRESS)
@@ -232,6 +286,9 @@ def main() -> None:
         print(json.dumps(run_phase(args)))
         return
 
+    if args.scale != 1.0:
+        for k in ("n", "N", "C", "predict_n", "compare_old"):
+            setattr(args, k, max(1, round(getattr(args, k) * args.scale)) if getattr(args, k) else 0)
     grid_size = reference().size
     print(
         f"ImageNet-size TIP-X: N={args.N:,} support, C={args.C:,}, D={args.D:,}, float64, CPU, {args.threads} thread(s), "
@@ -250,9 +307,22 @@ def main() -> None:
         print(f"running: search, n={args.n:,} ...", flush=True)
         search_r = spawn(args, "search")
         rows.append((f"search n={args.n:,}", search_r))
-        print(f"running: floor (exp + per-class sum per beta over n x N), n={args.n:,} ...", flush=True)
-        floor_r = spawn(args, "floor")
-        rows.append((f"floor n={args.n:,}", floor_r))
+        if not args.skip_floor:
+            print(f"running: floor (exp + per-class sum per beta over n x N), n={args.n:,} ...", flush=True)
+            floor_r = spawn(args, "floor")
+            rows.append((f"floor n={args.n:,}", floor_r))
+    name_only = {}
+    if args.name_only:
+        phases = ["loo", "kfold"] + (["loo-old"] if args.compare_old_loo else [])
+        with tempfile.TemporaryDirectory(prefix="susx-scale-") as tmp:
+            for phase in phases:
+                print(f"running: {phase} over N={args.N:,} support images ...", flush=True)
+                name_only[phase] = spawn(args, phase, counts_out=os.path.join(tmp, phase + ".npy"))
+                rows.append((f"{phase} N={args.N:,}", name_only[phase]))
+            if "loo-old" in name_only:
+                loo_differ = int(
+                    (np.load(os.path.join(tmp, "loo.npy")) != np.load(os.path.join(tmp, "loo-old.npy"))).sum()
+                )
     if args.compare_old:
         with tempfile.TemporaryDirectory(prefix="susx-scale-") as tmp:
             new_path, old_path = os.path.join(tmp, "new.npy"), os.path.join(tmp, "old.npy")
@@ -283,7 +353,7 @@ def main() -> None:
             f"{r['rss_inputs_mib']:10.0f}{r['user_s']:9.1f}{r['sys_s']:8.1f}{r['minflt']:14,}"
         )
     print()
-    if search_r is not None:
+    if search_r is not None and floor_r is not None:
         ratio = search_r["seconds"] / floor_r["seconds"]
         cpu_ratio = search_r["cpu_seconds"] / floor_r["cpu_seconds"]
         print(f"search / floor: {ratio:.2f} by wall time, {cpu_ratio:.2f} by CPU time (target <= 3)")
@@ -294,6 +364,25 @@ def main() -> None:
         print(
             f"search choice (alpha, beta, gamma) = ({', '.join(f'{v:.4f}' for v in search_r['choice'])}), "
             f"top-1 {search_r['best']}/{args.n} = {search_r['best'] / args.n:.4f}"
+        )
+    if search_r is not None:
+        for phase, r in name_only.items():
+            per_q, per_val = r["seconds"] / r["queries"], search_r["seconds"] / args.n
+            cpu_q, cpu_val = r["cpu_seconds"] / r["queries"], search_r["cpu_seconds"] / args.n
+            print(
+                f"{phase}: {1000 * per_q:.2f} ms per support image against the validation search's "
+                f"{1000 * per_val:.2f} ms per query: {per_q / per_val:.2f}x by wall time, "
+                f"{cpu_q / cpu_val:.2f}x by CPU time (target <= 1.5); choice ("
+                + ", ".join(f"{v:.4f}" for v in r["choice"])
+                + f"), {r['best']}/{r['queries']} correct, peak {r['peak_mib']:.0f} MiB"
+            )
+    if "loo-old" in name_only:
+        old, new = name_only["loo-old"], name_only["loo"]
+        print(
+            f"current vs previous leave-one-out: speed-up {old['seconds'] / new['seconds']:.1f}x by wall time, "
+            f"{old['cpu_seconds'] / new['cpu_seconds']:.1f}x by CPU time, same choice: "
+            f"{'YES' if old['choice'] == new['choice'] and old['best'] == new['best'] else 'NO'}, "
+            f"grid points whose count differs: {loo_differ} of {grid_size:,}"
         )
     if args.compare_old:
         same = old_r["choice"] == new_r["choice"] and old_r["best"] == new_r["best"]

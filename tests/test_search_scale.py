@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from susx_cli.method import memory, search, tipx
+from tests.frozen_search import min_max, self_mask
 from tests.test_method import T, _problem, direct_triple_loop
 
 # ----------------------------------------------------------------------------------------------------
@@ -27,9 +28,9 @@ def _old_query_terms(
     Z = tipx.zero_shot_logits(f, W, logit_scale)
     S = f @ F.T
     K = tipx.kl_matrix(tipx.signatures(f, W, tau), tipx.signatures(F, W, tau))
-    mask = tipx.self_mask(S, self_offset) if exclude_self else None
+    mask = self_mask(S, self_offset) if exclude_self else None
     if ranges is None:
-        ranges = (tipx.min_max(K, mask), tipx.min_max(S, mask))
+        ranges = (min_max(K, mask), min_max(S, mask))
     (k_min, k_max), (s_min, s_max) = ranges
     neg = -(
         torch.full_like(K, s_min)
@@ -52,8 +53,8 @@ def _old_support_ranges(f, F, W, tau=0.5, chunk=4096, exclude_self=False):
         fc = f[start : start + chunk]
         K = tipx.kl_matrix(tipx.signatures(fc, W, tau), q)
         S = fc @ F.T
-        mask = tipx.self_mask(S, start) if exclude_self else None
-        (a, b), (c, d) = tipx.min_max(K, mask), tipx.min_max(S, mask)
+        mask = self_mask(S, start) if exclude_self else None
+        (a, b), (c, d) = min_max(K, mask), min_max(S, mask)
         k_lo, k_hi = min(k_lo, a), max(k_hi, b)
         s_lo, s_hi = min(s_lo, c), max(s_hi, d)
     return (k_lo, k_hi), (s_lo, s_hi)
@@ -406,7 +407,7 @@ def test_counting_is_exact_when_margins_are_exactly_zero(alphas):
     yq = T(rng.integers(0, C, q))
     gammas = T(np.array([0.0, 0.5, 1.0, 2.0, 3.0]))
     diffs = caches - caches.gather(2, yq[None, :, None].expand(B, q, 1))
-    ranges = search.CacheLogits(caches, diffs.amin(0), diffs.amax(0))
+    ranges = search.CacheLogits(caches, diffs.amin(0)[None], diffs.amax(0)[None])
     rivals = search.Rivals.of(ranges, Z, kl, yq, alphas, gammas)
     assert 0 < int(rivals.always_wrong.sum()) < q  # some queries are left out, not all
     for b in range(B):

@@ -128,11 +128,12 @@ class ClassLayout:
     def columns(self) -> int:
         return self.classes * self.width if self.slots is not None else self.labels.numel()
 
-    def distances(self, S: torch.Tensor, mask: torch.Tensor | None, out: torch.Tensor) -> torch.Tensor:
-        """x = 1 - S in this layout, +inf at padding and at left-out pairs (S is overwritten): (q, columns)."""
+    def distances(self, S: torch.Tensor, self_offset: int | None, out: torch.Tensor) -> torch.Tensor:
+        """x = 1 - S in this layout, +inf at padding and, in leave-one-out (query i is support image
+        self_offset + i), at each query's own image (S is overwritten): (q, columns)."""
         x = S.neg_().add_(1.0)  # same rounding as 1 - S
-        if mask is not None:
-            x.masked_fill_(~mask, math.inf)  # exp(-beta inf) = 0: the pair is left out
+        if self_offset is not None:
+            x.diagonal(self_offset).fill_(math.inf)  # exp(-beta inf) = 0: the pair is left out
         if self.slots is None:
             return out.copy_(x)
         return out.fill_(math.inf).index_copy_(1, self.slots, x)
@@ -148,12 +149,27 @@ class ClassLayout:
 
 @dataclass
 class CacheLogits:
-    """The cache logits A L of a query chunk for every beta, and the range over the betas of each
-    (query, class) difference cache_c - cache_y, computed as counting computes it."""
+    """The cache logits A L of a query chunk for every beta, and the range of each (query, class)
+    difference cache_c - cache_y over each group of RANGE_GROUP consecutive betas, computed as counting
+    computes it."""
 
     values: torch.Tensor  # (B, q, C)
-    diff_low: torch.Tensor  # (q, C)
-    diff_high: torch.Tensor  # (q, C)
+    group_low: torch.Tensor  # (ceil(B / RANGE_GROUP), q, C)
+    group_high: torch.Tensor  # (ceil(B / RANGE_GROUP), q, C)
+
+    @property
+    def diff_low(self) -> torch.Tensor:
+        """The range's low end over all betas: (q, C)."""
+        return self.group_low.amin(0)
+
+    @property
+    def diff_high(self) -> torch.Tensor:
+        return self.group_high.amax(0)
+
+
+def beta_groups(betas: int) -> list[range]:
+    """The betas (indices) of each range group, in order."""
+    return [range(g, min(g + RANGE_GROUP, betas)) for g in range(0, betas, RANGE_GROUP)]
 
 
 def cache_logits(
@@ -164,20 +180,24 @@ def cache_logits(
     out: torch.Tensor,
     block: int,
     divide_by: torch.Tensor | None = None,
+    ranges: torch.Tensor | None = None,
 ) -> CacheLogits:
     """Per-class sums of exp(-beta x) for every beta, divided by ``divide_by`` (q, C) if given (per-class
-    normalisation): x (q, columns), yq (q,) true classes, out (B, q, C) receives the values.
+    normalisation): x (q, columns), yq (q,) true classes, out (B, q, C) receives the values, ``ranges``
+    (2, groups, q, C) the per-group ranges (allocated here if not given).
 
     Rows go in blocks of ``block``; each block runs through all betas while its buffers stay in cache,
-    and its differences to the true class are folded into their range over the betas there and then.
+    and its differences to the true class are folded into their range over each group of betas there
+    and then.
     """
     exact, step = affinity_schedule(betas)
     q, C = x.shape[0], out.shape[2]
     A = torch.empty(min(block, q), x.shape[1], dtype=x.dtype, device=x.device)
     E = torch.empty_like(A) if step is not None else None
     diff = torch.empty(RANGE_GROUP, min(block, q), C, dtype=x.dtype, device=x.device)
-    low = torch.full((q, C), math.inf, dtype=x.dtype, device=x.device)
-    high = torch.full((q, C), -math.inf, dtype=x.dtype, device=x.device)
+    if ranges is None:
+        ranges = torch.empty(2, len(beta_groups(len(betas))), q, C, dtype=x.dtype, device=x.device)
+    low, high = ranges[0], ranges[1]
     ones = torch.ones(max(layout.width, 1), dtype=x.dtype, device=x.device)
     for r0 in range(0, q, block):
         rows = slice(r0, min(r0 + block, q))
@@ -202,8 +222,8 @@ def cache_logits(
                     group.gather(2, yq[None, rows, None].expand(group.shape[0], -1, 1)),
                     out=diff[: group.shape[0], : xb.shape[0]],
                 )
-                torch.minimum(low[rows], d.amin(0), out=low[rows])
-                torch.maximum(high[rows], d.amax(0), out=high[rows])
+                torch.amin(d, 0, out=low[k // RANGE_GROUP, rows])
+                torch.amax(d, 0, out=high[k // RANGE_GROUP, rows])
     return CacheLogits(out, low, high)
 
 
@@ -222,7 +242,11 @@ class Rivals:
     are monotonic, the range's ends bound every beta's maximum exactly, in floating point: a pair whose bound stays
     below 0 (at 0 the index tie rule may count) can never matter, and the rest are the rivals, a few per
     query instead of C. The same bounds from below find queries that a rival beats at every grid point
-    of every beta: they are left out altogether. Per-pair tensors (P,); pairs ordered by query row.
+    of every beta: they are left out altogether. ``within`` narrows the pairs to those that can matter
+    for one group of betas, by the same bound on that group's range.
+
+    Per-pair tensors (P,), pairs ordered by ``kind`` (``BOUND_KINDS``: the sign of dk and the tie rule,
+    which fix the form of the pair's gamma bound for every beta and alpha), then by query row.
     """
 
     q: int
@@ -234,6 +258,7 @@ class Rivals:
     top: torch.Tensor  # dz + max(gamma_lo dk, gamma_hi dk)
     bottom: torch.Tensor  # dz + min(gamma_lo dk, gamma_hi dk)
     lower: torch.Tensor  # c < y: a tie goes to the lower index, so c beats y already at equality
+    kind: torch.Tensor  # index into BOUND_KINDS, ascending
     alpha_range: tuple[float, float]
     always_wrong: torch.Tensor  # (q,) queries some rival beats at every grid point: they have no pairs
 
@@ -274,6 +299,10 @@ class Rivals:
         possible.scatter_(1, col, False)  # y is not its own rival
         possible &= ~always_wrong[:, None]
         rows, c = possible.nonzero(as_tuple=True)
+        pair_dk, strict = dk[rows, c], c < yq[rows]
+        kind = bound_kinds(pair_dk, strict)
+        order = torch.argsort(kind, stable=True)
+        rows, c = rows[order], c[order]
         flat = rows * C + c
         pick = lambda t: t.reshape(-1)[flat]  # noqa: E731
         return cls(
@@ -282,13 +311,58 @@ class Rivals:
             flat,
             rows * C + yq[rows],
             pick(dz),
-            pick(dk),
+            pair_dk[order],
             pick(top),
             pick(bottom),
-            c < yq[rows],
+            strict[order],
+            kind[order],
             (a_lo, a_hi),
             always_wrong,
         )
+
+    def within(self, low: torch.Tensor, high: torch.Tensor) -> Rivals:
+        """The pairs that can beat y at some corner for some beta whose cache differences lie in
+        [low, high] (q, C): the bound of ``of`` on a narrower range, so the pairs left out would not
+        count at those betas; order kept."""
+        a_lo, a_hi = self.alpha_range
+        # alpha d is monotonic in d for each alpha, so only the ends of [low, high] that alpha's sign picks
+        # can reach furthest: one end when every alpha has the same sign.
+        ends = ([high] if a_hi >= 0 else []) + ([low] if a_lo < 0 else [])
+        reach = None
+        for d in (end.reshape(-1).index_select(0, self.flat) for end in ends):
+            most = torch.maximum(d * a_lo, d * a_hi)
+            reach = most if reach is None else torch.maximum(reach, most)
+        keep = (reach.add_(self.top) >= 0).nonzero().view(-1)
+        pick = lambda t: t.index_select(0, keep)  # noqa: E731
+        return Rivals(
+            self.q,
+            *(pick(t) for t in (self.rows, self.flat, self.flat_true, self.dz, self.dk, self.top)),
+            *(pick(t) for t in (self.bottom, self.lower, self.kind)),
+            self.alpha_range,
+            self.always_wrong,
+        )
+
+
+# A pair's condition "c does not beat y" at one (beta, alpha), dz + dc alpha + dk gamma < 0 when c < y
+# ("strict": a tie goes to the lower index), <= 0 when c > y, holds on a half-line of gamma whose form
+# depends only on the sign of dk and on strictness: gamma <= u (dk > 0) or gamma >= l (dk < 0), a strict
+# bound made non-strict with the next float (gamma < t iff gamma <= nextafter(t, -inf)); with dk == 0 it
+# holds for no gamma or for all. Each kind: (bound, strict); "none" (dk is nan) never binds.
+BOUND_KINDS = (
+    ("upper", True),
+    ("upper", False),
+    ("lower", True),
+    ("lower", False),
+    ("all-or-none", True),
+    ("all-or-none", False),
+    ("none", False),
+)
+
+
+def bound_kinds(dk: torch.Tensor, strict: torch.Tensor) -> torch.Tensor:
+    """Each pair's index into BOUND_KINDS: (P,) int64."""
+    sign = torch.where(dk > 0, 0, torch.where(dk < 0, 2, torch.where(dk == 0, 4, 6)))
+    return sign + ((~strict) & (sign < 6)).long()
 
 
 def _beats(d: torch.Tensor, lower: torch.Tensor) -> torch.Tensor:
@@ -318,26 +392,30 @@ def count_correct(
     )  # rivals of undecided queries
     if pairs.numel() == 0:
         return counts
-    # For one alpha, each rival's condition "c does not beat y", dz + dc alpha + dk gamma < 0 when c < y
-    # (<= 0 when c > y), holds on a half-line of gamma: gamma <= u (dk > 0) or gamma >= l (dk < 0), a
-    # strict bound made non-strict with the next float (gamma < t iff gamma <= nextafter(t, -inf)).
-    # Their intersection per (query, alpha) is [max l, min u]: its grid indices come from one binary
-    # search each on the sorted gamma grid.
+    # Per (query, alpha), the pairs' half-lines of gamma (BOUND_KINDS) intersect in [max l, min u]: its grid
+    # indices come from one binary search each on the sorted gamma grid.
     upper = torch.full((r.q, A), math.inf, dtype=dc.dtype, device=dev)
     lower = torch.full((r.q, A), -math.inf, dtype=dc.dtype, device=dev)
     inf = torch.tensor(math.inf, dtype=dc.dtype, device=dev)
-    for s in range(0, pairs.numel(), pair_chunk):
-        p = pairs[s : s + pair_chunk]
-        pick = lambda t, p=p: t.index_select(0, p)[:, None]  # noqa: E731
-        k, strict = pick(r.dk), pick(r.lower)  # strict: c < y must stay strictly below y
-        e = torch.addcmul(pick(r.dz), pick(dc), alphas[None, :])  # (p, A): the difference at gamma = 0
-        t = -e / torch.where(k == 0, 1.0, k)  # the gamma where the difference is 0
-        u = torch.where(k > 0, torch.where(strict, torch.nextafter(t, -inf), t), inf)
-        u = torch.where((k == 0) & torch.where(strict, e >= 0, e > 0), -inf, u)  # dk == 0: never or always
-        lo_b = torch.where(k < 0, torch.where(strict, torch.nextafter(t, inf), t), -inf)
-        index = pick(r.rows).expand_as(u)
-        upper.scatter_reduce_(0, index, u, reduce="amin")
-        lower.scatter_reduce_(0, index, lo_b, reduce="amax")
+    kinds = torch.arange(len(BOUND_KINDS) + 1, device=dev)
+    ends = torch.searchsorted(r.kind.index_select(0, pairs), kinds).tolist()  # pairs are sorted by kind
+    for kind, (bound, strict) in enumerate(BOUND_KINDS):
+        if bound == "none":
+            continue
+        for s in range(ends[kind], ends[kind + 1], pair_chunk):
+            p = pairs[s : min(s + pair_chunk, ends[kind + 1])]
+            pick = lambda t, p=p: t.index_select(0, p)[:, None]  # noqa: E731
+            e = torch.addcmul(pick(r.dz), pick(dc), alphas[None, :])  # (p, A): the difference at gamma = 0
+            index = pick(r.rows).expand_as(e)
+            if bound == "all-or-none":
+                never = e >= 0 if strict else e > 0
+                upper.scatter_reduce_(0, index, torch.where(never, -inf, inf), reduce="amin")
+                continue
+            t = e.div_(pick(r.dk).neg_())  # the gamma where the difference is 0: e / -dk is (-e) / dk exactly
+            if bound == "upper":
+                upper.scatter_reduce_(0, index, torch.nextafter(t, -inf) if strict else t, reduce="amin")
+            else:
+                lower.scatter_reduce_(0, index, torch.nextafter(t, inf) if strict else t, reduce="amax")
     undecided = (~right & ~wrong & ~r.always_wrong).nonzero().view(-1)
     start = torch.searchsorted(gammas, lower.index_select(0, undecided), right=False)  # first gamma >= max l
     stop = torch.searchsorted(
@@ -361,12 +439,12 @@ def chunk_plan(
     """(query rows per chunk, rows per affinity block) for this problem and the free memory.
 
     Beside the (n, C) KL sums, a chunk holds per query row S and K (2 N floats; S alone in the second
-    pass), the laid-out distances (columns), the cache logits of every beta (B C) and about a dozen (C)
-    rows of margins and scratch.
+    pass), the laid-out distances (columns), the cache logits of every beta (B C), their two ranges per
+    group of betas and about a dozen (C) rows of margins and scratch.
     """
     budget = memory.working_budget(device) if budget is None else budget
     budget = max(budget // 4, budget - 8 * n * C)
-    per_row = 8 * (max(2 * N, N + columns) + B * C + 12 * C)
+    per_row = 8 * (max(2 * N, N + columns) + (B + 2 * len(beta_groups(B))) * C + 12 * C)
     rows = memory.chunk_rows(per_row, n, device, budget)
     if getattr(device, "type", str(device)) == "cuda":
         return rows, rows  # a GPU wants big kernels, not cache blocking
@@ -414,19 +492,28 @@ def grid_search(
     s_buf = torch.empty(q_max, F.shape[0], dtype=torch.float64, device=dev)
     x_buf = torch.empty(q_max, layout.columns, dtype=torch.float64, device=dev)
     caches = torch.empty(len(betas), q_max, C, dtype=torch.float64, device=dev)
+    ranges = torch.empty(2, len(beta_groups(len(betas))), q_max, C, dtype=torch.float64, device=dev)
     counts = torch.zeros(len(grid.alpha), len(betas), len(grid.gamma), dtype=torch.int64, device=dev)
     for start in range(0, n, rows):  # pass 2: S again, the affinities of every beta, the counts
         chunk_rows = slice(start, start + rows)
         fc, yc = f[chunk_rows], yq[chunk_rows]
         q = fc.shape[0]
         S = torch.matmul(fc, F.T, out=s_buf[:q])
-        x = layout.distances(S, tipx.self_mask(S, start) if exclude_self else None, x_buf[:q])
-        seen = tipx.class_counts(y, C, q, start if exclude_self else None)
+        own = start if exclude_self else None  # query i is support image start + i
+        x = layout.distances(S, own, x_buf[:q])
+        seen = tipx.class_counts(y, C, q, own)
         kl_term = kl.term(chunk_rows, seen)
         if normalize:
             kl_term.div_(seen.clamp_min(1))
         chunk_caches = cache_logits(
-            x, betas, layout, yc, caches[:, :q], block, seen.clamp_min(1) if normalize else None
+            x,
+            betas,
+            layout,
+            yc,
+            caches[:, :q],
+            block,
+            seen.clamp_min(1) if normalize else None,
+            ranges[:, :, :q],
         )
         rivals = Rivals.of(
             chunk_caches,
@@ -436,10 +523,15 @@ def grid_search(
             grid.alpha,
             gammas,
         )
-        for b in range(len(betas)):
-            counts[:, b, :] += count_correct(chunk_caches.values[b], rivals, alphas, gammas, pair_chunk)
-            if progress is not None:
-                progress.advance(len(grid.alpha) * len(grid.gamma) * q / n)
+        for g, group in enumerate(beta_groups(len(betas))):
+            # Most rivals matter only at some betas (in leave-one-out, where the query's own class has
+            # one image less, nearly every class beats it at small betas and large alphas): narrow them
+            # to this group's range once, not at every beta.
+            narrowed = rivals.within(chunk_caches.group_low[g], chunk_caches.group_high[g])
+            for b in group:
+                counts[:, b, :] += count_correct(chunk_caches.values[b], narrowed, alphas, gammas, pair_chunk)
+                if progress is not None:
+                    progress.advance(len(grid.alpha) * len(grid.gamma) * q / n)
     unsorted = torch.empty_like(counts)
     unsorted[:, :, gamma_order] = counts
     counts = unsorted

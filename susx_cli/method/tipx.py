@@ -61,18 +61,20 @@ def affinity_(S: torch.Tensor, beta: float) -> torch.Tensor:
     return S.neg_().add_(1.0).mul_(-beta).exp_()
 
 
-def min_max(x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[float, float]:
-    if mask is None:
+def min_max(x: torch.Tensor, self_offset: int | None = None) -> tuple[float, float]:
+    """(min, max) of x (q, N), leaving out pairs (i, self_offset + i) when given (leave-one-out: query i is
+    support image self_offset + i). The diagonal is set to +-inf for the reductions and put back, so no
+    (q, N) mask or copy is made and the result is the min and max of exactly the other values."""
+    if self_offset is None:
         return float(x.min()), float(x.max())
-    return float(x[mask].min()), float(x[mask].max())
-
-
-def self_mask(S: torch.Tensor, offset: int) -> torch.Tensor:
-    """Leave-one-out mask for query rows offset..offset+q-1 of the support set itself: False at (i, offset+i)."""
-    mask = torch.ones_like(S, dtype=torch.bool)
-    idx = torch.arange(S.shape[0], device=S.device)
-    mask[idx, offset + idx] = False
-    return mask
+    own = x.diagonal(self_offset)
+    kept = own.clone()
+    own.fill_(math.inf)
+    lo = float(x.min())
+    own.fill_(-math.inf)
+    hi = float(x.max())
+    own.copy_(kept)
+    return lo, hi
 
 
 def class_counts(
@@ -139,11 +141,11 @@ def kl_sums(
         fc = f[start : start + rows]
         K = kl_to_logs(signatures(fc, W, tau), log_q, out=k_buf[: fc.shape[0]])
         S = torch.matmul(fc, F.T, out=s_buf[: fc.shape[0]])
-        mask = self_mask(S, start) if exclude_self else None
-        (a, b), (c, d) = min_max(K, mask), min_max(S, mask)
+        offset = start if exclude_self else None
+        (a, b), (c, d) = min_max(K, offset), min_max(S, offset)
         k_lo, k_hi, s_lo, s_hi = min(k_lo, a), max(k_hi, b), min(s_lo, c), max(s_hi, d)
-        if mask is not None:
-            K.masked_fill_(~mask, 0.0)
+        if exclude_self:
+            K.diagonal(start).zero_()  # the query's own divergence is left out of its class sum
         sums[start : start + rows] = class_sum(K, y, C)
     return KLSums(sums, (k_lo, k_hi), (s_lo, s_hi))
 
