@@ -231,7 +231,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
     except OSError as exc:
-        raise _write_error(path, exc) from None
+        raise write_error(path, exc) from None
     # mkstemp makes the file private (0600); an artifact gets the mode any new file of the user gets,
     # so collaborators on a shared cluster can read it when the umask allows.
     os.fchmod(fd, 0o666 & ~current_umask())
@@ -241,7 +241,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         yield tmp_path
         os.replace(tmp_path, path)
     except OSError as exc:  # disk full, quota, read-only or permission: nothing was replaced
-        raise _write_error(path, exc) from None
+        raise write_error(path, exc) from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -253,8 +253,15 @@ STAGING_SUFFIX = ".susx-new"
 RETIRED_SUFFIX = ".susx-old"
 
 
+def real_folder(root: Path) -> Path:
+    """The folder a link ``root`` points at (``root`` itself otherwise): a replacement is built and swapped
+    in beside the real folder, so the link keeps working and nothing renames or removes the link."""
+    return root.resolve() if root.is_symlink() and root.is_dir() else root
+
+
 def staging_dir(root: Path) -> Path:
     """Where a replacement of the folder ``root`` is built (--overwrite) before it is swapped into place."""
+    root = real_folder(root)
     return root.with_name(f".{root.name}{STAGING_SUFFIX}")
 
 
@@ -264,6 +271,7 @@ def _retired_dir(root: Path) -> Path:
 
 def recover_interrupted_swap(root: Path) -> None:
     """Finish or undo a swap that a crash interrupted (see ``swap_into_place``)."""
+    root = real_folder(root)
     retired = _retired_dir(root)
     if not retired.exists():
         return
@@ -277,17 +285,22 @@ def swap_into_place(staging: Path, root: Path) -> None:
     """Replace the folder ``root`` with the complete one at ``staging``: old aside, new in, old removed.
 
     Each step is a rename in one folder, so after a crash ``recover_interrupted_swap`` finds either the
-    old or the new folder in place and never a mixture.
+    old or the new folder in place and never a mixture. A linked ``root`` stays a link: the folder it
+    points at is the one replaced. The caller has checked that the old folder holds only susx's files.
     """
+    root = real_folder(root)
     retired = _retired_dir(root)
-    if root.exists():
-        os.replace(root, retired)
-    os.replace(staging, root)
-    if retired.exists():
-        shutil.rmtree(retired)
+    try:
+        if root.exists():
+            os.replace(root, retired)
+        os.replace(staging, root)
+        if retired.exists():
+            shutil.rmtree(retired)
+    except OSError as exc:
+        raise write_error(root, exc) from None
 
 
-def _write_error(path: Path, exc: OSError) -> SusxError:
+def write_error(path: Path, exc: OSError) -> SusxError:
     reason = exc.strerror or str(exc) or exc.__class__.__name__
     return SusxError(
         f"could not write {path}: {reason}",

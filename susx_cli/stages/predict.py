@@ -11,6 +11,7 @@ import numpy as np
 
 from susx_cli import runtime
 from susx_cli.artifacts import common, hdf5
+from susx_cli.artifacts import outputs as output_paths
 from susx_cli.errors import SusxError
 from susx_cli.method import METHODS, uses_gamma, uses_support
 from susx_cli.metrics import (
@@ -63,6 +64,9 @@ def predict(
             f"--method {method or 'tip-x'} needs --support FEATURES.h5 and --calibration FILE",
             hint="or use --method zero-shot",
         )
+    output_paths.check_paths(
+        [text_path, query_path, support_path, calibration_path], [("-o/--output", output)]
+    )
     query_features = _query_features(query_path, output, text_path, embed_options, overwrite)
     inputs = load_method_inputs(
         text_path, support_path if with_support else None, query_features, calibration_path
