@@ -309,8 +309,8 @@ def test_demo_overwrite_removes_only_what_a_demo_wrote(tmp_path, monkeypatch):
 
 
 def test_demo_refuses_a_user_folder_even_with_overwrite(tmp_path):
-    from susx_cli.errors import SusxError
     from susx_cli.artifacts.demo_folder import check_output
+    from susx_cli.errors import SusxError
 
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.tex").write_text("x")

@@ -196,7 +196,10 @@ def flat(text: str) -> str:
 
 
 def cache_lines(path: Path) -> list[dict]:
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+    """The answer rows of a cache, after the header line that marks it as susx's."""
+    header, *rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+    assert header == {"susx": "susx.llm_cache", "schema_version": 1}
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -445,7 +448,7 @@ def test_interrupted_cache_line_is_ignored_and_redone(llm_server, tmp_path):
 
 def cache_lines_lenient(path: Path) -> list[dict]:
     rows = []
-    for ln in path.read_text().splitlines():
+    for ln in path.read_text().splitlines()[1:]:  # after the header line
         try:
             rows.append(json.loads(ln))
         except ValueError:
