@@ -15,14 +15,17 @@ from susx_cli.commands._common import (
     OverwriteOpt,
     QuietOpt,
     choice,
+    input_argument,
+    input_option,
+    output_option,
     run,
 )
 from susx_cli.method import SEARCHABLE_METHODS
 
 
 def calibrate(
-    text: Annotated[Path, typer.Argument(help="Text classifier HDF5 (susx embed prompts.json).")],
-    support: Annotated[Path, typer.Argument(help="Support features HDF5 (susx embed SUPPORT_DIR).")],
+    text: Annotated[Path, input_argument(help="Text classifier HDF5 (susx embed prompts.json).")],
+    support: Annotated[Path, input_argument(help="Support features HDF5 (susx embed SUPPORT_DIR).")],
     output: OutputOpt = Path("calibration.json"),
     mode: Annotated[
         choice(CALIBRATION_MODES),
@@ -33,7 +36,7 @@ def calibrate(
         ),
     ] = "loo",
     val: Annotated[
-        Path | None, typer.Option("--val", help="Labelled validation features (implies --mode val).")
+        Path | None, input_option("--val", help="Labelled validation features (implies --mode val).")
     ] = None,
     method: Annotated[
         choice(SEARCHABLE_METHODS),
@@ -57,7 +60,7 @@ def calibrate(
         bool, typer.Option("--normalize-per-class", help="Divide support terms by class size.")
     ] = False,
     heatmap: Annotated[
-        Path | None, typer.Option("--heatmap", help="PNG of accuracy over (alpha, gamma) at the best beta.")
+        Path | None, output_option("--heatmap", help="PNG of accuracy over (alpha, gamma) at the best beta.")
     ] = None,
     folds: Annotated[int, typer.Option("--folds", help="kfold: number of folds of the support set.")] = 4,
     fold_seed: Annotated[
