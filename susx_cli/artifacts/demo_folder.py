@@ -52,10 +52,15 @@ def foreign_entries(root: Path, written: set[str]) -> list[str]:
 def check_output(root: Path, overwrite: bool) -> None:
     """Refuse an output folder the demo may not replace: --overwrite removes only an earlier demo run."""
     common.recover_interrupted_swap(root)
+    if root.is_symlink() and not root.exists():
+        raise common.foreign_output(root)  # a dangling link: the demo would write wherever it points
+    if root.exists() and not root.is_dir():
+        raise SusxError(
+            f"{root} exists and is a file, not a folder, so the demo will not write there",
+            hint="choose a new or empty -o folder",
+        )
     if not root.exists() or not any(root.iterdir()):
         return
-    if not root.is_dir():
-        raise SusxError(f"{root} is a file, not a folder", hint="choose a new or empty -o folder")
     written = demo_files(root)
     if written is None:
         raise SusxError(

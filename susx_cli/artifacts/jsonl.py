@@ -120,7 +120,8 @@ class JsonlAppender:
 
     def close(self) -> None:
         if not self._handle.closed:
-            self._handle.close()
+            with outputs.writing(self.path):  # the file is closed even when its last flush fails
+                self._handle.close()
 
     @property
     def closed(self) -> bool:

@@ -9,6 +9,7 @@ from typing import Any
 
 from susx_cli import imagesets, runtime
 from susx_cli.artifacts import common, hdf5
+from susx_cli.artifacts import outputs as output_paths
 from susx_cli.artifacts.lock import output_lock
 from susx_cli.artifacts.prompts import read_prompts
 from susx_cli.artifacts.schema import ModelIdentity
@@ -93,6 +94,7 @@ def embed_images(
     ``augment_passes`` > 1: each image is the mean of that many augmented views seeded from ``seed``.
     """
     _check_runtime(device, precision)
+    output_paths.check_paths([input_path, classes_path, image_root], [("-o/--output", output)])
     if workers is not None and workers < 0:
         raise SusxError(f"--workers must be 0 or more, got {workers}", hint="0 loads images in this process")
     if augment_passes < 1:
@@ -211,6 +213,7 @@ def embed_texts(
     import numpy as np
 
     _check_runtime(device, precision)
+    output_paths.check_paths([prompts_path], [("-o/--output", output)])
     prompts = read_prompts(prompts_path)
     pool = pool or prompts.default_pool
     texts = prompts.pool_texts(pool)

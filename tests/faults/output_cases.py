@@ -33,6 +33,7 @@ from tests.helpers import TINY, invoke
 
 SMALL_GRID = ("--alpha-grid", "0.5,2", "--beta-grid", "1,5", "--gamma-grid", "0.1,1")
 LLM_KEY_ENV = "SUSX_FAULTS_LLM_KEY"
+LLM_KEY = "sk-test-key"  # what the fake LLM of tests/test_cupl_llm accepts
 RESULTS = "results"
 RESULT_FILE = f"{RESULTS}/stanford_cars__susx_tiny_vit-none__zero-shot__none__none.json"
 
@@ -185,14 +186,11 @@ def _mount(path: Path, options: str) -> None:
 
 
 def _fill(folder: Path) -> None:
-    """Write one file until the file system has no byte left."""
-    with open(folder / "filler", "wb") as handle:
-        with contextlib.suppress(OSError):
+    """Write files until the file system has no byte left."""
+    for name, block in (("filler", 1 << 16), ("filler-small", 512)):
+        with open(folder / name, "wb", buffering=0) as handle, contextlib.suppress(OSError):
             while True:
-                handle.write(b"\0" * 4096)
-                handle.flush()
-    with contextlib.suppress(OSError):
-        (folder / "filler-2").write_bytes(b"\0" * 512)
+                handle.write(b"\0" * block)
 
 
 def unmount_all(ws: Path) -> None:
@@ -276,7 +274,7 @@ def cases_for(command: tuple[str, ...], flag: str, base: Base, env: dict[str, st
 
 def generated_cases(llm_url: str | None = None) -> list[OutputCase]:
     """Every generated case of every output option that has a base (root-only cases included)."""
-    env = {LLM_KEY_ENV: "sk-faults"}
+    env = {LLM_KEY_ENV: LLM_KEY}
     table = bases(llm_url)
     found = []
     for param in output_paths():

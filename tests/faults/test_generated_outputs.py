@@ -11,23 +11,6 @@ import pytest
 
 from tests.faults import output_cases
 from tests.faults.options import output_paths, walk
-from tests.faults.workspace import build_workspace
-
-
-@pytest.fixture(scope="session")
-def llm_url():
-    from tests.test_cupl_llm import FakeLLM
-
-    server = FakeLLM()
-    yield server.base_url
-    server.close()
-
-
-@pytest.fixture(scope="session")
-def output_pristine(tmp_path_factory):
-    root = build_workspace(tmp_path_factory.mktemp("outputs-pristine"))
-    return output_cases.extend_workspace(root)
-
 
 # The URL of the session's fake LLM is only known once it runs, so the parameters are built with a
 # placeholder and each case's arguments are rebuilt with the real URL when it runs.
