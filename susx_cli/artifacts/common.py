@@ -301,7 +301,14 @@ def swap_into_place(staging: Path, root: Path) -> None:
 
 
 def write_error(path: Path, exc: OSError) -> SusxError:
+    """One line for a write that the OS refused (full disk, read-only, a parent that is a file)."""
     reason = exc.strerror or str(exc) or exc.__class__.__name__
+    blocking = next((p for p in Path(path).parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        return SusxError(
+            f"could not write {path}: {blocking} is a file, not a folder",
+            hint="choose an output path in a folder, or move that file away",
+        )
     return SusxError(
         f"could not write {path}: {reason}",
         hint="check free disk space and permissions of that folder, or choose another -o/--output",

@@ -75,6 +75,9 @@ def path_argument(role: str, **kwargs: Any) -> Any:
     return _tagged(typer.Argument(**kwargs), role)
 
 
+# Said in the help of each report and picture option: what artifacts/outputs.py lets a rerun replace.
+REPLACES_OWN = " A file of this kind that this command wrote is replaced; any other file there is refused."
+
 OutputOpt = Annotated[Path, output_option("--output", "-o", help="Where to write the artifact.")]
 OverwriteOpt = Annotated[
     bool, typer.Option("--overwrite", help="Replace an existing output made with other options.")

@@ -9,6 +9,7 @@ import typer
 
 from susx_cli.commands._common import (
     CALIBRATION_MODES,
+    REPLACES_OWN,
     DeviceOpt,
     JsonOpt,
     OutputOpt,
@@ -60,7 +61,10 @@ def calibrate(
         bool, typer.Option("--normalize-per-class", help="Divide support terms by class size.")
     ] = False,
     heatmap: Annotated[
-        Path | None, output_option("--heatmap", help="PNG of accuracy over (alpha, gamma) at the best beta.")
+        Path | None,
+        output_option(
+            "--heatmap", help="PNG of accuracy over (alpha, gamma) at the best beta." + REPLACES_OWN
+        ),
     ] = None,
     folds: Annotated[int, typer.Option("--folds", help="kfold: number of folds of the support set.")] = 4,
     fold_seed: Annotated[

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from susx_cli.commands._common import JsonOpt, QuietOpt, input_argument, output_option, run
+from susx_cli.commands._common import REPLACES_OWN, JsonOpt, QuietOpt, input_argument, output_option, run
 
 
 def inspect(
@@ -16,7 +16,9 @@ def inspect(
     ],
     contact_sheet: Annotated[
         Path | None,
-        output_option("--contact-sheet", help="Support folder: draw a PNG grid of each class's images."),
+        output_option(
+            "--contact-sheet", help="Support folder: draw a PNG grid of each class's images." + REPLACES_OWN
+        ),
     ] = None,
     per_class: Annotated[int, typer.Option("--per-class", help="Images per class on the contact sheet.")] = 8,
     classes: Annotated[
@@ -37,7 +39,8 @@ def inspect(
         Path | None,
         output_option(
             "--confusion",
-            help="Predictions file: draw its confusion matrix (top confusions above 100 classes) as PNG.",
+            help="Predictions file: draw its confusion matrix (top confusions above 100 classes) as PNG."
+            + REPLACES_OWN,
         ),
     ] = None,
     quiet: QuietOpt = False,
