@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from susx_cli import imagesets, runtime
-from susx_cli.artifacts import common, hdf5
+from susx_cli.artifacts import common, feature_parts, hdf5
 from susx_cli.artifacts import outputs as output_paths
 from susx_cli.artifacts.lock import output_lock
 from susx_cli.artifacts.prompts import read_prompts
@@ -175,7 +175,7 @@ def _embed_shard(
         info(f"{output} is up to date (same inputs and options); nothing to do")
         return StageResult("embed", [output], skipped=True)
     merge.check_part_count(output, shard.count)
-    part = merge.part_path(output, shard.index, shard.count)
+    part = feature_parts.part_path(output, shard.index, shard.count)
     with output_lock(part):
         done = run(part, shard=shard, label=f"embed images (shard {shard.index + 1}/{shard.count})")
     summary: dict[str, Any] = {"shard": shard.index, "num_shards": shard.count}
