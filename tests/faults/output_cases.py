@@ -68,8 +68,9 @@ def _eval_args() -> tuple[str, ...]:
     )
 
 
-def bases(llm_url: str | None) -> dict[tuple[tuple[str, ...], str], Base]:
-    """``(command, flag) -> Base``; the --llm-cache base needs the fake LLM's URL (left out without)."""
+def bases() -> dict[tuple[tuple[str, ...], str], Base]:
+    """``(command, flag) -> Base``. The --llm-cache base asks the fake LLM whose URL the case's
+    environment gives (``OPENAI_BASE_URL``, see ``generated_cases``)."""
     calibrate = Base(
         ("calibrate", "text.h5", "sup.h5", "--mode", "loo", *SMALL_GRID),
         {"--output": "new-cal.json", "--heatmap": "new-heat.png"},
@@ -123,29 +124,26 @@ def bases(llm_url: str | None) -> dict[tuple[tuple[str, ...], str], Base]:
         (("report",), "--long"): report,
         (("report",), "--chart"): report,
     }
-    if llm_url is not None:
-        table[(("prompts",), "--llm-cache")] = Base(
-            (
-                "prompts",
-                "-c",
-                "classes.txt",
-                "--llm",
-                "--llm-base-url",
-                llm_url,
-                "--llm-model",
-                "fake-llm",
-                "--llm-key-env",
-                LLM_KEY_ENV,
-                "--llm-questions",
-                "generic",
-                "--llm-samples",
-                "1",
-                "--llm-concurrency",
-                "1",
-            ),
-            {"--output": "new-p.json", "--llm-cache": "new-cache.jsonl"},
-            inputs=("classes.txt",),
-        )
+    table[(("prompts",), "--llm-cache")] = Base(
+        (
+            "prompts",
+            "-c",
+            "classes.txt",
+            "--llm",
+            "--llm-model",
+            "fake-llm",
+            "--llm-key-env",
+            LLM_KEY_ENV,
+            "--llm-questions",
+            "generic",
+            "--llm-samples",
+            "1",
+            "--llm-concurrency",
+            "1",
+        ),
+        {"--output": "new-p.json", "--llm-cache": "new-cache.jsonl"},
+        inputs=("classes.txt",),
+    )
     return table
 
 
@@ -272,10 +270,11 @@ def cases_for(command: tuple[str, ...], flag: str, base: Base, env: dict[str, st
     yield make("full-disk", f"full-mount/{out}", "full-mount", setup=_setup_mount("full-disk"), root=True)
 
 
-def generated_cases(llm_url: str | None = None) -> list[OutputCase]:
-    """Every generated case of every output option that has a base (root-only cases included)."""
-    env = {LLM_KEY_ENV: LLM_KEY}
-    table = bases(llm_url)
+def generated_cases(llm_url: str) -> list[OutputCase]:
+    """Every generated case of every output option that has a base (root-only cases included);
+    ``llm_url``: the base URL of a fake LLM (``tests/test_cupl_llm.FakeLLM``) for --llm-cache."""
+    env = {LLM_KEY_ENV: LLM_KEY, "OPENAI_BASE_URL": llm_url}
+    table = bases()
     found = []
     for param in output_paths():
         base = table.get((param.command, param.flag))

@@ -4,6 +4,7 @@ that is a file (cases in ``output_cases``): one clear line or a correct result, 
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -12,10 +13,8 @@ import pytest
 from tests.faults import output_cases
 from tests.faults.options import output_paths, walk
 
-# The URL of the session's fake LLM is only known once it runs, so the parameters are built with a
-# placeholder and each case's arguments are rebuilt with the real URL when it runs.
-_URL = "http://127.0.0.1:9/v1"
-CASES = output_cases.generated_cases(_URL)
+# The fake LLM's address is only known once it runs: each case gets it in its environment when it runs.
+CASES = output_cases.generated_cases(llm_url="")
 
 
 def _param(case: output_cases.OutputCase):
@@ -25,15 +24,7 @@ def _param(case: output_cases.OutputCase):
 
 @pytest.mark.parametrize("case", [_param(c) for c in CASES])
 def test_output_case(case, output_pristine, llm_url, tmp_path):
-    if _URL in case.case.args:
-        args = tuple(llm_url if a == _URL else a for a in case.case.args)
-        case = output_cases.OutputCase(
-            output_cases.Case(case.case.id, args, 2, case.case.message, case.case.setup, timeout_s=300),
-            case.output,
-            case.may_succeed,
-            case.needs_root,
-            case.env,
-        )
+    case = dataclasses.replace(case, env={**case.env, "OPENAI_BASE_URL": llm_url})
     ws = tmp_path / "ws"
     shutil.copytree(output_pristine, ws, symlinks=True)
     outcome = output_cases.run_output_case(case, ws)
@@ -52,7 +43,7 @@ def test_every_path_parameter_is_tagged_input_or_output():
 
 def test_every_output_option_has_a_base():
     """Each output option gets the generated cases only through a base run: a new one must add its own."""
-    table = output_cases.bases(_URL)
+    table = output_cases.bases()
     missing = [(p.command, p.flag) for p in output_paths() if (p.command, p.flag) not in table]
     assert not missing, f"add a Base for these to tests/faults/output_cases.py: {missing}"
     stale = set(table) - {(p.command, p.flag) for p in output_paths()}
