@@ -162,8 +162,8 @@ def schema_problem(schema_version: Any) -> str | None:
 def existing_json_provenance(path: Path, kind: str, read: Any) -> dict[str, Any] | None:
     """Provenance of the JSON output at ``path`` (None if absent) via ``read(path).provenance``.
 
-    Like ``hdf5.existing_provenance``: a file of susx's (a ``kind`` of 'susx.*') that cannot be read
-    is ``replaceable``; another susx kind, or anything else, is refused.
+    Like ``hdf5.existing_provenance``: a file of susx's (a ``kind`` of 'susx.*') that cannot be read, or
+    is of another susx kind, is ``replaceable`` (only with --overwrite); anything else is refused.
     """
     if not path.exists():
         return None
@@ -174,7 +174,8 @@ def existing_json_provenance(path: Path, kind: str, read: Any) -> dict[str, Any]
     found = data.get("kind") if isinstance(data, dict) else None
     if not (isinstance(found, str) and found.startswith("susx.")):
         raise foreign_output(path)
-    check_header(path, found, SCHEMA_VERSION, kind)  # another susx kind: refused, whatever --overwrite says
+    if found != kind:  # another output of susx's: replaced only with --overwrite
+        return replaceable(f"a {found} file, not {kind}")
     problem = schema_problem(data.get("schema_version"))
     if problem:
         return replaceable(problem)

@@ -87,7 +87,8 @@ def join_parts_locked(output: Path, num_shards: int, *, replace: bool) -> StageR
     """
     folder = parts_dir(output)
     if not recorded_part_counts(output):
-        if output.exists() and hdf5.existing_provenance(output, common.IMAGE_FEATURES) is not None:
+        joined = hdf5.existing_provenance(output, common.IMAGE_FEATURES) if output.exists() else None
+        if joined is not None and common.REPLACEABLE not in joined:
             info(f"{output} is already joined; nothing to do")
             header = hdf5.read_feature_header(output)
             summary = {"rows": header.rows, "skipped": header.skipped, "parts": num_shards}

@@ -145,3 +145,15 @@ def test_marks_are_read_back_and_nothing_else_counts(tmp_path):
 def _write(path: Path, text: str) -> Path:
     path.write_text(text + "a,b\n")
     return path
+
+
+def test_an_artifact_of_another_kind_is_replaced_only_with_overwrite(ws):
+    before = (ws / "cal.json").read_bytes()
+    line = _one_error(invoke("prompts", "-c", "classes.txt", "-o", "cal.json", expect=2))
+    assert "susx.calibration" in line and "--overwrite" in line and (ws / "cal.json").read_bytes() == before
+    invoke("prompts", "-c", "classes.txt", "-o", "cal.json", "--overwrite")
+    assert json.loads((ws / "cal.json").read_text())["kind"] == "susx.prompts"
+    line = _one_error(
+        invoke("embed", "p.json", "-o", "val.h5", "--model", "susx-tiny-vit", "-p", "none", expect=2)
+    )
+    assert "susx.image_features" in line and "--overwrite" in line
