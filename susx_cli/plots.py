@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from susx_cli.artifacts import outputs
 from susx_cli.artifacts.common import atomic_path
 from susx_cli.errors import missing_extra
 
@@ -28,10 +29,11 @@ def _pyplot():
     return plt
 
 
-def _save(fig, output: Path, **kwargs) -> None:
+def _save(fig, output: Path, kind: str) -> None:
+    """Write ``fig`` as a PNG at ``output``, atomically, marked as susx's picture of ``kind``."""
     plt = _pyplot()
     with atomic_path(output, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=100, **kwargs)
+        fig.savefig(tmp, format="png", dpi=100, metadata=outputs.png_metadata(kind))
     plt.close(fig)
 
 
@@ -125,7 +127,7 @@ def accuracy_heatmap(
         arrowprops={"arrowstyle": "->", "color": "red", "lw": 1.5},
     )
     fig.tight_layout()
-    _save(fig, output)
+    _save(fig, output, outputs.HEATMAP)
     return HeatmapDescription(title, xlabel, ylabel, colorbar, best, (int(a), int(g)), note)
 
 
@@ -287,7 +289,7 @@ def shot_curves(
     top = _title_and_note(fig, title, note)
     bottom = (0.15 + 0.2 * -(-len(labels) // ncol)) / fig.get_figheight()
     fig.tight_layout(rect=(0, bottom, 1, top))
-    _save(fig, output)
+    _save(fig, output, outputs.CHART)
     return ChartDescription("shot-curves", title, note, described)
 
 
@@ -324,7 +326,7 @@ def results_bars(
     for j in range(len(datasets), rows * cols):
         axes[j // cols][j % cols].axis("off")
     fig.tight_layout(rect=(0, 0, 1, _title_and_note(fig, title, note)))
-    _save(fig, output)
+    _save(fig, output, outputs.CHART)
     return ChartDescription("bars", title, note, described)
 
 
@@ -386,7 +388,7 @@ def confusion_figure(
         title += f" (the {len(order)} most frequent of each class's top confusions)"
     ax.set_title(title)
     fig.tight_layout()
-    _save(fig, output)
+    _save(fig, output, outputs.CONFUSION)
     return output
 
 
@@ -506,6 +508,11 @@ def contact_sheet_png(
                 draw.rectangle([x, y, x + thumb - 1, y + thumb - 1], fill="#cccccc")
                 continue
             sheet.paste(tile, (x + (thumb - tile.width) // 2, y + (thumb - tile.height) // 2))
+    from PIL.PngImagePlugin import PngInfo
+
+    marks = PngInfo()
+    for key, value in outputs.png_metadata(outputs.CONTACT_SHEET).items():
+        marks.add_text(key, value)
     buf = io.BytesIO()
-    sheet.save(buf, format="PNG")
+    sheet.save(buf, format="PNG", pnginfo=marks)
     return buf.getvalue(), sheet.size, top + SHEET_GAP

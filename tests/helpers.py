@@ -87,3 +87,14 @@ def build_method_workspace(
     finally:
         os.chdir(old)
     return root
+
+
+def read_susx_csv(path, kind: str | None = None) -> list[list[str]]:
+    """The rows of a CSV file susx wrote, after its first line, which marks the file as susx's (of ``kind``)."""
+    import csv
+
+    with open(path, encoding="utf-8", newline="") as handle:
+        mark = handle.readline()
+        assert mark.startswith("# susx."), mark
+        assert kind is None or mark.split()[1] == kind, mark
+        return list(csv.reader(handle))

@@ -282,13 +282,14 @@ def test_demo_runs_every_stage_through_the_cli(tmp_path, monkeypatch):
 
 @pytest.mark.slow  # the demo runs a diffusers pipeline
 def test_demo_overwrite_removes_only_what_a_demo_wrote(tmp_path, monkeypatch):
+    from susx_cli.artifacts import demo_folder
     from susx_cli.stages import demo
 
     monkeypatch.chdir(tmp_path)
     # A finished demo run, faked: its marker lists what it wrote.
     (tmp_path / "run" / "images").mkdir(parents=True)
     (tmp_path / "run" / "images" / "old.png").write_bytes(b"old")
-    demo.write_demo_marker(tmp_path / "run")
+    demo_folder.write_marker(tmp_path / "run")
     (tmp_path / "run" / "mine.txt").write_text("the user's")
     r = invoke("demo", "-o", "run", "--overwrite", expect=2)
     assert "mine.txt" in r.stderr and "hint" in r.stderr and "--overwrite" not in r.stderr.split("hint")[1]
@@ -306,20 +307,20 @@ def test_demo_overwrite_removes_only_what_a_demo_wrote(tmp_path, monkeypatch):
     invoke("demo", "-o", "run", "--overwrite")
     assert not (tmp_path / "run" / "images" / "old.png").exists()
     assert (tmp_path / "run" / "text.h5").is_file() and not list(tmp_path.glob(".run.*"))
-    listed = demo.demo_files(tmp_path / "run")
-    assert "text.h5" in listed and demo.foreign_entries(tmp_path / "run", listed) == []
+    listed = demo_folder.demo_files(tmp_path / "run")
+    assert "text.h5" in listed and demo_folder.foreign_entries(tmp_path / "run", listed) == []
 
 
 def test_demo_refuses_a_user_folder_even_with_overwrite(tmp_path):
+    from susx_cli.artifacts.demo_folder import check_output
     from susx_cli.errors import SusxError
-    from susx_cli.stages.demo import check_demo_output
 
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.tex").write_text("x")
     with pytest.raises(SusxError) as err:
-        check_demo_output(tmp_path / "mine", overwrite=True)
+        check_output(tmp_path / "mine", overwrite=True)
     assert "not made by susx demo" in err.value.message and "--overwrite" not in err.value.hint
-    check_demo_output(tmp_path / "new", overwrite=False)  # absent: fine
+    check_output(tmp_path / "new", overwrite=False)  # absent: fine
 
 
 def _damage(src: Path, dst: Path, change) -> Path:

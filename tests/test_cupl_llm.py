@@ -198,7 +198,10 @@ def flat(text: str) -> str:
 
 
 def cache_lines(path: Path) -> list[dict]:
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+    """The answer rows of a cache, after the header line that marks it as susx's."""
+    header, *rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+    assert header == {"susx": "susx.llm_cache", "schema_version": 1}
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -478,7 +481,7 @@ def test_interrupted_cache_line_is_ignored_and_redone(llm_server, tmp_path):
 
 def cache_lines_lenient(path: Path) -> list[dict]:
     rows = []
-    for ln in path.read_text().splitlines():
+    for ln in path.read_text().splitlines()[1:]:  # after the header line
         try:
             rows.append(json.loads(ln))
         except ValueError:
@@ -712,7 +715,7 @@ def test_budget_stop_is_an_incomplete_run_error_and_the_cache_survives_a_torn_li
         f.write(b'{"key": "torn')
     settings.max_requests = None
     gen = cupl.generate(plan, ["cat"], client=Client())
-    lines = plan.cache_path.read_bytes().splitlines()
+    lines = plan.cache_path.read_bytes().splitlines()[1:]  # after the header line
     assert len(gen.sentences["cat"]) == 10 and len(lines) == 10 and all(json.loads(ln)["key"] for ln in lines)
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import pytest
 
 from susx_cli.datasets import registry
-from tests.helpers import invoke, make_class_folders, make_split
+from tests.helpers import invoke, make_class_folders, make_split, read_susx_csv
 
 # Alphabetical order differs from index order on purpose.
 CLASSES = ["zebra", "apple", "mango"]
@@ -166,7 +165,7 @@ def test_report_table_csv_chart(evaluated, tmp_path):
     assert "TIP-X (2-shot)" in md and "Zero-shot CLIP" in md
     assert "paper: zero-shot CLIP, 7-template ensemble" in md and "58.53" in md
     assert "RANDOM" in md
-    rows = list(csv.reader((tmp_path / "r.csv").open()))
+    rows = read_susx_csv(tmp_path / "r.csv", "susx.report_csv")
     assert rows[0][:5] == ["source", "method", "model", "support", "calibration"]
     assert rows[0][5:] == ["stanford_cars", "eurosat", "mean"]
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"

@@ -3,7 +3,6 @@ and the paper-layout table's paper columns and means."""
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -16,7 +15,7 @@ import pytest
 
 from susx_cli import metrics
 from susx_cli.artifacts import hdf5
-from tests.helpers import TINY, build_method_workspace, invoke
+from tests.helpers import TINY, build_method_workspace, invoke, read_susx_csv
 
 CLASSES = ["zebra", "apple", "mango", "kiwi"]
 
@@ -195,7 +194,7 @@ def test_old_predictions_files_still_read_and_export(w):
     bad = invoke("inspect", old, "--confusion", "c.png", expect=2)
     assert "older susx" in bad.stderr and not (w / "c.png").exists()
     invoke("export", old, "-o", "old.csv", "--overwrite")
-    assert len(list(csv.reader((w / "old.csv").open(encoding="utf-8")))) == 21
+    assert len(read_susx_csv(w / "old.csv", "susx.predictions_csv")) == 21
 
 
 def test_export_round_trips_through_csv(w):
@@ -204,8 +203,7 @@ def test_export_round_trips_through_csv(w):
     r = invoke("export", "pred.h5", "-o", "preds.csv")
     assert r.stdout.strip() == "preds.csv"
     p = hdf5.read_predictions(w / "pred.h5")
-    with (w / "preds.csv").open(encoding="utf-8", newline="") as handle:
-        rows = list(csv.reader(handle))
+    rows = read_susx_csv(w / "preds.csv", "susx.predictions_csv")
     head = ["key", "true", "predicted"] + [f"top{i}{s}" for i in range(1, 5) for s in ("", "_score")]
     assert rows[0] == head  # 4 classes: top-4
     assert len(rows) == 1 + len(p.keys)
@@ -318,8 +316,8 @@ def test_report_long_has_one_row_per_run_with_flattened_fields(evaluated, tmp_pa
     files = sorted((evaluated / "results").glob("*.json"))
     r = invoke("report", evaluated / "results", "--long", tmp_path / "long.csv", "-o", tmp_path / "r.md")
     assert str(tmp_path / "long.csv") in r.stdout
-    with (tmp_path / "long.csv").open(encoding="utf-8", newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    table = read_susx_csv(tmp_path / "long.csv", "susx.report_long_csv")
+    rows = [dict(zip(table[0], row, strict=True)) for row in table[1:]]
     assert len(rows) == len(files) == 2
     by_method = {row["method"]: row for row in rows}
     tipx = json.loads(
@@ -340,7 +338,7 @@ def test_report_long_has_one_row_per_run_with_flattened_fields(evaluated, tmp_pa
     assert not any(k.startswith("per_class") for k in row)
     assert "support" not in row and "calibration" not in row  # null in zero-shot runs: only dotted columns
     pandas = pytest.importorskip("pandas")
-    frame = pandas.read_csv(tmp_path / "long.csv")
+    frame = pandas.read_csv(tmp_path / "long.csv", skiprows=1)  # the first line marks it as susx's
     assert len(frame) == 2 and frame["metrics.top1"].dtype.kind == "f"
 
 
@@ -358,7 +356,7 @@ def test_paper_figures_stand_beside_ours_and_means_never_mix_dataset_sets(evalua
     only_in.mkdir()
     _result_as(zs, "imagenet", only_in / "zs.json")
     invoke("report", only_in, "--csv", tmp_path / "a.csv")
-    rows = list(csv.reader((tmp_path / "a.csv").open()))
+    rows = read_susx_csv(tmp_path / "a.csv", "susx.report_csv")
     assert rows[0][5:] == ["imagenet", "imagenet_paper", "mean", "mean_paper"]
     assert rows[1][6] == "60.3200" and rows[1][8] == "60.3200"  # the paper's mean over the same one dataset
     # ImageNet + Stanford Cars: the paper has no Stanford Cars figure and its mean is over 11 datasets,
@@ -366,7 +364,7 @@ def test_paper_figures_stand_beside_ours_and_means_never_mix_dataset_sets(evalua
     _result_as(tipx, "imagenet", only_in / "tipx.json")
     shutil.copy(zs, only_in / "zs-cars.json")
     md = invoke("report", only_in, "--csv", tmp_path / "b.csv").stdout
-    rows = list(csv.reader((tmp_path / "b.csv").open()))
+    rows = read_susx_csv(tmp_path / "b.csv", "susx.report_csv")
     assert rows[0][5:] == ["imagenet", "imagenet_paper", "stanford_cars", "mean"]
     zero = next(r for r in rows if r[1] == "Zero-shot CLIP")
     assert zero[6] == "60.3200" and zero[8] != ""

@@ -187,8 +187,8 @@ def schema_problem(found_version: Any, kind: Any = None) -> str | None:
 def existing_json_provenance(path: Path, kind: str, read: Any) -> dict[str, Any] | None:
     """Provenance of the JSON output at ``path`` (None if absent) via ``read(path).provenance``.
 
-    Like ``hdf5.existing_provenance``: a file of susx's (a ``kind`` of 'susx.*') that cannot be read
-    is ``replaceable``; another susx kind, or anything else, is refused.
+    Like ``hdf5.existing_provenance``: a file of susx's (a ``kind`` of 'susx.*') that cannot be read, or
+    is of another susx kind, is ``replaceable`` (only with --overwrite); anything else is refused.
     """
     if not path.exists():
         return None
@@ -199,9 +199,8 @@ def existing_json_provenance(path: Path, kind: str, read: Any) -> dict[str, Any]
     found = data.get("kind") if isinstance(data, dict) else None
     if not (isinstance(found, str) and found.startswith("susx.")):
         raise foreign_output(path)
-    check_header(
-        path, found, schema_version(found), kind
-    )  # another susx kind: refused, whatever --overwrite says
+    if found != kind:  # another output of susx's: replaced only with --overwrite
+        return replaceable(f"a {found} file, not {kind}")
     problem = schema_problem(data.get("schema_version"), found)
     if problem:
         return replaceable(problem)
@@ -258,7 +257,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
     except OSError as exc:
-        raise _write_error(path, exc) from None
+        raise write_error(path, exc) from None
     # mkstemp makes the file private (0600); an artifact gets the mode any new file of the user gets,
     # so collaborators on a shared cluster can read it when the umask allows.
     os.fchmod(fd, 0o666 & ~current_umask())
@@ -268,7 +267,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         yield tmp_path
         os.replace(tmp_path, path)
     except OSError as exc:  # disk full, quota, read-only or permission: nothing was replaced
-        raise _write_error(path, exc) from None
+        raise write_error(path, exc) from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -280,8 +279,15 @@ STAGING_SUFFIX = ".susx-new"
 RETIRED_SUFFIX = ".susx-old"
 
 
+def real_folder(root: Path) -> Path:
+    """The folder a link ``root`` points at (``root`` itself otherwise): a replacement is built and swapped
+    in beside the real folder, so the link keeps working and nothing renames or removes the link."""
+    return root.resolve() if root.is_symlink() and root.is_dir() else root
+
+
 def staging_dir(root: Path) -> Path:
     """Where a replacement of the folder ``root`` is built (--overwrite) before it is swapped into place."""
+    root = real_folder(root)
     return root.with_name(f".{root.name}{STAGING_SUFFIX}")
 
 
@@ -291,6 +297,7 @@ def _retired_dir(root: Path) -> Path:
 
 def recover_interrupted_swap(root: Path) -> None:
     """Finish or undo a swap that a crash interrupted (see ``swap_into_place``)."""
+    root = real_folder(root)
     retired = _retired_dir(root)
     if not retired.exists():
         return
@@ -304,18 +311,30 @@ def swap_into_place(staging: Path, root: Path) -> None:
     """Replace the folder ``root`` with the complete one at ``staging``: old aside, new in, old removed.
 
     Each step is a rename in one folder, so after a crash ``recover_interrupted_swap`` finds either the
-    old or the new folder in place and never a mixture.
+    old or the new folder in place and never a mixture. A linked ``root`` stays a link: the folder it
+    points at is the one replaced. The caller has checked that the old folder holds only susx's files.
     """
+    root = real_folder(root)
     retired = _retired_dir(root)
-    if root.exists():
-        os.replace(root, retired)
-    os.replace(staging, root)
-    if retired.exists():
-        shutil.rmtree(retired)
+    try:
+        if root.exists():
+            os.replace(root, retired)
+        os.replace(staging, root)
+        if retired.exists():
+            shutil.rmtree(retired)
+    except OSError as exc:
+        raise write_error(root, exc) from None
 
 
-def _write_error(path: Path, exc: OSError) -> SusxError:
+def write_error(path: Path, exc: OSError) -> SusxError:
+    """One line for a write that the OS refused (full disk, read-only, a parent that is a file)."""
     reason = exc.strerror or str(exc) or exc.__class__.__name__
+    blocking = next((p for p in Path(path).parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        return SusxError(
+            f"could not write {path}: {blocking} is a file, not a folder",
+            hint="choose an output path in a folder, or move that file away",
+        )
     return SusxError(
         f"could not write {path}: {reason}",
         hint="check free disk space and permissions of that folder, or choose another -o/--output",

@@ -388,8 +388,8 @@ def existing_provenance(path: Path, kind: str) -> dict[str, Any] | None:
     """Provenance of the HDF5 output at ``path`` (None if absent), for ``common.decide_existing``.
 
     A file of susx's that is incomplete, damaged or of another schema version gives a
-    ``common.replaceable`` provenance (--overwrite replaces it); a file of another susx kind, or one
-    that is not recognisably susx's, is refused without suggesting --overwrite.
+    ``common.replaceable`` provenance (--overwrite replaces it), and so does a file of another susx kind
+    (``outputs``' rule); one that is not recognisably susx's is refused without suggesting --overwrite.
     """
     if not path.exists():
         return None
@@ -401,7 +401,8 @@ def existing_provenance(path: Path, kind: str) -> dict[str, Any] | None:
         found = _attr_str(f, "kind")
         if not (isinstance(found, str) and found.startswith("susx.")):
             raise common.foreign_output(path)
-        common.check_header(path, found, common.SCHEMA_VERSION, kind)  # another susx kind: always refused
+        if found != kind:  # another output of susx's: replaced only with --overwrite
+            return common.replaceable(f"a {found} file, not {kind}")
         problem = common.schema_problem(f.attrs.get("schema_version"))
         if problem:
             return common.replaceable(problem)

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from susx_cli.artifacts import common
+from susx_cli.artifacts import common, outputs
 from susx_cli.errors import SusxError
 
 
@@ -98,25 +98,30 @@ class JsonlAppender:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        repair_tail(self.path)
-        self._handle = open(self.path, "ab")  # noqa: SIM115  (closed by close())
+        with outputs.writing(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            repair_tail(self.path)
+            self._handle = open(self.path, "ab")  # noqa: SIM115  (closed by close())
 
     def append(self, row: Any, *, sync: bool = True) -> None:
-        self._handle.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
-        if sync:
-            self.sync()
+        with outputs.writing(self.path):
+            self._handle.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
+            if sync:
+                self.sync()
 
     def flush(self) -> None:
-        self._handle.flush()
+        with outputs.writing(self.path):
+            self._handle.flush()
 
     def sync(self) -> None:
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        with outputs.writing(self.path):
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
 
     def close(self) -> None:
         if not self._handle.closed:
-            self._handle.close()
+            with outputs.writing(self.path):  # the file is closed even when its last flush fails
+                self._handle.close()
 
     @property
     def closed(self) -> bool:

@@ -17,6 +17,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+from susx_cli.artifacts.outputs import writing
 from susx_cli.errors import SusxError
 
 
@@ -57,17 +58,19 @@ def output_lock(output: str | os.PathLike, *, wait: bool = False) -> Iterator[Pa
     (``wait``: wait for it instead, for short steps that runs of one command take in turn)."""
     output = Path(output)
     path = lock_path(output)
-    path.parent.mkdir(parents=True, exist_ok=True)
     me = {"pid": os.getpid(), "host": socket.gethostname()}
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX
         fcntl = None
-    fd = _acquire(output, path, fcntl, wait)
+    with writing(output):  # a read-only folder, a full disk or a parent that is a file: one line
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = _acquire(output, path, fcntl, wait)
     try:
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps(me).encode())
-        os.fsync(fd)
+        with writing(output):
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps(me).encode())
+            os.fsync(fd)
         try:
             yield path
         finally:

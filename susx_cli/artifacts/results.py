@@ -185,6 +185,30 @@ def existing_key(path: Path) -> str | None:
     return data.get("config_key") if isinstance(data, dict) and data.get("kind") == RESULT else None
 
 
+def _read_record(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def is_failed_result(path: Path) -> bool:
+    """Whether ``path`` holds a result of a failed run (replaced by the next attempt without --overwrite)."""
+    data = _read_record(path) if path.is_file() else None
+    return isinstance(data, dict) and data.get("kind") == RESULT and data.get("status") == "failed"
+
+
+def claim_result_path(path: Path) -> None:
+    """Refuse to write a result where a file that is not a result of susx's lies (--overwrite or not)."""
+    if path.is_symlink() and not path.exists():
+        raise common.foreign_output(path)
+    if not path.exists():
+        return
+    data = _read_record(path) if path.is_file() else None
+    if not (isinstance(data, dict) and data.get("kind") == RESULT):
+        raise common.foreign_output(path)
+
+
 def collect(paths: list[Path]) -> list[dict[str, Any]]:
     """Result files from files and folders (``*.json`` directly inside or below a folder)."""
     files: list[Path] = []

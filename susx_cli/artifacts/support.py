@@ -84,6 +84,17 @@ def _written_paths(root: Path) -> set[str]:
     return owned
 
 
+# What susx writes under parts/: the part manifests with their .done markers, and one working-state
+# folder per retrieval shard (``shard_state``: <source>-<i>-of-<n>/, whose contents img2dataset shapes).
+_BOOKKEEPING = re.compile(
+    rf"{PARTS}/(manifest-\d{{5}}-of-\d{{5}}\.jsonl(\.done)?|[a-z0-9]+-\d{{5}}-of-\d{{5}}/.+)"
+)
+
+
+def _is_bookkeeping(rel: str) -> bool:
+    return _BOOKKEEPING.fullmatch(rel) is not None
+
+
 def foreign_files(root: Path) -> list[str]:
     """Files in ``root`` that susx did not write (not in its manifests, not its own bookkeeping)."""
     owned = _written_paths(root)
@@ -93,9 +104,7 @@ def foreign_files(root: Path) -> list[str]:
         if path.is_dir() and not path.is_symlink():
             continue
         ours = (
-            rel in owned
-            or rel.startswith(f"{PARTS}/")
-            or (path.name.startswith(".") and path.name.endswith(".tmp"))
+            rel in owned or _is_bookkeeping(rel) or (path.name.startswith(".") and path.name.endswith(".tmp"))
         )
         if not ours:
             foreign.append(rel)

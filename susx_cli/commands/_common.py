@@ -85,7 +85,47 @@ def plain(values: list[Enum] | None) -> list[str] | None:
     return None if values is None else [str(v.value) for v in values]
 
 
-OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Where to write the artifact.")]
+# Every Path parameter says whether the command reads it, writes it, or both; tests/faults/options.py
+# reads the tag from the Typer app, so a new output option gets the generated output-path fault cases
+# the day it is added (and a Path parameter without a tag fails a test).
+PATH_ROLE = "susx_path_role"
+INPUT, OUTPUT, INPUT_OUTPUT = "input", "output", "input-output"
+
+
+def _tagged(info: Any, role: str) -> Any:
+    setattr(info, PATH_ROLE, role)
+    return info
+
+
+def output_option(*decls: str, **kwargs: Any) -> Any:
+    """A typer option naming a path the command writes (checked by ``artifacts.outputs``)."""
+    return _tagged(typer.Option(*decls, **kwargs), OUTPUT)
+
+
+def input_option(*decls: str, **kwargs: Any) -> Any:
+    """A typer option naming a path the command only reads."""
+    return _tagged(typer.Option(*decls, **kwargs), INPUT)
+
+
+def path_option(role: str, *decls: str, **kwargs: Any) -> Any:
+    """A typer option naming a path of ``role`` (INPUT, OUTPUT or INPUT_OUTPUT: read, then written)."""
+    return _tagged(typer.Option(*decls, **kwargs), role)
+
+
+def input_argument(**kwargs: Any) -> Any:
+    """A typer argument naming a path the command only reads."""
+    return _tagged(typer.Argument(**kwargs), INPUT)
+
+
+def path_argument(role: str, **kwargs: Any) -> Any:
+    """A typer argument naming a path of ``role``."""
+    return _tagged(typer.Argument(**kwargs), role)
+
+
+# Said in the help of each report and picture option: what artifacts/outputs.py lets a rerun replace.
+REPLACES_OWN = " A file of this kind that this command wrote is replaced; any other file there is refused."
+
+OutputOpt = Annotated[Path, output_option("--output", "-o", help="Where to write the artifact.")]
 OverwriteOpt = Annotated[
     bool, typer.Option("--overwrite", help="Replace an existing output made with other options.")
 ]

@@ -10,13 +10,17 @@ import typer
 
 from susx_cli.commands._common import (
     CALIBRATION_MODES,
+    REPLACES_OWN,
     DeviceOpt,
     JsonOpt,
     OutputOpt,
     OverwriteOpt,
     QuietOpt,
     choice,
+    input_argument,
+    input_option,
     method_values,
+    output_option,
     run,
     with_method_options,
 )
@@ -29,8 +33,8 @@ def _readers(has) -> str:
 
 
 def calibrate(
-    text: Annotated[Path, typer.Argument(help="Text classifier HDF5 (susx embed prompts.json).")],
-    support: Annotated[Path, typer.Argument(help="Support features HDF5 (susx embed SUPPORT_DIR).")],
+    text: Annotated[Path, input_argument(help="Text classifier HDF5 (susx embed prompts.json).")],
+    support: Annotated[Path, input_argument(help="Support features HDF5 (susx embed SUPPORT_DIR).")],
     output: OutputOpt = Path("calibration.json"),
     mode: Annotated[
         choice(CALIBRATION_MODES) | None,
@@ -42,7 +46,7 @@ def calibrate(
         ),
     ] = None,
     val: Annotated[
-        Path | None, typer.Option("--val", help="Labelled validation features (mode val).")
+        Path | None, input_option("--val", help="Labelled validation features (mode val).")
     ] = None,
     method: Annotated[
         choice(registry.calibrated_names()),
@@ -67,9 +71,10 @@ def calibrate(
     ] = False,
     heatmap: Annotated[
         Path | None,
-        typer.Option(
+        output_option(
             "--heatmap",
-            help=f"{_readers(lambda s: s.heatmap)}: PNG of accuracy over (alpha, gamma) at the chosen beta.",
+            help=f"{_readers(lambda s: s.heatmap)}: PNG of accuracy over (alpha, gamma) at the chosen beta."
+            + REPLACES_OWN,
         ),
     ] = None,
     folds: Annotated[

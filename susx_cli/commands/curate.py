@@ -23,6 +23,8 @@ from susx_cli.commands._common import (
     QuietOpt,
     RayAddressOpt,
     ShardIndexOpt,
+    input_argument,
+    path_option,
     run,
 )
 from susx_cli.sources.registry import SOURCES, CliParam, cli_params
@@ -39,7 +41,7 @@ _GENERAL = [
         "prompts_path",
         _KW,
         annotation=Annotated[
-            Path, typer.Argument(help="prompts.json (its class list orders the support set).")
+            Path, input_argument(help="prompts.json (its class list orders the support set).")
         ],
     ),
     inspect.Parameter("output", _KW, annotation=OutputOpt),
@@ -86,12 +88,16 @@ def _source_parameters() -> list[inspect.Parameter]:
             p.name,
             _KW,
             default=p.default,
-            annotation=Annotated[
-                _choice_type(p), typer.Option(*p.flags, help=p.help, rich_help_panel=p.panel)
-            ],
+            annotation=Annotated[_choice_type(p), _source_option(p)],
         )
         for p in shared_first
     ]
+
+
+def _source_option(p: CliParam) -> Any:
+    if p.path_role is not None:
+        return path_option(p.path_role, *p.flags, help=p.help, rich_help_panel=p.panel)
+    return typer.Option(*p.flags, help=p.help, rich_help_panel=p.panel)
 
 
 def _choice_type(p: CliParam) -> Any:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from susx_cli.commands._common import JsonOpt, QuietOpt, run
+from susx_cli.commands._common import JsonOpt, QuietOpt, input_argument, run
 
 app = typer.Typer(help="The paper's 19 datasets: list them, check a local copy.", no_args_is_help=True)
 
@@ -101,7 +101,7 @@ def list_(quiet: QuietOpt = False, as_json: JsonOpt = False) -> None:
 
 @app.command("check")
 def check(
-    root: Annotated[Path, typer.Argument(help="Data root holding one folder per dataset.")],
+    root: Annotated[Path, input_argument(help="Data root holding one folder per dataset.")],
     name: Annotated[str, typer.Argument(help="Dataset id (susx datasets list).")],
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,

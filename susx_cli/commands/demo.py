@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from susx_cli.commands._common import JsonOpt, OverwriteOpt, QuietOpt, run
+from susx_cli.commands._common import JsonOpt, OverwriteOpt, QuietOpt, output_option, run
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -16,9 +16,9 @@ if TYPE_CHECKING:
 
 
 def demo(
-    output: Annotated[Path, typer.Option("--output", "-o", help="A fresh folder for every artifact.")] = Path(
-        "demo-run"
-    ),
+    output: Annotated[
+        Path, output_option("--output", "-o", help="A fresh folder for every artifact.")
+    ] = Path("demo-run"),
     model: Annotated[
         str | None,
         typer.Option("--model", "-m", help="Real open_clip model, ARCH or ARCH:TAG (default: tiny random)."),

@@ -25,6 +25,8 @@ from susx_cli.commands._common import (
     ShardIndexOpt,
     WorkersOpt,
     choice,
+    input_argument,
+    input_option,
     run,
 )
 
@@ -32,7 +34,7 @@ from susx_cli.commands._common import (
 def embed(
     input_path: Annotated[
         Path,
-        typer.Argument(
+        input_argument(
             help="prompts.json, a support folder, class folders (names or ImageNet WordNet ids), a path,label CSV/TSV, an unlabelled folder, or a CoOp split JSON."
         ),
     ],
@@ -41,7 +43,7 @@ def embed(
     pretrained: PretrainedOpt = None,
     classes: Annotated[
         Path | None,
-        typer.Option(
+        input_option(
             "--classes",
             "-c",
             help="Class list (prompts.json) for class folders and path,label tables; WordNet-id folders default to ImageNet's.",
@@ -52,7 +54,7 @@ def embed(
     ] = None,
     image_root: Annotated[
         Path | None,
-        typer.Option(
+        input_option(
             "--image-root",
             help="Folder the split's or table's paths are relative to (default: the file's folder).",
         ),

@@ -18,6 +18,8 @@ from susx_cli.commands._common import (
     QuietOpt,
     WorkersOpt,
     choice,
+    input_option,
+    output_option,
     plain,
     repeatable_choice,
     run,
@@ -46,7 +48,7 @@ def eval_(
         typer.Option("--pretrained", "-p", help="Weights per --model, by position (repeatable)."),
     ] = None,
     data_root: Annotated[
-        Path | None, typer.Option("--data-root", help="Folder holding one folder per registered dataset.")
+        Path | None, input_option("--data-root", help="Folder holding one folder per registered dataset.")
     ] = None,
     support: Annotated[
         list[str] | None,
@@ -67,19 +69,19 @@ def eval_(
         ),
     ] = None,
     work_dir: Annotated[
-        Path, typer.Option("--work-dir", help="Where the stage artifacts go (reused across runs).")
+        Path, output_option("--work-dir", help="Where the stage artifacts go (reused across runs).")
     ] = Path("susx-work"),
-    results_dir: Annotated[Path, typer.Option("--results-dir", help="One result JSON per run.")] = Path(
+    results_dir: Annotated[Path, output_option("--results-dir", help="One result JSON per run.")] = Path(
         "susx-results"
     ),
     templates: Annotated[
         str, typer.Option("--templates", help="photo | ensemble | openai | FILE.")
     ] = "ensemble",
     cupl_dir: Annotated[
-        Path | None, typer.Option("--cupl-dir", help="CuPL sentence files named <dataset>.json.")
+        Path | None, input_option("--cupl-dir", help="CuPL sentence files named <dataset>.json.")
     ] = None,
     prompts: Annotated[
-        Path | None, typer.Option("--prompts", help="An existing prompts.json (one --dataset only).")
+        Path | None, input_option("--prompts", help="An existing prompts.json (one --dataset only).")
     ] = None,
     pool: Annotated[
         choice(POOLS) | None, typer.Option("--pool", help="Text pool (default: the prompts').")

@@ -5,14 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import typer
-
-from susx_cli.commands._common import JsonOpt, OverwriteOpt, QuietOpt, run
+from susx_cli.commands._common import JsonOpt, OverwriteOpt, QuietOpt, input_argument, output_option, run
 
 
 def export(
-    predictions: Annotated[Path, typer.Argument(help="Predictions HDF5 written by susx predict.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="CSV file to write.")] = Path(
+    predictions: Annotated[Path, input_argument(help="Predictions HDF5 written by susx predict.")],
+    output: Annotated[Path, output_option("--output", "-o", help="CSV file to write.")] = Path(
         "predictions.csv"
     ),
     overwrite: OverwriteOpt = False,

@@ -7,16 +7,18 @@ from typing import Annotated, Any
 
 import typer
 
-from susx_cli.commands._common import JsonOpt, QuietOpt, run
+from susx_cli.commands._common import REPLACES_OWN, JsonOpt, QuietOpt, input_argument, output_option, run
 
 
 def inspect(
     path: Annotated[
-        Path, typer.Argument(help="Any susx artifact: prompts.json, *.h5, support folder, calibration.json.")
+        Path, input_argument(help="Any susx artifact: prompts.json, *.h5, support folder, calibration.json.")
     ],
     contact_sheet: Annotated[
         Path | None,
-        typer.Option("--contact-sheet", help="Support folder: draw a PNG grid of each class's images."),
+        output_option(
+            "--contact-sheet", help="Support folder: draw a PNG grid of each class's images." + REPLACES_OWN
+        ),
     ] = None,
     per_class: Annotated[int, typer.Option("--per-class", help="Images per class on the contact sheet.")] = 8,
     classes: Annotated[
@@ -35,9 +37,10 @@ def inspect(
     ] = 50,
     confusion: Annotated[
         Path | None,
-        typer.Option(
+        output_option(
             "--confusion",
-            help="Predictions file: draw its confusion matrix (top confusions above 100 classes) as PNG.",
+            help="Predictions file: draw its confusion matrix (top confusions above 100 classes) as PNG."
+            + REPLACES_OWN,
         ),
     ] = None,
     quiet: QuietOpt = False,

@@ -11,14 +11,15 @@ from typing import Annotated
 
 import typer
 
-from susx_cli.commands._common import JsonOpt, QuietOpt, run
+from susx_cli.commands._common import INPUT_OUTPUT, JsonOpt, QuietOpt, path_argument, run
 
 
 def merge(
     target: Annotated[
         Path,
-        typer.Argument(
-            help="The support folder the curate shards wrote into, or the -o OUT.h5 of the embed shards."
+        path_argument(
+            INPUT_OUTPUT,
+            help="The support folder the curate shards wrote into, or the -o OUT.h5 of the embed shards.",
         ),
     ],
     num_shards: Annotated[int, typer.Option("--num-shards", help="How many shards the run had.")],

@@ -14,28 +14,30 @@ from susx_cli.commands._common import (
     OverwriteOpt,
     QuietOpt,
     choice,
+    input_argument,
+    input_option,
     run,
 )
 from susx_cli.method import registry
 
 
 def predict(
-    text: Annotated[Path, typer.Argument(help="Text classifier HDF5.")],
+    text: Annotated[Path, input_argument(help="Text classifier HDF5.")],
     query: Annotated[
-        Path, typer.Argument(help="Query features HDF5, or images (folder / split JSON) to embed now.")
+        Path, input_argument(help="Query features HDF5, or images (folder / split JSON) to embed now.")
     ],
     output: OutputOpt = Path("predictions.h5"),
     support: Annotated[
-        Path | None, typer.Option("--support", "-s", help="Support features HDF5 (tip-adapter, tip-x, gda).")
+        Path | None, input_option("--support", "-s", help="Support features HDF5 (tip-adapter, tip-x, gda).")
     ] = None,
-    calibration: Annotated[Path | None, typer.Option("--calibration", help="calibration.json.")] = None,
+    calibration: Annotated[Path | None, input_option("--calibration", help="calibration.json.")] = None,
     method: Annotated[
         choice(registry.names()) | None,
         typer.Option("--method", help="Default: the calibration's (zero-shot without one)."),
     ] = None,
     split: Annotated[str | None, typer.Option("--split", help="Images: split of a split JSON.")] = None,
     image_root: Annotated[
-        Path | None, typer.Option("--image-root", help="Images: root of the split's paths.")
+        Path | None, input_option("--image-root", help="Images: root of the split's paths.")
     ] = None,
     unlabelled: Annotated[
         bool, typer.Option("--unlabelled", help="Images: a folder without labels.")

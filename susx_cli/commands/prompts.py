@@ -8,7 +8,16 @@ from typing import Annotated
 import typer
 
 from susx_cli.artifacts.prompts import POOLS
-from susx_cli.commands._common import JsonOpt, OutputOpt, OverwriteOpt, QuietOpt, choice, run
+from susx_cli.commands._common import (
+    JsonOpt,
+    OutputOpt,
+    OverwriteOpt,
+    QuietOpt,
+    choice,
+    input_option,
+    output_option,
+    run,
+)
 
 _LLM = "CuPL sentences from an LLM"
 
@@ -17,7 +26,7 @@ def prompts(
     output: OutputOpt = Path("prompts.json"),
     classes: Annotated[
         Path | None,
-        typer.Option(
+        input_option(
             "--classes", "-c", help="Class names: text file (one per line), JSON list, or CoOp split JSON."
         ),
     ] = None,
@@ -121,7 +130,7 @@ def prompts(
     ] = 5,
     llm_cache: Annotated[
         Path | None,
-        typer.Option(
+        output_option(
             "--llm-cache",
             help="Answer cache (JSONL); default: <output stem>.llm-cache.jsonl beside the output.",
             rich_help_panel=_LLM,

@@ -7,28 +7,43 @@ from typing import Annotated
 
 import typer
 
-from susx_cli.commands._common import METRICS, JsonOpt, QuietOpt, choice, run
+from susx_cli.commands._common import (
+    METRICS,
+    REPLACES_OWN,
+    JsonOpt,
+    QuietOpt,
+    choice,
+    input_argument,
+    output_option,
+    run,
+)
 
 
 def report(
     results: Annotated[
-        list[Path], typer.Argument(help="Result JSON files or folders of them (susx eval --results-dir).")
+        list[Path], input_argument(help="Result JSON files or folders of them (susx eval --results-dir).")
     ],
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Markdown table (default: print it).")
+        Path | None,
+        output_option("--output", "-o", help="Markdown table (default: print it)." + REPLACES_OWN),
     ] = None,
-    csv_path: Annotated[Path | None, typer.Option("--csv", help="The same table as CSV.")] = None,
+    csv_path: Annotated[
+        Path | None, output_option("--csv", help="The same table as CSV." + REPLACES_OWN)
+    ] = None,
     chart: Annotated[
         Path | None,
-        typer.Option(
+        output_option(
             "--chart",
-            help="PNG: few-shot curves over shots; bars for name-only support sets (both: NAME-shots.png, NAME-name-only.png).",
+            help="PNG: few-shot curves over shots; bars for name-only support sets (both: NAME-shots.png, NAME-name-only.png)."
+            + REPLACES_OWN,
         ),
     ] = None,
     long_path: Annotated[
         Path | None,
-        typer.Option(
-            "--long", help="Long CSV: one row per run, every metric and configuration field (dotted names)."
+        output_option(
+            "--long",
+            help="Long CSV: one row per run, every metric and configuration field (dotted names)."
+            + REPLACES_OWN,
         ),
     ] = None,
     metric: Annotated[

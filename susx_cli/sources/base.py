@@ -54,6 +54,7 @@ class CliOption:
     flags: tuple[str, ...]
     help: str
     choices: tuple[str, ...] | None = None
+    path_role: str | None = None  # a path option: "input", "output" or "input-output" (commands/_common)
 
     @property
     def flag(self) -> str:
@@ -66,10 +67,14 @@ class CliOption:
         return self.flag.lstrip("-").replace("-", "_")
 
 
-def option(default: Any, *flags: str, help: str, choices: tuple[str, ...] | None = None) -> Any:
-    """An options-dataclass field with its default and how it appears on the command line."""
+def option(
+    default: Any, *flags: str, help: str, choices: tuple[str, ...] | None = None, path: str | None = None
+) -> Any:
+    """An options-dataclass field with its default and how it appears on the command line (``path``: the
+    role of a path option, "input", "output" or "input-output")."""
     return field(
-        default=default, metadata={"cli": CliOption(flags, help, tuple(choices) if choices else None)}
+        default=default,
+        metadata={"cli": CliOption(flags, help, tuple(choices) if choices else None, path)},
     )
 
 

@@ -23,10 +23,12 @@ class FolderOptions:
     """`curate --source folder`: existing images, e.g. k real labelled shots per class."""
 
     images: Path | None = option(
-        None, "--images", help="class folders, a CoOp split JSON, or a path,label CSV/TSV."
+        None, "--images", help="class folders, a CoOp split JSON, or a path,label CSV/TSV.", path="input"
     )
     split: str | None = option(None, "--split", help="split of a split file (train | val | test).")
-    image_root: Path | None = option(None, "--image-root", help="root of the split's relative paths.")
+    image_root: Path | None = option(
+        None, "--image-root", help="root of the split's relative paths.", path="input"
+    )
     shots: int | None = option(None, "--shots", help="K random images per class.")
     seed: int = option(0, "--seed", help="run seed: which shots are drawn.")
     link: bool = option(False, "--link", help="symlink the images instead of copying them.")

@@ -118,6 +118,7 @@ class LaionOptions:
         None,
         "--synonyms",
         help='captions mode: JSON {"class name": ["synonym", ...]} also matched in captions.',
+        path="input",
     )
     max_matches: int = option(
         2000,

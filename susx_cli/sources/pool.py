@@ -106,6 +106,7 @@ class PoolOptions:
         None,
         "--pool-features",
         help="feature file of the pool, made once and reused (default: one per pool and model under ~/.cache/susx).",
+        path="input-output",
     )
     model: str = option(
         "ViT-B-32",

@@ -43,6 +43,7 @@ class CliParam:
     help: str
     sources: tuple[str, ...]
     choices: tuple[str, ...] | None = None  # the values the parser accepts (the sources' declared ones)
+    path_role: str | None = None  # a path option's role (base.option's ``path``)
 
     @property
     def flag(self) -> str:
@@ -95,6 +96,7 @@ def _merge(name: str, decls: list[tuple[str, Any, Any, Any]]) -> CliParam:
         text,
         tuple(s for s, *_ in decls),
         choices,
+        decls[0][1].path_role,
     )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from susx_cli import runtime
 from susx_cli.artifacts import calibration as cal_io
 from susx_cli.artifacts import common
+from susx_cli.artifacts import outputs as output_paths
 from susx_cli.errors import SusxError
 from susx_cli.method import registry
 from susx_cli.method.spec import Hyperparameter, MethodSpec, reference_grid
@@ -127,6 +128,11 @@ def calibrate(
     if logit_scale != "model":
         resolve_logit_scale(logit_scale, None)  # a bad number fails before any reading
     folds, fold_seed = folds or DEFAULT_FOLDS, fold_seed or 0
+    output_paths.check_paths(
+        [text_path, support_path, val_path], [("-o/--output", output), ("--heatmap", heatmap)]
+    )
+    if heatmap is not None:
+        output_paths.claim(heatmap, output_paths.HEATMAP, overwrite=overwrite, option="--heatmap")
 
     inputs = load_method_inputs(
         text_path, support_path, val_path, query_labels=True, query_what="validation set"

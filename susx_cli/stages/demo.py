@@ -7,22 +7,17 @@ name-only support set, and generated query images whose colour carries the class
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from susx_cli.artifacts import common
-from susx_cli.errors import SusxError
+from susx_cli.artifacts import common, demo_folder, outputs
 from susx_cli.progress import info, warn
 
 # Alphabetical order differs from index order on purpose: labels must follow the class list.
 DEMO_CLASSES = ["zebra", "apple", "mango", "kiwi", "banana"]
 TINY_MODEL = ("susx-tiny-vit", "none")
-# Written last in a demo folder: the list of every file the run wrote, all --overwrite may remove.
-MARKER = "_DEMO.json"
-DEMO_KIND = "susx.demo"
 
 
 @dataclass
@@ -90,12 +85,13 @@ def run_demo(
     from susx_cli.stages.prompts import build_prompts
 
     final = output
-    check_demo_output(final, overwrite)
+    demo_folder.check_output(final, overwrite)
     # The run is built in a hidden sibling and swapped in when complete: a failed run leaves the old one.
     output = common.staging_dir(final)
-    if output.exists():
-        shutil.rmtree(output)  # a staging folder left by an interrupted run
-    output.mkdir(parents=True)
+    with outputs.writing(final):  # a read-only folder or a parent that is a file: one line
+        if output.exists():
+            shutil.rmtree(output)  # a staging folder left by an interrupted run
+        output.mkdir(parents=True)
     random_weights = model is None
     model, pretrained = (model, pretrained) if model else TINY_MODEL
     m = {"model": model, "pretrained": pretrained}
@@ -117,7 +113,7 @@ def run_demo(
             "susx demo: tiny models with RANDOM weights, generated images — the numbers below "
             "show that the pipeline runs, not how well SuS-X works."
         )
-    (output / "classes.txt").write_text("\n".join(DEMO_CLASSES) + "\n")
+    common.atomic_write_bytes(output / "classes.txt", ("\n".join(DEMO_CLASSES) + "\n").encode())
     banner("1. prompts: class names -> prompts.json")
     log(build_prompts(output / "prompts.json", classes_path=output / "classes.txt", template_set="ensemble"))
 
@@ -128,8 +124,9 @@ def run_demo(
         log(curate(output / "prompts.json", output / "support-sd", sd_source))
         supports["SuS-SD (name-only)"] = output / "support-sd"
     banner("2b. curate: few-shot support set (k real labelled images per class)")
-    make_query_images(output / "images" / "train", DEMO_CLASSES, shots, seed=1)
-    make_query_images(output / "images" / "test", DEMO_CLASSES, queries_per_class, seed=2)
+    with outputs.writing(final):
+        make_query_images(output / "images" / "train", DEMO_CLASSES, shots, seed=1)
+        make_query_images(output / "images" / "test", DEMO_CLASSES, queries_per_class, seed=2)
     log(
         curate(output / "prompts.json", output / "support-fewshot", FolderSource(output / "images" / "train"))
     )
@@ -186,71 +183,9 @@ def run_demo(
                 }
             )
         zs_done = True
-    write_demo_marker(output)
+    demo_folder.write_marker(output)
     common.swap_into_place(output, final)
     return DemoResult([final], rows, random_weights, stages)
-
-
-def _listing(root: Path) -> list[str]:
-    """Every file and link under ``root``, as sorted relative POSIX paths."""
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_symlink() or not p.is_dir())
-
-
-def write_demo_marker(root: Path) -> None:
-    """Record every file the demo wrote in ``root``; written last, so its presence means complete."""
-    common.atomic_write_json(root / MARKER, {"kind": DEMO_KIND, "files": _listing(root)})
-
-
-def demo_files(root: Path) -> set[str] | None:
-    """The files a completed demo run recorded in ``root``, or None when ``root`` has no readable marker."""
-    try:
-        data = json.loads((root / MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or data.get("kind") != DEMO_KIND or not isinstance(data.get("files"), list):
-        return None
-    return {f for f in data["files"] if isinstance(f, str)}
-
-
-def foreign_entries(root: Path, written: set[str]) -> list[str]:
-    """Files in ``root`` the demo did not write, and folders holding none of its files."""
-    written = written | {MARKER}
-    foreign = []
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root).as_posix()
-        if path.is_dir() and not path.is_symlink():
-            if not any(w.startswith(rel + "/") for w in written):
-                foreign.append(rel + "/")
-        elif rel not in written:
-            foreign.append(rel)
-    return foreign
-
-
-def check_demo_output(root: Path, overwrite: bool) -> None:
-    """Refuse an output folder the demo may not replace: --overwrite removes only an earlier demo run."""
-    common.recover_interrupted_swap(root)
-    if not root.exists() or not any(root.iterdir()):
-        return
-    if not root.is_dir():
-        raise SusxError(f"{root} is a file, not a folder", hint="choose a new or empty -o folder")
-    written = demo_files(root)
-    if written is None:
-        raise SusxError(
-            f"{root} is not empty and was not made by susx demo, so the demo will not write there",
-            hint="choose a new or empty -o folder",
-        )
-    if not overwrite:
-        raise SusxError(
-            f"{root} is not empty: it holds an earlier demo run",
-            hint="pass --overwrite to replace it, or choose another -o",
-        )
-    foreign = foreign_entries(root, written)
-    if foreign:
-        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-        raise SusxError(
-            f"{root} holds files susx demo did not write ({shown}); --overwrite only replaces what the demo wrote",
-            hint="move those files away first, or choose another -o folder",
-        )
 
 
 def _sd_source(output: Path, sd_model: str | None, per_class: int):

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from susx_cli import imagesets, runtime
-from susx_cli.artifacts import common, hdf5
+from susx_cli.artifacts import common, feature_parts, hdf5
+from susx_cli.artifacts import outputs as output_paths
 from susx_cli.artifacts.lock import output_lock
 from susx_cli.artifacts.prompts import read_prompts
 from susx_cli.artifacts.schema import ModelIdentity
@@ -94,6 +95,7 @@ def embed_images(
     """
     _check_runtime(device, precision)
     check_loader_options(workers, augment_passes)
+    output_paths.check_paths([input_path, classes_path, image_root], [("-o/--output", output)])
     given, class_inputs = _read_class_list(classes_path)
     if given is None and class_names is not None:
         given = class_names
@@ -167,7 +169,7 @@ def _embed_shard(
         info(f"{output} is up to date (same inputs and options); nothing to do")
         return StageResult("embed", [output], skipped=True)
     merge.check_part_count(output, shard.count)
-    part = merge.part_path(output, shard.index, shard.count)
+    part = feature_parts.part_path(output, shard.index, shard.count)
     with output_lock(part):
         done = run(part, shard=shard, label=f"embed images (shard {shard.index + 1}/{shard.count})")
     summary: dict[str, Any] = {"shard": shard.index, "num_shards": shard.count}
@@ -205,6 +207,7 @@ def embed_texts(
     import numpy as np
 
     _check_runtime(device, precision)
+    output_paths.check_paths([prompts_path], [("-o/--output", output)])
     prompts = read_prompts(prompts_path)
     pool = pool or prompts.default_pool
     texts = prompts.pool_texts(pool)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from susx_cli.artifacts import common
+from susx_cli.artifacts import common, outputs
 from susx_cli.artifacts import results as res_io
 from susx_cli.artifacts.workdir import Workdir, write_split
 from susx_cli.classnames import check_same_classes, folder_key, slug
@@ -335,6 +335,9 @@ def run_eval(
     from susx_cli.datasets import registry
 
     runtime.resolve_device(device)  # a bad --device fails before any work
+    outputs.check_paths(
+        [data_root, prompts_path, cupl_dir], [("--work-dir", work_dir), ("--results-dir", results_dir)]
+    )
     if not datasets:
         raise SusxError("give at least one --dataset", hint="see susx datasets list")
     specs = [registry.resolve(d) for d in datasets]
@@ -458,17 +461,6 @@ def error_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
-def is_failed_record(path: Path) -> bool:
-    """Whether ``path`` holds a result of a failed run (replaced by the next attempt without --overwrite)."""
-    import json
-
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and data.get("kind") == res_io.RESULT and data.get("status") == "failed"
-
-
 def record_failure(
     out_json: Path,
     config: dict[str, Any],
@@ -482,7 +474,7 @@ def record_failure(
     replace a finished result: a failure never overwrites a figure."""
     error = error_line(exc)
     info(f"   [red]failed[/red] {out_json.stem}: {error}")
-    if not out_json.exists() or is_failed_record(out_json):
+    if not out_json.exists() or res_io.is_failed_result(out_json):
         res_io.write_result(
             out_json,
             {
@@ -540,7 +532,8 @@ class DatasetEval:
         info(f"[bold cyan]== {spec.name}[/bold cyan]")
         self.spec, self.cfg, self.local = spec, cfg, local
         self.wd = Workdir(cfg.work_dir, cfg.results_dir, spec.id)
-        self.wd.root.mkdir(parents=True, exist_ok=True)
+        with outputs.writing(self.wd.root):
+            self.wd.root.mkdir(parents=True, exist_ok=True)
         # The split JSON the stages read: the dataset's own file, or one derived from its layout.
         if local.source_file is not None and spec.layout in ("coop-split", "split-file"):
             self.split_path = local.source_file
@@ -723,7 +716,8 @@ class DatasetEval:
             config = self.config(run)
             out_json = self.wd.result(run.arch, run.pretrained, run.method, run.tag, run.mode)
             row = _row(self.spec, run, out_json)
-            retry = is_failed_record(out_json)
+            res_io.claim_result_path(out_json)  # a file there that is not a result of susx's stays
+            retry = res_io.is_failed_result(out_json)
             try:
                 if res_io.existing_key(out_json) == res_io.config_key(config) and not (
                     self.cfg.overwrite or retry

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from susx_cli.artifacts import hdf5, tables
-from susx_cli.errors import SusxError
+from susx_cli.artifacts import hdf5, outputs, tables
 from susx_cli.stages.results import StageResult
 
 
@@ -39,14 +38,11 @@ def format_score(value: np.floating) -> str:
 
 
 def export_predictions(path: Path, output: Path, *, overwrite: bool = False) -> StageResult:
+    outputs.check_paths([path], [("-o/--output", output)])
     preds = hdf5.read_predictions(path)  # a bad input fails before anything is written
-    if output.resolve() == path.resolve():
-        raise SusxError(f"{output} is the predictions file itself", hint="choose another -o, e.g. preds.csv")
-    if output.exists() and not overwrite:
-        raise SusxError(f"{output} exists", hint="pass --overwrite to replace it, or choose another -o")
-    if output.is_dir():
-        raise SusxError(f"{output} is a folder", hint="give -o a file name, e.g. preds.csv")
-    rows = tables.write_csv(output, prediction_header(preds.top5.shape[1]), prediction_rows(preds))
+    outputs.claim(output, outputs.PREDICTIONS_CSV, overwrite=overwrite)
+    header = prediction_header(preds.top5.shape[1])
+    rows = tables.write_csv(output, header, prediction_rows(preds), kind=outputs.PREDICTIONS_CSV)
     return StageResult(
         "export", [output], summary={"rows": rows, "classes": len(preds.classes), "method": preds.method}
     )

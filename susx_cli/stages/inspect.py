@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from susx_cli import classnames, imagesets, plots
-from susx_cli.artifacts import common, hdf5, support
+from susx_cli.artifacts import common, hdf5, outputs, support
 from susx_cli.errors import SusxError
 from susx_cli.progress import warn
 
@@ -163,6 +163,8 @@ def contact_sheet(
     sizes = size_phrase([(int(r["width"]), int(r["height"])) for r in recorded.rows])
     pages = [chosen[i : i + classes_per_page] for i in range(0, len(chosen), classes_per_page)]
     paths = page_paths(output, len(pages))
+    for path in paths:
+        outputs.claim(path, outputs.CONTACT_SHEET, option="--contact-sheet")
     sheet = plots.SheetDescription(thumb, columns, plots.SHEET_RESAMPLE)
     # Each page goes to a temporary file beside its name; all are renamed into place only once every page
     # is drawn (leaving the stack), so a refused image leaves no page behind.
@@ -195,6 +197,7 @@ def confusion_picture(path: Path, output: Path) -> Path:
     from susx_cli.plots import confusion_figure
 
     preds = hdf5.read_predictions(path)
+    outputs.claim(output, outputs.CONFUSION, option="--confusion")
     pc = preds.per_class
     if pc is None:
         why = (
@@ -225,6 +228,7 @@ def inspect_artifact(
     classes: str | None = None,
     classes_per_page: int = CLASSES_PER_PAGE,
 ) -> InspectResult:
+    outputs.check_paths([path], [("--contact-sheet", contact_sheet), ("--confusion", confusion)])
     description = describe(path)
     result = InspectResult(description)
     if contact_sheet is None and (classes is not None or classes_per_page != CLASSES_PER_PAGE):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import re
 from pathlib import Path
 from typing import Any
 
 from susx_cli.artifacts import common, hdf5, support
+from susx_cli.artifacts.feature_parts import part_path, parts_dir, recorded_part_counts
 from susx_cli.artifacts.lock import output_lock
 from susx_cli.errors import SusxError
 from susx_cli.progress import info
@@ -45,24 +45,6 @@ def merge_support(root: Path, num_shards: int) -> StageResult:
 
 
 # ------------------------------------------------------------------------------------ sharded features
-
-_FEATURE_PART = re.compile(r"part-(\d{5})-of-(\d{5})\.h5(?:\.partial)?")
-
-
-def parts_dir(output: Path) -> Path:
-    """Where the shards of ``susx embed -o OUT.h5`` write their parts: ``OUT.h5.parts/``."""
-    return output.with_name(output.name + ".parts")
-
-
-def part_path(output: Path, index: int, count: int) -> Path:
-    return parts_dir(output) / f"part-{index:05d}-of-{count:05d}.h5"
-
-
-def recorded_part_counts(output: Path) -> set[int]:
-    """The shard counts of the feature parts (finished or not) beside ``output``."""
-    folder = parts_dir(output)
-    names = (p.name for p in folder.iterdir()) if folder.is_dir() else ()
-    return {int(m.group(2)) for m in map(_FEATURE_PART.fullmatch, names) if m}
 
 
 def check_part_count(output: Path, num_shards: int) -> None:
@@ -105,7 +87,8 @@ def join_parts_locked(output: Path, num_shards: int, *, replace: bool) -> StageR
     """
     folder = parts_dir(output)
     if not recorded_part_counts(output):
-        if output.exists() and hdf5.existing_provenance(output, common.IMAGE_FEATURES) is not None:
+        joined = hdf5.existing_provenance(output, common.IMAGE_FEATURES) if output.exists() else None
+        if joined is not None and common.REPLACEABLE not in joined:
             info(f"{output} is already joined; nothing to do")
             header = hdf5.read_feature_header(output)
             summary = {"rows": header.rows, "skipped": header.skipped, "parts": num_shards}

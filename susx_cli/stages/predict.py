@@ -12,6 +12,7 @@ import numpy as np
 
 from susx_cli import runtime
 from susx_cli.artifacts import common, hdf5
+from susx_cli.artifacts import outputs as output_paths
 from susx_cli.errors import SusxError
 from susx_cli.method import registry
 from susx_cli.metrics import (
@@ -68,6 +69,9 @@ def predict(
     ]
     if missing:
         raise SusxError(f"--method {method} needs {' and '.join(missing)}", hint="or use --method zero-shot")
+    output_paths.check_paths(
+        [text_path, query_path, support_path, calibration_path], [("-o/--output", output)]
+    )
     query_features = _query_features(query_path, output, text_path, embed_options, overwrite)
     inputs = load_method_inputs(
         text_path, support_path if needs_support else None, query_features, calibration_path

@@ -7,7 +7,7 @@ from typing import Any
 
 from susx_cli import cupl as cupl_llm
 from susx_cli import templates as tpl
-from susx_cli.artifacts import common
+from susx_cli.artifacts import common, outputs
 from susx_cli.artifacts.prompts import (
     POOLS,
     PromptEntry,
@@ -145,6 +145,10 @@ def build_prompts(
         matched = match_cupl(names, raw, extra_cupl, "LLM sentences")
         cupl = [a + b for a, b in zip(cupl, matched, strict=True)]
     plan = cupl_llm.prepare(llm, dataset, output) if llm is not None else None
+    local_inputs = [Path(i["path"]) for i in inputs if i.get("path") and "://" not in str(i["path"])]
+    outputs.check_paths(
+        [classes_path, *local_inputs], [("-o/--output", output), ("--llm-cache", plan and plan.cache_path)]
+    )
     has_cupl = any(cupl) or plan is not None
     pool = pool or ("combined" if has_cupl else "template")
     if pool not in POOLS:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from susx_cli.artifacts import common
+from susx_cli.artifacts import outputs as outputs_io
 from susx_cli.artifacts import results as res_io
 from susx_cli.method import registry as methods
 from susx_cli.plots import ChartDescription, ShotPanel, ShotSeries
@@ -418,6 +419,22 @@ def chart_paths(chart: Path, both: bool) -> tuple[Path, Path]:
     return chart.with_name(f"{chart.stem}-shots{suffix}"), chart.with_name(f"{chart.stem}-name-only{suffix}")
 
 
+def chart_layout(rep: Report, chart: Path) -> tuple[list[ShotPanel], list, bool, tuple[Path, Path]]:
+    """(few-shot panels, name-only / zero-shot rows, whether there are name-only rows, chart_paths)."""
+    panels = shot_panels(rep)
+    bar_rows = [row for row in rep.rows if row.shots is None]
+    name_only = any(row.support != "-" for row in bar_rows)
+    return panels, bar_rows, name_only, chart_paths(chart, bool(panels) and name_only)
+
+
+def chart_outputs(rep: Report, chart: Path) -> list[Path]:
+    """The PNG files ``draw_charts`` will write for ``rep``."""
+    panels, _, name_only, (curves_path, bars_path) = chart_layout(rep, chart)
+    return list(
+        dict.fromkeys(([curves_path] if panels else []) + ([bars_path] if not panels or name_only else []))
+    )
+
+
 def draw_charts(
     rep: Report, chart: Path, metric: str, note: str | None
 ) -> list[tuple[Path, ChartDescription]]:
@@ -425,10 +442,7 @@ def draw_charts(
     dataset. Both kinds in one report make two pictures (chart_paths)."""
     from susx_cli.plots import results_bars, shot_curves
 
-    panels = shot_panels(rep)
-    bar_rows = [row for row in rep.rows if row.shots is None]
-    name_only = any(row.support != "-" for row in bar_rows)
-    curves_path, bars_path = chart_paths(chart, bool(panels) and name_only)
+    panels, bar_rows, name_only, (curves_path, bars_path) = chart_layout(rep, chart)
     drawn = []
     if panels:
         title = (
@@ -482,19 +496,35 @@ def report(
     if not results:
         raise SusxError("no result files given", hint="pass result files or the --results-dir of susx eval")
     rep = build_report(results, metric)
+    charts_planned = chart_outputs(rep, chart) if chart is not None else []
+    planned = [
+        ("-o/--output", output, outputs_io.REPORT_MARKDOWN),
+        ("--csv", csv_path, outputs_io.REPORT_CSV),
+        ("--long", long_path, outputs_io.REPORT_LONG_CSV),
+        *(("--chart", path, outputs_io.CHART) for path in charts_planned),
+    ]
+    # Every path is checked before anything is written: a refused one leaves the others as they were.
+    outputs_io.check_paths(paths, [(option, path) for option, path, _ in planned])
+    for option, path, kind in planned:
+        if path is not None:
+            outputs_io.claim(path, kind, option=option)
     md = rep.markdown()
     outputs: list[Path] = []
     if output is not None:
-        common.atomic_write_bytes(output, md.encode("utf-8"))
+        common.atomic_write_bytes(
+            output, (outputs_io.text_mark(outputs_io.REPORT_MARKDOWN, "markdown") + md).encode()
+        )
         outputs.append(output)
     if csv_path is not None:
-        common.atomic_write_bytes(csv_path, rep.csv().encode("utf-8"))
+        common.atomic_write_bytes(
+            csv_path, (outputs_io.text_mark(outputs_io.REPORT_CSV, "csv") + rep.csv()).encode()
+        )
         outputs.append(csv_path)
     if long_path is not None:
         from susx_cli.artifacts import tables
 
         header, rows = long_table(results)
-        tables.write_csv(long_path, header, rows)
+        tables.write_csv(long_path, header, rows, kind=outputs_io.REPORT_LONG_CSV)
         outputs.append(long_path)
     charts = draw_charts(rep, chart, metric, random_note(results)) if chart is not None else []
     outputs += [path for path, _ in charts]
