@@ -128,7 +128,6 @@ def _toy_spec():
 
 
 def test_a_method_registered_in_a_test_runs_through_calibrate_predict_eval_and_report(tmp_path):
-    import csv
 
     import torch
 
@@ -137,7 +136,7 @@ def test_a_method_registered_in_a_test_runs_through_calibrate_predict_eval_and_r
     from susx_cli.stages.calibrate import calibrate
     from susx_cli.stages.eval import run_eval
     from susx_cli.stages.predict import predict
-    from tests.helpers import TINY, invoke
+    from tests.helpers import TINY, invoke, read_susx_csv
     from tests.test_eval import make_cars_root
 
     spec = _toy_spec()
@@ -203,7 +202,7 @@ def test_a_method_registered_in_a_test_runs_through_calibrate_predict_eval_and_r
         invoke("report", tmp_path / "results", "-o", tmp_path / "r.md", "--csv", tmp_path / "r.csv")
         md = (tmp_path / "r.md").read_text()
         assert "Toy centroid (2-shot)" in md
-        methods = {row[1] for row in csv.reader((tmp_path / "r.csv").open())}
+        methods = {row[1] for row in read_susx_csv(tmp_path / "r.csv")}
         assert "Toy centroid (2-shot)" in methods or "toy-centroid" in methods
     assert "toy-centroid" not in registry.names()
     with pytest.raises(SusxError, match="unknown method 'toy-centroid'"):
@@ -273,7 +272,7 @@ def test_cli_values_outside_the_range_and_unknown_methods_are_one_line(tmp_path)
 
     base = ["calibrate", DATA / "text.h5", DATA / "sup.h5", "-o", tmp_path / "c.json", "--mode", "fixed"]
     r = invoke(*base, "--alpha", "nan", "--beta", "1", "--gamma", "1", expect=2)
-    assert "--alpha must be a finite number in [0, 1e+06], got nan" in r.stderr
+    assert "--alpha must be a finite number" in r.stderr and "got nan" in r.stderr
     r = invoke(*base, "--alpha", "1", "--beta", "1e9", "--gamma", "1", expect=2)
     assert "--beta must be" in r.stderr
     r = invoke(

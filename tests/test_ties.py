@@ -3,14 +3,12 @@ top-5 and the exported table."""
 
 from __future__ import annotations
 
-import csv
-
 import numpy as np
 import pytest
 
 from susx_cli import metrics
 from susx_cli.artifacts import hdf5
-from tests.helpers import build_method_workspace, invoke
+from tests.helpers import build_method_workspace, invoke, read_susx_csv
 
 CLASSES = ["zebra", "apple", "mango", "kiwi", "plum", "fig"]
 
@@ -91,7 +89,7 @@ def test_predict_and_export_rank_exact_ties_by_the_lower_index(tied, monkeypatch
     ).all()
     labels = preds.labels
     assert preds.metrics["top1"] == pytest.approx(100 * np.mean(expected[:, 0] == labels))
-    with open(tied / "pred.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    header, *body = read_susx_csv(tied / "pred.csv")
+    rows = [dict(zip(header, row, strict=True)) for row in body]
     assert [[r[f"top{i}"] for i in range(1, 6)] for r in rows] == [[CLASSES[c] for c in e] for e in expected]
     assert [r["predicted"] for r in rows] == [CLASSES[c] for c in expected[:, 0]]

@@ -35,7 +35,7 @@ import struct
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from susx_cli import __version__
+from susx_cli._version import __version__
 from susx_cli.artifacts import common
 from susx_cli.errors import SusxError
 
