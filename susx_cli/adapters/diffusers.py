@@ -8,7 +8,9 @@ written by ``save_pretrained``.
 
 from __future__ import annotations
 
+import inspect
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -384,11 +386,14 @@ def generate(
     guidance: float,
     width: int,
     height: int,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> tuple[Any, list[bool] | None]:
     """One pipeline call: one image per prompt, each from its own CPU ``torch.Generator`` seeded with its seed.
 
     CPU generators make the starting noise the same on every device and independent of the batch it is
-    in. Returns (uint8 array N x H x W x 3, the safety checker's flags or None).
+    in. ``on_step(done, steps)`` is called after each denoising step (where the pipeline offers a step
+    callback), so a long call can say how far it is. Returns (uint8 array N x H x W x 3, the safety
+    checker's flags or None).
     """
     import numpy as np
 
@@ -404,6 +409,7 @@ def generate(
                 height=height,
                 generator=generators,
                 output_type="np",
+                **_step_callback(loaded.pipe, on_step, steps),
             )
     except torch.cuda.OutOfMemoryError as exc:
         raise SusxError(
@@ -420,6 +426,18 @@ def generate(
     pixels = (np.clip(images, 0.0, 1.0) * 255.0).round().astype(np.uint8)
     flags = getattr(out, "nsfw_content_detected", None)
     return pixels, (list(flags) if flags is not None else None)
+
+
+def _step_callback(pipe: Any, on_step: Callable[[int, int], None] | None, steps: int) -> dict[str, Any]:
+    """The keyword that makes ``pipe`` call ``on_step(done, steps)`` after each step (none if it has none)."""
+    if on_step is None or "callback_on_step_end" not in inspect.signature(pipe.__call__).parameters:
+        return {}
+
+    def step_end(_pipe: Any, step: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        on_step(step + 1, steps)
+        return tensors
+
+    return {"callback_on_step_end": step_end}
 
 
 def is_black(pixels: Any) -> bool:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
+import shlex
 import sys
 from collections.abc import Callable
 from enum import StrEnum
@@ -101,6 +103,35 @@ def deprecated_alias(old_value: Any, value: Any, *, old: str, new: str) -> Any:
     return old_value
 
 
+# The arguments the command line was invoked with (set by cli.OneLineErrors; sys.argv when unset).
+INVOKED_ARGS: contextvars.ContextVar[tuple[str, ...] | None] = contextvars.ContextVar(
+    "susx_invoked_args", default=None
+)
+# Path options that name what a command writes; every other path option or argument is an input.
+OUTPUT_OPTIONS = frozenset({"--output", "--csv", "--heatmap", "--results-dir", "--work-dir"})
+
+
+def start_line() -> str:
+    """What a batch log starts with: the command line, the susx version and the inputs, resolved."""
+    from typer._click.globals import get_current_context
+
+    from susx_cli import __version__
+    from susx_cli.artifacts.common import resolved_path
+
+    args = INVOKED_ARGS.get()
+    line = f"start: {shlex.join(['susx', *(sys.argv[1:] if args is None else args)])} (susx {__version__})"
+    ctx = get_current_context(silent=True)
+    if ctx is None:
+        return line
+    inputs = []
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if OUTPUT_OPTIONS.isdisjoint(param.opts) and value is not None:
+            values = value if isinstance(value, list | tuple) else [value]
+            inputs += [resolved_path(v) for v in values if isinstance(v, Path)]
+    return f"{line}; inputs: {', '.join(inputs)}" if inputs else line
+
+
 def run(
     stage: Callable[[], Any],
     *,
@@ -109,12 +140,14 @@ def run(
     table: Callable[[Any], Any] | None = None,
 ) -> None:
     """Call a stage under the rich reporter (stderr; --quiet keeps warnings only), render its result (paths
-    or JSON on stdout, ``table(result)`` on stderr), turn SusxError into one line + exit code."""
+    or JSON on stdout, ``table(result)`` on stderr), turn SusxError into one line + exit code. A batch log
+    (stderr a file or a pipe) starts with the command line and takes every write to stderr meanwhile."""
     from susx_cli.errors import SusxError
     from susx_cli.progress import RichReporter, reporting
 
     reporter = RichReporter(quiet=quiet)
-    with reporting(reporter):
+    with reporting(reporter), reporter.owning_stderr():
+        reporter.note(start_line())
         try:
             result = stage()
         except SusxError as exc:
