@@ -325,11 +325,10 @@ class RichReporter:
         from rich.console import Console
 
         self.quiet = quiet
-        self.log: LogStream | None = None
         if console is None and is_log_stream(sys.stderr):
-            self.log = LogStream(sys.stderr, now_stamp if stamps else None)
-            console = log_console(self.log)
+            console = log_console(LogStream(sys.stderr, now_stamp if stamps else None))
         self.console = console if console is not None else Console(stderr=True, highlight=False)
+        self.log: LogStream | None = self.console.file if isinstance(self.console.file, LogStream) else None
         self.interval = interval_from_env() if interval is None else interval
         self.clock = clock
         self._noted: set[str] = set()
