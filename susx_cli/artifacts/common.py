@@ -158,15 +158,13 @@ def _option_changes(before: Any, after: Any) -> list[str]:
 
 
 def _short_value(value: Any, width: int = 40) -> str:
-    """A value as a refusal shows it: hashes cut to 8 characters, a one-element list as its element,
-    anything long cut to ``width`` characters."""
+    """A value as a refusal shows it: JSON (strings quoted, so spaces read right), hashes cut to 8
+    characters, a one-element list as its element, anything long cut to ``width`` characters."""
     if isinstance(value, list) and len(value) == 1:
         value = value[0]
     if isinstance(value, str) and len(value) >= 32 and all(c in "0123456789abcdef" for c in value):
         return value[:8]
-    if isinstance(value, str):
-        text = value
-    elif isinstance(value, (int, float, bool, list, dict)) or value is None:
+    if isinstance(value, (str, int, float, bool, list, dict)) or value is None:
         text = json.dumps(value, ensure_ascii=False)
     else:
         text = "(not set)"
