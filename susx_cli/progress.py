@@ -151,7 +151,7 @@ class PlainBar:
         self.detail: str | None = None
         self._start = self._last = clock()
         self._last_real = time.monotonic()
-        self._written: str | None = None  # the last line (without what it waited on)
+        self._written: float | None = None  # the count the last line showed
         self._lock = threading.Lock()  # the heartbeat thread writes too
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
@@ -193,14 +193,14 @@ class PlainBar:
                     self._emit(self._clock(), waiting=True)
 
     def finish(self) -> None:
-        """The last line, where the bar stopped (unless the line just written said exactly that)."""
+        """The last line, where the bar stopped (unless a line showed that count less than a second ago)."""
         self._stop.set()
         if self._heartbeat is not None:
             self._heartbeat.join()
         with self._lock:
-            line = self._line(self._clock())
-            if line != self._written:
-                self._write(line)
+            now = self._clock()
+            if self._written != self.completed or now - self._last >= 1:
+                self._write(self._line(now))
 
     def _maybe_write(self) -> None:
         with self._lock:
@@ -210,7 +210,7 @@ class PlainBar:
 
     def _emit(self, now: float, waiting: bool) -> None:
         line = self._line(now)
-        self._last, self._last_real, self._written = now, time.monotonic(), line
+        self._last, self._last_real, self._written = now, time.monotonic(), self.completed
         self._write(f"{line}, waiting on {self.detail or self._next_item()}" if waiting else line)
 
     def _line(self, now: float) -> str:
