@@ -211,7 +211,8 @@ class PlainBar:
     def _emit(self, now: float, waiting: bool) -> None:
         line = self._line(now)
         self._last, self._last_real, self._written = now, time.monotonic(), self.completed
-        self._write(f"{line}, waiting on {self.detail or self._next_item()}" if waiting else line)
+        waits_on = self.detail or (self._next_item() if waiting else None)
+        self._write(f"{line}, waiting on {waits_on}" if waits_on else line)
 
     def _line(self, now: float) -> str:
         elapsed = now - self._start

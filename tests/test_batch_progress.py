@@ -148,6 +148,20 @@ def test_a_heartbeat_says_what_a_stage_without_progress_waits_on():
     assert texts[-1].startswith("generate images (sd): 4/4 (100.0%) ") and "waiting" not in texts[-1]
 
 
+def test_a_line_written_while_an_item_is_under_way_names_its_step():
+    clock = FakeClock()
+    reporter, buf = _log_reporter(interval=30)
+    reporter.clock = clock
+    with reporter.bar("generate images (sd)", total=2, unit="img") as b:
+        for step in range(1, 51):
+            clock.now += 1
+            b.update(detail=f"step {step}/50 of batch 1")  # each denoising step: a line every 30 s
+        b.advance(2)
+    texts = [STAMP.match(line).group(1) for line in buf.getvalue().splitlines()]
+    assert texts[0] == "generate images (sd): 0/2 (0.0%), elapsed 0:00:30, waiting on step 30/50 of batch 1"
+    assert texts[-1].startswith("generate images (sd): 2/2 (100.0%) ") and "waiting" not in texts[-1]
+
+
 def test_no_heartbeat_when_the_interval_is_zero_or_on_a_terminal():
     reporter, buf = _log_reporter(interval=0)
     with reporter.bar("embed images", total=2, unit="img") as b:
