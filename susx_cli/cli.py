@@ -10,7 +10,18 @@ import typer
 from typer.core import TyperGroup
 
 from susx_cli._version import __version__
-from susx_cli.commands import calibrate, curate, demo, embed, export, inspect, merge, predict, prompts
+from susx_cli.commands import (
+    _common,
+    calibrate,
+    curate,
+    demo,
+    embed,
+    export,
+    inspect,
+    merge,
+    predict,
+    prompts,
+)
 from susx_cli.commands import datasets as datasets_cmd
 from susx_cli.commands import eval as eval_cmd
 from susx_cli.commands import report as report_cmd
@@ -25,6 +36,8 @@ class OneLineErrors(TyperGroup):
     line, like every other refusal of susx, instead of the usage box; exit 2 as before."""
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        given = kwargs.get("args", args[0] if args else None)
+        _common.INVOKED_ARGS.set(None if given is None else tuple(given))  # for a batch log's start line
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kwargs)
         try:

@@ -61,8 +61,28 @@ def _bad_device(device: str, why: str) -> SusxError:
 
 
 def resolve_device(device: str | None = None) -> str:
-    """The torch device string to run on: see the module docstring for what ``auto`` picks."""
-    device = (device or "auto").strip().lower()
+    """The torch device string to run on: see the module docstring for what ``auto`` picks. A batch log
+    records it once (with the GPU's name)."""
+    from susx_cli.progress import note
+
+    resolved = _resolve_device((device or "auto").strip().lower())
+    note(f"device: {describe_device(resolved)}")
+    return resolved
+
+
+def describe_device(device: str) -> str:
+    """``device`` with the GPU's name where it is one, e.g. 'cuda:0 (NVIDIA H100 80GB HBM3)'."""
+    if not device.startswith("cuda"):
+        return device
+    import torch
+
+    try:
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    except (RuntimeError, AssertionError, ValueError):  # a device torch cannot query: its name alone
+        return device
+
+
+def _resolve_device(device: str) -> str:
     if device == "auto":
         count = _cuda_count()
         if count:

@@ -1,13 +1,19 @@
-"""Issue 12, item 3: when stderr is not a terminal, bars become plain progress lines at a fixed interval."""
+"""When stderr is not a terminal, bars become plain progress lines at a fixed interval, with a heartbeat
+while nothing finishes; when it is a file (a batch job's log) every line starts with the time, nothing
+wraps and no escape code reaches it."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
+import time
 from pathlib import Path
 
-from susx_cli import progress
+from susx_cli import __version__, progress
 from tests.helpers import TINY, invoke, make_class_folders
+
+STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d (.*)$")
 
 LINE = re.compile(
     r"^embed images: (\d+)/(\d+) \((\d+\.\d)%\) ([\d,.]+|-) img/s, elapsed \d+:\d\d:\d\d, eta (\d+:\d\d:\d\d|-)$"
@@ -108,3 +114,155 @@ def test_a_terminal_console_still_gets_the_rich_bar():
     assert "━" in out and "4/4" in out
     assert not LINE.search(out)
     assert "elapsed" not in out
+
+
+def test_a_line_before_the_first_finished_item_has_no_empty_rate():
+    assert progress.progress_line("curate", 0, 40, "img", None, 30) == "curate: 0/40 (0.0%), elapsed 0:00:30"
+    assert (
+        progress.progress_line("query kNN", 0, None, "query", None, 5)
+        == "query kNN: 0 query, elapsed 0:00:05"
+    )
+
+
+def _log_reporter(interval: float) -> tuple[progress.RichReporter, io.StringIO]:
+    buf = io.StringIO()
+    return progress.RichReporter(
+        console=progress.log_console(progress.LogStream(buf)), interval=interval
+    ), buf
+
+
+def test_a_heartbeat_says_what_a_stage_without_progress_waits_on():
+    reporter, buf = _log_reporter(interval=0.2)
+    with reporter.bar("generate images (sd)", total=4, unit="img") as b:
+        time.sleep(0.7)  # a slow first item: no advance at all
+        b.update(detail="step 3/50 of batch 1")
+        time.sleep(0.5)
+        b.advance(4)
+    lines = [STAMP.match(line) for line in buf.getvalue().splitlines()]
+    assert all(lines), buf.getvalue()
+    texts = [m.group(1) for m in lines]
+    waiting_first = [t for t in texts if t.endswith("waiting on img 1/4")]
+    waiting_step = [t for t in texts if t.endswith("waiting on step 3/50 of batch 1")]
+    assert len(waiting_first) >= 2 and len(waiting_step) >= 1, texts
+    assert all(t.startswith("generate images (sd): 0/4 (0.0%), elapsed 0:00:0") for t in waiting_first)
+    assert texts[-1].startswith("generate images (sd): 4/4 (100.0%) ") and "waiting" not in texts[-1]
+
+
+def test_a_line_written_while_an_item_is_under_way_names_its_step():
+    clock = FakeClock()
+    reporter, buf = _log_reporter(interval=30)
+    reporter.clock = clock
+    with reporter.bar("generate images (sd)", total=2, unit="img") as b:
+        for step in range(1, 51):
+            clock.now += 1
+            b.update(detail=f"step {step}/50 of batch 1")  # each denoising step: a line every 30 s
+        b.advance(2)
+    texts = [STAMP.match(line).group(1) for line in buf.getvalue().splitlines()]
+    assert texts[0] == "generate images (sd): 0/2 (0.0%), elapsed 0:00:30, waiting on step 30/50 of batch 1"
+    assert texts[-1].startswith("generate images (sd): 2/2 (100.0%) ") and "waiting" not in texts[-1]
+
+
+def test_no_heartbeat_when_the_interval_is_zero_or_on_a_terminal():
+    reporter, buf = _log_reporter(interval=0)
+    with reporter.bar("embed images", total=2, unit="img") as b:
+        time.sleep(0.2)
+        b.advance(2)
+    assert "waiting" not in buf.getvalue()
+    console, out = _console(terminal=True)
+    with progress.RichReporter(console=console, interval=0.05).bar("embed images", total=2, unit="img") as b:
+        time.sleep(0.2)
+    assert "waiting" not in out.getvalue()
+
+
+def test_the_log_stream_stamps_whole_lines_and_drops_escapes_and_redraws():
+    buf = io.StringIO()
+    stream = progress.LogStream(buf, stamp=lambda: "2026-01-02T03:04:05+00:00")
+    stream.write("\x1b[36m(_run_shard pid=4242)\x1b[0m embed images: 2/6")  # how Ray forwards a worker line
+    assert buf.getvalue() == ""  # the line has not ended yet
+    stream.write(" (33.3%)\n\x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\\n 10%|#\r 20%|##\r\n\n")
+    stream.write("no newline at the end")
+    stream.finish()
+    assert buf.getvalue().splitlines() == [
+        "2026-01-02T03:04:05+00:00 (_run_shard pid=4242) embed images: 2/6 (33.3%)",
+        "2026-01-02T03:04:05+00:00 link",
+        "2026-01-02T03:04:05+00:00  10%|#",
+        "2026-01-02T03:04:05+00:00  20%|##",
+        "2026-01-02T03:04:05+00:00 no newline at the end",
+    ]
+
+
+def _logged(tmp_path: Path, *args) -> tuple[int, list[str]]:
+    """Run the CLI in this process with stderr going to a file (as in a batch job); its lines."""
+    from susx_cli.cli import app
+
+    log = tmp_path / "job.err"
+    with open(log, "w", encoding="utf-8") as err, contextlib.redirect_stderr(err):
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+            app([str(a) for a in args])
+        code = 0
+    text = log.read_text(encoding="utf-8")
+    assert "\x1b" not in text and "\r" not in text
+    return code, text.splitlines()
+
+
+def test_a_log_file_starts_with_the_command_and_stamps_every_unwrapped_line(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("SUSX_PROGRESS_INTERVAL", "0")
+    monkeypatch.setenv("COLUMNS", "40")  # what a narrow job environment may say: no line wraps at it
+    imgs = _embed_folder(tmp_path)
+    _, lines = _logged(
+        tmp_path, "embed", imgs, "--unlabelled", "-o", tmp_path / "f.h5", "-b", "2", "--workers", "0", *TINY
+    )
+    texts = [STAMP.match(line) for line in lines]
+    assert all(texts), lines
+    texts = [m.group(1) for m in texts]
+    assert texts[0] == (
+        f"start: susx embed {imgs} --unlabelled -o {tmp_path / 'f.h5'} -b 2 --workers 0 {' '.join(TINY)} "
+        f"(susx {__version__}); inputs: {imgs.resolve()}"
+    )
+    assert "device: cpu" in texts
+    progress_lines = [t for t in texts if t.startswith("embed images:")]
+    assert progress_lines and all(LINE.match(t) for t in progress_lines), texts
+    # a refusal with a long path stays one line, whole
+    missing = tmp_path / ("a folder with a long name that would wrap " * 3).strip() / "classes.txt"
+    _, lines = _logged(tmp_path, "prompts", "-c", missing, "-o", tmp_path / "p.json")
+    assert len(lines) == 2 and all(STAMP.match(line) for line in lines), lines
+    assert f"error: class file {missing} does not exist (hint: " in lines[1]
+
+
+def test_quiet_keeps_the_start_line_out_of_the_log(tmp_path: Path):
+    _, lines = _logged(tmp_path, "datasets", "list", "-q")
+    assert lines == []
+
+
+def test_notes_are_for_logs_only():
+    console, buf = _console(terminal=True)
+    reporter = progress.RichReporter(console=console)
+    with progress.reporting(reporter):
+        progress.note("device: cpu")
+    assert buf.getvalue() == ""
+    reporter, buf = _log_reporter(interval=30)
+    with progress.reporting(reporter):
+        progress.note("device: cpu")
+        progress.note("device: cpu")  # eval resolves the device once per run: the log says it once
+    assert [STAMP.match(line).group(1) for line in buf.getvalue().splitlines()] == ["device: cpu"]
+
+
+def test_sd_generation_reports_each_denoising_step():
+    from susx_cli.adapters import diffusers
+
+    seen = []
+
+    class Pipe:
+        def __call__(self, prompt, num_inference_steps, callback_on_step_end=None, **kwargs):
+            for step in range(num_inference_steps):
+                assert callback_on_step_end(self, step, 999 - step, {"latents": 0}) == {"latents": 0}
+
+    keywords = diffusers._step_callback(Pipe(), lambda done, steps: seen.append((done, steps)), 3)
+    Pipe()(["a"], 3, **keywords)
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+
+    class OldPipe:
+        def __call__(self, prompt, num_inference_steps, **kwargs):
+            pass
+
+    assert diffusers._step_callback(OldPipe(), lambda done, steps: None, 3) == {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -146,6 +147,9 @@ def test_eval_writes_results_and_skips_on_rerun(evaluated):
     again = invoke(*args, "--json")
     assert json.loads(again.stdout)["summary"] == {"runs": 10, "skipped": 10, "failed": 0}
     assert "skipped" in again.stderr
+    # one line per run with its result, as it finishes
+    finished = re.findall(r"skipped (\S+): top-1 \d+\.\d\d, mean recall \d+\.\d\d$", again.stderr, re.M)
+    assert sorted(f"{name}.json" for name in finished) == [f.name for f in files]
 
 
 def test_report_table_csv_chart(evaluated, tmp_path):

@@ -213,3 +213,82 @@ def test_each_test_gets_its_own_empty_caches(tmp_path_factory):
     assert all(base in folder.parents for folder in folders), folders
     assert len({folder.parent for folder in folders}) == 1  # one test's set
     assert cache_dir() == folders[0] and not cache_dir().exists()
+
+
+def test_tables_off_a_terminal_keep_every_name_whole():
+    """A log (or a pipe) gets a table at the width of its content: no column squeezed, no '…'."""
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from susx_cli.commands.eval import results_table
+
+    model = "my-birds-finetuned-ViT-B-32-laion2b_s34b_b79k-epoch32:/checkpoints/run-2026-11-30/last.pt"
+    row = {
+        "dataset": "stanford_cars",
+        "model": model,
+        "method": "tip-x",
+        "support": "susx-sd-16shot-from-the-long-prompt-set",
+        "calibration": "val",
+        "top1": 71.234,
+        "mean_per_class_recall": 70.1,
+        "status": "done",
+    }
+    buf = io.StringIO()
+    reporter = progress.RichReporter(console=Console(file=buf, width=80, force_terminal=False))
+    reporter.show(results_table(SimpleNamespace(rows=[row, {**row, "method": "zero-shot"}])))
+    text = buf.getvalue()
+    assert model in text and row["support"] in text and "71.23" in text and "…" not in text
+    assert reporter.console.width == 80  # widened for the table only
+
+
+def test_datasets_list_keeps_every_column_whole_off_a_terminal():
+    from susx_cli.datasets.registry import DATASETS
+
+    err = invoke("datasets", "list").stderr  # the test runner's stderr is no terminal
+    assert "…" not in err
+    for spec in DATASETS.values():
+        assert spec.photo_template in err and spec.needs() in err and spec.name in err
+
+
+def test_a_refusal_names_the_options_and_inputs_that_differ(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "classes.txt").write_text("apple\nmango\n")
+    invoke("prompts", "-c", "classes.txt", "-o", "p.json")
+    bad = invoke(
+        "prompts",
+        "-c",
+        "classes.txt",
+        "-o",
+        "p.json",
+        "--photo-template",
+        "A photo of a {}, a fruit.",
+        expect=2,
+    )
+    assert (
+        "p.json exists and was made from other inputs or options "
+        '(photo_template "A photo of a {}." -> "A photo of a {}, a fruit.")' in bad.stderr
+    ), bad.stderr
+
+
+def test_fingerprint_changes_are_few_and_short():
+    from susx_cli.artifacts import common
+
+    old = common.provenance(
+        {"seed": 1, "alpha": 0.5, "model": "RN50", "grid": list(range(30)), "same": True},
+        [{"path": "p.json", "kind": "susx.prompts", "sha256": "a" * 64}],
+    )
+    new = common.provenance(
+        {"seed": 2, "alpha": 0.5, "model": "ViT-B-32", "grid": list(range(31)), "same": True},
+        [{"path": "q.json", "kind": "susx.prompts", "sha256": "b" * 64}],
+    )
+    text = common.fingerprint_changes(old, new)  # sorted by name, three at most
+    tail = ', model "RN50" -> "ViT-B-32", seed 1 -> 2, and 1 more'
+    grid = text.removesuffix(tail)
+    assert text.endswith(tail) and grid.startswith("grid [0, 1, 2, ") and grid.count("…") == 2
+    assert len(grid) == len("grid ") + 40 + len(" -> ") + 40  # each value cut to 40 characters
+    assert common.fingerprint_changes(old, new, limit=5).endswith("input susx.prompts aaaaaaaa -> bbbbbbbb")
+    assert common.fingerprint_changes({**old, "options": {"seed": 1}}, {**old, "options": {}}) == (
+        "seed 1 -> (not set)"
+    )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -86,6 +87,10 @@ def test_embed_through_a_ray_address_defaults_to_one_shard_per_cpu(ray_address, 
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["summary"]["num_shards"] == 2
+    # stderr is a pipe, so a log: the tasks' forwarded lines come stamped by the driver, without colour
+    forwarded = [line for line in proc.stderr.splitlines() if "(_run_shard pid=" in line]
+    assert forwarded and all(re.match(r"\d{4}-\d\d-\d\dT\S+ \(_run_shard pid=", x) for x in forwarded)
+    assert "\x1b" not in proc.stderr
     assert_same_features(tmp_path / "out.h5", tmp_path / "whole.h5")
 
 

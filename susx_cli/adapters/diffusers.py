@@ -8,7 +8,9 @@ written by ``save_pretrained``.
 
 from __future__ import annotations
 
+import inspect
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -385,6 +387,7 @@ def generate(
     width: int,
     height: int,
     batch_size: int = 1,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> tuple[Any, list[bool] | None]:
     """One pipeline call: one image per prompt, each from its own CPU ``torch.Generator`` seeded with its seed.
 
@@ -393,6 +396,8 @@ def generate(
     are dropped): the batch's shape picks the kernels (MKL's GEMM, the tails of vectorised loops, cuBLAS),
     and with it the last bits of every image, while companions and positions in a batch of one shape
     change nothing. So a shard's or a resumed run's short last batch gives the images a full one would.
+    ``on_step(done, steps)`` is called after each denoising step (where the pipeline offers a step
+    callback), so a long call can say how far it is.
     Returns (uint8 array N x H x W x 3, the safety checker's flags or None), N = len(prompts).
     """
     import numpy as np
@@ -412,6 +417,7 @@ def generate(
                 height=height,
                 generator=generators,
                 output_type="np",
+                **_step_callback(loaded.pipe, on_step, steps),
             )
     except torch.cuda.OutOfMemoryError as exc:
         raise SusxError(
@@ -428,6 +434,18 @@ def generate(
     pixels = (np.clip(images, 0.0, 1.0) * 255.0).round().astype(np.uint8)
     flags = getattr(out, "nsfw_content_detected", None)
     return pixels, (list(flags[:n]) if flags is not None else None)
+
+
+def _step_callback(pipe: Any, on_step: Callable[[int, int], None] | None, steps: int) -> dict[str, Any]:
+    """The keyword that makes ``pipe`` call ``on_step(done, steps)`` after each step (none if it has none)."""
+    if on_step is None or "callback_on_step_end" not in inspect.signature(pipe.__call__).parameters:
+        return {}
+
+    def step_end(_pipe: Any, step: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        on_step(step + 1, steps)
+        return tensors
+
+    return {"callback_on_step_end": step_end}
 
 
 def is_black(pixels: Any) -> bool:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -79,6 +80,8 @@ def connected(address: str | None) -> Iterator[Any]:
         # A run's own instance serves only this machine: Ray then binds every service to loopback (it reads
         # this once, when it is first imported) instead of the machine's network address.
         os.environ.setdefault(LOOPBACK_ONLY, "0")
+    if not sys.stderr.isatty():  # forwarded worker lines without colour codes in a batch log
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     ray = import_ray()
     if address is None and ray.is_initialized():
         yield ray

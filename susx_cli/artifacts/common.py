@@ -156,6 +156,49 @@ def same_fingerprint(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return json.loads(json.dumps(fingerprint(a))) == json.loads(json.dumps(fingerprint(b)))
 
 
+def fingerprint_changes(old: dict[str, Any], new: dict[str, Any], limit: int = 3) -> str:
+    """What makes ``new`` another run than ``old`` (two provenances), for a refusal to read: the options
+    and inputs that differ, old -> new, at most ``limit`` of them and hashes cut to 8 characters, e.g.
+    'seed 1 -> 2, input susx.prompts 3fa2b1c9 -> 77de01aa'."""
+    before, after = json.loads(json.dumps(fingerprint(old))), json.loads(json.dumps(fingerprint(new)))
+    changes = _option_changes(before["options"], after["options"])
+    kinds = sorted({kind for kind, _ in before["inputs"] + after["inputs"]})
+    for kind in kinds:
+        was = [sha for k, sha in before["inputs"] if k == kind]
+        now = [sha for k, sha in after["inputs"] if k == kind]
+        if was != now:
+            changes.append(f"input {kind or '(no kind)'} {_short_value(was)} -> {_short_value(now)}")
+    if not changes:
+        return "another run"
+    more = f", and {len(changes) - limit} more" if len(changes) > limit else ""
+    return ", ".join(changes[:limit]) + more
+
+
+def _option_changes(before: Any, after: Any) -> list[str]:
+    if not (isinstance(before, dict) and isinstance(after, dict)):
+        return [] if before == after else [f"options {_short_value(before)} -> {_short_value(after)}"]
+    absent = object()
+    return [
+        f"{key} {_short_value(before.get(key, absent))} -> {_short_value(after.get(key, absent))}"
+        for key in sorted(before.keys() | after.keys())
+        if before.get(key, absent) != after.get(key, absent)
+    ]
+
+
+def _short_value(value: Any, width: int = 40) -> str:
+    """A value as a refusal shows it: JSON (strings quoted, so spaces read right), hashes cut to 8
+    characters, a one-element list as its element, anything long cut to ``width`` characters."""
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    if isinstance(value, str) and len(value) >= 32 and all(c in "0123456789abcdef" for c in value):
+        return value[:8]
+    if isinstance(value, (str, int, float, bool, list, dict)) or value is None:
+        text = json.dumps(value, ensure_ascii=False)
+    else:
+        text = "(not set)"
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 # The key of the stand-in provenance an existing-output reader returns for a file susx wrote that is
 # incomplete, damaged or of another schema version: --overwrite may replace it, nothing may skip on it.
 REPLACEABLE = "_susx_replaceable"
@@ -230,7 +273,8 @@ def decide_existing(
     if same_fingerprint(existing_prov, new_prov):
         return True
     raise SusxError(
-        f"{path} exists and was made from other inputs or options",
+        f"{path} exists and was made from other inputs or options "
+        f"({fingerprint_changes(existing_prov, new_prov)})",
         hint="pass --overwrite to replace it, or choose another -o/--output",
     )
 

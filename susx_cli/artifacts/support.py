@@ -214,6 +214,14 @@ class SupportWriter:
             and data.get("classes") == self.classes
         )
 
+    def _changes(self, data: Any) -> str:
+        """What differs between the recorded run ``data`` and this one, for the refusal."""
+        if not isinstance(data, dict):
+            return "its record is unreadable"
+        if common.same_fingerprint(data, self.prov):
+            return "another class list"
+        return common.fingerprint_changes(data, self.prov)
+
     def _restart_unfinished(self) -> None:
         """Start this folder again with this run's options when the run that made it recorded no image
         (it failed before writing anything); refuse otherwise: its images are kept until --overwrite.
@@ -230,7 +238,7 @@ class SupportWriter:
                 return
             if not holds_no_image(root, data):
                 raise SusxError(
-                    f"{root} holds a support set made from other inputs or options",
+                    f"{root} holds a support set made from other inputs or options ({self._changes(data)})",
                     hint="pass --overwrite to replace it, or choose another -o/--output",
                 )
             # Its parts hold no row, only the failed run's bookkeeping (empty parts, shard state):

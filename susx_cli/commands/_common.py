@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import json
+import shlex
 import sys
 from collections.abc import Callable
 from enum import Enum
@@ -181,6 +183,54 @@ RayAddressOpt = Annotated[
 ]
 
 
+# The arguments the command line was invoked with (set by cli.OneLineErrors; sys.argv when unset).
+INVOKED_ARGS: contextvars.ContextVar[tuple[str, ...] | None] = contextvars.ContextVar(
+    "susx_invoked_args", default=None
+)
+# Path options that name what a command writes; every other path option or argument is an input.
+OUTPUT_OPTIONS = frozenset(
+    {
+        "--output",
+        "--csv",
+        "--long",
+        "--heatmap",
+        "--confusion",
+        "--contact-sheet",
+        "--llm-cache",
+        "--results-dir",
+        "--work-dir",
+    }
+)
+
+
+def start_line() -> str:
+    """What a batch log starts with: the command line, the susx version and the inputs, resolved."""
+    from susx_cli._version import __version__
+    from susx_cli.artifacts.common import resolved_path
+
+    args = INVOKED_ARGS.get()
+    line = f"start: {shlex.join(['susx', *(sys.argv[1:] if args is None else args)])} (susx {__version__})"
+    ctx = current_context()
+    if ctx is None:
+        return line
+    inputs = []
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if OUTPUT_OPTIONS.isdisjoint(param.opts) and value is not None:
+            values = value if isinstance(value, list | tuple) else [value]
+            inputs += [resolved_path(v) for v in values if isinstance(v, Path)]
+    return f"{line}; inputs: {', '.join(inputs)}" if inputs else line
+
+
+def current_context() -> Any:
+    """The click context of the running command (None outside one). The click that typer runs on is its
+    own copy in newer releases and the click package in older ones: reach it through typer's public class."""
+    import importlib
+
+    click_package = typer.Context.__mro__[1].__module__.rpartition(".")[0]
+    return importlib.import_module(f"{click_package}.globals").get_current_context(silent=True)
+
+
 def run(
     stage: Callable[[], Any],
     *,
@@ -189,12 +239,14 @@ def run(
     table: Callable[[Any], Any] | None = None,
 ) -> None:
     """Call a stage under the rich reporter (stderr; --quiet keeps warnings only), render its result (paths
-    or JSON on stdout, ``table(result)`` on stderr), turn SusxError into one line + exit code."""
+    or JSON on stdout, ``table(result)`` on stderr), turn SusxError into one line + exit code. A batch log
+    (stderr a file or a pipe) starts with the command line and takes every write to stderr meanwhile."""
     from susx_cli.errors import SusxError
     from susx_cli.progress import RichReporter, reporting
 
     reporter = RichReporter(quiet=quiet)
-    with reporting(reporter):
+    with reporting(reporter), reporter.owning_stderr():
+        reporter.note(start_line())
         try:
             check_numbers()
             result = stage()
@@ -212,14 +264,11 @@ def check_numbers() -> None:
     ``nan`` and ``inf`` for a float), and an integer beyond 64 bits, before the stage sees it: no
     comparison a stage makes is true of NaN, so a ``--guidance nan`` would otherwise pass every range
     check, and numpy and torch overflow on such an integer. Ranges of one option are its stage's check."""
-    import importlib
     import math
 
     from susx_cli.errors import SusxError
 
-    # The click that typer runs on: its own copy in newer releases, the click package in older ones.
-    click_package = typer.Context.__mro__[1].__module__.rpartition(".")[0]
-    ctx = importlib.import_module(f"{click_package}.globals").get_current_context(silent=True)
+    ctx = current_context()
     if ctx is None:
         return
     for param in ctx.command.params:

@@ -241,8 +241,10 @@ class SDSource(SDOptions, FromOptions):
         written = 0
         start = time.perf_counter()
         with bar("generate images (sd)", total=len(units), unit="img") as progress:
+            batch_number = 0
             while queue:
                 batch, queue = queue[: self.batch_size], queue[self.batch_size :]
+                batch_number += 1
                 seeds = [derive_seed(self.seed, u.class_index, u.order, attempt) for u, attempt in batch]
                 pixels, flags = sd.generate(
                     loaded,
@@ -253,6 +255,9 @@ class SDSource(SDOptions, FromOptions):
                     width=self.width,
                     height=self.height,
                     batch_size=self.batch_size,
+                    on_step=lambda done, steps, b=batch_number: progress.update(
+                        detail=f"step {done}/{steps} of batch {b}"
+                    ),
                 )
                 retry: list[tuple[WorkUnit, int]] = []
                 for j, ((unit, attempt), seed) in enumerate(zip(batch, seeds, strict=True)):

@@ -738,6 +738,7 @@ class DatasetEval:
                 record_failure(out_json, config, run, self.spec, exc, row, result)
                 continue
             result.rows.append({**row, **_metric_row(metrics), "status": status})
+            info(f"   {status} {out_json.stem}: {_metric_text(result.rows[-1])}")
             result.outputs.append(out_json)
 
     def _search_options(self, run: Run) -> dict[str, Any]:
@@ -829,6 +830,11 @@ class DatasetEval:
         )
         res_io.write_result(out_json, record)
         return record
+
+
+def _metric_text(row: dict[str, Any]) -> str:
+    """A finished run's result in one line of the log: 'top-1 71.23, mean recall 70.10'."""
+    return f"top-1 {row['top1']:.2f}, mean recall {row['mean_per_class_recall']:.2f}"
 
 
 def _metric_row(metrics: dict[str, Any]) -> dict[str, float]:

@@ -113,7 +113,8 @@ def join_parts_locked(output: Path, num_shards: int, *, replace: bool) -> StageR
     existing = hdf5.existing_provenance(output, common.IMAGE_FEATURES) if output.exists() else None
     if not replace and existing is not None and not common.same_fingerprint(existing, prov):
         raise SusxError(
-            f"{output} exists and was made from other inputs or options",
+            f"{output} exists and was made from other inputs or options "
+            f"({common.fingerprint_changes(existing, prov)})",
             hint="move it away (or re-run the shards with --overwrite), then merge again",
         )
     if replace or existing is None:

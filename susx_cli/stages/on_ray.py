@@ -51,10 +51,11 @@ def _gpu_tasks(device: str | None) -> bool | None:
 
 
 def _in_task(call, quiet: bool, shard: Shard):
-    """A task's body: the stage call under a reporter, whose plain lines Ray forwards to the driver."""
+    """A task's body: the stage call under a reporter, whose plain lines Ray forwards to the driver
+    (which stamps them with the time)."""
     from susx_cli.progress import RichReporter, reporting
 
-    with reporting(RichReporter(quiet=quiet)):
+    with reporting(RichReporter(quiet=quiet, stamps=False)):
         return call(shard=shard)
 
 
