@@ -308,6 +308,10 @@ def from_unlabelled(root: Path) -> ImageSet:
     return ImageSet(None, items, "unlabelled", [common.listing_identity(root, files, "unlabelled")])
 
 
+def _has_subfolders(path: Path) -> bool:
+    return any(p.is_dir() for p in path.iterdir())
+
+
 def resolve(
     path: Path,
     *,
@@ -351,8 +355,9 @@ def resolve(
         from susx_cli.datasets.registry import class_names
 
         image_set = from_class_folders(path, class_names("imagenet"))
-    elif unlabelled or classes is None:
-        if any(p.is_dir() for p in path.iterdir()) and not unlabelled:
+    elif unlabelled or classes is None or not _has_subfolders(path):
+        # A flat folder of images has no labels, whether or not a class list came with it.
+        if classes is None and not unlabelled and _has_subfolders(path):
             raise SusxError(
                 f"{path} has sub-folders but no class list to match them against",
                 hint="pass --classes prompts.json (or a class file), or --unlabelled for images without labels",

@@ -217,8 +217,11 @@ def test_export_round_trips_through_csv(w):
         assert row[3::2] == [CLASSES[c] for c in top]
         assert [np.float32(x) for x in row[4::2]] == list(scores)  # scores read back exactly
     before = (w / "preds.csv").read_bytes()
+    again = json.loads(invoke("export", "pred.h5", "-o", "preds.csv", "--json").stdout)
+    assert again["skipped"] and (w / "preds.csv").read_bytes() == before
+    (w / "preds.csv").write_text("another table\n")
     bad = invoke("export", "pred.h5", "-o", "preds.csv", expect=2)
-    assert "--overwrite" in bad.stderr and (w / "preds.csv").read_bytes() == before
+    assert "--overwrite" in bad.stderr and (w / "preds.csv").read_text() == "another table\n"
     invoke("export", "pred.h5", "-o", "pred.h5", "--overwrite", expect=2)
     out = json.loads(invoke("export", "pred.h5", "-o", "preds.csv", "--overwrite", "--json").stdout)
     assert out["summary"]["rows"] == 20 and out["outputs"] == ["preds.csv"]

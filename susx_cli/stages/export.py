@@ -4,13 +4,17 @@ and the top-5 class names with their scores (the method's final logits, scale in
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from susx_cli.artifacts import hdf5, tables
 from susx_cli.errors import SusxError
+from susx_cli.progress import info
 from susx_cli.stages.results import StageResult
+
+STDOUT = "-"  # -o - writes the table to standard output
 
 
 def prediction_header(k: int) -> list[str]:
@@ -38,15 +42,34 @@ def format_score(value: np.floating) -> str:
     return np.format_float_positional(np.float32(value), unique=True, trim="-")
 
 
-def export_predictions(path: Path, output: Path, *, overwrite: bool = False) -> StageResult:
+@dataclass
+class ExportResult(StageResult):
+    """``text``: the CSV itself when it goes to stdout (``-o -``), else empty."""
+
+    text: str = ""
+
+
+def export_predictions(path: Path, output: Path, *, overwrite: bool = False) -> ExportResult:
+    """Write the CSV at ``output`` (``-`` for stdout); a file already holding exactly this CSV is kept."""
     preds = hdf5.read_predictions(path)  # a bad input fails before anything is written
+    header = prediction_header(preds.top5.shape[1])
+    summary = {"classes": len(preds.classes), "method": preds.method}
+    if str(output) == STDOUT:
+        text, rows = tables.csv_text(header, prediction_rows(preds), line_end="\n")
+        return ExportResult("export", [], summary={"rows": rows, **summary}, text=text.removesuffix("\n"))
     if output.resolve() == path.resolve():
         raise SusxError(f"{output} is the predictions file itself", hint="choose another -o, e.g. preds.csv")
-    if output.exists() and not overwrite:
-        raise SusxError(f"{output} exists", hint="pass --overwrite to replace it, or choose another -o")
     if output.is_dir():
         raise SusxError(f"{output} is a folder", hint="give -o a file name, e.g. preds.csv")
-    rows = tables.write_csv(output, prediction_header(preds.top5.shape[1]), prediction_rows(preds))
-    return StageResult(
-        "export", [output], summary={"rows": rows, "classes": len(preds.classes), "method": preds.method}
-    )
+    text, rows = tables.csv_text(header, prediction_rows(preds))
+    summary = {"rows": rows, **summary}
+    if tables.holds_text(output, text):
+        info(f"{output} is up to date (the same table); nothing to do")
+        return ExportResult("export", [output], skipped=True, summary=summary)
+    if output.exists() and not overwrite:
+        raise SusxError(
+            f"{output} exists and holds another table",
+            hint="pass --overwrite to replace it, or choose another -o",
+        )
+    tables.write_text(output, text)
+    return ExportResult("export", [output], summary=summary)

@@ -68,6 +68,13 @@ def predict(
     ]
     if missing:
         raise SusxError(f"--method {method} needs {' and '.join(missing)}", hint="or use --method zero-shot")
+    if spec is not None and not spec.needs_support and support_path is not None:
+        # A support set with nothing that reads it would be a zero-shot run the user did not ask for.
+        raise SusxError(
+            f"--support is given but {spec.name} reads no support set"
+            + ("" if method else " (without --calibration or --method, predict runs zero-shot)"),
+            hint="add --calibration FILE made for a support method, or drop --support for zero-shot",
+        )
     query_features = _query_features(query_path, output, text_path, embed_options, overwrite)
     inputs = load_method_inputs(
         text_path, support_path if needs_support else None, query_features, calibration_path
