@@ -84,7 +84,7 @@ def test_registry_has_19_datasets_with_templates_and_questions():
         assert registry.get(name).calibration_split == "test"
     assert registry.get("dtd").split_file == "split_zhou_DescribableTextures.json"
     assert sum(s.coop for s in registry.DATASETS.values()) == 11
-    assert registry.get("imagenet").paper["zero-shot"] == 60.32 and registry.get("dtd").paper == {}
+    assert registry.get("imagenet").paper["zero-shot"] == 60.32 and registry.get("cub").paper == {}
     assert registry.class_names("cifar10")[0] == "airplane"
 
 
