@@ -63,8 +63,8 @@ def class_names(dataset: str) -> list[str]:
 LAYOUTS = ("coop-split", "fgvc-variants", "imagenet-folders", "split-file", "dataset-file")
 
 # The paper's figures (OpenAI CLIP RN50, top-1 %; docs/METHOD.md, "Paper figures"). The SuS-X paper's own
-# tables could not be read; every figure below is a later paper's or repository's quote of it, and
-# PAPER_SOURCES names the quote of each row. A dataset without a quoted figure has none here.
+# tables could not be read; every SuS-X figure below is a later paper's or repository's quote of it, and
+# GDA's are its own. PAPER_SOURCES names the source of each row. A dataset without a figure has none here.
 PAPER_MEAN_KEY = "mean11"  # the mean over the 11 CoOp datasets
 # DMN (Zhang et al., CVPR 2024), Table 3, RN50 block, in its column order; its Mean column is printed there.
 _DMN_COLUMNS = (
@@ -100,6 +100,20 @@ _TIPX = {
 }
 _TIPX_MEANS = (62.87, 65.29, 67.64, 69.37, 71.36)  # of the values above, rounded
 _TIP_ADAPTER_MEANS = (62.32, 64.64, 66.51, 68.41, 70.36)  # of APE's 'Tip_adapter' values, rounded
+# GDA (Wang et al., ICLR 2024) at the same shots, its own figures: the 'ours' rows of its repository's exp.log.
+_GDA = {
+    "imagenet": (60.64, 61.23, 61.71, 62.46, 63.82),
+    "caltech101": (87.28, 88.63, 90.62, 91.35, 92.55),
+    "dtd": (46.26, 51.26, 57.47, 62.77, 66.51),
+    "eurosat": (58.30, 67.88, 75.40, 81.70, 86.12),
+    "fgvc_aircraft": (17.29, 22.45, 28.24, 34.07, 40.61),
+    "food101": (77.42, 77.87, 77.83, 78.43, 79.05),
+    "flowers102": (72.11, 82.91, 89.73, 93.23, 95.72),
+    "oxford_pets": (85.49, 86.69, 87.19, 89.12, 88.81),
+    "stanford_cars": (56.77, 59.30, 62.75, 68.93, 75.12),
+    "sun397": (59.95, 63.64, 65.27, 68.58, 70.70),
+    "ucf101": (62.61, 66.28, 71.31, 75.74, 77.53),
+}
 PAPER_NUMBERS: dict[str, dict[str, float]] = {
     "zero-shot": {"imagenet": 60.32, PAPER_MEAN_KEY: 58.53},
     "cupl": {"imagenet": 61.45, PAPER_MEAN_KEY: 60.31},
@@ -113,6 +127,13 @@ PAPER_NUMBERS: dict[str, dict[str, float]] = {
         f"tip-adapter-{k}shot": {PAPER_MEAN_KEY: v}
         for k, v in zip(_TIPX_SHOTS, _TIP_ADAPTER_MEANS, strict=True)
     },
+    **{  # the repository prints no mean: it is the mean of the 11 values
+        f"gda-{k}shot": {
+            **{d: row[i] for d, row in _GDA.items()},
+            PAPER_MEAN_KEY: round(sum(row[i] for row in _GDA.values()) / len(_GDA), 2),
+        }
+        for i, k in enumerate(_TIPX_SHOTS)
+    },
 }
 _DMN = "quoted in DMN (Zhang et al., CVPR 2024), Table 3, RN50"
 _APE = "quoted in the APE repository (yangyangyang127/APE), APE_results.ipynb"
@@ -123,6 +144,11 @@ PAPER_SOURCES: dict[str, str] = {
     "cafo": f"{_DMN}, row 'CaFo'",
     **{f"tip-x-{k}shot": f"{_APE}, 'Tip_X' (the mean computed from them)" for k in _TIPX_SHOTS},
     **{f"tip-adapter-{k}shot": f"{_APE}, mean computed from 'Tip_adapter'" for k in _TIPX_SHOTS},
+    **{
+        f"gda-{k}shot": "GDA's own figures, its repository (mrflogs/ICLR24), exp.log, rows 'ours' (the mean "
+        "computed from them)"
+        for k in _TIPX_SHOTS
+    },
 }
 PAPER_ROW_LABELS = {
     "zero-shot": "zero-shot CLIP, 7-template ensemble",

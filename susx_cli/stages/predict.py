@@ -22,7 +22,7 @@ from susx_cli.metrics import (
     topk_indices,
 )
 from susx_cli.progress import info, warn
-from susx_cli.stages.inputs import as_float64, load_method_inputs
+from susx_cli.stages.inputs import as_float64, load_method_inputs, support_tensors
 from susx_cli.stages.results import StageResult
 
 
@@ -50,8 +50,6 @@ def predict(
     device: str = "auto",
     overwrite: bool = False,
 ) -> PredictResult:
-    import torch
-
     dev = runtime.method_device(device)  # a bad --device fails before any reading
     # A calibration names its method; without one (and without --method) it is the default, zero-shot.
     spec = registry.get(method) if method is not None else None
@@ -109,8 +107,7 @@ def predict(
     settings = {k: v for k, v in (cal.settings if cal else {}).items() if k in spec.settings}
     support = None
     if spec.needs_support:
-        sup = inputs.support
-        support = registry.Support(as_float64(sup.features, dev), torch.from_numpy(sup.labels).to(dev))
+        support = support_tensors(inputs.support, dev)
     state = spec.fit(
         as_float64(text.weights, dev), support, values, logit_scale=scale, logit_bias=bias, **settings
     )

@@ -272,7 +272,7 @@ def build_report(results: list[dict[str, Any]], metric: str = "top1") -> Report:
             }
         )
         notes.append(
-            f"paper figures, OpenAI CLIP RN50, as later work quotes them ({'; '.join(matched)}); the paper's "
+            f"paper figures, OpenAI CLIP RN50, each with its source ({'; '.join(matched)}); the papers' "
             "hyperparameters were searched on a labelled validation split (the test set for ImageNet)"
         )
         notes += rep.paper_mean_notes()
