@@ -65,7 +65,8 @@ def stratified_folds(y: torch.Tensor, k: int, seed: int, num_classes: int | None
         raise SusxError(
             f"k-fold needs at least 2 support images of every class; {thin.numel()} of {C} classes have fewer "
             f"(first: class {int(thin[0])})",
-            hint="curate more images per class, or use leave-one-out",
+            hint="folds split images, never the views of one image; curate more images per class, or use "
+            "--mode val (or loo, for a method that has it)",
         )
     gen = torch.Generator().manual_seed(seed)
     fold = torch.empty(N, dtype=torch.int64)
