@@ -232,3 +232,16 @@ def test_one_shot_kfold_is_refused_before_any_run(tmp_path, monkeypatch):
     bad = invoke(*args, "--calibration", "val", "--calibration", "kfold", "--results-dir", "r", expect=2)
     assert "folder-shots:1" in bad.stderr and "--calibration val" in bad.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_two_shards_keep_the_views_one_process_keeps(tmp_path, monkeypatch):
+    from tests.test_embed_shards import embed_args, shard_test_images
+
+    images = shard_test_images(tmp_path, monkeypatch)
+    views = ["--augment-passes", "2", "--keep-views"]
+    invoke(*embed_args(images, "one.h5"), *views)
+    for i in ("0", "1"):
+        invoke(*embed_args(images, "joined.h5"), *views, "--num-shards", "2", "--shard-index", i)
+    one, joined = hdf5.read_features(tmp_path / "one.h5"), hdf5.read_features(tmp_path / "joined.h5")
+    assert one.views.shape == (15, 2, one.features.shape[1])  # 15 readable images, one unreadable skipped
+    assert joined.views.tobytes() == one.views.tobytes() and joined.keys == one.keys
