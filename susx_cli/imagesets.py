@@ -308,10 +308,6 @@ def from_unlabelled(root: Path) -> ImageSet:
     return ImageSet(None, items, "unlabelled", [common.listing_identity(root, files, "unlabelled")])
 
 
-def _has_subfolders(path: Path) -> bool:
-    return any(p.is_dir() for p in path.iterdir())
-
-
 def resolve(
     path: Path,
     *,
@@ -355,14 +351,14 @@ def resolve(
         from susx_cli.datasets.registry import class_names
 
         image_set = from_class_folders(path, class_names("imagenet"))
-    elif unlabelled or classes is None or not _has_subfolders(path):
+    elif unlabelled or not any(p.is_dir() for p in path.iterdir()):
         # A flat folder of images has no labels, whether or not a class list came with it.
-        if classes is None and not unlabelled and _has_subfolders(path):
-            raise SusxError(
-                f"{path} has sub-folders but no class list to match them against",
-                hint="pass --classes prompts.json (or a class file), or --unlabelled for images without labels",
-            )
         image_set = from_unlabelled(path)
+    elif classes is None:
+        raise SusxError(
+            f"{path} has sub-folders but no class list to match them against",
+            hint="pass --classes prompts.json (or a class file), or --unlabelled for images without labels",
+        )
     else:
         image_set = from_class_folders(path, classes)
     if shots is not None and image_set.layout != "split":

@@ -26,11 +26,8 @@ def csv_text(header: list[str], rows: Iterable[list[str]], line_end: str = "\r\n
 
 def holds_text(path: Path, text: str) -> bool:
     """Whether ``path`` is a file whose bytes are exactly ``text`` in UTF-8."""
-    return (
-        path.is_file()
-        and path.stat().st_size == len(data := text.encode("utf-8"))
-        and path.read_bytes() == data
-    )
+    data = text.encode("utf-8")
+    return path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data
 
 
 def write_text(path: Path, text: str) -> None:
