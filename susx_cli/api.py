@@ -416,14 +416,16 @@ def tensor(x: Any):
     return torch.as_tensor(np.asarray(x, dtype=np.float64))
 
 
-def support(features: Any, labels: Any):
-    """A labelled support set from arrays: features (N, D), labels (N,) in 0..C-1."""
+def support(features: Any, labels: Any, views: Any = None):
+    """A labelled support set from arrays: features (N, D), labels (N,) in 0..C-1, and optionally the
+    augmented views' unit rows (N, K, D), which GDA fits on."""
     import numpy as np
     import torch
 
     from susx_cli.method.spec import Support
 
-    return Support(tensor(features), torch.as_tensor(np.asarray(labels, dtype=np.int64)))
+    labels = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+    return Support(tensor(features), labels, None if views is None else tensor(views))
 
 
 def search(

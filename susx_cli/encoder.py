@@ -218,13 +218,17 @@ def augmentation(encoder: Encoder, passes: int, seed: int) -> Augmentation | Non
 
 def mean_of_views(encoder: Encoder, views):
     """(B, D) float32 unit rows from (B, K, 3, H, W) views: the K raw embeddings of an image averaged, then
-    L2-normalised (docs/METHOD.md)."""
+    L2-normalised (docs/METHOD.md); and (B, K, D) float32, each view's own embedding L2-normalised."""
     import numpy as np
 
     b, k = views.shape[:2]
     raw = np.asarray(encoder.encode_images(views.flatten(0, 1), normalize=False), dtype=np.float64)
-    mean = raw.reshape(b, k, -1).mean(axis=1)
-    return (mean / np.linalg.norm(mean, axis=1, keepdims=True)).astype(np.float32)
+    raw = raw.reshape(b, k, -1)
+    mean = raw.mean(axis=1)
+    unit_views = raw / np.linalg.norm(raw, axis=2, keepdims=True)
+    return (mean / np.linalg.norm(mean, axis=1, keepdims=True)).astype(np.float32), unit_views.astype(
+        np.float32
+    )
 
 
 class _ImageDataset:
@@ -290,7 +294,8 @@ def embed_items(
     """Append the features of ``items[writer.resumed_from:]`` to ``writer``, batch by batch, in order.
 
     Each batch of ``batch_size`` items becomes one forward pass over its readable images (over their
-    ``augment.passes`` views each, averaged per image, with ``augment``); unreadable ones are warned about
+    ``augment.passes`` views each, averaged per image, with ``augment``; the views' own unit rows go to the
+    file too when ``writer.views`` says it keeps them); unreadable ones are warned about
     and recorded as skipped; an image that differs from its recorded size or sha256 stops the run with an
     error (the batches before it stay written, so the run resumes once the file is restored).
     """
@@ -306,18 +311,24 @@ def embed_items(
         collate_fn=_collate,
     )
     empty = np.zeros((0, encoder.identity.embed_dim), dtype=np.float32)
+    no_views = np.zeros((0, writer.views, encoder.identity.embed_dim), dtype=np.float32)
     with bar(label, total=len(items), unit="img", completed=start) as progress:
         for tensors, labels, keys, bad, changed, consumed in loader:
             if changed:  # before this batch is written: the rows so far stay resumable
                 key, what = changed[0]
                 raise changed_after_curate(next(it.path for it in items if it.key == key), what)
+            views = no_views
             if tensors is None:
                 feats = empty
+            elif augment is None:
+                feats = encoder.encode_images(tensors)
             else:
-                feats = encoder.encode_images(tensors) if augment is None else mean_of_views(encoder, tensors)
+                feats, views = mean_of_views(encoder, tensors)
             for key, reason in bad:
                 warn(f"skipped unreadable image {key}: {reason}")
-            writer.append(feats, np.asarray(labels, dtype=np.int64), keys, bad)
+            writer.append(
+                feats, np.asarray(labels, dtype=np.int64), keys, bad, views=views if writer.views else None
+            )
             progress.advance(consumed)
 
 
@@ -347,10 +358,12 @@ def image_set_provenance(
     class_inputs: Sequence[dict[str, Any]] = (),
     augment_passes: int = 1,
     augment_seed: int = 0,
+    keep_views: bool = False,
 ) -> dict[str, Any]:
     """The provenance a single-process feature file of ``image_set`` records (options and inputs).
 
-    Augmentation options appear only with several passes: one pass is the plain embedding of before.
+    Augmentation options appear only with several passes (and ``keep_views`` only when set): one pass is
+    the plain embedding of before.
     """
     options = {
         "input_layout": image_set.layout,
@@ -362,6 +375,8 @@ def image_set_provenance(
     }
     if augment_passes != 1:
         options |= {"augment_passes": augment_passes, "augment_seed": augment_seed}
+    if keep_views:
+        options["keep_views"] = True
     inputs = image_set.inputs or [{"path": what, "kind": image_set.layout, "sha256": None}]
     return common.provenance(options, [*inputs, *class_inputs])
 
@@ -396,6 +411,7 @@ def embed_image_set(
     shard: Shard | None = None,
     augment_passes: int = 1,
     augment_seed: int = 0,
+    keep_views: bool = False,
 ) -> EmbedSummary | None:
     """Embed ``image_set`` into the feature file ``output``; None when it is already up to date.
 
@@ -404,12 +420,13 @@ def embed_image_set(
     holds only the contiguous item range ``shard_range``; its options add the shard keys
     (``SHARD_OPTION_KEYS``) to those of a single-process run, so dropping them recovers the latter.
     ``augment_passes`` > 1 embeds each image as the mean of that many augmented views (``Augmentation``),
-    seeded by ``augment_seed``; the file records both (options and attributes).
+    seeded by ``augment_seed``; the file records both (options and attributes). ``keep_views`` also keeps
+    each view's unit row, (N, K, D) ``views`` beside the averaged rows.
     """
     from susx_cli.artifacts import hdf5  # lazy: h5py stays out of `susx --help`
 
     prov = image_set_provenance(
-        image_set, model, pretrained, precision, what, class_inputs, augment_passes, augment_seed
+        image_set, model, pretrained, precision, what, class_inputs, augment_passes, augment_seed, keep_views
     )
     items = image_set.items
     sharded = shard is not None and shard.count > 1
@@ -441,6 +458,7 @@ def embed_image_set(
         model=encoder.identity,
         prov=prov,
         chunk_rows=max(256, batch_size),
+        views=augment_passes if keep_views else 0,
     )
     if writer.resumed_from:
         info(f"resuming {output}: {writer.resumed_from} of {len(items)} images already embedded")

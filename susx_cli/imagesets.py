@@ -351,13 +351,14 @@ def resolve(
         from susx_cli.datasets.registry import class_names
 
         image_set = from_class_folders(path, class_names("imagenet"))
-    elif unlabelled or classes is None:
-        if any(p.is_dir() for p in path.iterdir()) and not unlabelled:
-            raise SusxError(
-                f"{path} has sub-folders but no class list to match them against",
-                hint="pass --classes prompts.json (or a class file), or --unlabelled for images without labels",
-            )
+    elif unlabelled or not any(p.is_dir() for p in path.iterdir()):
+        # A flat folder of images has no labels, whether or not a class list came with it.
         image_set = from_unlabelled(path)
+    elif classes is None:
+        raise SusxError(
+            f"{path} has sub-folders but no class list to match them against",
+            hint="pass --classes prompts.json (or a class file), or --unlabelled for images without labels",
+        )
     else:
         image_set = from_class_folders(path, classes)
     if shots is not None and image_set.layout != "split":

@@ -239,9 +239,11 @@ def test_kfold_gda_refuses_a_training_part_without_covariance():
 
 def test_kfold_takes_only_support_and_text():
     """Name-only by construction: the k-fold choices take support features/labels, the text classifier,
-    a split made from support labels, and options; there is no argument through which query data could
-    enter. The result does change with the support labels, so they are really what it is fitted on."""
+    a split made from support labels (and the support images' own views), and options; there is no argument
+    through which query data could enter. The result does change with the support labels, so they are really
+    what it is fitted on."""
     allowed = {"F", "y", "W", "split", "alphas", "logit_scale", "logit_bias", "grid", "progress", "options"}
+    allowed |= {"views"}
     for fn in (kfold.gda_alpha, kfold.grid_search, kfold.stratified_folds):
         assert set(inspect.signature(fn).parameters) <= allowed | {"k", "seed", "num_classes"}
     _, _, F, y, W = _problem([10, 10, 10, 10], 8, seed=9, spread=1.5)

@@ -15,6 +15,7 @@ import pytest
 
 from susx_cli import metrics
 from susx_cli.artifacts import hdf5
+from susx_cli.datasets import registry
 from tests.helpers import TINY, build_method_workspace, invoke, read_susx_csv
 
 CLASSES = ["zebra", "apple", "mango", "kiwi"]
@@ -215,8 +216,11 @@ def test_export_round_trips_through_csv(w):
         assert row[3::2] == [CLASSES[c] for c in top]
         assert [np.float32(x) for x in row[4::2]] == list(scores)  # scores read back exactly
     before = (w / "preds.csv").read_bytes()
+    again = json.loads(invoke("export", "pred.h5", "-o", "preds.csv", "--json").stdout)
+    assert again["skipped"] and (w / "preds.csv").read_bytes() == before
+    (w / "preds.csv").write_text("another table\n")
     bad = invoke("export", "pred.h5", "-o", "preds.csv", expect=2)
-    assert "--overwrite" in bad.stderr and (w / "preds.csv").read_bytes() == before
+    assert "--overwrite" in bad.stderr and (w / "preds.csv").read_text() == "another table\n"
     invoke("export", "pred.h5", "-o", "pred.h5", "--overwrite", expect=2)
     out = json.loads(invoke("export", "pred.h5", "-o", "preds.csv", "--overwrite", "--json").stdout)
     assert out["summary"]["rows"] == 20 and out["outputs"] == ["preds.csv"]
@@ -359,17 +363,28 @@ def test_paper_figures_stand_beside_ours_and_means_never_mix_dataset_sets(evalua
     rows = read_susx_csv(tmp_path / "a.csv", "susx.report_csv")
     assert rows[0][5:] == ["imagenet", "imagenet_paper", "mean", "mean_paper"]
     assert rows[1][6] == "60.3200" and rows[1][8] == "60.3200"  # the paper's mean over the same one dataset
-    # ImageNet + Stanford Cars: the paper has no Stanford Cars figure and its mean is over 11 datasets,
-    # so no paper mean column; the paper's mean is named in a note instead.
+    # ImageNet + Stanford Cars: the zero-shot row's paper has no Stanford Cars figure and its mean is over 11
+    # datasets, so it has no paper mean (its mean is named in a note); TIP-X 2-shot has both figures, so
+    # its paper mean is theirs.
     _result_as(tipx, "imagenet", only_in / "tipx.json")
     shutil.copy(zs, only_in / "zs-cars.json")
     md = invoke("report", only_in, "--csv", tmp_path / "b.csv").stdout
     rows = read_susx_csv(tmp_path / "b.csv", "susx.report_csv")
-    assert rows[0][5:] == ["imagenet", "imagenet_paper", "stanford_cars", "mean"]
+    assert rows[0][5:] == [
+        "imagenet",
+        "imagenet_paper",
+        "stanford_cars",
+        "stanford_cars_paper",
+        "mean",
+        "mean_paper",
+    ]
     zero = next(r for r in rows if r[1] == "Zero-shot CLIP")
-    assert zero[6] == "60.3200" and zero[8] != ""
+    assert zero[6] == "60.3200" and zero[8] == "" and zero[9] != "" and zero[10] == ""
     tip = next(r for r in rows if r[1].startswith("TIP-X"))
-    assert tip[6] == "" and tip[7] == "" and tip[8] == ""  # no Stanford Cars result: no mean at all
+    assert tip[7] == "" and tip[9] == ""  # no Stanford Cars result: no mean of ours
+    paper = registry.PAPER_NUMBERS["tip-x-2shot"]
+    assert float(tip[10]) == pytest.approx((paper["imagenet"] + paper["stanford_cars"]) / 2, abs=1e-4)
     assert "58.53" in md and "58.53" not in (tmp_path / "b.csv").read_text()
-    assert "| ImageNet | ImageNet (paper) | Stanford Cars | mean |" in md
+    assert "| ImageNet | ImageNet (paper) | Stanford Cars | Stanford Cars (paper) |" in md
+    assert "APE" in md and "DMN" in md  # each paper row's source is named
     assert "they have no mean" in md

@@ -150,6 +150,8 @@ class FeatureSet:
     provenance: dict[str, Any]
     skipped: list[dict[str, str]] = field(default_factory=list)
     path: Path | None = None
+    # (N, K, D) float32 unit rows: the K augmented views each row averages (``embed --keep-views``), or None
+    views: np.ndarray | None = None
 
     @property
     def has_labels(self) -> bool:
@@ -163,7 +165,8 @@ class FeatureWriter:
     ``rows_done``, ``skipped_done``, then ``items_done`` (input items consumed: every item is a row or a
     skipped image, so it is their sum). A killed run resumes from the last flushed chunk; counters torn
     by a crash between their writes (``items_done`` is not the sum) mean a restart from the first item.
-    ``finish`` sets the completion marker and renames the file into place.
+    ``finish`` sets the completion marker and renames the file into place. With ``views`` = K, the file
+    also holds ``views`` (N, K, D): the unit-norm view rows of each feature row, appended with it.
     """
 
     def __init__(
@@ -177,14 +180,17 @@ class FeatureWriter:
         prov: dict[str, Any],
         chunk_rows: int = 1024,
         storage_dtype: str = "float32",
+        views: int = 0,
     ):
         self.path = Path(path)
         self.partial = self.path.with_name(self.path.name + PARTIAL_SUFFIX)
         self.resumed_from = 0
+        self.views = views
         self.file = self._open_or_resume(dim, items_total, classes, model, prov, chunk_rows, storage_dtype)
 
     def _open_or_resume(self, dim, items_total, classes, model, prov, chunk_rows, storage_dtype) -> h5py.File:
-        self._chunk_bytes = min(chunk_rows, 4096) * (dim * np.dtype(storage_dtype).itemsize + 8 + 256)
+        row_bytes = dim * np.dtype(storage_dtype).itemsize * (1 + self.views)
+        self._chunk_bytes = min(chunk_rows, 4096) * (row_bytes + 8 + 256)
         if self.partial.exists():
             f = None
             try:
@@ -219,6 +225,14 @@ class FeatureWriter:
         f.create_dataset("features", shape=(0, dim), maxshape=(None, dim), dtype=storage_dtype, chunks=chunk)
         f.create_dataset("labels", shape=(0,), maxshape=(None,), dtype="int64", chunks=(chunk[0],))
         f.create_dataset("keys", shape=(0,), maxshape=(None,), dtype=STR, chunks=(chunk[0],))
+        if self.views:
+            f.create_dataset(
+                "views",
+                shape=(0, self.views, dim),
+                maxshape=(None, self.views, dim),
+                dtype=storage_dtype,
+                chunks=(max(1, chunk[0] // self.views), self.views, dim),
+            )
         f.create_dataset("skipped_keys", shape=(0,), maxshape=(None,), dtype=STR, chunks=(256,))
         f.create_dataset("skipped_reasons", shape=(0,), maxshape=(None,), dtype=STR, chunks=(256,))
         f.flush()
@@ -228,7 +242,7 @@ class FeatureWriter:
     def _truncate_to_done(f: h5py.File) -> None:
         # Rows written after the last recorded flush belong to an unfinished chunk: drop them.
         rows = int(f.attrs["rows_done"])
-        for name in ("features", "labels", "keys"):
+        for name in _row_datasets(f):
             f[name].resize(rows, axis=0)
         skipped = int(f.attrs["skipped_done"])
         for name in ("skipped_keys", "skipped_reasons"):
@@ -239,24 +253,34 @@ class FeatureWriter:
         return int(self.file.attrs["items_done"])
 
     def append(
-        self, features: np.ndarray, labels: np.ndarray, keys: list[str], skipped: list[tuple[str, str]] = ()
+        self,
+        features: np.ndarray,
+        labels: np.ndarray,
+        keys: list[str],
+        skipped: list[tuple[str, str]] = (),
+        views: np.ndarray | None = None,
     ) -> None:
         """Append one chunk of input items: (b, D) features, (b,) labels and b keys of the images read,
-        (key, reason) of those skipped."""
+        (key, reason) of those skipped, and (b, K, D) views when the file keeps them."""
+        if (views is None) != (not self.views):
+            raise ValueError(f"this feature file keeps {self.views} views per row; got {views is not None}")
         # Check the room first: HDF5 can corrupt its file (or crash) when a write meets a full disk.
         common.ensure_free_space(self.partial, self._chunk_bytes)
         try:
-            self._append(features, labels, keys, skipped)
+            self._append(features, labels, keys, skipped, views)
         except (OSError, RuntimeError) as exc:
             raise SusxError(
                 f"could not write {self.partial}: {exc.__class__.__name__}: {exc}"[:300],
                 hint="free disk space or fix permissions, then re-run the same command to resume",
             ) from None
 
-    def _append(self, features, labels, keys, skipped) -> None:
+    def _append(self, features, labels, keys, skipped, views) -> None:
         f = self.file
         n0 = f["features"].shape[0]
         b = features.shape[0]
+        if b and views is not None:
+            f["views"].resize(n0 + b, axis=0)
+            f["views"][n0:] = views.astype(f["views"].dtype, copy=False)
         if b:
             f["features"].resize(n0 + b, axis=0)
             f["features"][n0:] = features.astype(f["features"].dtype, copy=False)
@@ -285,7 +309,7 @@ class FeatureWriter:
         f = self.file
         rows = int(f.attrs["rows_done"])
         done, total = int(f.attrs["items_done"]), int(f.attrs["items_total"])
-        if done != total or any(f[name].shape[0] != rows for name in ("features", "labels", "keys")):
+        if done != total or any(f[name].shape[0] != rows for name in _row_datasets(f)):
             raise SusxError(
                 f"{self.partial} holds {done} of {total} items ({rows} rows): not marking it complete",
                 hint="re-run the same command to resume",
@@ -316,22 +340,33 @@ def _counters_agree(f: h5py.File) -> bool:
 
 def _rows_verified(f: h5py.File, rows: int, chunk: int = 65536) -> bool:
     """Whether the first ``rows`` rows read back whole: a non-empty key and a unit-length feature row
-    each (a row the disk never received reads as zeros and an empty key)."""
-    if any(f[name].shape[0] < rows for name in ("features", "labels", "keys")):
+    each, and unit-length view rows where the file keeps them (a row the disk never received reads as zeros
+    and an empty key)."""
+    if any(f[name].shape[0] < rows for name in _row_datasets(f)):
         return False
     for start in range(0, rows, chunk):
-        block = np.asarray(f["features"][start : start + chunk], dtype=np.float64)
-        if not np.all(np.abs(np.linalg.norm(block, axis=1) - 1.0) <= 1e-2):
-            return False
+        for name in ("features", "views") if "views" in f else ("features",):
+            block = np.asarray(f[name][start : start + chunk], dtype=np.float64)
+            if not np.all(np.abs(np.linalg.norm(block, axis=-1) - 1.0) <= 1e-2):
+                return False
         if not all(len(k) for k in f["keys"][start : start + chunk]):
             return False
     return True
 
 
+def _row_datasets(f: h5py.File) -> tuple[str, ...]:
+    """The datasets with one entry per feature row: features, labels, keys, and views where kept."""
+    return (*_ROW_DATASETS, "views") if "views" in f else _ROW_DATASETS
+
+
 def read_features(path: str | Path) -> FeatureSet:
+    """Every row of a complete feature file; ``views`` (N, K, D) too where the file keeps them."""
     path = Path(path)
     with _reading(path, common.IMAGE_FEATURES) as f:
         features = _need(f, "features")[()].astype(np.float32)
+        views = f["views"][()].astype(np.float32) if "views" in f else None
+        if views is not None and views.shape[0] != features.shape[0]:
+            raise _Damaged(f"views has {views.shape[0]} rows, features {features.shape[0]}")
         labels = _need(f, "labels")[()].astype(np.int64)
         keys = _strings(_need(f, "keys"))
         classes = _strings(_need(f, "classes"))
@@ -350,6 +385,7 @@ def read_features(path: str | Path) -> FeatureSet:
             provenance=_need_json(f, "provenance"),
             skipped=skipped,
             path=path,
+            views=views,
         )
 
 
@@ -692,9 +728,10 @@ def join_feature_parts(
                     out.attrs[attr] = first.attrs[attr]
             out.attrs["items_total"] = out.attrs["items_done"] = sum(h.items for h in headers)
             out.attrs["rows_done"], out.attrs["skipped_done"] = rows, skipped
-            for name in (*_ROW_DATASETS, *_SKIP_DATASETS):
+            row_datasets = _row_datasets(first)
+            for name in (*row_datasets, *_SKIP_DATASETS):
                 src = first[name]
-                total = rows if name in _ROW_DATASETS else skipped
+                total = rows if name in row_datasets else skipped
                 out.create_dataset(
                     name,
                     shape=(total, *src.shape[1:]),
@@ -705,7 +742,7 @@ def join_feature_parts(
             row0 = skip0 = 0
             for part, header in zip(parts, headers, strict=True):
                 with h5py.File(part, "r") as src:
-                    for name in _ROW_DATASETS:
+                    for name in row_datasets:
                         _copy_rows(src[name], out[name], row0, chunk_rows)
                     for name in _SKIP_DATASETS:
                         _copy_rows(src[name], out[name], skip0, chunk_rows)

@@ -30,7 +30,7 @@ class _ListResult:
             "layout",
             "calibrated on",
             "photo template",
-            "paper (RN50 top-1)",
+            "paper (RN50 top-1, quoted; sources: --json)",
             "needs",
         ):
             table.add_column(col)

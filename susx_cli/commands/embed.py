@@ -70,6 +70,13 @@ def embed(
             help="Views per image (random resized crop and flip), raw embeddings averaged; 1: plain.",
         ),
     ] = 1,
+    keep_views: Annotated[
+        bool,
+        typer.Option(
+            "--keep-views",
+            help="Also keep each augmented view's unit row (dataset views, N x K x D; GDA fits on them).",
+        ),
+    ] = False,
     unlabelled: Annotated[
         bool, typer.Option("--unlabelled", help="Treat the folder as images without labels.")
     ] = False,
@@ -108,6 +115,8 @@ def embed(
 
       susx embed support/ -m ViT-B-32:openai -o support.h5
 
+      susx embed shots/ -c prompts.json -m RN50 -o support.h5 --augment-passes 10 --keep-views
+
       susx embed /data/imagenet/val -c prompts.json -m RN50 -p openai -o query.h5
     """
 
@@ -135,6 +144,7 @@ def embed(
             shots=shots,
             seed=seed,
             augment_passes=augment_passes,
+            keep_views=keep_views,
             unlabelled=unlabelled,
             pool=pool,
             batch_size=batch_size,

@@ -65,7 +65,8 @@ def stratified_folds(y: torch.Tensor, k: int, seed: int, num_classes: int | None
         raise SusxError(
             f"k-fold needs at least 2 support images of every class; {thin.numel()} of {C} classes have fewer "
             f"(first: class {int(thin[0])})",
-            hint="curate more images per class, or use leave-one-out",
+            hint="folds split images, never the views of one image; curate more images per class, or use "
+            "--mode val (or loo, for a method that has it)",
         )
     gen = torch.Generator().manual_seed(seed)
     fold = torch.empty(N, dtype=torch.int64)
@@ -94,20 +95,30 @@ def gda_alpha(
     alphas: Sequence[float] = gda.ALPHA_GRID,
     logit_scale: float = 100.0,
     logit_bias: float = 0.0,
+    views: torch.Tensor | None = None,
 ) -> gda.AlphaChoice:
     """GDA's alpha by k-fold: per fold, the head from the other folds scores the held-out fold; correct
-    counts (A,) are summed over folds and the first maximum is kept. total = N."""
+    counts (A,) are summed over folds and the first maximum is kept. total = N.
+
+    With ``views`` (N, K, D), each head is fitted on the view rows of the training folds' images (as
+    ``fit_gda`` on every view) and scores the held-out images' averaged rows F: the folds split images,
+    so no view of a held-out image is ever fitted on."""
     _check_split(split, y)
     C = W.shape[0]
+    per_image = 1 if views is None else views.shape[1]
     counts = torch.zeros(len(alphas), dtype=torch.int64)
     for i in range(split.k):
         train, held = split.train(i), split.held_out(i)
-        if train.numel() - C < 1:
+        if train.numel() * per_image - C < 1:
             raise SusxError(
                 f"k-fold: fold {i}'s training part has one image per class, too few for GDA's covariance",
                 hint="use more folds or more support images per class",
             )
-        head = gda.fit_gda(F[train], y[train], C)
+        if views is None:
+            head = gda.fit_gda(F[train], y[train], C)
+        else:
+            rows = views[train].reshape(-1, views.shape[2])
+            head = gda.fit_gda(rows, y[train].repeat_interleave(per_image), C)
         counts += gda.alpha_counts(
             F[held], y[held], W, head, alphas, logit_scale, logit_bias=logit_bias
         ).cpu()

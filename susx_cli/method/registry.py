@@ -154,18 +154,12 @@ def _search_parts(support: Support | None, task: SearchTask):
     elif task.mode == "kfold":
         for i in range(task.split.k):
             train, held = task.split.train(i), task.split.held_out(i)
-            yield (
-                Support(support.features[train], support.labels[train]),
-                (support.features[held], support.labels[held]),
-            )
+            yield support.subset(train), (support.features[held], support.labels[held])
     else:  # loo
         n = support.labels.shape[0]
         for i in range(n):
             keep = torch.arange(n) != i
-            yield (
-                Support(support.features[keep], support.labels[keep]),
-                (support.features[i : i + 1], support.labels[i : i + 1]),
-            )
+            yield support.subset(keep), (support.features[i : i + 1], support.labels[i : i + 1])
 
 
 def run_search(

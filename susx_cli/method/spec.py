@@ -61,10 +61,25 @@ class Hyperparameter:
 
 @dataclass(frozen=True)
 class Support:
-    """Labelled support features: features (N, D) float64, labels (N,) int64 in 0..C-1."""
+    """Labelled support features: features (N, D) float64, labels (N,) int64 in 0..C-1, and optionally
+    views (N, K, D) float64: the K augmented views' unit rows each feature row averages (a method that fits
+    on views reads them; the others use ``features``)."""
 
     features: Any
     labels: Any
+    views: Any = None
+
+    def subset(self, index) -> Support:
+        """The images at ``index`` (a (n,) index tensor), their views with them."""
+        views = None if self.views is None else self.views[index]
+        return Support(self.features[index], self.labels[index], views)
+
+    def view_rows(self) -> tuple[Any, Any]:
+        """(N*K, D) view rows and their (N*K,) labels where views are kept; else (features, labels)."""
+        if self.views is None:
+            return self.features, self.labels
+        n, k, d = self.views.shape
+        return self.views.reshape(n * k, d), self.labels.repeat_interleave(k)
 
 
 @dataclass

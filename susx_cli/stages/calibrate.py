@@ -17,7 +17,7 @@ from susx_cli.errors import SusxError
 from susx_cli.method import registry
 from susx_cli.method.spec import Hyperparameter, MethodSpec, reference_grid
 from susx_cli.progress import bar, info
-from susx_cli.stages.inputs import as_float64, load_method_inputs
+from susx_cli.stages.inputs import as_float64, load_method_inputs, support_tensors
 from susx_cli.stages.results import StageResult
 
 # The most grid points a search may try: the search keeps a count per point, and a larger grid is almost
@@ -164,7 +164,7 @@ def calibrate(
         )
 
     W = as_float64(text.weights, dev)
-    support = registry.Support(as_float64(sup.features, dev), torch.from_numpy(sup.labels).to(dev))
+    support = support_tensors(sup, dev)
     if spec.check_support is not None:
         spec.check_support(W, support)  # refused here, not first at predict
     objective = split_record = None

@@ -75,6 +75,7 @@ def embed_images(
     shots: int | None = None,
     seed: int = 0,
     augment_passes: int = 1,
+    keep_views: bool = False,
     unlabelled: bool = False,
     batch_size: int = 64,
     workers: int | None = None,
@@ -91,10 +92,11 @@ def embed_images(
     and, when it is the last to finish, joins every part into ``output`` (see ``_embed_shard``);
     ``join=False`` leaves the join to the caller (an executor that joins once, after every shard).
     ``verify=False`` skips the sha256 check of a support folder's images (sizes are checked anyway).
-    ``augment_passes`` > 1: each image is the mean of that many augmented views seeded from ``seed``.
+    ``augment_passes`` > 1: each image is the mean of that many augmented views seeded from ``seed``;
+    ``keep_views`` keeps the views' own unit rows beside it (``views`` (N, K, D), which GDA fits on).
     """
     _check_runtime(device, precision)
-    check_loader_options(workers, augment_passes)
+    check_loader_options(workers, augment_passes, keep_views)
     output_paths.check_paths([input_path, classes_path, image_root], [("-o/--output", output)])
     given, class_inputs = _read_class_list(classes_path)
     if given is None and class_names is not None:
@@ -125,10 +127,11 @@ def embed_images(
         overwrite=overwrite,
         augment_passes=augment_passes,
         augment_seed=seed,
+        keep_views=keep_views,
     )
     if shard.count > 1:
         prov = image_set_provenance(
-            image_set, model, pretrained, precision, what, class_inputs, augment_passes, seed
+            image_set, model, pretrained, precision, what, class_inputs, augment_passes, seed, keep_views
         )
         return _embed_shard(run, output, shard, prov, overwrite, join)
     with output_lock(output):  # one writer: a second run of the same output is refused with our PID
@@ -248,13 +251,19 @@ MAX_WORKERS = 256
 MAX_AUGMENT_PASSES = 1000
 
 
-def check_loader_options(workers: int | None, augment_passes: int) -> None:
-    """Refuse a --workers or --augment-passes value out of range (embed's and eval's one check)."""
+def check_loader_options(workers: int | None, augment_passes: int, keep_views: bool = False) -> None:
+    """Refuse a --workers or --augment-passes value out of range, or --keep-views without views to keep
+    (embed's and eval's one check)."""
     if workers is not None:
         require_range("--workers", workers, 0, MAX_WORKERS, hint="0 loads images in this process")
     require_range(
         "--augment-passes", augment_passes, 1, MAX_AUGMENT_PASSES, hint="1 embeds each image once, as it is"
     )
+    if keep_views and augment_passes < 2:
+        raise SusxError(
+            "--keep-views keeps the augmented views of each image, but --augment-passes is 1",
+            hint="add --augment-passes 10 (or drop --keep-views)",
+        )
 
 
 def embed(input_path: Path, output: Path, shard: Shard = Shard(), **kwargs) -> StageResult:
@@ -277,6 +286,7 @@ def embed(input_path: Path, output: Path, shard: Shard = Shard(), **kwargs) -> S
                 "unlabelled",
                 "workers",
                 "augment_passes",
+                "keep_views",
             )
             unset = {"augment_passes": (None, 1)}  # the others are unset at None, False or 0
             used = [k for k in image_only if kwargs.get(k) not in unset.get(k, (None, False, 0))]

@@ -219,6 +219,7 @@ class EvalConfig:
                 f"{', '.join(with_support)} {'needs' if len(with_support) == 1 else 'need'} --support",
                 hint="e.g. --support folder-shots:16 or --support SUPPORT_DIR",
             )
+        _refuse_kfold_on_one_shot(choices, with_support, calibrations)
         from susx_cli.stages.embed import check_loader_options
 
         check_loader_options(options.get("workers"), options.get("augment_passes", 1))
@@ -255,6 +256,26 @@ class EvalConfig:
     def support_passes(self, choice: SupportChoice) -> int:
         """Augmented views per support image: ``augment_passes`` for folder-shots, one for a support folder."""
         return self.augment_passes if choice.kind == "folder-shots" else 1
+
+    def keeps_views(self, choice: SupportChoice) -> bool:
+        """Whether the support features keep their augmented views (folder-shots with several passes):
+        GDA fits on them, as its paper does."""
+        return self.support_passes(choice) > 1
+
+
+def _refuse_kfold_on_one_shot(
+    choices: list[SupportChoice], methods: list[str], calibrations: list[str]
+) -> None:
+    """k-fold splits images (never views of one image, which would leak), so it needs two images per class:
+    a 1-shot support with --calibration kfold is refused before any run starts."""
+    thin = [c.spec for c in choices if c.kind == "folder-shots" and c.shots < 2]
+    kfold = [m for m in methods if "kfold" in method_modes(m, calibrations)]
+    if thin and kfold:
+        raise SusxError(
+            f"--calibration kfold needs at least 2 support images per class; {', '.join(thin)} has one "
+            f"(for {', '.join(kfold)})",
+            hint="evaluate 1 shot in its own eval with --calibration val (or loo for tip-x and tip-adapter)",
+        )
 
 
 @dataclass(frozen=True)
@@ -658,10 +679,11 @@ class DatasetEval:
     def support_features(self, run: Run) -> Path:
         from susx_cli.stages.embed import embed_images
 
-        passes = self.cfg.support_passes(run.support)
-        # Augmented features get their own file name, so plain ones made before are neither reused nor refused.
+        passes, views = self.cfg.support_passes(run.support), self.cfg.keeps_views(run.support)
+        # Augmented features (with their views) get their own file name, so plain ones, or augmented ones
+        # without views, made before are neither reused nor refused.
         out = self.wd.support_features(
-            run.arch, run.pretrained, run.tag if passes == 1 else f"{run.tag}-aug{passes}"
+            run.arch, run.pretrained, run.tag if passes == 1 else f"{run.tag}-aug{passes}-views"
         )
 
         def make() -> Path:
@@ -670,6 +692,7 @@ class DatasetEval:
                 out,
                 classes_path=self.prompts_file,
                 augment_passes=passes,
+                keep_views=views,
                 seed=self.cfg.seed,
                 **self._embed_options(run),
             )
@@ -693,6 +716,7 @@ class DatasetEval:
             }
             if choice.kind == "folder-shots":  # support folders keep their configuration (one plain pass)
                 sup_cfg["augment_passes"] = cfg.support_passes(choice)
+                sup_cfg["keep_views"] = cfg.keeps_views(choice)
         cal_cfg = None if run.mode is None else cfg.calibration_options(run.mode, run.method)
         if cal_cfg is not None and run.mode == "val":
             cal_cfg["split"] = spec.calibration_split

@@ -4,12 +4,16 @@ and the top-5 class names with their scores (the method's final logits, scale in
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from susx_cli.artifacts import hdf5, outputs, tables
+from susx_cli.progress import info
 from susx_cli.stages.results import StageResult
+
+STDOUT = "-"  # -o - writes the table to standard output
 
 
 def prediction_header(k: int) -> list[str]:
@@ -37,12 +41,30 @@ def format_score(value: np.floating) -> str:
     return np.format_float_positional(np.float32(value), unique=True, trim="-")
 
 
-def export_predictions(path: Path, output: Path, *, overwrite: bool = False) -> StageResult:
-    outputs.check_paths([path], [("-o/--output", output)])
+@dataclass
+class ExportResult(StageResult):
+    """``text``: the CSV itself when it goes to stdout (``-o -``), else empty."""
+
+    text: str = ""
+
+
+def export_predictions(path: Path, output: Path, *, overwrite: bool = False) -> ExportResult:
+    """Write the CSV at ``output`` (``-`` for stdout); a file already holding exactly this table is kept."""
+    to_stdout = str(output) == STDOUT
+    if not to_stdout:
+        outputs.check_paths([path], [("-o/--output", output)])
     preds = hdf5.read_predictions(path)  # a bad input fails before anything is written
-    outputs.claim(output, outputs.PREDICTIONS_CSV, overwrite=overwrite)
     header = prediction_header(preds.top5.shape[1])
-    rows = tables.write_csv(output, header, prediction_rows(preds), kind=outputs.PREDICTIONS_CSV)
-    return StageResult(
-        "export", [output], summary={"rows": rows, "classes": len(preds.classes), "method": preds.method}
-    )
+    summary = {"classes": len(preds.classes), "method": preds.method}
+    if to_stdout:
+        text, rows = tables.csv_text(header, prediction_rows(preds), line_end="\n")
+        return ExportResult("export", [], summary={"rows": rows, **summary}, text=text.removesuffix("\n"))
+    text, rows = tables.marked_csv_text(header, prediction_rows(preds), kind=outputs.PREDICTIONS_CSV)
+    summary = {"rows": rows, **summary}
+    if tables.holds_text(output, text):
+        info(f"{output} is up to date (the same table); nothing to do")
+        return ExportResult("export", [output], skipped=True, summary=summary)
+    outputs.claim(output, outputs.PREDICTIONS_CSV, overwrite=overwrite)
+    with outputs.writing(output):
+        tables.write_text(output, text)
+    return ExportResult("export", [output], summary=summary)

@@ -30,6 +30,17 @@ def as_float64(x: np.ndarray, device: str):
     return torch.from_numpy(x).to(device, torch.float64)
 
 
+def support_tensors(sup: hdf5.FeatureSet, device: str):
+    """The method's ``Support`` of a support feature file: features (N, D) and, where the file keeps them,
+    views (N, K, D) as float64 on ``device``; labels (N,) int64."""
+    import torch
+
+    from susx_cli.method.registry import Support
+
+    views = None if sup.views is None else as_float64(sup.views, device)
+    return Support(as_float64(sup.features, device), torch.from_numpy(sup.labels).to(device), views)
+
+
 def check_features(x: np.ndarray, what: str) -> None:
     """Refuse empty, non-finite or non-normalised rows."""
     if x.shape[0] == 0:
@@ -133,6 +144,14 @@ def _check_rows(fs: hdf5.FeatureSet, text: hdf5.TextClassifier, text_what: str, 
 
 def _check_support(sup: hdf5.FeatureSet, text: hdf5.TextClassifier, text_what: str, what: str) -> None:
     _check_rows(sup, text, text_what, what)
+    if sup.views is not None:
+        n, d = sup.features.shape
+        if sup.views.ndim != 3 or sup.views.shape[0] != n or sup.views.shape[2] != d:
+            raise SusxError(
+                f"{what} has views of shape {tuple(sup.views.shape)} for {n} rows of dimension {d}",
+                hint="the file is damaged: embed the images again",
+            )
+        check_features(sup.views.reshape(-1, d), f"{what} (views)")
     if (sup.labels < 0).any():
         raise SusxError(f"{what} has images without labels", hint="embed a support set or labelled folders")
     counts = np.bincount(sup.labels, minlength=len(text.classes))

@@ -23,7 +23,7 @@ from susx_cli.metrics import (
     topk_indices,
 )
 from susx_cli.progress import info, warn
-from susx_cli.stages.inputs import as_float64, load_method_inputs
+from susx_cli.stages.inputs import as_float64, load_method_inputs, support_tensors
 from susx_cli.stages.results import StageResult
 
 
@@ -51,8 +51,6 @@ def predict(
     device: str = "auto",
     overwrite: bool = False,
 ) -> PredictResult:
-    import torch
-
     dev = runtime.method_device(device)  # a bad --device fails before any reading
     # A calibration names its method; without one (and without --method) it is the default, zero-shot.
     spec = registry.get(method) if method is not None else None
@@ -69,6 +67,13 @@ def predict(
     ]
     if missing:
         raise SusxError(f"--method {method} needs {' and '.join(missing)}", hint="or use --method zero-shot")
+    if spec is not None and not spec.needs_support and support_path is not None:
+        # A support set with nothing that reads it would be a zero-shot run the user did not ask for.
+        raise SusxError(
+            f"--support is given but {spec.name} reads no support set"
+            + ("" if method else " (without --calibration or --method, predict runs zero-shot)"),
+            hint="add --calibration FILE made for a support method, or drop --support for zero-shot",
+        )
     output_paths.check_paths(
         [text_path, query_path, support_path, calibration_path], [("-o/--output", output)]
     )
@@ -106,8 +111,7 @@ def predict(
     settings = {k: v for k, v in (cal.settings if cal else {}).items() if k in spec.settings}
     support = None
     if spec.needs_support:
-        sup = inputs.support
-        support = registry.Support(as_float64(sup.features, dev), torch.from_numpy(sup.labels).to(dev))
+        support = support_tensors(inputs.support, dev)
     state = spec.fit(
         as_float64(text.weights, dev), support, values, logit_scale=scale, logit_bias=bias, **settings
     )

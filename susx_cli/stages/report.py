@@ -79,7 +79,7 @@ def paper_label(key: str) -> str:
 @dataclass
 class Report:
     """The paper layout: one row per (model, method, support, calibration), one column per dataset with the
-    paper's figure (OpenAI RN50, docs/METHOD.md) in a column beside ours where the paper has one, then our mean and
+    paper's figure (OpenAI RN50, as quoted: registry.PAPER_SOURCES) in a column beside ours where the paper has one, then our mean and
     the paper's mean. A mean is only shown over exactly the table's datasets: ours when the row has all of
     them; the paper's when it has a figure for each of them, or when they are exactly its 11 CoOp datasets
     (its published mean). Other paper means are named in a note, never put in a column."""
@@ -263,11 +263,17 @@ def build_report(results: list[dict[str, Any]], metric: str = "top1") -> Report:
         notes.append(f"{len(models)} models: {', '.join(sorted(models))}")
     rep = Report(columns, names, ordered, notes, metric)
     if any(row.paper_figures() for row in ordered):
+        from susx_cli.datasets.registry import PAPER_SOURCES
+
         matched = sorted(
-            {f"{row.label} = {paper_label(row.paper)}" for row in ordered if row.paper_figures()}
+            {
+                f"{row.label} = {paper_label(row.paper)}, {PAPER_SOURCES[row.paper]}"
+                for row in ordered
+                if row.paper_figures()
+            }
         )
         notes.append(
-            f"paper figures ({'; '.join(matched)}): OpenAI CLIP RN50, docs/METHOD.md; the paper's "
+            f"paper figures, OpenAI CLIP RN50, each with its source ({'; '.join(matched)}); the papers' "
             "hyperparameters were searched on a labelled validation split (the test set for ImageNet)"
         )
         notes += rep.paper_mean_notes()

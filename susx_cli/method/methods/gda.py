@@ -1,6 +1,9 @@
 """GDA: zero-shot plus alpha times a linear head from class means and a shrinkage precision of the support
 features (docs/METHOD.md); method/gda.py holds the math. alpha is a different quantity from TIP-X's, so it has
-its own flag. No leave-one-out: k-fold is its name-only mode."""
+its own flag. No leave-one-out: k-fold is its name-only mode (folds over images, never over views).
+
+Where the support set keeps its augmented views (``embed --keep-views``), the head is fitted on every view
+row, as GDA's paper does (N*K rows; one image per class then suffices); otherwise on one row per image."""
 
 from __future__ import annotations
 
@@ -37,10 +40,11 @@ def fit(
     logit_scale: float = 100.0,
     logit_bias: float = 0.0,
 ) -> State:
-    """The head re-fitted from the support features (deterministic, float64)."""
+    """The head re-fitted from the support's view rows, or its features without views (deterministic,
+    float64)."""
     from susx_cli.method import gda
 
-    head = gda.fit_gda(support.features, support.labels, text_weights.shape[0])
+    head = gda.fit_gda(*support.view_rows(), text_weights.shape[0])
     return State(text_weights, head, hyperparameters["alpha"], logit_scale, logit_bias)
 
 
@@ -53,7 +57,7 @@ def logits(state: State, queries):
 def check_support(text_weights, support: spec.Support) -> None:
     from susx_cli.method import gda
 
-    gda.check_support(support.features, support.labels, text_weights.shape[0])
+    gda.check_support(*support.view_rows(), text_weights.shape[0])
 
 
 def search(
@@ -69,7 +73,7 @@ def search(
 
     alphas = task.grid["alpha"]
     if task.mode == "val":
-        head = gda.fit_gda(support.features, support.labels, text_weights.shape[0])
+        head = gda.fit_gda(*support.view_rows(), text_weights.shape[0])
         q = task.queries
         choice = gda.choose_alpha(
             q.features, q.labels, text_weights, head, alphas, logit_scale, logit_bias=logit_bias
@@ -83,6 +87,7 @@ def search(
             alphas,
             logit_scale,
             logit_bias=logit_bias,
+            views=support.views,
         )
     return spec.Choice({"alpha": choice.alpha}, choice.correct, choice.total, choice.counts)
 
@@ -102,7 +107,7 @@ SPEC = spec.MethodSpec(
     check_support=check_support,
     record={
         "means": "per-class mean of the support features",
-        "covariance": "pooled within-class, X^T X / (N - 1)",
+        "covariance": "pooled within-class, X^T X / (N - 1), over every view row where views are kept",
         "estimator": "shrinkage-pinv",
         "formula": "P = D * pinv((N - 1) * Sigma + trace(Sigma) * I_D)",
         "dtype": "float64",
