@@ -14,6 +14,7 @@ from susx_cli.commands._common import (
     OverwriteOpt,
     QuietOpt,
     choice,
+    parse_seeds,
     run,
 )
 from susx_cli.method import registry
@@ -134,20 +135,6 @@ def predict(
         )
 
     run(stage, quiet=quiet, as_json=as_json, table=metrics_table)
-
-
-def parse_seeds(text: str | None) -> tuple[int, ...]:
-    """``--order-seeds 0,1,2`` as integers; one error line otherwise."""
-    if text is None:
-        return ()
-    try:
-        return tuple(int(part) for part in text.split(","))
-    except ValueError:
-        from susx_cli.errors import SusxError
-
-        raise SusxError(
-            f"--order-seeds {text!r} is not a list of integers", hint="e.g. --order-seeds 0,1,2"
-        ) from None
 
 
 METRIC_HEADERS = {"ece": "ECE (%)", "nll": "NLL (nats)"}
