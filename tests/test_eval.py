@@ -84,7 +84,9 @@ def test_registry_has_19_datasets_with_templates_and_questions():
         assert registry.get(name).calibration_split == "test"
     assert registry.get("dtd").split_file == "split_zhou_DescribableTextures.json"
     assert sum(s.coop for s in registry.DATASETS.values()) == 11
-    assert registry.get("imagenet").paper["zero-shot"] == 60.32 and registry.get("dtd").paper == {}
+    assert registry.get("imagenet").paper["zero-shot"] == 60.32
+    # DTD has only TDA's published figures (TDA README for RN50, DPE Tables 1-2 for ViT-B/16)
+    assert registry.get("dtd").paper == {"tda@RN50/openai": 43.74, "tda@ViT-B-16/openai": 47.40}
     assert registry.class_names("cifar10")[0] == "airplane"
 
 
@@ -168,7 +170,7 @@ def test_report_table_csv_chart(evaluated, tmp_path):
     assert "RANDOM" in md
     rows = list(csv.reader((tmp_path / "r.csv").open()))
     assert rows[0][:5] == ["source", "method", "model", "support", "calibration"]
-    assert rows[0][5:] == ["stanford_cars", "eurosat", "mean"]
+    assert rows[0][5:] == ["stanford_cars", "eurosat", "mean", "group"]
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
     assert str(tmp_path / "r.md") in res.stdout
 

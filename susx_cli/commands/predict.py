@@ -149,7 +149,9 @@ def metrics_table(result: Any):
     from rich.table import Table
 
     metrics = result.metrics
-    table = Table(title=f"susx predict: {result.summary.get('method')} (accuracy and recall in %)")
+    stream = result.summary.get("order", "")
+    order = ", file order (a diagnostic)" if stream.startswith("file") else ", seeded order" if stream else ""
+    table = Table(title=f"susx predict: {result.summary.get('method')}{order} (accuracy and recall in %)")
     for col in ("method", *[k for k in metrics if k != "n"], "n"):
         table.add_column(METRIC_HEADERS.get(col, col), justify="right" if col != "method" else "left")
     table.add_row(

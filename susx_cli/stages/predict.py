@@ -282,8 +282,10 @@ def over_order_seeds(seeds: tuple[int, ...], metrics: list[dict[str, Any]]) -> d
 
 
 def _predict_summary(preds: hdf5.Predictions) -> dict[str, Any]:
-    """The `predict` summary, the same keys whether the predictions were just written or read back."""
-    return {"method": preds.method, "queries": len(preds.keys)}
+    """The `predict` summary, the same keys whether the predictions were just written or read back (an
+    online method's adds its stream order: seeded, or the file order as a diagnostic)."""
+    order = {"order": preds.metrics["order"]} if "order" in preds.metrics else {}
+    return {"method": preds.method, "queries": len(preds.keys), **order}
 
 
 def summary_metrics(recorded: dict[str, Any]) -> dict[str, Any]:

@@ -27,7 +27,7 @@ def fit(
     from susx_cli.method.dmn import DmnParams
 
     gamma = hyperparameters.get(DMN_GAMMA.name, DMN_GAMMA.default)
-    return State(text_weights, DmnParams(gamma=gamma, scale=logit_scale))
+    return State(text_weights.cpu(), DmnParams(gamma=gamma, scale=logit_scale))
 
 
 def logits(state: State, queries):
@@ -36,8 +36,8 @@ def logits(state: State, queries):
 
     from susx_cli.method.dmn import dmn_scores
 
-    order = torch.arange(queries.shape[0], device=queries.device)
-    scores = dmn_scores(queries, state.W, order, state.params)
+    order = torch.arange(queries.shape[0])
+    scores = dmn_scores(queries.cpu(), state.W, order, state.params)  # on the CPU, as TDA
     return (scores / (1.0 + state.params.gamma)).log()
 
 

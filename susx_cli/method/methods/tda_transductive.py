@@ -10,7 +10,7 @@ from susx_cli.method.methods import tda
 def logits(state: tda.State, queries):
     from susx_cli.method.tda import tda_transductive_logits
 
-    return tda_transductive_logits(queries, state.W, state.params)
+    return tda_transductive_logits(queries.cpu(), state.W, state.params)  # on the CPU, as TDA
 
 
 SPEC = spec.MethodSpec(

@@ -35,9 +35,9 @@ def logits(state: State, queries):
 
     from susx_cli.method.tda import add_tda_terms
 
-    order = torch.arange(queries.shape[0], device=queries.device)
-    base = state.logits(state.static, queries)
-    return add_tda_terms(base, queries, state.static.W, order, state.params)
+    order = torch.arange(queries.shape[0])
+    base = state.logits(state.static, queries).cpu()  # the static part on the method's device, TDA on the CPU
+    return add_tda_terms(base, queries.cpu(), state.static.W.cpu(), order, state.params)
 
 
 SPEC = spec.MethodSpec(
