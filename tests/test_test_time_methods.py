@@ -187,13 +187,18 @@ def test_eval_runs_each_order_seed_and_report_keeps_the_test_time_group_apart(tm
     assert groups["TDA"] == "test-time" and groups["Zero-shot CLIP"] == "name-only"
 
 
-def test_eval_refuses_order_seeds_without_an_online_method(tmp_path):
+def test_eval_refuses_stream_options_before_any_work(tmp_path):
     from tests.test_eval import make_cars_root
 
     data = make_cars_root(tmp_path / "data")
     common = ["--dataset", "stanford_cars", "--data-root", data, "--model", f"{TINY[1]}:{TINY[3]}"]
+    common += ["--work-dir", tmp_path / "work"]
     bad = invoke("eval", *common, "--method", "tda-transductive", "--order-seeds", "0,1", expect=2)
     assert "--order-seeds does nothing" in bad.stderr
     bad = invoke("eval", *common, "--method", "dmn-zs", "--tda-preset", "paper", expect=2)
     assert "--tda-preset paper does nothing" in bad.stderr
-    assert not (tmp_path / "susx-work").exists()
+    # cifar10 has no TDA paper values: refused before its (absent) images are even looked for
+    bad = invoke("eval", *common[:2], "-d", "cifar10", *common[2:], "--method", "tda", "--tda-preset", "paper",
+                 expect=2)  # fmt: skip
+    assert "TDA has no paper configuration for dataset 'cifar10'" in bad.stderr
+    assert not (tmp_path / "work").exists()

@@ -450,6 +450,10 @@ def check_dataset(spec, cfg: EvalConfig):
     from susx_cli.artifacts.prompts import read_prompts
     from susx_cli.datasets import registry
 
+    for method in cfg.methods:  # a preset without values for this dataset fails before any work
+        method_spec = methods_registry.get(method)
+        if cfg.tda_preset in method_spec.presets:
+            method_spec.stream_values(cfg.tda_preset, spec.id)
     local = registry.check_local(spec, cfg.data_root)
     if local.problems:
         hint = (
