@@ -81,8 +81,8 @@ True
 The same without files: the methods (``susx.methods``, the registry), a search on arrays and a method's
 logits, with the encoder in memory:
 
->>> susx.methods.names()
-('zero-shot', 'tip-adapter', 'tip-x', 'gda')
+>>> susx.methods.names()[:4], susx.methods.get("tda").group
+(('zero-shot', 'tip-adapter', 'tip-x', 'gda'), 'test-time')
 >>> tipx = susx.methods.get("tip-x")
 >>> tipx.needs_support, tipx.online, [h.name for h in tipx.hyperparameters]
 (True, False, ['alpha', 'beta', 'gamma'])

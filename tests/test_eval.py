@@ -85,6 +85,9 @@ def test_registry_has_19_datasets_with_templates_and_questions():
     assert registry.get("dtd").split_file == "split_zhou_DescribableTextures.json"
     assert sum(s.coop for s in registry.DATASETS.values()) == 11
     assert registry.get("imagenet").paper["zero-shot"] == 60.32 and registry.get("cub").paper == {}
+    # DTD has TDA's published figures too (TDA README for RN50, DPE Tables 1-2 for ViT-B/16)
+    dtd = registry.get("dtd").paper
+    assert dtd["tda@RN50/openai"] == 43.74 and dtd["tda@ViT-B-16/openai"] == 47.40
     assert registry.class_names("cifar10")[0] == "airplane"
 
 
@@ -179,6 +182,7 @@ def test_report_table_csv_chart(evaluated, tmp_path):
         "eurosat_paper",
         "mean",
         "mean_paper",
+        "group",
     ]
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
     assert str(tmp_path / "r.md") in res.stdout

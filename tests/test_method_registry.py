@@ -368,7 +368,17 @@ def test_registered_refuses_a_taken_name_and_the_registry_needs_no_torch():
     with pytest.raises(SusxError, match="already registered"):
         with registry.registered(registry.get("gda")):
             pass
-    assert registry.names() == ("zero-shot", "tip-adapter", "tip-x", "gda")
+    assert registry.names() == (
+        "zero-shot",
+        "tip-adapter",
+        "tip-x",
+        "gda",
+        "tda",
+        "tda-transductive",
+        "dmn-zs",
+        "tip-adapter+tda",
+        "tip-x+tda",
+    )
     code = "import sys, susx_cli as s; s.methods.names(); s.methods.get('tip-x').hyperparameters; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
@@ -409,8 +419,8 @@ def test_eval_refuses_options_no_run_reads(tmp_path, methods, calibrations, extr
 
 
 def test_an_online_method_without_support_or_calibration_predicts_with_its_defaults(tmp_path):
-    """A test-time method: no support, no calibration modes; its logits walk the queries in order, and
-    predict runs it with its hyperparameters' defaults."""
+    """A test-time method: no support, no calibration modes; its logits walk the queries in the order
+    given (a seeded permutation by default), and predict runs it with its hyperparameters' defaults."""
     import torch
 
     from susx_cli.artifacts import hdf5
@@ -451,4 +461,7 @@ def test_an_online_method_without_support_or_calibration_predicts_with_its_defau
         got = hdf5.read_predictions(out)
         assert got.method == "toy-online" and got.metrics["hyperparameters"] == {"momentum": 0.5}
         W, _, f = _arrays()
-        assert np.array_equal(got.predicted, logits(fit(W, None, {"momentum": 0.5}), f).argmax(1).numpy())
+        # the queries arrive in the stored seeded order; the predictions are kept in file order
+        order = torch.from_numpy(got.order)
+        in_stream = logits(fit(W, None, {"momentum": 0.5}), f[order]).argmax(1)
+        assert np.array_equal(got.predicted[got.order], in_stream.numpy())

@@ -530,6 +530,10 @@ class Predictions:
     provenance: dict[str, Any]
     path: Path | None = None
     per_class: PerClass | None = None  # labelled queries only; None in files written before it existed
+    # Online (test-time) methods: the stream, position -> query row (a permutation of 0..n-1), and the seed
+    # that drew it (None: the file order, a diagnostic). The rows above stay in file order.
+    order: np.ndarray | None = None
+    order_seed: int | None = None
 
 
 # Per-class datasets (optional: older files and unlabelled queries have none). Recall in percent, NaN for
@@ -558,6 +562,9 @@ def write_predictions(path: Path, p: Predictions) -> None:
             f.create_dataset("keys", data=np.array(p.keys, dtype=object), dtype=STR)
             if p.per_class is not None:
                 _write_per_class(f, p.per_class)
+            if p.order is not None:
+                order = f.create_dataset("order", data=p.order.astype(np.int64))
+                order.attrs["seed"] = -1 if p.order_seed is None else int(p.order_seed)
             f.attrs["complete"] = True
 
 
@@ -594,6 +601,10 @@ def read_predictions(path: str | Path) -> Predictions:
             path=path,
             per_class=_read_per_class(f),
         )
+        if "order" in f:
+            preds.order = f["order"][()]
+            seed = int(f["order"].attrs.get("seed", -1))
+            preds.order_seed = None if seed < 0 else seed
     _check_predictions(preds, path)
     return preds
 
@@ -625,8 +636,18 @@ def _check_predictions(preds: Predictions, path: Path) -> None:
         else:
             if not np.isfinite(preds.scores).all():
                 problem = "its top-k scores hold NaN or infinite values"
+            elif preds.order is not None and not _is_permutation(preds.order, n):
+                problem = f"its stream order is not a permutation of its {n} query rows"
     if problem:
         raise SusxError(f"{path}: {problem}", hint="the file is damaged: run `susx predict` again")
+
+
+def _is_permutation(order: np.ndarray, n: int) -> bool:
+    return (
+        order.shape == (n,)
+        and np.issubdtype(order.dtype, np.integer)
+        and np.array_equal(np.sort(order), np.arange(n))
+    )
 
 
 def describe(path: Path) -> dict[str, Any]:

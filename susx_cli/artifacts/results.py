@@ -38,6 +38,30 @@ def result_metrics(recorded: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+STREAM_KEYS = (
+    "order",
+    "order_generator",
+    "order_seeds",
+    "tda_preset",
+    "order_seed_metrics",
+    "over_order_seeds",
+)
+
+
+def stream_record(recorded: dict[str, Any]) -> dict[str, Any]:
+    """A test-time run's ``stream`` entry (its order, seeds, preset and per-seed metrics) and, over several
+    order seeds, ``metrics`` as the mean over them (the per-seed figures stay in ``stream``); {} otherwise."""
+    stream = {k: recorded[k] for k in STREAM_KEYS if k in recorded}
+    if not stream:
+        return {}
+    out: dict[str, Any] = {"stream": stream}
+    over = recorded.get("over_order_seeds")
+    if over:
+        out["metrics"] = {**{k: v["mean"] for k, v in over.items()}, "n": recorded.get("n")}
+        out["metrics_over"] = f"mean over order seeds {', '.join(map(str, recorded['order_seeds']))}"
+    return out
+
+
 def per_class_record(predictions: Predictions) -> dict[str, Any] | None:
     """A result's per-class entry: class names, recall (%, null for a class without queries), queries and
     support images per class (support: null without a support set), and the confusion matrix (rows: true
@@ -133,6 +157,7 @@ def run_record(
             "texts_per_class_mean": float(text.num_texts.mean()),
         },
         "metrics": result_metrics(predictions.metrics),
+        **stream_record(predictions.metrics),
         "metric_descriptions": {k: v for k, v in METRIC_DESCRIPTIONS.items() if k in predictions.metrics},
         "per_class": per_class_record(predictions),
         "artifacts": artifacts,

@@ -82,6 +82,20 @@ def method_values(method: str, given: dict[str, Any]) -> tuple[dict[str, float],
     return values, grids
 
 
+def parse_seeds(text: str | None) -> tuple[int, ...]:
+    """``--order-seeds 0,1,2`` as integers; one error line otherwise."""
+    if text is None:
+        return ()
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        from susx_cli.errors import SusxError
+
+        raise SusxError(
+            f"--order-seeds {text!r} is not a list of integers", hint="e.g. --order-seeds 0,1,2"
+        ) from None
+
+
 def plain(values: list[Enum] | None) -> list[str] | None:
     """A repeatable choice's values back as plain strings (what stages record and compare)."""
     return None if values is None else [str(v.value) for v in values]

@@ -20,6 +20,7 @@ from susx_cli.commands._common import (
     choice,
     input_option,
     output_option,
+    parse_seeds,
     plain,
     repeatable_choice,
     run,
@@ -107,6 +108,24 @@ def eval_(
             help="folder-shots support: augmented views per image, averaged (the paper's 10); support folders: 1.",
         ),
     ] = 10,
+    order_seeds: Annotated[
+        str | None,
+        typer.Option(
+            "--order-seeds",
+            help="Online test-time methods: seeds of the query stream, e.g. 0,1,2 (default 0); each is run, "
+            "the result holds the mean and each seed's figures.",
+            rich_help_panel="Test-time methods",
+        ),
+    ] = None,
+    tda_preset: Annotated[
+        choice(("default", "paper")) | None,
+        typer.Option(
+            "--tda-preset",
+            help="TDA's alpha+, beta+: default (2, 5) on every dataset, or paper: the official per-dataset "
+            "values, which were tuned on test labels.",
+            rich_help_panel="Test-time methods",
+        ),
+    ] = None,
     batch_size: BatchSizeOpt = 64,
     workers: WorkersOpt = None,
     device: DeviceOpt = "auto",
@@ -134,6 +153,8 @@ def eval_(
       susx eval -d dtd -d eurosat -m RN50:openai -s support-dtd --calibration loo --calibration val
 
       susx eval -d my-dataset.json -m ViT-B-32:openai --method zero-shot
+
+      susx eval -d dtd -m RN50:openai --data-root DATA --method tda --order-seeds 0,1,2
     """
     outcome: dict[str, Any] = {}
 
@@ -167,6 +188,8 @@ def eval_(
             precision=precision,
             overwrite=overwrite,
             keep_going=keep_going,
+            order_seeds=parse_seeds(order_seeds),
+            tda_preset=None if tda_preset is None else str(tda_preset),
         )
         outcome["result"] = result
         return result

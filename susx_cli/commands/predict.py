@@ -16,6 +16,7 @@ from susx_cli.commands._common import (
     choice,
     input_argument,
     input_option,
+    parse_seeds,
     run,
 )
 from susx_cli.method import registry
@@ -28,7 +29,8 @@ def predict(
     ],
     output: OutputOpt = Path("predictions.h5"),
     support: Annotated[
-        Path | None, input_option("--support", "-s", help="Support features HDF5 (tip-adapter, tip-x, gda).")
+        Path | None,
+        input_option("--support", "-s", help="Support features HDF5 (methods that read a support set)."),
     ] = None,
     calibration: Annotated[Path | None, input_option("--calibration", help="calibration.json.")] = None,
     method: Annotated[
@@ -45,6 +47,46 @@ def predict(
     batch_size: Annotated[
         int, typer.Option("--batch-size", "-b", min=1, help="Images: embedding batch size.")
     ] = 64,
+    order: Annotated[
+        choice(("seeded", "file")),
+        typer.Option(
+            "--order",
+            help="Online test-time methods: the query stream, seeded permutations or the file order "
+            "(a diagnostic: class folders come grouped by class).",
+            rich_help_panel="Test-time methods",
+        ),
+    ] = "seeded",
+    order_seed: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--order-seed",
+            help="Seed of the stream (torch.randperm under torch.Generator().manual_seed), repeatable; "
+            "default 0. Several: the file holds the first seed's predictions, the metrics of each and "
+            "their mean and std.",
+            rich_help_panel="Test-time methods",
+        ),
+    ] = None,
+    order_seeds: Annotated[
+        str | None,
+        typer.Option(
+            "--order-seeds", help="Seeds as a list, e.g. 0,1,2.", rich_help_panel="Test-time methods"
+        ),
+    ] = None,
+    tda_preset: Annotated[
+        choice(("default", "paper")) | None,
+        typer.Option(
+            "--tda-preset",
+            help="TDA's alpha+, beta+: default (2, 5) on every dataset, or paper: the official per-dataset "
+            "values, which were tuned on test labels (needs --dataset).",
+            rich_help_panel="Test-time methods",
+        ),
+    ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            "--dataset", help="--tda-preset paper: the dataset id.", rich_help_panel="Test-time methods"
+        ),
+    ] = None,
     device: DeviceOpt = "auto",
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
@@ -61,9 +103,12 @@ def predict(
       susx predict text.h5 query.h5 -s support.h5 --calibration cal.json -o pred.h5
 
       susx predict text.h5 images/ --unlabelled -s support.h5 --calibration cal.json -o pred.h5
+
+      susx predict text.h5 query.h5 --method tda --order-seeds 0,1,2 -o tda.h5
     """
 
     def stage():
+        from susx_cli.stages.predict import StreamOptions
         from susx_cli.stages.predict import predict as predict_stage
 
         embed_options = {
@@ -83,6 +128,12 @@ def predict(
             embed_options=embed_options,
             device=device,
             overwrite=overwrite,
+            stream=StreamOptions(
+                seeds=tuple(order_seed or ()) + parse_seeds(order_seeds),
+                file_order=str(order) == "file",
+                preset=None if tda_preset is None else str(tda_preset),
+                dataset=dataset,
+            ),
         )
 
     run(stage, quiet=quiet, as_json=as_json, table=metrics_table)
@@ -100,7 +151,9 @@ def metrics_table(result: Any):
     from rich.table import Table
 
     metrics = result.metrics
-    table = Table(title=f"susx predict: {result.summary.get('method')} (accuracy and recall in %)")
+    stream = result.summary.get("order", "")
+    order = ", file order (a diagnostic)" if stream.startswith("file") else ", seeded order" if stream else ""
+    table = Table(title=f"susx predict: {result.summary.get('method')}{order} (accuracy and recall in %)")
     for col in ("method", *[k for k in metrics if k != "n"], "n"):
         table.add_column(METRIC_HEADERS.get(col, col), justify="right" if col != "method" else "left")
     table.add_row(
@@ -108,6 +161,13 @@ def metrics_table(result: Any):
         *[f"{v:.2f}" for k, v in metrics.items() if k != "n"],
         str(metrics["n"]),
     )
+    over = getattr(result, "over_order_seeds", None)
+    if over:
+        seeds = Table(title="over the order seeds: mean ± std")
+        for name in over:
+            seeds.add_column(METRIC_HEADERS.get(name, name), justify="right")
+        seeds.add_row(*[f"{v['mean']:.2f} ± {v['std']:.2f}" for v in over.values()])
+        table = Group(table, seeds)
     worst = getattr(result, "worst_classes", None)
     return Group(table, worst_classes_table(worst)) if worst else table
 

@@ -15,7 +15,17 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from susx_cli.errors import SusxError
-from susx_cli.method.methods import gda, tip_adapter, tipx, zero_shot
+from susx_cli.method.methods import (
+    dmn_zs,
+    gda,
+    tda,
+    tda_transductive,
+    tip_adapter,
+    tip_adapter_tda,
+    tipx,
+    tipx_tda,
+    zero_shot,
+)
 from susx_cli.method.spec import Choice, Hyperparameter, MethodSpec, SearchTask, Support
 
 # Every way `calibrate` can choose hyperparameters: on a labelled validation split, leave-one-out or
@@ -26,7 +36,18 @@ DEFAULT_METHOD = "zero-shot"
 
 
 METHODS: dict[str, MethodSpec] = {
-    spec.name: spec for spec in (zero_shot.SPEC, tip_adapter.SPEC, tipx.SPEC, gda.SPEC)
+    spec.name: spec
+    for spec in (
+        zero_shot.SPEC,
+        tip_adapter.SPEC,
+        tipx.SPEC,
+        gda.SPEC,
+        tda.SPEC,
+        tda_transductive.SPEC,
+        dmn_zs.SPEC,
+        tip_adapter_tda.SPEC,
+        tipx_tda.SPEC,
+    )
 }
 
 

@@ -110,6 +110,13 @@ class SearchTask:
     progress: Any = None  # something with .advance(configurations)
 
 
+# How report groups rows (MethodSpec.group): rows of different groups are never set side by side or averaged.
+GROUPS: dict[str, str] = {
+    "name-only": "name-only: class names (and support images made from them)",
+    "test-time": "test-time: uses the unlabelled test stream",
+}
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     """A method as a unit. ``fit(text_weights (C, D), support or None, hyperparameters, **settings) ->
@@ -135,6 +142,15 @@ class MethodSpec:
     in_paper: bool = False  # run by `eval` when no --method is given
     heatmap: tuple[str, str] | None = None  # the two hyperparameters calibrate --heatmap draws
     record: dict[str, Any] = field(default_factory=dict)  # written into each calibration of the method
+    # Test-time methods (docs/METHOD.md "Test-time methods"): the report group (a key of GROUPS), the
+    # values no calibration chooses (``stream``: given to ``fit`` beside the calibrated ones, defaults unless
+    # a preset sets them), ``preset(name, dataset) -> stream values`` for --tda-preset, and the method whose
+    # rows stand beside this one's (the same classifier without the test stream).
+    group: str = "name-only"
+    stream: tuple[Hyperparameter, ...] = ()
+    presets: tuple[str, ...] = ()
+    preset: Callable[[str, str | None], dict[str, float]] | None = None
+    baseline: str | None = None
 
     @property
     def calibrated(self) -> bool:
@@ -144,6 +160,18 @@ class MethodSpec:
 
     def defaults(self) -> dict[str, float]:
         return {h.name: h.default for h in self.hyperparameters}
+
+    def stream_values(self, preset: str | None = None, dataset: str | None = None) -> dict[str, float]:
+        """The ``stream`` values: their defaults, or those of ``preset`` (one error line for a preset the
+        method does not have)."""
+        if preset is None or preset == "default":
+            return {h.name: h.default for h in self.stream}
+        if preset not in self.presets or self.preset is None:
+            raise SusxError(
+                f"--tda-preset {preset} does not apply to --method {self.name}",
+                hint=f"use one of {', '.join(self.presets)}" if self.presets else "drop --tda-preset",
+            )
+        return self.preset(preset, dataset)
 
     def hyperparameter(self, name: str) -> Hyperparameter:
         return {h.name: h for h in self.hyperparameters}[name]

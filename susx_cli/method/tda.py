@@ -59,6 +59,12 @@ PAPER_ALPHA_BETA: dict[str, tuple[float, float]] = {
 }
 
 
+def stream_order(n: int, seed: int) -> torch.Tensor:
+    """The default stream of n queries: ``torch.randperm(n, generator=torch.Generator().manual_seed(seed))``
+    on the CPU, (n,) int64, stream position -> query row. Same seed, same order on every machine."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+
+
 def paper_params(dataset: str) -> TdaParams:
     """The ``paper`` preset: the paper's (alpha_pos, beta_pos) for ``dataset``, other constants fixed."""
     if dataset not in PAPER_ALPHA_BETA:

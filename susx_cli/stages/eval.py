@@ -12,7 +12,7 @@ and the error line) and the rest goes on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +150,32 @@ def _check_unused(cfg: EvalConfig, given_folds: bool) -> None:
         )
 
 
+def _check_stream_options(cfg: EvalConfig) -> None:
+    """--order-seeds needs an online method and --tda-preset one with presets; seeds as predict checks them."""
+    from susx_cli.stages.predict import StreamOptions, plan_orders
+
+    specs = [methods_registry.get(m) for m in cfg.methods]
+    online = [s for s in specs if s.online]
+    if cfg.order_seeds and not online:
+        raise SusxError(
+            "--order-seeds does nothing with these --method values", hint="add an online test-time method"
+        )
+    for spec in online:
+        plan_orders(spec, StreamOptions(seeds=cfg.order_seeds), 0)
+    if cfg.tda_preset is not None and not any(cfg.tda_preset in s.presets for s in specs):
+        raise SusxError(
+            f"--tda-preset {cfg.tda_preset} does nothing with these --method values",
+            hint="add a method with TDA's caches",
+        )
+
+
+def with_baselines(methods: list[str]) -> list[str]:
+    """``methods`` and the baseline of each test-time method (MethodSpec.baseline: the same classifier
+    without the test stream, reported beside it), in registry order after the asked ones."""
+    wanted = {methods_registry.get(m).baseline for m in methods} - {None, *methods}
+    return list(methods) + [m for m in methods_registry.names() if m in wanted]
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     """Every option of an eval, checked: what ``plan_runs`` and ``DatasetEval`` work from."""
@@ -179,6 +205,9 @@ class EvalConfig:
     precision: str = "fp32"
     overwrite: bool = False
     keep_going: bool = False  # record a failed dataset or run and go on
+    # Test-time methods: the order seeds of online methods (empty: seed 0) and TDA's preset.
+    order_seeds: tuple[int, ...] = ()
+    tda_preset: str | None = None
 
     @classmethod
     def from_options(
@@ -238,6 +267,7 @@ class EvalConfig:
             **options,
         )
         _check_unused(cfg, given_folds)
+        _check_stream_options(cfg)
         for method in methods:
             spec = methods_registry.get(method)
             if spec.calibrated:
@@ -351,6 +381,8 @@ def run_eval(
     precision: str = "fp32",
     overwrite: bool = False,
     keep_going: bool = False,
+    order_seeds: tuple[int, ...] = (),
+    tda_preset: str | None = None,
 ) -> EvalResult:
     from susx_cli import runtime
     from susx_cli.datasets import registry
@@ -379,7 +411,7 @@ def run_eval(
         models=models,
         pretrained=pretrained,
         supports=supports,
-        methods=list(methods) if methods else list(methods_registry.paper_names()),
+        methods=with_baselines(list(methods) if methods else list(methods_registry.paper_names())),
         calibrations=calibrations,
         hyperparameters=hyperparameters,
         folds=folds,
@@ -401,6 +433,8 @@ def run_eval(
         precision=precision,
         overwrite=overwrite,
         keep_going=keep_going,
+        order_seeds=tuple(order_seeds),
+        tda_preset=tda_preset,
     )
     runs = plan_runs(cfg)
     result = EvalResult("eval", [])
@@ -440,6 +474,10 @@ def check_dataset(spec, cfg: EvalConfig):
     from susx_cli.artifacts.prompts import read_prompts
     from susx_cli.datasets import registry
 
+    for method in cfg.methods:  # a preset without values for this dataset fails before any work
+        method_spec = methods_registry.get(method)
+        if cfg.tda_preset in method_spec.presets:
+            method_spec.stream_values(cfg.tda_preset, spec.id)
     local = registry.check_local(spec, cfg.data_root)
     if local.problems:
         hint = (
@@ -720,7 +758,11 @@ class DatasetEval:
         cal_cfg = None if run.mode is None else cfg.calibration_options(run.mode, run.method)
         if cal_cfg is not None and run.mode == "val":
             cal_cfg["split"] = spec.calibration_split
+        stream = {
+            k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.stream_options(run)).items()
+        }
         return {
+            **({"stream": stream} if any(stream.values()) else {}),
             "dataset": spec.id,
             "split_sha256": self.split_sha,
             "test_split": spec.test_split,
@@ -732,6 +774,19 @@ class DatasetEval:
             "calibration": cal_cfg,
             "prompts": self.prompts_cfg,
         }
+
+    def stream_options(self, run: Run):
+        """predict's stream options for this run: the order seeds of an online method, the preset of one
+        with presets (its paper values are this dataset's)."""
+        from susx_cli.stages.predict import StreamOptions
+
+        method, cfg = methods_registry.get(run.method), self.cfg
+        preset = cfg.tda_preset if cfg.tda_preset in method.presets else None
+        return StreamOptions(
+            seeds=(cfg.order_seeds or (0,)) if method.online else (),
+            preset=preset,
+            dataset=self.spec.id if preset not in (None, "default") else None,
+        )
 
     def execute(self, runs: list[Run], result: EvalResult) -> None:
         """Each run: skipped when its result exists with the same configuration, else made; a failed run's
@@ -823,6 +878,7 @@ class DatasetEval:
             calibration_path=cal_path,
             method=run.method,
             device=cfg.device,
+            stream=self.stream_options(run),
         )
         prompt_opts = self.prompts.provenance.get("options") or {}
         record = res_io.run_record(

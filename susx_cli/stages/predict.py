@@ -34,9 +34,88 @@ class PredictResult(StageResult):
 
     metrics: dict[str, Any] = field(default_factory=dict)
     worst_classes: list[dict[str, Any]] = field(default_factory=list)
+    over_order_seeds: dict[str, dict[str, float]] = field(default_factory=dict)  # metric -> mean, std
 
     def to_json(self) -> dict[str, Any]:
-        return {**super().to_json(), "metrics": self.metrics, "worst_classes": self.worst_classes}
+        out = {**super().to_json(), "metrics": self.metrics, "worst_classes": self.worst_classes}
+        return {**out, "over_order_seeds": self.over_order_seeds} if self.over_order_seeds else out
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """How a test-time method reads the queries. ``seeds``: one pass per seeded permutation (empty: seed 0);
+    ``file_order``: one pass in file order instead (a diagnostic); ``preset``/``dataset``: the stream
+    values of TDA's per-dataset preset (MethodSpec.presets)."""
+
+    seeds: tuple[int, ...] = ()
+    file_order: bool = False
+    preset: str | None = None
+    dataset: str | None = None
+
+
+MAX_SEED = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class Orders:
+    """The passes of one predict: a seeded permutation per seed, one file-order pass (``seeds`` empty) for
+    an online method with --order file, or one plain pass for a method that reads no order."""
+
+    online: bool
+    seeds: tuple[int, ...]
+    n: int
+
+    def orders(self) -> list[np.ndarray | None]:
+        """Per pass, the stream (position -> query row), or None for a method that reads no order."""
+        from susx_cli.method.tda import stream_order
+
+        if not self.online:
+            return [None]
+        if not self.seeds:
+            return [np.arange(self.n)]
+        return [stream_order(self.n, seed).numpy() for seed in self.seeds]
+
+    def first(self) -> np.ndarray | None:
+        return self.orders()[0] if self.online else None
+
+    def record(self) -> dict[str, Any]:
+        """What the predictions' metrics and provenance say about the order (nothing for a static method)."""
+        if not self.online:
+            return {}
+        if not self.seeds:
+            return {"order": "file (diagnostic: class folders come grouped by class)"}
+        return {
+            "order": "seeded",
+            "order_generator": "torch.randperm, torch.Generator",
+            "order_seeds": list(self.seeds),
+        }
+
+
+def plan_orders(spec: registry.MethodSpec, stream: StreamOptions, n: int) -> Orders:
+    """The passes ``stream`` asks of ``spec``; one error line for an order option it does not read or a bad seed."""
+    given = stream.file_order or bool(stream.seeds)
+    if given and not spec.online:
+        raise SusxError(
+            f"--order and --order-seed do not apply to --method {spec.name}: its predictions do not depend on "
+            "the order of the queries",
+            hint="drop them, or use an online test-time method",
+        )
+    if stream.file_order and stream.seeds:
+        raise SusxError("--order file reads no --order-seed", hint="give one of them")
+    bad = [s for s in stream.seeds if not 0 <= s <= MAX_SEED]
+    if bad:
+        raise SusxError(f"order seed {bad[0]} is out of range", hint=f"use integers in 0..{MAX_SEED}")
+    if len(set(stream.seeds)) != len(stream.seeds):
+        raise SusxError("an order seed is given twice", hint="give each --order-seed once")
+    seeds = () if stream.file_order else (stream.seeds or (0,))
+    return Orders(spec.online, seeds, n)
+
+
+def stream_values(spec: registry.MethodSpec, stream: StreamOptions) -> dict[str, float]:
+    """The method's stream values (defaults, or its preset's); --dataset only with a preset that reads it."""
+    if stream.dataset is not None and stream.preset in (None, "default"):
+        raise SusxError("--dataset does nothing without --tda-preset paper", hint="drop --dataset")
+    return spec.stream_values(stream.preset, stream.dataset)
 
 
 def predict(
@@ -50,6 +129,7 @@ def predict(
     embed_options: dict[str, Any] | None = None,
     device: str = "auto",
     overwrite: bool = False,
+    stream: StreamOptions = StreamOptions(),
 ) -> PredictResult:
     dev = runtime.method_device(device)  # a bad --device fails before any reading
     # A calibration names its method; without one (and without --method) it is the default, zero-shot.
@@ -85,11 +165,15 @@ def predict(
     spec = spec or registry.get(cal.method)
     method = spec.name
     values = _values_for(spec, cal, str(calibration_path)) if spec.calibrated else spec.defaults()
+    orders = plan_orders(spec, stream, len(q.keys))
+    stream_values_ = stream_values(spec, stream)
     if cal is not None and spec.needs_support:
         _warn_if_tuned_on_queries(cal, inputs.ids["query"], calibration_path)
 
     # The query is identified by its features' content hash (an input below), not by how its path was typed.
-    options = {"method": method}
+    options = {"method": method, **orders.record()}
+    if spec.stream:
+        options["stream"] = stream_values_
     ids = [inputs.ids["text"], inputs.ids["query"]]
     ids += [inputs.ids[k] for k in ("support", "calibration") if k in inputs.ids]
     prov = common.provenance(options, ids)
@@ -104,6 +188,7 @@ def predict(
             summary=_predict_summary(existing),
             metrics=metrics if "n" in metrics else {},
             worst_classes=worst_classes(existing.per_class, existing.classes),
+            over_order_seeds=existing.metrics.get("over_order_seeds", {}),
         )
 
     scale = cal.logit_scale if cal else 100.0
@@ -113,27 +198,33 @@ def predict(
     if spec.needs_support:
         support = support_tensors(inputs.support, dev)
     state = spec.fit(
-        as_float64(text.weights, dev), support, values, logit_scale=scale, logit_bias=bias, **settings
+        as_float64(text.weights, dev),
+        support,
+        {**values, **stream_values_},
+        logit_scale=scale,
+        logit_bias=bias,
+        **settings,
     )
-    logits = spec.logits(state, as_float64(q.features, dev))
-    logits = logits.cpu().numpy()
+    queries = as_float64(q.features, dev)
+    scored = [
+        _score(spec.logits, state, queries, order, q.labels if q.has_labels else None, len(text.classes))
+        for order in orders.orders()
+    ]
+    logits, metrics = scored[0]
     top = topk_indices(logits, 5)
-    scores = np.take_along_axis(logits, top, axis=1)
-    metrics, per_class = {}, None
+    per_class = None
     if q.has_labels:
-        metrics = {
-            **classification_metrics(top, q.labels, len(text.classes)),
-            **calibration_metrics(logits, q.labels),
-        }
         per_class = per_class_results(
             top[:, 0], q.labels, len(text.classes), inputs.support.labels if support is not None else None
         )
     if not q.has_labels and (q.labels >= 0).any():
         warn("some queries have labels and some do not: no metrics computed")
+    over_seeds = over_order_seeds(orders.seeds, [m for _, m in scored]) if len(scored) > 1 else {}
+    hyperparameters = {**values, **stream_values_, **settings}
     preds = hdf5.Predictions(
         predicted=top[:, 0],
         top5=top,
-        scores=scores,
+        scores=np.take_along_axis(logits, top, axis=1),
         labels=q.labels,
         keys=q.keys,
         classes=text.classes,
@@ -143,10 +234,15 @@ def predict(
             "method": method,
             "logit_scale": scale,
             **({"logit_bias": bias} if bias else {}),
-            "hyperparameters": {**values, **settings} if values or settings else None,
+            "hyperparameters": hyperparameters or None,
+            **orders.record(),
+            **({"tda_preset": stream.preset or "default"} if spec.presets else {}),
+            **over_seeds,
         },
         provenance=prov,
         per_class=per_class,
+        order=orders.first(),
+        order_seed=orders.seeds[0] if orders.seeds else None,
     )
     hdf5.write_predictions(output, preds)
     outputs = [output] + ([query_features] if query_features != query_path else [])
@@ -156,12 +252,48 @@ def predict(
         summary=_predict_summary(preds),
         metrics=summary_metrics(metrics),
         worst_classes=worst_classes(per_class, text.classes),
+        over_order_seeds=over_seeds.get("over_order_seeds", {}),
     )
 
 
+def _score(method_logits, state, queries, order, labels: np.ndarray | None, num_classes: int):
+    """(logits (n, C) in file order, metrics) of one pass; an online method reads the queries in stream
+    ``order`` (None: file order) and its logits go back to file order."""
+    import torch
+
+    if order is None:
+        logits = method_logits(state, queries).cpu().numpy()
+    else:
+        rows = torch.from_numpy(order).to(queries.device)
+        logits = np.empty((queries.shape[0], num_classes))
+        logits[order] = method_logits(state, queries[rows]).cpu().numpy()
+    metrics = {}
+    if labels is not None:
+        top = topk_indices(logits, 5)
+        metrics = {**classification_metrics(top, labels, num_classes), **calibration_metrics(logits, labels)}
+    return logits, metrics
+
+
+def over_order_seeds(seeds: tuple[int, ...], metrics: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each order seed's metrics, and their mean and sample standard deviation (ddof 1) per metric."""
+    if not metrics[0]:
+        return {"order_seed_metrics": [{"seed": s} for s in seeds]}
+    names = [k for k in metrics[0] if k != "n"]
+    table = np.array([[m[k] for k in names] for m in metrics], dtype=np.float64)
+    return {
+        "order_seed_metrics": [{"seed": s, **m} for s, m in zip(seeds, metrics, strict=True)],
+        "over_order_seeds": {
+            k: {"mean": float(table[:, i].mean()), "std": float(table[:, i].std(ddof=1))}
+            for i, k in enumerate(names)
+        },
+    }
+
+
 def _predict_summary(preds: hdf5.Predictions) -> dict[str, Any]:
-    """The `predict` summary, the same keys whether the predictions were just written or read back."""
-    return {"method": preds.method, "queries": len(preds.keys)}
+    """The `predict` summary, the same keys whether the predictions were just written or read back (an
+    online method's adds its stream order: seeded, or the file order as a diagnostic)."""
+    order = {"order": preds.metrics["order"]} if "order" in preds.metrics else {}
+    return {"method": preds.method, "queries": len(preds.keys), **order}
 
 
 def summary_metrics(recorded: dict[str, Any]) -> dict[str, Any]:

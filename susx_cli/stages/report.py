@@ -15,10 +15,26 @@ from susx_cli.artifacts import common
 from susx_cli.artifacts import outputs as outputs_io
 from susx_cli.artifacts import results as res_io
 from susx_cli.method import registry as methods
+from susx_cli.method.spec import GROUPS
 from susx_cli.plots import ChartDescription, ShotPanel, ShotSeries
 from susx_cli.stages.results import StageResult
 
 SOURCE_LABELS = {"sd": "SuS-SD", "laion": "SuS-LC", "pool": "SuS-pool"}
+
+
+TEST_TIME_FIGURES_NOTE = (
+    "TDA's published figures (paper column of the test-time rows): RN50 from the TDA README, ViT-B/16 as "
+    "quoted in DPE (NeurIPS 2024) Tables 1-2; single runs with per-dataset (alpha+, beta+) tuned on test "
+    "labels, 64 augmented views on ImageNet-A/V2/R/Sketch, so not the same protocol as a single-view run here"
+)
+
+
+def _group(method: str) -> str:
+    return methods.get(method).group if method in methods.names() else "name-only"
+
+
+def _baseline(method: str) -> str | None:
+    return methods.get(method).baseline if method in methods.names() else None
 
 
 def support_label(res: dict[str, Any]) -> str:
@@ -36,6 +52,9 @@ def paper_key(res: dict[str, Any]) -> str | None:
     from susx_cli.datasets.registry import PAPER_NUMBERS
 
     method, sup = res["method"], res.get("support") or {}
+    by_model = f"{method}@{res['model']['arch']}/{res['model']['pretrained']}"
+    if not sup and by_model in PAPER_NUMBERS:  # a figure published for one model (the test-time methods')
+        return by_model
     if not sup:
         key = method
     elif sup.get("kind") == "folder-shots":
@@ -55,6 +74,7 @@ class Row:
     values: dict[str, float] = field(default_factory=dict)
     paper: str | None = None
     shots: int | None = None  # K of a folder-shots:K support set (a point on a few-shot curve)
+    group: str = "name-only"  # MethodSpec.group: rows of different groups are tabled apart
 
     def mean(self, columns: list[str]) -> float | None:
         """Mean over every column; None when the row lacks one (a mean over fewer datasets is not comparable)."""
@@ -130,7 +150,33 @@ class Report:
             out.append((row, vals))
         return out
 
+    def groups(self) -> list[tuple[str, Report]]:
+        """One table per method group (MethodSpec.group), in GROUPS order: a test-time group holds its rows
+        and, beside them, the rows of their baselines (MethodSpec.baseline) for the same models."""
+        present = {row.group for row in self.rows}
+        out = []
+        for group in [g for g in GROUPS if g in present] + sorted(present - set(GROUPS)):
+            rows = [row for row in self.rows if row.group == group]
+            if group != "name-only":
+                baselines = {(_baseline(row.method), row.model) for row in rows}
+                rows = [r for r in self.rows if (r.method, r.model) in baselines and r.group != group] + rows
+            out.append((group, Report(self.columns, self.names, rows, [], self.metric)))
+        return out
+
     def markdown(self) -> str:
+        text = [f"# susx results ({self.metric}, %)"]
+        groups = self.groups()
+        for group, part in groups:
+            if len(groups) > 1:
+                text += ["", f"## {GROUPS.get(group, group)}"]
+            text += ["", *part.table()]
+        if self.notes:
+            text += [""] + [f"Note: {n}" for n in self.notes]
+        return "\n".join(text) + "\n"
+
+    def table(self) -> list[str]:
+        """This report's rows as Markdown table lines."""
+
         def fmt(v: float | None) -> str:
             return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
 
@@ -138,26 +184,16 @@ class Report:
             name=lambda c: self.names.get(c, c), paper=lambda c: f"{self.names.get(c, c)} (paper)"
         )
         head = ["method", "model", "support", "calibration", *values]
-        text = [
-            f"# susx results ({self.metric}, %)",
-            "",
-            "| " + " | ".join(head) + " |",
-            "|" + "|".join(["---"] * 4 + ["---:"] * len(values)) + "|",
-        ]
+        text = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 4 + ["---:"] * len(values)) + "|"]
         for row, vals in self.lines():
-            text.append(
-                "| "
-                + " | ".join([row.label, row.model, row.support, row.calibration, *map(fmt, vals)])
-                + " |"
-            )
-        if self.notes:
-            text += [""] + [f"Note: {n}" for n in self.notes]
-        return "\n".join(text) + "\n"
+            cells = [row.label, row.model, row.support, row.calibration, *map(fmt, vals)]
+            text.append("| " + " | ".join(cells) + " |")
+        return text
 
     def csv(self) -> str:
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow(["source", "method", "model", "support", "calibration", *self.header()])
+        w.writerow(["source", "method", "model", "support", "calibration", *self.header(), "group"])
         for row, vals in self.lines():
             w.writerow(
                 [
@@ -167,6 +203,7 @@ class Report:
                     row.support,
                     row.calibration,
                     *["" if v is None else f"{v:.4f}" for v in vals],
+                    row.group,
                 ]
             )
         return buf.getvalue()
@@ -222,6 +259,7 @@ def build_report(results: list[dict[str, Any]], metric: str = "top1") -> Report:
                 cal,
                 paper=paper_key(r),
                 shots=int(shots) if shots is not None else None,
+                group=_group(r["method"]),
             ),
         )
         ds = r["dataset"]["id"]
@@ -231,9 +269,16 @@ def build_report(results: list[dict[str, Any]], metric: str = "top1") -> Report:
                 continue
         row.values[ds] = float(r["metrics"].get(metric, float("nan")))
         created[(*key, ds)] = r.get("created", "")
+    group_order = {g: i for i, g in enumerate(GROUPS)}
     ordered = sorted(
         rows.values(),
-        key=lambda x: (x.model, _support_order(x.support), methods.order(x.method), x.calibration),
+        key=lambda x: (
+            group_order.get(x.group, len(GROUPS)),
+            x.model,
+            _support_order(x.support),
+            methods.order(x.method),
+            x.calibration,
+        ),
     )
     incomplete = [row for row in ordered if len(row.values) < len(columns)]
     if incomplete:
@@ -262,14 +307,16 @@ def build_report(results: list[dict[str, Any]], metric: str = "top1") -> Report:
     if len(models) > 1:
         notes.append(f"{len(models)} models: {', '.join(sorted(models))}")
     rep = Report(columns, names, ordered, notes, metric)
-    if any(row.paper_figures() for row in ordered):
+    if any(row.paper_figures() and "@" in row.paper for row in ordered):
+        notes.append(TEST_TIME_FIGURES_NOTE)
+    if any(row.paper_figures() and "@" not in row.paper for row in ordered):
         from susx_cli.datasets.registry import PAPER_SOURCES
 
         matched = sorted(
             {
                 f"{row.label} = {paper_label(row.paper)}, {PAPER_SOURCES[row.paper]}"
                 for row in ordered
-                if row.paper_figures()
+                if row.paper_figures() and "@" not in row.paper
             }
         )
         notes.append(

@@ -21,6 +21,17 @@ TINY = ("--model", "susx-tiny-vit", "--pretrained", "none")
 
 # ------------------------------------------------------------------ setups that plant a fault
 
+_TDA = ("predict", "text.h5", "test.h5", "-o", "tda.h5", "--method", "tda")
+
+
+def _no_rows(f):
+    """A query set without rows: its row datasets replaced by empty ones of the same width and types."""
+    for name in ("features", "labels", "keys"):
+        old = f[name]
+        shape, dtype = (0, *old.shape[1:]), old.dtype
+        del f[name]
+        f.create_dataset(name, shape=shape, dtype=dtype)
+
 
 def _edit_h5(name: str, edit):
     def setup(ws: Path) -> None:
@@ -674,6 +685,44 @@ CASES: list[Case] = [
         expect_exit=0,
     ),
     Case("control-embed-rerun", ("embed", "sup", "-o", "sup.h5", *TINY), expect_exit=0),
+    # test-time methods: stream order, presets, queries they cannot read
+    Case("tda-negative-seed", (*_TDA, "--order-seed", "-1"), message="order seed -1"),
+    Case(
+        "tda-seed-too-large", (*_TDA, "--order-seeds", f"0,{2**63}"), message="order seed 9223372036854775808"
+    ),
+    Case("tda-seeds-not-integers", (*_TDA, "--order-seeds", "0,x"), message="--order-seeds"),
+    Case("tda-seed-twice", (*_TDA, "--order-seeds", "1,1"), message="twice"),
+    Case("tda-file-order-and-seed", (*_TDA, "--order", "file", "--order-seed", "1"), message="--order file"),
+    Case(
+        "transductive-reads-no-order",
+        (*_TDA[:-1], "tda-transductive", "--order-seed", "1"),
+        message="do not apply to --method tda-transductive",
+    ),
+    Case(
+        "zero-shot-has-no-preset",
+        (*_TDA[:-1], "zero-shot", "--tda-preset", "paper", "--dataset", "dtd"),
+        message="does not apply to --method zero-shot",
+    ),
+    Case("tda-paper-preset-needs-dataset", (*_TDA, "--tda-preset", "paper"), message="needs the dataset"),
+    Case(
+        "tda-paper-preset-unknown-dataset",
+        (*_TDA, "--tda-preset", "paper", "--dataset", "cifar10"),
+        message="no paper configuration",
+    ),
+    Case("tda-dataset-without-preset", (*_TDA, "--dataset", "dtd"), message="--dataset does nothing"),
+    Case("tda-nan-query", _TDA, setup=_edit_h5("test.h5", _nan_row), message="NaN"),
+    Case("tda-empty-query-set", _TDA, setup=_edit_h5("test.h5", _no_rows), message="no rows"),
+    Case(
+        "dmn-empty-query-set", (*_TDA[:-1], "dmn-zs"), setup=_edit_h5("test.h5", _no_rows), message="no rows"
+    ),
+    Case(
+        "tip-x-tda-needs-support",
+        (*_TDA[:-1], "tip-x+tda", "--calibration", "cal.json"),
+        message="needs --support",
+    ),
+    Case(
+        "control-tda-several-seeds", (*_TDA, "--order-seeds", "0,1,2"), expect_exit=0, may_change=("tda.h5",)
+    ),
 ]
 
 # Known to fail today (issue 11); each fix moves its id out of here.
