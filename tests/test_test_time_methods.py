@@ -3,7 +3,6 @@ seeds), eval (order seeds, baselines beside them) and report (their own group)."
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 from pathlib import Path
@@ -16,7 +15,7 @@ from susx_cli.artifacts import hdf5
 from susx_cli.method import registry
 from susx_cli.method import tda as tda_math
 from susx_cli.method.dmn import dmn_scores
-from tests.helpers import TINY, build_method_workspace, invoke
+from tests.helpers import TINY, build_method_workspace, invoke, read_susx_csv
 
 CLASSES = ["zebra", "apple", "mango", "kiwi"]
 TEST_TIME = ("tda", "tda-transductive", "dmn-zs", "tip-adapter+tda", "tip-x+tda")
@@ -183,7 +182,8 @@ def test_eval_runs_each_order_seed_and_report_keeps_the_test_time_group_apart(tm
     for label in ("TDA", "TDA-transductive", "DMN-ZS (single view, gamma=1)", "TIP-X + TDA"):
         assert f"| {label} " in test_time and f"| {label} " not in name_only
     assert "| Zero-shot CLIP |" in test_time and "| Zero-shot CLIP |" in name_only
-    groups = {row["method"]: row["group"] for row in csv.DictReader((tmp_path / "r.csv").open())}
+    header, *body = read_susx_csv(tmp_path / "r.csv", "susx.report_csv")
+    groups = {row[header.index("method")]: row[header.index("group")] for row in body}
     assert groups["TDA"] == "test-time" and groups["Zero-shot CLIP"] == "name-only"
 
 
