@@ -1,0 +1,108 @@
+"""Support-image influence: the vectorised leave-one-out deltas against a brute-force loop that rebuilds
+the cache without each image, on random tensors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from susx_cli.method import influence, tipx
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return x / x.norm(dim=-1, keepdim=True)
+
+
+def _tensors(seed: int, N: int = 24, C: int = 4, D: int = 8):
+    g = torch.Generator().manual_seed(seed)
+    W = _unit(torch.randn(C, D, generator=g, dtype=torch.float64))
+    y = torch.arange(N) % C
+    y = y[torch.randperm(N, generator=g)]
+    # Images near their class's text, with enough noise that some are closer to another class.
+    F = _unit(W[y] + 2.0 * torch.randn(N, D, generator=g, dtype=torch.float64))
+    return F, y, W
+
+
+def _loo_right(F, y, W, i: int, cache: list[int], pair, normalize: bool, **zs) -> bool:
+    """Query i against the cache of images ``cache`` (i excluded), one image at a time."""
+    C = W.shape[0]
+    P = torch.zeros(C, dtype=torch.float64)
+    n = torch.zeros(C, dtype=torch.float64)
+    for k in cache:
+        P[y[k]] += pair(i, k)
+        n[y[k]] += 1
+    logits = tipx.zero_shot_logits(F[i : i + 1], W, **zs)[0] + (P / n.clamp_min(1) if normalize else P)
+    return int(torch.argmax(logits)) == int(y[i])  # torch.argmax: the first of equal maxima
+
+
+def _brute_force(F, y, W, pair, normalize: bool, **zs) -> tuple[torch.Tensor, torch.Tensor]:
+    N = F.shape[0]
+    correct = torch.tensor(
+        [_loo_right(F, y, W, i, [k for k in range(N) if k != i], pair, normalize, **zs) for i in range(N)]
+    )
+    delta = torch.zeros(N, dtype=torch.float64)
+    for j in range(N):
+        peers = [i for i in range(N) if y[i] == y[j] and i != j]
+        for i in peers:
+            kept = [k for k in range(N) if k not in (i, j)]
+            delta[j] += float(_loo_right(F, y, W, i, kept, pair, normalize, **zs)) - float(correct[i])
+        delta[j] /= max(len(peers), 1)
+    return delta, correct
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+@pytest.mark.parametrize("normalize", [False, True])
+@pytest.mark.parametrize("tip_x", [False, True])
+def test_influence_equals_the_brute_force_loop(seed, normalize, tip_x):
+    F, y, W = _tensors(seed)
+    alpha, beta, gamma, tau = 3.0, 5.0, (2.0 if tip_x else None), 0.5
+    A = tipx.affinity(F @ F.T, beta)
+    if tip_x:
+        # The rescale keeps the full support set's leave-one-out ranges (the module's stated definition).
+        a, b = tipx.kl_sums(F, F, y, W, tau=tau, exclude_self=True).rescale()
+        K = tipx.kl_matrix(tipx.signatures(F, W, tau), tipx.signatures(F, W, tau))
+
+    def pair(i, k):
+        return alpha * A[i, k] - (gamma * (a * K[i, k] + b) if tip_x else 0.0)
+
+    zs = {"logit_scale": 5.0}
+    want_delta, want_correct = _brute_force(F, y, W, pair, normalize, **zs)
+    got = influence.support_influence(
+        F, y, W, alpha=alpha, beta=beta, gamma=gamma, tau=tau, normalize=normalize, rows=7, **zs
+    )
+    assert torch.equal(got.correct, want_correct)
+    assert torch.allclose(got.delta, want_delta, atol=1e-12)
+    assert (want_delta != 0).any()  # the random set has images that change their class's accuracy
+
+
+def test_tip_adapter_influence_matches_the_methods_own_logits():
+    """Without the KL term nothing is held fixed: each delta equals re-running tipx.logits without j."""
+    F, y, W = _tensors(5, N=15, C=3)
+    opts = {"alpha": 4.0, "beta": 3.0, "logit_scale": 20.0}
+    N = F.shape[0]
+
+    def right(i, cache):
+        logits = tipx.logits(F[i : i + 1], W, F[cache], y[cache], **opts)
+        return float(int(torch.argmax(logits[0])) == int(y[i]))
+
+    got = influence.support_influence(F, y, W, **opts)
+    for j in range(N):
+        peers = [i for i in range(N) if y[i] == y[j] and i != j]
+        change = sum(
+            right(i, [k for k in range(N) if k not in (i, j)]) - right(i, [k for k in range(N) if k != i])
+            for i in peers
+        )
+        assert got.delta[j] == pytest.approx(change / len(peers), abs=1e-12)
+    assert got.peers.tolist() == [int((y == y[j]).sum()) - 1 for j in range(N)]
+
+
+def test_an_image_alone_in_its_class_has_no_influence():
+    F, y, W = _tensors(3, N=9, C=3)
+    y = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 2])
+    got = influence.support_influence(F, y, W, alpha=2.0, beta=2.0)
+    assert got.delta[8] == 0 and got.peers[8] == 0
+
+
+def test_class_members_pads_with_minus_one():
+    members = influence.class_members(torch.tensor([2, 0, 2, 2]), 3)
+    assert members.tolist() == [[1, -1, -1], [-1, -1, -1], [0, 2, 3]]
