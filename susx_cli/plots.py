@@ -7,6 +7,7 @@ page classes, sizes): text cannot be read back from pixels, so tests and `--json
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -397,24 +398,29 @@ SHEET_LABEL_WIDTH = 220
 SHEET_GAP = 4
 SHEET_MIN_WIDTH = 640  # room for the title above a sheet of few columns
 SHEET_RESAMPLE = "nearest-neighbour when enlarging (each pixel stays a visible block), bicubic when shrinking"
-_TITLE_PX, _LABEL_PX = 15, 13
+_TITLE_PX, _LABEL_PX, _CAPTION_PX = 15, 13, 11
+SHEET_CAPTION_LINES = 3  # a caption longer than this, wrapped to its cell, ends in an ellipsis
 
 
 @dataclass(frozen=True)
 class SheetRow:
-    """One class of a contact sheet: label lines drawn on the left, its encoded images left to right."""
+    """One row of a contact sheet: label lines drawn on the left, its encoded images left to right, and
+    under each image its caption lines (its key first, so that a user can name the image to leave out)."""
 
     label: list[str]
     images: list[bytes]
+    captions: list[list[str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class SheetPage:
     path: str
     title: list[str]  # lines, before wrapping to the sheet's width
-    classes: list[str]
+    classes: list[str]  # the row labels' first lines
     size: tuple[int, int]  # (width, height) px
-    rows_top: int  # y of the first class row; row r starts at rows_top + r * (thumb + SHEET_GAP)
+    rows_top: int  # y of the first row; row r starts at rows_top + r * row_height
+    row_height: int  # thumb + the caption lines' height + SHEET_GAP
+    keys: list[list[str]] = field(default_factory=list)  # per row, the key printed under each image
 
 
 @dataclass
@@ -466,28 +472,46 @@ def fit_thumbnail(image, side: int):
     return image.resize(size, Image.BICUBIC, reducing_gap=3.0)
 
 
+def _caption_lines(caption: list[str], width: float, measure) -> list[str]:
+    """Caption lines wrapped to a cell's width (a path breaks after its '/'), at most SHEET_CAPTION_LINES
+    (the last cut with '…')."""
+    parts = [p for text in caption for p in re.split(r"(?<=/)(?=.)", text)]
+    lines = [w for text in parts for w in _wrap(text, width, measure)]
+    if len(lines) <= SHEET_CAPTION_LINES:
+        return lines
+    last = lines[SHEET_CAPTION_LINES - 1]
+    while last and measure(last + "…") > width:
+        last = last[:-1]
+    return [*lines[: SHEET_CAPTION_LINES - 1], last + "…"]
+
+
 def contact_sheet_png(
     title: list[str], rows: list[SheetRow], columns: int, thumb: int = SHEET_THUMB
-) -> tuple[bytes, tuple[int, int], int]:
-    """A white PNG: the title lines on top, then one row per class (label left, thumbnails centred in
-    thumb x thumb cells from x = SHEET_LABEL_WIDTH). An image that cannot be decoded leaves a grey cell.
-    Returns (png bytes, (width, height), y of the first row)."""
+) -> tuple[bytes, tuple[int, int], int, int]:
+    """A white PNG: the title lines on top, then one row per SheetRow (label left, thumbnails centred in
+    thumb x thumb cells from x = SHEET_LABEL_WIDTH, each image's caption under it). An image that cannot
+    be decoded leaves a grey cell. Returns (png bytes, (width, height), y of the first row, row height)."""
     from PIL import Image, ImageDraw
 
-    title_font, label_font = _font(_TITLE_PX), _font(_LABEL_PX)
+    title_font, label_font, caption_font = _font(_TITLE_PX), _font(_LABEL_PX), _font(_CAPTION_PX)
     cell = thumb + SHEET_GAP
     width = max(SHEET_MIN_WIDTH, SHEET_LABEL_WIDTH + columns * cell)
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength
     lines = [w for line in title for w in _wrap(line, width - 16, lambda t: measure(t, font=title_font))]
-    line_h = _TITLE_PX + 6
+    line_h, caption_h = _TITLE_PX + 6, _CAPTION_PX + 3
+    captions = [
+        [_caption_lines(c, thumb - 2, lambda t: measure(t, font=caption_font)) for c in row.captions]
+        for row in rows
+    ]
+    row_h = cell + caption_h * max((len(c) for row in captions for c in row), default=0)
     top = 8 + len(lines) * line_h + 8
-    sheet = Image.new("RGB", (width, top + len(rows) * cell + SHEET_GAP), "white")
+    sheet = Image.new("RGB", (width, top + len(rows) * row_h + SHEET_GAP), "white")
     draw = ImageDraw.Draw(sheet)
     for i, line in enumerate(lines):
         draw.text((8, 8 + i * line_h), line, fill="black", font=title_font)
     draw.line([(0, top - 3), (width, top - 3)], fill="#999999")
     for r, row in enumerate(rows):
-        y = top + SHEET_GAP + r * cell
+        y = top + SHEET_GAP + r * row_h
         label = [
             w
             for text in row.label
@@ -499,6 +523,8 @@ def contact_sheet_png(
             draw.text((6, y0 + k * (_LABEL_PX + 4)), text, fill="black", font=label_font)
         for c, data in enumerate(row.images):
             x = SHEET_LABEL_WIDTH + c * cell
+            for k, text in enumerate(captions[r][c] if c < len(captions[r]) else []):
+                draw.text((x + 1, y + thumb + 2 + k * caption_h), text, fill="#333333", font=caption_font)
             try:
                 with Image.open(io.BytesIO(data)) as img:
                     tile = fit_thumbnail(img.convert("RGB"), thumb)
@@ -508,4 +534,4 @@ def contact_sheet_png(
             sheet.paste(tile, (x + (thumb - tile.width) // 2, y + (thumb - tile.height) // 2))
     buf = io.BytesIO()
     sheet.save(buf, format="PNG")
-    return buf.getvalue(), sheet.size, top + SHEET_GAP
+    return buf.getvalue(), sheet.size, top + SHEET_GAP, row_h

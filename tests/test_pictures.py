@@ -61,7 +61,13 @@ def test_contact_sheet_pages_cover_every_class(sup):
         assert title[2].startswith(f"page {number} of 3: all 7 classes, classes {3 * (number - 1)}-")
         assert "up to 3 images per class" in title[3] and "images 32x32 px" in title[3]
         assert _png_size(path) == tuple(page["size"])
-        assert page["size"][1] == page["rows_top"] + len(page["classes"]) * (128 + 4)
+        assert page["size"][1] == page["rows_top"] + len(page["classes"]) * page["row_height"]
+        # Each image's key (the one embed writes and --exclude reads) is printed under it: 128 px cells,
+        # a 4 px gap and at least one caption line.
+        assert page["row_height"] > 128 + 4
+        assert page["keys"] == [
+            [f"{CLASSES.index(c):04d}_{c}/{i:05d}_img_{i:03d}.png" for i in range(3)] for c in page["classes"]
+        ]
 
 
 def test_contact_sheet_enlarges_small_images_with_visible_pixels(sup):
@@ -86,7 +92,7 @@ def test_contact_sheet_of_chosen_classes_in_the_given_order(sup):
     assert page["title"][2] == "page 1 of 1: 2 of 7 classes"
     assert _png_size(sup / "pick.png") == (
         640,
-        page["rows_top"] + 2 * 132,
+        page["rows_top"] + 2 * page["row_height"],
     )  # narrow sheets keep room for the title
     (sup / "wanted.txt").write_text("# the fruit\nfig\nplum\n")
     assert _sheet("file.png", "--classes", "wanted.txt")["pages"][0]["classes"] == ["fig", "plum"]

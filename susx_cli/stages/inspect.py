@@ -177,16 +177,23 @@ def contact_sheet(
                 f"up to {columns} images per class shown; images {sizes}, drawn in {thumb} px cells "
                 "(enlarged nearest-neighbour, shrunk bicubic)",
             ]
+            shown_items = [items_by_class.get(ci, [])[:columns] for ci in page]
             rows = [
                 plots.SheetRow(
                     [f"{ci}: {names[ci]}", f"{counts[ci]} image{'s' if counts[ci] != 1 else ''}"],
-                    [imagesets.read_recorded(item) for item in items_by_class.get(ci, [])[:columns]],
+                    [imagesets.read_recorded(item) for item in items],
+                    [[item.key] for item in items],
                 )
-                for ci in page
+                for ci, items in zip(page, shown_items, strict=True)
             ]
-            png, size, rows_top = plots.contact_sheet_png(title, rows, columns, thumb)
+            png, size, rows_top, row_height = plots.contact_sheet_png(title, rows, columns, thumb)
             pending.enter_context(common.atomic_path(path, suffix=".png")).write_bytes(png)
-            sheet.pages.append(plots.SheetPage(str(path), title, [names[ci] for ci in page], size, rows_top))
+            keys = [[item.key for item in items] for items in shown_items]
+            sheet.pages.append(
+                plots.SheetPage(
+                    str(path), title, [names[ci] for ci in page], size, rows_top, row_height, keys
+                )
+            )
     return sheet
 
 
