@@ -106,3 +106,103 @@ def test_an_image_alone_in_its_class_has_no_influence():
 def test_class_members_pads_with_minus_one():
     members = influence.class_members(torch.tensor([2, 0, 2, 2]), 3)
     assert members.tolist() == [[1, -1, -1], [-1, -1, -1], [0, 2, 3]]
+
+
+# ------------------------------------------------------------------ susx inspect --influence
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    from tests.helpers import build_method_workspace
+
+    return build_method_workspace(tmp_path_factory.mktemp("influence"), ["zebra", "apple", "kiwi"], shots=4)
+
+
+def test_inspect_influence_ranks_every_support_image(workspace, monkeypatch):
+    import json
+
+    from susx_cli.artifacts import hdf5
+    from tests.helpers import invoke
+
+    monkeypatch.chdir(workspace)
+    invoke(
+        "calibrate", "text.h5", "sup.h5", "--mode", "fixed", "--method", "tip-adapter",
+        "--alpha", "30", "--beta", "8", "-o", "cal.json",
+    )  # fmt: skip
+    out = json.loads(
+        invoke(
+            "inspect", "sup.h5", "--influence", "--text", "text.h5", "--calibration", "cal.json", "--json"
+        ).stdout
+    )
+    assert (out["method"], out["hyperparameters"]) == ("tip-adapter", {"alpha": 30.0, "beta": 8.0})
+    sup, text = hdf5.read_features("sup.h5"), hdf5.read_text_classifier("text.h5")
+    want = influence.support_influence(
+        torch.from_numpy(sup.features).double(),
+        torch.from_numpy(sup.labels),
+        torch.from_numpy(text.weights).double(),
+        alpha=30.0,
+        beta=8.0,
+        logit_scale=out["settings"]["logit_scale"],
+    )
+    got = {r["key"]: r for r in out["images"]}
+    assert sorted(got) == sorted(sup.keys)  # every image, once
+    for j, key in enumerate(sup.keys):
+        assert got[key]["delta"] == pytest.approx(float(want.delta[j]))
+        assert got[key]["class"] == sup.classes[sup.labels[j]] and got[key]["peers"] == 3
+    deltas = [r["delta"] for r in out["images"]]
+    assert deltas == sorted(deltas, reverse=True)  # worst first
+    assert out["leave_one_out_top1"] == pytest.approx(float(want.correct.double().mean()))
+    # Plain stdout: change, class, key per line, in the same order (its third column is an --exclude file).
+    lines = invoke(
+        "inspect", "sup.h5", "--influence", "--text", "text.h5", "--calibration", "cal.json"
+    ).stdout
+    assert [line.split("\t")[2] for line in lines.splitlines()] == [r["key"] for r in out["images"]]
+
+
+def test_inspect_influence_draws_the_worst_images_with_their_keys(workspace, monkeypatch):
+    import json
+
+    from tests.helpers import invoke
+
+    monkeypatch.chdir(workspace)
+    args = (
+        "inspect",
+        "sup.h5",
+        "--influence",
+        "--text",
+        "text.h5",
+        "--contact-sheet",
+        "worst.png",
+        "--worst",
+        "5",
+    )
+    assert invoke(*args).stdout.splitlines() == ["worst.png"]
+    out = json.loads(invoke(*args, "--json").stdout)
+    assert out["from"] == "TIP-X defaults" and set(out["hyperparameters"]) == {"alpha", "beta", "gamma"}
+    (page,) = out["contact_sheet"]["pages"]
+    assert [k for row in page["keys"] for k in row] == [r["key"] for r in out["images"][:5]]
+    assert (workspace / "worst.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The folder the features were embedded from is found through their provenance; a moved one is named.
+    (workspace / "sup").rename(workspace / "moved")
+    try:
+        r = invoke(*args, expect=2)
+        assert "not reachable" in r.stderr and "--support-folder" in r.stderr
+        invoke(*args, "--support-folder", "moved")
+    finally:
+        (workspace / "moved").rename(workspace / "sup")
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("--influence",), "--influence needs the text classifier"),
+        (("--text", "text.h5"), "add --influence"),
+        (("--influence", "--text", "text.h5", "--worst", "0"), "--worst must be at least 1"),
+    ],
+)
+def test_inspect_influence_refuses_bad_options(workspace, monkeypatch, args, needle):
+    from tests.helpers import invoke
+
+    monkeypatch.chdir(workspace)
+    r = invoke("inspect", "sup.h5", *args, expect=2)
+    assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1
