@@ -206,3 +206,30 @@ def test_inspect_influence_refuses_bad_options(workspace, monkeypatch, args, nee
     monkeypatch.chdir(workspace)
     r = invoke("inspect", "sup.h5", *args, expect=2)
     assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_embed_leaves_out_the_listed_keys_and_records_them(workspace, monkeypatch):
+    import json
+
+    from susx_cli.artifacts import hdf5
+    from tests.helpers import TINY, invoke
+
+    monkeypatch.chdir(workspace)
+    ranked = invoke("inspect", "sup.h5", "--influence", "--text", "text.h5").stdout.splitlines()
+    # The ranked lines themselves are a valid --exclude file (the key is the last tab-separated field).
+    (workspace / "worst.txt").write_text("# the two worst\n" + "\n".join(ranked[:2]) + "\n")
+    invoke("embed", "sup", "-o", "kept.h5", "--exclude", "worst.txt", *TINY)
+    dropped = [line.split("\t")[2] for line in ranked[:2]]
+    kept, every = hdf5.read_features("kept.h5"), hdf5.read_features("sup.h5")
+    assert kept.keys == [k for k in every.keys if k not in dropped]
+    assert kept.provenance["options"]["exclude"] == sorted(dropped)
+    # The rows left are the same embeddings as before (leaving images out changes no other row).
+    rows = [every.keys.index(k) for k in kept.keys]
+    assert json.dumps(kept.features.tolist()) == json.dumps(every.features[rows].tolist())
+    # Another list is another set of options: the output is not silently reused or replaced.
+    (workspace / "other.txt").write_text(dropped[0] + "\n")
+    r = invoke("embed", "sup", "-o", "kept.h5", "--exclude", "other.txt", *TINY, expect=2)
+    assert "other inputs or options" in r.stderr
+    (workspace / "typo.txt").write_text("0000_zebra/nope.png\n")
+    r = invoke("embed", "sup", "-o", "typo.h5", "--exclude", "typo.txt", *TINY, expect=2)
+    assert "name no image" in r.stderr and not (workspace / "typo.h5").exists()

@@ -89,6 +89,13 @@ def embed(
             help="Check each support image's sha256 against its manifest (sizes are always checked).",
         ),
     ] = True,
+    exclude: Annotated[
+        Path | None,
+        typer.Option(
+            "--exclude",
+            help="File of image keys to leave out, one a line (e.g. from `susx inspect --influence`).",
+        ),
+    ] = None,
     executor: ExecutorOpt = "local",
     ray_address: RayAddressOpt = None,
     quiet: QuietOpt = False,
@@ -141,6 +148,7 @@ def embed(
             precision=precision,
             overwrite=overwrite,
             verify=verify,
+            exclude=exclude,
         )
 
     run(stage, quiet=quiet, as_json=as_json)
