@@ -197,10 +197,8 @@ def contact_sheet(
     return sheet
 
 
-def confusion_picture(path: Path, output: Path) -> Path:
+def confusion_picture(path: Path, output: Path) -> plots.ConfusionDescription:
     """Draw the confusion matrix (or, for many classes, the top confusions) of a predictions file."""
-    from susx_cli.plots import confusion_figure
-
     preds = hdf5.read_predictions(path)
     pc = preds.per_class
     if pc is None:
@@ -213,8 +211,9 @@ def confusion_picture(path: Path, output: Path) -> Path:
             f"{path} holds no confusion data: {why}",
             hint="re-run susx predict --overwrite on labelled query features",
         )
-    title = f"{preds.method}: confusion over {len(preds.classes)} classes, {int(pc.queries.sum())} queries"
-    return confusion_figure(
+    label = plots.method_look(preds.method).label
+    title = f"{label}: confusion over {len(preds.classes)} classes, {int(pc.queries.sum())} queries"
+    return plots.confusion_figure(
         preds.classes,
         output,
         confusion=pc.confusion,
@@ -252,7 +251,8 @@ def inspect_artifact(
     if confusion is not None:
         if description.get("kind") != common.PREDICTIONS:
             raise SusxError("--confusion needs a predictions file", hint="pass the -o file of `susx predict`")
-        result.outputs.append(confusion_picture(path, confusion))
+        result.description["confusion"] = confusion_picture(path, confusion).to_json()
+        result.outputs.append(confusion)
     return result
 
 

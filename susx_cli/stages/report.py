@@ -432,7 +432,7 @@ def draw_charts(
     drawn = []
     if panels:
         title = (
-            f"{METRIC_AXIS[metric]} over shots (colour: calibration mode, line: method; dotted: zero-shot)"
+            f"{METRIC_AXIS[metric]} over shots (colour and marker: method, line: calibration mode; dotted: zero-shot)"
         )
         drawn.append(
             (
