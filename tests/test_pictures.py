@@ -222,7 +222,7 @@ def _assert_readable(layout: dict) -> None:
     for role in ("xtick", "ytick"):
         for axes in {t["axes"] for t in layout["texts"]}:
             boxes = [t["box"] for t in layout["texts"] if t["role"] == role and t["axes"] == axes]
-            for a, b in zip(boxes, boxes[1:]):
+            for a, b in zip(boxes, boxes[1:], strict=False):  # neighbours
                 apart = a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
                 assert apart, (role, a, b)
 

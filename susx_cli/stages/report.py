@@ -431,9 +431,7 @@ def draw_charts(
     curves_path, bars_path = chart_paths(chart, bool(panels) and name_only)
     drawn = []
     if panels:
-        title = (
-            f"{METRIC_AXIS[metric]} over shots (colour and marker: method, line: calibration mode; dotted: zero-shot)"
-        )
+        title = f"{METRIC_AXIS[metric]} over shots (colour and marker: method, line: calibration mode; dotted: zero-shot)"
         drawn.append(
             (
                 curves_path,
