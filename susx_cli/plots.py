@@ -506,14 +506,6 @@ def matrix_label_style(classes: int, longest: int) -> tuple[float, float, float]
     return cell, font, rotation
 
 
-def top_confusions(confusion: np.ndarray, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """Each class's ``k`` most frequent wrong predictions: (C, k) class indices and counts (0 = none)."""
-    off = np.asarray(confusion).copy()
-    np.fill_diagonal(off, 0)
-    order = np.argsort(-off, axis=1, kind="stable")[:, :k]
-    return order, np.take_along_axis(off, order, axis=1)
-
-
 def confusion_figure(
     classes: list[str],
     output: Path,
@@ -529,7 +521,9 @@ def confusion_figure(
     chart of the ``pairs`` most frequent (true -> predicted) confusions."""
     plt = _pyplot()
     if confusion is not None and len(classes) > MATRIX_MAX_CLASSES:
-        top_confused, top_counts = top_confusions(confusion)
+        from susx_cli.metrics import top_confusions_from_matrix
+
+        top_confused, top_counts = top_confusions_from_matrix(confusion)
         confusion = None
     if confusion is not None:
         c = len(classes)
