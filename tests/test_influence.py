@@ -233,3 +233,32 @@ def test_embed_leaves_out_the_listed_keys_and_records_them(workspace, monkeypatc
     (workspace / "typo.txt").write_text("0000_zebra/nope.png\n")
     r = invoke("embed", "sup", "-o", "typo.h5", "--exclude", "typo.txt", *TINY, expect=2)
     assert "name no image" in r.stderr and not (workspace / "typo.h5").exists()
+
+
+def test_curate_leaves_out_the_listed_keys_and_records_them(workspace, monkeypatch):
+    import json
+
+    from tests.helpers import invoke
+
+    monkeypatch.chdir(workspace)
+    every = [
+        json.loads(line)["path"] for line in (workspace / "sup" / "manifest.jsonl").read_text().splitlines()
+    ]
+    (workspace / "drop.txt").write_text(
+        f"{every[1]}\n{every[5].rsplit('.', 1)[0]}\n"
+    )  # with or without suffix
+    invoke("curate", "p.json", "-o", "fewer", "--images", "shots", "--exclude", "drop.txt")
+    rows = [json.loads(line) for line in (workspace / "fewer" / "manifest.jsonl").read_text().splitlines()]
+    assert [r["path"] for r in rows] == [
+        p for i, p in enumerate(every) if i not in (1, 5)
+    ]  # others keep their keys
+    described = json.loads(invoke("inspect", "fewer", "--json").stdout)
+    assert described["provenance"]["options"]["exclude"] == [
+        p.rsplit(".", 1)[0] for p in (every[1], every[5])
+    ]
+    (workspace / "other.txt").write_text(f"{every[2]}\n")
+    r = invoke("curate", "p.json", "-o", "fewer", "--images", "shots", "--exclude", "other.txt", expect=2)
+    assert "other inputs or options" in r.stderr
+    (workspace / "typo.txt").write_text("0000_zebra/nope\n")
+    r = invoke("curate", "p.json", "-o", "typo", "--images", "shots", "--exclude", "typo.txt", expect=2)
+    assert "name no image" in r.stderr and not (workspace / "typo").exists()

@@ -68,6 +68,18 @@ _TAIL = [
             ),
         ],
     ),
+    inspect.Parameter(
+        "exclude",
+        _KW,
+        default=None,
+        annotation=Annotated[
+            Path | None,
+            typer.Option(
+                "--exclude",
+                help="File of support-set keys to leave out, one a line (e.g. from `susx inspect --influence`).",
+            ),
+        ],
+    ),
     inspect.Parameter("num_shards", _KW, default=None, annotation=NumShardsOpt),
     inspect.Parameter("shard_index", _KW, default=None, annotation=ShardIndexOpt),
     inspect.Parameter("executor", _KW, default="local", annotation=ExecutorOpt),
@@ -141,6 +153,7 @@ def curate(ctx: typer.Context, **values: Any) -> None:
                 min_per_class=values["min_per_class"],
                 overwrite=values["overwrite"],
                 quiet=values["quiet"],
+                exclude=values["exclude"],
             )
         src = make_source(source, options)
         shard = resolve_shard(values["num_shards"], values["shard_index"])
@@ -151,6 +164,7 @@ def curate(ctx: typer.Context, **values: Any) -> None:
             shard=shard,
             min_per_class=values["min_per_class"],
             overwrite=values["overwrite"],
+            exclude=values["exclude"],
         )
 
     run(
