@@ -93,10 +93,8 @@ def layout(fig) -> dict[str, Any]:
                 {"role": role, "axes": where, "text": artist.get_text(), "box": [b.x0, b.y0, b.x1, b.y1]}
             )
 
-    if fig._suptitle is not None:
-        add("title", fig._suptitle)
     for text in fig.texts:
-        add("note", text)
+        add(text.get_gid() or "note", text)
     for i, ax in enumerate(fig.axes):
         add("title", ax.title, i)
         add("xlabel", ax.xaxis.label, i)
@@ -132,7 +130,7 @@ def _title_and_note(fig, title: str, note: str | None) -> float:
     above the panels, measured from what was drawn, so a long title never runs into a panel or off the page."""
     height = fig.get_figheight() * fig.dpi
     width = fig.get_figwidth() * fig.dpi
-    suptitle = fig.suptitle(title, y=1 - 8 / height, va="top")
+    suptitle = fig.text(0.5, 1 - 8 / height, title, ha="center", va="top", fontsize="large", gid="title")
     _wrap_to_width(fig, suptitle, width - 20)
     bottom = suptitle.get_window_extent(_renderer(fig)).y0
     if note:

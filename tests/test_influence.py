@@ -198,12 +198,27 @@ def test_inspect_influence_draws_the_worst_images_with_their_keys(workspace, mon
         (("--influence",), "--influence needs the text classifier"),
         (("--text", "text.h5"), "add --influence"),
         (("--influence", "--text", "text.h5", "--worst", "0"), "--worst must be at least 1"),
+        (("--influence", "--text", "text.h5", "--calibration", "gda.json"), "calibrates GDA"),
     ],
 )
 def test_inspect_influence_refuses_bad_options(workspace, monkeypatch, args, needle):
     from tests.helpers import invoke
 
     monkeypatch.chdir(workspace)
+    if "gda.json" in args:
+        invoke(
+            "calibrate",
+            "text.h5",
+            "sup.h5",
+            "--mode",
+            "fixed",
+            "--method",
+            "gda",
+            "--gda-alpha",
+            "1",
+            "-o",
+            "gda.json",
+        )
     r = invoke("inspect", "sup.h5", *args, expect=2)
     assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
