@@ -79,6 +79,14 @@ def _wrap_to_width(fig, artist, width_px: float) -> None:
         artist.set_text("\n".join(textwrap.fill(line, chars) for line in lines))
 
 
+def _tight_with_title(fig, ax) -> None:
+    """tight_layout, with the axes title wrapped to the axes' width (a title centred over axes pushed right
+    by long tick labels would otherwise run off the figure)."""
+    fig.tight_layout()
+    _wrap_to_width(fig, ax.title, ax.get_window_extent(_renderer(fig)).width)
+    fig.tight_layout()
+
+
 def layout(fig) -> dict[str, Any]:
     """Where the figure's texts landed, in pixels of the saved PNG (origin bottom left): titles, axis labels,
     tick labels and legend entries, each with its role and axes, so that tests can check that nothing is
@@ -239,7 +247,6 @@ def accuracy_heatmap(
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    _wrap_to_width(fig, ax.title, fig.get_figwidth() * fig.dpi - 20)
     # A white ring around a red cross reads on every colour of the map.
     ax.plot(g, a, "o", markersize=18, markerfacecolor="none", markeredgecolor="white", markeredgewidth=2)
     ax.plot(g, a, "x", markersize=11, color="red", markeredgewidth=2.5)
@@ -258,7 +265,7 @@ def accuracy_heatmap(
         bbox={"boxstyle": "round", "fc": "white", "ec": "red", "alpha": 0.9},
         arrowprops={"arrowstyle": "->", "color": "red", "lw": 1.5},
     )
-    fig.tight_layout()
+    _tight_with_title(fig, ax)
     drawn = layout(fig)
     _save(fig, output)
     return HeatmapDescription(
@@ -567,8 +574,7 @@ def confusion_figure(
         title += f" (the {len(order)} most frequent of each class's top confusions)"
         view = "top-confusions"
     ax.set_title(title)
-    _wrap_to_width(fig, ax.title, fig.get_figwidth() * fig.dpi - 20)
-    fig.tight_layout()
+    _tight_with_title(fig, ax)
     description = ConfusionDescription(view, title, font, rotation, labels, layout(fig))
     _save(fig, output)
     return description

@@ -416,3 +416,10 @@ def test_confusion_of_many_classes_shows_the_top_confusions(tmp_path):
     d = confusion_figure([f"c{i}" for i in range(c)], tmp_path / "t.png", confusion=confusion)
     assert d.view == "top-confusions" and d.labels == ["c3 → c7", "c5 → c2"]
     _assert_readable(d.layout)
+    # Long names push the axes right; the title still fits above them.
+    names = [f"class number {i} with a rather long name" for i in range(c)]
+    d = confusion_figure(
+        names, tmp_path / "l.png", confusion=confusion, title=f"TIP-X: confusion over {c} classes"
+    )
+    assert d.labels[0] == "class number 3 with a r… → class number 7 with a r…"
+    _assert_readable(d.layout)
