@@ -185,13 +185,15 @@ def curate(
     num_shards: int | None = None,
     shard_index: int | None = None,
     overwrite: bool = False,
+    exclude: PathLike | None = None,
     **source_options: Any,
 ) -> StageResult:
     """Build a support set (one folder per class and a manifest) for the classes of ``prompts`` with a
     source: folder | sd | laion | pool. ``source_options`` are that source's options, named as its
     `susx curate` flags in snake case (``images=``, ``shots=`` for folder; ``per_class=``, ``steps=`` for sd).
 
-    Sharding as on the command line: ``num_shards``/``shard_index``, else a SLURM array or torchrun."""
+    Sharding as on the command line: ``num_shards``/``shard_index``, else a SLURM array or torchrun.
+    ``exclude``: a file of support-set keys to leave out, one a line."""
     from susx_cli.sources.registry import build_options, make_source
     from susx_cli.stages.curate import curate as curate_stage
 
@@ -203,6 +205,7 @@ def curate(
         shard=_shard(num_shards, shard_index),
         min_per_class=min_per_class,
         overwrite=overwrite,
+        exclude=_path(exclude),
     )
 
 
@@ -234,11 +237,13 @@ def embed(
     num_shards: int | None = None,
     shard_index: int | None = None,
     overwrite: bool = False,
+    exclude: PathLike | None = None,
 ) -> StageResult:
     """Embed ``input`` with an open_clip model (``model``, ``pretrained``: a tag, a checkpoint or 'none')
     into an HDF5 file: prompts.json gives the text classifier (weights C x D, texts of ``pool``); a
     support folder, class folders, a CoOp split file (``split``) or an unlabelled folder gives image
-    features (N x D, L2-normalised). ``classes`` (prompts.json) names the classes of class folders."""
+    features (N x D, L2-normalised). ``classes`` (prompts.json) names the classes of class folders;
+    ``exclude``, a file of image keys (one a line) to leave out."""
     from susx_cli.stages.embed import embed as embed_stage
 
     return embed_stage(
@@ -259,6 +264,7 @@ def embed(
         device=device,
         precision=precision,
         overwrite=overwrite,
+        exclude=_path(exclude),
     )
 
 

@@ -45,6 +45,27 @@ class ImageSet:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+def without_keys(image_set: ImageSet, keys: list[str], what: str) -> ImageSet:
+    """``image_set`` less the items of these keys, the sorted keys recorded in its options (so that another
+    list is another set of options). A key that names no item is refused: a typo must not exclude nothing."""
+    if not keys:
+        return image_set
+    known = {item.key for item in image_set.items}
+    unknown = [k for k in keys if k not in known]
+    if unknown:
+        example = next(iter(known), "none")
+        raise SusxError(
+            f"{what}: {len(unknown)} key(s) name no image of the input, e.g. {unknown[0]!r}",
+            hint=f"use the keys susx writes (e.g. {example!r}): `susx inspect FEATURES --influence` lists them",
+        )
+    dropped = set(keys)
+    items = [item for item in image_set.items if item.key not in dropped]
+    if not items:
+        raise SusxError(f"{what} leaves no image", hint="exclude fewer keys")
+    options = {**image_set.options, "exclude": sorted(dropped)}
+    return ImageSet(image_set.classes, items, image_set.layout, image_set.inputs, options)
+
+
 def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
 

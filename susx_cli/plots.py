@@ -7,6 +7,7 @@ page classes, sizes): text cannot be read back from pixels, so tests and `--json
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,127 @@ def _save(fig, output: Path, kind: str) -> None:
     plt.close(fig)
 
 
+# ------------------------------------------------------------------ what every chart shares
+
+
+@dataclass(frozen=True)
+class MethodLook:
+    """How a method is drawn everywhere: its spec's label, colour, marker and line style."""
+
+    label: str
+    color: str
+    marker: str
+    line_style: Any
+
+
+UNREGISTERED = MethodLook("?", "#666666", ".", "-")  # a result naming a method this susx does not know
+
+
+def method_look(method: str) -> MethodLook:
+    """The method's look from its spec (method/registry.py); grey dots for a name it does not register."""
+    from susx_cli.method import registry
+
+    spec = registry.METHODS.get(method)
+    if spec is None:
+        return MethodLook(method, UNREGISTERED.color, UNREGISTERED.marker, UNREGISTERED.line_style)
+    return MethodLook(spec.label, spec.color, spec.marker, spec.line_style)
+
+
+def _renderer(fig):
+    fig.canvas.draw()
+    return fig.canvas.get_renderer()
+
+
+def _wrap_to_width(fig, artist, width_px: float) -> None:
+    """Re-wrap a text artist's lines (at spaces) until it is at most ``width_px`` wide."""
+    import textwrap
+
+    renderer = _renderer(fig)
+    lines = artist.get_text().split("\n")
+    chars = max(len(line) for line in lines)
+    while artist.get_window_extent(renderer).width > width_px and chars > 12:
+        chars = int(chars * 0.9)
+        artist.set_text("\n".join(textwrap.fill(line, chars) for line in lines))
+
+
+def _tight_with_title(fig, ax) -> None:
+    """tight_layout, with the axes title wrapped to the axes' width (a title centred over axes pushed right
+    by long tick labels would otherwise run off the figure)."""
+    fig.tight_layout()
+    _wrap_to_width(fig, ax.title, ax.get_window_extent(_renderer(fig)).width)
+    fig.tight_layout()
+
+
+def layout(fig) -> dict[str, Any]:
+    """Where the figure's texts landed, in pixels of the saved PNG (origin bottom left): titles, axis labels,
+    tick labels and legend entries, each with its role and axes, so that tests can check that nothing is
+    clipped or overlapping without reading pixels."""
+    renderer = _renderer(fig)
+    boxes: list[dict[str, Any]] = []
+
+    def add(role: str, artist, where: int = -1) -> None:
+        if artist.get_visible() and artist.get_text():
+            b = artist.get_window_extent(renderer)
+            boxes.append(
+                {"role": role, "axes": where, "text": artist.get_text(), "box": [b.x0, b.y0, b.x1, b.y1]}
+            )
+
+    for text in fig.texts:
+        add(text.get_gid() or "note", text)
+    for i, ax in enumerate(fig.axes):
+        add("title", ax.title, i)
+        add("xlabel", ax.xaxis.label, i)
+        add("ylabel", ax.yaxis.label, i)
+        for role, axis in (("xtick", ax.xaxis), ("ytick", ax.yaxis)):
+            low, high = sorted(axis.get_view_interval())
+            span = 1e-9 * max(abs(low), abs(high), 1.0)
+            for loc, tick in zip(axis.get_ticklocs(), axis.get_ticklabels(), strict=True):
+                if low - span <= loc <= high + span:  # a tick outside the view is not drawn
+                    add(role, tick, i)
+    for legend in fig.legends + [ax.get_legend() for ax in fig.axes if ax.get_legend()]:
+        for text in legend.get_texts():
+            add("legend", text)
+    return {"size": [fig.get_figwidth() * fig.dpi, fig.get_figheight() * fig.dpi], "texts": boxes}
+
+
+def legend_entries(legend) -> list[dict[str, Any]]:
+    """(label, colour, marker) of each legend entry, read back from the drawn handles."""
+    from matplotlib.colors import to_hex
+
+    entries = []
+    for handle, text in zip(legend.legend_handles, legend.get_texts(), strict=True):
+        if hasattr(handle, "get_color") and not hasattr(handle, "get_facecolor"):
+            color, marker = to_hex(handle.get_color()), handle.get_marker()
+        else:
+            color, marker = to_hex(handle.get_facecolor()), None
+        entries.append({"label": text.get_text(), "color": color, "marker": marker})
+    return entries
+
+
+def _title_and_note(fig, title: str, note: str | None) -> float:
+    """Draw the title (wrapped to the figure) and a boxed red note under it; return the figure fraction left
+    above the panels, measured from what was drawn, so a long title never runs into a panel or off the page."""
+    height = fig.get_figheight() * fig.dpi
+    width = fig.get_figwidth() * fig.dpi
+    suptitle = fig.text(0.5, 1 - 8 / height, title, ha="center", va="top", fontsize="large", gid="title")
+    _wrap_to_width(fig, suptitle, width - 20)
+    bottom = suptitle.get_window_extent(_renderer(fig)).y0
+    if note:
+        box = fig.text(
+            0.5,
+            (bottom - 10) / height,
+            note,
+            ha="center",
+            va="top",
+            fontsize=9,
+            color="#b00020",
+            bbox={"boxstyle": "round", "fc": "#fff3f3", "ec": "#b00020"},
+        )
+        _wrap_to_width(fig, box, width - 40)
+        bottom = box.get_bbox_patch().get_window_extent(_renderer(fig)).y0
+    return (bottom - 6) / height
+
+
 # ------------------------------------------------------------------ calibration heat map
 
 
@@ -49,6 +171,9 @@ class HeatmapDescription:
     chosen: dict[str, float]  # alpha, gamma, beta and accuracy (%) of the marked point
     chosen_cell: tuple[int, int]  # (alpha index, gamma index)
     annotation: str
+    xticks: list[str] = field(default_factory=list)
+    yticks: list[str] = field(default_factory=list)
+    layout: dict[str, Any] = field(default_factory=dict)
 
 
 def _index_of(grid: list[float], value: float) -> int:
@@ -56,10 +181,25 @@ def _index_of(grid: list[float], value: float) -> int:
     return int(np.argmin(np.abs(np.asarray(grid, dtype=float) - value)))
 
 
+def tick_decimals(values: list[float]) -> int:
+    """One number of decimals for every tick of an axis: the fewest (0-4) that keep the labels distinct and
+    each within 1% of the smallest gap between ticks of its value."""
+    shown = np.asarray(values, dtype=float)
+    gaps = np.diff(np.sort(shown))
+    tolerance = 0.01 * (gaps[gaps > 0].min() if (gaps > 0).any() else max(abs(shown).max(), 1.0))
+    for decimals in range(5):
+        rounded = np.round(shown, decimals)
+        if len(set(rounded)) == len(set(shown)) and np.abs(rounded - shown).max() <= tolerance:
+            return decimals
+    return 4
+
+
 def _sparse_ticks(values: list[float], most: int = 12) -> tuple[list[int], list[str]]:
+    """At most ``most`` evenly spaced grid indices, labelled at one precision."""
     step = max(1, -(-len(values) // most))
     idx = list(range(0, len(values), step))
-    return idx, [f"{values[i]:.3g}" for i in idx]
+    decimals = tick_decimals([values[i] for i in idx])
+    return idx, [f"{values[i]:.{decimals}f}" for i in idx]
 
 
 def accuracy_heatmap(
@@ -75,9 +215,9 @@ def accuracy_heatmap(
 ) -> HeatmapDescription:
     """Top-1 accuracy over the (alpha, gamma) grid at the chosen beta: acc (A, G) in [0, 1].
 
-    Cells are drawn at grid indices with the grid values as tick labels, so uneven grids (0.1, 1, 5) are
-    not stretched. ``chosen`` = (alpha, gamma) of the calibration (default: the best cell) gets a marker
-    and an annotation with alpha, gamma and its accuracy.
+    Cells are drawn at grid indices with the grid values as tick labels (one precision per axis), so uneven
+    grids (0.1, 1, 5) are not stretched. ``chosen`` = (alpha, gamma) of the calibration (default: the best
+    cell) gets a marker and an annotation with alpha, gamma and its accuracy.
     """
     plt = _pyplot()
     acc = np.asarray(acc, dtype=float)
@@ -103,8 +243,9 @@ def accuracy_heatmap(
     fig, ax = plt.subplots(figsize=(8, 5.5))
     im = ax.imshow(100 * acc, origin="lower", aspect="auto", cmap="viridis", interpolation="nearest")
     fig.colorbar(im, ax=ax, label=colorbar)
-    ax.set_xticks(*_sparse_ticks(gammas))
-    ax.set_yticks(*_sparse_ticks(alphas))
+    xticks, yticks = _sparse_ticks(gammas), _sparse_ticks(alphas)
+    ax.set_xticks(*xticks, rotation=45 if len(xticks[0]) > 8 else 0)
+    ax.set_yticks(*yticks)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -126,25 +267,21 @@ def accuracy_heatmap(
         bbox={"boxstyle": "round", "fc": "white", "ec": "red", "alpha": 0.9},
         arrowprops={"arrowstyle": "->", "color": "red", "lw": 1.5},
     )
-    fig.tight_layout()
+    _tight_with_title(fig, ax)
+    drawn = layout(fig)
     _save(fig, output, outputs.HEATMAP)
-    return HeatmapDescription(title, xlabel, ylabel, colorbar, best, (int(a), int(g)), note)
+    return HeatmapDescription(
+        title, xlabel, ylabel, colorbar, best, (int(a), int(g)), note, xticks[1], yticks[1], drawn
+    )
 
 
 # ------------------------------------------------------------------ report charts
 
-# One colour per calibration mode of the few-shot curves; the method is the line style.
-MODE_COLORS = {"val": "#1b9e77", "loo": "#d95f02", "kfold": "#7570b3", "fixed": "#e7298a", "-": "#666666"}
-_SPARE_COLORS = ("#66a61e", "#e6ab02", "#a6761d", "#1f78b4")
-_SPARE_STYLES = ("-.", (0, (5, 1)), (0, (1, 3)))
-MODEL_MARKERS = ("o", "s", "^", "D", "v", "P")
-
-
-def _method_styles(attribute: str) -> dict[str, Any]:
-    """Each registered method's colour, marker or line style (its spec in method/registry.py)."""
-    from susx_cli.method import registry
-
-    return {name: getattr(spec, attribute) for name, spec in registry.METHODS.items()}
+# The method is the colour and marker (its spec's); the calibration mode is the line style; the model, when
+# a chart holds several, the marker's fill.
+MODE_STYLES = {"val": "-", "loo": "--", "kfold": "-.", "fixed": (0, (3, 1, 1, 1, 1, 1)), "-": ":"}
+_SPARE_STYLES = ((0, (5, 1)), (0, (1, 3)), (0, (5, 2, 1, 2)))
+MODEL_FILLS = ("full", "none", "left", "bottom", "right", "top")
 
 
 @dataclass(frozen=True)
@@ -173,6 +310,8 @@ class ChartDescription:
     title: str
     note: str | None
     panels: list[dict[str, Any]]  # per dataset: its title and series (label, colour, style, x, y)
+    legend: list[dict[str, Any]] = field(default_factory=list)  # label, colour, marker as drawn
+    layout: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -185,23 +324,24 @@ def _styles(keys: list[str], named: dict, spare: tuple) -> dict:
     return out
 
 
-def _title_and_note(fig, title: str, note: str | None) -> float:
-    """Draw the title and a boxed red note under it; return the figure fraction left above the panels.
-    Heights are in inches, so title and note keep their size on a figure of any number of panels."""
-    height = fig.get_figheight()
-    fig.suptitle(title, y=1 - 0.08 / height, va="top")
-    if note:
-        fig.text(
-            0.5,
-            1 - 0.42 / height,
-            note,
-            ha="center",
-            va="top",
-            fontsize=9,
-            color="#b00020",
-            bbox={"boxstyle": "round", "fc": "#fff3f3", "ec": "#b00020"},
-        )
-    return 1 - (0.8 if note else 0.45) / height
+def _figure_legend(fig, handles: dict, bottom_px: float):
+    """One legend for every panel, under them; returns it."""
+    labels = list(handles)
+    ncol = min(3, max(1, len(labels)))
+    return fig.legend(
+        [handles[lab] for lab in labels],
+        labels,
+        loc="lower center",
+        bbox_to_anchor=(0.5, bottom_px / (fig.get_figheight() * fig.dpi)),
+        ncol=ncol,
+        fontsize=8,
+        frameon=False,
+    )
+
+
+def _legend_space(fig, legend) -> float:
+    """The figure fraction the legend takes at the bottom, measured."""
+    return (legend.get_window_extent(_renderer(fig)).y1 + 6) / (fig.get_figheight() * fig.dpi)
 
 
 def shot_curves(
@@ -212,15 +352,14 @@ def shot_curves(
     note: str | None = None,
     ylabel: str = "top-1 accuracy (%)",
 ) -> ChartDescription:
-    """One panel per dataset: a curve per (model, method, mode) over shots, log2 x axis; colour = calibration
-    mode, line style = method, marker = model; zero-shot results as horizontal dotted lines."""
+    """One panel per dataset: a curve per (model, method, mode) over shots, log2 x axis; colour and marker =
+    method (its spec), line style = calibration mode, marker fill = model; zero-shot results as horizontal
+    dotted lines in their method's colour."""
     plt = _pyplot()
     every = [s for p in panels for s in p.series]
-    colors = _styles(sorted({s.mode for s in every}), MODE_COLORS, _SPARE_COLORS)
-    styles = _styles(sorted({s.method for s in every}), _method_styles("line_style"), _SPARE_STYLES)
-    markers = {
-        m: MODEL_MARKERS[i % len(MODEL_MARKERS)] for i, m in enumerate(sorted({s.model for s in every}))
-    }
+    styles = _styles(sorted({s.mode for s in every}), MODE_STYLES, _SPARE_STYLES)
+    models = sorted({s.model for s in every})
+    fills = {m: MODEL_FILLS[i % len(MODEL_FILLS)] for i, m in enumerate(models)}
     cols = min(3, max(1, len(panels)))
     rows = -(-len(panels) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols + 1, 3.6 * rows + 1.2), squeeze=False)
@@ -229,36 +368,40 @@ def shot_curves(
         ax = axes[i // cols][i % cols]
         drawn = []
         for s in panel.series:
+            look = method_look(s.method)
             ax.plot(
                 s.shots,
                 s.values,
-                color=colors[s.mode],
-                linestyle=styles[s.method],
-                marker=markers[s.model],
+                color=look.color,
+                linestyle=styles[s.mode],
+                marker=look.marker,
+                fillstyle=fills[s.model],
                 label=s.label,
                 linewidth=1.8,
-                markersize=5,
+                markersize=6,
             )
             drawn.append(
                 {
                     "label": s.label,
                     "method": s.method,
                     "mode": s.mode,
-                    "color": colors[s.mode],
-                    "linestyle": str(styles[s.method]),
+                    "color": look.color,
+                    "marker": look.marker,
+                    "linestyle": str(styles[s.mode]),
                     "x": list(s.shots),
                     "y": list(s.values),
                 }
             )
         for label, value, method in panel.baselines:
-            color = _method_styles("color").get(method, _SPARE_COLORS[0])
-            ax.axhline(value, color=color, linestyle=":", linewidth=1.5, label=label)
+            look = method_look(method)
+            ax.axhline(value, color=look.color, linestyle=":", linewidth=1.5, label=label)
             drawn.append(
                 {
                     "label": label,
                     "method": method,
                     "mode": "-",
-                    "color": color,
+                    "color": look.color,
+                    "marker": None,
                     "linestyle": ":",
                     "x": [],
                     "y": [value],
@@ -276,21 +419,16 @@ def shot_curves(
         described.append({"dataset": panel.dataset, "series": drawn})
     for j in range(len(panels), rows * cols):
         axes[j // cols][j % cols].axis("off")
-    handles, labels = {}, []
+    handles: dict[str, Any] = {}
     for ax in fig.axes:
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
-            if lab not in handles:
-                handles[lab] = h
-                labels.append(lab)
-    ncol = min(3, max(1, len(labels)))
-    fig.legend(
-        [handles[lab] for lab in labels], labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False
-    )
+            handles.setdefault(lab, h)
+    legend = _figure_legend(fig, handles, 6)
     top = _title_and_note(fig, title, note)
-    bottom = (0.15 + 0.2 * -(-len(labels) // ncol)) / fig.get_figheight()
-    fig.tight_layout(rect=(0, bottom, 1, top))
+    fig.tight_layout(rect=(0, _legend_space(fig, legend), 1, top))
+    description = ChartDescription("shot-curves", title, note, described, legend_entries(legend), layout(fig))
     _save(fig, output, outputs.CHART)
-    return ChartDescription("shot-curves", title, note, described)
+    return description
 
 
 def results_bars(
@@ -300,24 +438,30 @@ def results_bars(
     title: str = "top-1 accuracy (%)",
     note: str | None = None,
 ) -> ChartDescription:
-    """One panel per dataset, one bar per series (label, method, value per dataset; None = no result)."""
+    """One panel per dataset, one bar per series (label, method, value per dataset; None = no result), in
+    its method's colour, its tick label in the same colour; one legend of the methods under the panels."""
     plt = _pyplot()
+    from matplotlib.patches import Patch
+
     cols = min(4, max(1, len(datasets)))
     rows = (len(datasets) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols + 1, 2.8 * rows + 0.9), squeeze=False)
+    names = 0.6 * 7 * max((len(label) for label, _, _ in series), default=0) / 72  # inches, vertical
+    lines = 1 + len(title) // 60 + (2 if note else 0)  # title and note lines, wrapped at about 60 chars
+    height = (2.8 + names) * rows + 0.9 + 0.3 * lines
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols + 1, height), squeeze=False)
     described = []
     for i, ds in enumerate(datasets):
         ax = axes[i // cols][i % cols]
         vals = [(label, method, v[i]) for label, method, v in series if v[i] is not None]
         xs = range(len(vals))
-        ax.bar(
-            xs,
-            [v for _, _, v in vals],
-            color=[_method_styles("color").get(m, _SPARE_COLORS[0]) for _, m, _ in vals],
-        )
+        ax.bar(xs, [v for _, _, v in vals], color=[method_look(m).color for _, m, _ in vals])
         for x, (_, _, v) in zip(xs, vals, strict=True):
             ax.text(x, v, f"{v:.1f}", ha="center", va="bottom", fontsize=7)
-        ax.set_xticks(list(xs), [label for label, _, _ in vals], rotation=35, ha="right", fontsize=7)
+        # Vertical labels never overlap their neighbours, however long; few short ones stay level.
+        level = len(vals) <= 3 and all(len(label) <= 12 for label, _, _ in vals)
+        ax.set_xticks(list(xs), [label for label, _, _ in vals], rotation=0 if level else 90, fontsize=7)
+        for tick, (_, method, _) in zip(ax.get_xticklabels(), vals, strict=True):
+            tick.set_color(method_look(method).color)
         ax.set_title(ds, fontsize=9)
         ax.set_ylim(0, max([v for _, _, v in vals] + [1]) * 1.15)
         described.append(
@@ -325,12 +469,48 @@ def results_bars(
         )
     for j in range(len(datasets), rows * cols):
         axes[j // cols][j % cols].axis("off")
-    fig.tight_layout(rect=(0, 0, 1, _title_and_note(fig, title, note)))
+    methods = list(dict.fromkeys(m for _, m, _ in series))
+    handles = {method_look(m).label: Patch(facecolor=method_look(m).color) for m in methods}
+    legend = _figure_legend(fig, handles, 6)
+    top = _title_and_note(fig, title, note)
+    fig.tight_layout(rect=(0, _legend_space(fig, legend), 1, top))
+    description = ChartDescription("bars", title, note, described, legend_entries(legend), layout(fig))
     _save(fig, output, outputs.CHART)
-    return ChartDescription("bars", title, note, described)
+    return description
 
 
 # ------------------------------------------------------------------ confusion
+
+MATRIX_MAX_CLASSES = 60  # above this a matrix's names cannot be read: the top confusions are drawn instead
+NAME_CHARS = 24  # longer class names end in an ellipsis on the axes
+
+
+@dataclass(frozen=True)
+class ConfusionDescription:
+    view: str  # matrix | top-confusions
+    title: str
+    fontsize: float
+    rotation: float
+    labels: list[str]  # as drawn (truncated)
+    layout: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def short_name(name: str, chars: int = NAME_CHARS) -> str:
+    return name if len(name) <= chars else name[: chars - 1].rstrip() + "…"
+
+
+def matrix_label_style(classes: int, longest: int) -> tuple[float, float, float]:
+    """(cell side in inches, font size in points, x label rotation) for a matrix of ``classes`` rows whose
+    longest drawn name has ``longest`` characters: cells shrink from 0.4 in towards 0.22 in as classes grow,
+    the font fills 60% of a cell (6-10 pt), and the x names turn vertical once the longest (about 0.6 em a
+    character) is wider than its cell."""
+    cell = min(0.4, max(0.22, 8 / classes))
+    font = round(min(10.0, max(6.0, 0.6 * 72 * cell)), 1)
+    rotation = 0.0 if 0.6 * font * longest <= 72 * cell else 90.0
+    return cell, font, rotation
 
 
 def confusion_figure(
@@ -342,22 +522,27 @@ def confusion_figure(
     top_counts: np.ndarray | None = None,
     title: str = "confusion",
     pairs: int = 30,
-) -> Path:
-    """The confusion matrix (C, C) as a heat map of row-normalised counts (rows: true class), or, for a
-    large C where only each class's top confusions (C, k) are kept, a bar chart of the ``pairs`` most
-    frequent (true -> predicted) confusions."""
+) -> ConfusionDescription:
+    """The confusion matrix (C, C) as a heat map of row-normalised counts (rows: true class) up to
+    MATRIX_MAX_CLASSES classes; beyond, or when only each class's top confusions (C, k) are kept, a bar
+    chart of the ``pairs`` most frequent (true -> predicted) confusions."""
     plt = _pyplot()
+    if confusion is not None and len(classes) > MATRIX_MAX_CLASSES:
+        from susx_cli.metrics import top_confusions_from_matrix
+
+        top_confused, top_counts = top_confusions_from_matrix(confusion)
+        confusion = None
     if confusion is not None:
         c = len(classes)
         rates = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
-        side = min(4 + 0.25 * c, 30)
-        fig, ax = plt.subplots(figsize=(side + 1.5, side))
+        labels = [short_name(name) for name in classes]
+        cell, font, rotation = matrix_label_style(c, max(len(name) for name in labels))
+        names = 0.6 * font * max(len(name) for name in labels) / 72  # inches the longest name takes
+        fig, ax = plt.subplots(figsize=(cell * c + names + 2.5, cell * c + names + 1.5))
         im = ax.imshow(100 * rates, cmap="Blues", vmin=0, vmax=100, interpolation="nearest")
-        fig.colorbar(im, ax=ax, label="% of the true class's queries")
-        if c <= 60:  # beyond this, names overlap: the axes keep indices
-            font = 8 if c <= 30 else 5
-            ax.set_xticks(range(c), classes, rotation=90, fontsize=font)
-            ax.set_yticks(range(c), classes, fontsize=font)
+        fig.colorbar(im, ax=ax, label="% of the true class's queries", shrink=0.8)
+        ax.set_xticks(range(c), labels, rotation=rotation, fontsize=font)
+        ax.set_yticks(range(c), labels, fontsize=font)
         if c <= 20:
             for t in range(c):
                 for p in range(c):
@@ -373,23 +558,28 @@ def confusion_figure(
                         )
         ax.set_xlabel("predicted class")
         ax.set_ylabel("true class")
+        view = "matrix"
     else:
         true_idx, rank = np.nonzero(top_counts > 0)
         counts = top_counts[true_idx, rank]
         order = np.argsort(-counts, kind="stable")[:pairs]
         labels = [
-            f"{classes[true_idx[i]]} → {classes[top_confused[true_idx[i], rank[i]]]}"[:60] for i in order
+            f"{short_name(classes[true_idx[i]])} → {short_name(classes[top_confused[true_idx[i], rank[i]]])}"
+            for i in order
         ]
-        fig, ax = plt.subplots(figsize=(9, 1 + 0.28 * max(len(order), 1)))
+        fig, ax = plt.subplots(figsize=(9, 1.5 + 0.28 * max(len(order), 1)))
         ax.barh(range(len(order)), counts[order], color="#4c72b0")
-        ax.set_yticks(range(len(order)), labels, fontsize=7)
+        font, rotation = 8.0, 0.0
+        ax.set_yticks(range(len(order)), labels, fontsize=font)
         ax.invert_yaxis()
         ax.set_xlabel("queries (true → predicted)")
         title += f" (the {len(order)} most frequent of each class's top confusions)"
+        view = "top-confusions"
     ax.set_title(title)
-    fig.tight_layout()
+    _tight_with_title(fig, ax)
+    description = ConfusionDescription(view, title, font, rotation, labels, layout(fig))
     _save(fig, output, outputs.CONFUSION)
-    return output
+    return description
 
 
 # ------------------------------------------------------------------ contact sheets (Pillow, no extra needed)
@@ -399,24 +589,29 @@ SHEET_LABEL_WIDTH = 220
 SHEET_GAP = 4
 SHEET_MIN_WIDTH = 640  # room for the title above a sheet of few columns
 SHEET_RESAMPLE = "nearest-neighbour when enlarging (each pixel stays a visible block), bicubic when shrinking"
-_TITLE_PX, _LABEL_PX = 15, 13
+_TITLE_PX, _LABEL_PX, _CAPTION_PX = 15, 13, 11
+SHEET_CAPTION_LINES = 3  # a caption longer than this, wrapped to its cell, ends in an ellipsis
 
 
 @dataclass(frozen=True)
 class SheetRow:
-    """One class of a contact sheet: label lines drawn on the left, its encoded images left to right."""
+    """One row of a contact sheet: label lines drawn on the left, its encoded images left to right, and
+    under each image its caption lines (its key first, so that a user can name the image to leave out)."""
 
     label: list[str]
     images: list[bytes]
+    captions: list[list[str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class SheetPage:
     path: str
     title: list[str]  # lines, before wrapping to the sheet's width
-    classes: list[str]
+    classes: list[str]  # the row labels' first lines
     size: tuple[int, int]  # (width, height) px
-    rows_top: int  # y of the first class row; row r starts at rows_top + r * (thumb + SHEET_GAP)
+    rows_top: int  # y of the first row; row r starts at rows_top + r * row_height
+    row_height: int  # thumb + the caption lines' height + SHEET_GAP
+    keys: list[list[str]] = field(default_factory=list)  # per row, the key printed under each image
 
 
 @dataclass
@@ -468,28 +663,46 @@ def fit_thumbnail(image, side: int):
     return image.resize(size, Image.BICUBIC, reducing_gap=3.0)
 
 
+def _caption_lines(caption: list[str], width: float, measure) -> list[str]:
+    """Caption lines wrapped to a cell's width (a path breaks after its '/'), at most SHEET_CAPTION_LINES
+    (the last cut with '…')."""
+    parts = [p for text in caption for p in re.split(r"(?<=/)(?=.)", text)]
+    lines = [w for text in parts for w in _wrap(text, width, measure)]
+    if len(lines) <= SHEET_CAPTION_LINES:
+        return lines
+    last = lines[SHEET_CAPTION_LINES - 1]
+    while last and measure(last + "…") > width:
+        last = last[:-1]
+    return [*lines[: SHEET_CAPTION_LINES - 1], last + "…"]
+
+
 def contact_sheet_png(
     title: list[str], rows: list[SheetRow], columns: int, thumb: int = SHEET_THUMB
-) -> tuple[bytes, tuple[int, int], int]:
-    """A white PNG: the title lines on top, then one row per class (label left, thumbnails centred in
-    thumb x thumb cells from x = SHEET_LABEL_WIDTH). An image that cannot be decoded leaves a grey cell.
-    Returns (png bytes, (width, height), y of the first row)."""
+) -> tuple[bytes, tuple[int, int], int, int]:
+    """A white PNG: the title lines on top, then one row per SheetRow (label left, thumbnails centred in
+    thumb x thumb cells from x = SHEET_LABEL_WIDTH, each image's caption under it). An image that cannot
+    be decoded leaves a grey cell. Returns (png bytes, (width, height), y of the first row, row height)."""
     from PIL import Image, ImageDraw
 
-    title_font, label_font = _font(_TITLE_PX), _font(_LABEL_PX)
+    title_font, label_font, caption_font = _font(_TITLE_PX), _font(_LABEL_PX), _font(_CAPTION_PX)
     cell = thumb + SHEET_GAP
     width = max(SHEET_MIN_WIDTH, SHEET_LABEL_WIDTH + columns * cell)
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength
     lines = [w for line in title for w in _wrap(line, width - 16, lambda t: measure(t, font=title_font))]
-    line_h = _TITLE_PX + 6
+    line_h, caption_h = _TITLE_PX + 6, _CAPTION_PX + 3
+    captions = [
+        [_caption_lines(c, thumb - 2, lambda t: measure(t, font=caption_font)) for c in row.captions]
+        for row in rows
+    ]
+    row_h = cell + caption_h * max((len(c) for row in captions for c in row), default=0)
     top = 8 + len(lines) * line_h + 8
-    sheet = Image.new("RGB", (width, top + len(rows) * cell + SHEET_GAP), "white")
+    sheet = Image.new("RGB", (width, top + len(rows) * row_h + SHEET_GAP), "white")
     draw = ImageDraw.Draw(sheet)
     for i, line in enumerate(lines):
         draw.text((8, 8 + i * line_h), line, fill="black", font=title_font)
     draw.line([(0, top - 3), (width, top - 3)], fill="#999999")
     for r, row in enumerate(rows):
-        y = top + SHEET_GAP + r * cell
+        y = top + SHEET_GAP + r * row_h
         label = [
             w
             for text in row.label
@@ -501,6 +714,8 @@ def contact_sheet_png(
             draw.text((6, y0 + k * (_LABEL_PX + 4)), text, fill="black", font=label_font)
         for c, data in enumerate(row.images):
             x = SHEET_LABEL_WIDTH + c * cell
+            for k, text in enumerate(captions[r][c] if c < len(captions[r]) else []):
+                draw.text((x + 1, y + thumb + 2 + k * caption_h), text, fill="#333333", font=caption_font)
             try:
                 with Image.open(io.BytesIO(data)) as img:
                     tile = fit_thumbnail(img.convert("RGB"), thumb)
@@ -515,4 +730,4 @@ def contact_sheet_png(
         marks.add_text(key, value)
     buf = io.BytesIO()
     sheet.save(buf, format="PNG", pnginfo=marks)
-    return buf.getvalue(), sheet.size, top + SHEET_GAP
+    return buf.getvalue(), sheet.size, top + SHEET_GAP, row_h

@@ -61,7 +61,13 @@ def test_contact_sheet_pages_cover_every_class(sup):
         assert title[2].startswith(f"page {number} of 3: all 7 classes, classes {3 * (number - 1)}-")
         assert "up to 3 images per class" in title[3] and "images 32x32 px" in title[3]
         assert _png_size(path) == tuple(page["size"])
-        assert page["size"][1] == page["rows_top"] + len(page["classes"]) * (128 + 4)
+        assert page["size"][1] == page["rows_top"] + len(page["classes"]) * page["row_height"]
+        # Each image's key (the one embed writes and --exclude reads) is printed under it: 128 px cells,
+        # a 4 px gap and at least one caption line.
+        assert page["row_height"] > 128 + 4
+        assert page["keys"] == [
+            [f"{CLASSES.index(c):04d}_{c}/{i:05d}_img_{i:03d}.png" for i in range(3)] for c in page["classes"]
+        ]
 
 
 def test_contact_sheet_enlarges_small_images_with_visible_pixels(sup):
@@ -86,7 +92,7 @@ def test_contact_sheet_of_chosen_classes_in_the_given_order(sup):
     assert page["title"][2] == "page 1 of 1: 2 of 7 classes"
     assert _png_size(sup / "pick.png") == (
         640,
-        page["rows_top"] + 2 * 132,
+        page["rows_top"] + 2 * page["row_height"],
     )  # narrow sheets keep room for the title
     (sup / "wanted.txt").write_text("# the fruit\nfig\nplum\n")
     assert _sheet("file.png", "--classes", "wanted.txt")["pages"][0]["classes"] == ["fig", "plum"]
@@ -207,8 +213,23 @@ def test_few_shot_series_per_method_and_mode_sorted_by_shots():
         assert panel.baselines == [("Zero-shot CLIP", 40.0, "zero-shot")]
 
 
-def test_shot_curves_colour_by_mode_and_style_by_method(tmp_path):
+def _assert_readable(layout: dict) -> None:
+    """Every drawn text lies inside the figure, and no two tick labels of one axis overlap."""
+    width, height = layout["size"]
+    for t in layout["texts"]:
+        x0, y0, x1, y1 = t["box"]
+        assert -0.5 <= x0 and x1 <= width + 0.5 and -0.5 <= y0 and y1 <= height + 0.5, t
+    for role in ("xtick", "ytick"):
+        for axes in {t["axes"] for t in layout["texts"]}:
+            boxes = [t["box"] for t in layout["texts"] if t["role"] == role and t["axes"] == axes]
+            for a, b in zip(boxes, boxes[1:], strict=False):  # neighbours
+                apart = a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
+                assert apart, (role, a, b)
+
+
+def test_shot_curves_colour_and_mark_by_method_and_style_by_mode(tmp_path):
     pytest.importorskip("matplotlib")
+    from susx_cli.method import registry
     from susx_cli.stages.report import build_report, draw_charts, random_note
 
     results = _few_shot_results()
@@ -218,13 +239,48 @@ def test_shot_curves_colour_by_mode_and_style_by_method(tmp_path):
     assert path == tmp_path / "c.png" and _png_size(path)[0] > 0
     assert described.kind == "shot-curves" and "over shots" in described.title
     assert described.note.startswith("RANDOM weights (every result)")
-    series = [s for s in described.panels[0]["series"] if s["method"] != "zero-shot"]
-    colour = {s["mode"]: s["color"] for s in series}
-    style = {s["method"]: s["linestyle"] for s in series}
-    assert len(set(colour.values())) == 2 and len(set(style.values())) == 2
-    assert all(s["color"] == colour[s["mode"]] and s["linestyle"] == style[s["method"]] for s in series)
-    assert all(s["x"] == [1, 2, 4, 16] for s in series)
+    series = [s for p in described.panels for s in p["series"]]
+    for s in series:  # the method's colour and marker, read from its spec, on every panel
+        spec = registry.get(s["method"])
+        assert s["color"] == spec.color and s["marker"] in (spec.marker, None)
+    style = {s["mode"]: s["linestyle"] for s in series if s["method"] != "zero-shot"}
+    assert len(set(style.values())) == 2
+    assert all(s["linestyle"] == style[s["mode"]] for s in series if s["method"] != "zero-shot")
+    assert all(s["x"] == [1, 2, 4, 16] for s in series if s["method"] != "zero-shot")
+    # The legend, as drawn, gives each entry its method's colour and marker.
+    by_label = {s["label"]: s for s in series}
+    assert {e["label"] for e in described.legend} == set(by_label)
+    for entry in described.legend:
+        spec = registry.get(by_label[entry["label"]]["method"])
+        assert entry["color"] == spec.color
+        assert entry["marker"] in (spec.marker, "None")
+    _assert_readable(described.layout)
     assert random_note([_result("dtd", "zero-shot", 1.0, random=False)]) is None
+
+
+def test_bars_legend_and_tick_labels_take_the_spec_colours(tmp_path):
+    pytest.importorskip("matplotlib")
+    from susx_cli.method import registry
+    from susx_cli.plots import results_bars
+
+    long_title = "top-1 accuracy (%) per dataset, " + "with a title long enough to run off the page " * 3
+    described = results_bars(
+        ["EuroSAT", "DTD", "Oxford Pets"],
+        [
+            ("Zero-shot CLIP", "zero-shot", [40.0, 41.0, 80.0]),
+            ("TIP-X loo (SuS-SD, 16 images per class)", "tip-x", [50.0, None, 82.0]),
+            ("Tip-Adapter loo (SuS-SD)", "tip-adapter", [48.0, 44.0, 81.0]),
+        ],
+        tmp_path / "b.png",
+        title=long_title,
+        note="RANDOM weights (every result): the numbers say nothing about the method",
+    )
+    assert [(e["label"], e["color"]) for e in described.legend] == [
+        (registry.get(m).label, registry.get(m).color) for m in ("zero-shot", "tip-x", "tip-adapter")
+    ]
+    _assert_readable(described.layout)  # the long title is wrapped, not clipped
+    (title,) = [t for t in described.layout["texts"] if t["role"] == "title" and t["axes"] == -1]
+    assert "\n" in title["text"]
 
 
 def test_report_draws_curves_and_keeps_bars_for_name_only_support_sets(tmp_path):
@@ -315,3 +371,55 @@ def test_calibrate_heatmap_marks_the_calibrated_point(tmp_path, monkeypatch):
     )
     assert "validation split" in d.title
     assert (tmp_path / "heat.png").read_bytes()[:8] == PNG
+
+
+def test_heatmap_ticks_share_one_precision_and_fit(tmp_path):
+    pytest.importorskip("matplotlib")
+    from susx_cli.method.spec import reference_grid
+    from susx_cli.plots import accuracy_heatmap, tick_decimals
+
+    alphas, gammas = reference_grid(0.1, 50.0, 20), reference_grid(0.1, 30.0, 50)
+    acc = np.random.default_rng(0).random((len(alphas), len(gammas)))
+    d = accuracy_heatmap(
+        acc, alphas, gammas, 3.0, tmp_path / "h.png", objective_on="support set (leave-one-out)"
+    )
+    for ticks in (d.xticks, d.yticks):
+        decimals = {len(t.partition(".")[2]) for t in ticks}
+        assert len(decimals) == 1 and len(set(ticks)) == len(ticks)  # one precision, distinct labels
+    _assert_readable(d.layout)
+    assert tick_decimals([0.1, 1.0, 5.0]) == 1 and tick_decimals([1, 2, 50]) == 0
+
+
+@pytest.mark.parametrize("classes", [5, 60])
+def test_confusion_matrix_labels_are_readable(tmp_path, classes):
+    pytest.importorskip("matplotlib")
+    from susx_cli.plots import confusion_figure
+
+    rng = np.random.default_rng(classes)
+    names = [f"class {i} " + "with a very long descriptive name" * (i % 2) for i in range(classes)]
+    confusion = rng.integers(0, 5, (classes, classes)) + 20 * np.eye(classes, dtype=int)
+    d = confusion_figure(names, tmp_path / "m.png", confusion=confusion, title="TIP-X: confusion")
+    assert d.view == "matrix" and len(d.labels) == classes
+    assert all(len(label) <= 24 for label in d.labels) and any(label.endswith("…") for label in d.labels)
+    assert d.rotation == 90.0 and 6 <= d.fontsize <= 10
+    _assert_readable(d.layout)
+
+
+def test_confusion_of_many_classes_shows_the_top_confusions(tmp_path):
+    pytest.importorskip("matplotlib")
+    from susx_cli.plots import MATRIX_MAX_CLASSES, confusion_figure
+
+    c = MATRIX_MAX_CLASSES + 1
+    confusion = 10 * np.eye(c, dtype=int)
+    confusion[3, 7] = 9  # the most frequent confusion
+    confusion[5, 2] = 4
+    d = confusion_figure([f"c{i}" for i in range(c)], tmp_path / "t.png", confusion=confusion)
+    assert d.view == "top-confusions" and d.labels == ["c3 → c7", "c5 → c2"]
+    _assert_readable(d.layout)
+    # Long names push the axes right; the title still fits above them.
+    names = [f"class number {i} with a rather long name" for i in range(c)]
+    d = confusion_figure(
+        names, tmp_path / "l.png", confusion=confusion, title=f"TIP-X: confusion over {c} classes"
+    )
+    assert d.labels[0] == "class number 3 with a r… → class number 7 with a r…"
+    _assert_readable(d.layout)

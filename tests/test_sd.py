@@ -431,12 +431,13 @@ def test_contact_sheet_of_a_generated_support_set(sd_env):
     with Image.open(sheet) as im:
         grid = np.asarray(im.convert("RGB"))
     cell, label_w, top = 128 + 4, 220, page["rows_top"]
-    assert grid.shape == (page["size"][1], page["size"][0], 3) == (top + len(CLASSES) * cell, 640, 3)
+    height = top + len(CLASSES) * page["row_height"]
+    assert grid.shape == (page["size"][1], page["size"][0], 3) == (height, 640, 3)
     # One row per class in index order, its first three images left to right, each 32 px pixel drawn as a
     # 4 x 4 block (nearest-neighbour enlargement).
     pixels = _pixels(sd_env["ref"])
     for ci, name in enumerate(CLASSES):
-        y = top + ci * cell
+        y = top + ci * page["row_height"]
         assert (grid[y : y + 128, :label_w] < 128).any()  # the class label is drawn
         for j in range(3):
             x = label_w + j * cell

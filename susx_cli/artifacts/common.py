@@ -434,6 +434,22 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
         ) from exc
 
 
+def read_key_list(path: str | os.PathLike, what: str) -> list[str]:
+    """A file of image keys, one a line (blank lines and lines starting with '#' skipped), in file order
+    without repeats. A line of `susx inspect --influence` (change, class, key, tab-separated) gives its key."""
+    path = Path(path)
+    if not path.is_file():
+        raise SusxError(f"{what} {path} is not a file", hint="pass a file of image keys, one a line")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise SusxError(
+            f"{what} {path} is not UTF-8 text", hint="pass a file of image keys, one a line"
+        ) from exc
+    keys = [line.split("\t")[-1].strip() for line in lines if line.strip() and not line.startswith("#")]
+    return list(dict.fromkeys(keys))
+
+
 def check_header(path: Path, kind: Any, found_version: Any, expected_kind: str | tuple[str, ...]) -> None:
     """Refuse a file of another kind or schema version with a hint on which stage makes the right one."""
     expected = (expected_kind,) if isinstance(expected_kind, str) else expected_kind

@@ -24,6 +24,7 @@ from susx_cli.commands._common import (
     RayAddressOpt,
     ShardIndexOpt,
     input_argument,
+    input_option,
     path_option,
     run,
 )
@@ -67,6 +68,18 @@ _TAIL = [
             typer.Option(
                 "--min-per-class",
                 help="Leave the set unfinished (exit 2) if a class has fewer images; 0 accepts empty classes.",
+            ),
+        ],
+    ),
+    inspect.Parameter(
+        "exclude",
+        _KW,
+        default=None,
+        annotation=Annotated[
+            Path | None,
+            input_option(
+                "--exclude",
+                help="File of support-set keys to leave out, one a line (e.g. from `susx inspect --influence`).",
             ),
         ],
     ),
@@ -147,6 +160,7 @@ def curate(ctx: typer.Context, **values: Any) -> None:
                 min_per_class=values["min_per_class"],
                 overwrite=values["overwrite"],
                 quiet=values["quiet"],
+                exclude=values["exclude"],
             )
         src = make_source(source, options)
         shard = resolve_shard(values["num_shards"], values["shard_index"])
@@ -157,6 +171,7 @@ def curate(ctx: typer.Context, **values: Any) -> None:
             shard=shard,
             min_per_class=values["min_per_class"],
             overwrite=values["overwrite"],
+            exclude=values["exclude"],
         )
 
     run(

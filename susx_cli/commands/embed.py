@@ -98,6 +98,13 @@ def embed(
             help="Check each support image's sha256 against its manifest (sizes are always checked).",
         ),
     ] = True,
+    exclude: Annotated[
+        Path | None,
+        input_option(
+            "--exclude",
+            help="File of image keys to leave out, one a line (e.g. from `susx inspect --influence`).",
+        ),
+    ] = None,
     executor: ExecutorOpt = "local",
     ray_address: RayAddressOpt = None,
     quiet: QuietOpt = False,
@@ -153,6 +160,7 @@ def embed(
             precision=precision,
             overwrite=overwrite,
             verify=verify,
+            exclude=exclude,
         )
 
     run(stage, quiet=quiet, as_json=as_json)

@@ -7,7 +7,15 @@ from typing import Annotated, Any
 
 import typer
 
-from susx_cli.commands._common import REPLACES_OWN, JsonOpt, QuietOpt, input_argument, output_option, run
+from susx_cli.commands._common import (
+    REPLACES_OWN,
+    JsonOpt,
+    QuietOpt,
+    input_argument,
+    input_option,
+    output_option,
+    run,
+)
 
 
 def inspect(
@@ -43,6 +51,41 @@ def inspect(
             + REPLACES_OWN,
         ),
     ] = None,
+    influence: Annotated[
+        bool,
+        typer.Option(
+            "--influence",
+            help="Support features: how each image changes its class's leave-one-out top-1 when left "
+            "out, worst first (no query labels; with --contact-sheet, the worst images drawn).",
+            rich_help_panel="Support influence",
+        ),
+    ] = False,
+    text: Annotated[
+        Path | None,
+        input_option("--text", help="--influence: the text classifier.", rich_help_panel="Support influence"),
+    ] = None,
+    calibration: Annotated[
+        Path | None,
+        input_option(
+            "--calibration",
+            help="--influence: a Tip-Adapter or TIP-X calibration (default: TIP-X's default values).",
+            rich_help_panel="Support influence",
+        ),
+    ] = None,
+    support_folder: Annotated[
+        Path | None,
+        input_option(
+            "--support-folder",
+            help="--influence: the support folder of the features (default: the one they record).",
+            rich_help_panel="Support influence",
+        ),
+    ] = None,
+    worst: Annotated[
+        int,
+        typer.Option(
+            "--worst", help="--influence: images on the contact sheet.", rich_help_panel="Support influence"
+        ),
+    ] = 24,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -56,7 +99,13 @@ def inspect(
       susx inspect support/ --contact-sheet sheet.png
 
       susx inspect pred.h5 --confusion confusion.png
+
+      susx inspect sup.h5 --influence --text text.h5 --contact-sheet worst.png
     """
+    if influence or text is not None or calibration is not None or support_folder is not None:
+        return _influence(
+            path, text, calibration, support_folder, worst, contact_sheet, influence, quiet, as_json
+        )
 
     def stage():
         from susx_cli.stages.inspect import inspect_artifact
@@ -73,6 +122,65 @@ def inspect(
         )
 
     run(stage, quiet=quiet, as_json=as_json)
+
+
+def _influence(path, text, calibration, support_folder, worst, sheet, asked, quiet, as_json) -> None:
+    """``--influence``: the ranked support images (TSV on stdout: change, class, key), a table of the
+    worst on stderr; with --contact-sheet, the sheet's path alone on stdout."""
+
+    def stage():
+        from susx_cli.errors import SusxError
+        from susx_cli.stages.inspect import support_influence
+
+        if not asked:
+            raise SusxError(
+                "--text, --calibration and --support-folder go with --influence", hint="add --influence"
+            )
+        if text is None:
+            raise SusxError("--influence needs the text classifier", hint="add --text text.h5")
+        return _Ranked(
+            support_influence(
+                path, text, calibration=calibration, sheet=sheet, support_folder=support_folder, worst=worst
+            )
+        )
+
+    run(stage, quiet=quiet, as_json=as_json, table=influence_table)
+
+
+def influence_table(result: Any, rows: int = 10) -> Any:
+    """The images whose removal most raises their class's leave-one-out top-1."""
+    from rich.table import Table
+
+    d = result.to_json()
+    table = Table(
+        title=f"support influence ({d['method']}, {d['from']}): leave-one-out top-1 "
+        f"{100 * d['leave_one_out_top1']:.1f}%, {d['hurting']} of {len(d['images'])} images lower their class's",
+        title_justify="left",
+    )
+    for col in ("change (pts)", "class", "key"):
+        table.add_column(col, justify="right" if col.startswith("change") else "left")
+    for r in d["images"][:rows]:
+        table.add_row(f"{100 * r['delta']:+.1f}", r["class"][:40], r["key"])
+    return table
+
+
+class _Ranked:
+    """A support-influence result whose stdout is one ``change<TAB>class<TAB>key`` line per image, worst
+    first (``cut -f3`` of the lines wanted is an --exclude file); a picture's path stays alone."""
+
+    def __init__(self, result: Any):
+        self.outputs, self._result = result.outputs, result
+
+    @property
+    def text(self) -> str:
+        if self.outputs:
+            return ""
+        return "\n".join(
+            f"{r['delta']:+.4f}\t{r['class']}\t{r['key']}" for r in self._result.description["images"]
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return self._result.to_json()
 
 
 class _Described:

@@ -104,15 +104,17 @@ class KLSums:
     k_range: tuple[float, float]
     s_range: tuple[float, float]
 
+    def rescale(self) -> tuple[float, float]:
+        """(a, b) of the rescale K' = a K + b onto the range of S."""
+        (k_min, k_max), (s_min, s_max) = self.k_range, self.s_range
+        span = k_max - k_min
+        a = (s_max - s_min) / span if span > 0 else 0.0  # all divergences equal: the term carries nothing
+        return a, s_min - k_min * a
+
     def term(self, rows: slice, counts: torch.Tensor) -> torch.Tensor:
         """The KL logits (-K') L of these query rows: (q, C). The rescale K' = a K + b is affine, so its
         per-class sum is a (sum of K) + b (count): no second (q, N) pass. counts: (q, C)."""
-        (k_min, k_max), (s_min, s_max) = self.k_range, self.s_range
-        span = k_max - k_min
-        a = (
-            (s_max - s_min) / span if span > 0 else 0.0
-        )  # all divergences equal: the term carries no information
-        b = s_min - k_min * a
+        a, b = self.rescale()
         return (self.sums[rows] * a).add_(counts * b).neg_()
 
 

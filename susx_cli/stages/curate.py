@@ -24,8 +24,10 @@ def curate(
     min_per_class: int = 1,
     overwrite: bool = False,
     join: bool = True,
+    exclude: Path | None = None,
 ) -> StageResult:
-    """Run ``source`` for this shard's work units; merge when all shards are done.
+    """Run ``source`` for this shard's work units; merge when all shards are done. ``exclude``: a file of
+    support-set keys (class folder/image, as `susx inspect --influence` lists them) left out of the set.
 
     Idempotent: a complete support set from the same inputs and options is left as it is. ``join=False``
     leaves the merge to the caller (``join_shards``, once every shard ended); the result's output is then
@@ -33,6 +35,9 @@ def curate(
     """
     prompts = read_prompts(prompts_path)
     options = {"source": source.name, **source.options()}
+    excluded = image_paths(common.read_key_list(exclude, "--exclude")) if exclude is not None else []
+    if excluded:
+        options["exclude"] = excluded  # another list is another set of options
     inputs = [common.identity(prompts_path, common.PROMPTS), *source.inputs()]
     refuse_output_among_inputs(output, inputs)
     prov = common.provenance(options, inputs)
@@ -48,7 +53,31 @@ def curate(
         # --overwrite builds the new set beside the old one and swaps it in only once it is complete.
         target = support.staging_dir(output) if replacing else output
         refuse_other_shard_count(target, shard, prov)
-        return _curate_into(target, output, prompts, prov, source, shard, min_per_class, replacing, join)
+        units = without_units(source.units(prompts), prompts.classes, excluded)
+        return _curate_into(
+            target, output, units, prompts, prov, source, shard, min_per_class, replacing, join
+        )
+
+
+def image_paths(keys: list[str]) -> list[str]:
+    """Support-set keys without their file extension (class folder/image), sorted, each once."""
+    return sorted({k.rsplit(".", 1)[0] if "." in k.rpartition("/")[2] else k for k in keys})
+
+
+def without_units(units: list, classes: list[str], paths: list[str]) -> list:
+    """The work units less those whose image would be at one of ``paths`` (``image_paths``); a path that
+    names no unit is refused, so that a typo never excludes nothing."""
+    if not paths:
+        return units
+    wanted = set(paths)
+    path = {id(u): f"{support.class_dir_name(u.class_index, classes[u.class_index])}/{u.key}" for u in units}
+    unknown = sorted(wanted - set(path.values()))
+    if unknown:
+        raise SusxError(
+            f"--exclude: {len(unknown)} key(s) name no image this curate makes, e.g. {unknown[0]!r}",
+            hint="use the support set's keys (class folder/image), as `susx inspect --influence` lists them",
+        )
+    return [u for u in units if path[id(u)] not in wanted]
 
 
 def refuse_other_shard_count(root: Path, shard: Shard, prov: dict) -> None:
@@ -86,10 +115,10 @@ def refuse_output_among_inputs(output: Path, inputs: list[dict]) -> None:
 
 
 def _curate_into(
-    target, output, prompts, prov, source, shard, min_per_class, replacing, join=True
+    target, output, units, prompts, prov, source, shard, min_per_class, replacing, join=True
 ) -> StageResult:
     # The unit list first: a source that refuses its input (e.g. no CuPL sentences) leaves no folder behind.
-    units = shard.select(source.units(prompts))
+    units = shard.select(units)
     writer = support.SupportWriter(
         target, prompts.classes, prov, shard_index=shard.index, num_shards=shard.count, overwrite=replacing
     )

@@ -85,6 +85,7 @@ def embed_images(
     shard: Shard = Shard(),
     verify: bool = True,
     join: bool = True,
+    exclude: Path | None = None,
 ) -> StageResult:
     """Embed images into an HDF5 feature file, streaming in batches; resumes an interrupted run.
 
@@ -94,6 +95,7 @@ def embed_images(
     ``verify=False`` skips the sha256 check of a support folder's images (sizes are checked anyway).
     ``augment_passes`` > 1: each image is the mean of that many augmented views seeded from ``seed``;
     ``keep_views`` keeps the views' own unit rows beside it (``views`` (N, K, D), which GDA fits on).
+    ``exclude``: a file of image keys left out (recorded in the options).
     """
     _check_runtime(device, precision)
     check_loader_options(workers, augment_passes, keep_views)
@@ -111,6 +113,8 @@ def embed_images(
         unlabelled=unlabelled,
         verify=verify,
     )
+    if exclude is not None:
+        image_set = imagesets.without_keys(image_set, common.read_key_list(exclude, "--exclude"), "--exclude")
     what = str(input_path)
     run = functools.partial(
         embed_image_set,
@@ -287,6 +291,7 @@ def embed(input_path: Path, output: Path, shard: Shard = Shard(), **kwargs) -> S
                 "workers",
                 "augment_passes",
                 "keep_views",
+                "exclude",
             )
             unset = {"augment_passes": (None, 1)}  # the others are unset at None, False or 0
             used = [k for k in image_only if kwargs.get(k) not in unset.get(k, (None, False, 0))]

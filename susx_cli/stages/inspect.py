@@ -179,23 +179,28 @@ def contact_sheet(
                 f"up to {columns} images per class shown; images {sizes}, drawn in {thumb} px cells "
                 "(enlarged nearest-neighbour, shrunk bicubic)",
             ]
+            shown_items = [items_by_class.get(ci, [])[:columns] for ci in page]
             rows = [
                 plots.SheetRow(
                     [f"{ci}: {names[ci]}", f"{counts[ci]} image{'s' if counts[ci] != 1 else ''}"],
-                    [imagesets.read_recorded(item) for item in items_by_class.get(ci, [])[:columns]],
+                    [imagesets.read_recorded(item) for item in items],
+                    [[item.key] for item in items],
                 )
-                for ci in page
+                for ci, items in zip(page, shown_items, strict=True)
             ]
-            png, size, rows_top = plots.contact_sheet_png(title, rows, columns, thumb)
+            png, size, rows_top, row_height = plots.contact_sheet_png(title, rows, columns, thumb)
             pending.enter_context(common.atomic_path(path, suffix=".png")).write_bytes(png)
-            sheet.pages.append(plots.SheetPage(str(path), title, [names[ci] for ci in page], size, rows_top))
+            keys = [[item.key for item in items] for items in shown_items]
+            sheet.pages.append(
+                plots.SheetPage(
+                    str(path), title, [names[ci] for ci in page], size, rows_top, row_height, keys
+                )
+            )
     return sheet
 
 
-def confusion_picture(path: Path, output: Path) -> Path:
+def confusion_picture(path: Path, output: Path) -> plots.ConfusionDescription:
     """Draw the confusion matrix (or, for many classes, the top confusions) of a predictions file."""
-    from susx_cli.plots import confusion_figure
-
     preds = hdf5.read_predictions(path)
     outputs.claim(output, outputs.CONFUSION, option="--confusion")
     pc = preds.per_class
@@ -209,8 +214,9 @@ def confusion_picture(path: Path, output: Path) -> Path:
             f"{path} holds no confusion data: {why}",
             hint="re-run susx predict --overwrite on labelled query features",
         )
-    title = f"{preds.method}: confusion over {len(preds.classes)} classes, {int(pc.queries.sum())} queries"
-    return confusion_figure(
+    label = plots.method_look(preds.method).label
+    title = f"{label}: confusion over {len(preds.classes)} classes, {int(pc.queries.sum())} queries"
+    return plots.confusion_figure(
         preds.classes,
         output,
         confusion=pc.confusion,
@@ -249,5 +255,157 @@ def inspect_artifact(
     if confusion is not None:
         if description.get("kind") != common.PREDICTIONS:
             raise SusxError("--confusion needs a predictions file", hint="pass the -o file of `susx predict`")
-        result.outputs.append(confusion_picture(path, confusion))
+        result.description["confusion"] = confusion_picture(path, confusion).to_json()
+        result.outputs.append(confusion)
     return result
+
+
+# ------------------------------------------------------------------ support-image influence
+
+CACHE_HYPERPARAMETERS = {"alpha", "beta", "gamma"}  # a cache method's (Tip-Adapter, TIP-X)
+DEFAULT_CACHE_METHOD = "tip-x"  # its registry defaults score a support set given no calibration
+SHEET_COLUMNS = 8
+
+
+def cache_method(cal) -> tuple[Any, dict[str, float], dict[str, Any], str]:
+    """(spec, hyperparameters, logit settings, where they came from) of the calibration, or the default
+    cache method's defaults. A method without a cache over the support set has no leave-one-out influence."""
+    from susx_cli.method import registry
+
+    if cal is None:
+        spec = registry.get(DEFAULT_CACHE_METHOD)
+        return spec, spec.defaults(), {"logit_scale": 100.0}, f"{spec.label} defaults"
+    spec = registry.get(cal.method)
+    names = {h.name for h in spec.hyperparameters}
+    if not ({"alpha", "beta"} <= names <= CACHE_HYPERPARAMETERS):
+        raise SusxError(
+            f"--influence scores the support images of a cache method; {cal.path} calibrates {spec.label}",
+            hint="pass a Tip-Adapter or TIP-X calibration, or none for the TIP-X defaults",
+        )
+    settings = {k: v for k, v in cal.settings.items() if k in spec.settings}
+    settings.update(logit_scale=cal.logit_scale, logit_bias=cal.logit_bias)
+    return spec, dict(cal.hyperparameters), settings, f"{cal.path} (mode {cal.mode})"
+
+
+def reachable_support_folder(features: hdf5.FeatureSet, given: Path | None) -> Path | None:
+    """The support folder whose images the feature file's keys name: ``given``, else the support set its
+    provenance records (as written, then beside the feature file). None when no such folder is here."""
+    recorded = [
+        Path(i["path"])
+        for i in features.provenance.get("inputs", [])
+        if i.get("kind") == common.SUPPORT_SET and i.get("path")
+    ]
+    beside = [features.path.parent / p for p in recorded if features.path and not p.is_absolute()]
+    for folder in [given] if given is not None else [*recorded, *beside]:
+        if support.is_support_dir(folder):
+            return folder
+    if given is not None:
+        raise SusxError(
+            f"--support-folder {given} is not a susx support set", hint="pass the -o folder of curate"
+        )
+    return None
+
+
+def influence_sheet(
+    folder: Path, ranked: list[dict[str, Any]], output: Path, title: list[str]
+) -> plots.SheetDescription:
+    """The ranked images (worst first), SHEET_COLUMNS a row, each captioned with its key and its effect."""
+    by_key = {item.key: item for item in imagesets.from_support(folder).items}
+    missing = [r["key"] for r in ranked if r["key"] not in by_key]
+    if missing:
+        raise SusxError(
+            f"{folder} has no image {missing[0]!r} of the feature file",
+            hint="pass the support folder these features were embedded from with --support-folder",
+        )
+    rows = []
+    for start in range(0, len(ranked), SHEET_COLUMNS):
+        part = ranked[start : start + SHEET_COLUMNS]
+        rows.append(
+            plots.SheetRow(
+                [f"worst {start + 1}-{start + len(part)}"],
+                [imagesets.read_recorded(by_key[r["key"]]) for r in part],
+                [[r["key"], f"{r['class']}: {100 * r['delta']:+.1f} pts"] for r in part],
+            )
+        )
+    columns = max(1, min(SHEET_COLUMNS, len(ranked)))
+    png, size, rows_top, row_height = plots.contact_sheet_png(title, rows, columns)
+    with common.atomic_path(output, suffix=".png") as tmp:
+        tmp.write_bytes(png)
+    keys = [[r["key"] for r in ranked[s : s + SHEET_COLUMNS]] for s in range(0, len(ranked), SHEET_COLUMNS)]
+    page = plots.SheetPage(
+        str(output), title, [row.label[0] for row in rows], size, rows_top, row_height, keys
+    )
+    return plots.SheetDescription(plots.SHEET_THUMB, columns, plots.SHEET_RESAMPLE, [page])
+
+
+def support_influence(
+    support_path: Path,
+    text_path: Path,
+    *,
+    calibration: Path | None = None,
+    sheet: Path | None = None,
+    support_folder: Path | None = None,
+    worst: int = 24,
+    device: str | None = None,
+) -> InspectResult:
+    """Each support image's effect on its class's leave-one-out accuracy (method/influence.py), worst
+    first; with ``sheet``, the first ``worst`` of them drawn with their keys."""
+    import torch
+
+    from susx_cli import runtime
+    from susx_cli.method.influence import support_influence as influence
+    from susx_cli.stages.inputs import as_float64, load_method_inputs
+
+    if worst < 1:
+        raise SusxError(f"--worst must be at least 1, got {worst}", hint="e.g. 24")
+    inputs = load_method_inputs(text_path, support_path, calibration_path=calibration)
+    spec, values, settings, source = cache_method(inputs.calibration)
+    dev = runtime.method_device(device)
+    sup = inputs.support
+    labels = torch.from_numpy(sup.labels).to(dev)
+    result = influence(
+        as_float64(sup.features, dev), labels, as_float64(inputs.text.weights, dev), **values, **settings
+    )
+    delta, correct, peers = (t.cpu().numpy() for t in (result.delta, result.correct, result.peers))
+    order = sorted(range(len(delta)), key=lambda j: (-delta[j], j))
+    ranked = [
+        {
+            "key": sup.keys[j],
+            "class": sup.classes[int(sup.labels[j])],
+            "delta": float(delta[j]),
+            "peers": int(peers[j]),
+            "correct": bool(correct[j]),
+        }
+        for j in order
+    ]
+    hurting = [r for r in ranked if r["delta"] > 0]
+    description = {
+        "kind": "support-influence",
+        "support": str(support_path),
+        "method": spec.name,
+        "hyperparameters": values,
+        "settings": settings,
+        "from": source,
+        "leave_one_out_top1": float(correct.mean()),
+        "hurting": len(hurting),
+        "images": ranked,
+    }
+    out = InspectResult(description)
+    if sheet is not None:
+        folder = reachable_support_folder(sup, support_folder)
+        if folder is None:
+            raise SusxError(
+                f"the support folder of {support_path} is not reachable from here",
+                hint="pass it with --support-folder",
+            )
+        shown = ranked[:worst]
+        title = [
+            f"support set {folder.name}: the {len(shown)} images whose removal most raises their class's "
+            f"leave-one-out top-1 ({spec.label}, {source})",
+            f"{len(hurting)} of {len(ranked)} images lower it; caption: key, class and the change in "
+            "points when the image is left out",
+        ]
+        drawn = influence_sheet(folder, shown, sheet, title)
+        description["contact_sheet"] = drawn.to_json()
+        out.outputs.append(sheet)
+    return out

@@ -117,6 +117,7 @@ def curate_on_ray(
     min_per_class: int = 1,
     overwrite: bool = False,
     quiet: bool = False,
+    exclude: Path | None = None,
 ) -> StageResult:
     """`susx curate --source sd --executor ray`: one task per shard, then one merge here."""
     from susx_cli.adapters import ray_executor
@@ -135,6 +136,7 @@ def curate_on_ray(
         output,
         min_per_class=min_per_class,
         overwrite=overwrite,
+        exclude=exclude,
     )
     use_gpus = _gpu_tasks(getattr(options, "device", None))
     results = ray_executor.run_shards(

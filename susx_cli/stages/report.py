@@ -498,9 +498,7 @@ def draw_charts(
     panels, bar_rows, name_only, (curves_path, bars_path) = chart_layout(rep, chart)
     drawn = []
     if panels:
-        title = (
-            f"{METRIC_AXIS[metric]} over shots (colour: calibration mode, line: method; dotted: zero-shot)"
-        )
+        title = f"{METRIC_AXIS[metric]} over shots (colour and marker: method, line: calibration mode; dotted: zero-shot)"
         drawn.append(
             (
                 curves_path,
