@@ -87,3 +87,11 @@ def build_method_workspace(
     finally:
         os.chdir(old)
     return root
+
+
+def result_file(folder: Path, prefix: str) -> Path:
+    """The one result file of `susx eval` in ``folder`` whose readable name is ``prefix`` (its run
+    identity hash follows)."""
+    found = sorted(Path(folder).glob(f"{prefix}-*.json"))
+    assert len(found) == 1, f"{len(found)} result files {prefix}-*.json in {folder}"
+    return found[0]

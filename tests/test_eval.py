@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from susx_cli.datasets import registry
-from tests.helpers import invoke, make_class_folders, make_split
+from tests.helpers import invoke, make_class_folders, make_split, result_file
 
 # Alphabetical order differs from index order on purpose.
 CLASSES = ["zebra", "apple", "mango"]
@@ -133,7 +133,9 @@ def test_eval_writes_results_and_skips_on_rerun(evaluated):
     assert first["summary"] == {"runs": 10, "skipped": 0, "failed": 0}
     files = sorted((base / "results").glob("*.json"))
     assert len(files) == 10
-    tipx = json.loads((base / "results" / "eurosat__susx_tiny_vit-none__tip-x__2shot__val.json").read_text())
+    tipx = json.loads(
+        result_file(base / "results", "eurosat__susx_tiny_vit-none__tip-x__2shot-seed0__val").read_text()
+    )
     assert tipx["kind"] == "susx.result" and tipx["schema_version"] == 1
     assert tipx["dataset"]["id"] == "eurosat" and tipx["dataset"]["n_queries"] == 9
     assert tipx["support"]["size"] == 6 and tipx["support"]["shots"] == 2
@@ -175,7 +177,7 @@ def test_report_table_csv_chart(evaluated, tmp_path):
 
 def test_report_notes_mixed_protocols_and_refuses_other_schema(evaluated, tmp_path):
     base, *_ = evaluated
-    src = base / "results" / "eurosat__susx_tiny_vit-none__zero-shot__none__none.json"
+    src = result_file(base / "results", "eurosat__susx_tiny_vit-none__zero-shot__none__none")
     data = json.loads(src.read_text())
     data["zero_shot_protocol"]["text_pool"] = "combined"
     data["dataset"]["id"] = "dtd"

@@ -16,7 +16,7 @@ import pytest
 
 from susx_cli import metrics
 from susx_cli.artifacts import hdf5
-from tests.helpers import TINY, build_method_workspace, invoke
+from tests.helpers import TINY, build_method_workspace, invoke, result_file
 
 CLASSES = ["zebra", "apple", "mango", "kiwi"]
 
@@ -298,7 +298,9 @@ def evaluated(tmp_path_factory):
 
 def test_eval_results_carry_per_class_results(evaluated):
     res = json.loads(
-        (evaluated / "results" / "stanford_cars__susx_tiny_vit-none__tip-x__2shot__loo.json").read_text()
+        result_file(
+            evaluated / "results", "stanford_cars__susx_tiny_vit-none__tip-x__2shot-seed0__loo"
+        ).read_text()
     )
     pc = res["per_class"]
     preds = hdf5.read_predictions(res["artifacts"]["predictions"])
@@ -309,7 +311,9 @@ def test_eval_results_carry_per_class_results(evaluated):
         "metric_descriptions"
     ]["ece"]
     zs = json.loads(
-        (evaluated / "results" / "stanford_cars__susx_tiny_vit-none__zero-shot__none__none.json").read_text()
+        result_file(
+            evaluated / "results", "stanford_cars__susx_tiny_vit-none__zero-shot__none__none"
+        ).read_text()
     )
     assert zs["per_class"]["support"] is None
 
@@ -323,7 +327,9 @@ def test_report_long_has_one_row_per_run_with_flattened_fields(evaluated, tmp_pa
     assert len(rows) == len(files) == 2
     by_method = {row["method"]: row for row in rows}
     tipx = json.loads(
-        (evaluated / "results" / "stanford_cars__susx_tiny_vit-none__tip-x__2shot__loo.json").read_text()
+        result_file(
+            evaluated / "results", "stanford_cars__susx_tiny_vit-none__tip-x__2shot-seed0__loo"
+        ).read_text()
     )
     row = by_method["tip-x"]
     assert float(row["calibration.hyperparameters.alpha"]) == tipx["calibration"]["hyperparameters"]["alpha"]
@@ -333,7 +339,7 @@ def test_report_long_has_one_row_per_run_with_flattened_fields(evaluated, tmp_pa
     )
     assert row["config.calibration.mode"] == "loo" and row["config.support.shots"] == "2"
     assert row["dataset.id"] == "stanford_cars" and row["model.random_weights"] == "True"
-    assert row["result"].endswith("tip-x__2shot__loo.json")
+    assert "tip-x__2shot-seed0__loo-" in row["result"]
     assert (
         by_method["zero-shot"]["calibration.hyperparameters.alpha"] == ""
     )  # no calibration: empty, not "None"
@@ -352,8 +358,8 @@ def _result_as(src: Path, dataset: str, dest: Path) -> Path:
 
 
 def test_paper_figures_stand_beside_ours_and_means_never_mix_dataset_sets(evaluated, tmp_path):
-    zs = evaluated / "results" / "stanford_cars__susx_tiny_vit-none__zero-shot__none__none.json"
-    tipx = evaluated / "results" / "stanford_cars__susx_tiny_vit-none__tip-x__2shot__loo.json"
+    zs = result_file(evaluated / "results", "stanford_cars__susx_tiny_vit-none__zero-shot__none__none")
+    tipx = result_file(evaluated / "results", "stanford_cars__susx_tiny_vit-none__tip-x__2shot-seed0__loo")
     only_in = tmp_path / "imagenet"
     only_in.mkdir()
     _result_as(zs, "imagenet", only_in / "zs.json")
