@@ -153,24 +153,18 @@ def test_eval_writes_results_and_skips_on_rerun(evaluated):
 
 def test_report_table_csv_chart(evaluated, tmp_path):
     base, *_ = evaluated
-    res = invoke(
-        "report",
-        base / "results",
-        "-o",
-        tmp_path / "r.md",
-        "--csv",
-        tmp_path / "r.csv",
-        "--chart",
-        tmp_path / "c.png",
-    )
+    res = invoke("report", base / "results", "-o", tmp_path / "r.md", "--chart", tmp_path / "c.png")
     md = (tmp_path / "r.md").read_text()
     assert "| method |" in md and "Stanford Cars" in md and "EuroSAT" in md and "mean" in md
     assert "TIP-X (2-shot)" in md and "Zero-shot CLIP" in md
     assert "paper: zero-shot CLIP, 7-template ensemble" in md and "58.53" in md
     assert "RANDOM" in md
+    invoke("report", base / "results", "--format", "csv", "-o", tmp_path / "r.csv")
     rows = list(csv.reader((tmp_path / "r.csv").open()))
     assert rows[0][:5] == ["source", "method", "model", "support", "calibration"]
-    assert rows[0][5:] == ["stanford_cars", "eurosat", "mean"]
+    per_dataset = ["{}", "{}_std", "{}_n", "{}_failed"]
+    assert rows[0][5:] == [c.format(d) for d in ("stanford_cars", "eurosat") for c in per_dataset] + ["mean"]
+    assert all(r[7] == "1" and r[6] == "" and r[8] == "0" for r in rows[1:])  # one seed: n = 1, no std
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
     assert str(tmp_path / "r.md") in res.stdout
 

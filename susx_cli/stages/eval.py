@@ -731,7 +731,7 @@ def record_failure(
                 "dataset": {"id": spec.id, "name": spec.name, "split": spec.test_split},
                 "model": {"arch": run.arch, "pretrained": run.pretrained},
                 "method": run.method,
-                "support": None if run.support is None else support_inputs(cfg, run.support, run.seed),
+                "support": failed_support(cfg, run),
                 "calibration": None if run.mode is None else {"mode": run.mode},
                 "zero_shot_protocol": None,
                 "metrics": {},
@@ -739,6 +739,20 @@ def record_failure(
         )
         result.outputs.append(out_json)
     result.rows.append({**_row(spec, run, out_json), **_metric_row({}), "status": "failed", "error": error})
+
+
+def failed_support(cfg: EvalConfig, run: Run) -> dict[str, Any] | None:
+    """A failed run's support entry: what report needs to put it in its row (kind, shots, seed, and a
+    folder's path and source)."""
+    if run.support is None:
+        return None
+    out = support_inputs(cfg, run.support, run.seed)
+    if run.support.path is not None:
+        from susx_cli.artifacts import support
+
+        options = support.read_support(run.support.path).provenance.get("options") or {}
+        out.update(path=str(run.support.path), source=options.get("source"))
+    return out
 
 
 def record_failed_dataset(
