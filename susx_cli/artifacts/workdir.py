@@ -6,6 +6,7 @@ it (the test set is embedded once per dataset and model, whatever the seeds, met
 
     WORK/<dataset>/split.json                               the split the stages read (derived from a layout)
     WORK/<dataset>/prompts-<h>.json                         prompts made from the split's classes
+    WORK/<dataset>/classes-<h>.json                         the split's class list as prompts (curate reads it)
     WORK/<dataset>/support/<K>shot-seed<S>-<h>/             few-shot support folders (folder-shots:K)
     WORK/<dataset>/<model>__<weights>/text-<h>.h5           text classifier of one prompts file
     WORK/<dataset>/<model>__<weights>/<split>-<h>.h5        features of a split (test, val)
@@ -71,6 +72,9 @@ class Workdir:
 
     def prompts(self, inputs: dict[str, Any]) -> Path:
         return self.root / f"{artifact_name('prompts', inputs)}.json"
+
+    def class_prompts(self, inputs: dict[str, Any]) -> Path:
+        return self.root / f"{artifact_name('classes', inputs)}.json"
 
     def support_folder(self, tag: str, seed: int, inputs: dict[str, Any]) -> Path:
         return self.root / "support" / artifact_name(f"{tag}-seed{seed}", inputs)

@@ -214,13 +214,13 @@ PARAMETER_OPTIONS = {
 
 def given_options(ctx: typer.Context, options: dict[str, Any]) -> list[str]:
     """The run_eval options the command line set explicitly (a sweep file may set only the others)."""
-    from click.core import ParameterSource
-
     given = []
     for name in ctx.params:
-        if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
-            key = PARAMETER_OPTIONS.get(name, name)
-            given.append(key if key in options else "hyperparameters")
+        source = ctx.get_parameter_source(name)
+        if source is not None and source.name == "COMMANDLINE":  # typer may ship its own click
+            given.append(PARAMETER_OPTIONS.get(name, name))
+    hyper = {p for h, _ in registry.hyperparameter_flags().values() for p in (h.param, f"{h.param}_grid")}
+    given = ["hyperparameters" if name in hyper else name for name in given]
     return [k for k in dict.fromkeys(given) if k in options]
 
 

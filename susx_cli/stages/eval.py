@@ -795,6 +795,9 @@ class DatasetEval:
         self.split_sha = common.sha256_file(self.split_path)
         self._made: dict[tuple, Any] = {}
         self.prompts_file, self.prompts_cfg = self._prompts()
+        # The class list image artifacts record: the split's own, so that prompt variants share them (a
+        # given prompts file may spell the classes otherwise: then it is the class list of everything).
+        self.classes_path = self.prompts_file if cfg.prompts_path is not None else self.split_path
 
     # ------------------------------------------------------------------ artifacts, each made once
 
@@ -824,6 +827,23 @@ class DatasetEval:
             pool=cfg.pool,
         )
         return out, prompts_cfg
+
+    def class_prompts(self) -> Path:
+        """A prompts file that stands for the split's class list alone (curate reads its classes from a
+        prompts file), so that support samples are shared by every prompt variant."""
+        from susx_cli.stages.prompts import build_prompts
+
+        if self.cfg.prompts_path is not None:
+            return self.prompts_file
+        out = self.wd.class_prompts({"split_sha256": self.split_sha})
+
+        def make() -> Path:
+            build_prompts(
+                out, classes_path=self.split_path, template_set="photo", photo=self.spec.photo_template
+            )
+            return out
+
+        return self._once(("class-prompts",), make)
 
     @property
     def prompts(self):
@@ -875,7 +895,7 @@ class DatasetEval:
                 out,
                 split=split,
                 image_root=self.local.image_root,
-                classes_path=self.prompts_file,
+                classes_path=self.classes_path,
                 **self._embed_options(run),
             )
             return out
@@ -893,7 +913,7 @@ class DatasetEval:
 
         def make() -> Path:
             curate(
-                self.prompts_file,
+                self.class_prompts(),
                 out,
                 FolderSource(
                     self.split_path,
@@ -922,7 +942,7 @@ class DatasetEval:
             embed_images(
                 self.support_folder(run.support, run.seed),
                 out,
-                classes_path=self.prompts_file,
+                classes_path=self.classes_path,
                 augment_passes=passes,
                 seed=run.seed or 0,
                 **self._embed_options(run),
