@@ -12,6 +12,7 @@ import pytest
 from susx_cli.datasets import registry
 from tests.helpers import TINY, invoke
 from tests.test_eval import SMALL_GRID, make_cars_root, make_eurosat_root
+from tests.test_ray_executor import ray_address  # noqa: F401 - the fixture of a local Ray instance
 
 MODEL = f"{TINY[1]}:{TINY[3]}"
 
@@ -172,3 +173,36 @@ def test_sweep_file_and_command_line_conflict(swept):
 def test_dataset_groups():
     assert registry.expand_groups(["coop11"]) == [d for d, s in registry.DATASETS.items() if s.coop]
     assert len(registry.expand_groups(["paper19", "mine.json"])) == 20
+
+
+@pytest.mark.slow
+def test_eval_on_ray_equals_a_local_run(ray_address, tmp_path):  # noqa: F811 - the imported fixture
+    """One Ray task per run, the driver writing the records: the same results as a local run."""
+    make_cars_root(tmp_path / "data")
+    plan = [
+        "--method",
+        "tip-x",
+        "-s",
+        "folder-shots:2",
+        "--augment-passes",
+        "2",
+        "--seeds",
+        "0,1",
+        *SMALL_GRID[:4],
+    ]
+    local = json.loads(invoke(*cars_args(tmp_path, *plan, "--json")).stdout)
+    ray_run = [*plan, "--results-dir", tmp_path / "ray-results", "--executor", "ray", "--json"]
+    remote = json.loads(invoke(*cars_args(tmp_path, *ray_run)).stdout)
+    assert [r["status"] for r in remote["results"]] == ["done", "done"]
+    for a, b in zip(local["results"], remote["results"], strict=True):
+        assert (a["seed"], a["top1"], a["mean_per_class_recall"]) == (
+            b["seed"],
+            b["top1"],
+            b["mean_per_class_recall"],
+        )
+    for path in (tmp_path / "ray-results").glob("*.json"):
+        ours, theirs = (
+            json.loads(path.read_text()),
+            json.loads((tmp_path / "results" / path.name).read_text()),
+        )
+        assert ours["metrics"] == theirs["metrics"] and ours["config_key"] == theirs["config_key"]

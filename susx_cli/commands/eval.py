@@ -12,10 +12,12 @@ from susx_cli.commands._common import (
     CALIBRATION_MODES,
     BatchSizeOpt,
     DeviceOpt,
+    ExecutorOpt,
     JsonOpt,
     OverwriteOpt,
     PrecisionOpt,
     QuietOpt,
+    RayAddressOpt,
     WorkersOpt,
     choice,
     plain,
@@ -137,6 +139,8 @@ def eval_(
             help="Print the run table and check the plan (data, splits, shots, disk); compute nothing.",
         ),
     ] = False,
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
     **hyperparameters: Any,
@@ -184,6 +188,8 @@ def eval_(
         overwrite=overwrite,
         keep_going=keep_going,
         dry_run=dry_run,
+        executor=executor,
+        ray_address=ray_address,
     )
 
     def stage():

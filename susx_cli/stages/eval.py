@@ -180,6 +180,8 @@ class EvalConfig:
     overwrite: bool = False
     keep_going: bool = False  # record a failed dataset or run and go on
     dry_run: bool = False  # plan and check only: compute nothing, write nothing
+    executor: str = "local"  # local | ray: one Ray task per run, the driver records
+    ray_address: str | None = None
 
     @classmethod
     def from_options(
@@ -224,6 +226,9 @@ class EvalConfig:
 
         check_loader_options(options.get("workers"), options.get("augment_passes", 1))
         options["seeds"] = check_seeds(options.get("seeds", (0,)))
+        from susx_cli.stages.on_ray import check_executor
+
+        check_executor(options.get("executor", "local"), options.get("ray_address"), None)
         if options.get("prompts_path") is not None and num_datasets > 1:
             raise SusxError(
                 "--prompts holds one dataset's classes; give one --dataset with it",
@@ -415,6 +420,8 @@ def run_eval(
     overwrite: bool = False,
     keep_going: bool = False,
     dry_run: bool = False,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> EvalResult:
     from susx_cli import runtime
     from susx_cli.datasets import registry
@@ -463,6 +470,8 @@ def run_eval(
         overwrite=overwrite,
         keep_going=keep_going,
         dry_run=dry_run,
+        executor=executor,
+        ray_address=ray_address,
     )
     runs = plan_runs(cfg)
     result = EvalResult("eval", [])
@@ -974,9 +983,11 @@ class DatasetEval:
         }
 
     def execute(self, runs: list[Run], result: EvalResult, refused: dict[Run, str]) -> None:
-        """Each run: skipped when its result exists with the same configuration, else made; a failed run's
-        result is retried. With --keep-going a failure (or a run ``check_runs`` refused) is recorded and
-        the next run goes on."""
+        """Each run: skipped when its result exists with the same configuration, else made (here, or with
+        --executor ray as one Ray task each, its shared artifacts made here first); a failed run's result is
+        retried. With --keep-going a failure (or a run ``check_runs`` refused) is recorded and the next run
+        goes on. Result files are written here, by the driver."""
+        pending: list[tuple[Run, dict[str, Any], Path]] = []
         for run in runs:
             config = self.config(run)
             out_json = result_path(self.wd, self.spec, self.cfg, run, self.prompts_cfg)
@@ -995,15 +1006,41 @@ class DatasetEval:
                         f"{out_json} exists and was made with another configuration",
                         hint="pass --overwrite to replace it, or another --results-dir",
                     )
+                elif self.cfg.executor == "ray":
+                    self.prepare(run)
+                    pending.append((run, config, out_json))
+                    continue
                 else:
                     info(f"   run {out_json.stem}")
-                    metrics, status = self._run(run, config, out_json)["metrics"], "done"
+                    metrics, status = self.record(out_json, self.compute(run, config)), "done"
             except Exception as exc:  # noqa: BLE001 - --keep-going records any failure, then goes on
                 if not self.cfg.keep_going:
                     raise
                 record_failure(out_json, config, run, self.spec, self.cfg, exc, result)
                 continue
             result.rows.append({**row, **_metric_row(metrics), "status": status})
+            result.outputs.append(out_json)
+        if pending:
+            self.execute_on_ray(pending, result)
+
+    def record(self, out_json: Path, record: dict[str, Any]) -> dict[str, Any]:
+        """Write a run's result file; its metrics."""
+        res_io.write_result(out_json, record)
+        return record["metrics"]
+
+    def execute_on_ray(self, pending: list[tuple[Run, dict[str, Any], Path]], result: EvalResult) -> None:
+        """One Ray task per run (stages/on_ray.eval_runs_on_ray); the records are written here, in plan order."""
+        from susx_cli.stages.on_ray import eval_runs_on_ray
+
+        outcomes = eval_runs_on_ray(self.spec, self.cfg, self.local, [(r, c) for r, c, _ in pending])
+        for (run, config, out_json), (record, failure) in zip(pending, outcomes, strict=True):
+            if failure is not None:
+                if not self.cfg.keep_going:
+                    raise failure
+                record_failure(out_json, config, run, self.spec, self.cfg, failure, result)
+                continue
+            metrics = self.record(out_json, record)
+            result.rows.append({**_row(self.spec, run, out_json), **_metric_row(metrics), "status": "done"})
             result.outputs.append(out_json)
 
     def _search_options(self, run: Run) -> dict[str, Any]:
@@ -1020,8 +1057,18 @@ class DatasetEval:
             out.update(folds=cfg.folds, fold_seed=cfg.fold_seed)
         return out
 
-    def _run(self, run: Run, config: dict[str, Any], out_json: Path) -> dict[str, Any]:
-        """Make the run's artifacts, calibrate, predict, and write its result record."""
+    def prepare(self, run: Run) -> None:
+        """Make the artifacts runs share (text classifier, split and support features) before the runs
+        go to Ray tasks, so that no two tasks write one file."""
+        self.text(run)
+        self.split_features(run, self.spec.test_split)
+        if run.mode == "val":
+            self.split_features(run, self.spec.calibration_split)
+        if run.support is not None:
+            self.support_features(run)
+
+    def compute(self, run: Run, config: dict[str, Any]) -> dict[str, Any]:
+        """Make the run's artifacts, calibrate and predict: its result record (``execute`` writes it)."""
         from susx_cli.artifacts import calibration as cal_io
         from susx_cli.artifacts import hdf5, support
         from susx_cli.stages.calibrate import calibrate
@@ -1094,7 +1141,6 @@ class DatasetEval:
                 "predictions": str(pred_path),
             },
         )
-        res_io.write_result(out_json, record)
         return record
 
 
