@@ -1,13 +1,14 @@
 """`eval`: run prompts -> curate -> embed -> calibrate -> predict over datasets x models x support sets x
-methods x calibration modes, reusing every artifact that exists and matches, and write one result JSON
-per run (skipped when a result with the same configuration exists).
+seeds x methods x calibration modes, reusing every artifact that exists and matches, and write one result
+JSON per run (skipped when a result with the same configuration exists).
 
 Four steps: ``EvalConfig.from_options`` checks the options and ``plan_runs`` lists the runs (plan);
-``check_dataset`` checks every requested dataset (registered or a dataset file) before any is computed
-(check); a ``DatasetEval`` makes each run's artifacts through the stage functions, at the paths its
-``Workdir`` names (execute); ``results.run_record`` describes the run and ``results.write_result`` stores
-it (record). With ``keep_going`` a dataset or run that fails is recorded (a result with ``status: failed``
-and the error line) and the rest goes on.
+``check_dataset`` checks every requested dataset (registered or a dataset file) and ``check_runs`` /
+``check_disk`` every run before any is computed (check; ``dry_run`` stops here and lists the plan); a
+``DatasetEval`` makes each run's artifacts through the stage functions, at the paths its ``Workdir`` names
+from the run's inputs (execute, here or one Ray task per run); ``results.run_record`` describes the run and
+``results.write_result`` stores it (record). With ``keep_going`` a dataset or run that fails or is refused
+is recorded (a result with ``status: failed`` and the error line) and the rest goes on.
 """
 
 from __future__ import annotations
