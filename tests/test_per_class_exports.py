@@ -363,21 +363,24 @@ def test_paper_figures_stand_beside_ours_and_means_never_mix_dataset_sets(evalua
     only_in = tmp_path / "imagenet"
     only_in.mkdir()
     _result_as(zs, "imagenet", only_in / "zs.json")
-    invoke("report", only_in, "--csv", tmp_path / "a.csv")
+    invoke("report", only_in, "-f", "csv", "-o", tmp_path / "a.csv")
     rows = list(csv.reader((tmp_path / "a.csv").open()))
-    assert rows[0][5:] == ["imagenet", "imagenet_paper", "mean", "mean_paper"]
-    assert rows[1][6] == "60.3200" and rows[1][8] == "60.3200"  # the paper's mean over the same one dataset
+    ours = ["imagenet", "imagenet_std", "imagenet_n", "imagenet_failed"]
+    assert rows[0][5:] == [*ours, "imagenet_paper", "mean", "mean_paper"]
+    assert rows[1][9] == "60.3200" and rows[1][11] == "60.3200"  # the paper's mean over the same one dataset
     # ImageNet + Stanford Cars: the paper has no Stanford Cars figure and its mean is over 11 datasets,
     # so no paper mean column; the paper's mean is named in a note instead.
     _result_as(tipx, "imagenet", only_in / "tipx.json")
     shutil.copy(zs, only_in / "zs-cars.json")
-    md = invoke("report", only_in, "--csv", tmp_path / "b.csv").stdout
+    md = invoke("report", only_in).stdout
+    invoke("report", only_in, "-f", "csv", "-o", tmp_path / "b.csv")
     rows = list(csv.reader((tmp_path / "b.csv").open()))
-    assert rows[0][5:] == ["imagenet", "imagenet_paper", "stanford_cars", "mean"]
+    cars = ["stanford_cars", "stanford_cars_std", "stanford_cars_n", "stanford_cars_failed"]
+    assert rows[0][5:] == [*ours, "imagenet_paper", *cars, "mean"]
     zero = next(r for r in rows if r[1] == "Zero-shot CLIP")
-    assert zero[6] == "60.3200" and zero[8] != ""
+    assert zero[9] == "60.3200" and zero[14] != ""
     tip = next(r for r in rows if r[1].startswith("TIP-X"))
-    assert tip[6] == "" and tip[7] == "" and tip[8] == ""  # no Stanford Cars result: no mean at all
+    assert tip[9] == "" and tip[10] == "" and tip[14] == ""  # no Stanford Cars result: no mean at all
     assert "58.53" in md and "58.53" not in (tmp_path / "b.csv").read_text()
     assert "| ImageNet | ImageNet (paper) | Stanford Cars | mean |" in md
     assert "they have no mean" in md

@@ -48,7 +48,7 @@ def get(name: str) -> MethodSpec:
 
 def min_shots(spec: MethodSpec, mode: str | None) -> int:
     """Support images per class that ``spec`` in calibration ``mode`` needs at the least."""
-    return max(spec.min_shots, MODE_MIN_SHOTS.get(mode or "", 1))
+    return max(spec.min_shots, MODE_MIN_SHOTS.get(mode or "", 0))
 
 
 def calibrated_names() -> tuple[str, ...]:

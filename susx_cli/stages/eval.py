@@ -278,9 +278,9 @@ def parse_seeds(text: str) -> list[int]:
 def check_seeds(seeds) -> tuple[int, ...]:
     """Distinct non-negative integer seeds, at least one."""
     out = tuple(seeds)
-    if not out or any(not isinstance(x, int) or isinstance(x, bool) or x < 0 for x in out):
+    if not out or any(not isinstance(x, int) or isinstance(x, bool) or not 0 <= x < 2**63 for x in out):
         raise SusxError(
-            f"--seeds {','.join(map(str, out)) or '(none)'}: give non-negative integers",
+            f"--seeds {','.join(map(str, out)) or '(none)'}: give non-negative integers that fit in 64 bits",
             hint="e.g. --seeds 0,1,2",
         )
     if len(set(out)) != len(out):
