@@ -77,6 +77,8 @@ def test_dry_run_lists_the_plan_and_refuses_an_impossible_one(tmp_path):
         ("gda", 1, "planned"),
     ]
     assert out["summary"]["planned"] == 4 and not (tmp_path / "work").exists()
+    # 9 test + 6 val images (make_cars_root) and 2 seeds x 3 classes x 2 shots, 32 float32 each (susx-tiny-vit)
+    assert out["summary"]["feature_bytes"] == (9 + 6 + 2 * 3 * 2) * 32 * 4
     assert not (tmp_path / "results").exists()
     # more shots than the train split has per class: refused before any work, naming the run
     bad = invoke(*cars_args(tmp_path, "--method", "tip-x", "-s", "folder-shots:4", "--dry-run"), expect=2)

@@ -494,7 +494,7 @@ def run_eval(
             f"{run_label(spec, run)}: {why}",
             hint="change the plan, or pass --keep-going to record it as failed",
         )
-    check_disk(checked, cfg, runs)
+    feature_bytes = check_disk(checked, cfg, runs)
     for spec, local in checked:
         if cfg.dry_run:
             list_plan(spec, cfg, runs, refused[spec.id], result)
@@ -510,7 +510,7 @@ def run_eval(
     statuses = [r["status"] for r in result.rows]
     result.summary = {
         "runs": len(statuses),
-        **({"planned": statuses.count("planned")} if cfg.dry_run else {}),
+        **({"planned": statuses.count("planned"), "feature_bytes": feature_bytes} if cfg.dry_run else {}),
         "skipped": statuses.count("skipped"),
         "failed": statuses.count("failed"),
     }
