@@ -98,3 +98,11 @@ def read_susx_csv(path, kind: str | None = None) -> list[list[str]]:
         assert mark.startswith("# susx."), mark
         assert kind is None or mark.split()[1] == kind, mark
         return list(csv.reader(handle))
+
+
+def result_file(folder: Path, prefix: str) -> Path:
+    """The one result file of `susx eval` in ``folder`` whose readable name is ``prefix`` (its run
+    identity hash follows)."""
+    found = sorted(Path(folder).glob(f"{prefix}-*.json"))
+    assert len(found) == 1, f"{len(found)} result files {prefix}-*.json in {folder}"
+    return found[0]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from susx_cli.datasets import registry
-from tests.helpers import invoke, make_class_folders, make_split, read_susx_csv
+from tests.helpers import invoke, make_class_folders, make_split, read_susx_csv, result_file
 
 # Alphabetical order differs from index order on purpose.
 CLASSES = ["zebra", "apple", "mango"]
@@ -136,7 +136,9 @@ def test_eval_writes_results_and_skips_on_rerun(evaluated):
     assert first["summary"] == {"runs": 10, "skipped": 0, "failed": 0}
     files = sorted((base / "results").glob("*.json"))
     assert len(files) == 10
-    tipx = json.loads((base / "results" / "eurosat__susx_tiny_vit-none__tip-x__2shot__val.json").read_text())
+    tipx = json.loads(
+        result_file(base / "results", "eurosat__susx_tiny_vit-none__tip-x__2shot-seed0__val").read_text()
+    )
     assert tipx["kind"] == "susx.result" and tipx["schema_version"] == 1
     assert tipx["dataset"]["id"] == "eurosat" and tipx["dataset"]["n_queries"] == 9
     assert tipx["support"]["size"] == 6 and tipx["support"]["shots"] == 2
@@ -157,40 +159,27 @@ def test_eval_writes_results_and_skips_on_rerun(evaluated):
 
 def test_report_table_csv_chart(evaluated, tmp_path):
     base, *_ = evaluated
-    res = invoke(
-        "report",
-        base / "results",
-        "-o",
-        tmp_path / "r.md",
-        "--csv",
-        tmp_path / "r.csv",
-        "--chart",
-        tmp_path / "c.png",
-    )
+    res = invoke("report", base / "results", "-o", tmp_path / "r.md", "--chart", tmp_path / "c.png")
     md = (tmp_path / "r.md").read_text()
     assert "| method |" in md and "Stanford Cars" in md and "EuroSAT" in md and "mean" in md
     assert "TIP-X (2-shot)" in md and "Zero-shot CLIP" in md
     assert "paper: zero-shot CLIP, 7-template ensemble" in md and "58.53" in md
     assert "RANDOM" in md
+    invoke("report", base / "results", "--format", "csv", "-o", tmp_path / "r.csv")
     rows = read_susx_csv(tmp_path / "r.csv", "susx.report_csv")
     assert rows[0][:5] == ["source", "method", "model", "support", "calibration"]
     # TIP-X 2-shot has quoted figures for both datasets (registry.PAPER_NUMBERS), so both get a paper column
-    assert rows[0][5:] == [
-        "stanford_cars",
-        "stanford_cars_paper",
-        "eurosat",
-        "eurosat_paper",
-        "mean",
-        "mean_paper",
-        "group",
-    ]
+    per_dataset = ["{}", "{}_std", "{}_n", "{}_failed", "{}_paper"]
+    datasets = [c.format(d) for d in ("stanford_cars", "eurosat") for c in per_dataset]
+    assert rows[0][5:] == [*datasets, "mean", "mean_paper", "group"]
+    assert all(r[7] == "1" and r[6] == "" and r[8] == "0" for r in rows[1:])  # one seed: n = 1, no std
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
     assert str(tmp_path / "r.md") in res.stdout
 
 
 def test_report_notes_mixed_protocols_and_refuses_other_schema(evaluated, tmp_path):
     base, *_ = evaluated
-    src = base / "results" / "eurosat__susx_tiny_vit-none__zero-shot__none__none.json"
+    src = result_file(base / "results", "eurosat__susx_tiny_vit-none__zero-shot__none__none")
     data = json.loads(src.read_text())
     data["zero_shot_protocol"]["text_pool"] = "combined"
     data["dataset"]["id"] = "dtd"

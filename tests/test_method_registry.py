@@ -199,7 +199,8 @@ def test_a_method_registered_in_a_test_runs_through_calibrate_predict_eval_and_r
         rows = {(r["method"], r["calibration"]): r for r in result.rows}
         assert set(rows) == {("zero-shot", "-"), ("toy-centroid", "kfold"), ("toy-centroid", "fixed")}
         assert all(r["status"] == "done" for r in rows.values())
-        invoke("report", tmp_path / "results", "-o", tmp_path / "r.md", "--csv", tmp_path / "r.csv")
+        invoke("report", tmp_path / "results", "-o", tmp_path / "r.md")
+        invoke("report", tmp_path / "results", "-f", "csv", "-o", tmp_path / "r.csv")
         md = (tmp_path / "r.md").read_text()
         assert "Toy centroid (2-shot)" in md
         methods = {row[1] for row in read_susx_csv(tmp_path / "r.csv")}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from susx_cli.artifacts import hdf5
-from tests.helpers import TINY, invoke, make_class_folders, make_image
+from tests.helpers import TINY, invoke, make_class_folders, make_image, result_file
 
 # Index order differs from alphabetical order: a sorted listing would permute the labels.
 CLASSES = ["zebra", "apple", "mango"]
@@ -226,7 +226,7 @@ def test_own_dataset_eval_end_to_end(work):
     out = json.loads(invoke("eval", "--dataset", good, *EVAL, "--json").stdout)
     assert out["summary"] == {"runs": 2, "skipped": 0, "failed": 0}
     res = json.loads(
-        (work / "susx-results" / "fruit__susx_tiny_vit-none__tip-x__1shot__val.json").read_text()
+        result_file(work / "susx-results", "fruit__susx_tiny_vit-none__tip-x__1shot-seed0__val").read_text()
     )
     assert (
         res["dataset"]["id"] == "fruit"
@@ -265,13 +265,17 @@ def test_eval_keep_going_records_the_failed_runs(work):
     failed = [row for row in out["results"] if row["status"] == "failed"]
     assert {row["dataset"] for row in failed} == {"broken"} and "label 'banana'" in failed[0]["error"]
     record = json.loads(
-        (work / "susx-results" / "broken__susx_tiny_vit-none__zero-shot__none__none.json").read_text()
+        result_file(work / "susx-results", "broken__susx_tiny_vit-none__zero-shot__none__none").read_text()
     )
     assert record["status"] == "failed" and "label 'banana'" in record["error"] and record["metrics"] == {}
     done = [row for row in out["results"] if row["status"] == "done"]
     assert {row["dataset"] for row in done} == {"fruit"} and len(done) == 2
-    # the report tables the finished runs only; once the data is fixed, the failed runs are retried
-    assert "broken" not in invoke("report", work / "susx-results").stdout
+    # the report marks the failed cells (no mean over fewer datasets); once the data is fixed, they are retried
+    md = invoke("report", work / "susx-results").stdout
+    tipx = next(line for line in md.splitlines() if line.startswith("| TIP-X"))
+    cells = [c.strip() for c in tipx.strip("|").split("|")]
+    assert "| broken | fruit | mean |" in md and cells[4] == "failed" and cells[5] != "—" and cells[6] == "—"
+    assert "2 failed run(s)" in md and "label 'banana'" in md
     make_own_dataset(work / "broken")
     (work / "broken" / "test.csv").unlink()
     again = json.loads(

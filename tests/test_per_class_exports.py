@@ -16,7 +16,7 @@ import pytest
 from susx_cli import metrics
 from susx_cli.artifacts import hdf5
 from susx_cli.datasets import registry
-from tests.helpers import TINY, build_method_workspace, invoke, read_susx_csv
+from tests.helpers import TINY, build_method_workspace, invoke, read_susx_csv, result_file
 
 CLASSES = ["zebra", "apple", "mango", "kiwi"]
 
@@ -300,7 +300,9 @@ def evaluated(tmp_path_factory):
 
 def test_eval_results_carry_per_class_results(evaluated):
     res = json.loads(
-        (evaluated / "results" / "stanford_cars__susx_tiny_vit-none__tip-x__2shot__loo.json").read_text()
+        result_file(
+            evaluated / "results", "stanford_cars__susx_tiny_vit-none__tip-x__2shot-seed0__loo"
+        ).read_text()
     )
     pc = res["per_class"]
     preds = hdf5.read_predictions(res["artifacts"]["predictions"])
@@ -311,7 +313,9 @@ def test_eval_results_carry_per_class_results(evaluated):
         "metric_descriptions"
     ]["ece"]
     zs = json.loads(
-        (evaluated / "results" / "stanford_cars__susx_tiny_vit-none__zero-shot__none__none.json").read_text()
+        result_file(
+            evaluated / "results", "stanford_cars__susx_tiny_vit-none__zero-shot__none__none"
+        ).read_text()
     )
     assert zs["per_class"]["support"] is None
 
@@ -325,7 +329,9 @@ def test_report_long_has_one_row_per_run_with_flattened_fields(evaluated, tmp_pa
     assert len(rows) == len(files) == 2
     by_method = {row["method"]: row for row in rows}
     tipx = json.loads(
-        (evaluated / "results" / "stanford_cars__susx_tiny_vit-none__tip-x__2shot__loo.json").read_text()
+        result_file(
+            evaluated / "results", "stanford_cars__susx_tiny_vit-none__tip-x__2shot-seed0__loo"
+        ).read_text()
     )
     row = by_method["tip-x"]
     assert float(row["calibration.hyperparameters.alpha"]) == tipx["calibration"]["hyperparameters"]["alpha"]
@@ -335,7 +341,7 @@ def test_report_long_has_one_row_per_run_with_flattened_fields(evaluated, tmp_pa
     )
     assert row["config.calibration.mode"] == "loo" and row["config.support.shots"] == "2"
     assert row["dataset.id"] == "stanford_cars" and row["model.random_weights"] == "True"
-    assert row["result"].endswith("tip-x__2shot__loo.json")
+    assert "tip-x__2shot-seed0__loo-" in row["result"]
     assert (
         by_method["zero-shot"]["calibration.hyperparameters.alpha"] == ""
     )  # no calibration: empty, not "None"
@@ -354,36 +360,40 @@ def _result_as(src: Path, dataset: str, dest: Path) -> Path:
 
 
 def test_paper_figures_stand_beside_ours_and_means_never_mix_dataset_sets(evaluated, tmp_path):
-    zs = evaluated / "results" / "stanford_cars__susx_tiny_vit-none__zero-shot__none__none.json"
-    tipx = evaluated / "results" / "stanford_cars__susx_tiny_vit-none__tip-x__2shot__loo.json"
+    zs = result_file(evaluated / "results", "stanford_cars__susx_tiny_vit-none__zero-shot__none__none")
+    tipx = result_file(evaluated / "results", "stanford_cars__susx_tiny_vit-none__tip-x__2shot-seed0__loo")
     only_in = tmp_path / "imagenet"
     only_in.mkdir()
     _result_as(zs, "imagenet", only_in / "zs.json")
-    invoke("report", only_in, "--csv", tmp_path / "a.csv")
+    invoke("report", only_in, "-f", "csv", "-o", tmp_path / "a.csv")
     rows = read_susx_csv(tmp_path / "a.csv", "susx.report_csv")
-    assert rows[0][5:] == ["imagenet", "imagenet_paper", "mean", "mean_paper"]
-    assert rows[1][6] == "60.3200" and rows[1][8] == "60.3200"  # the paper's mean over the same one dataset
+    ours = ["imagenet", "imagenet_std", "imagenet_n", "imagenet_failed"]
+    assert rows[0][5:] == [*ours, "imagenet_paper", "mean", "mean_paper", "group"]
+    assert rows[1][9] == "60.3200" and rows[1][11] == "60.3200"  # the paper's mean over the same one dataset
     # ImageNet + Stanford Cars: the zero-shot row's paper has no Stanford Cars figure and its mean is over 11
     # datasets, so it has no paper mean (its mean is named in a note); TIP-X 2-shot has both figures, so
     # its paper mean is theirs.
     _result_as(tipx, "imagenet", only_in / "tipx.json")
     shutil.copy(zs, only_in / "zs-cars.json")
-    md = invoke("report", only_in, "--csv", tmp_path / "b.csv").stdout
+    md = invoke("report", only_in).stdout
+    invoke("report", only_in, "-f", "csv", "-o", tmp_path / "b.csv")
     rows = read_susx_csv(tmp_path / "b.csv", "susx.report_csv")
+    cars = ["stanford_cars", "stanford_cars_std", "stanford_cars_n", "stanford_cars_failed"]
     assert rows[0][5:] == [
-        "imagenet",
+        *ours,
         "imagenet_paper",
-        "stanford_cars",
+        *cars,
         "stanford_cars_paper",
         "mean",
         "mean_paper",
+        "group",
     ]
     zero = next(r for r in rows if r[1] == "Zero-shot CLIP")
-    assert zero[6] == "60.3200" and zero[8] == "" and zero[9] != "" and zero[10] == ""
+    assert zero[9] == "60.3200" and zero[14] == "" and zero[15] != "" and zero[16] == ""
     tip = next(r for r in rows if r[1].startswith("TIP-X"))
-    assert tip[7] == "" and tip[9] == ""  # no Stanford Cars result: no mean of ours
+    assert tip[10] == "" and tip[15] == ""  # no Stanford Cars result: no mean of ours
     paper = registry.PAPER_NUMBERS["tip-x-2shot"]
-    assert float(tip[10]) == pytest.approx((paper["imagenet"] + paper["stanford_cars"]) / 2, abs=1e-4)
+    assert float(tip[16]) == pytest.approx((paper["imagenet"] + paper["stanford_cars"]) / 2, abs=1e-4)
     assert "58.53" in md and "58.53" not in (tmp_path / "b.csv").read_text()
     assert "| ImageNet | ImageNet (paper) | Stanford Cars | Stanford Cars (paper) |" in md
     assert "APE" in md and "DMN" in md  # each paper row's source is named

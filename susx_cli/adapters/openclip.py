@@ -85,6 +85,16 @@ def _register_builtin_configs() -> None:
             open_clip.add_model_config(data / filename)
 
 
+def embed_dim_of(arch: str) -> int | None:
+    """The feature width of ``arch`` from its open_clip config, without loading weights; None if unknown."""
+    import open_clip
+
+    _register_builtin_configs()
+    config = open_clip.get_model_config(arch) or {}
+    dim = config.get("embed_dim")
+    return int(dim) if isinstance(dim, int) else None
+
+
 def load_model(
     arch: str, pretrained: str | None, *, device: str | None = None, precision: str = "fp32"
 ) -> OpenClipEncoder:

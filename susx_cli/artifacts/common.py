@@ -385,15 +385,24 @@ def write_error(path: Path, exc: OSError) -> SusxError:
     )
 
 
-def ensure_free_space(path: str | os.PathLike, needed: int) -> None:
-    """Refuse to write ``needed`` more bytes near ``path`` when its file system has less free space."""
-    folder = Path(path).parent
+def free_space(folder: str | os.PathLike) -> int | None:
+    """Free bytes on the file system of ``folder`` (or of its nearest existing parent); None without an
+    answer (e.g. a file system without statvfs: the write itself will tell)."""
+    folder = Path(folder).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
     try:
         st = os.statvfs(folder)
     except OSError:
-        return  # no answer (e.g. a file system without statvfs): the write itself will tell
-    free = st.f_bavail * st.f_frsize
-    if free < needed:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def ensure_free_space(path: str | os.PathLike, needed: int) -> None:
+    """Refuse to write ``needed`` more bytes near ``path`` when its file system has less free space."""
+    folder = Path(path).parent
+    free = free_space(folder)
+    if free is not None and free < needed:
         raise SusxError(
             f"not enough free disk space in {folder}: {free / 2**20:.1f} MiB left, the next write needs about "
             f"{needed / 2**20:.1f} MiB",

@@ -46,6 +46,7 @@ CONFUSION = "susx.confusion"
 CHART = "susx.chart"
 REPORT_MARKDOWN = "susx.report_markdown"
 REPORT_CSV = "susx.report_csv"
+REPORT_LATEX = "susx.report_latex"
 REPORT_LONG_CSV = "susx.report_long_csv"
 PREDICTIONS_CSV = "susx.predictions_csv"
 LLM_CACHE = "susx.llm_cache"
@@ -57,6 +58,7 @@ REPLACEABLE_BY_WRITER = (
     CHART,
     REPORT_MARKDOWN,
     REPORT_CSV,
+    REPORT_LATEX,
     REPORT_LONG_CSV,
 )
 
@@ -125,20 +127,24 @@ def png_kind(path: Path) -> str | None:
     return None
 
 
+# The comment each text form opens its first line with (and closes it with).
+TEXT_COMMENTS = {"csv": ("# ", ""), "markdown": ("<!-- ", " -->"), "latex": ("% ", "")}
+
+
 def text_mark(kind: str, form: str) -> str:
-    """The first line that marks a CSV (``form`` "csv") or Markdown ("markdown") file as susx's."""
-    note = f"{kind} (written by susx {__version__})"
-    return f"# {note}\n" if form == "csv" else f"<!-- {note} -->\n"
+    """The first line that marks a CSV, Markdown or LaTeX (``form``) file as susx's."""
+    start, end = TEXT_COMMENTS[form]
+    return f"{start}{kind} (written by susx {__version__}){end}\n"
 
 
 def text_kind(path: Path) -> str | None:
-    """The kind the first line of a CSV or Markdown file of susx's records; None otherwise."""
+    """The kind the first line of a CSV, Markdown or LaTeX file of susx's records; None otherwise."""
     try:
         with open(path, "rb") as handle:
             first = handle.readline(400).decode("utf-8", "replace").strip()
     except OSError:
         return None
-    for start, end in (("# ", ""), ("<!-- ", " -->")):
+    for start, end in TEXT_COMMENTS.values():
         if first.startswith(start + "susx.") and first.endswith(end):
             return first[len(start) :].split(" ", 1)[0]
     return None

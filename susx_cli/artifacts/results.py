@@ -115,6 +115,7 @@ def support_record(config: dict[str, Any], support: SupportSet) -> dict[str, Any
 def run_record(
     config: dict[str, Any],
     *,
+    seed: int | None,
     dataset: dict[str, Any],
     text: TextClassifier,
     predictions: Predictions,
@@ -126,12 +127,14 @@ def run_record(
 ) -> dict[str, Any]:
     """The result of one eval run (write it with ``write_result``).
 
-    ``dataset``: id, name, split, data_root, split_file; ``prompt_options``: templates and photo
+    ``seed``: the support sample's seed (None when the run reads none); ``dataset``: id, name, split,
+    data_root, split_file; ``prompt_options``: templates and photo
     template of the prompts; ``artifacts``: the path of every file the run used, by role.
     """
     return {
         "config_key": config_key(config),
         "config": config,
+        "seed": seed,
         "dataset": {
             **{k: dataset[k] for k in ("id", "name", "split")},
             "num_classes": len(text.classes),

@@ -82,18 +82,16 @@ def method_values(method: str, given: dict[str, Any]) -> tuple[dict[str, float],
     return values, grids
 
 
-def parse_seeds(text: str | None) -> tuple[int, ...]:
-    """``--order-seeds 0,1,2`` as integers; one error line otherwise."""
+def parse_seeds(text: str | None, flag: str = "--order-seeds") -> tuple[int, ...]:
+    """``FLAG 0,1,2`` as integers (empty parts ignored); one error line otherwise. The stage checks ranges."""
     if text is None:
         return ()
     try:
-        return tuple(int(part) for part in text.split(","))
+        return tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
         from susx_cli.errors import SusxError
 
-        raise SusxError(
-            f"--order-seeds {text!r} is not a list of integers", hint="e.g. --order-seeds 0,1,2"
-        ) from None
+        raise SusxError(f"{flag} {text!r} is not a list of integers", hint=f"e.g. {flag} 0,1,2") from None
 
 
 def plain(values: list[Enum] | None) -> list[str] | None:

@@ -12,10 +12,12 @@ from susx_cli.commands._common import (
     CALIBRATION_MODES,
     BatchSizeOpt,
     DeviceOpt,
+    ExecutorOpt,
     JsonOpt,
     OverwriteOpt,
     PrecisionOpt,
     QuietOpt,
+    RayAddressOpt,
     WorkersOpt,
     choice,
     input_option,
@@ -33,17 +35,19 @@ _Calibration = repeatable_choice("Calibration", CALIBRATION_MODES)
 
 
 def eval_(
+    ctx: typer.Context,
     dataset: Annotated[
-        list[str],
+        list[str] | None,
         typer.Option(
             "--dataset",
             "-d",
-            help="Dataset id (susx datasets list) or a dataset file DATASET.json: class list + split file, class folders or path,label CSVs per split (repeatable).",
+            help="Dataset id (susx datasets list), group (coop11, paper19) or a dataset file DATASET.json: class list + split file, class folders or path,label CSVs per split (repeatable).",
         ),
-    ],
+    ] = None,
     model: Annotated[
-        list[str], typer.Option("--model", "-m", help="open_clip architecture, or ARCH:TAG (repeatable).")
-    ],
+        list[str] | None,
+        typer.Option("--model", "-m", help="open_clip architecture, or ARCH:TAG (repeatable)."),
+    ] = None,
     pretrained: Annotated[
         list[str] | None,
         typer.Option("--pretrained", "-p", help="Weights per --model, by position (repeatable)."),
@@ -98,9 +102,12 @@ def eval_(
         int | None,
         typer.Option("--fold-seed", help="--calibration kfold: seed of the fold split (default 0)."),
     ] = None,
-    seed: Annotated[
-        int, typer.Option("--seed", help="Seed of the few-shot sample and of its augmented views.")
-    ] = 0,
+    seeds: Annotated[
+        str,
+        typer.Option(
+            "--seeds", help="Seeds of the few-shot sample and its augmented views, one run each: 0,1,2."
+        ),
+    ] = "0",
     augment_passes: Annotated[
         int,
         typer.Option(
@@ -138,6 +145,23 @@ def eval_(
             help="Record a failed dataset or run (a result with status failed and the error) and go on; exit 1 at the end.",
         ),
     ] = False,
+    # The plan as a whole.
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="A sweep file (TOML) naming datasets, models, methods, modes, shots, seeds, ...; an option set there and here is an error.",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print the run table and check the plan (data, splits, shots, disk); compute nothing.",
+        ),
+    ] = False,
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
     **hyperparameters: Any,
@@ -155,48 +179,82 @@ def eval_(
       susx eval -d my-dataset.json -m ViT-B-32:openai --method zero-shot
 
       susx eval -d dtd -m RN50:openai --data-root DATA --method tda --order-seeds 0,1,2
+
+      susx eval --config sweep.toml --dry-run
     """
     outcome: dict[str, Any] = {}
+    options = dict(
+        datasets=list(dataset or []),
+        data_root=data_root,
+        work_dir=work_dir,
+        results_dir=results_dir,
+        models=list(model or []),
+        pretrained=list(pretrained or []),
+        supports=list(support or []),
+        methods=plain(method),
+        calibrations=plain(calibration) or ["loo"],
+        templates=templates,
+        cupl_dir=cupl_dir,
+        prompts_path=prompts,
+        pool=pool,
+        logit_scale=logit_scale,
+        tau=tau,
+        hyperparameters={k: v for k, v in hyperparameters.items() if v is not None} or None,
+        folds=folds,
+        fold_seed=fold_seed,
+        seeds=seeds,
+        augment_passes=augment_passes,
+        batch_size=batch_size,
+        workers=workers,
+        device=device,
+        precision=precision,
+        overwrite=overwrite,
+        keep_going=keep_going,
+        dry_run=dry_run,
+        executor=executor,
+        ray_address=ray_address,
+        order_seeds=order_seeds,
+        tda_preset=None if tda_preset is None else str(tda_preset),
+    )
 
     def stage():
-        from susx_cli.stages.eval import run_eval
+        from susx_cli.stages.eval import run_eval, sweep_options
 
-        result = run_eval(
-            list(dataset),
-            data_root=data_root,
-            work_dir=work_dir,
-            results_dir=results_dir,
-            models=list(model),
-            pretrained=list(pretrained or []),
-            supports=list(support or []),
-            methods=plain(method),
-            calibrations=plain(calibration) or ["loo"],
-            templates=templates,
-            cupl_dir=cupl_dir,
-            prompts_path=prompts,
-            pool=pool,
-            logit_scale=logit_scale,
-            tau=tau,
-            hyperparameters=hyperparameters,
-            folds=folds,
-            fold_seed=fold_seed,
-            seed=seed,
-            augment_passes=augment_passes,
-            batch_size=batch_size,
-            workers=workers,
-            device=device,
-            precision=precision,
-            overwrite=overwrite,
-            keep_going=keep_going,
-            order_seeds=parse_seeds(order_seeds),
-            tda_preset=None if tda_preset is None else str(tda_preset),
+        kwargs = dict(
+            options, seeds=list(parse_seeds(seeds, "--seeds")), order_seeds=parse_seeds(order_seeds)
         )
+        if config is not None:
+            kwargs = sweep_options(config, {k: kwargs[k] for k in given_options(ctx, kwargs)})
+        result = run_eval(kwargs.pop("datasets", []), **kwargs)
         outcome["result"] = result
         return result
 
     run(stage, quiet=quiet, as_json=as_json, table=results_table)
     if outcome["result"].summary.get("failed"):
         raise typer.Exit(1)  # --keep-going: every run was tried and recorded, but not every run succeeded
+
+
+# Command-line parameters by the run_eval option they set, where the names differ.
+PARAMETER_OPTIONS = {
+    "dataset": "datasets",
+    "model": "models",
+    "support": "supports",
+    "method": "methods",
+    "calibration": "calibrations",
+    "prompts": "prompts_path",
+}
+
+
+def given_options(ctx: typer.Context, options: dict[str, Any]) -> list[str]:
+    """The run_eval options the command line set explicitly (a sweep file may set only the others)."""
+    given = []
+    for name in ctx.params:
+        source = ctx.get_parameter_source(name)
+        if source is not None and source.name == "COMMANDLINE":  # typer may ship its own click
+            given.append(PARAMETER_OPTIONS.get(name, name))
+    hyper = {p for h, _ in registry.hyperparameter_flags().values() for p in (h.param, f"{h.param}_grid")}
+    given = ["hyperparameters" if name in hyper else name for name in given]
+    return [k for k in dict.fromkeys(given) if k in options]
 
 
 def results_table(result: Any):
@@ -206,18 +264,28 @@ def results_table(result: Any):
     from rich.table import Table
 
     table = Table(title="susx eval")
-    for col in ("dataset", "model", "method", "support", "calibration", "top1", "mean recall", "status"):
-        table.add_column(col, justify="right" if col in ("top1", "mean recall") else "left")
+    for col in (
+        "dataset",
+        "model",
+        "method",
+        "support",
+        "seed",
+        "calibration",
+        "top1",
+        "mean recall",
+        "status",
+    ):
+        table.add_column(col, justify="right" if col in ("seed", "top1", "mean recall") else "left")
     for r in result.rows:
         table.add_row(
             r["dataset"],
             r["model"],
             r["method"],
             r["support"],
+            "-" if r.get("seed") is None else str(r["seed"]),
             r["calibration"],
-            f"{r['top1']:.2f}",
-            f"{r['mean_per_class_recall']:.2f}",
-            r["status"],
+            *("-" if v != v else f"{v:.2f}" for v in (r["top1"], r["mean_per_class_recall"])),
+            r["status"] + (f": {r['error']}" if r.get("error") and r["status"] == "refused" else ""),
         )
     return table
 

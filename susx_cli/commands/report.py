@@ -18,6 +18,8 @@ from susx_cli.commands._common import (
     run,
 )
 
+FORMATS = ("markdown", "csv", "latex")  # stages/report.FORMATS; the stage is imported only when it runs
+
 
 def report(
     results: Annotated[
@@ -25,11 +27,16 @@ def report(
     ],
     output: Annotated[
         Path | None,
-        output_option("--output", "-o", help="Markdown table (default: print it)." + REPLACES_OWN),
+        output_option("--output", "-o", help="Write the table here (default: print it)." + REPLACES_OWN),
     ] = None,
-    csv_path: Annotated[
-        Path | None, output_option("--csv", help="The same table as CSV." + REPLACES_OWN)
-    ] = None,
+    fmt: Annotated[
+        choice(FORMATS),
+        typer.Option(
+            "--format",
+            "-f",
+            help="The table's format: markdown, csv (mean, std, n, failed per dataset) or latex.",
+        ),
+    ] = "markdown",
     chart: Annotated[
         Path | None,
         output_option(
@@ -53,13 +60,16 @@ def report(
     as_json: JsonOpt = False,
 ) -> None:
     """Join result files into datasets-as-columns, methods-as-rows tables with a mean column and the paper's
-    figures (scores in %).
+    figures (scores in %). Runs that differ only by seed share a cell: mean ± std (n=N); failed runs are
+    counted in their cells.
 
     Examples:
 
       susx report susx-results
 
-      susx report susx-results -o table.md --csv table.csv --chart chart.png
+      susx report susx-results -o table.md --chart chart.png
+
+      susx report susx-results -f latex -o table.tex
 
       susx report susx-results --metric mean_per_class_recall --long runs.csv
     """
@@ -68,7 +78,7 @@ def report(
         from susx_cli.stages.report import report as report_stage
 
         return report_stage(
-            list(results), output=output, csv_path=csv_path, chart=chart, long_path=long_path, metric=metric
+            list(results), output=output, fmt=fmt, chart=chart, long_path=long_path, metric=metric
         )
 
     run(stage, quiet=quiet, as_json=as_json)

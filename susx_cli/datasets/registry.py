@@ -632,6 +632,19 @@ def get(dataset: str) -> DatasetSpec:
     return DATASETS[key]
 
 
+# Names that stand for several datasets wherever a dataset is named (`eval -d coop11`): the paper's 11 CoOp
+# datasets and all 19 it reports.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "coop11": tuple(d for d, spec in DATASETS.items() if spec.coop),
+    "paper19": tuple(DATASETS),
+}
+
+
+def expand_groups(values: list[str]) -> list[str]:
+    """Dataset values with each group name replaced by its datasets, in order."""
+    return [d for v in values for d in GROUPS.get(v, (v,))]
+
+
 def resolve(value: str) -> DatasetSpec:
     """A registered dataset by id, or a user's dataset file (``datasets/own.py``) by path."""
     from susx_cli.datasets import own

@@ -31,6 +31,9 @@ from susx_cli.method.spec import Choice, Hyperparameter, MethodSpec, SearchTask,
 # Every way `calibrate` can choose hyperparameters: on a labelled validation split, leave-one-out or
 # k-fold over the support set (name-only), or fixed values given on the command line.
 MODES: tuple[str, ...] = ("val", "loo", "kfold", "fixed")
+# Support images per class a calibration mode needs at the least: k-fold keeps one of every class in each
+# training part and one to score (method/kfold.py).
+MODE_MIN_SHOTS: dict[str, int] = {"kfold": 2}
 # What `predict` runs without --method and without a calibration.
 DEFAULT_METHOD = "zero-shot"
 
@@ -62,6 +65,13 @@ def get(name: str) -> MethodSpec:
     if spec is None:
         raise SusxError(f"unknown method {name!r}", hint=f"use one of {', '.join(METHODS)}")
     return spec
+
+
+def min_shots(spec: MethodSpec, mode: str | None, views: int = 1) -> int:
+    """Support images per class that ``spec`` in calibration ``mode`` needs at the least, when each image
+    brings ``views`` feature rows: the method's own minimum counts rows (GDA fits on every kept view), the
+    mode's counts images (k-fold never splits an image's views)."""
+    return max(-(-spec.min_shots // views), MODE_MIN_SHOTS.get(mode or "", 0))
 
 
 def calibrated_names() -> tuple[str, ...]:

@@ -139,6 +139,10 @@ class MethodSpec:
     settings: tuple[str, ...] = ()  # e.g. ("tau", "normalize")
     search: Callable[..., Choice] | None = None
     check_support: Callable[[Any, Support], None] | None = None  # refuse a support set before any search
+    # Support feature rows per class its fit needs at the least (0: none, a class may lack images; GDA: 2, a
+    # within-class covariance, so one image with its kept views is enough); `eval` checks it, with the
+    # mode's own minimum in images (registry.min_shots), before any work.
+    min_shots: int = 0
     in_paper: bool = False  # run by `eval` when no --method is given
     heatmap: tuple[str, str] | None = None  # the two hyperparameters calibrate --heatmap draws
     record: dict[str, Any] = field(default_factory=dict)  # written into each calibration of the method

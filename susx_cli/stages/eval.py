@@ -1,13 +1,14 @@
 """`eval`: run prompts -> curate -> embed -> calibrate -> predict over datasets x models x support sets x
-methods x calibration modes, reusing every artifact that exists and matches, and write one result JSON
-per run (skipped when a result with the same configuration exists).
+seeds x methods x calibration modes, reusing every artifact that exists and matches, and write one result
+JSON per run (skipped when a result with the same configuration exists).
 
 Four steps: ``EvalConfig.from_options`` checks the options and ``plan_runs`` lists the runs (plan);
-``check_dataset`` checks every requested dataset (registered or a dataset file) before any is computed
-(check); a ``DatasetEval`` makes each run's artifacts through the stage functions, at the paths its
-``Workdir`` names (execute); ``results.run_record`` describes the run and ``results.write_result`` stores
-it (record). With ``keep_going`` a dataset or run that fails is recorded (a result with ``status: failed``
-and the error line) and the rest goes on.
+``check_dataset`` checks every requested dataset (registered or a dataset file) and ``check_runs`` /
+``check_disk`` every run before any is computed (check; ``dry_run`` stops here and lists the plan); a
+``DatasetEval`` makes each run's artifacts through the stage functions, at the paths its ``Workdir`` names
+from the run's inputs (execute, here or one Ray task per run); ``results.run_record`` describes the run and
+``results.write_result`` stores it (record). With ``keep_going`` a dataset or run that fails or is refused
+is recorded (a result with ``status: failed`` and the error line) and the rest goes on.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from susx_cli.artifacts import common, outputs
 from susx_cli.artifacts import results as res_io
-from susx_cli.artifacts.workdir import Workdir, write_split
+from susx_cli.artifacts.workdir import Workdir, run_prefix, write_split
 from susx_cli.classnames import check_same_classes, folder_key, slug
 from susx_cli.encoder import recorded_pretrained
 from susx_cli.errors import SusxError
@@ -197,7 +198,7 @@ class EvalConfig:
     fixed: dict[str, float | None] = field(default_factory=dict)  # alpha, beta, gamma, gda_alpha, ...
     folds: int = 4  # kfold: folds of the support set
     fold_seed: int = 0  # kfold: seed of the split
-    seed: int = 0
+    seeds: tuple[int, ...] = (0,)  # folder-shots support: one run per seed (sample and augmented views)
     augment_passes: int = SHOT_AUGMENT_PASSES  # folder-shots support: augmented views per image
     batch_size: int = 64
     workers: int | None = None
@@ -208,6 +209,9 @@ class EvalConfig:
     # Test-time methods: the order seeds of online methods (empty: seed 0) and TDA's preset.
     order_seeds: tuple[int, ...] = ()
     tda_preset: str | None = None
+    dry_run: bool = False  # plan and check only: compute nothing, write nothing
+    executor: str = "local"  # local | ray: one Ray task per run, the driver records
+    ray_address: str | None = None
 
     @classmethod
     def from_options(
@@ -248,10 +252,13 @@ class EvalConfig:
                 f"{', '.join(with_support)} {'needs' if len(with_support) == 1 else 'need'} --support",
                 hint="e.g. --support folder-shots:16 or --support SUPPORT_DIR",
             )
-        _refuse_kfold_on_one_shot(choices, with_support, calibrations)
         from susx_cli.stages.embed import check_loader_options
 
         check_loader_options(options.get("workers"), options.get("augment_passes", 1))
+        options["seeds"] = check_seeds(options.get("seeds", (0,)))
+        from susx_cli.stages.on_ray import check_executor
+
+        check_executor(options.get("executor", "local"), options.get("ray_address"), None)
         if options.get("prompts_path") is not None and num_datasets > 1:
             raise SusxError(
                 "--prompts holds one dataset's classes; give one --dataset with it",
@@ -293,30 +300,31 @@ class EvalConfig:
         return self.support_passes(choice) > 1
 
 
-def _refuse_kfold_on_one_shot(
-    choices: list[SupportChoice], methods: list[str], calibrations: list[str]
-) -> None:
-    """k-fold splits images (never views of one image, which would leak), so it needs two images per class:
-    a 1-shot support with --calibration kfold is refused before any run starts."""
-    thin = [c.spec for c in choices if c.kind == "folder-shots" and c.shots < 2]
-    kfold = [m for m in methods if "kfold" in method_modes(m, calibrations)]
-    if thin and kfold:
+def check_seeds(seeds) -> tuple[int, ...]:
+    """Distinct non-negative integer seeds, at least one."""
+    out = tuple(seeds)
+    if not out or any(not isinstance(x, int) or isinstance(x, bool) or not 0 <= x < 2**63 for x in out):
         raise SusxError(
-            f"--calibration kfold needs at least 2 support images per class; {', '.join(thin)} has one "
-            f"(for {', '.join(kfold)})",
-            hint="evaluate 1 shot in its own eval with --calibration val (or loo for tip-x and tip-adapter)",
+            f"--seeds {','.join(map(str, out)) or '(none)'}: give non-negative integers that fit in 64 bits",
+            hint="e.g. --seeds 0,1,2",
         )
+    if len(set(out)) != len(out):
+        raise SusxError(f"--seeds {','.join(map(str, out))} names a seed twice", hint="give each seed once")
+    return out
 
 
 @dataclass(frozen=True)
 class Run:
-    """One result: a model, a method and, for methods with support, a support set and calibration mode."""
+    """One result: a model, a method and, for methods with support, a support set, its seed (None when
+    nothing of the run reads one: no support, or a support folder without augmented views) and a
+    calibration mode."""
 
     arch: str
     pretrained: str
     method: str
     support: SupportChoice | None = None
     mode: str | None = None
+    seed: int | None = None
 
     @property
     def tag(self) -> str | None:
@@ -330,16 +338,73 @@ def plan_runs(cfg: EvalConfig) -> list[Run]:
     for arch, tag in cfg.models:
         runs += [Run(arch, tag, m) for m in cfg.methods if not methods_registry.get(m).needs_support]
         for choice in cfg.supports:
-            for method in cfg.methods:
-                if not methods_registry.get(method).needs_support:
-                    continue
-                modes = (
-                    method_modes(method, cfg.calibrations)
-                    if methods_registry.get(method).calibrated
-                    else [None]
-                )
-                runs += [Run(arch, tag, method, choice, mode) for mode in modes]
+            seeds = cfg.seeds if choice.kind == "folder-shots" else (None,)
+            for seed in seeds:
+                for method in cfg.methods:
+                    spec = methods_registry.get(method)
+                    if not spec.needs_support:
+                        continue
+                    modes = method_modes(method, cfg.calibrations) if spec.calibrated else [None]
+                    runs += [Run(arch, tag, method, choice, mode, seed) for mode in modes]
     return runs
+
+
+def prompts_inputs(spec, cfg: EvalConfig) -> dict[str, Any]:
+    """What decides a dataset's prompts: the given file's hash, or the templates (a file's hash), the
+    photo template, the pool and the CuPL file's hash."""
+    if cfg.prompts_path is not None:
+        return {"file_sha256": common.sha256_file(cfg.prompts_path)}
+    cupl = cupl_file(spec, cfg)
+    templates = Path(cfg.templates)
+    return {
+        "templates": cfg.templates,
+        "templates_sha256": common.sha256_file(templates) if templates.is_file() else None,
+        "photo_template": spec.photo_template,
+        "pool": cfg.pool,
+        "cupl_sha256": common.sha256_file(cupl) if cupl is not None else None,
+    }
+
+
+def cupl_file(spec, cfg: EvalConfig) -> Path | None:
+    found = cfg.cupl_dir / f"{spec.id}.json" if cfg.cupl_dir is not None else None
+    return found if found is not None and found.is_file() else None
+
+
+def support_inputs(cfg: EvalConfig, choice: SupportChoice, seed: int | None) -> dict[str, Any]:
+    """What decides a run's support set and its features: the spec (a folder by its manifest's hash),
+    the shots, the seed and the augmented views per image."""
+    return {
+        "spec": choice.spec if choice.kind != "folder" else "folder",
+        "kind": choice.kind,
+        "shots": choice.shots,
+        "seed": seed,
+        "manifest_sha256": common.identity(choice.path)["sha256"] if choice.path else None,
+        "augment_passes": cfg.support_passes(choice),
+        "keep_views": cfg.keeps_views(choice),
+    }
+
+
+def run_inputs(spec, cfg: EvalConfig, run: Run, prompts: dict[str, Any]) -> dict[str, Any]:
+    """Everything that changes a run's result, known before any work: its identity (the hash in its
+    result, calibration and predictions names)."""
+    return {
+        "dataset": spec.id,
+        "model": run.arch,
+        "pretrained": run.pretrained,
+        "precision": cfg.precision,
+        "method": run.method,
+        "logit_scale": cfg.logit_scale,
+        "tau": cfg.tau if "tau" in methods_registry.get(run.method).settings else None,
+        "prompts": prompts,
+        "support": None if run.support is None else support_inputs(cfg, run.support, run.seed),
+        "calibration": None if run.mode is None else cfg.calibration_options(run.mode, run.method),
+    }
+
+
+def result_path(wd: Workdir, spec, cfg: EvalConfig, run: Run, prompts: dict[str, Any]) -> Path:
+    """The run's result file: its readable name and the hash of its inputs."""
+    prefix = run_prefix(spec.id, run.arch, run.pretrained, run.method, run.tag, run.seed, run.mode)
+    return wd.result(prefix, run_inputs(spec, cfg, run, prompts))
 
 
 @dataclass
@@ -373,7 +438,7 @@ def run_eval(
     hyperparameters: dict[str, Any] | None = None,
     folds: int | None = None,
     fold_seed: int | None = None,
-    seed: int = 0,
+    seeds: list[int] = (0,),
     augment_passes: int = SHOT_AUGMENT_PASSES,
     batch_size: int = 64,
     workers: int | None = None,
@@ -383,6 +448,9 @@ def run_eval(
     keep_going: bool = False,
     order_seeds: tuple[int, ...] = (),
     tda_preset: str | None = None,
+    dry_run: bool = False,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> EvalResult:
     from susx_cli import runtime
     from susx_cli.datasets import registry
@@ -393,7 +461,7 @@ def run_eval(
     )
     if not datasets:
         raise SusxError("give at least one --dataset", hint="see susx datasets list")
-    specs = [registry.resolve(d) for d in datasets]
+    specs = [registry.resolve(d) for d in registry.expand_groups(list(datasets))]
     ids = [s.id for s in specs]
     twice = sorted({i for i in ids if ids.count(i) > 1})
     if twice:
@@ -425,7 +493,7 @@ def run_eval(
         pool=pool,
         logit_scale=logit_scale,
         tau=tau,
-        seed=seed,
+        seeds=tuple(seeds),
         augment_passes=augment_passes,
         batch_size=batch_size,
         workers=workers,
@@ -435,6 +503,9 @@ def run_eval(
         keep_going=keep_going,
         order_seeds=tuple(order_seeds),
         tda_preset=tda_preset,
+        dry_run=dry_run,
+        executor=executor,
+        ray_address=ray_address,
     )
     runs = plan_runs(cfg)
     result = EvalResult("eval", [])
@@ -448,7 +519,19 @@ def run_eval(
             if not cfg.keep_going:
                 raise
             record_failed_dataset(spec, cfg, runs, exc, result)
+    refused = {spec.id: check_runs(spec, local, cfg, runs) for spec, local in checked}
+    first = next(((spec, run, why) for spec, _ in checked for run, why in refused[spec.id].items()), None)
+    if first is not None and not cfg.keep_going:
+        spec, run, why = first
+        raise SusxError(
+            f"{run_label(spec, run)}: {why}",
+            hint="change the plan, or pass --keep-going to record it as failed",
+        )
+    feature_bytes = check_disk(checked, cfg, runs)
     for spec, local in checked:
+        if cfg.dry_run:
+            list_plan(spec, cfg, runs, refused[spec.id], result)
+            continue
         try:
             dataset_eval = DatasetEval(spec, cfg, local)
         except Exception as exc:  # noqa: BLE001 - --keep-going records any failure, then goes on
@@ -456,14 +539,50 @@ def run_eval(
                 raise
             record_failed_dataset(spec, cfg, runs, exc, result)
             continue
-        dataset_eval.execute(runs, result)
+        dataset_eval.execute(runs, result, refused[spec.id])
     statuses = [r["status"] for r in result.rows]
     result.summary = {
         "runs": len(statuses),
+        **({"planned": statuses.count("planned"), "feature_bytes": feature_bytes} if cfg.dry_run else {}),
         "skipped": statuses.count("skipped"),
         "failed": statuses.count("failed"),
     }
     return result
+
+
+SWEEP_KEYS = {"modes": "calibrations", "shots": "supports"}  # sweep file key -> run_eval parameter
+
+
+def sweep_options(path: Path, given: dict[str, Any]) -> dict[str, Any]:
+    """``run_eval``'s keyword arguments from a sweep file (artifacts/sweep.py) and the options ``given`` on
+    the command line (by parameter name). An option set in both is refused: the file is the record of
+    the sweep, so the command line only adds what the file leaves out."""
+    import inspect
+
+    from susx_cli.artifacts.sweep import read_sweep
+
+    sweep = read_sweep(path)
+    known = set(inspect.signature(run_eval).parameters)
+    unknown = [k for k in sweep if SWEEP_KEYS.get(k, k) not in known]
+    if unknown:
+        raise SusxError(
+            f"{path}: unknown key(s) {', '.join(unknown)}",
+            hint="keys are eval's option names (datasets, models, methods, modes, shots, supports, seeds, ...)",
+        )
+    both = sorted({SWEEP_KEYS.get(k, k) for k in sweep} & set(given))
+    if both:
+        raise SusxError(
+            f"{', '.join(both)} {'is' if len(both) == 1 else 'are'} set both in {path} and on the command line",
+            hint="set each option in one place: edit the file, or drop the option",
+        )
+    options = {**given, **{k: v for k, v in sweep.items() if k not in SWEEP_KEYS}}
+    if "modes" in sweep:
+        options["calibrations"] = [str(m) for m in sweep["modes"]]
+    if "shots" in sweep or "supports" in sweep:
+        options["supports"] = [f"folder-shots:{k}" for k in sweep.get("shots", [])] + [
+            str(p) for p in sweep.get("supports", [])
+        ]
+    return options
 
 
 def check_dataset(spec, cfg: EvalConfig):
@@ -512,6 +631,116 @@ def check_dataset(spec, cfg: EvalConfig):
     return local
 
 
+def run_label(spec, run: Run) -> str:
+    """A run as one readable name: dataset, model, method, support (with its seed) and mode."""
+    return run_prefix(spec.id, run.arch, run.pretrained, run.method, run.tag, run.seed, run.mode)
+
+
+def per_class_counts(rows: list[list[Any]], num_classes: int) -> list[int]:
+    counts = [0] * num_classes
+    for row in rows:
+        counts[int(row[1])] += 1
+    return counts
+
+
+def check_runs(spec, local, cfg: EvalConfig, runs: list[Run]) -> dict[Run, str]:
+    """Why each run that cannot succeed would fail, known before any work: a folder-shots:K sample larger
+    than the train split's smallest class, or fewer support images per class than the method and
+    calibration mode need (registry.min_shots; k-fold also needs no more folds than support images)."""
+    from susx_cli.artifacts import support
+
+    train = per_class_counts(local.splits.get("train") or [], len(local.classes))
+    per_class: dict[SupportChoice, tuple[int, int]] = {}  # (smallest class, images)
+    problems: dict[SupportChoice, str] = {}
+    for choice in cfg.supports:
+        if choice.path is not None:
+            counts = support.read_support(choice.path).counts()
+            per_class[choice] = (min(counts), sum(counts))
+        else:
+            per_class[choice] = (choice.shots, choice.shots * len(local.classes))
+            thin = min(range(len(train)), key=train.__getitem__) if train else None
+            if thin is not None and train[thin] < choice.shots:
+                problems[choice] = (
+                    f"{choice.spec} needs {choice.shots} train images per class; "
+                    f"class {local.classes[thin]!r} has {train[thin]}"
+                )
+    refused: dict[Run, str] = {}
+    for run in runs:
+        if run.support is None:
+            continue
+        if run.support in problems:
+            refused[run] = problems[run.support]
+            continue
+        smallest, images = per_class[run.support]
+        views = cfg.support_passes(run.support) if cfg.keeps_views(run.support) else 1
+        need = methods_registry.min_shots(methods_registry.get(run.method), run.mode, views)
+        if smallest < need:
+            mode = f" with {run.mode} calibration" if run.mode else ""
+            refused[run] = (
+                f"{run.method}{mode} needs at least {need} support images per class; "
+                f"{run.support.spec} has {smallest}"
+                + (
+                    " (k-fold never splits one image's views: use --calibration val)"
+                    if run.mode == "kfold"
+                    else ""
+                )
+            )
+        elif run.mode == "kfold" and images < cfg.folds:
+            refused[run] = f"--folds {cfg.folds} is more than the {images} support images"
+    return refused
+
+
+FEATURE_BYTES = 4  # float32
+
+
+def check_disk(checked: list, cfg: EvalConfig, runs: list[Run]) -> int:
+    """Refuse a plan whose feature files would not fit on the work dir's disk: images to embed x feature
+    width x 4 bytes, over every dataset, model, split and (support set, seed), an upper bound (files made
+    before count too). Returns the estimate in bytes; a model whose width is unknown without loading
+    it adds nothing."""
+    from susx_cli.adapters.openclip import embed_dim_of
+
+    images = 0
+    for spec, local in checked:
+        splits = {spec.test_split} | (
+            {spec.calibration_split} if any(r.mode == "val" for r in runs) else set()
+        )
+        images += sum(len(local.splits.get(s) or []) for s in splits)
+        for choice, _ in {(r.support, r.seed) for r in runs if r.support is not None}:
+            images += choice.shots * len(local.classes) if choice.shots else len(support_rows(choice))
+    total = sum(images * (embed_dim_of(arch) or 0) * FEATURE_BYTES for arch, _ in cfg.models)
+    free = common.free_space(cfg.work_dir)
+    if free is not None and free < total:
+        raise SusxError(
+            f"the plan's features need about {total / 2**20:.1f} MiB; {cfg.work_dir} has {free / 2**20:.1f} MiB free",
+            hint="free some space, or use another --work-dir",
+        )
+    return total
+
+
+def support_rows(choice: SupportChoice) -> list:
+    from susx_cli.artifacts import support
+
+    return support.read_support(choice.path).rows
+
+
+def list_plan(spec, cfg: EvalConfig, runs: list[Run], refused: dict[Run, str], result: EvalResult) -> None:
+    """--dry-run: each run's row and result path, with status planned, exists (its result file is there)
+    or refused (and why)."""
+    wd = Workdir(cfg.work_dir, cfg.results_dir, spec.id)
+    prompts = prompts_inputs(spec, cfg)
+    for run in runs:
+        out_json = result_path(wd, spec, cfg, run, prompts)
+        row = {**_row(spec, run, out_json), **_metric_row({})}
+        if run in refused:
+            row.update(status="refused", error=refused[run])
+        else:
+            row["status"] = (
+                "exists" if out_json.is_file() and not res_io.is_failed_result(out_json) else "planned"
+            )
+        result.rows.append(row)
+
+
 def error_line(exc: BaseException) -> str:
     """One line for a result record: a SusxError's message and hint, else the exception's type and first line."""
     if isinstance(exc, SusxError):
@@ -525,12 +754,13 @@ def record_failure(
     config: dict[str, Any],
     run: Run,
     spec,
+    cfg: EvalConfig,
     exc: BaseException,
-    row: dict[str, Any],
     result: EvalResult,
 ) -> None:
-    """A failed run's row, and its result file (``status: failed`` and the error line) unless that would
-    replace a finished result: a failure never overwrites a figure."""
+    """A failed run's row, and its result file (``status: failed``, the error line and what the run was, so
+    that report shows it in its cell) unless that would replace a finished result: a failure never
+    overwrites a figure."""
     error = error_line(exc)
     info(f"   [red]failed[/red] {out_json.stem}: {error}")
     if not out_json.exists() or res_io.is_failed_result(out_json):
@@ -541,17 +771,32 @@ def record_failure(
                 "error": error,
                 "config_key": res_io.config_key(config),
                 "config": config,
+                "seed": run.seed,
                 "dataset": {"id": spec.id, "name": spec.name, "split": spec.test_split},
                 "model": {"arch": run.arch, "pretrained": run.pretrained},
                 "method": run.method,
-                "support": None,
-                "calibration": None,
+                "support": failed_support(cfg, run),
+                "calibration": None if run.mode is None else {"mode": run.mode},
                 "zero_shot_protocol": None,
                 "metrics": {},
             },
         )
         result.outputs.append(out_json)
-    result.rows.append({**row, **_metric_row({}), "status": "failed", "error": error})
+    result.rows.append({**_row(spec, run, out_json), **_metric_row({}), "status": "failed", "error": error})
+
+
+def failed_support(cfg: EvalConfig, run: Run) -> dict[str, Any] | None:
+    """A failed run's support entry: what report needs to put it in its row (kind, shots, seed, and a
+    folder's path and source)."""
+    if run.support is None:
+        return None
+    out = support_inputs(cfg, run.support, run.seed)
+    if run.support.path is not None:
+        from susx_cli.artifacts import support
+
+        options = support.read_support(run.support.path).provenance.get("options") or {}
+        out.update(path=str(run.support.path), source=options.get("source"))
+    return out
 
 
 def record_failed_dataset(
@@ -559,17 +804,10 @@ def record_failed_dataset(
 ) -> None:
     """--keep-going: every run of a dataset that could not be checked or prepared is recorded as failed."""
     wd = Workdir(cfg.work_dir, cfg.results_dir, spec.id)
+    prompts = prompts_inputs(spec, cfg) if cfg.prompts_path is None or cfg.prompts_path.is_file() else {}
     for run in runs:
-        config = {
-            "dataset": spec.id,
-            "model": run.arch,
-            "pretrained": run.pretrained,
-            "method": run.method,
-            "support": run.support.spec if run.support else None,
-            "calibration": run.mode,
-        }
-        out_json = wd.result(run.arch, run.pretrained, run.method, run.tag, run.mode)
-        record_failure(out_json, config, run, spec, exc, _row(spec, run, out_json), result)
+        config = run_inputs(spec, cfg, run, prompts)
+        record_failure(result_path(wd, spec, cfg, run, prompts), config, run, spec, cfg, exc, result)
 
 
 def _row(spec, run: Run, out_json: Path) -> dict[str, Any]:
@@ -578,6 +816,7 @@ def _row(spec, run: Run, out_json: Path) -> dict[str, Any]:
         "model": f"{run.arch}/{run.pretrained}",
         "method": run.method,
         "support": run.tag or "-",
+        "seed": run.seed,
         "calibration": run.mode or "-",
         "path": str(out_json),
     }
@@ -601,6 +840,9 @@ class DatasetEval:
         self.split_sha = common.sha256_file(self.split_path)
         self._made: dict[tuple, Any] = {}
         self.prompts_file, self.prompts_cfg = self._prompts()
+        # The class list image artifacts record: the split's own, so that prompt variants share them (a
+        # given prompts file may spell the classes otherwise: then it is the class list of everything).
+        self.classes_path = self.prompts_file if cfg.prompts_path is not None else self.split_path
 
     # ------------------------------------------------------------------ artifacts, each made once
 
@@ -614,27 +856,39 @@ class DatasetEval:
         from susx_cli.stages.prompts import build_prompts
 
         spec, cfg = self.spec, self.cfg
+        prompts_cfg = prompts_inputs(spec, cfg)
         if cfg.prompts_path is not None:
-            return cfg.prompts_path, {"file_sha256": common.sha256_file(cfg.prompts_path)}
-        found = cfg.cupl_dir / f"{spec.id}.json" if cfg.cupl_dir is not None else None
-        cupl = [found] if found is not None and found.is_file() else []
+            return cfg.prompts_path, prompts_cfg
+        cupl = [c for c in (cupl_file(spec, cfg),) if c is not None]
         if cfg.cupl_dir is not None and not cupl:
             info(f"   no CuPL sentences for {spec.id} in {cfg.cupl_dir} ({spec.id}.json): templates only")
-        prompts_cfg = {
-            "templates": cfg.templates,
-            "photo_template": spec.photo_template,
-            "pool": cfg.pool,
-            "cupl_sha256": common.sha256_file(cupl[0]) if cupl else None,
-        }
+        out = self.wd.prompts(prompts_cfg)
         build_prompts(
-            self.wd.prompts,
+            out,
             classes_path=self.split_path,
             template_set=cfg.templates,
             photo=spec.photo_template,
             cupl_paths=cupl,
             pool=cfg.pool,
         )
-        return self.wd.prompts, prompts_cfg
+        return out, prompts_cfg
+
+    def class_prompts(self) -> Path:
+        """A prompts file that stands for the split's class list alone (curate reads its classes from a
+        prompts file), so that support samples are shared by every prompt variant."""
+        from susx_cli.stages.prompts import build_prompts
+
+        if self.cfg.prompts_path is not None:
+            return self.prompts_file
+        out = self.wd.class_prompts({"split_sha256": self.split_sha})
+
+        def make() -> Path:
+            build_prompts(
+                out, classes_path=self.split_path, template_set="photo", photo=self.spec.photo_template
+            )
+            return out
+
+        return self._once(("class-prompts",), make)
 
     @property
     def prompts(self):
@@ -656,7 +910,9 @@ class DatasetEval:
     def text(self, run: Run) -> Path:
         from susx_cli.stages.embed import embed_texts
 
-        out = self.wd.text(run.arch, run.pretrained)
+        out = self.wd.text(
+            run.arch, run.pretrained, {"prompts": self.prompts_cfg, "precision": self.cfg.precision}
+        )
 
         def make() -> Path:
             embed_texts(
@@ -675,7 +931,8 @@ class DatasetEval:
     def split_features(self, run: Run, split: str) -> Path:
         from susx_cli.stages.embed import embed_images
 
-        out = self.wd.split_features(run.arch, run.pretrained, split)
+        inputs = {"split": split, "split_sha256": self.split_sha, "precision": self.cfg.precision}
+        out = self.wd.split_features(run.arch, run.pretrained, split, inputs)
 
         def make() -> Path:
             embed_images(
@@ -683,78 +940,69 @@ class DatasetEval:
                 out,
                 split=split,
                 image_root=self.local.image_root,
-                classes_path=self.prompts_file,
+                classes_path=self.classes_path,
                 **self._embed_options(run),
             )
             return out
 
         return self._once(("split", run.arch, run.pretrained, split), make)
 
-    def support_folder(self, choice: SupportChoice) -> Path:
+    def support_folder(self, choice: SupportChoice, seed: int | None) -> Path:
         if choice.path is not None:
             return choice.path
         from susx_cli.sources.folder import FolderSource
         from susx_cli.stages.curate import curate
 
-        out = self.wd.support_folder(choice.tag, self.cfg.seed)
+        inputs = {"split_sha256": self.split_sha, "shots": choice.shots, "seed": seed}
+        out = self.wd.support_folder(choice.tag, seed, inputs)
 
         def make() -> Path:
             curate(
-                self.prompts_file,
+                self.class_prompts(),
                 out,
                 FolderSource(
                     self.split_path,
                     split="train",
                     image_root=self.local.image_root,
                     shots=choice.shots,
-                    seed=self.cfg.seed,
+                    seed=seed,
                 ),
             )
             return out
 
-        return self._once(("curate", choice.tag), make)
+        return self._once(("curate", choice.tag, seed), make)
 
     def support_features(self, run: Run) -> Path:
         from susx_cli.stages.embed import embed_images
 
         passes, views = self.cfg.support_passes(run.support), self.cfg.keeps_views(run.support)
-        # Augmented features (with their views) get their own file name, so plain ones, or augmented ones
-        # without views, made before are neither reused nor refused.
-        out = self.wd.support_features(
-            run.arch, run.pretrained, run.tag if passes == 1 else f"{run.tag}-aug{passes}-views"
-        )
+        inputs = {
+            "support": support_inputs(self.cfg, run.support, run.seed),
+            "split_sha256": self.split_sha if run.support.path is None else None,
+            "precision": self.cfg.precision,
+        }
+        out = self.wd.support_features(run.arch, run.pretrained, run.tag, inputs)
 
         def make() -> Path:
             embed_images(
-                self.support_folder(run.support),
+                self.support_folder(run.support, run.seed),
                 out,
-                classes_path=self.prompts_file,
+                classes_path=self.classes_path,
                 augment_passes=passes,
                 keep_views=views,
-                seed=self.cfg.seed,
+                seed=run.seed or 0,
                 **self._embed_options(run),
             )
             return out
 
-        return self._once(("support", run.arch, run.pretrained, run.tag), make)
+        return self._once(("support", run.arch, run.pretrained, run.tag, run.seed), make)
 
     # ------------------------------------------------------------------ runs
 
     def config(self, run: Run) -> dict[str, Any]:
         """What decides a run's result; its hash (the config key) tells whether a result file is this run's."""
         spec, cfg, choice = self.spec, self.cfg, run.support
-        sup_cfg = None
-        if choice is not None:
-            sup_cfg = {
-                "spec": choice.spec if choice.kind != "folder" else "folder",
-                "kind": choice.kind,
-                "shots": choice.shots,
-                "seed": cfg.seed if choice.kind == "folder-shots" else None,
-                "manifest_sha256": common.identity(choice.path)["sha256"] if choice.path else None,
-            }
-            if choice.kind == "folder-shots":  # support folders keep their configuration (one plain pass)
-                sup_cfg["augment_passes"] = cfg.support_passes(choice)
-                sup_cfg["keep_views"] = cfg.keeps_views(choice)
+        sup_cfg = None if choice is None else support_inputs(cfg, choice, run.seed)
         cal_cfg = None if run.mode is None else cfg.calibration_options(run.mode, run.method)
         if cal_cfg is not None and run.mode == "val":
             cal_cfg["split"] = spec.calibration_split
@@ -788,16 +1036,21 @@ class DatasetEval:
             dataset=self.spec.id if preset not in (None, "default") else None,
         )
 
-    def execute(self, runs: list[Run], result: EvalResult) -> None:
-        """Each run: skipped when its result exists with the same configuration, else made; a failed run's
-        result is retried. With --keep-going a failure is recorded and the next run goes on."""
+    def execute(self, runs: list[Run], result: EvalResult, refused: dict[Run, str]) -> None:
+        """Each run: skipped when its result exists with the same configuration, else made (here, or with
+        --executor ray as one Ray task each, its shared artifacts made here first); a failed run's result is
+        retried. With --keep-going a failure (or a run ``check_runs`` refused) is recorded and the next run
+        goes on. Result files are written here, by the driver."""
+        pending: list[tuple[Run, dict[str, Any], Path]] = []
         for run in runs:
             config = self.config(run)
-            out_json = self.wd.result(run.arch, run.pretrained, run.method, run.tag, run.mode)
+            out_json = result_path(self.wd, self.spec, self.cfg, run, self.prompts_cfg)
             row = _row(self.spec, run, out_json)
             res_io.claim_result_path(out_json)  # a file there that is not a result of susx's stays
             retry = res_io.is_failed_result(out_json)
             try:
+                if run in refused:
+                    raise SusxError(refused[run], hint="change the plan")
                 if res_io.existing_key(out_json) == res_io.config_key(config) and not (
                     self.cfg.overwrite or retry
                 ):
@@ -808,16 +1061,42 @@ class DatasetEval:
                         f"{out_json} exists and was made with another configuration",
                         hint="pass --overwrite to replace it, or another --results-dir",
                     )
+                elif self.cfg.executor == "ray":
+                    self.prepare(run)
+                    pending.append((run, config, out_json))
+                    continue
                 else:
                     info(f"   run {out_json.stem}")
-                    metrics, status = self._run(run, config, out_json)["metrics"], "done"
+                    metrics, status = self.record(out_json, self.compute(run, config)), "done"
             except Exception as exc:  # noqa: BLE001 - --keep-going records any failure, then goes on
                 if not self.cfg.keep_going:
                     raise
-                record_failure(out_json, config, run, self.spec, exc, row, result)
+                record_failure(out_json, config, run, self.spec, self.cfg, exc, result)
                 continue
             result.rows.append({**row, **_metric_row(metrics), "status": status})
             info(f"   {status} {out_json.stem}: {_metric_text(result.rows[-1])}")
+            result.outputs.append(out_json)
+        if pending:
+            self.execute_on_ray(pending, result)
+
+    def record(self, out_json: Path, record: dict[str, Any]) -> dict[str, Any]:
+        """Write a run's result file; its metrics."""
+        res_io.write_result(out_json, record)
+        return record["metrics"]
+
+    def execute_on_ray(self, pending: list[tuple[Run, dict[str, Any], Path]], result: EvalResult) -> None:
+        """One Ray task per run (stages/on_ray.eval_runs_on_ray); the records are written here, in plan order."""
+        from susx_cli.stages.on_ray import eval_runs_on_ray
+
+        outcomes = eval_runs_on_ray(self.spec, self.cfg, self.local, [(r, c) for r, c, _ in pending])
+        for (run, config, out_json), (record, failure) in zip(pending, outcomes, strict=True):
+            if failure is not None:
+                if not self.cfg.keep_going:
+                    raise failure
+                record_failure(out_json, config, run, self.spec, self.cfg, failure, result)
+                continue
+            metrics = self.record(out_json, record)
+            result.rows.append({**_row(self.spec, run, out_json), **_metric_row(metrics), "status": "done"})
             result.outputs.append(out_json)
 
     def _search_options(self, run: Run) -> dict[str, Any]:
@@ -834,8 +1113,18 @@ class DatasetEval:
             out.update(folds=cfg.folds, fold_seed=cfg.fold_seed)
         return out
 
-    def _run(self, run: Run, config: dict[str, Any], out_json: Path) -> dict[str, Any]:
-        """Make the run's artifacts, calibrate, predict, and write its result record."""
+    def prepare(self, run: Run) -> None:
+        """Make the artifacts runs share (text classifier, split and support features) before the runs
+        go to Ray tasks, so that no two tasks write one file."""
+        self.text(run)
+        self.split_features(run, self.spec.test_split)
+        if run.mode == "val":
+            self.split_features(run, self.spec.calibration_split)
+        if run.support is not None:
+            self.support_features(run)
+
+    def compute(self, run: Run, config: dict[str, Any]) -> dict[str, Any]:
+        """Make the run's artifacts, calibrate and predict: its result record (``execute`` writes it)."""
         from susx_cli.artifacts import calibration as cal_io
         from susx_cli.artifacts import hdf5, support
         from susx_cli.stages.calibrate import calibrate
@@ -848,7 +1137,7 @@ class DatasetEval:
         if run.support is not None:
             sup_path = self.support_features(run)
         if run.mode is not None:
-            cal_path = wd.calibration(run.arch, run.pretrained, run.tag, run.method, run.mode)
+            cal_path = wd.calibration(run.arch, run.pretrained, f"{run.method}-{run.mode}", config)
             val = self.split_features(run, spec.calibration_split) if run.mode == "val" else None
             calibrate(
                 text,
@@ -867,9 +1156,9 @@ class DatasetEval:
                 cal, cal_path, spec.calibration_split if run.mode == "val" else None
             )
             sup_record = res_io.support_record(
-                config["support"], support.read_support(self.support_folder(run.support))
+                config["support"], support.read_support(self.support_folder(run.support, run.seed))
             )
-        pred_path = wd.predictions(run.arch, run.pretrained, run.tag, run.method, run.mode)
+        pred_path = wd.predictions(run.arch, run.pretrained, f"{run.method}-{run.mode or 'none'}", config)
         predict(
             text,
             query,
@@ -883,6 +1172,7 @@ class DatasetEval:
         prompt_opts = self.prompts.provenance.get("options") or {}
         record = res_io.run_record(
             config,
+            seed=run.seed,
             dataset={
                 "id": spec.id,
                 "name": spec.name,
@@ -908,7 +1198,6 @@ class DatasetEval:
                 "predictions": str(pred_path),
             },
         )
-        res_io.write_result(out_json, record)
         return record
 
 

@@ -1,4 +1,5 @@
-"""`--executor ray`: the per-shard work of `embed` (images) and `curate --source sd` as Ray tasks.
+"""`--executor ray`: the per-shard work of `embed` (images) and `curate --source sd`, and the runs of
+`eval`, as Ray tasks.
 
 Each task calls the same stage function as a sharded run (``Shard(i, n, "ray")``, ``join=False``); the
 driver joins the parts once, after every task ended, with the same join a sharded run's last shard does,
@@ -155,3 +156,34 @@ def curate_on_ray(
     result = join_shards(targets.pop(), output, len(results), options.per_class)
     result.summary |= {"executor": "ray", "shards": [r.summary for r in results]}
     return result
+
+
+def _eval_run(spec, cfg, local, tasks: list, shard: Shard) -> tuple[dict[str, Any] | None, tuple | None]:
+    """One task of `eval --executor ray`: run ``tasks[shard.index]`` (calibrate, predict) over the artifacts
+    the driver made; (its result record, None) or (None, (error line, hint, exit code))."""
+    from susx_cli.stages.eval import DatasetEval, error_line
+
+    run, config = tasks[shard.index]
+    try:
+        return DatasetEval(spec, cfg, local).compute(run, config), None
+    except SusxError as exc:
+        return None, (exc.message, exc.hint, exc.exit_code)
+    except Exception as exc:  # noqa: BLE001 - the driver records it (--keep-going) or raises it
+        return None, (error_line(exc), None, 2)
+
+
+def eval_runs_on_ray(spec, cfg, local, tasks: list) -> list[tuple[dict[str, Any] | None, SusxError | None]]:
+    """Every (run, config) of one dataset as a Ray task; per run its record or its failure, in order."""
+    from susx_cli.adapters import ray_executor
+
+    call = functools.partial(_eval_run, spec, cfg, local, tasks)
+    outcomes = ray_executor.run_shards(
+        functools.partial(_in_task, call, True),
+        len(tasks),
+        address=cfg.ray_address,
+        use_gpus=_gpu_tasks(None if cfg.device == "auto" else cfg.device),
+    )
+    return [
+        (record, None if failure is None else SusxError(failure[0], hint=failure[1], exit_code=failure[2]))
+        for record, failure in outcomes
+    ]

@@ -64,6 +64,51 @@ def paper_key(res: dict[str, Any]) -> str | None:
     return key if key in PAPER_NUMBERS else None
 
 
+FORMATS = ("markdown", "csv", "latex")
+
+
+@dataclass
+class Cell:
+    """One row's runs on one dataset, which differ only by seed: the finished runs' figures and the
+    seeds (None: no seed) of the failed ones."""
+
+    figures: list[float] = field(default_factory=list)
+    failed: list[int | None] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return len(self.figures)
+
+    @property
+    def mean(self) -> float | None:
+        return sum(self.figures) / self.n if self.figures else None
+
+    @property
+    def std(self) -> float | None:
+        """The sample standard deviation over seeds (n - 1 in the denominator); None below two runs."""
+        if self.n < 2:
+            return None
+        mean = self.mean
+        return math.sqrt(sum((v - mean) ** 2 for v in self.figures) / (self.n - 1))
+
+    def text(self, pm: str = "±") -> str:
+        """``mean`` alone for one run, ``mean ± std (n=N)`` over seeds, ``failed`` without a figure; the
+        count of failed runs beside the figure otherwise."""
+        if not self.figures:
+            return "failed" if self.failed else "—"
+        out = fmt_value(self.mean)
+        notes = [f"n={self.n}"] if self.n > 1 else []
+        if self.n > 1:
+            out += f" {pm} {fmt_value(self.std)}"
+        if self.failed:
+            notes.append(f"{len(self.failed)} failed")
+        return out + (f" ({', '.join(notes)})" if notes else "")
+
+
+def fmt_value(v: float | None) -> str:
+    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
+
+
 @dataclass
 class Row:
     label: str
@@ -71,10 +116,15 @@ class Row:
     method: str
     support: str
     calibration: str
-    values: dict[str, float] = field(default_factory=dict)
+    cells: dict[str, Cell] = field(default_factory=dict)  # by dataset id: every run, failed ones too
     paper: str | None = None
     shots: int | None = None  # K of a folder-shots:K support set (a point on a few-shot curve)
     group: str = "name-only"  # MethodSpec.group: rows of different groups are tabled apart
+
+    @property
+    def values(self) -> dict[str, float]:
+        """The mean over seeds of each dataset with a finished run."""
+        return {d: c.mean for d, c in self.cells.items() if c.figures}
 
     def mean(self, columns: list[str]) -> float | None:
         """Mean over every column; None when the row lacks one (a mean over fewer datasets is not comparable)."""
@@ -87,6 +137,23 @@ class Row:
         from susx_cli.datasets.registry import PAPER_NUMBERS
 
         return PAPER_NUMBERS.get(self.paper or "", {})
+
+
+def number(v: float | None) -> str:
+    return "" if v is None else f"{v:.4f}"
+
+
+LATEX_SPECIAL = {c: "\\" + c for c in "&%$#_{}"} | {
+    "\\": r"\textbackslash{}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+LATEX_PM = r"$\pm$"
+
+
+def latex_escape(text: str) -> str:
+    r"""``text`` with LaTeX's special characters escaped, its ``$\pm$`` kept."""
+    return LATEX_PM.join("".join(LATEX_SPECIAL.get(ch, ch) for ch in part) for part in text.split(LATEX_PM))
 
 
 def paper_label(key: str) -> str:
@@ -135,15 +202,16 @@ class Report:
             head.append(paper("mean"))
         return head
 
-    def lines(self) -> list[tuple[Row, list[float | None]]]:
-        """Each row with its values in ``header`` order (None = no figure)."""
+    def lines(self) -> list[tuple[Row, list[Cell | float | None]]]:
+        """Each row with its entries in ``header`` order: a ``Cell`` per dataset, the paper's figure or
+        a mean (None = no figure)."""
         with_paper = set(self.paper_columns())
         show_paper_mean = any(self.paper_mean(row) is not None for row in self.rows)
         out = []
         for row in self.rows:
             nums, vals = row.paper_figures(), []
             for c in self.columns:
-                vals += [row.values.get(c)] + ([nums.get(c)] if c in with_paper else [])
+                vals += [row.cells.get(c, Cell())] + ([nums.get(c)] if c in with_paper else [])
             vals.append(row.mean(self.columns))
             if show_paper_mean:
                 vals.append(self.paper_mean(row))
@@ -163,6 +231,27 @@ class Report:
             out.append((group, Report(self.columns, self.names, rows, [], self.metric)))
         return out
 
+    def text_rows(self, pm: str = "±") -> tuple[list[str], list[list[str]]]:
+        """(header, rows) as display text: each dataset's cell as ``Cell.text`` shows it."""
+        values = self.header(
+            name=lambda c: self.names.get(c, c), paper=lambda c: f"{self.names.get(c, c)} (paper)"
+        )
+        rows = [
+            [row.label, row.model, row.support, row.calibration]
+            + [v.text(pm) if isinstance(v, Cell) else fmt_value(v) for v in vals]
+            for row, vals in self.lines()
+        ]
+        return ["method", "model", "support", "calibration", *values], rows
+
+    def table(self) -> list[str]:
+        """This report's rows as Markdown table lines."""
+        head, rows = self.text_rows()
+        text = [
+            "| " + " | ".join(head) + " |",
+            "|" + "|".join(["---"] * 4 + ["---:"] * (len(head) - 4)) + "|",
+        ]
+        return text + ["| " + " | ".join(r) + " |" for r in rows]
+
     def markdown(self) -> str:
         text = [f"# susx results ({self.metric}, %)"]
         groups = self.groups()
@@ -174,39 +263,40 @@ class Report:
             text += [""] + [f"Note: {n}" for n in self.notes]
         return "\n".join(text) + "\n"
 
-    def table(self) -> list[str]:
-        """This report's rows as Markdown table lines."""
-
-        def fmt(v: float | None) -> str:
-            return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
-
-        values = self.header(
-            name=lambda c: self.names.get(c, c), paper=lambda c: f"{self.names.get(c, c)} (paper)"
-        )
-        head = ["method", "model", "support", "calibration", *values]
-        text = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 4 + ["---:"] * len(values)) + "|"]
-        for row, vals in self.lines():
-            cells = [row.label, row.model, row.support, row.calibration, *map(fmt, vals)]
-            text.append("| " + " | ".join(cells) + " |")
-        return text
+    def latex(self) -> str:
+        """A tabular (no package needed), the notes as comments."""
+        head, rows = self.text_rows(pm=LATEX_PM)
+        text = [
+            f"% susx results ({self.metric}, %)",
+            r"\begin{tabular}{" + "l" * 4 + "r" * (len(head) - 4) + "}",
+            r"\hline",
+            " & ".join(map(latex_escape, head)) + r" \\",
+            r"\hline",
+        ]
+        text += [" & ".join(map(latex_escape, r)) + r" \\" for r in rows]
+        text += [r"\hline", r"\end{tabular}"] + [f"% Note: {n}" for n in self.notes]
+        return "\n".join(text) + "\n"
 
     def csv(self) -> str:
+        """Per dataset its mean over seeds, the standard deviation, n and the failed runs (numbers alone)."""
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow(["source", "method", "model", "support", "calibration", *self.header(), "group"])
+        head = []
+        for c in self.header():
+            head += [c, f"{c}_std", f"{c}_n", f"{c}_failed"] if c in self.columns else [c]
+        w.writerow(["source", "method", "model", "support", "calibration", *head, "group"])
         for row, vals in self.lines():
-            w.writerow(
-                [
-                    "ours",
-                    row.label,
-                    row.model,
-                    row.support,
-                    row.calibration,
-                    *["" if v is None else f"{v:.4f}" for v in vals],
-                    row.group,
-                ]
-            )
+            cells = []
+            for v in vals:
+                if isinstance(v, Cell):
+                    cells += [number(v.mean), number(v.std), str(v.n), str(len(v.failed))]
+                else:
+                    cells.append(number(v))
+            w.writerow(["ours", row.label, row.model, row.support, row.calibration, *cells, row.group])
         return buf.getvalue()
+
+    def render(self, fmt: str) -> str:
+        return {"markdown": self.markdown, "csv": self.csv, "latex": self.latex}[fmt]()
 
     def paper_mean_notes(self) -> list[str]:
         """The paper's means that are over other datasets than this table's: named here, not in a column."""
@@ -227,7 +317,14 @@ class Report:
         ]
 
 
+def run_seed(res: dict[str, Any]) -> int | None:
+    """The seed a result's support sample was drawn with (None: the run reads no seed)."""
+    seed = res.get("seed", (res.get("support") or {}).get("seed"))
+    return int(seed) if isinstance(seed, int) else None
+
+
 def build_report(results: list[dict[str, Any]], metric: str = "top1") -> Report:
+    """The paper-layout table of ``results`` (failed runs too: they are counted in their cells)."""
     from susx_cli.datasets.registry import DATASETS
 
     order = {d: i for i, d in enumerate(DATASETS)}
@@ -235,7 +332,7 @@ def build_report(results: list[dict[str, Any]], metric: str = "top1") -> Report:
     names = {c: DATASETS[c].name if c in DATASETS else c for c in columns}
     models = {f"{r['model']['arch']}/{r['model']['pretrained']}" for r in results}
     rows: dict[tuple, Row] = {}
-    created: dict[tuple, str] = {}
+    newest: dict[tuple, dict[str, Any]] = {}  # (row key, dataset, seed) -> its newest result
     notes: list[str] = []
     dupes = 0
     for r in results:
@@ -249,7 +346,7 @@ def build_report(results: list[dict[str, Any]], metric: str = "top1") -> Report:
             if (r.get("support") or {}).get("kind") == "folder-shots"
             else None
         )
-        row = rows.setdefault(
+        rows.setdefault(
             key,
             Row(
                 label,
@@ -262,13 +359,18 @@ def build_report(results: list[dict[str, Any]], metric: str = "top1") -> Report:
                 group=_group(r["method"]),
             ),
         )
-        ds = r["dataset"]["id"]
-        if ds in row.values:
+        run = (key, r["dataset"]["id"], run_seed(r))
+        if run in newest:
             dupes += 1
-            if created.get((*key, ds), "") > r.get("created", ""):
+            if newest[run].get("created", "") > r.get("created", ""):
                 continue
-        row.values[ds] = float(r["metrics"].get(metric, float("nan")))
-        created[(*key, ds)] = r.get("created", "")
+        newest[run] = r
+    for (key, ds, seed), r in newest.items():
+        cell = rows[key].cells.setdefault(ds, Cell())
+        if r.get("status") == "failed":
+            cell.failed.append(seed)
+        else:
+            cell.figures.append(float(r["metrics"].get(metric, float("nan"))))
     group_order = {g: i for i, g in enumerate(GROUPS)}
     ordered = sorted(
         rows.values(),
@@ -286,11 +388,21 @@ def build_report(results: list[dict[str, Any]], metric: str = "top1") -> Report:
             f"{len(incomplete)} row(s) lack some datasets: they have no mean, since a mean over other "
             "datasets would not be comparable"
         )
+    failed = [r for r in newest.values() if r.get("status") == "failed"]
+    if failed:
+        notes.append(
+            f"{len(failed)} failed run(s), counted beside their cells: "
+            + "; ".join(f"{Path(r['_path']).stem}: {r.get('error')}" for r in failed[:3])
+            + ("; ..." if len(failed) > 3 else "")
+        )
+    if any(c.n > 1 for row in ordered for c in row.cells.values()):
+        notes.append("mean ± sample standard deviation over n runs that differ only by seed")
+    finished = [r for r in results if r.get("status") != "failed"]
     protocols = {
         res_io.config_key(
             {k: r["zero_shot_protocol"].get(k) for k in ("logit_scale", "text_pool", "templates")}
         ): r["zero_shot_protocol"]
-        for r in results
+        for r in finished
     }
     if len(protocols) > 1:
         desc = "; ".join(
@@ -301,7 +413,7 @@ def build_report(results: list[dict[str, Any]], metric: str = "top1") -> Report:
             f"these results mix {len(protocols)} zero-shot protocols ({desc}): rows are not directly comparable"
         )
     if dupes:
-        notes.append(f"{dupes} duplicate result(s) for the same row and dataset: the newest is shown")
+        notes.append(f"{dupes} duplicate result(s) for the same row, dataset and seed: the newest is shown")
     if any(r["model"].get("random_weights") for r in results):
         notes.append("some results come from RANDOM-weight models: they only show that the pipeline runs")
     if len(models) > 1:
@@ -533,7 +645,7 @@ def report(
     paths: list[Path],
     *,
     output: Path | None = None,
-    csv_path: Path | None = None,
+    fmt: str = "markdown",
     chart: Path | None = None,
     long_path: Path | None = None,
     metric: str = "top1",
@@ -542,15 +654,22 @@ def report(
 
     if metric not in ("top1", "top5", "mean_per_class_recall"):
         raise SusxError(f"unknown metric {metric!r}", hint="use top1, top5 or mean_per_class_recall")
-    # Failed runs of `eval --keep-going` have no figures; they are listed by eval, not tabled here.
-    results = [r for r in res_io.collect(paths) if r.get("status") != "failed"]
-    if not results:
+    if fmt not in FORMATS:
+        raise SusxError(f"unknown format {fmt!r}", hint=f"use {', '.join(FORMATS)}")
+    # Failed runs of `eval --keep-going` are cells of the table (marked failed); charts draw figures only.
+    everything = res_io.collect(paths)
+    results = [r for r in everything if r.get("status") != "failed"]
+    if not everything:
         raise SusxError("no result files given", hint="pass result files or the --results-dir of susx eval")
-    rep = build_report(results, metric)
+    rep = build_report(everything, metric)
     charts_planned = chart_outputs(rep, chart) if chart is not None else []
+    table_kind = {
+        "markdown": outputs_io.REPORT_MARKDOWN,
+        "csv": outputs_io.REPORT_CSV,
+        "latex": outputs_io.REPORT_LATEX,
+    }
     planned = [
-        ("-o/--output", output, outputs_io.REPORT_MARKDOWN),
-        ("--csv", csv_path, outputs_io.REPORT_CSV),
+        ("-o/--output", output, table_kind[fmt]),
         ("--long", long_path, outputs_io.REPORT_LONG_CSV),
         *(("--chart", path, outputs_io.CHART) for path in charts_planned),
     ]
@@ -559,22 +678,18 @@ def report(
     for option, path, kind in planned:
         if path is not None:
             outputs_io.claim(path, kind, option=option)
-    md = rep.markdown()
+    table = rep.render(fmt)
     outputs: list[Path] = []
     if output is not None:
-        common.atomic_write_bytes(
-            output, (outputs_io.text_mark(outputs_io.REPORT_MARKDOWN, "markdown") + md).encode()
-        )
+        with outputs_io.writing(output):
+            common.atomic_write_bytes(
+                output, (outputs_io.text_mark(table_kind[fmt], fmt) + table).encode("utf-8")
+            )
         outputs.append(output)
-    if csv_path is not None:
-        common.atomic_write_bytes(
-            csv_path, (outputs_io.text_mark(outputs_io.REPORT_CSV, "csv") + rep.csv()).encode()
-        )
-        outputs.append(csv_path)
     if long_path is not None:
         from susx_cli.artifacts import tables
 
-        header, rows = long_table(results)
+        header, rows = long_table(everything)
         tables.write_csv(long_path, header, rows, kind=outputs_io.REPORT_LONG_CSV)
         outputs.append(long_path)
     charts = draw_charts(rep, chart, metric, random_note(results)) if chart is not None else []
@@ -583,13 +698,14 @@ def report(
         "report",
         outputs,
         summary={
-            "results": len(results),
+            "results": len(everything),
+            "failed": len(everything) - len(results),
             "rows": len(rep.rows),
             "datasets": rep.columns,
             "notes": rep.notes,
             "charts": [{"path": str(p), "kind": d.kind, "title": d.title, "note": d.note} for p, d in charts],
         },
     )
-    result.message = md
-    result.text = md.rstrip("\n") if output is None else ""  # Markdown on stdout when no -o is given
+    result.message = table
+    result.text = table.rstrip("\n") if output is None else ""  # the table on stdout when no -o is given
     return result

@@ -105,6 +105,7 @@ SPEC = spec.MethodSpec(
     hyperparameters=(ALPHA,),
     search=search,
     check_support=check_support,
+    min_shots=2,
     record={
         "means": "per-class mean of the support features",
         "covariance": "pooled within-class, X^T X / (N - 1), over every view row where views are kept",
