@@ -218,9 +218,14 @@ def test_export_round_trips_through_csv(w):
     before = (w / "preds.csv").read_bytes()
     again = json.loads(invoke("export", "pred.h5", "-o", "preds.csv", "--json").stdout)
     assert again["skipped"] and (w / "preds.csv").read_bytes() == before
-    (w / "preds.csv").write_text("another table\n")
+    # another table of susx's needs --overwrite; a file susx did not write is never replaced
+    other = before.decode().splitlines(keepends=True)[0] + "another table\n"
+    (w / "preds.csv").write_text(other)
     bad = invoke("export", "pred.h5", "-o", "preds.csv", expect=2)
-    assert "--overwrite" in bad.stderr and (w / "preds.csv").read_text() == "another table\n"
+    assert "--overwrite" in bad.stderr and (w / "preds.csv").read_text() == other
+    (w / "notes.csv").write_text("another table\n")
+    bad = invoke("export", "pred.h5", "-o", "notes.csv", "--overwrite", expect=2)
+    assert "not a file susx wrote" in bad.stderr and (w / "notes.csv").read_text() == "another table\n"
     invoke("export", "pred.h5", "-o", "pred.h5", "--overwrite", expect=2)
     out = json.loads(invoke("export", "pred.h5", "-o", "preds.csv", "--overwrite", "--json").stdout)
     assert out["summary"]["rows"] == 20 and out["outputs"] == ["preds.csv"]

@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import pytest
 
 from susx_cli.datasets import registry
-from tests.helpers import TINY, invoke
+from tests.helpers import TINY, invoke, read_susx_csv
 from tests.test_eval import SMALL_GRID, make_cars_root, make_eurosat_root
 from tests.test_ray_executor import ray_address  # noqa: F401 - the fixture of a local Ray instance
 
@@ -84,10 +83,10 @@ def test_dry_run_lists_the_plan_and_refuses_an_impossible_one(tmp_path):
     bad = invoke(*cars_args(tmp_path, "--method", "tip-x", "-s", "folder-shots:4", "--dry-run"), expect=2)
     assert "stanford_cars__susx_tiny_vit-none__tip-x__4shot-seed0__loo" in bad.stderr
     assert "needs 4 train images per class" in bad.stderr
-    # a method's and a mode's shot minimum: GDA and k-fold need 2 support images per class
-    bad = invoke(
-        *cars_args(tmp_path, "--method", "gda", "-s", "folder-shots:1", "--calibration", "val"), expect=2
-    )
+    # a method's and a mode's shot minimum: GDA needs 2 feature rows per class (one image without kept
+    # views is too few; with 10 augmented views it is enough), k-fold 2 images per class
+    one_shot = ["--method", "gda", "-s", "folder-shots:1", "--calibration", "val"]
+    bad = invoke(*cars_args(tmp_path, *one_shot, "--augment-passes", "1"), expect=2)
     assert "gda with val calibration needs at least 2 support images per class" in bad.stderr
     bad = invoke(
         *cars_args(tmp_path, "--method", "tip-x", "-s", "folder-shots:1", "--calibration", "kfold"), expect=2
@@ -148,7 +147,8 @@ def test_report_shows_mean_std_and_n_over_seeds_and_marks_failed_cells(swept, tm
     assert tipx.count(" ± ") == 2 and tipx.count("(n=2)") == 2
     assert gda.count("| failed") == 2 and "duplicate" not in md and "4 failed run(s)" in md
     invoke("report", base / "results", "-f", "csv", "-o", tmp_path / "t.csv")
-    rows = {r["method"]: r for r in csv.DictReader((tmp_path / "t.csv").open())}
+    header, *body = read_susx_csv(tmp_path / "t.csv", "susx.report_csv")
+    rows = {r["method"]: r for r in (dict(zip(header, row, strict=True)) for row in body)}
     cars = [json.loads(p.read_text()) for p in (base / "results").glob("stanford_cars__*tip-x*.json")]
     figures = [r["metrics"]["top1"] for r in cars]
     mean = sum(figures) / 2

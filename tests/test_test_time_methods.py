@@ -175,7 +175,8 @@ def test_eval_runs_each_order_seed_and_report_keeps_the_test_time_group_apart(tm
     for order_free in ("zero-shot", "tda-transductive"):  # no order: nothing of the stream in the config
         assert "stream" not in json.loads(Path(rows[order_free]["path"]).read_text())["config"]
 
-    invoke("report", tmp_path / "results", "-o", tmp_path / "r.md", "--csv", tmp_path / "r.csv")
+    invoke("report", tmp_path / "results", "-o", tmp_path / "r.md")
+    invoke("report", tmp_path / "results", "-f", "csv", "-o", tmp_path / "r.csv")
     md = (tmp_path / "r.md").read_text()
     name_only, _, test_time = md.partition("## test-time: uses the unlabelled test stream")
     assert test_time, md

@@ -52,6 +52,6 @@ def test_every_output_option_has_a_base():
 
 def test_the_walk_sees_the_output_options_we_know():
     found = {(" ".join(p.command), p.flag) for p in output_paths()}
-    assert {("report", "--csv"), ("inspect", "--confusion"), ("prompts", "--llm-cache")} <= found
+    assert {("report", "--long"), ("inspect", "--confusion"), ("prompts", "--llm-cache")} <= found
     assert all(isinstance(p.command, tuple) and p.flags for p in walk())
     assert Path in {p.base_type for p in walk()}

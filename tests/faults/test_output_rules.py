@@ -44,7 +44,7 @@ def test_confusion_onto_its_own_predictions_is_refused(ws):
         ("calibrate", "text.h5", "sup.h5", "-o", "c.json", "--heatmap", "notes.txt", "--overwrite"),
         ("inspect", "sup", "--contact-sheet", "notes.txt"),
         ("export", "pred.h5", "-o", "notes.txt", "--overwrite"),
-        ("report", "results", "--csv", "notes.txt"),
+        ("report", "results", "-f", "csv", "-o", "notes.txt"),
         ("report", "results", "-o", "notes.txt"),
     ],
     ids=["heatmap", "heatmap-overwrite", "contact-sheet", "export-overwrite", "report-csv", "report-md"],
@@ -57,7 +57,7 @@ def test_a_user_file_is_never_replaced(ws, args):
 
 def test_report_refuses_to_write_over_a_result_it_reads(ws):
     before = (ws / RESULT_FILE).read_bytes()
-    line = _one_error(invoke("report", "results", "--csv", RESULT_FILE, expect=2))
+    line = _one_error(invoke("report", "results", "-f", "csv", "-o", RESULT_FILE, expect=2))
     assert "also an input" in line and (ws / RESULT_FILE).read_bytes() == before
 
 
@@ -99,10 +99,13 @@ def test_curate_overwrite_works_through_a_symlinked_folder(ws):
 
 
 def test_reports_and_pictures_are_replaced_by_the_command_that_wrote_them(ws):
-    args = ("report", "results", "-o", "r.md", "--csv", "r.csv", "--long", "l.csv", "--chart", "c.png")
+    args = ("report", "results", "-o", "r.md", "--long", "l.csv", "--chart", "c.png")
     invoke(*args)
+    invoke("report", "results", "-f", "csv", "-o", "r.csv")
+    invoke("report", "results", "-f", "latex", "-o", "r.tex")
     assert outputs.text_kind(ws / "r.md") == outputs.REPORT_MARKDOWN
     assert outputs.text_kind(ws / "r.csv") == outputs.REPORT_CSV
+    assert outputs.text_kind(ws / "r.tex") == outputs.REPORT_LATEX
     assert outputs.text_kind(ws / "l.csv") == outputs.REPORT_LONG_CSV
     assert outputs.png_kind(ws / "c.png") == outputs.CHART
     invoke(*args)  # its own outputs: replaced
@@ -113,15 +116,17 @@ def test_reports_and_pictures_are_replaced_by_the_command_that_wrote_them(ws):
     before = (ws / "c.png").read_bytes()
     line = _one_error(invoke("inspect", "pred.h5", "--confusion", "c.png", expect=2))
     assert "holds a susx.chart file" in line and (ws / "c.png").read_bytes() == before
-    # A CSV of another kind: report's --csv refuses the export table.
+    # A CSV of another kind: report's CSV refuses the export table.
     invoke("export", "pred.h5", "-o", "preds.csv")
-    line = _one_error(invoke("report", "results", "--csv", "preds.csv", expect=2))
+    line = _one_error(invoke("report", "results", "-f", "csv", "-o", "preds.csv", expect=2))
     assert "susx.predictions_csv" in line
 
 
 def test_two_outputs_on_one_path_are_refused(ws):
-    line = _one_error(invoke("report", "results", "--csv", "same.csv", "--long", "same.csv", expect=2))
-    assert "--csv and --long both name same.csv" in line and not (ws / "same.csv").exists()
+    line = _one_error(
+        invoke("report", "results", "-f", "csv", "-o", "same.csv", "--long", "same.csv", expect=2)
+    )
+    assert "-o/--output and --long both name same.csv" in line and not (ws / "same.csv").exists()
 
 
 def test_marks_are_read_back_and_nothing_else_counts(tmp_path):
