@@ -300,8 +300,6 @@ def test_siglip_pipeline_records_and_uses_the_bias(siglip, monkeypatch):
             "predict",
             "text.h5",
             "test.h5",
-            "-s",
-            "sup.h5",
             "--calibration",
             f"{name}.json",
             "--method",
