@@ -484,3 +484,29 @@ def test_every_split_file_dataset_has_a_converter():
     from susx_cli.datasets.prepare import CONVERTERS
 
     assert {s.id for s in registry.DATASETS.values() if s.layout == "split-file"} == set(CONVERTERS)
+
+
+def test_eval_runs_on_a_prepared_dataset(tmp_path):
+    """The prepared layout is what eval reads: zero-shot with the tiny model on prepared CIFAR-10 and on
+    Caltech-256 through the link to its download (rows under source/)."""
+    from PIL import Image
+
+    from tests.helpers import TINY
+
+    make_cifar10(tmp_path / "dl")
+    dl = tmp_path / "caltech"
+    for folder in [*CALTECH, "257.clutter"]:
+        for j in range(12):
+            path = dl / "256_ObjectCategories" / folder / f"{j}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (16, 16), (j * 20, 40, 90)).save(path)
+    data = tmp_path / "data"
+    prepare("cifar10", tmp_path / "dl", data)
+    prepare("caltech256", dl, data)
+    res = invoke(
+        "eval", "-d", "cifar10", "-d", "caltech256", "--data-root", data, "--model", f"{TINY[1]}:{TINY[3]}",
+        "--method", "zero-shot", "--work-dir", tmp_path / "work", "--results-dir", tmp_path / "results",
+        "--workers", "0", "--json",
+    )  # fmt: skip
+    results = sorted((tmp_path / "results").glob("*.json"))
+    assert [p.name.split("__")[0] for p in results] == ["caltech256", "cifar10"], res.stdout
