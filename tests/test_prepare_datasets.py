@@ -510,3 +510,12 @@ def test_eval_runs_on_a_prepared_dataset(tmp_path):
     )  # fmt: skip
     results = sorted((tmp_path / "results").glob("*.json"))
     assert [p.name.split("__")[0] for p in results] == ["caltech256", "cifar10"], res.stdout
+
+
+def test_prepare_keeps_an_images_folder_it_did_not_write(tmp_path):
+    make_cifar10(tmp_path / "dl")
+    theirs = tmp_path / "data" / "cifar10" / "images" / "train" / "00000.png"
+    jpg(theirs, b"the user's own file")
+    bad = prepare("cifar10", tmp_path / "dl", tmp_path / "data", expect=2)
+    assert "not written by susx datasets prepare" in bad.stderr
+    assert theirs.read_bytes() == b"the user's own file"

@@ -69,7 +69,7 @@ class _CheckResult:
 
     @property
     def text(self) -> str:
-        return f"{self.local.spec.id}: complete ({'; '.join(self.local.notes)})"
+        return f"{self.local.spec.id}: ready ({'; '.join(self.local.notes)})"
 
     def to_json(self) -> dict[str, Any]:
         lo = self.local

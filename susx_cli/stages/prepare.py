@@ -74,6 +74,11 @@ def prepare_dataset(
         if published_split
         else converter.convert(source, seed)
     )
+    if marker is None and converted.writes_images and (folder / "images").exists():
+        raise SusxError(
+            f"{folder / 'images'} exists and was not written by susx datasets prepare",
+            hint="move it away, or prepare into another -o",
+        )
     prepared.write_marker(
         folder, fingerprint, complete=False, writes_images=converted.writes_images, summary={}
     )
