@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from susx_cli.artifacts import common, prepared
+from susx_cli.artifacts.lock import output_lock
 from susx_cli.datasets import registry
-from susx_cli.datasets.prepare import CONVERTERS, split_file
+from susx_cli.datasets.prepare import CONVERTERS, Converter, split_file
 from susx_cli.datasets.prepare.base import Converted, shown
 from susx_cli.errors import SusxError
 from susx_cli.progress import info, warn
@@ -32,21 +33,7 @@ def prepare_dataset(
     overwrite: bool = False,
 ) -> StageResult:
     spec = registry.get(name)
-    converter = CONVERTERS.get(spec.id)
-    if converter is None:
-        raise SusxError(
-            f"{spec.id} needs no prepare: it is read from its usual layout",
-            hint=f"{spec.name} needs {spec.needs()}; `susx datasets check DATA {spec.id}` tells what is missing",
-        )
-    if published_split is not None and not converter.published_split:
-        raise SusxError(
-            f"--split-file: the SuS-X authors published no split for {spec.id}",
-            hint="leave --split-file out: the official or seeded split is used",
-        )
-    if not source.is_dir():
-        raise SusxError(
-            f"--from {source} is not a folder", hint=f"give the folder holding {converter.source}"
-        )
+    converter = _converter(spec, source, published_split)
     folder = spec.root(data_root)
     files = split_file.inputs(published_split, source) if published_split else converter.inputs(source)
     fingerprint = {
@@ -67,32 +54,21 @@ def prepare_dataset(
     ):
         info(f"{spec.id}: {folder} is prepared from the same download and options: skipped")
         return StageResult("prepare", [split_path], skipped=True, summary=marker.get("summary", {}))
-    _refuse_to_replace(folder, split_path, marker, fingerprint, overwrite)
-
-    converted = (
+    _refuse_to_replace(folder, split_path, marker, fingerprint, overwrite=overwrite, clear=False)
+    converted = (  # reads only: a damaged download is refused before anything is written
         split_file.convert(published_split, source, spec.id, allow_missing=converter.partial_downloads)
         if published_split
         else converter.convert(source, seed)
     )
-    if marker is None and converted.writes_images and (folder / "images").exists():
-        raise SusxError(
-            f"{folder / 'images'} exists and was not written by susx datasets prepare",
-            hint="move it away, or prepare into another -o",
-        )
-    prepared.write_marker(
-        folder, fingerprint, complete=False, writes_images=converted.writes_images, summary={}
-    )
-    written = converted.write_images(folder) if converted.write_images else 0
-    prefix = "" if converted.writes_images else _source_prefix(folder, source)
-    splits = {
-        split: [[f"{prefix}{path}", label, converted.classes[label]] for path, label in rows]
-        for split, rows in converted.rows.items()
-    }
-    summary = _summary(converted, splits, written)
-    prepared.write_split(split_path, splits, _record(converted, source, summary))
-    prepared.write_marker(
-        folder, fingerprint, complete=True, writes_images=converted.writes_images, summary=summary
-    )
+    with output_lock(prepared.marker_path(folder)):  # one writer; the lock file lies inside the folder
+        marker = prepared.read_marker(folder)
+        _refuse_to_replace(folder, split_path, marker, fingerprint, overwrite=overwrite, clear=True)
+        if marker is None and converted.writes_images and (folder / "images").exists():
+            raise SusxError(
+                f"{folder / 'images'} exists and was not written by susx datasets prepare",
+                hint="move it away, or prepare into another -o",
+            )
+        summary = _write(folder, split_path, fingerprint, converted, source)
     if converted.missing:
         warn(
             f"{spec.id}: {len(converted.missing)} image(s) the source lists are not in the download, left out "
@@ -101,15 +77,57 @@ def prepare_dataset(
     return StageResult("prepare", [split_path], summary=summary)
 
 
+def _converter(spec: registry.DatasetSpec, source: Path, published_split: Path | None) -> Converter:
+    """The converter of ``spec``, refusing a dataset read from its usual layout, a --split-file the
+    authors did not publish, and a --from that is not a folder."""
+    converter = CONVERTERS.get(spec.id)
+    if converter is None:
+        raise SusxError(
+            f"{spec.id} needs no prepare: it is read from its usual layout",
+            hint=f"{spec.name} needs {spec.needs()}; `susx datasets check DATA {spec.id}` tells what is missing",
+        )
+    if published_split is not None and not converter.published_split:
+        raise SusxError(
+            f"--split-file: the SuS-X authors published no split for {spec.id}",
+            hint="leave --split-file out: the official or seeded split is used",
+        )
+    if not source.is_dir():
+        raise SusxError(
+            f"--from {source} is not a folder", hint=f"give the folder holding {converter.source}"
+        )
+    return converter
+
+
+def _write(
+    folder: Path, split_path: Path, fingerprint: dict[str, Any], converted: Converted, source: Path
+) -> dict[str, Any]:
+    """Marker (incomplete), images, link, split file, marker (complete): in this order, so an
+    interrupted run never leaves a folder that looks complete."""
+    writes = converted.writes_images
+    prepared.write_marker(folder, fingerprint, complete=False, writes_images=writes, summary={})
+    written = converted.write_images(folder) if converted.write_images else 0
+    prefix = "" if writes else _source_prefix(folder, source)
+    splits = {
+        split: [[f"{prefix}{path}", label, converted.classes[label]] for path, label in rows]
+        for split, rows in converted.rows.items()
+    }
+    summary = _summary(converted, splits, written)
+    prepared.write_split(split_path, splits, _record(converted, source, summary))
+    prepared.write_marker(folder, fingerprint, complete=True, writes_images=writes, summary=summary)
+    return summary
+
+
 def _refuse_to_replace(
     folder: Path,
     split_path: Path,
     marker: dict[str, Any] | None,
     fingerprint: dict[str, Any],
+    *,
     overwrite: bool,
+    clear: bool,
 ) -> None:
     """Nothing of the user's is replaced: a split file without our marker, or a prepare of another
-    download or options (unless --overwrite, which also clears the images that prepare wrote)."""
+    download or options (unless --overwrite; ``clear``: then remove the images that prepare wrote)."""
     if marker is None:
         if split_path.exists():
             raise SusxError(
@@ -125,7 +143,8 @@ def _refuse_to_replace(
             f"{folder} holds {state} of another download or other options",
             hint="pass --overwrite to replace it, or prepare into another -o",
         )
-    prepared.clear_written(folder)
+    if clear:
+        prepared.clear_written(folder)
 
 
 def _source_prefix(folder: Path, source: Path) -> str:
