@@ -519,3 +519,26 @@ def test_prepare_keeps_an_images_folder_it_did_not_write(tmp_path):
     bad = prepare("cifar10", tmp_path / "dl", tmp_path / "data", expect=2)
     assert "not written by susx datasets prepare" in bad.stderr
     assert theirs.read_bytes() == b"the user's own file"
+
+
+def test_empty_download_is_one_line_naming_the_layout(tmp_path):
+    (tmp_path / "dl").mkdir()
+    for name, what in [
+        ("imagenet-r", "imagenet-r/ (WordNet-id folders) is missing"),
+        ("country211", "train/ and valid/ and test/ is missing"),
+        ("caltech256", "256_ObjectCategories/ (folders NNN.name) is missing"),
+        ("cifar100", "cifar-100-python/meta is missing"),
+        ("cub", "CUB_200_2011/images.txt is missing"),
+        ("birdsnap", "species.txt is missing"),
+    ]:
+        bad = prepare(name, tmp_path / "dl", tmp_path / "data", expect=2)
+        assert what in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    bad = prepare("cub", tmp_path / "nowhere", tmp_path / "data", expect=2)
+    assert "is not a folder" in bad.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_fewer_classes_than_the_paper_is_warned(tmp_path):
+    make_caltech(tmp_path / "dl", per_class=3)
+    res = prepare("caltech256", tmp_path / "dl", tmp_path / "data")
+    assert "4 classes in the download, the paper's Caltech256 has 256" in res.stderr

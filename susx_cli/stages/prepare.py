@@ -69,6 +69,11 @@ def prepare_dataset(
                 hint="move it away, or prepare into another -o",
             )
         summary = _write(folder, split_path, fingerprint, converted, source)
+    if len(converted.classes) != spec.num_classes:
+        warn(
+            f"{spec.id}: {len(converted.classes)} classes in the download, the paper's {spec.name} has "
+            f"{spec.num_classes} (a partial download?)"
+        )
     if converted.missing:
         warn(
             f"{spec.id}: {len(converted.missing)} image(s) the source lists are not in the download, left out "
