@@ -542,3 +542,12 @@ def test_fewer_classes_than_the_paper_is_warned(tmp_path):
     make_caltech(tmp_path / "dl", per_class=3)
     res = prepare("caltech256", tmp_path / "dl", tmp_path / "data")
     assert "4 classes in the download, the paper's Caltech256 has 256" in res.stderr
+
+
+def test_cifar_label_out_of_range_is_one_line(tmp_path):
+    folder, _ = make_cifar10(tmp_path / "dl")
+    batch = pickle.loads((folder / "test_batch").read_bytes(), encoding="bytes")
+    batch[b"labels"][3] = 10
+    _pickle(folder / "test_batch", batch)
+    bad = prepare("cifar10", tmp_path / "dl", tmp_path / "data", expect=2)
+    assert "test_batch has labels outside 0..9" in bad.stderr

@@ -9,6 +9,7 @@ official train / test sets; no val (the paper calibrated on test). Class names: 
 from __future__ import annotations
 
 import io
+import itertools
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,6 +131,12 @@ def convert(layout: Layout, source: Path, seed: int) -> Converted:
                     f"{layout.dataset}: {name} holds {data.shape} pixels for {len(labels)} labels, not N x 3072",
                     hint="download it again",
                 )
+            if any(not 0 <= label < len(names) for label in labels):
+                raise SusxError(
+                    f"{layout.dataset}: {name} has labels outside 0..{len(names) - 1} ({layout.meta} names "
+                    f"{len(names)} classes)",
+                    hint="download it again",
+                )
             pixels[split].append(data)
             start = len(rows[split])
             rows[split] += [(f"images/{split}/{start + i:05d}.png", label) for i, label in enumerate(labels)]
@@ -157,15 +164,11 @@ def _write_pngs(folder: Path, rows: dict[str, list[tuple[str, int]]], pixels: di
     total = sum(len(r) for r in rows.values())
     with bar("writing CIFAR images", total, unit="img") as progress:
         for split, split_rows in rows.items():
-            position = 0
-            for block in pixels[split]:
-                for row in block:
-                    rel = split_rows[position][0]
-                    position += 1
-                    target = folder / rel
-                    if not target.is_file():
-                        buffer = io.BytesIO()
-                        Image.fromarray(row.reshape(3, 32, 32).transpose(1, 2, 0)).save(buffer, format="PNG")
-                        written += prepared.write_image(target, buffer.getvalue())
-                    progress.advance()
+            for (rel, _), row in zip(split_rows, itertools.chain.from_iterable(pixels[split]), strict=True):
+                target = folder / rel
+                if not target.is_file():  # resuming: a present file is whole (written by rename)
+                    buffer = io.BytesIO()
+                    Image.fromarray(row.reshape(3, 32, 32).transpose(1, 2, 0)).save(buffer, format="PNG")
+                    written += prepared.write_image(target, buffer.getvalue())
+                progress.advance()
     return written
