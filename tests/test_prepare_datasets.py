@@ -541,7 +541,7 @@ def test_empty_download_is_one_line_naming_the_layout(tmp_path):
 def test_fewer_classes_than_the_paper_is_warned(tmp_path):
     make_caltech(tmp_path / "dl", per_class=3)
     res = prepare("caltech256", tmp_path / "dl", tmp_path / "data")
-    assert "4 classes in the download, the paper's Caltech256 has 256" in res.stderr
+    assert "4 classes here, the registry's Caltech256 has 256 (a partial download?)" in res.stderr
 
 
 def test_cifar_label_out_of_range_is_one_line(tmp_path):

@@ -70,9 +70,10 @@ def prepare_dataset(
             )
         summary = _write(folder, split_path, fingerprint, converted, source)
     if len(converted.classes) != spec.num_classes:
+        why = " (a partial download?)" if len(converted.classes) < spec.num_classes else ""
         warn(
-            f"{spec.id}: {len(converted.classes)} classes in the download, the paper's {spec.name} has "
-            f"{spec.num_classes} (a partial download?)"
+            f"{spec.id}: {len(converted.classes)} classes here, the registry's {spec.name} has "
+            f"{spec.num_classes}{why}"
         )
     if converted.missing:
         warn(
