@@ -551,3 +551,9 @@ def test_cifar_label_out_of_range_is_one_line(tmp_path):
     _pickle(folder / "test_batch", batch)
     bad = prepare("cifar10", tmp_path / "dl", tmp_path / "data", expect=2)
     assert "test_batch has labels outside 0..9" in bad.stderr
+
+
+def test_caltech256_with_only_the_clutter_class_is_one_line(tmp_path):
+    jpg(tmp_path / "dl" / "256_ObjectCategories" / "257.clutter" / "257_0001.jpg")
+    bad = prepare("caltech256", tmp_path / "dl", tmp_path / "data", expect=2)
+    assert "number 001" in bad.stderr

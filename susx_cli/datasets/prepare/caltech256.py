@@ -43,11 +43,12 @@ def _class_folders(source: Path) -> tuple[Path, list[Path]]:
     root = find_root(source, ("256_ObjectCategories",), lambda p: bool(numbered(p)))
     if root is None:
         raise missing(DATASET, "256_ObjectCategories/ (folders NNN.name)", source, NEEDS)
-    folders = [f for f in numbered(root) if int(_CLASS_FOLDER.match(f.name).group(1)) != CLUTTER]
-    numbers = [int(_CLASS_FOLDER.match(f.name).group(1)) for f in folders]
-    gaps = sorted(set(range(1, max(numbers) + 1)) - set(numbers))
+    by_number = {int(f.name[:3]): f for f in numbered(root)}  # the pattern makes the first 3 digits
+    by_number.pop(CLUTTER, None)
+    gaps = sorted(set(range(1, max(by_number, default=1) + 1)) - set(by_number))
     if gaps:
         raise missing(DATASET, f"class folder(s) number {shown([f'{n:03d}' for n in gaps])}", root, NEEDS)
+    folders = [by_number[n] for n in sorted(by_number)]
     return root, folders
 
 

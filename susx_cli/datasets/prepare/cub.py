@@ -44,9 +44,10 @@ def _table(root: Path, name: str) -> dict[str, str]:
     table = {}
     for line in read_lines(root / name, DATASET, NEEDS):
         key, _, value = line.strip().partition(" ")
-        if not value:
+        if not value or not key.isdigit():
             raise SusxError(
-                f"{DATASET}: {root / name} has a line without two fields: {line!r}", hint="download it again"
+                f"{DATASET}: {root / name} has a line that is not '<id> <value>': {line!r}",
+                hint="download it again",
             )
         table[key] = value.strip()
     return table
