@@ -1,4 +1,5 @@
-"""susx datasets list|check: the paper's 19 datasets, and whether a local copy is complete."""
+"""susx datasets list|check|prepare: the paper's 19 datasets, whether a local copy is complete, and
+making the registry's layout from a download."""
 
 from __future__ import annotations
 
@@ -7,9 +8,20 @@ from typing import Annotated, Any
 
 import typer
 
-from susx_cli.commands._common import JsonOpt, QuietOpt, input_argument, run
+from susx_cli.commands._common import (
+    JsonOpt,
+    OverwriteOpt,
+    QuietOpt,
+    input_argument,
+    input_option,
+    output_option,
+    run,
+)
 
-app = typer.Typer(help="The paper's 19 datasets: list them, check a local copy.", no_args_is_help=True)
+app = typer.Typer(
+    help="The paper's 19 datasets: list them, check a local copy, prepare one from its download.",
+    no_args_is_help=True,
+)
 
 
 class _ListResult:
@@ -65,7 +77,7 @@ class _CheckResult:
 
     @property
     def text(self) -> str:
-        return f"{self.local.spec.id}: complete ({'; '.join(self.local.notes)})"
+        return f"{self.local.spec.id}: ready ({'; '.join(self.local.notes)})"
 
     def to_json(self) -> dict[str, Any]:
         lo = self.local
@@ -136,5 +148,49 @@ def check(
                 exit_code=1,
             )
         return _CheckResult(local)
+
+    run(stage, quiet=quiet, as_json=as_json)
+
+
+@app.command("prepare")
+def prepare(
+    name: Annotated[str, typer.Argument(help="Dataset id (susx datasets list).")],
+    source: Annotated[
+        Path, input_option("--from", help="The dataset as downloaded from its usual source (a folder).")
+    ],
+    data_root: Annotated[
+        Path, output_option("--output", "-o", help="Data root: the dataset goes into its folder under it.")
+    ] = Path("."),
+    published: Annotated[
+        Path | None,
+        input_option(
+            "--split-file",
+            help="The SuS-X authors' split (caltech256, cub, birdsnap), reproduced row for row; "
+            "paths in it start at --from.",
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the seeded train/val/test split.")] = 0,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Turn a download (CIFAR pickles, Caltech-256, CUB, Birdsnap, Country211, ImageNet-R) into the layout
+    `datasets check` and `eval` read: a split file, PNG files for CIFAR, a marker written last.
+
+    A rerun with the same download and options is skipped; an interrupted one resumes.
+
+    Examples:
+
+      susx datasets prepare cifar10 --from downloads/cifar10 -o DATA
+
+      susx datasets prepare cub --from downloads/CUB_200_2011 -o DATA --split-file split_CUB.json
+    """
+
+    def stage():
+        from susx_cli.stages.prepare import prepare_dataset
+
+        return prepare_dataset(
+            name, source, data_root, published_split=published, seed=seed, overwrite=overwrite
+        )
 
     run(stage, quiet=quiet, as_json=as_json)

@@ -10,8 +10,9 @@ Local layout under a data root (``--data-root ROOT``), one folder per dataset (`
   ``images_variant_{train,val,test}.txt`` (``<image id> <variant>`` per line), images in ``images/<id>.jpg``;
 - ``imagenet-folders``: 1000 WordNet-id folders (``n01440764/`` ...); the label of a folder is the
   position of its id among the 1000 sorted ids (ImageNet's own label definition), names from open_clip;
-- ``split-file``: a split file in the CoOp row format that the user makes (the paper's splits, or an
-  export of the torchvision dataset named in ``torchvision``).
+- ``split-file``: ``split_susx_<Name>.json`` in the CoOp row format, paths relative to the folder, made
+  by ``susx datasets prepare NAME --from DOWNLOAD`` (``datasets/prepare/``: one converter per download
+  layout; each converter's docstring states its split and class-name rules, recorded in the file).
 
 Besides these, ``resolve`` takes a dataset file (``datasets/own.py``: a class list plus a split file, class
 folders or ``path,label`` tables per split), layout ``dataset-file``.
@@ -268,8 +269,9 @@ class DatasetSpec:
             return f"{self.folder}/{self.image_dir}/<wnid>/ x 1000 (class names from open_clip)"
         if self.layout == "dataset-file":
             return f"what its dataset file {self.split_file} names (class list; split file, tables or class folders)"
-        via = f"; images from torchvision.datasets.{self.torchvision}" if self.torchvision else ""
-        return f"{self.folder}/{self.split_file} (CoOp row format) + images under {self.folder}/{self.image_dir or ''}{via}"
+        return (
+            f"{self.folder}/{self.split_file} + its images: `susx datasets prepare {self.id} --from DOWNLOAD`"
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -395,9 +397,7 @@ def _coop(id_: str, name: str, n: int, folder: str, split: str, images: str, **k
 def _own(
     id_: str, name: str, n: int, folder: str, stem: str, calibration: str = "val", **kw: Any
 ) -> DatasetSpec:
-    return DatasetSpec(
-        id_, name, n, "split-file", folder, f"split_susx_{stem}.json", "images", calibration, **kw
-    )
+    return DatasetSpec(id_, name, n, "split-file", folder, f"split_susx_{stem}.json", "", calibration, **kw)
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -439,7 +439,8 @@ DATASETS: dict[str, DatasetSpec] = {
             "imagenet-r",
             "ImageNetR",
             "test",
-            notes="200 ImageNet classes; test set only; the paper calibrated on it; our own photo template",
+            notes="200 ImageNet classes named by susx's ImageNet names; test set only; the paper calibrated on "
+            "it; our own photo template",
             photo_template="An art rendition of a {}.",
             cupl_questions=Q_RENDITION,
         ),
@@ -451,7 +452,7 @@ DATASETS: dict[str, DatasetSpec] = {
             "CIFAR10",
             "test",
             torchvision="CIFAR10",
-            notes="the paper calibrated on the test set",
+            notes="the paper calibrated on the test set; images written out of the pickles as PNG",
             photo_template=PHOTO,
             cupl_questions=Q_IMAGENET,
         ),
@@ -463,7 +464,7 @@ DATASETS: dict[str, DatasetSpec] = {
             "CIFAR100",
             "test",
             torchvision="CIFAR100",
-            notes="the paper calibrated on the test set",
+            notes="the paper calibrated on the test set; fine label names, underscores to spaces",
             photo_template=PHOTO,
             cupl_questions=Q_IMAGENET,
         ),
@@ -480,10 +481,12 @@ DATASETS: dict[str, DatasetSpec] = {
         _own(
             "caltech256",
             "Caltech256",
-            257,
+            256,
             "caltech256",
             "Caltech256",
             torchvision="Caltech256",
+            notes="257.clutter left out; names: number prefix and '-101' dropped, '-' and '_' to spaces; "
+            "seeded split 0.5/0.2/0.3 unless --split-file (the authors')",
             photo_template=PHOTO,
             cupl_questions=Q_OBJECTS,
         ),
@@ -586,7 +589,8 @@ DATASETS: dict[str, DatasetSpec] = {
             500,
             "birdsnap",
             "Birdsnap",
-            notes="images are downloaded from URLs; many are gone, so local copies differ",
+            notes="images are downloaded from URLs; many are gone, so local copies differ (prepare lists the "
+            "missing ones); common names; test_images.txt + seeded val 0.2 of the rest unless --split-file",
             photo_template="A photo of a {}, a type of bird.",
             cupl_questions=Q_BIRDS,
         ),
@@ -596,6 +600,8 @@ DATASETS: dict[str, DatasetSpec] = {
             200,
             "cub",
             "CUB",
+            notes="names: number prefix dropped, underscores to spaces; official test set, seeded val 0.2 of "
+            "the official train set unless --split-file (the authors')",
             photo_template="A photo of a {}, a type of bird.",
             cupl_questions=Q_BIRDS,
         ),
@@ -606,6 +612,7 @@ DATASETS: dict[str, DatasetSpec] = {
             "country211",
             "Country211",
             torchvision="Country211",
+            notes="ISO codes named from data/country_names.json; official train/valid/test",
             photo_template="A photo I took in {}",
             cupl_questions=Q_COUNTRY,
         ),
@@ -764,6 +771,11 @@ def check_local(spec: DatasetSpec, data_root: Path | None, max_listed: int = 5) 
     """``load_local`` plus: every referenced image present, class list consistent. Problems are listed,
     not raised (``problems`` empty = complete)."""
     local = load_local(spec, data_root)
+    if spec.layout == "split-file":
+        from susx_cli.artifacts import prepared
+
+        if prepared.is_incomplete(local.root):
+            local.problems.append("`susx datasets prepare` did not finish here: re-run it to resume")
     # A dataset file needs its calibration split only for --calibration val (eval checks that).
     needed = (
         (spec.test_split,) if spec.layout == "dataset-file" else (spec.test_split, spec.calibration_split)

@@ -120,6 +120,13 @@ def bases() -> dict[tuple[tuple[str, ...], str], Base]:
         ),
         (("prompts",), "--output"): prompts,
         (("report",), "--output"): report,
+        (("datasets", "prepare"), "--output"): Base(
+            ("datasets", "prepare", "imagenet-r", "--from", "inr-download"),
+            {"--output": "new-data"},
+            input_folder="inr-download",
+            folders=frozenset({"--output"}),
+            into_user_folder_ok=True,  # -o is a data root: the dataset goes into its own folder under it
+        ),
         (("report",), "--long"): report,
         (("report",), "--chart"): report,
     }
@@ -152,9 +159,14 @@ def bases() -> dict[tuple[tuple[str, ...], str], Base]:
 def extend_workspace(root: Path) -> Path:
     """Add what the bases need beyond the fault workspace: a miniature dataset root (``cars/``) and the
     result files of one eval run (``results/``)."""
+    from susx_cli.classnames import imagenet_wnids
     from tests.test_eval import make_cars_root
 
     make_cars_root(root / "cars")
+    for wnid in imagenet_wnids()[:2]:  # a miniature ImageNet-R download: WordNet-id folders
+        folder = root / "inr-download" / "imagenet-r" / wnid
+        folder.mkdir(parents=True)
+        (folder / "art_0.jpg").write_bytes(b"\xff\xd8 not decoded by prepare")
     old = Path.cwd()
     os.chdir(root)
     try:
