@@ -14,7 +14,7 @@ from susx_cli.artifacts.lock import output_lock
 from susx_cli.artifacts.prompts import read_prompts
 from susx_cli.artifacts.schema import ModelIdentity
 from susx_cli.classnames import folder_key, read_class_file
-from susx_cli.encoder import (
+from susx_cli.embedding import (
     class_text_weights,
     clip_precision,
     embed_image_set,

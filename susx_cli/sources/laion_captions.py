@@ -280,11 +280,11 @@ def rank_matches(
 ) -> dict[int, list[dict[str, Any]]]:
     """Each class's matches by CLIP text similarity of caption and class prompt, best first (the first ``keep``).
 
-    ``encoder`` is a ``susx_cli.encoder.Encoder``.
+    ``encoder`` is a ``susx_cli.embedding.Encoder``.
     """
     import numpy as np
 
-    from susx_cli.encoder import class_text_weights
+    from susx_cli.embedding import class_text_weights
     from susx_cli.progress import bar
 
     classes = sorted(prompts_per_class)
