@@ -482,7 +482,7 @@ def search(
 class InMemoryEncoder:
     """A loaded model that embeds in memory: ``images(list of PIL images)`` and ``texts(list of str)`` give
     unit rows (N, D) float32; ``classifier(texts per class)`` the text classifier (C, D) as `embed` builds
-    it. ``encoder`` is the underlying ``susx_cli.embedding.Encoder``."""
+    it. ``encoder`` is the underlying ``susx_cli.encoder.Encoder``."""
 
     def __init__(self, encoder: Any, batch_size: int = 64):
         self.encoder, self.batch_size = encoder, batch_size
@@ -513,7 +513,7 @@ def load_encoder(model: str, *, pretrained: str | None = None, device: str = "au
     """The model ``model`` (open_clip architecture or ARCH:TAG) with weights ``pretrained``, on ``device``,
     as an ``InMemoryEncoder``."""
     from susx_cli import runtime
-    from susx_cli.embedding import load_encoder as load
+    from susx_cli.encoder import load_encoder as load
     from susx_cli.model_spec import resolve_model
 
     arch, tag = resolve_model(model, pretrained, default=None)

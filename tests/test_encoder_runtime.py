@@ -160,7 +160,7 @@ def test_text_classifier_is_bit_identical_to_the_old_loop(work, reference_model)
 def test_encoder_returns_unit_float32_rows_and_its_identity():
     import torch
 
-    from susx_cli.embedding import load_encoder
+    from susx_cli.encoder import load_encoder
 
     enc = load_encoder("susx-tiny-vit", "none", device="cpu", precision="auto")
     texts = enc.encode_texts(["a", "b", "c"], batch_size=2)

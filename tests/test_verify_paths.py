@@ -204,7 +204,7 @@ def test_the_same_runs_from_another_directory_with_absolute_paths_are_up_to_date
 
 
 def test_a_checkpoint_path_is_recorded_resolved(tmp_path, monkeypatch):
-    from susx_cli.embedding import recorded_pretrained
+    from susx_cli.encoder import recorded_pretrained
 
     (tmp_path / "w").mkdir()
     (tmp_path / "w" / "ckpt.pt").write_bytes(b"weights")

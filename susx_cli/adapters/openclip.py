@@ -25,7 +25,7 @@ TEXT_BATCH = 256
 
 @dataclass
 class OpenClipEncoder:
-    """A loaded open_clip model; implements ``susx_cli.embedding.Encoder``.
+    """A loaded open_clip model; implements ``susx_cli.encoder.Encoder``.
 
     Both encoders return L2-normalised float32 numpy arrays, computed without gradients.
     """

@@ -35,7 +35,7 @@ from susx_cli.artifacts import common
 from susx_cli.artifacts.prompts import Prompts
 from susx_cli.artifacts.shard_state import ShardState
 from susx_cli.artifacts.support import SupportWriter
-from susx_cli.embedding import recorded_pretrained
+from susx_cli.encoder import recorded_pretrained
 from susx_cli.errors import SusxError, require_range
 from susx_cli.progress import bar, info, warn
 from susx_cli.sources import ranked
@@ -358,7 +358,7 @@ class LaionSource(LaionOptions, FromOptions):
     def _search_captions(
         self, state: ShardState, todo: list[int], texts: dict[int, list[str]], classes: list[str]
     ) -> None:
-        from susx_cli.embedding import load_encoder
+        from susx_cli.encoder import load_encoder
         from susx_cli.sources import laion_captions as captions
 
         if state.matches_path.exists():

@@ -280,7 +280,7 @@ def rank_matches(
 ) -> dict[int, list[dict[str, Any]]]:
     """Each class's matches by CLIP text similarity of caption and class prompt, best first (the first ``keep``).
 
-    ``encoder`` is a ``susx_cli.embedding.Encoder``.
+    ``encoder`` is a ``susx_cli.encoder.Encoder``.
     """
     import numpy as np
 

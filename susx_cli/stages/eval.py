@@ -20,7 +20,7 @@ from susx_cli.artifacts import common, outputs
 from susx_cli.artifacts import results as res_io
 from susx_cli.artifacts.workdir import Workdir, write_split
 from susx_cli.classnames import check_same_classes, folder_key, slug
-from susx_cli.embedding import recorded_pretrained
+from susx_cli.encoder import recorded_pretrained
 from susx_cli.errors import SusxError
 from susx_cli.method import registry as methods_registry
 from susx_cli.model_spec import resolve_model, split_model
