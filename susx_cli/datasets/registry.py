@@ -620,6 +620,8 @@ def load_local(spec: DatasetSpec, data_root: Path | None) -> LocalSplits:
         raise _fail(spec, data_root, f"folder {spec.folder}/ is missing")
     image_root = root / spec.image_dir if spec.image_dir else root
     if spec.layout in ("coop-split", "split-file"):
+        if spec.split_file is None:
+            raise ValueError(f"dataset {spec.id!r} has layout {spec.layout} but no split file")
         path = root / spec.split_file
         if not path.is_file():
             raise _fail(spec, root, f"split file {spec.split_file} is missing")
