@@ -27,11 +27,15 @@ install-all: $(VENV)/.installed-all
 demo: $(VENV)/.installed-core
 	$(VENV)/bin/susx demo --output demo-run --overwrite
 
+# The typed core: the method, every file format and the registries (pyproject.toml's [tool.mypy]).
+MYPY_PATHS = susx_cli/method susx_cli/artifacts susx_cli/sources/registry.py susx_cli/datasets/registry.py
+
 # requires-python says 3.10: vermin refuses newer stdlib names and syntax (ruff's target is py310 too).
 lint: $(VENV)/.installed-all
 	$(VENV)/bin/ruff check susx_cli tests benchmarks tools
 	$(VENV)/bin/ruff format --check susx_cli tests benchmarks tools
 	$(VENV)/bin/vermin --target=3.10- --no-tips --violations --quiet susx_cli tests benchmarks tools
+	$(VENV)/bin/mypy $(MYPY_PATHS)
 
 test: lint
 	$(PY) -m pytest -q

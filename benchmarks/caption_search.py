@@ -98,7 +98,7 @@ def generate(data: Path, files: int) -> list[Path]:
 
 
 def run_duckdb(files: list[str], threads: int, cap: int = 10**12):
-    from susx_cli import captions
+    from susx_cli.sources import laion_captions as captions
 
     terms = captions.class_terms(CLASSES)
     found = captions.match_captions(files, terms, max_per_class=cap, threads=threads, progress=False)
@@ -115,7 +115,7 @@ def run_pandas(files: list[str]):
 
     import pandas as pd
 
-    from susx_cli import captions
+    from susx_cli.sources import laion_captions as captions
 
     terms = captions.class_terms(CLASSES)
     term_to_class: dict[str, list[int]] = {}

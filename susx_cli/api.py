@@ -510,7 +510,7 @@ class InMemoryEncoder:
         return np.concatenate(rows)
 
     def classifier(self, texts_per_class: Sequence[Sequence[str]]):
-        from susx_cli.encoder import class_text_weights
+        from susx_cli.embedding import class_text_weights
 
         return class_text_weights(self.encoder, [list(t) for t in texts_per_class])
 

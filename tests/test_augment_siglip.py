@@ -65,7 +65,7 @@ def test_augmented_features_do_not_depend_on_batch_size_or_workers(imgs):
 def test_views_are_seeded_by_seed_key_and_pass_only():
     from PIL import Image
 
-    from susx_cli.encoder import Augmentation
+    from susx_cli.embedding import Augmentation
 
     img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8))
     aug = Augmentation(4, 0, (16, 16), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
@@ -99,9 +99,9 @@ def test_augmented_feature_is_the_normalised_mean_of_the_raw_view_features(imgs,
     (drawn again here), their raw embeddings by a stub encoder, averaged, then L2-normalised once."""
     from PIL import Image
 
-    from susx_cli import encoder as enc
+    from susx_cli import embedding
 
-    real_load = enc.load_encoder
+    real_load = embedding.load_encoder
 
     class StubEncoder:
         def __init__(self, inner):
@@ -112,11 +112,11 @@ def test_augmented_feature_is_the_normalised_mean_of_the_raw_view_features(imgs,
             raw = _stub_raw(pixels.numpy().astype(np.float64), self.identity.embed_dim)
             return raw / np.linalg.norm(raw, axis=1, keepdims=True) if normalize else raw.astype(np.float32)
 
-    monkeypatch.setattr(enc, "load_encoder", lambda *a, **k: StubEncoder(real_load(*a, **k)))
+    monkeypatch.setattr(embedding, "load_encoder", lambda *a, **k: StubEncoder(real_load(*a, **k)))
     passes = 4
     got = hdf5.read_features(_embed(imgs, "stub.h5", "--augment-passes", str(passes), "--batch-size", "5"))
     stub = StubEncoder(real_load("susx-tiny-vit", "none", device="cpu"))
-    augment = enc.augmentation(stub, passes, 0)
+    augment = embedding.augmentation(stub, passes, 0)
     apart = []  # how far each row is from the normalised mean of unit view rows (the wrong order)
     for key, row in zip(got.keys, got.features, strict=True):
         with Image.open(imgs / "imgs" / key) as img:
@@ -132,7 +132,7 @@ def test_augmented_feature_is_the_normalised_mean_of_the_raw_view_features(imgs,
 
 @pytest.mark.parametrize("size", [(32, 32), (96, 20), (20, 96), (1, 1), (500, 3)])
 def test_crop_box_stays_inside_and_covers_the_scale(size):
-    from susx_cli.encoder import crop_box, view_generator
+    from susx_cli.embedding import crop_box, view_generator
 
     width, height = size
     for view in range(30):

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from susx_cli import cupl, cupl_questions
+from susx_cli import cupl
 from susx_cli.adapters.llm import LLMTransient, RetryPolicy, parse_retry_after, with_retries
+from susx_cli.cupl import questions
 from susx_cli.datasets import registry
 from susx_cli.errors import SusxError
 from susx_cli.net import clients, fetch
@@ -212,12 +213,12 @@ def test_question_sets_match_the_dataset_keys():
     for name, spec in registry.DATASETS.items():
         assert 1 <= len(spec.cupl_questions) <= 12, name
         for q in spec.cupl_questions:
-            cupl_questions.check_question(q, name)
+            questions.check_question(q, name)
     assert len(registry.get("imagenet-r").cupl_questions) == 12
 
 
 def test_article_and_formatting():
-    fq = cupl_questions.format_question
+    fq = questions.format_question
     assert fq("Describe what {article} {class} looks like", "owl") == "Describe what an owl looks like"
     assert fq("Describe what {article} {class} looks like", "cat") == "Describe what a cat looks like"
     assert fq("How can you identify {article} {class}?", "unicorn") == "How can you identify a unicorn?"
@@ -227,24 +228,24 @@ def test_article_and_formatting():
 
 
 def test_resolve_questions(tmp_path):
-    qs, source = cupl_questions.resolve_questions(None, "cub")
+    qs, source = questions.resolve_questions(None, "cub")
     assert source == "dataset:cub" and any("bird" in q for q in qs)
-    assert cupl_questions.resolve_questions(None, None)[1] == "generic"
-    assert cupl_questions.resolve_questions(None, "somewhere-else")[1] == "generic"
-    assert cupl_questions.resolve_questions("flowers102", None)[1] == "dataset:flowers102"
+    assert questions.resolve_questions(None, None)[1] == "generic"
+    assert questions.resolve_questions(None, "somewhere-else")[1] == "generic"
+    assert questions.resolve_questions("flowers102", None)[1] == "dataset:flowers102"
     path = tmp_path / "q.txt"
     path.write_text("# mine\nWhat colour is {article} {class}?\n\n")
-    assert cupl_questions.resolve_questions(str(path), None) == (
+    assert questions.resolve_questions(str(path), None) == (
         ["What colour is {article} {class}?"],
         str(path),
     )
     path.write_text("What colour is it?\n")
     with pytest.raises(SusxError, match="no {class} placeholder"):
-        cupl_questions.resolve_questions(str(path), None)
+        questions.resolve_questions(str(path), None)
     with pytest.raises(SusxError, match="needs --dataset"):
-        cupl_questions.resolve_questions("dataset", None)
+        questions.resolve_questions("dataset", None)
     with pytest.raises(SusxError, match="unknown question set"):
-        cupl_questions.resolve_questions("nonsense", None)
+        questions.resolve_questions("nonsense", None)
 
 
 @pytest.mark.parametrize(
@@ -338,7 +339,7 @@ def test_generate_writes_sentences_and_provenance(llm_server, tmp_path):
     assert llm["model"] == MODEL and llm["base_url"] == llm_server.base_url and llm["date"]
     assert llm["requests_made"] == 30 and llm["cache_hits"] == 0 and llm["new_answers"] == 30
     assert llm["sentences_per_class"] == {"cat": 10, "owl": 10, "eagle": 10}
-    assert data["options"]["llm"]["questions"] == cupl_questions.GENERIC
+    assert data["options"]["llm"]["questions"] == questions.GENERIC
     assert data["options"]["llm"]["temperature"] == 0.99
     assert len(cache_lines(tmp_path / "prompts.llm-cache.jsonl")) == 30
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from susx_cli.artifacts.prompts import read_prompts
-from susx_cli.cupl_questions import format_question, resolve_questions
+from susx_cli.cupl.questions import format_question, resolve_questions
 from susx_cli.datasets import registry
 from susx_cli.stages.prompts import build_prompts
 

@@ -71,7 +71,7 @@ def evaluated(tmp_path_factory):
 
 
 def test_registry_has_19_datasets_with_templates_and_questions():
-    from susx_cli.cupl_questions import dataset_questions
+    from susx_cli.cupl.questions import dataset_questions
     from susx_cli.templates import photo_template
 
     assert len(registry.DATASETS) == 19

@@ -576,7 +576,7 @@ def _metadata(root: Path, base: str) -> Path:
 
 @pytest.mark.slow
 def test_match_captions_terms(server, tmp_path):
-    from susx_cli import captions
+    from susx_cli.sources import laion_captions as captions
 
     base, _ = server
     meta = _metadata(tmp_path / "meta", base)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,14 @@ def _need_json(f: h5py.File, name: str) -> Any:
         raise _Damaged(f"the '{name}' attribute is not valid JSON") from None
     if value is None:
         raise _Damaged(f"the '{name}' attribute is empty")
+    return value
+
+
+def _need_str(f: h5py.File, name: str) -> str:
+    """The string attribute ``name``; raises _Damaged when it is missing."""
+    value = _attr_str(f, name)
+    if value is None:
+        raise _Damaged(f"no '{name}' attribute")
     return value
 
 
@@ -257,7 +266,7 @@ class FeatureWriter:
         features: np.ndarray,
         labels: np.ndarray,
         keys: list[str],
-        skipped: list[tuple[str, str]] = (),
+        skipped: Sequence[tuple[str, str]] = (),
         views: np.ndarray | None = None,
     ) -> None:
         """Append one chunk of input items: (b, D) features, (b,) labels and b keys of the images read,
@@ -508,7 +517,7 @@ def read_text_classifier(path: str | Path) -> TextClassifier:
             num_texts=_need(f, "num_texts")[()].astype(np.int64),
             classes=_strings(_need(f, "classes")),
             model=_model(f),
-            pool=_attr_str(f, "pool"),
+            pool=_need_str(f, "pool"),
             provenance=_need_json(f, "provenance"),
             path=path,
         )
@@ -595,7 +604,7 @@ def read_predictions(path: str | Path) -> Predictions:
             labels=_need(f, "labels")[()],
             keys=_strings(_need(f, "keys")),
             classes=_strings(_need(f, "classes")),
-            method=_attr_str(f, "method"),
+            method=_need_str(f, "method"),
             metrics=_need_json(f, "metrics"),
             provenance=_need_json(f, "provenance"),
             path=path,

@@ -16,6 +16,7 @@ import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 from susx_cli.artifacts.outputs import writing
 from susx_cli.errors import SusxError
@@ -59,13 +60,9 @@ def output_lock(output: str | os.PathLike, *, wait: bool = False) -> Iterator[Pa
     output = Path(output)
     path = lock_path(output)
     me = {"pid": os.getpid(), "host": socket.gethostname()}
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        fcntl = None
     with writing(output):  # a read-only folder, a full disk or a parent that is a file: one line
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = _acquire(output, path, fcntl, wait)
+        fd = _acquire(output, path, _fcntl(), wait)
     try:
         with writing(output):
             os.ftruncate(fd, 0)
@@ -82,7 +79,16 @@ def output_lock(output: str | os.PathLike, *, wait: bool = False) -> Iterator[Pa
         os.close(fd)
 
 
-def _acquire(output: Path, path: Path, fcntl, wait: bool = False) -> int:
+def _fcntl() -> ModuleType | None:
+    """The ``fcntl`` module, or None where the platform has none (the lock falls back to ``O_EXCL``)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return None
+    return fcntl
+
+
+def _acquire(output: Path, path: Path, fcntl: ModuleType | None, wait: bool = False) -> int:
     """An open descriptor of the lock file, exclusively locked, that the lock path still names."""
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)

@@ -79,9 +79,10 @@ def per_class_record(predictions: Predictions) -> dict[str, Any] | None:
     if pc.confusion is not None:
         out["confusion"] = pc.confusion.tolist()
     else:
+        top, counts = pc.confusions()
         out["top_confusions"] = [
             [[int(c), int(n)] for c, n in zip(cs, ns, strict=True) if c >= 0]
-            for cs, ns in zip(pc.top_confused, pc.top_counts, strict=True)
+            for cs, ns in zip(top, counts, strict=True)
         ]
     return out
 

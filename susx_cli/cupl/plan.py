@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from susx_cli.cupl_questions import format_question
+from susx_cli.cupl.questions import format_question
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Any
 from susx_cli.adapters.llm import DEFAULT_BASE_URL, RetryPolicy
 from susx_cli.artifacts.llm_cache import default_cache_path
 from susx_cli.cupl.clean import CLEANING_VERSION, MIN_CHARS
-from susx_cli.cupl_questions import resolve_questions
+from susx_cli.cupl.questions import resolve_questions
 from susx_cli.errors import SusxError
 
 # The paper's settings (docs/METHOD.md): temperature 0.99, at most 50 tokens, 10 answers per question.

@@ -242,7 +242,7 @@ class DatasetSpec:
     photo_template: str = ""  # the paper's one prompt, '{}' for the class name
     cupl_questions: tuple[
         str, ...
-    ] = ()  # what an LLM is asked per class ({class}, {article}; cupl_questions.py)
+    ] = ()  # what an LLM is asked per class ({class}, {article}; cupl/questions.py)
 
     def __post_init__(self) -> None:
         if self.photo_template.count("{}") != 1 or not self.cupl_questions:
@@ -287,7 +287,7 @@ class DatasetSpec:
 # CuPL question sets: the SuS-X reference's question templates (vishaal27/SuS-X,
 # ``utils/prompts_helper.py``). Differences: fgvc_aircraft lists its one question once (the reference
 # lists it twice, i.e. it asked for twice as many answers; raise ``--llm-samples`` for the same effect)
-# and trailing spaces after a final colon are dropped. Placeholders: see cupl_questions.py.
+# and trailing spaces after a final colon are dropped. Placeholders: see cupl/questions.py.
 
 Q_IMAGENET = (
     "Describe what {article} {class} looks like",
@@ -706,6 +706,8 @@ def load_local(spec: DatasetSpec, data_root: Path | None) -> LocalSplits:
         raise _fail(spec, data_root, f"folder {spec.folder}/ is missing")
     image_root = root / spec.image_dir if spec.image_dir else root
     if spec.layout in ("coop-split", "split-file"):
+        if spec.split_file is None:
+            raise ValueError(f"dataset {spec.id!r} has layout {spec.layout} but no split file")
         path = root / spec.split_file
         if not path.is_file():
             raise _fail(spec, root, f"split file {spec.split_file} is missing")

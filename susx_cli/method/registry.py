@@ -181,8 +181,12 @@ def _search_parts(support: Support | None, task: SearchTask):
     import torch
 
     if task.mode == "val":
-        yield support, (task.queries.features, task.queries.labels)
-    elif task.mode == "kfold":
+        queries = task.validation()
+        yield support, (queries.features, queries.labels)
+        return
+    if support is None:
+        raise ValueError(f"a {task.mode} search splits the support set, and there is none")
+    if task.mode == "kfold":
         for i in range(task.split.k):
             train, held = task.split.train(i), task.split.held_out(i)
             yield support.subset(train), (support.features[held], support.labels[held])

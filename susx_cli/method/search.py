@@ -19,6 +19,7 @@ test then runs only on each query's rivals (``Rivals``), and the KL term takes o
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -138,7 +139,7 @@ class ClassLayout:
             return out.copy_(x)
         return out.fill_(math.inf).index_copy_(1, self.slots, x)
 
-    def class_sums(self, A: torch.Tensor, out: torch.Tensor, ones: torch.Tensor | None) -> torch.Tensor:
+    def class_sums(self, A: torch.Tensor, out: torch.Tensor, ones: torch.Tensor) -> torch.Tensor:
         """Per-class sums of the affinities A (rows, columns) into out (rows, C)."""
         if self.slots is None:
             return out.zero_().index_add_(1, self.labels, A)
@@ -203,7 +204,7 @@ def cache_logits(
         rows = slice(r0, min(r0 + block, q))
         xb = x[rows]
         a = A[: xb.shape[0]]
-        if E is not None:
+        if E is not None and step is not None:
             e = torch.mul(xb, -step, out=E[: xb.shape[0]]).exp_()
         for k, beta in enumerate(betas):
             if exact[k]:
@@ -328,16 +329,21 @@ class Rivals:
         # alpha d is monotonic in d for each alpha, so only the ends of [low, high] that alpha's sign picks
         # can reach furthest: one end when every alpha has the same sign.
         ends = ([high] if a_hi >= 0 else []) + ([low] if a_lo < 0 else [])
-        reach = None
-        for d in (end.reshape(-1).index_select(0, self.flat) for end in ends):
-            most = torch.maximum(d * a_lo, d * a_hi)
-            reach = most if reach is None else torch.maximum(reach, most)
+        picked = [end.reshape(-1).index_select(0, self.flat) for end in ends]
+        reach = functools.reduce(torch.maximum, [torch.maximum(d * a_lo, d * a_hi) for d in picked])
         keep = (reach.add_(self.top) >= 0).nonzero().view(-1)
         pick = lambda t: t.index_select(0, keep)  # noqa: E731
         return Rivals(
             self.q,
-            *(pick(t) for t in (self.rows, self.flat, self.flat_true, self.dz, self.dk, self.top)),
-            *(pick(t) for t in (self.bottom, self.lower, self.kind)),
+            pick(self.rows),
+            pick(self.flat),
+            pick(self.flat_true),
+            pick(self.dz),
+            pick(self.dk),
+            pick(self.top),
+            pick(self.bottom),
+            pick(self.lower),
+            pick(self.kind),
             self.alpha_range,
             self.always_wrong,
         )

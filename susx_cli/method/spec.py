@@ -109,6 +109,12 @@ class SearchTask:
     split: Any = None  # kfold.FoldSplit
     progress: Any = None  # something with .advance(configurations)
 
+    def validation(self) -> Support:
+        """The labelled validation queries that mode val scores on."""
+        if self.queries is None:
+            raise ValueError(f"a {self.mode} search has no validation queries")
+        return self.queries
+
 
 # How report groups rows (MethodSpec.group): rows of different groups are never set side by side or averaged.
 GROUPS: dict[str, str] = {

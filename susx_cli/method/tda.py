@@ -159,7 +159,10 @@ def replay_admission(
     classes, scores = pred.tolist(), score.tolist()
     offered = [True] * n if eligible is None else eligible.tolist()
     heaps: dict[int, list[tuple[float, int, int]]] = {}
-    row_of, cls_of, t_in, t_out = [], [], [], []
+    row_of: list[int] = []
+    cls_of: list[int] = []
+    t_in: list[int] = []
+    t_out: list[int] = []
     for t, r in enumerate(rows):
         if not offered[r]:
             continue
@@ -387,13 +390,13 @@ def tda_logits_sequential(
     write, then read, one query at a time. (n, C) in file order."""
     check_stream(queries, text_weights, order, base_logits)
     C, D = text_weights.shape
-    kind = dict(dtype=queries.dtype)
+    dtype = queries.dtype
     caches = {
-        sign: (torch.zeros(C, k, D, **kind), torch.zeros(C, k, **kind), torch.full((C, k), -1))
+        sign: (torch.zeros(C, k, D, dtype=dtype), torch.zeros(C, k, dtype=dtype), torch.full((C, k), -1))
         for sign, k in ((1, params.k_pos), (-1, params.k_neg))
     }
-    cached_masks = torch.zeros(C, params.k_neg, C, **kind)
-    out = torch.empty(len(order), C, **kind)
+    cached_masks = torch.zeros(C, params.k_neg, C, dtype=dtype)
+    out = torch.empty(len(order), C, dtype=dtype)
     for t, r in enumerate(order.tolist()):
         f = queries[r]
         logits = params.scale * (text_weights @ f)

@@ -194,7 +194,7 @@ def logits(
         if normalize:
             cache = cache / counts.clamp_min(1)
         out[rows] = zero_shot_logits(fc, W, logit_scale, logit_bias) + alpha * cache
-        if kl is not None:
+        if kl is not None and gamma is not None:
             term = kl.term(rows, counts)
             out[rows] += gamma * (term / counts.clamp_min(1) if normalize else term)
     return out

@@ -4,7 +4,7 @@ Two ways to find candidates, because the public LAION kNN service the paper used
 - ``knn``: text-to-image search on a (self-hosted) `clip-retrieval back`, one query per photo prompt or
   CuPL sentence, the sentences' results interleaved;
 - ``captions``: an offline DuckDB search of caption metadata (LAION, Re-LAION, DataComp, CC, ...) for the
-  class names, ranked by CLIP text similarity (see susx_cli/captions.py).
+  class names, ranked by CLIP text similarity (see laion_captions.py).
 
 Then, per class, candidates are downloaded in rank order, in rounds sized to what is still missing,
 until M valid images are kept. Per shard, everything that resumes a run lives in
@@ -269,7 +269,7 @@ class LaionSource(LaionOptions, FromOptions):
     def inputs(self) -> list[dict[str, Any]]:
         if self.mode != "captions":
             return []
-        from susx_cli.captions import resolve_files
+        from susx_cli.sources.laion_captions import resolve_files
 
         files = resolve_files(self.metadata)
         out = [
@@ -358,8 +358,8 @@ class LaionSource(LaionOptions, FromOptions):
     def _search_captions(
         self, state: ShardState, todo: list[int], texts: dict[int, list[str]], classes: list[str]
     ) -> None:
-        from susx_cli import captions
         from susx_cli.encoder import load_encoder
+        from susx_cli.sources import laion_captions as captions
 
         if state.matches_path.exists():
             info(f"reusing the caption matches of an interrupted run ({state.matches_path})")

@@ -22,7 +22,8 @@ from susx_cli.artifacts.prompts import Prompts
 from susx_cli.artifacts.schema import check_same_model
 from susx_cli.artifacts.support import SupportWriter
 from susx_cli.classnames import slug
-from susx_cli.encoder import TarMember, clip_precision, embed_image_set, load_encoder, recorded_pretrained
+from susx_cli.embedding import TarMember, embed_image_set
+from susx_cli.encoder import clip_precision, load_encoder, recorded_pretrained
 from susx_cli.errors import SusxError
 from susx_cli.imagesets import IMAGE_EXTS
 from susx_cli.progress import bar, warn

@@ -14,14 +14,8 @@ from susx_cli.artifacts.lock import output_lock
 from susx_cli.artifacts.prompts import read_prompts
 from susx_cli.artifacts.schema import ModelIdentity
 from susx_cli.classnames import folder_key, read_class_file
-from susx_cli.encoder import (
-    class_text_weights,
-    clip_precision,
-    embed_image_set,
-    image_set_provenance,
-    load_encoder,
-    recorded_pretrained,
-)
+from susx_cli.embedding import class_text_weights, embed_image_set, image_set_provenance
+from susx_cli.encoder import clip_precision, load_encoder, recorded_pretrained
 from susx_cli.errors import SusxError, require_range
 from susx_cli.progress import info
 from susx_cli.sharding import Shard

@@ -60,7 +60,7 @@ def check_part_count(output: Path, num_shards: int) -> None:
 
 def unsharded(prov: dict[str, Any]) -> dict[str, Any]:
     """A part's provenance as the single-process run records it: the shard options dropped."""
-    from susx_cli.encoder import SHARD_OPTION_KEYS
+    from susx_cli.embedding import SHARD_OPTION_KEYS
 
     options = {k: v for k, v in (prov.get("options") or {}).items() if k not in SHARD_OPTION_KEYS}
     return {**prov, "options": options}

@@ -74,7 +74,7 @@ def search(
     alphas = task.grid["alpha"]
     if task.mode == "val":
         head = gda.fit_gda(*support.view_rows(), text_weights.shape[0])
-        q = task.queries
+        q = task.validation()
         choice = gda.choose_alpha(
             q.features, q.labels, text_weights, head, alphas, logit_scale, logit_bias=logit_bias
         )

@@ -46,7 +46,8 @@ def logits(state: State, queries):
     """(n, C): Z + alpha A L (+ gamma (-K') L for TIP-X), in query chunks (method/tipx.py)."""
     from susx_cli.method import tipx
 
-    return tipx.logits(queries, state.W, state.F, state.y, **state.values, **state.settings)
+    options: dict[str, Any] = {**state.values, **state.settings}  # tipx.logits' keywords
+    return tipx.logits(queries, state.W, state.F, state.y, **options)
 
 
 def search(text_weights, support: spec.Support, task: spec.SearchTask, **settings) -> spec.Choice:
@@ -75,7 +76,7 @@ def grid_search(
     if task.mode == "kfold":
         result = kfold.grid_search(F, y, text_weights, grid, task.split, **opts)
     elif task.mode == "val":
-        q = task.queries
+        q = task.validation()
         result = vectorised(q.features, q.labels, F, y, text_weights, grid, exclude_self=False, **opts)
     else:
         if F.shape[0] < 2:

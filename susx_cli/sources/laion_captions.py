@@ -284,7 +284,7 @@ def rank_matches(
     """
     import numpy as np
 
-    from susx_cli.encoder import class_text_weights
+    from susx_cli.embedding import class_text_weights
     from susx_cli.progress import bar
 
     classes = sorted(prompts_per_class)
