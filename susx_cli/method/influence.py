@@ -77,7 +77,7 @@ def support_influence(
     for start in range(0, N, rows):
         idx = torch.arange(start, min(start + rows, N), device=F.device)
         t = alpha * tipx.affinity(F[idx] @ F.T, beta)  # (r, N): each pair's cache contribution t(i, k)
-        if kl is not None:
+        if gamma is not None and log_q is not None:  # TIP-X: the KL term, rescaled as the full set's
             K = tipx.kl_to_logs(tipx.signatures(F[idx], W, tau), log_q)
             t -= gamma * (a * K + b)
         t[torch.arange(idx.shape[0]), idx] = 0.0  # the query's own image is never in its cache
