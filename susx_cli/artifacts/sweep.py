@@ -32,7 +32,7 @@ PATHS = ("data_root", "work_dir", "results_dir", "cupl_dir", "prompts_path", "te
 def read_sweep(path: Path) -> dict[str, Any]:
     """The options a sweep file sets: lists as lists, paths resolved against the file's folder."""
     if sys.version_info >= (3, 11):
-        import tomllib
+        import tomllib  # novermin: the 3.10 branch below imports tomli
     else:  # pragma: no cover - Python 3.10
         import tomli as tomllib
     try:

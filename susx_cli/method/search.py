@@ -368,7 +368,7 @@ BOUND_KINDS = (
 def bound_kinds(dk: torch.Tensor, strict: torch.Tensor) -> torch.Tensor:
     """Each pair's index into BOUND_KINDS: (P,) int64."""
     sign = torch.where(dk > 0, 0, torch.where(dk < 0, 2, torch.where(dk == 0, 4, 6)))
-    return sign + ((~strict) & (sign < 6)).long()
+    return sign + ((~strict) & (sign < 6)).to(torch.int64)
 
 
 def _beats(d: torch.Tensor, lower: torch.Tensor) -> torch.Tensor:
@@ -389,7 +389,11 @@ def count_correct(
     # over the four corners; a rival beats y at some corner iff it beats y at `best`, at all iff at `worst`.
     beats_somewhere = _beats(torch.maximum(lo, hi).add_(r.top), r.lower)
     beats_everywhere = _beats(torch.minimum(lo, hi).add_(r.bottom), r.lower)
-    per_row = lambda m: torch.zeros(r.q, dtype=torch.int64, device=dev).index_add_(0, r.rows, m.long()) > 0  # noqa: E731
+
+    def per_row(m: torch.Tensor) -> torch.Tensor:
+        """Whether any of a query's (query, rival) pairs holds ``m``: (q,) bool."""
+        return torch.zeros(r.q, dtype=torch.int64, device=dev).index_add_(0, r.rows, m.to(torch.int64)) > 0
+
     right = ~per_row(beats_somewhere) & ~r.always_wrong  # right at every grid point
     wrong = per_row(beats_everywhere)  # wrong at every grid point
     counts = torch.full((A, G), int(right.sum()), dtype=torch.int64, device=dev)
