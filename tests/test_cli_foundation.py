@@ -1,4 +1,4 @@
-"""Issue 2: prompts, curate --source folder, embed, inspect through the CLI, and their bad inputs."""
+"""Prompts, curate --source folder, embed, inspect through the CLI, and their bad inputs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 3: calibrate and predict through the CLI, their bad inputs, and the demo pipeline."""
+"""Calibrate and predict through the CLI, their bad inputs, and the demo pipeline."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 10, item 7: a dataset's photo template and CuPL question set live on its registry entry."""
+"""A dataset's photo template and CuPL question set live on its registry entry."""
 
 from __future__ import annotations
 

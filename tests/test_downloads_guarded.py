@@ -1,4 +1,4 @@
-"""Issue 11 item 12: downloads and kNN queries cannot hang, leave http(s), reach private addresses or buffer
+"""Downloads and kNN queries cannot hang, leave http(s), reach private addresses or buffer
 unbounded bodies. Every server is on loopback (tests/loopback.py): the address check is exercised by
 trusting only the test server's own host:port and redirecting to a second loopback port."""
 

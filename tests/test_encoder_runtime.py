@@ -1,4 +1,4 @@
-"""Issue 10 items 1-2: one encoder (same features as before for folders, splits and tar shards) and one
+"""One encoder (same features as before for folders, splits and tar shards) and one
 device/precision runtime (cuda:LOCAL_RANK everywhere under torchrun; a bad --device is a one-line error)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 7: the 19-dataset registry, `susx datasets`, `susx eval`, `susx report`."""
+"""The 19-dataset registry, `susx datasets`, `susx eval`, `susx report`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 14 items 2 and 3: GDA in calibrate / predict / eval / report, and name-only k-fold calibration."""
+"""GDA in calibrate / predict / eval / report, and name-only k-fold calibration."""
 
 from __future__ import annotations
 

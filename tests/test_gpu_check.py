@@ -1,4 +1,4 @@
-"""Issue 12, item 6: benchmarks/gpu_check.sh runs end to end in its CPU mode (tiny sizes) and prints one table."""
+"""Benchmarks/gpu_check.sh runs end to end in its CPU mode (tiny sizes) and prints one table."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 13: `--json` has the same shape whether a stage did the work or found its output up to date."""
+"""`--json` has the same shape whether a stage did the work or found its output up to date."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 5: `curate --source laion` against a real `clip-retrieval back` and a loopback image server.
+"""`curate --source laion` against a real `clip-retrieval back` and a loopback image server.
 
 Everything runs on 127.0.0.1: a ThreadingHTTPServer serves good images and the bad cases (404, an HTML
 page named .jpg, a truncated JPEG, a URL slower than the timeout, an X-Robots-Tag opt-out); a real

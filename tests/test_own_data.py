@@ -1,4 +1,4 @@
-"""Issue 13 items 1 and 6: own data everywhere (WordNet-id folders, path,label tables, dataset files in
+"""Own data everywhere (WordNet-id folders, path,label tables, dataset files in
 eval, checks before any work, --keep-going) and the guard rails (val == test warning, no LAION default)."""
 
 from __future__ import annotations

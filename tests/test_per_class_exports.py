@@ -1,4 +1,4 @@
-"""Issue 13 items 2 and 3: per-class results, ECE / NLL, confusion, `susx export`, `susx report --long`,
+"""Per-class results, ECE / NLL, confusion, `susx export`, `susx report --long`,
 and the paper-layout table's paper columns and means."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 13 item 7: pictures that answer questions. Contact sheets of every class in pages, few-shot curves
+"""Pictures that answer questions. Contact sheets of every class in pages, few-shot curves
 in report charts, the chosen point on the calibration heat map. Text cannot be read back from pixels, so
 each drawing returns a description (titles, page classes, series, the marked point) that is asserted here
 beside the PNG itself."""

@@ -1,4 +1,4 @@
-"""Issue 5: `curate --source pool`, text-to-image retrieval from a local collection (folder or webdataset tars)."""
+"""`curate --source pool`, text-to-image retrieval from a local collection (folder or webdataset tars)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 10, item 6: stages print nothing unless a reporter is installed; tables live in commands; one cache folder."""
+"""Stages print nothing unless a reporter is installed; tables live in commands; one cache folder."""
 
 from __future__ import annotations
 

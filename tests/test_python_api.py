@@ -1,4 +1,4 @@
-"""Issue 13 items 4 and 5: the Python API (`import susx_cli as susx`) and `prompts` without torch."""
+"""The Python API (`import susx_cli as susx`) and `prompts` without torch."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`--executor ray` (issue 12 item 2): the per-shard work of `embed` and `curate --source sd` as Ray tasks
+"""`--executor ray`: the per-shard work of `embed` and `curate --source sd` as Ray tasks
 on a local Ray instance (2 CPU workers, started once for the module), with the outputs of a one-process
 (embed) or sharded (curate) run."""
 

@@ -34,7 +34,7 @@ def _error_line(result) -> str:
     return lines[0]
 
 
-# ------------------------------------------------------------------ item 1: manifests and parts
+# ------------------------------------------------------------------ manifests and parts
 
 
 def _one_part_folder(root: Path, rows: int, recorded: int) -> None:
@@ -87,7 +87,7 @@ def test_a_changed_manifest_is_refused_and_the_untouched_one_read(work):
         support.read_support(work / "sup")
 
 
-# ------------------------------------------------------------------ item 2: retrieval rows and NaN options
+# ------------------------------------------------------------------ retrieval rows and NaN options
 
 
 def test_knn_rows_without_a_number_or_a_url_are_counted_and_nan_refused():
@@ -112,7 +112,7 @@ def test_guidance_nan_is_refused_before_any_model(work, value):
     assert not (work / "o").exists()
 
 
-# ------------------------------------------------------------------ item 3: ranges and names
+# ------------------------------------------------------------------ ranges and names
 
 
 def test_per_class_far_too_large_is_refused_with_the_bound(work):
@@ -128,7 +128,7 @@ def test_a_file_name_that_is_not_utf8_is_named(work):
     assert not (work / "o").exists()
 
 
-# ------------------------------------------------------------------ item 4: a table is not its folder
+# ------------------------------------------------------------------ a table is not its folder
 
 
 def test_an_output_beside_a_table_is_not_an_overlap(work):

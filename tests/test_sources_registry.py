@@ -1,4 +1,4 @@
-"""Issue 10, item 3: the source registry: options dataclasses, `curate` flags and help panels built from it."""
+"""The source registry: options dataclasses, `curate` flags and help panels built from it."""
 
 from __future__ import annotations
 

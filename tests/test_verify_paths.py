@@ -1,4 +1,4 @@
-"""Issue 11 items 8 and 11: recorded sha256/sizes are checked where images are read, keys read from
+"""Recorded sha256/sizes are checked where images are read, keys read from
 artifacts stay inside their folder, and the same run spelled with other paths is the same run."""
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def test_pool_feature_keys_outside_the_pool_are_refused(ws, bad_key):
     assert not list((ws / "sup3").rglob("*.png"))
 
 
-# ------------------------------------------------------------------ item 11: the same run, spelled otherwise
+# ------------------------------------------------------------------ the same run, spelled otherwise
 
 
 def _up_to_date(result) -> bool:
@@ -223,7 +223,7 @@ def test_a_checkpoint_is_the_same_model_by_content_whatever_its_path():
     assert a.key() != ModelIdentity("RN50", "ckpt.pt", "abd", 512).key()
 
 
-# ------------------------------------------------------------------ item 11: a failed run does not lock its output
+# ------------------------------------------------------------------ a failed run does not lock its output
 
 
 def test_an_unfinished_set_with_images_still_needs_overwrite_for_other_options(ws):

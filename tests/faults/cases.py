@@ -1,4 +1,4 @@
-"""The table of bad inputs and faults (issue 11), each with its expected exit and one-line message.
+"""The table of bad inputs and faults, each with its expected exit and one-line message.
 
 ``OPEN`` lists the ids that are known to fail today; the suite marks them xfail(strict), so fixing one
 turns its test red until it is moved out of ``OPEN`` — the table cannot silently drift.
@@ -725,5 +725,5 @@ CASES: list[Case] = [
     ),
 ]
 
-# Known to fail today (issue 11); each fix moves its id out of here.
+# Known to fail today; each fix moves its id out of here.
 OPEN: set[str] = set()

@@ -17,7 +17,7 @@ def pristine(tmp_path_factory):
 
 
 def _param(case):
-    marks = [pytest.mark.xfail(strict=True, reason="open in issue 11")] if case.id in OPEN else []
+    marks = [pytest.mark.xfail(strict=True, reason="a known open fault")] if case.id in OPEN else []
     if any(str(arg).startswith("http://127.0.0.1") for arg in case.args):  # talks to a loopback server
         marks.append(pytest.mark.slow)
     return pytest.param(case, id=case.id, marks=marks)
