@@ -14,7 +14,7 @@ from tests.faults import output_cases
 from tests.faults.options import output_paths, walk
 
 # The fake LLM's address is only known once it runs: each case gets it in its environment when it runs.
-CASES = output_cases.generated_cases(llm_url="")
+CASES = output_cases.generated_cases(llm_url="") + output_cases.input_output_cases()
 
 
 def _param(case: output_cases.OutputCase):
@@ -48,6 +48,13 @@ def test_every_output_option_has_a_base():
     assert not missing, f"add a Base for these to tests/faults/output_cases.py: {missing}"
     stale = set(table) - {(p.command, p.flag) for p in output_paths()}
     assert not stale, f"bases of options the CLI no longer has: {stale}"
+
+
+def test_every_input_output_path_has_a_base():
+    """A path read and then written gets its cases through a base run too: a new one must add its own."""
+    table = output_cases.input_output_bases()
+    in_out = {(p.command, p.flag) for p in walk() if p.role == "input-output" and not p.hidden}
+    assert in_out == set(table), f"input-output paths vs bases in tests/faults/output_cases.py: {in_out}"
 
 
 def test_the_walk_sees_the_output_options_we_know():
