@@ -196,11 +196,43 @@ def _print(case_id: str, expected: str, outcome) -> None:
 GROUPS = ("table", "outputs", "numbers", "network")
 
 
+def print_coverage() -> None:
+    """One line per output, read-then-written or number option of every command: what its generated cases
+    try (NONE: a gap)."""
+    from tests.faults import output_cases
+    from tests.faults import test_generated_numbers as numbers
+    from tests.faults.options import walk
+
+    tried: dict[str, list[str]] = {}
+    for case in output_cases.generated_cases("") + output_cases.input_output_cases():
+        key, kind = case.case.id.rsplit(":", 1)  # report--csv:foreign-file, merge:target:link-foreign
+        tried.setdefault(key, []).append(kind)
+    for case in numbers.OPTION_CASES:
+        key, value = case.id.split("=", 1)  # eval--tau=nan
+        tried.setdefault(key, []).append(value)
+    wanted = [p for p in walk() if (p.role in ("output", "input-output") or p.number_kind) and not p.hidden]
+    gaps = 0
+    for p in wanted:
+        command = "-".join(p.command)
+        kinds = tried.get(f"{command}:{p.flag}" if p.role == "input-output" else f"{command}{p.flag}", [])
+        gaps += not kinds
+        print(
+            f"{' '.join(p.command):10s} {p.flag:24s} {p.number_kind or p.role:12s} {', '.join(kinds) or 'NONE'}"
+        )
+    print(f"{len(wanted)} options, {gaps} without generated cases")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="run only cases whose id contains this text")
+    parser.add_argument(
+        "--coverage", action="store_true", help="list what each option is tried with, and stop"
+    )
     parser.add_argument("--groups", default=",".join(GROUPS), help=f"comma-separated, of {', '.join(GROUPS)}")
     args = parser.parse_args()
+    if args.coverage:
+        print_coverage()
+        return
     chosen = [g for g in args.groups.split(",") if g]
     unknown = set(chosen) - set(GROUPS)
     if unknown:
