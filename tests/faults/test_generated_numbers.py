@@ -4,7 +4,9 @@ manifest fields) made NaN or out of range. Each case must end in one ``error:`` 
 correct run; never a traceback, and every file that was there before is byte-identical after.
 
 Cases that need no model run first (number options are checked before any stage loads one); the
-options that reach a model use the tiny random one through cheap base commands in one shared workspace.
+options that reach a model use the tiny random one through cheap base commands in the workspace the output
+suite shares (``conftest.output_pristine``, built once per session). The generated cases are marked slow
+(``make test`` runs them, ``make test-fast`` leaves them out); the guard tests are not.
 """
 
 from __future__ import annotations
@@ -165,6 +167,7 @@ def test_every_number_option_has_generated_cases():
     assert kinds == set(VALUES), f"values for every kind of number: {kinds} vs {set(VALUES)}"
 
 
+@pytest.mark.slow  # some 370 CLI runs: about 3 min on a loaded 2-core machine
 @pytest.mark.parametrize("case", OPTION_CASES, ids=_ids_of(OPTION_CASES))
 def test_number_option(case, output_pristine, tmp_path):
     outcome = _run(case, output_pristine, tmp_path)
@@ -296,6 +299,7 @@ ARTIFACT_CASES = [
 ]
 
 
+@pytest.mark.slow  # shares the option cases' workspace, which takes about a minute to build
 @pytest.mark.parametrize("case", ARTIFACT_CASES, ids=_ids_of(ARTIFACT_CASES))
 def test_number_read_from_an_artifact(case, output_pristine, tmp_path):
     outcome = _run(case, output_pristine, tmp_path)

@@ -22,6 +22,7 @@ def _param(case: output_cases.OutputCase):
     return pytest.param(case, id=case.case.id, marks=marks if case.needs_root else [])
 
 
+@pytest.mark.slow  # some 150 CLI runs in copies of a workspace that takes about a minute to build
 @pytest.mark.parametrize("case", [_param(c) for c in CASES])
 def test_output_case(case, output_pristine, llm_url, tmp_path):
     case = dataclasses.replace(case, env={**case.env, "OPENAI_BASE_URL": llm_url})
