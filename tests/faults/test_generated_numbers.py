@@ -1,6 +1,6 @@
 """Generated numeric fault cases: every number option of every command (``options.number_options``, walked
 from the Typer app), given NaN, inf, -1, 0 and a huge value; every grid (``--alpha-grid``) and number held
-in text (``--logit-scale``) given NaN, inf, negative, overflowing and empty values, each of which must be
+in text (``--logit-scale``) given NaN, inf, negative, overflowing and zero-step values, each of which must be
 refused naming the option; and numbers read back from artifacts (feature rows, prediction indices,
 manifest fields) made NaN or out of range. Each case must end in one ``error:`` line (exit != 0) or a
 correct run; never a traceback, and every file that was there before is byte-identical after.
