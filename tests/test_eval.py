@@ -235,3 +235,10 @@ def test_eval_bad_inputs(evaluated, tmp_path):
     )
     assert "--alpha" in bad.stderr
     invoke("eval", "--dataset", "nosuch", "--data-root", data, *common, expect=2)
+    # a zero-shot scale or a grid point that is not a positive finite number, refused before any work
+    for bad_option in (["--logit-scale", "nan"], ["--logit-scale", "-1"], ["--alpha-grid", "0.1,nan"]):
+        method = ["--method", "zero-shot"] if bad_option[0] == "--logit-scale" else ["-s", "folder-shots:2"]
+        bad = invoke(
+            "eval", "--dataset", "eurosat", "--data-root", data, *method, *bad_option, *common, expect=2
+        )
+        assert bad_option[0] in bad.stderr and not (tmp_path / "w").exists()

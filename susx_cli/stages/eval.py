@@ -112,7 +112,11 @@ def _calibration_options(spec: methods_registry.MethodSpec, mode: str, cfg: Eval
             )
         out["fixed"] = {h.name: h.check(cfg.fixed[h.param]) for h in spec.hyperparameters}
     else:
+        from susx_cli.stages.calibrate import check_grid_size, parse_grid
+
         out["grid"] = {h.name: cfg.grids.get(h.param) or "reference" for h in spec.hyperparameters}
+        # Read every grid now, as calibrate will: a NaN or out-of-range point is refused before any work.
+        check_grid_size({h.name: parse_grid(out["grid"][h.name], h) for h in spec.hyperparameters}, spec)
     if mode == "kfold":
         out["folds"] = {"k": cfg.folds, "seed": cfg.fold_seed}
     return out
@@ -275,6 +279,10 @@ class EvalConfig:
         )
         _check_unused(cfg, given_folds)
         _check_stream_options(cfg)
+        if cfg.logit_scale != "model":
+            from susx_cli.stages.calibrate import resolve_logit_scale
+
+            resolve_logit_scale(cfg.logit_scale, None)  # a NaN or negative scale is refused before any work
         for method in methods:
             spec = methods_registry.get(method)
             if spec.calibrated:

@@ -3,7 +3,8 @@
 ``walk()`` lists one ``Param`` per parameter of every (sub)command of ``susx_cli.cli.app``: the command
 path, the parameter name, its flags, the annotated type, the choices of a Literal, and the path role that
 ``commands/_common`` tags on a Path parameter (``output_option``, ``input_option``, ``input_argument``,
-``path_option``; curate's source options through ``sources.base.option(path=...)``).
+``path_option``; curate's source options through ``sources.base.option(path=...)``), and what number
+it takes (``Param.number_kind``).
 
 Use it to generate cases that follow the CLI as it grows::
 
@@ -11,7 +12,8 @@ Use it to generate cases that follow the CLI as it grows::
 
     for p in output_paths():          # every option naming a file or folder the command writes
         print(p.command, p.flag)      # ('report',) --csv
-    numeric = [p for p in walk() if p.base_type in (int, float)]
+    for p in number_options():        # every option taking a number, or a grid of numbers
+        print(p.command, p.flag, p.number_kind)
 
 Nothing here runs a command; the app is built once and cached.
 """
@@ -25,6 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from susx_cli.commands._common import PATH_ROLE
+
+# Text options that hold one number (parsed by the stage, not by the option parser).
+NUMBER_TEXTS = {("calibrate", "--logit-scale"), ("eval", "--logit-scale"), ("curate", "--size")}
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,20 @@ class Param:
     @property
     def is_path(self) -> bool:
         return self.base_type is Path
+
+    @property
+    def number_kind(self) -> str | None:
+        """What number the parameter takes: "int" or "float" (a number option, or a list of them), "grid"
+        (text of numbers: a hyperparameter grid, which ``with_method_options`` names ``*_grid``),
+        "number-text" (text holding one number, ``NUMBER_TEXTS``); None for anything else."""
+        base = self.base_type
+        if base in (int, float):
+            return base.__name__
+        if base is str and self.name.endswith("_grid"):
+            return "grid"
+        if base is str and (self.command[0], self.flag) in NUMBER_TEXTS:
+            return "number-text"
+        return None
 
 
 def _base(hint: Any) -> Any:
@@ -106,6 +125,11 @@ def walk() -> tuple[Param, ...]:
 def output_paths() -> list[Param]:
     """Every visible option or argument naming a path the command writes (role "output")."""
     return [p for p in walk() if p.role == "output" and not p.hidden]
+
+
+def number_options() -> list[Param]:
+    """Every option that takes a number, or text made of numbers (see ``Param.number_kind``)."""
+    return [p for p in walk() if p.number_kind is not None and not p.is_argument]
 
 
 def commands() -> list[tuple[str, ...]]:

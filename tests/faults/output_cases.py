@@ -11,6 +11,9 @@ For each option tagged as an output, in a copy of the fault workspace (``workspa
 - ``read-only``: a path in a read-only tmpfs; ``full-disk``: a path in a tmpfs filled to the last byte;
 - ``parent-file``: a path whose parent is a file.
 
+A path the command reads and then writes (``merge TARGET``, ``curate --pool-features``) gets the foreign
+file and folder, link and parent-file cases (``input_output_cases``).
+
 Each case must end in one ``error:`` line naming the path (or, where writing there is right, a correct
 result), without a traceback, with every file that was there before byte-identical. The command each
 case runs is ``BASES[(command, flag)]``: the smallest run of that command that succeeds in the workspace.
@@ -27,8 +30,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from susx_cli.commands._common import INPUT_OUTPUT
 from tests.faults.harness import Case, Outcome, run_case
-from tests.faults.options import output_paths
+from tests.faults.options import output_paths, walk
 from tests.helpers import TINY, invoke
 
 SMALL_GRID = ("--alpha-grid", "0.5,2", "--beta-grid", "1,5", "--gamma-grid", "0.1,1")
@@ -52,7 +56,8 @@ class Base:
     into_user_folder_ok: bool = False  # whether writing inside an existing user folder is a correct result
 
 
-def _eval_args() -> tuple[str, ...]:
+def eval_args(method: str = "zero-shot") -> tuple[str, ...]:
+    """An eval run of ``method`` on the miniature dataset (``extend_workspace``), without its output folders."""
     return (
         "eval",
         "--dataset",
@@ -62,7 +67,7 @@ def _eval_args() -> tuple[str, ...]:
         "--model",
         f"{TINY[1]}:{TINY[3]}",
         "--method",
-        "zero-shot",
+        method,
         "--workers",
         "0",
     )
@@ -83,7 +88,7 @@ def bases() -> dict[tuple[tuple[str, ...], str], Base]:
         input_folder=RESULTS,
     )
     evaluate = Base(
-        _eval_args(),
+        eval_args(),
         {"--work-dir": "new-work", "--results-dir": "new-results"},
         input_folder="cars",
         folders=frozenset({"--work-dir", "--results-dir"}),
@@ -170,7 +175,7 @@ def extend_workspace(root: Path) -> Path:
     old = Path.cwd()
     os.chdir(root)
     try:
-        invoke(*_eval_args(), "--work-dir", ".eval-work", "--results-dir", RESULTS)
+        invoke(*eval_args(), "--work-dir", ".eval-work", "--results-dir", RESULTS)
         (made,) = Path(RESULTS).glob("stanford_cars__*zero-shot*.json")
         made.rename(RESULT_FILE)
     finally:
@@ -228,7 +233,7 @@ class OutputCase:
 def _argv(base: Base, flag: str, value: str, extra: dict[str, str] | None = None) -> tuple[str, ...]:
     """The base run with every output option of the base, the tested one (and ``extra``) replaced."""
     given = {**base.outputs, **(extra or {}), flag: value}
-    return (*base.args, *(item for pair in given.items() for item in pair))
+    return (*base.args, *(item for f, v in given.items() for item in ((f, v) if f.startswith("-") else (v,))))
 
 
 def _link(name: str, target: str):
@@ -281,6 +286,43 @@ def cases_for(command: tuple[str, ...], flag: str, base: Base, env: dict[str, st
     out = Path(base.outputs[flag]).name
     yield make("read-only", f"ro-mount/{out}", "ro-mount", setup=_setup_mount("read-only"), root=True)
     yield make("full-disk", f"full-mount/{out}", "full-mount", setup=_setup_mount("full-disk"), root=True)
+
+
+# ------------------------------------------------------------------------- paths read, then written
+
+
+def input_output_bases() -> dict[tuple[tuple[str, ...], str], Base]:
+    """``(command, flag) -> Base`` of every path the command reads and then writes (role input-output);
+    an argument's flag is its name, given without one."""
+    return {
+        (("merge",), "target"): Base(("merge", "--num-shards", "2"), {"target": "sup"}),
+        (("curate",), "--pool-features"): Base(
+            ("curate", "p.json", "-o", "new-sup", "--source", "pool", "-k", "1", "--pool-images", "shots")
+            + ("--clip-model", TINY[1], "--clip-pretrained", TINY[3]),
+            {"--pool-features": "new-pool.h5"},
+        ),
+    }
+
+
+def input_output_cases() -> list[OutputCase]:
+    """A path read and then written, pointed at the user's file and folder, a link to the user's file and
+    a path under a file: one clear line naming it, the user's file untouched."""
+    table = input_output_bases()
+    found = []
+    for param in walk():
+        base = table.get((param.command, param.flag))
+        if param.role != INPUT_OUTPUT or param.hidden or base is None:
+            continue
+        cid = f"{'-'.join(param.command)}:{param.flag}"
+        for kind, value, message, setup in (
+            ("foreign-file", "mine/thesis.tex", "thesis.tex", None),
+            ("foreign-folder", "mine", "mine", None),
+            ("link-foreign", "link-out", "link-out", _link("link-out", "mine/thesis.tex")),
+            ("parent-file", "mine/thesis.tex/new-out", "thesis.tex", None),
+        ):
+            case = Case(f"{cid}:{kind}", _argv(base, param.flag, value), 2, message, setup, timeout_s=300)
+            found.append(OutputCase(case, value))
+    return found
 
 
 def generated_cases(llm_url: str) -> list[OutputCase]:

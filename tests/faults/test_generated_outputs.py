@@ -14,7 +14,7 @@ from tests.faults import output_cases
 from tests.faults.options import output_paths, walk
 
 # The fake LLM's address is only known once it runs: each case gets it in its environment when it runs.
-CASES = output_cases.generated_cases(llm_url="")
+CASES = output_cases.generated_cases(llm_url="") + output_cases.input_output_cases()
 
 
 def _param(case: output_cases.OutputCase):
@@ -22,6 +22,7 @@ def _param(case: output_cases.OutputCase):
     return pytest.param(case, id=case.case.id, marks=marks if case.needs_root else [])
 
 
+@pytest.mark.slow  # some 150 CLI runs in copies of a workspace that takes about a minute to build
 @pytest.mark.parametrize("case", [_param(c) for c in CASES])
 def test_output_case(case, output_pristine, llm_url, tmp_path):
     case = dataclasses.replace(case, env={**case.env, "OPENAI_BASE_URL": llm_url})
@@ -48,6 +49,13 @@ def test_every_output_option_has_a_base():
     assert not missing, f"add a Base for these to tests/faults/output_cases.py: {missing}"
     stale = set(table) - {(p.command, p.flag) for p in output_paths()}
     assert not stale, f"bases of options the CLI no longer has: {stale}"
+
+
+def test_every_input_output_path_has_a_base():
+    """A path read and then written gets its cases through a base run too: a new one must add its own."""
+    table = output_cases.input_output_bases()
+    in_out = {(p.command, p.flag) for p in walk() if p.role == "input-output" and not p.hidden}
+    assert in_out == set(table), f"input-output paths vs bases in tests/faults/output_cases.py: {in_out}"
 
 
 def test_the_walk_sees_the_output_options_we_know():
