@@ -64,6 +64,11 @@ BASES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "inspect": (("inspect", "sup"), ()),
     "demo": (("demo", "-o", "new-demo", "--sd-model", "./no-such-folder", *TINY), ("new-demo",)),
     "merge": (("merge", "sup"), ()),
+    # The output suite's miniature ImageNet-R download, prepared into a new data root.
+    "datasets prepare": (
+        ("datasets", "prepare", "imagenet-r", "--from", "inr-download", "-o", "new-data"),
+        ("new-data",),
+    ),
     # The miniature dataset of the output suite, zero-shot, reusing the work folder its eval run left.
     "eval": (
         (*output_cases.eval_args(), "--work-dir", ".eval-work", "--results-dir", "new-results"),
