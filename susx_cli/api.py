@@ -114,7 +114,7 @@ from susx_cli import progress
 from susx_cli.errors import SusxError
 
 if TYPE_CHECKING:
-    from susx_cli.stages.results import StageResult
+    from susx_cli.stages.results import EmbedResult, StageResult
 
 PathLike = str | Path
 
@@ -214,52 +214,16 @@ def _source_paths(options: dict[str, Any]) -> dict[str, Any]:
     return {k: Path(v) if k in path_params and isinstance(v, str) else v for k, v in options.items()}
 
 
-def embed(
-    *,
-    input: PathLike,
-    output: PathLike,
-    model: str = "ViT-B-32",
-    pretrained: str = "openai",
-    classes: PathLike | None = None,
-    split: str | None = None,
-    image_root: PathLike | None = None,
-    shots: int | None = None,
-    seed: int = 0,
-    unlabelled: bool = False,
-    pool: str | None = None,
-    batch_size: int = 64,
-    workers: int | None = None,
-    device: str = "auto",
-    precision: str = "fp32",
-    num_shards: int | None = None,
-    shard_index: int | None = None,
-    overwrite: bool = False,
-) -> StageResult:
-    """Embed ``input`` with an open_clip model (``model``, ``pretrained``: a tag, a checkpoint or 'none')
-    into an HDF5 file: prompts.json gives the text classifier (weights C x D, texts of ``pool``); a
-    support folder, class folders, a CoOp split file (``split``) or an unlabelled folder gives image
-    features (N x D, L2-normalised). ``classes`` (prompts.json) names the classes of class folders."""
+def embed(**options: Any) -> EmbedResult:
+    """Embed ``input`` with an open_clip model (``model``: ARCH or ARCH:TAG; ``pretrained``: a tag, a
+    checkpoint or 'none') into an HDF5 file: prompts.json gives the text classifier (weights C x D, texts
+    of ``pool``); a support folder, class folders, a CoOp split file (``split``) or an unlabelled folder
+    gives image features (N x D, L2-normalised). ``classes`` (prompts.json) names the classes of class
+    folders. The options are ``EmbedOptions``'s: the `susx embed` flags in snake case, same defaults."""
     from susx_cli.stages.embed import embed as embed_stage
+    from susx_cli.stages.options import EmbedOptions
 
-    return embed_stage(
-        Path(input),
-        Path(output),
-        shard=_shard(num_shards, shard_index),
-        model=model,
-        pretrained=pretrained,
-        classes_path=_path(classes),
-        split=split,
-        image_root=_path(image_root),
-        shots=shots,
-        seed=seed,
-        unlabelled=unlabelled,
-        pool=pool,
-        batch_size=batch_size,
-        workers=workers,
-        device=device,
-        precision=precision,
-        overwrite=overwrite,
-    )
+    return embed_stage(EmbedOptions.build(options, "embed"))
 
 
 def calibrate(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import sys
+import typing
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
@@ -139,6 +140,66 @@ RayAddressOpt = Annotated[
         "Ray started for the run.",
     ),
 ]
+
+
+_KW = inspect.Parameter.KEYWORD_ONLY
+
+
+def options_parameters(options_class: type, *, panel: str | None = None) -> list[inspect.Parameter]:
+    """The command's parameters for an options dataclass's fields (``susx_cli.options.option``): each
+    field's flags, help and default; a field with choices parses as a Literal of them, one without flags is
+    a positional argument. The command passes the values to ``options_class`` by the same names."""
+    from susx_cli.options import REQUIRED, cli_fields
+
+    hints = typing.get_type_hints(options_class)
+    params = []
+    for f, cli in cli_fields(options_class):
+        hint = hints[f.name]
+        if cli.choices is not None:
+            optional = type(None) in typing.get_args(hint)
+            hint = Literal[cli.choices] | None if optional else Literal[cli.choices]
+        if typing.get_origin(hint) is tuple:  # a repeatable option: typer parses a list
+            hint = list[typing.get_args(hint)[0]] | None
+        parser = (
+            typer.Option(*cli.flags, help=cli.help, rich_help_panel=panel)
+            if cli.flags
+            else typer.Argument(help=cli.help, metavar=f.name.upper())
+        )
+        default = inspect.Parameter.empty if f.default is REQUIRED else f.default
+        if isinstance(default, tuple):
+            default = None
+        params.append(inspect.Parameter(f.name, _KW, default=default, annotation=Annotated[hint, parser]))
+    return params
+
+
+PRESENTATION = [
+    inspect.Parameter("quiet", _KW, default=False, annotation=QuietOpt),
+    inspect.Parameter("as_json", _KW, default=False, annotation=JsonOpt),
+]
+
+
+def options_command(options_class: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A command taking ``**values`` whose options are ``options_class``'s fields plus --quiet and --json."""
+
+    def wrap(command: Callable[..., Any]) -> Callable[..., Any]:
+        command.__signature__ = inspect.Signature([*options_parameters(options_class), *PRESENTATION])
+        return command
+
+    return wrap
+
+
+def build_options(options_class: type, values: dict[str, Any]) -> Any:
+    """``options_class`` from a command's values (its presentation options left out; a repeatable option
+    the user did not give is the field's empty default)."""
+    from susx_cli.options import cli_fields
+
+    given = {}
+    for f, _ in cli_fields(options_class):
+        value = values[f.name]
+        given[f.name] = tuple(value) if isinstance(value, list) else value
+        if value is None and isinstance(f.default, tuple):
+            given[f.name] = f.default
+    return options_class(**given)
 
 
 def run(

@@ -128,9 +128,10 @@ def curate(ctx: typer.Context, **values: Any) -> None:
         from susx_cli.sources.registry import build_options, make_source
         from susx_cli.stages import on_ray
         from susx_cli.stages.curate import curate as curate_stage
+        from susx_cli.stages.options import check_executor
 
         options = build_options(source, clip_model_spec(given))
-        if on_ray.check_executor(values["executor"], values["ray_address"], values["shard_index"]):
+        if check_executor(values["executor"], values["ray_address"], values["shard_index"]):
             return on_ray.curate_on_ray(
                 values["prompts_path"],
                 values["output"],

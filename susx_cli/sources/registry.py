@@ -15,8 +15,9 @@ from functools import cache
 from typing import Any
 
 from susx_cli.errors import SusxError
+from susx_cli.options import cli_fields
 from susx_cli.sources import folder, laion, pool, sd
-from susx_cli.sources.base import Source, cli_fields
+from susx_cli.sources.base import Source
 
 SOURCES: dict[str, tuple[type, Callable[[Any], Source]]] = {
     "folder": (folder.FolderOptions, folder.FolderSource.from_options),

@@ -219,7 +219,7 @@ class EvalConfig:
                 f"{', '.join(with_support)} {'needs' if len(with_support) == 1 else 'need'} --support",
                 hint="e.g. --support folder-shots:16 or --support SUPPORT_DIR",
             )
-        from susx_cli.stages.embed import check_loader_options
+        from susx_cli.stages.options import check_loader_options
 
         check_loader_options(options.get("workers"), options.get("augment_passes", 1))
         if options.get("prompts_path") is not None and num_datasets > 1:

@@ -14,27 +14,7 @@ from typing import Any
 from susx_cli.errors import SusxError
 from susx_cli.progress import info
 from susx_cli.sharding import Shard
-from susx_cli.stages.results import StageResult
-
-EXECUTORS = ("local", "ray")
-
-
-def check_executor(executor: str, address: str | None, shard_index: int | None) -> bool:
-    """Whether the run goes to Ray; refuses an unknown executor and options that make no sense with it."""
-    if executor not in EXECUTORS:
-        raise SusxError(f"unknown --executor {executor!r}", hint=f"use one of {', '.join(EXECUTORS)}")
-    if executor == "local":
-        if address is not None:
-            raise SusxError(
-                "--ray-address needs --executor ray", hint="add --executor ray, or drop --ray-address"
-            )
-        return False
-    if shard_index is not None:
-        raise SusxError(
-            "--shard-index does not go with --executor ray: Ray runs every shard",
-            hint="drop --shard-index (--num-shards alone sets how many tasks)",
-        )
-    return True
+from susx_cli.stages.results import EmbedResult, StageResult
 
 
 def _gpu_tasks(device: str | None) -> bool | None:
@@ -66,7 +46,7 @@ def embed_on_ray(
     address: str | None,
     quiet: bool = False,
     **kwargs: Any,
-) -> StageResult:
+) -> EmbedResult:
     """`susx embed IMAGES --executor ray`: one task per shard, then one join here (see the module doc)."""
     from susx_cli.adapters import ray_executor
     from susx_cli.artifacts.lock import output_lock
@@ -87,11 +67,11 @@ def embed_on_ray(
     count = len(results)
     summary: dict[str, Any] = {"executor": "ray", "num_shards": count, "shards": [r.summary for r in results]}
     if all(r.skipped for r in results) and not merge.parts_ready(output, count):
-        return StageResult("embed", [output], skipped=True, summary=summary)
+        return EmbedResult([output], skipped=True, summary=summary)
     with output_lock(output):
         joined = merge.join_parts_locked(output, count, replace=kwargs.get("overwrite", False))
     info(f"joined {count} parts into {output}")
-    return StageResult("embed", [output], summary={**summary, "joined": joined.summary})
+    return EmbedResult([output], summary={**summary, "joined": joined.summary})
 
 
 def _curate_shard(

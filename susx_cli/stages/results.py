@@ -22,3 +22,11 @@ class StageResult:
             "skipped": self.skipped,
             "summary": self.summary,
         }
+
+
+@dataclass
+class EmbedResult(StageResult):
+    """`embed`: the feature file or text classifier (or this shard's part); ``summary``: rows, model,
+    layout (images) or classes, texts, pool (texts), and the shard and join when sharded."""
+
+    stage: str = field(default="embed", init=False)

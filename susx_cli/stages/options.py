@@ -1,0 +1,227 @@
+"""One frozen options dataclass per stage: what the stage's command and ``susx_cli.api`` both build.
+
+Every field is declared with ``susx_cli.options.option`` (default, flags, help), so the command's flags,
+the API's keywords and their defaults come from one place; ``__post_init__`` checks the values (and
+splits ``-m ARCH:TAG``), so a bad value fails alike from the command line and from Python. Importing this
+module is cheap: no torch, no h5py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from susx_cli.artifacts.prompts import POOLS
+from susx_cli.errors import require_range
+from susx_cli.options import REQUIRED, StageOptions, argument, option
+from susx_cli.runtime import DEVICE_HELP, PRECISION_HELP, PRECISIONS
+
+# ------------------------------------------------------------------ fields several stages declare
+
+
+def output_field(help: str = "Where to write the artifact.") -> Any:
+    return option(REQUIRED, "--output", "-o", help=help)
+
+
+def overwrite_field() -> Any:
+    return option(False, "--overwrite", help="Replace an existing output made with other options.")
+
+
+def model_field(default: str = "ViT-B-32") -> Any:
+    return option(
+        default,
+        "--model",
+        "-m",
+        help="open_clip architecture or hf-hub:org/repo id, with its weights as ARCH:TAG if you like "
+        "(e.g. ViT-B-32:openai).",
+    )
+
+
+def pretrained_field() -> Any:
+    return option(
+        None,
+        "--pretrained",
+        "-p",
+        help="Weights: an open_clip tag, a checkpoint path, or 'none' (random); default: the -m tag, else openai.",
+    )
+
+
+def device_field() -> Any:
+    return option("auto", "--device", help=DEVICE_HELP)
+
+
+def precision_field(default: str = "fp32") -> Any:
+    return option(default, "--precision", help=PRECISION_HELP, choices=PRECISIONS)
+
+
+def batch_size_field(default: int = 64) -> Any:
+    return option(default, "--batch-size", "-b", help="Images (or prompt texts) per forward pass.")
+
+
+def workers_field() -> Any:
+    return option(None, "--workers", help="Image loading processes (default: cores - 1).")
+
+
+def num_shards_field() -> Any:
+    return option(None, "--num-shards", help="Split the work into this many shards.")
+
+
+def shard_index_field() -> Any:
+    return option(None, "--shard-index", help="This worker's shard (0-based).")
+
+
+EXECUTORS = ("local", "ray")
+
+
+def executor_field() -> Any:
+    return option(
+        "local",
+        "--executor",
+        help="local (this process, or the shard given by --shard-index) or ray (every shard as a Ray task; "
+        "--num-shards defaults to the cluster's GPUs, else its CPUs).",
+        choices=EXECUTORS,
+    )
+
+
+def ray_address_field() -> Any:
+    return option(
+        None,
+        "--ray-address",
+        help="Ray cluster to run on (host:port, ray://host:port, auto); default: $RAY_ADDRESS, else a local "
+        "Ray started for the run.",
+    )
+
+
+# ------------------------------------------------------------------ checks several stages make
+
+# Upper bounds that catch typos: a batch of more images than would fit any accelerator's memory, more
+# loader processes than any machine has cores to feed, more augmented views than make a mean any steadier
+# (the paper's few-shot figures use 10).
+MAX_BATCH_SIZE = 65536
+MAX_WORKERS = 256
+MAX_AUGMENT_PASSES = 1000
+
+
+def check_batch_size(batch_size: int) -> None:
+    require_range("--batch-size", batch_size, 1, MAX_BATCH_SIZE, hint="e.g. --batch-size 64")
+
+
+def check_loader_options(workers: int | None, augment_passes: int) -> None:
+    """Refuse a --workers or --augment-passes value out of range (embed's and eval's one check)."""
+    if workers is not None:
+        require_range("--workers", workers, 0, MAX_WORKERS, hint="0 loads images in this process")
+    require_range(
+        "--augment-passes", augment_passes, 1, MAX_AUGMENT_PASSES, hint="1 embeds each image once, as it is"
+    )
+
+
+def check_executor(executor: str, address: str | None, shard_index: int | None) -> bool:
+    """Whether the run goes to Ray; refuses options that make no sense with the executor."""
+    from susx_cli.errors import SusxError
+
+    if executor not in EXECUTORS:
+        raise SusxError(f"unknown --executor {executor!r}", hint=f"use one of {', '.join(EXECUTORS)}")
+    if executor == "local":
+        if address is not None:
+            raise SusxError(
+                "--ray-address needs --executor ray", hint="add --executor ray, or drop --ray-address"
+            )
+        return False
+    if shard_index is not None:
+        raise SusxError(
+            "--shard-index does not go with --executor ray: Ray runs every shard",
+            hint="drop --shard-index (--num-shards alone sets how many tasks)",
+        )
+    return True
+
+
+def split_model_spec(options: StageOptions, default: str | None = "openai") -> None:
+    """``model="ARCH:TAG"`` -> model ARCH, pretrained TAG (refused when ``pretrained`` names other weights)."""
+    from susx_cli.model_spec import resolve_model
+
+    arch, weights = resolve_model(options.model, options.pretrained, default=default)
+    options._set("model", arch)
+    options._set("pretrained", weights)
+
+
+# ------------------------------------------------------------------ embed
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmbedOptions(StageOptions):
+    """`susx embed`: images -> HDF5 features, or prompts.json -> the HDF5 text classifier."""
+
+    input: Path = argument(
+        "prompts.json, a support folder, class folders (names or ImageNet WordNet ids), a path,label CSV/TSV, "
+        "an unlabelled folder, or a CoOp split JSON."
+    )
+    output: Path = output_field()
+    model: str = model_field()
+    pretrained: str | None = pretrained_field()
+    classes: Path | None = option(
+        None,
+        "--classes",
+        "-c",
+        help="Class list (prompts.json) for class folders and path,label tables; WordNet-id folders default "
+        "to ImageNet's.",
+    )
+    split: str | None = option(None, "--split", help="Split of a CoOp split file: train | val | test.")
+    image_root: Path | None = option(
+        None,
+        "--image-root",
+        help="Folder the split's or table's paths are relative to (default: the file's folder).",
+    )
+    shots: int | None = option(None, "--shots", help="Few-shot: K random images per class.")
+    seed: int = option(0, "--seed", help="Seed for --shots sampling and --augment-passes views.")
+    augment_passes: int = option(
+        1,
+        "--augment-passes",
+        help="Views per image (random resized crop and flip), raw embeddings averaged; 1: plain.",
+    )
+    unlabelled: bool = option(False, "--unlabelled", help="Treat the folder as images without labels.")
+    pool: str | None = option(
+        None, "--pool", help="Text pool for prompts.json (default: the prompts').", choices=POOLS
+    )
+    batch_size: int = batch_size_field()
+    workers: int | None = workers_field()
+    device: str = device_field()
+    precision: str = precision_field()
+    overwrite: bool = overwrite_field()
+    num_shards: int | None = num_shards_field()
+    shard_index: int | None = shard_index_field()
+    verify: bool = option(
+        True,
+        "--verify/--no-verify",
+        help="Check each support image's sha256 against its manifest (sizes are always checked).",
+    )
+    executor: str = executor_field()
+    ray_address: str | None = ray_address_field()
+
+    # Options that only images read: given with a prompts file, they are refused.
+    IMAGE_ONLY = (
+        "classes",
+        "split",
+        "image_root",
+        "shots",
+        "seed",
+        "augment_passes",
+        "unlabelled",
+        "workers",
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        split_model_spec(self)
+        check_batch_size(self.batch_size)
+        check_loader_options(self.workers, self.augment_passes)
+        check_executor(self.executor, self.ray_address, self.shard_index)
+
+    @property
+    def on_ray(self) -> bool:
+        return self.executor == "ray"
+
+
+# ------------------------------------------------------------------ every stage
+
+OPTIONS: dict[str, type[StageOptions]] = {"embed": EmbedOptions}
