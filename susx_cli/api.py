@@ -114,7 +114,7 @@ from susx_cli import progress
 from susx_cli.errors import SusxError
 
 if TYPE_CHECKING:
-    from susx_cli.stages.results import EmbedResult, StageResult
+    from susx_cli.stages.results import EmbedResult, PromptsResult, StageResult
 
 PathLike = str | Path
 
@@ -144,36 +144,16 @@ def _shard(num_shards: int | None, shard_index: int | None):
 # ------------------------------------------------------------------------------------------ stages
 
 
-def prompts(
-    *,
-    output: PathLike,
-    classes: PathLike | None = None,
-    dataset: str | None = None,
-    templates: str = "ensemble",
-    photo: str | None = None,
-    cupl: Sequence[PathLike] = (),
-    cupl_sha256: Sequence[str] = (),
-    pool: str | None = None,
-    clean: bool = True,
-    overwrite: bool = False,
-) -> StageResult:
+def prompts(**options: Any) -> PromptsResult:
     """Write prompts.json: class names (``classes`` file: text, CSV or CoOp split; or the built-in
     ``dataset``'s), each with its photo prompt, ``templates`` (photo | ensemble | openai | a file) and
-    CuPL sentences from the ``cupl`` files or URLs; ``pool`` chooses the default text pool."""
-    from susx_cli.stages.prompts import build_prompts
+    CuPL sentences from the ``cupl`` files or URLs, or from an LLM (``llm=True``, ``llm_model``, ...);
+    ``pool`` chooses the default text pool. The options are ``PromptsOptions``'s (the `susx prompts`
+    flags in snake case, same defaults)."""
+    from susx_cli.stages.options import PromptsOptions
+    from susx_cli.stages.prompts import prompts as prompts_stage
 
-    return build_prompts(
-        Path(output),
-        classes_path=_path(classes),
-        dataset=dataset,
-        template_set=templates,
-        photo=photo,
-        cupl_paths=list(cupl),
-        cupl_sha256=list(cupl_sha256),
-        pool=pool,
-        clean=clean,
-        overwrite=overwrite,
-    )
+    return prompts_stage(PromptsOptions.build(options, "prompts"))
 
 
 def curate(

@@ -30,6 +30,8 @@ class CliOption:
     flags: tuple[str, ...]
     help: str
     choices: tuple[str, ...] | None = None
+    panel: str | None = None  # the help panel it is listed in (None: the command's "Options")
+    envvar: str | None = None  # an environment variable the command line reads when the flag is absent
 
     @property
     def flag(self) -> str:
@@ -42,12 +44,18 @@ class CliOption:
         return self.flag.lstrip("-").replace("-", "_")
 
 
-def option(default: Any, *flags: str, help: str, choices: tuple[str, ...] | None = None) -> Any:
+def option(
+    default: Any,
+    *flags: str,
+    help: str,
+    choices: tuple[str, ...] | None = None,
+    panel: str | None = None,
+    envvar: str | None = None,
+) -> Any:
     """An options-dataclass field with its default (``REQUIRED``: none) and how it appears on the command
     line."""
-    return field(
-        default=default, metadata={"cli": CliOption(flags, help, tuple(choices) if choices else None)}
-    )
+    cli = CliOption(flags, help, tuple(choices) if choices else None, panel, envvar)
+    return field(default=default, metadata={"cli": cli})
 
 
 def argument(help: str) -> Any:

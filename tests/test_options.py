@@ -31,7 +31,6 @@ NOT_YET = {
     "calibrate",
     "predict",
     "eval",
-    "prompts",
 }
 
 

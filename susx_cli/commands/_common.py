@@ -161,7 +161,7 @@ def options_parameters(options_class: type, *, panel: str | None = None) -> list
         if typing.get_origin(hint) is tuple:  # a repeatable option: typer parses a list
             hint = list[typing.get_args(hint)[0]] | None
         parser = (
-            typer.Option(*cli.flags, help=cli.help, rich_help_panel=panel)
+            typer.Option(*cli.flags, help=cli.help, rich_help_panel=cli.panel or panel, envvar=cli.envvar)
             if cli.flags
             else typer.Argument(help=cli.help, metavar=f.name.upper())
         )

@@ -20,8 +20,8 @@ from susx_cli.runtime import DEVICE_HELP, PRECISION_HELP, PRECISIONS
 # ------------------------------------------------------------------ fields several stages declare
 
 
-def output_field(help: str = "Where to write the artifact.") -> Any:
-    return option(REQUIRED, "--output", "-o", help=help)
+def output_field(default: Path = REQUIRED, help: str = "Where to write the artifact.") -> Any:
+    return option(default, "--output", "-o", help=help)
 
 
 def overwrite_field() -> Any:
@@ -222,6 +222,123 @@ class EmbedOptions(StageOptions):
         return self.executor == "ray"
 
 
+# ------------------------------------------------------------------ prompts
+
+_LLM = "CuPL sentences from an LLM"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PromptsOptions(StageOptions):
+    """`susx prompts`: class names + templates (+ CuPL sentences from files, URLs or an LLM) -> prompts.json."""
+
+    output: Path = output_field(Path("prompts.json"))
+    classes: Path | None = option(
+        None, "--classes", "-c", help="Class names: text file (one per line), JSON list, or CoOp split JSON."
+    )
+    dataset: str | None = option(
+        None, "--dataset", "-d", help="Built-in class list and photo template, e.g. imagenet."
+    )
+    templates: str = option(
+        "ensemble",
+        "--templates",
+        "-t",
+        help="photo | ensemble (7) | openai (80) | path to a file, one per line.",
+    )
+    photo: str | None = option(
+        None, "--photo-template", help="Override the photo template, e.g. 'A photo of a {}.'"
+    )
+    cupl: tuple[str, ...] = option(
+        (),
+        "--cupl",
+        help="CuPL sentence file {classname: [sentences]}, a path or an http(s) URL; repeatable.",
+    )
+    cupl_sha256: tuple[str, ...] = option(
+        (), "--cupl-sha256", help="sha256 of each --cupl URL, in the same order; cached copies are reused."
+    )
+    pool: str | None = option(
+        None,
+        "--pool",
+        help="Default text pool (default: combined when CuPL sentences exist, else template).",
+        choices=POOLS,
+    )
+    clean: bool = option(True, "--clean/--no-clean", help="Underscores to spaces, whitespace collapsed.")
+    llm: bool = option(
+        False, "--llm", help="Ask an OpenAI-compatible endpoint for CuPL sentences.", panel=_LLM
+    )
+    llm_base_url: str = option(
+        "https://api.openai.com/v1",
+        "--llm-base-url",
+        help="Chat-completions API base, e.g. http://localhost:8000/v1 (vLLM), http://localhost:11434/v1 (Ollama).",
+        panel=_LLM,
+        envvar="OPENAI_BASE_URL",
+    )
+    llm_model: str | None = option(None, "--llm-model", help="Model name at the endpoint.", panel=_LLM)
+    llm_key_env: str = option(
+        "OPENAI_API_KEY", "--llm-key-env", help="Environment variable holding the API key.", panel=_LLM
+    )
+    llm_questions: str | None = option(
+        None,
+        "--llm-questions",
+        help="dataset (the paper's questions for --dataset) | generic | a dataset name | a file of questions "
+        "with {class} and {article}.",
+        panel=_LLM,
+    )
+    llm_samples: int = option(10, "--llm-samples", help="Answers per question (paper: 10).", panel=_LLM)
+    llm_temperature: float = option(
+        0.99, "--llm-temperature", help="Sampling temperature (paper: 0.99).", panel=_LLM
+    )
+    llm_max_tokens: int = option(50, "--llm-max-tokens", help="Tokens per answer (paper: 50).", panel=_LLM)
+    llm_system: str | None = option(
+        None,
+        "--llm-system",
+        help="System message; '' sends none. Default: asks for one plain sentence.",
+        panel=_LLM,
+    )
+    llm_concurrency: int = option(8, "--llm-concurrency", help="Requests in flight at once.", panel=_LLM)
+    llm_timeout: float = option(60.0, "--llm-timeout", help="Seconds to wait for one answer.", panel=_LLM)
+    llm_retries: int = option(
+        5,
+        "--llm-retries",
+        help="Retries on 429, 5xx, timeouts (exponential backoff, Retry-After honoured).",
+        panel=_LLM,
+    )
+    llm_cache: Path | None = option(
+        None,
+        "--llm-cache",
+        help="Answer cache (JSONL); default: <output stem>.llm-cache.jsonl beside the output.",
+        panel=_LLM,
+    )
+    max_requests: int | None = option(
+        None,
+        "--max-requests",
+        help="Send at most this many requests (retries count); the cache keeps what was done.",
+        panel=_LLM,
+    )
+    overwrite: bool = overwrite_field()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from susx_cli.errors import SusxError
+
+        self._set("cupl", tuple(self.cupl))
+        self._set("cupl_sha256", tuple(self.cupl_sha256))
+        if self.classes is None and self.dataset is None:
+            raise SusxError(
+                "give --classes FILE, or --dataset NAME for a built-in class list",
+                hint="with both, the names come from FILE and the photo template and questions from NAME",
+            )
+        if not self.llm and (self.llm_model is not None or self.max_requests is not None):
+            given = "--llm-model" if self.llm_model is not None else "--max-requests"
+            raise SusxError(
+                f"{given} is given without --llm", hint="add --llm to ask an LLM for CuPL sentences"
+            )
+        if self.llm and not self.llm_model:
+            raise SusxError(
+                "--llm needs --llm-model NAME",
+                hint="the model name the endpoint serves, e.g. gpt-4o-mini or llama3.1:8b",
+            )
+
+
 # ------------------------------------------------------------------ every stage
 
-OPTIONS: dict[str, type[StageOptions]] = {"embed": EmbedOptions}
+OPTIONS: dict[str, type[StageOptions]] = {"embed": EmbedOptions, "prompts": PromptsOptions}

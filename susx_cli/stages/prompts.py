@@ -20,7 +20,8 @@ from susx_cli.classnames import NO_CLEANING, Cleaning, folder_key, read_class_fi
 from susx_cli.cupl import LLMSettings
 from susx_cli.errors import SusxError
 from susx_cli.progress import info, warn
-from susx_cli.stages.results import StageResult
+from susx_cli.stages.options import PromptsOptions
+from susx_cli.stages.results import PromptsResult
 
 
 def builtin_classes(dataset: str) -> list[str]:
@@ -107,7 +108,7 @@ def build_prompts(
     extra_cupl: dict[str, list[str]] | None = None,
     extra_options: dict[str, Any] | None = None,
     llm: LLMSettings | None = None,
-) -> StageResult:
+) -> PromptsResult:
     """Write prompts.json for the classes of ``classes_path`` or the built-in ``dataset``.
 
     ``cupl_paths`` may hold http(s) URLs (fetched, checked against ``cupl_sha256``, cached);
@@ -169,7 +170,7 @@ def build_prompts(
     prov = common.provenance(options, inputs)
     if common.decide_existing(output, existing_provenance(output), prov, overwrite):
         info(f"{output} is up to date (same inputs and options); nothing to do")
-        return StageResult("prompts", [output], skipped=True, summary=prompts_summary(read_prompts(output)))
+        return PromptsResult([output], skipped=True, summary=prompts_summary(read_prompts(output)))
     extra: dict[str, Any] = {}
     if plan is not None:
         generated = cupl_llm.generate(plan, names)
@@ -188,7 +189,7 @@ def build_prompts(
     ]
     prompts = Prompts(entries, pool, dataset, cleaning.to_dict(), prov, extra=extra)
     write_prompts(output, prompts)
-    return StageResult("prompts", [output], summary=prompts_summary(prompts))
+    return PromptsResult([output], summary=prompts_summary(prompts))
 
 
 def prompts_summary(prompts: Prompts) -> dict[str, Any]:
@@ -212,32 +213,36 @@ def prompts_summary(prompts: Prompts) -> dict[str, Any]:
     return summary
 
 
-def llm_settings(
-    enabled: bool,
-    *,
-    model: str | None,
-    system: str | None = None,
-    retries: int = 5,
-    max_requests: int | None = None,
-    **kwargs: Any,
-) -> LLMSettings | None:
-    """LLM settings from command-line values, or None without ``--llm`` (then no LLM option may be set)."""
-    if not enabled:
-        if model is not None or max_requests is not None:
-            given = "--llm-model" if model is not None else "--max-requests"
-            raise SusxError(
-                f"{given} is given without --llm", hint="add --llm to ask an LLM for CuPL sentences"
-            )
-        return None
-    if not model:
-        raise SusxError(
-            "--llm needs --llm-model NAME",
-            hint="the model name the endpoint serves, e.g. gpt-4o-mini or llama3.1:8b",
-        )
+def prompts(options: PromptsOptions) -> PromptsResult:
+    """`susx prompts`: write prompts.json as ``options`` say (with ``llm``, CuPL sentences from an LLM)."""
+    return build_prompts(
+        options.output,
+        classes_path=options.classes,
+        dataset=options.dataset,
+        template_set=options.templates,
+        photo=options.photo,
+        cupl_paths=list(options.cupl),
+        cupl_sha256=list(options.cupl_sha256),
+        pool=options.pool,
+        clean=options.clean,
+        overwrite=options.overwrite,
+        llm=_llm_settings(options) if options.llm else None,
+    )
+
+
+def _llm_settings(options: PromptsOptions) -> LLMSettings:
     return LLMSettings(
-        model=model,
-        system=cupl_llm.DEFAULT_SYSTEM if system is None else system,
-        retry=cupl_llm.default_retry_policy(retries),
-        max_requests=max_requests,
-        **kwargs,
+        model=options.llm_model,
+        base_url=options.llm_base_url,
+        key_env=options.llm_key_env,
+        questions=options.llm_questions,
+        samples=options.llm_samples,
+        temperature=options.llm_temperature,
+        max_tokens=options.llm_max_tokens,
+        system=cupl_llm.DEFAULT_SYSTEM if options.llm_system is None else options.llm_system,
+        concurrency=options.llm_concurrency,
+        timeout=options.llm_timeout,
+        retry=cupl_llm.default_retry_policy(options.llm_retries),
+        cache=options.llm_cache,
+        max_requests=options.max_requests,
     )

@@ -30,3 +30,10 @@ class EmbedResult(StageResult):
     layout (images) or classes, texts, pool (texts), and the shard and join when sharded."""
 
     stage: str = field(default="embed", init=False)
+
+
+@dataclass
+class PromptsResult(StageResult):
+    """`prompts`: prompts.json; ``summary``: classes, templates, CuPL sentences, pool (and LLM requests)."""
+
+    stage: str = field(default="prompts", init=False)
