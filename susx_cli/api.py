@@ -114,7 +114,7 @@ from susx_cli import progress
 from susx_cli.errors import SusxError
 
 if TYPE_CHECKING:
-    from susx_cli.stages.results import EmbedResult, PromptsResult, StageResult
+    from susx_cli.stages.results import CurateResult, EmbedResult, PromptsResult, StageResult
 
 PathLike = str | Path
 
@@ -164,26 +164,33 @@ def curate(
     min_per_class: int = 1,
     num_shards: int | None = None,
     shard_index: int | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
     overwrite: bool = False,
     **source_options: Any,
-) -> StageResult:
+) -> CurateResult:
     """Build a support set (one folder per class and a manifest) for the classes of ``prompts`` with a
     source: folder | sd | laion | pool. ``source_options`` are that source's options, named as its
     `susx curate` flags in snake case (``images=``, ``shots=`` for folder; ``per_class=``, ``steps=`` for sd).
 
-    Sharding as on the command line: ``num_shards``/``shard_index``, else a SLURM array or torchrun."""
-    from susx_cli.sources.registry import build_options, make_source
+    Sharding as on the command line: ``num_shards``/``shard_index``, else a SLURM array or torchrun;
+    ``executor="ray"`` runs the shards of source sd as Ray tasks."""
     from susx_cli.stages.curate import curate as curate_stage
+    from susx_cli.stages.options import CurateOptions
 
-    options = build_options(source, _source_paths(source_options))
-    return curate_stage(
-        Path(prompts),
-        Path(output),
-        make_source(source, options),
-        shard=_shard(num_shards, shard_index),
+    options = CurateOptions(
+        prompts=prompts,
+        output=output,
+        source=source,
         min_per_class=min_per_class,
+        num_shards=num_shards,
+        shard_index=shard_index,
+        executor=executor,
+        ray_address=ray_address,
         overwrite=overwrite,
+        source_values=_source_paths(source_options),
     )
+    return curate_stage(options)
 
 
 def _source_paths(options: dict[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ MODEL = {"model": "susx-tiny-vit", "pretrained": "none"}
 def test_stage_functions_called_from_python_print_nothing(tmp_path: Path, capsys):
     from susx_cli.sources.folder import FolderSource
     from susx_cli.stages.calibrate import calibrate
-    from susx_cli.stages.curate import curate
+    from susx_cli.stages.curate import curate_source as curate
     from susx_cli.stages.embed import embed_images, embed_texts
     from susx_cli.stages.prompts import build_prompts
 
@@ -40,7 +40,7 @@ def test_stage_functions_called_from_python_print_nothing(tmp_path: Path, capsys
 
 def test_null_reporter_sends_info_and_warnings_to_logging(tmp_path: Path, capsys, caplog):
     from susx_cli.sources.folder import FolderSource
-    from susx_cli.stages.curate import curate
+    from susx_cli.stages.curate import curate_source as curate
     from susx_cli.stages.prompts import build_prompts
 
     (tmp_path / "classes.txt").write_text("\n".join(CLASSES) + "\n")

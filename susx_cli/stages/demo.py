@@ -84,7 +84,7 @@ def run_demo(
     from susx_cli.method import registry as methods
     from susx_cli.sources.folder import FolderSource
     from susx_cli.stages.calibrate import calibrate
-    from susx_cli.stages.curate import curate
+    from susx_cli.stages.curate import curate_source as curate
     from susx_cli.stages.embed import embed_images, embed_texts
     from susx_cli.stages.predict import predict
     from susx_cli.stages.prompts import build_prompts

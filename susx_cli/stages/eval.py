@@ -642,7 +642,7 @@ class DatasetEval:
         if choice.path is not None:
             return choice.path
         from susx_cli.sources.folder import FolderSource
-        from susx_cli.stages.curate import curate
+        from susx_cli.stages.curate import curate_source as curate
 
         out = self.wd.support_folder(choice.tag, self.cfg.seed)
 

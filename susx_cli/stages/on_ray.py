@@ -14,7 +14,7 @@ from typing import Any
 from susx_cli.errors import SusxError
 from susx_cli.progress import info
 from susx_cli.sharding import Shard
-from susx_cli.stages.results import EmbedResult, StageResult
+from susx_cli.stages.results import CurateResult, EmbedResult
 
 
 def _gpu_tasks(device: str | None) -> bool | None:
@@ -80,9 +80,11 @@ def _curate_shard(
     """One task of `curate --executor ray`: the source is built here, so its device resolves on the task's
     node (its GPU), not on the driver's."""
     from susx_cli.sources.registry import make_source
-    from susx_cli.stages.curate import curate
+    from susx_cli.stages.curate import curate_source
 
-    return curate(prompts_path, output, make_source(source_name, options), shard=shard, join=False, **kwargs)
+    return curate_source(
+        prompts_path, output, make_source(source_name, options), shard=shard, join=False, **kwargs
+    )
 
 
 def curate_on_ray(
@@ -96,7 +98,7 @@ def curate_on_ray(
     min_per_class: int = 1,
     overwrite: bool = False,
     quiet: bool = False,
-) -> StageResult:
+) -> CurateResult:
     """`susx curate --source sd --executor ray`: one task per shard, then one merge here."""
     from susx_cli.adapters import ray_executor
     from susx_cli.stages.curate import join_shards
@@ -121,9 +123,7 @@ def curate_on_ray(
     )
     written = [r for r in results if not r.skipped]
     if not written:  # every task found the set complete and up to date
-        return StageResult(
-            "curate", [output], skipped=True, summary={"executor": "ray", "num_shards": len(results)}
-        )
+        return CurateResult([output], skipped=True, summary={"executor": "ray", "num_shards": len(results)})
     targets = {Path(r.outputs[0]) for r in written}
     if len(targets) != 1:
         raise SusxError(

@@ -8,7 +8,7 @@ module is cheap: no torch, no h5py.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from susx_cli.artifacts.prompts import POOLS
 from susx_cli.errors import require_range
 from susx_cli.options import REQUIRED, StageOptions, argument, option
 from susx_cli.runtime import DEVICE_HELP, PRECISION_HELP, PRECISIONS
+from susx_cli.sources.registry import SOURCES
 
 # ------------------------------------------------------------------ fields several stages declare
 
@@ -339,6 +340,62 @@ class PromptsOptions(StageOptions):
             )
 
 
+# ------------------------------------------------------------------ curate
+
+
+@dataclass(frozen=True, kw_only=True)
+class CurateOptions(StageOptions):
+    """`susx curate`: a support set from prompts.json with a source; ``source_values`` are the source's
+    own options by parameter name (the `susx curate` flags in snake case), checked by its options class."""
+
+    prompts: Path = argument("prompts.json (its class list orders the support set).")
+    output: Path = output_field()
+    source: str = option(
+        "folder",
+        "--source",
+        help="Where the images come from; each source's options are in its panel below.",
+        choices=tuple(SOURCES),
+    )
+    min_per_class: int = option(
+        1,
+        "--min-per-class",
+        help="Leave the set unfinished (exit 2) if a class has fewer images; 0 accepts empty classes.",
+    )
+    num_shards: int | None = num_shards_field()
+    shard_index: int | None = shard_index_field()
+    executor: str = executor_field()
+    ray_address: str | None = ray_address_field()
+    overwrite: bool = overwrite_field()
+    source_values: dict[str, Any] = field(default_factory=dict, compare=False)
+    source_options: Any = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from susx_cli.sources.registry import build_options
+
+        check_executor(self.executor, self.ray_address, self.shard_index)
+        self._set("source_options", build_options(self.source, _clip_model_spec(self.source_values)))
+
+
+def _clip_model_spec(given: dict[str, Any]) -> dict[str, Any]:
+    """``clip_model="ARCH:TAG"`` split into clip_model ARCH and clip_pretrained TAG (one model syntax)."""
+    if given.get("clip_model") is None:
+        return given
+    from susx_cli.model_spec import resolve_model
+
+    arch, weights = resolve_model(
+        given["clip_model"],
+        given.get("clip_pretrained"),
+        default=None,
+        flags=("--clip-model", "--clip-pretrained"),
+    )
+    return {**given, "clip_model": arch} | ({"clip_pretrained": weights} if weights is not None else {})
+
+
 # ------------------------------------------------------------------ every stage
 
-OPTIONS: dict[str, type[StageOptions]] = {"embed": EmbedOptions, "prompts": PromptsOptions}
+OPTIONS: dict[str, type[StageOptions]] = {
+    "embed": EmbedOptions,
+    "prompts": PromptsOptions,
+    "curate": CurateOptions,
+}

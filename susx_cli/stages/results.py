@@ -37,3 +37,11 @@ class PromptsResult(StageResult):
     """`prompts`: prompts.json; ``summary``: classes, templates, CuPL sentences, pool (and LLM requests)."""
 
     stage: str = field(default="prompts", init=False)
+
+
+@dataclass
+class CurateResult(StageResult):
+    """`curate`: the support folder; ``summary``: images per class, shards, a retrieval source's
+    ``class_stats`` (per-class counts) and ``mode``."""
+
+    stage: str = field(default="curate", init=False)
