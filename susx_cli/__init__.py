@@ -15,6 +15,7 @@ _API = (
     "prompts",
     "curate",
     "embed",
+    "merge",
     "calibrate",
     "predict",
     "eval",

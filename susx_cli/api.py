@@ -114,7 +114,7 @@ from susx_cli import progress
 from susx_cli.errors import SusxError
 
 if TYPE_CHECKING:
-    from susx_cli.stages.results import CurateResult, EmbedResult, PromptsResult, StageResult
+    from susx_cli.stages.results import CurateResult, EmbedResult, MergeResult, PromptsResult, StageResult
 
 PathLike = str | Path
 
@@ -211,6 +211,15 @@ def embed(**options: Any) -> EmbedResult:
     from susx_cli.stages.options import EmbedOptions
 
     return embed_stage(EmbedOptions.build(options, "embed"))
+
+
+def merge(**options: Any) -> MergeResult:
+    """Join the parts of a sharded run once every shard finished: ``target`` a support folder (`curate`)
+    or the OUT.h5 of `embed`, ``num_shards`` the count the shards ran with (``MergeOptions``)."""
+    from susx_cli.stages.merge import merge as merge_stage
+    from susx_cli.stages.options import MergeOptions
+
+    return merge_stage(MergeOptions.build(options, "merge"))
 
 
 def calibrate(

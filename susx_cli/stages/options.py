@@ -392,10 +392,85 @@ def _clip_model_spec(given: dict[str, Any]) -> dict[str, Any]:
     return {**given, "clip_model": arch} | ({"clip_pretrained": weights} if weights is not None else {})
 
 
+# ------------------------------------------------------------------ merge
+
+
+@dataclass(frozen=True, kw_only=True)
+class MergeOptions(StageOptions):
+    """`susx merge`: join the parts of a sharded `curate` (support folder) or `embed` (OUT.h5) run."""
+
+    target: Path = argument(
+        "The support folder the curate shards wrote into, or the -o OUT.h5 of the embed shards."
+    )
+    num_shards: int = option(REQUIRED, "--num-shards", help="How many shards the run had.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require_range("--num-shards", self.num_shards, 1, hint="pass the count the shards ran with")
+
+
+# ------------------------------------------------------------------ export
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportOptions(StageOptions):
+    """`susx export`: a predictions file -> a CSV table (one row per query)."""
+
+    predictions: Path = argument("Predictions HDF5 written by susx predict.")
+    output: Path = output_field(Path("predictions.csv"), help="CSV file to write.")
+    overwrite: bool = overwrite_field()
+
+
+# ------------------------------------------------------------------ inspect
+
+CLASSES_PER_PAGE = 50
+
+
+@dataclass(frozen=True, kw_only=True)
+class InspectOptions(StageOptions):
+    """`susx inspect`: describe an artifact; draw a support folder's contact sheet or a confusion matrix."""
+
+    path: Path = argument("Any susx artifact: prompts.json, *.h5, support folder, calibration.json.")
+    contact_sheet: Path | None = option(
+        None, "--contact-sheet", help="Support folder: draw a PNG grid of each class's images."
+    )
+    per_class: int = option(8, "--per-class", help="Images per class on the contact sheet.")
+    classes: str | None = option(
+        None,
+        "--classes",
+        help="Contact sheet: only these classes (names or indices, comma-separated, or a file of them).",
+    )
+    classes_per_page: int = option(
+        CLASSES_PER_PAGE,
+        "--classes-per-page",
+        help="Contact sheet: classes per page; more make sheet-001.png, sheet-002.png, ...",
+    )
+    confusion: Path | None = option(
+        None,
+        "--confusion",
+        help="Predictions file: draw its confusion matrix (top confusions above 100 classes) as PNG.",
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from susx_cli.errors import SusxError
+
+        if self.contact_sheet is None and (
+            self.classes is not None or self.classes_per_page != CLASSES_PER_PAGE
+        ):
+            raise SusxError(
+                "--classes and --classes-per-page choose what a contact sheet shows",
+                hint="add --contact-sheet sheet.png",
+            )
+
+
 # ------------------------------------------------------------------ every stage
 
 OPTIONS: dict[str, type[StageOptions]] = {
     "embed": EmbedOptions,
     "prompts": PromptsOptions,
     "curate": CurateOptions,
+    "merge": MergeOptions,
+    "export": ExportOptions,
+    "inspect": InspectOptions,
 }

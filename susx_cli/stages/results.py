@@ -45,3 +45,10 @@ class CurateResult(StageResult):
     ``class_stats`` (per-class counts) and ``mode``."""
 
     stage: str = field(default="curate", init=False)
+
+
+@dataclass
+class MergeResult(StageResult):
+    """`merge`: the joined support folder or feature file; ``summary``: images per class, or rows and parts."""
+
+    stage: str = field(default="merge", init=False)
