@@ -16,6 +16,8 @@ _API = (
     "curate",
     "embed",
     "merge",
+    "export",
+    "inspect",
     "calibrate",
     "predict",
     "eval",

@@ -104,9 +104,9 @@ torch.Size([2, 2])
 from __future__ import annotations
 
 import contextvars
-import inspect
 import typing
 from collections.abc import Callable, Sequence
+from inspect import signature
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -114,7 +114,15 @@ from susx_cli import progress
 from susx_cli.errors import SusxError
 
 if TYPE_CHECKING:
-    from susx_cli.stages.results import CurateResult, EmbedResult, MergeResult, PromptsResult, StageResult
+    from susx_cli.stages.results import (
+        CurateResult,
+        EmbedResult,
+        ExportResult,
+        InspectResult,
+        MergeResult,
+        PromptsResult,
+        StageResult,
+    )
 
 PathLike = str | Path
 
@@ -125,7 +133,7 @@ def _path(value: PathLike | None) -> Path | None:
 
 def _check_options(stage: Callable[..., Any], options: dict[str, Any], fixed: Sequence[str]) -> None:
     """Refuse a keyword the stage does not take (or one the wrapper sets itself) with the ones it does."""
-    params = inspect.signature(stage).parameters
+    params = signature(stage).parameters
     allowed = sorted(n for n, p in params.items() if p.kind is p.KEYWORD_ONLY and n not in fixed)
     unknown = sorted(set(options) - set(allowed))
     if unknown:
@@ -220,6 +228,23 @@ def merge(**options: Any) -> MergeResult:
     from susx_cli.stages.options import MergeOptions
 
     return merge_stage(MergeOptions.build(options, "merge"))
+
+
+def export(**options: Any) -> ExportResult:
+    """Write the ``predictions`` file as a CSV table at ``output``, one row per query (``ExportOptions``)."""
+    from susx_cli.stages.export import export as export_stage
+    from susx_cli.stages.options import ExportOptions
+
+    return export_stage(ExportOptions.build(options, "export"))
+
+
+def inspect(**options: Any) -> InspectResult:
+    """Describe the artifact at ``path`` (``description``); draw a support folder's ``contact_sheet`` or a
+    predictions file's ``confusion`` matrix (``InspectOptions``)."""
+    from susx_cli.stages.inspect import inspect as inspect_stage
+    from susx_cli.stages.options import InspectOptions
+
+    return inspect_stage(InspectOptions.build(options, "inspect"))
 
 
 def calibrate(

@@ -18,6 +18,7 @@ from susx_cli.runtime import DEVICE_HELP, PRECISION_HELP, PRECISIONS
 
 if TYPE_CHECKING:
     from susx_cli.progress import RichReporter
+    from susx_cli.stages.results import StageResult
 
 # Options with a fixed set of values parse as a Literal (or, repeatable, a str Enum): `--help` lists the
 # values and the parser refuses a typo with that list (exit 2). The values stay the stages' strings.
@@ -258,14 +259,15 @@ def check_numbers() -> None:
 
 
 def render(
-    result: Any, *, as_json: bool, reporter: RichReporter, table: Callable[[Any], Any] | None = None
+    result: StageResult, *, as_json: bool, reporter: RichReporter, table: Callable[[Any], Any] | None = None
 ) -> None:
     """Paths (or one JSON object) on stdout; the result's table, if any, on stderr unless quiet."""
     if as_json:
         sys.stdout.write(json.dumps(result.to_json(), ensure_ascii=False, default=str) + "\n")
         return
-    if getattr(result, "text", None):
+    if result.text:
         sys.stdout.write(result.text + "\n")
-    reporter.show(table(result) if table is not None else getattr(result, "table", None))
+    if table is not None:
+        reporter.show(table(result))
     for path in result.outputs:
         sys.stdout.write(f"{path}\n")

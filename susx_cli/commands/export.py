@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated
+from typing import Any
 
-import typer
-
-from susx_cli.commands._common import JsonOpt, OverwriteOpt, QuietOpt, run
+from susx_cli.commands._common import build_options, options_command, run
+from susx_cli.stages.options import ExportOptions
 
 
-def export(
-    predictions: Annotated[Path, typer.Argument(help="Predictions HDF5 written by susx predict.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="CSV file to write.")] = Path(
-        "predictions.csv"
-    ),
-    overwrite: OverwriteOpt = False,
-    quiet: QuietOpt = False,
-    as_json: JsonOpt = False,
-) -> None:
+@options_command(ExportOptions)
+def export(**values: Any) -> None:
     """Write one CSV row per query: key (path), true and predicted class names, top-5 class names and scores.
 
     Scores are the method's final logits (its scale included: 100 x cosine for zero-shot); equal scores are
@@ -32,8 +23,8 @@ def export(
     """
 
     def stage():
-        from susx_cli.stages.export import export_predictions
+        from susx_cli.stages.export import export as export_stage
 
-        return export_predictions(predictions, output, overwrite=overwrite)
+        return export_stage(build_options(ExportOptions, values))
 
-    run(stage, quiet=quiet, as_json=as_json)
+    run(stage, quiet=values["quiet"], as_json=values["as_json"])

@@ -2,47 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-import typer
+from susx_cli.commands._common import build_options, options_command, run
+from susx_cli.stages.options import InspectOptions
 
-from susx_cli.commands._common import JsonOpt, QuietOpt, run
+if TYPE_CHECKING:
+    from susx_cli.stages.results import InspectResult
 
 
-def inspect(
-    path: Annotated[
-        Path, typer.Argument(help="Any susx artifact: prompts.json, *.h5, support folder, calibration.json.")
-    ],
-    contact_sheet: Annotated[
-        Path | None,
-        typer.Option("--contact-sheet", help="Support folder: draw a PNG grid of each class's images."),
-    ] = None,
-    per_class: Annotated[int, typer.Option("--per-class", help="Images per class on the contact sheet.")] = 8,
-    classes: Annotated[
-        str | None,
-        typer.Option(
-            "--classes",
-            help="Contact sheet: only these classes (names or indices, comma-separated, or a file of them).",
-        ),
-    ] = None,
-    classes_per_page: Annotated[
-        int,
-        typer.Option(
-            "--classes-per-page",
-            help="Contact sheet: classes per page; more make sheet-001.png, sheet-002.png, ...",
-        ),
-    ] = 50,
-    confusion: Annotated[
-        Path | None,
-        typer.Option(
-            "--confusion",
-            help="Predictions file: draw its confusion matrix (top confusions above 100 classes) as PNG.",
-        ),
-    ] = None,
-    quiet: QuietOpt = False,
-    as_json: JsonOpt = False,
-) -> None:
+@options_command(InspectOptions)
+def inspect(**values: Any) -> None:
     """Describe an artifact: kind, shapes, model, classes and provenance (JSON with --json); with a picture
     option, draw it and print its path alone on stdout.
 
@@ -55,35 +25,15 @@ def inspect(
       susx inspect pred.h5 --confusion confusion.png
     """
 
-    def stage():
-        from susx_cli.stages.inspect import inspect_artifact
+    def stage() -> InspectResult:
+        from susx_cli.stages.inspect import inspect as inspect_stage
 
-        return _Described(
-            inspect_artifact(
-                path,
-                contact_sheet=contact_sheet,
-                per_class=per_class,
-                confusion=confusion,
-                classes=classes,
-                classes_per_page=classes_per_page,
-            )
-        )
+        result = inspect_stage(build_options(InspectOptions, values))
+        if not result.outputs:  # a picture's path stands alone on stdout
+            result.text = "\n".join(describe_lines(result.description))
+        return result
 
-    run(stage, quiet=quiet, as_json=as_json)
-
-
-class _Described:
-    """An inspect result whose stdout text is a readable description (a picture's path stays alone)."""
-
-    def __init__(self, result: Any):
-        self.outputs, self.table, self._result = result.outputs, None, result
-
-    @property
-    def text(self) -> str:
-        return "" if self.outputs else "\n".join(describe_lines(self._result.description))
-
-    def to_json(self) -> dict[str, Any]:
-        return self._result.to_json()
+    run(stage, quiet=values["quiet"], as_json=values["as_json"])
 
 
 def describe_lines(value: Any, indent: str = "", list_items: int = 8) -> list[str]:

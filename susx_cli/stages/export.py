@@ -4,13 +4,13 @@ and the top-5 class names with their scores (the method's final logits, scale in
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 
 from susx_cli.artifacts import hdf5, tables
 from susx_cli.errors import SusxError
-from susx_cli.stages.results import StageResult
+from susx_cli.stages.options import ExportOptions
+from susx_cli.stages.results import ExportResult
 
 
 def prediction_header(k: int) -> list[str]:
@@ -38,7 +38,9 @@ def format_score(value: np.floating) -> str:
     return np.format_float_positional(np.float32(value), unique=True, trim="-")
 
 
-def export_predictions(path: Path, output: Path, *, overwrite: bool = False) -> StageResult:
+def export(options: ExportOptions) -> ExportResult:
+    """Write one CSV row per query of ``options.predictions`` into ``options.output``."""
+    path, output, overwrite = options.predictions, options.output, options.overwrite
     preds = hdf5.read_predictions(path)  # a bad input fails before anything is written
     if output.resolve() == path.resolve():
         raise SusxError(f"{output} is the predictions file itself", hint="choose another -o, e.g. preds.csv")
@@ -47,6 +49,6 @@ def export_predictions(path: Path, output: Path, *, overwrite: bool = False) -> 
     if output.is_dir():
         raise SusxError(f"{output} is a folder", hint="give -o a file name, e.g. preds.csv")
     rows = tables.write_csv(output, prediction_header(preds.top5.shape[1]), prediction_rows(preds))
-    return StageResult(
-        "export", [output], summary={"rows": rows, "classes": len(preds.classes), "method": preds.method}
+    return ExportResult(
+        [output], summary={"rows": rows, "classes": len(preds.classes), "method": preds.method}
     )

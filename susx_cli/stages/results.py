@@ -14,6 +14,7 @@ class StageResult:
     skipped: bool = False
     summary: dict[str, Any] = field(default_factory=dict)
     message: str = ""
+    text: str = ""  # what the command prints on stdout before the output paths (e.g. a description)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -52,3 +53,22 @@ class MergeResult(StageResult):
     """`merge`: the joined support folder or feature file; ``summary``: images per class, or rows and parts."""
 
     stage: str = field(default="merge", init=False)
+
+
+@dataclass
+class ExportResult(StageResult):
+    """`export`: the CSV table; ``summary``: rows, classes, method."""
+
+    stage: str = field(default="export", init=False)
+
+
+@dataclass
+class InspectResult(StageResult):
+    """`inspect`: ``description`` (kind, shapes, model, classes, provenance); ``outputs``: the pictures
+    drawn. Its JSON is the description."""
+
+    stage: str = field(default="inspect", init=False)
+    description: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return self.description
