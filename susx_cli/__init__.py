@@ -18,6 +18,7 @@ _API = (
     "merge",
     "export",
     "inspect",
+    "demo",
     "calibrate",
     "predict",
     "eval",

@@ -116,6 +116,7 @@ from susx_cli.errors import SusxError
 if TYPE_CHECKING:
     from susx_cli.stages.results import (
         CurateResult,
+        DemoResult,
         EmbedResult,
         ExportResult,
         InspectResult,
@@ -245,6 +246,15 @@ def inspect(**options: Any) -> InspectResult:
     from susx_cli.stages.options import InspectOptions
 
     return inspect_stage(InspectOptions.build(options, "inspect"))
+
+
+def demo(**options: Any) -> DemoResult:
+    """Every stage end to end in a fresh ``output`` folder, offline with tiny random-weight models unless
+    ``model``/``sd_model`` name real ones (``DemoOptions``); ``rows``: the scores per support and method."""
+    from susx_cli.stages.demo import demo as demo_stage
+    from susx_cli.stages.options import DemoOptions
+
+    return demo_stage(DemoOptions.build(options, "demo"))
 
 
 def calibrate(

@@ -141,7 +141,7 @@ def test_no_source_or_moved_stage_builds_a_rich_table():
     for path in files:
         text = path.read_text(encoding="utf-8")
         assert "rich.table" not in text and "rich.console" not in text, path.name
-    from susx_cli.stages.demo import DemoResult
+    from susx_cli.stages.results import DemoResult
 
     assert not hasattr(DemoResult, "table")
 
@@ -150,7 +150,7 @@ def test_demo_table_is_drawn_by_the_command():
     from rich.console import Console
 
     from susx_cli.commands.demo import demo_table
-    from susx_cli.stages.demo import DemoResult
+    from susx_cli.stages.results import DemoResult
 
     rows = [
         {
@@ -162,7 +162,7 @@ def test_demo_table_is_drawn_by_the_command():
         }
     ]
     console = Console(record=True, width=160)
-    console.print(demo_table(DemoResult([Path("d")], rows, random_weights=True)))
+    console.print(demo_table(DemoResult([Path("d")], rows=rows, random_weights=True)))
     text = console.export_text()
     assert "RANDOM WEIGHTS" in text and "zero-shot" in text and "41.2" in text
 

@@ -464,6 +464,30 @@ class InspectOptions(StageOptions):
             )
 
 
+# ------------------------------------------------------------------ demo
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemoOptions(StageOptions):
+    """`susx demo`: every stage end to end in a fresh folder (tiny random-weight models by default)."""
+
+    output: Path = output_field(Path("demo-run"), help="A fresh folder for every artifact.")
+    model: str | None = option(
+        None, "--model", "-m", help="Real open_clip model, ARCH or ARCH:TAG (default: tiny random)."
+    )
+    pretrained: str | None = option(None, "--pretrained", "-p", help="Weights for --model, e.g. openai.")
+    sd_model: str | None = option(
+        None, "--sd-model", help="diffusers model id or folder (default: tiny random)."
+    )
+    per_class: int = option(4, "--per-class", help="Generated support images per class.")
+    overwrite: bool = overwrite_field()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.model is not None:
+            split_model_spec(self, default=None)
+
+
 # ------------------------------------------------------------------ every stage
 
 OPTIONS: dict[str, type[StageOptions]] = {
@@ -473,4 +497,5 @@ OPTIONS: dict[str, type[StageOptions]] = {
     "merge": MergeOptions,
     "export": ExportOptions,
     "inspect": InspectOptions,
+    "demo": DemoOptions,
 }

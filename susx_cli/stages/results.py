@@ -72,3 +72,23 @@ class InspectResult(StageResult):
 
     def to_json(self) -> dict[str, Any]:
         return self.description
+
+
+@dataclass
+class DemoResult(StageResult):
+    """`demo`: the demo's folder; ``rows``: one per (support, method), top1 and mean per-class recall in
+    %; ``stages``: each stage's JSON record; ``random_weights``: the tiny random-weight models ran."""
+
+    stage: str = field(default="demo", init=False)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    random_weights: bool = False
+    stages: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stage": "demo",
+            "outputs": [str(p) for p in self.outputs],
+            "random_weights": self.random_weights,
+            "results": self.rows,
+            "stages": self.stages,
+        }
