@@ -19,6 +19,7 @@ _API = (
     "export",
     "inspect",
     "demo",
+    "report",
     "calibrate",
     "predict",
     "eval",

@@ -122,6 +122,7 @@ if TYPE_CHECKING:
         InspectResult,
         MergeResult,
         PromptsResult,
+        ReportResult,
         StageResult,
     )
 
@@ -255,6 +256,15 @@ def demo(**options: Any) -> DemoResult:
     from susx_cli.stages.options import DemoOptions
 
     return demo_stage(DemoOptions.build(options, "demo"))
+
+
+def report(**options: Any) -> ReportResult:
+    """The paper's table from ``results`` (result JSON files of `eval`, or folders of them): Markdown at
+    ``output`` (else in ``message``), ``csv``, a ``long`` CSV and ``chart`` PNGs (``ReportOptions``)."""
+    from susx_cli.stages.options import ReportOptions
+    from susx_cli.stages.report import report as report_stage
+
+    return report_stage(ReportOptions.build(options, "report"))
 
 
 def calibrate(

@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 # Options with a fixed set of values parse as a Literal (or, repeatable, a str Enum): `--help` lists the
 # values and the parser refuses a typo with that list (exit 2). The values stay the stages' strings.
 CALIBRATION_MODES: tuple[str, ...] = registry.MODES
-METRICS: tuple[str, ...] = ("top1", "top5", "mean_per_class_recall")
 
 
 def choice(values: tuple[str, ...]) -> Any:
@@ -159,8 +158,9 @@ def options_parameters(options_class: type, *, panel: str | None = None) -> list
         if cli.choices is not None:
             optional = type(None) in typing.get_args(hint)
             hint = Literal[cli.choices] | None if optional else Literal[cli.choices]
-        if typing.get_origin(hint) is tuple:  # a repeatable option: typer parses a list
-            hint = list[typing.get_args(hint)[0]] | None
+        if typing.get_origin(hint) is tuple:  # a repeatable option (or argument): typer parses a list
+            item = list[typing.get_args(hint)[0]]
+            hint = item if f.default is REQUIRED else item | None
         parser = (
             typer.Option(*cli.flags, help=cli.help, rich_help_panel=cli.panel or panel, envvar=cli.envvar)
             if cli.flags

@@ -2,41 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated
+from typing import Any
 
-import typer
-
-from susx_cli.commands._common import METRICS, JsonOpt, QuietOpt, choice, run
+from susx_cli.commands._common import build_options, options_command, run
+from susx_cli.stages.options import ReportOptions
 
 
-def report(
-    results: Annotated[
-        list[Path], typer.Argument(help="Result JSON files or folders of them (susx eval --results-dir).")
-    ],
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Markdown table (default: print it).")
-    ] = None,
-    csv_path: Annotated[Path | None, typer.Option("--csv", help="The same table as CSV.")] = None,
-    chart: Annotated[
-        Path | None,
-        typer.Option(
-            "--chart",
-            help="PNG: few-shot curves over shots; bars for name-only support sets (both: NAME-shots.png, NAME-name-only.png).",
-        ),
-    ] = None,
-    long_path: Annotated[
-        Path | None,
-        typer.Option(
-            "--long", help="Long CSV: one row per run, every metric and configuration field (dotted names)."
-        ),
-    ] = None,
-    metric: Annotated[
-        choice(METRICS), typer.Option("--metric", help="The score in the tables and chart (percent).")
-    ] = "top1",
-    quiet: QuietOpt = False,
-    as_json: JsonOpt = False,
-) -> None:
+@options_command(ReportOptions)
+def report(**values: Any) -> None:
     """Join result files into datasets-as-columns, methods-as-rows tables with a mean column and the paper's
     figures (scores in %).
 
@@ -52,8 +25,6 @@ def report(
     def stage():
         from susx_cli.stages.report import report as report_stage
 
-        return report_stage(
-            list(results), output=output, csv_path=csv_path, chart=chart, long_path=long_path, metric=metric
-        )
+        return report_stage(build_options(ReportOptions, values))
 
-    run(stage, quiet=quiet, as_json=as_json)
+    run(stage, quiet=values["quiet"], as_json=values["as_json"])

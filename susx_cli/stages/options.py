@@ -488,6 +488,37 @@ class DemoOptions(StageOptions):
             split_model_spec(self, default=None)
 
 
+# ------------------------------------------------------------------ report
+
+METRICS: tuple[str, ...] = ("top1", "top5", "mean_per_class_recall")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportOptions(StageOptions):
+    """`susx report`: result files of `susx eval` -> the paper's table (Markdown, CSV), a long table, charts."""
+
+    results: tuple[Path, ...] = argument("Result JSON files or folders of them (susx eval --results-dir).")
+    output: Path | None = option(None, "--output", "-o", help="Markdown table (default: print it).")
+    csv: Path | None = option(None, "--csv", help="The same table as CSV.")
+    chart: Path | None = option(
+        None,
+        "--chart",
+        help="PNG: few-shot curves over shots; bars for name-only support sets (both: NAME-shots.png, "
+        "NAME-name-only.png).",
+    )
+    long: Path | None = option(
+        None, "--long", help="Long CSV: one row per run, every metric and configuration field (dotted names)."
+    )
+    metric: str = option(
+        "top1", "--metric", help="The score in the tables and chart (percent).", choices=METRICS
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        paths = [self.results] if isinstance(self.results, str | Path) else self.results
+        self._set("results", tuple(Path(p) for p in paths))
+
+
 # ------------------------------------------------------------------ every stage
 
 OPTIONS: dict[str, type[StageOptions]] = {
@@ -498,4 +529,5 @@ OPTIONS: dict[str, type[StageOptions]] = {
     "export": ExportOptions,
     "inspect": InspectOptions,
     "demo": DemoOptions,
+    "report": ReportOptions,
 }

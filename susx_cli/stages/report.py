@@ -15,7 +15,8 @@ from susx_cli.artifacts import common
 from susx_cli.artifacts import results as res_io
 from susx_cli.method import registry as methods
 from susx_cli.plots import ChartDescription, ShotPanel, ShotSeries
-from susx_cli.stages.results import StageResult
+from susx_cli.stages.options import ReportOptions
+from susx_cli.stages.results import ReportResult
 
 SOURCE_LABELS = {"sd": "SuS-SD", "laion": "SuS-LC", "pool": "SuS-pool"}
 
@@ -464,19 +465,11 @@ def draw_charts(
     return drawn
 
 
-def report(
-    paths: list[Path],
-    *,
-    output: Path | None = None,
-    csv_path: Path | None = None,
-    chart: Path | None = None,
-    long_path: Path | None = None,
-    metric: str = "top1",
-) -> StageResult:
+def report(options: ReportOptions) -> ReportResult:
     from susx_cli.errors import SusxError
 
-    if metric not in ("top1", "top5", "mean_per_class_recall"):
-        raise SusxError(f"unknown metric {metric!r}", hint="use top1, top5 or mean_per_class_recall")
+    paths, output, csv_path, chart = list(options.results), options.output, options.csv, options.chart
+    long_path, metric = options.long, options.metric
     # Failed runs of `eval --keep-going` have no figures; they are listed by eval, not tabled here.
     results = [r for r in res_io.collect(paths) if r.get("status") != "failed"]
     if not results:
@@ -498,8 +491,7 @@ def report(
         outputs.append(long_path)
     charts = draw_charts(rep, chart, metric, random_note(results)) if chart is not None else []
     outputs += [path for path, _ in charts]
-    result = StageResult(
-        "report",
+    result = ReportResult(
         outputs,
         summary={
             "results": len(results),

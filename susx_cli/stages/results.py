@@ -92,3 +92,11 @@ class DemoResult(StageResult):
             "results": self.rows,
             "stages": self.stages,
         }
+
+
+@dataclass
+class ReportResult(StageResult):
+    """`report`: the tables and charts written; ``message``: the Markdown table; ``summary``: results,
+    rows, datasets, notes, charts."""
+
+    stage: str = field(default="report", init=False)
