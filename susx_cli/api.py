@@ -115,6 +115,7 @@ from susx_cli.errors import SusxError
 
 if TYPE_CHECKING:
     from susx_cli.stages.results import (
+        CalibrateResult,
         CurateResult,
         DemoResult,
         EmbedResult,
@@ -267,42 +268,22 @@ def report(**options: Any) -> ReportResult:
     return report_stage(ReportOptions.build(options, "report"))
 
 
-def calibrate(
-    *,
-    text: PathLike,
-    support: PathLike,
-    output: PathLike,
-    method: str = "tip-x",
-    mode: str | None = None,
-    val: PathLike | None = None,
-    values: dict[str, float] | None = None,
-    grids: dict[str, str] | None = None,
-    heatmap: PathLike | None = None,
-    overwrite: bool = False,
-    **options: Any,
-) -> StageResult:
+def calibrate(**options: Any) -> CalibrateResult:
     """Choose the method's hyperparameters and write calibration.json. ``mode``: loo (leave one out on
     the support set) | kfold | val (search on the ``val`` features) | fixed (the given ``values``, by
     hyperparameter name); default: val with ``val``, else the method's name-only mode. ``grids``: per
-    hyperparameter "reference", "0.1,1" or "start:stop:steps". ``options``: tau, logit_scale, normalize,
-    folds, fold_seed, device (as `susx calibrate`)."""
-    from susx_cli.stages.calibrate import calibrate as calibrate_stage
+    hyperparameter "reference", "0.1,1" or "start:stop:steps". The other options are ``CalibrateOptions``'s
+    (the `susx calibrate` flags in snake case, same defaults), the method flags included (``alpha=1.0``,
+    ``gda_alpha_grid="0.1,1"``)."""
+    import dataclasses
 
-    fixed = ("method", "mode", "val_path", "values", "grids", "heatmap", "overwrite")
-    _check_options(calibrate_stage, options, fixed)
-    return calibrate_stage(
-        Path(text),
-        Path(support),
-        Path(output),
-        method=method,
-        mode=mode,
-        val_path=_path(val),
-        values=values,
-        grids=grids,
-        heatmap=_path(heatmap),
-        overwrite=overwrite,
-        **options,
-    )
+    from susx_cli.stages.calibrate import calibrate as calibrate_stage
+    from susx_cli.stages.options import CalibrateOptions
+
+    fields = {f.name for f in dataclasses.fields(CalibrateOptions) if f.init}
+    hyperparameters = {k: options.pop(k) for k in list(options) if k not in fields}
+    options["hyperparameters"] = {**options.get("hyperparameters", {}), **hyperparameters}
+    return calibrate_stage(CalibrateOptions.build(options, "calibrate"))
 
 
 def predict(

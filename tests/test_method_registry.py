@@ -46,7 +46,7 @@ def _arrays():
 def test_every_method_and_mode_gives_the_recorded_choice_and_predictions(tmp_path, reference):
     from susx_cli.artifacts import hdf5
     from susx_cli.method import registry
-    from susx_cli.stages.calibrate import calibrate
+    from susx_cli.stages.calibrate import calibrate_files as calibrate
     from susx_cli.stages.predict import predict
 
     W, support, f = _arrays()
@@ -134,7 +134,7 @@ def test_a_method_registered_in_a_test_runs_through_calibrate_predict_eval_and_r
 
     from susx_cli.artifacts import hdf5
     from susx_cli.method import registry
-    from susx_cli.stages.calibrate import calibrate
+    from susx_cli.stages.calibrate import calibrate_files as calibrate
     from susx_cli.stages.eval import run_eval
     from susx_cli.stages.predict import predict
     from tests.helpers import TINY, invoke
@@ -216,7 +216,7 @@ def test_a_method_registered_in_a_test_runs_through_calibrate_predict_eval_and_r
 
 def _calibration(tmp_path: Path, **changes) -> Path:
     """A fixed TIP-X calibration of the reference workspace, with ``changes`` written into its JSON."""
-    from susx_cli.stages.calibrate import calibrate
+    from susx_cli.stages.calibrate import calibrate_files as calibrate
 
     path = tmp_path / "cal.json"
     calibrate(
@@ -273,7 +273,7 @@ def test_cli_values_outside_the_range_and_unknown_methods_are_one_line(tmp_path)
 
     base = ["calibrate", DATA / "text.h5", DATA / "sup.h5", "-o", tmp_path / "c.json", "--mode", "fixed"]
     r = invoke(*base, "--alpha", "nan", "--beta", "1", "--gamma", "1", expect=2)
-    assert "--alpha must be a finite number in [0, 1e+06], got nan" in r.stderr
+    assert "--alpha must be a finite number" in r.stderr and "got nan" in r.stderr  # by check_numbers, as in a shell
     r = invoke(*base, "--alpha", "1", "--beta", "1e9", "--gamma", "1", expect=2)
     assert "--beta must be" in r.stderr
     r = invoke(

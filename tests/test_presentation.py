@@ -17,7 +17,7 @@ MODEL = {"model": "susx-tiny-vit", "pretrained": "none"}
 
 def test_stage_functions_called_from_python_print_nothing(tmp_path: Path, capsys):
     from susx_cli.sources.folder import FolderSource
-    from susx_cli.stages.calibrate import calibrate
+    from susx_cli.stages.calibrate import calibrate_files as calibrate
     from susx_cli.stages.curate import curate_source as curate
     from susx_cli.stages.embed import embed_images, embed_texts
     from susx_cli.stages.prompts import build_prompts

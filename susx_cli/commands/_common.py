@@ -68,19 +68,6 @@ def with_method_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-def method_values(method: str, given: dict[str, Any]) -> tuple[dict[str, float], dict[str, str]]:
-    """(fixed values, grids) of ``method`` by hyperparameter name, from the options ``with_method_options``
-    added (by parameter name); a flag of another method is refused."""
-    spec = registry.get(method)
-    flags = registry.hyperparameter_flags().values()
-    set_flags = [h.flag for h, _ in flags if given.get(h.param) is not None]
-    set_flags += [h.grid_flag for h, _ in flags if given.get(f"{h.param}_grid") is not None]
-    registry.refuse_foreign(spec, set_flags)
-    values = {h.name: given[h.param] for h in spec.hyperparameters if given.get(h.param) is not None}
-    grids = {h.name: given[f"{h.param}_grid"] for h in spec.hyperparameters if given.get(f"{h.param}_grid")}
-    return values, grids
-
-
 def plain(values: list[Enum] | None) -> list[str] | None:
     """A repeatable choice's values back as plain strings (what stages record and compare)."""
     return None if values is None else [str(v.value) for v in values]

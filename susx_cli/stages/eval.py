@@ -764,7 +764,7 @@ class DatasetEval:
         """Make the run's artifacts, calibrate, predict, and write its result record."""
         from susx_cli.artifacts import calibration as cal_io
         from susx_cli.artifacts import hdf5, support
-        from susx_cli.stages.calibrate import calibrate
+        from susx_cli.stages.calibrate import calibrate_files as calibrate
         from susx_cli.stages.predict import predict
 
         spec, cfg, wd = self.spec, self.cfg, self.wd

@@ -14,7 +14,8 @@ from typing import Any
 
 from susx_cli.artifacts.prompts import POOLS
 from susx_cli.errors import require_range
-from susx_cli.options import REQUIRED, StageOptions, argument, option
+from susx_cli.method import registry
+from susx_cli.options import REQUIRED, StageOptions, argument, cli_fields, option
 from susx_cli.runtime import DEVICE_HELP, PRECISION_HELP, PRECISIONS
 from susx_cli.sources.registry import SOURCES
 
@@ -519,6 +520,94 @@ class ReportOptions(StageOptions):
         self._set("results", tuple(Path(p) for p in paths))
 
 
+# ------------------------------------------------------------------ calibrate
+
+
+def _readers(has: Any) -> str:
+    """The registered methods for which ``has(spec)`` holds, for an option's help."""
+    return ", ".join(n for n, spec in registry.METHODS.items() if has(spec))
+
+
+@dataclass(frozen=True, kw_only=True)
+class CalibrateOptions(StageOptions):
+    """`susx calibrate`: choose a method's hyperparameters -> calibration.json. Fixed values and grids come
+    by hyperparameter name (``values``, ``grids``) or as the command's flags by parameter name
+    (``hyperparameters``: ``alpha=1.0``, ``gda_alpha_grid="0.1,1"``); both end up in ``values``/``grids``."""
+
+    text: Path = argument("Text classifier HDF5 (susx embed prompts.json).")
+    support: Path = argument("Support features HDF5 (susx embed SUPPORT_DIR).")
+    output: Path = output_field(Path("calibration.json"))
+    mode: str | None = option(
+        None,
+        "--mode",
+        help="loo: leave-one-out on the support set (name-only); kfold: k-fold on the support set "
+        "(name-only); val: labelled --val; fixed: the values given. Default: val with --val, else the "
+        "method's name-only mode.",
+        choices=registry.MODES,
+    )
+    val: Path | None = option(None, "--val", help="Labelled validation features (mode val).")
+    method: str = option(
+        "tip-x",
+        "--method",
+        help="The method whose hyperparameters to choose; its options are below.",
+        choices=registry.calibrated_names(),
+    )
+    tau: float | None = option(
+        None,
+        "--tau",
+        help=f"Signature temperature on raw cosines ({_readers(lambda s: 'tau' in s.settings)}; default 0.5).",
+    )
+    logit_scale: str = option("100", "--logit-scale", help="Zero-shot scale: 100 (reference) or 'model'.")
+    normalize: bool = option(
+        False,
+        "--normalize-per-class",
+        help=f"Divide support terms by class size ({_readers(lambda s: 'normalize' in s.settings)}).",
+    )
+    heatmap: Path | None = option(
+        None,
+        "--heatmap",
+        help=f"{_readers(lambda s: s.heatmap)}: PNG of accuracy over (alpha, gamma) at the chosen beta.",
+    )
+    folds: int | None = option(None, "--folds", help="kfold: number of folds of the support set (default 4).")
+    fold_seed: int | None = option(
+        None, "--fold-seed", help="kfold: seed of the stratified fold split (default 0)."
+    )
+    device: str = device_field()
+    overwrite: bool = overwrite_field()
+    values: dict[str, float] = field(default_factory=dict, compare=False)
+    grids: dict[str, str] = field(default_factory=dict, compare=False)
+    hyperparameters: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        flags = [p for h, _ in registry.hyperparameter_flags().values() for p in (h.param, f"{h.param}_grid")]
+        unknown = sorted(set(self.hyperparameters) - set(flags))
+        if unknown:
+            from susx_cli.errors import SusxError
+
+            named = [f.name for f, _ in cli_fields(CalibrateOptions)]
+            raise SusxError(
+                f"calibrate() got unknown option(s) {', '.join(unknown)}",
+                hint=f"it takes {', '.join(named + ['values', 'grids'] + flags)}",
+            )
+        values, grids = method_values(self.method, self.hyperparameters)
+        self._set("values", {**(self.values or {}), **values})
+        self._set("grids", {**(self.grids or {}), **grids})
+
+
+def method_values(method: str, given: dict[str, Any]) -> tuple[dict[str, float], dict[str, str]]:
+    """(fixed values, grids) of ``method`` by hyperparameter name, from the options ``with_method_options``
+    added (by parameter name); a flag of another method is refused."""
+    spec = registry.get(method)
+    flags = registry.hyperparameter_flags().values()
+    set_flags = [h.flag for h, _ in flags if given.get(h.param) is not None]
+    set_flags += [h.grid_flag for h, _ in flags if given.get(f"{h.param}_grid") is not None]
+    registry.refuse_foreign(spec, set_flags)
+    values = {h.name: given[h.param] for h in spec.hyperparameters if given.get(h.param) is not None}
+    grids = {h.name: given[f"{h.param}_grid"] for h in spec.hyperparameters if given.get(f"{h.param}_grid")}
+    return values, grids
+
+
 # ------------------------------------------------------------------ every stage
 
 OPTIONS: dict[str, type[StageOptions]] = {
@@ -530,4 +619,5 @@ OPTIONS: dict[str, type[StageOptions]] = {
     "inspect": InspectOptions,
     "demo": DemoOptions,
     "report": ReportOptions,
+    "calibrate": CalibrateOptions,
 }

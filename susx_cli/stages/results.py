@@ -100,3 +100,11 @@ class ReportResult(StageResult):
     rows, datasets, notes, charts."""
 
     stage: str = field(default="report", init=False)
+
+
+@dataclass
+class CalibrateResult(StageResult):
+    """`calibrate`: calibration.json (and the heatmap); ``summary``: method, mode, the chosen
+    hyperparameters, top1 (%) and where the objective was measured."""
+
+    stage: str = field(default="calibrate", init=False)
