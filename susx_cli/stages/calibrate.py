@@ -170,11 +170,7 @@ def calibrate_files(
         options["logit_bias"] = bias
     if mode == "kfold":
         options["folds"] = {"k": folds, "seed": fold_seed}
-    # The support set is tagged so `predict` can refuse this calibration with another support set.
-    ids = [inputs.ids["text"], {**inputs.ids["support"], "role": "support"}]
-    if val_path is not None:
-        ids.append(inputs.ids["query"])
-    prov = common.provenance(options, ids)
+    prov = _provenance(options, inputs, val_path)
     if common.decide_existing(output, cal_io.existing_provenance(output), prov, overwrite):
         info(f"{output} is up to date (same inputs and options); nothing to do")
         return CalibrateResult(
@@ -216,6 +212,14 @@ def calibrate_files(
     cal_io.write_calibration(output, cal)
     outputs = [output] + ([heatmap] if heatmap is not None else [])
     return CalibrateResult(outputs, summary=calibration_summary(cal))
+
+
+def _provenance(options: dict[str, Any], inputs: Any, val_path: Path | None) -> dict[str, Any]:
+    # The support set is tagged so `predict` can refuse this calibration with another support set.
+    ids = [inputs.ids["text"], {**inputs.ids["support"], "role": "support"}]
+    if val_path is not None:
+        ids.append(inputs.ids["query"])
+    return common.provenance(options, ids)
 
 
 def _search(
