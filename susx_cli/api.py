@@ -1,10 +1,11 @@
 """The Python API: the stages as functions, ``load`` for any artifact, and progress output on request.
 
 ``import susx_cli as susx`` exposes these names lazily (this module is imported on first use, and the
-stages import torch only when they run). Each stage function takes keyword arguments only, accepts
-``str`` or ``Path`` for paths, writes the same artifacts as the command of the same name and returns a
-``StageResult`` (``outputs``: the paths written; ``skipped``: an up-to-date output was left as it was;
-``summary``: the figures the command prints). Bad input raises ``susx.SusxError``. Nothing is printed
+stages import torch only when they run). Each stage function takes keyword arguments only, named and
+defaulted as the command's options (they build the same options object, ``susx_cli.stages.options``),
+accepts ``str`` or ``Path`` for paths, writes the same artifacts as the command of the same name and
+returns that stage's ``StageResult`` (``outputs``: the paths written; ``skipped``: an up-to-date output
+was left as it was; ``summary``: the figures the command prints). Bad input raises ``susx.SusxError``. Nothing is printed
 unless asked: ``susx.verbose()`` turns on the command line's progress bars and log lines (on stderr),
 warnings otherwise go to the ``susx`` logger.
 
