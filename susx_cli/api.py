@@ -115,6 +115,7 @@ from susx_cli import progress
 from susx_cli.errors import SusxError
 
 if TYPE_CHECKING:
+    from susx_cli.stages.predict import PredictResult
     from susx_cli.stages.results import (
         CalibrateResult,
         CurateResult,
@@ -287,49 +288,16 @@ def calibrate(**options: Any) -> CalibrateResult:
     return calibrate_stage(CalibrateOptions.build(options, "calibrate"))
 
 
-def predict(
-    *,
-    text: PathLike,
-    query: PathLike,
-    output: PathLike,
-    support: PathLike | None = None,
-    calibration: PathLike | None = None,
-    method: str | None = None,
-    split: str | None = None,
-    image_root: PathLike | None = None,
-    unlabelled: bool = False,
-    batch_size: int = 64,
-    device: str = "auto",
-    overwrite: bool = False,
-    **options: Any,
-) -> StageResult:
+def predict(**options: Any) -> PredictResult:
     """Classify ``query`` (image features, or images that are embedded first beside ``output`` with the
     text classifier's model) and write predictions.h5. Zero-shot with ``text`` alone; with ``support``
     and ``calibration`` the calibrated method (``method`` defaults to the calibration's). The result's
-    ``metrics`` hold top-1/top-5 accuracy and mean per-class recall (percent) when labels are known."""
+    ``metrics`` hold top-1/top-5 accuracy and mean per-class recall (percent) when labels are known. The
+    options are ``PredictOptions``'s (the `susx predict` flags in snake case, same defaults)."""
+    from susx_cli.stages.options import PredictOptions
     from susx_cli.stages.predict import predict as predict_stage
 
-    fixed = ("support_path", "calibration_path", "method", "embed_options", "device", "overwrite")
-    _check_options(predict_stage, options, fixed)
-    embed_options = {
-        "split": split,
-        "image_root": _path(image_root),
-        "unlabelled": unlabelled,
-        "batch_size": batch_size,
-        "device": device,
-    }
-    return predict_stage(
-        Path(text),
-        Path(query),
-        Path(output),
-        support_path=_path(support),
-        calibration_path=_path(calibration),
-        method=method,
-        embed_options=embed_options,
-        device=device,
-        overwrite=overwrite,
-        **options,
-    )
+    return predict_stage(PredictOptions.build(options, "predict"))
 
 
 def eval(  # noqa: A001 - the stage's name, as `susx eval`

@@ -47,7 +47,7 @@ def test_every_method_and_mode_gives_the_recorded_choice_and_predictions(tmp_pat
     from susx_cli.artifacts import hdf5
     from susx_cli.method import registry
     from susx_cli.stages.calibrate import calibrate_files as calibrate
-    from susx_cli.stages.predict import predict
+    from susx_cli.stages.predict import predict_files as predict
 
     W, support, f = _arrays()
     runs = json.loads(str(reference["runs"]))
@@ -136,7 +136,7 @@ def test_a_method_registered_in_a_test_runs_through_calibrate_predict_eval_and_r
     from susx_cli.method import registry
     from susx_cli.stages.calibrate import calibrate_files as calibrate
     from susx_cli.stages.eval import run_eval
-    from susx_cli.stages.predict import predict
+    from susx_cli.stages.predict import predict_files as predict
     from tests.helpers import TINY, invoke
     from tests.test_eval import make_cars_root
 
@@ -268,7 +268,7 @@ def test_calibration_values_are_checked_like_the_command_line(tmp_path, hyperpar
 
 
 def test_cli_values_outside_the_range_and_unknown_methods_are_one_line(tmp_path):
-    from susx_cli.stages.predict import predict
+    from susx_cli.stages.predict import predict_files as predict
     from tests.helpers import invoke
 
     base = ["calibrate", DATA / "text.h5", DATA / "sup.h5", "-o", tmp_path / "c.json", "--mode", "fixed"]
@@ -418,7 +418,7 @@ def test_an_online_method_without_support_or_calibration_predicts_with_its_defau
     from susx_cli.artifacts import hdf5
     from susx_cli.method import registry
     from susx_cli.method.spec import Hyperparameter, MethodSpec
-    from susx_cli.stages.predict import predict
+    from susx_cli.stages.predict import predict_files as predict
 
     def fit(W, support, values, *, logit_scale=100.0, logit_bias=0.0):
         assert support is None

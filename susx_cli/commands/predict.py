@@ -2,52 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-import typer
+from susx_cli.commands._common import build_options, options_command, run
+from susx_cli.stages.options import PredictOptions
 
-from susx_cli.commands._common import (
-    DeviceOpt,
-    JsonOpt,
-    OutputOpt,
-    OverwriteOpt,
-    QuietOpt,
-    choice,
-    run,
-)
-from susx_cli.method import registry
+if TYPE_CHECKING:
+    from susx_cli.stages.predict import PredictResult
 
 
-def predict(
-    text: Annotated[Path, typer.Argument(help="Text classifier HDF5.")],
-    query: Annotated[
-        Path, typer.Argument(help="Query features HDF5, or images (folder / split JSON) to embed now.")
-    ],
-    output: OutputOpt = Path("predictions.h5"),
-    support: Annotated[
-        Path | None, typer.Option("--support", "-s", help="Support features HDF5 (tip-adapter, tip-x, gda).")
-    ] = None,
-    calibration: Annotated[Path | None, typer.Option("--calibration", help="calibration.json.")] = None,
-    method: Annotated[
-        choice(registry.names()) | None,
-        typer.Option("--method", help="Default: the calibration's (zero-shot without one)."),
-    ] = None,
-    split: Annotated[str | None, typer.Option("--split", help="Images: split of a split JSON.")] = None,
-    image_root: Annotated[
-        Path | None, typer.Option("--image-root", help="Images: root of the split's paths.")
-    ] = None,
-    unlabelled: Annotated[
-        bool, typer.Option("--unlabelled", help="Images: a folder without labels.")
-    ] = False,
-    batch_size: Annotated[
-        int, typer.Option("--batch-size", "-b", min=1, help="Images: embedding batch size.")
-    ] = 64,
-    device: DeviceOpt = "auto",
-    overwrite: OverwriteOpt = False,
-    quiet: QuietOpt = False,
-    as_json: JsonOpt = False,
-) -> None:
+@options_command(PredictOptions)
+def predict(**values: Any) -> None:
     """Predict classes of query images; print top-1, top-5 and mean per-class recall (in %) when labels are known.
 
     Classes with exactly equal logits rank by the lower class index (the prediction, the top-5, every metric).
@@ -64,32 +29,15 @@ def predict(
     def stage():
         from susx_cli.stages.predict import predict as predict_stage
 
-        embed_options = {
-            "split": split,
-            "image_root": image_root,
-            "unlabelled": unlabelled,
-            "batch_size": batch_size,
-            "device": device,
-        }
-        return predict_stage(
-            text,
-            query,
-            output,
-            support_path=support,
-            calibration_path=calibration,
-            method=method,
-            embed_options=embed_options,
-            device=device,
-            overwrite=overwrite,
-        )
+        return predict_stage(build_options(PredictOptions, values))
 
-    run(stage, quiet=quiet, as_json=as_json, table=metrics_table)
+    run(stage, quiet=values["quiet"], as_json=values["as_json"], table=metrics_table)
 
 
 METRIC_HEADERS = {"ece": "ECE (%)", "nll": "NLL (nats)"}
 
 
-def metrics_table(result: Any):
+def metrics_table(result: PredictResult):
     """The metrics row (method, top-k accuracies, mean per-class recall, ECE, NLL, n; percent unless
     said), then the worst classes by recall; None without labels."""
     if not result.metrics:
@@ -106,7 +54,7 @@ def metrics_table(result: Any):
         *[f"{v:.2f}" for k, v in metrics.items() if k != "n"],
         str(metrics["n"]),
     )
-    worst = getattr(result, "worst_classes", None)
+    worst = result.worst_classes
     return Group(table, worst_classes_table(worst)) if worst else table
 
 

@@ -154,7 +154,7 @@ class _DemoRun:
     def _method(self, spec: Any, label: str, tag: str, features: Path) -> dict[str, Any]:
         from susx_cli.artifacts.hdf5 import read_predictions
         from susx_cli.stages.calibrate import calibrate_files as calibrate
-        from susx_cli.stages.predict import predict
+        from susx_cli.stages.predict import predict_files as predict
 
         output, method, calibration, mode = self.output, spec.name, None, None
         if spec.calibrated:

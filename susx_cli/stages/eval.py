@@ -765,7 +765,7 @@ class DatasetEval:
         from susx_cli.artifacts import calibration as cal_io
         from susx_cli.artifacts import hdf5, support
         from susx_cli.stages.calibrate import calibrate_files as calibrate
-        from susx_cli.stages.predict import predict
+        from susx_cli.stages.predict import predict_files as predict
 
         spec, cfg, wd = self.spec, self.cfg, self.wd
         text, query = self.text(run), self.split_features(run, spec.test_split)

@@ -608,6 +608,35 @@ def method_values(method: str, given: dict[str, Any]) -> tuple[dict[str, float],
     return values, grids
 
 
+# ------------------------------------------------------------------ predict
+
+
+@dataclass(frozen=True, kw_only=True)
+class PredictOptions(StageOptions):
+    """`susx predict`: classify query features (or images, embedded first) -> predictions.h5."""
+
+    text: Path = argument("Text classifier HDF5.")
+    query: Path = argument("Query features HDF5, or images (folder / split JSON) to embed now.")
+    output: Path = output_field(Path("predictions.h5"))
+    support: Path | None = option(
+        None, "--support", "-s", help="Support features HDF5 (tip-adapter, tip-x, gda)."
+    )
+    calibration: Path | None = option(None, "--calibration", help="calibration.json.")
+    method: str | None = option(
+        None, "--method", help="Default: the calibration's (zero-shot without one).", choices=registry.names()
+    )
+    split: str | None = option(None, "--split", help="Images: split of a split JSON.")
+    image_root: Path | None = option(None, "--image-root", help="Images: root of the split's paths.")
+    unlabelled: bool = option(False, "--unlabelled", help="Images: a folder without labels.")
+    batch_size: int = batch_size_field()
+    device: str = device_field()
+    overwrite: bool = overwrite_field()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_batch_size(self.batch_size)
+
+
 # ------------------------------------------------------------------ every stage
 
 OPTIONS: dict[str, type[StageOptions]] = {
@@ -620,4 +649,5 @@ OPTIONS: dict[str, type[StageOptions]] = {
     "demo": DemoOptions,
     "report": ReportOptions,
     "calibrate": CalibrateOptions,
+    "predict": PredictOptions,
 }

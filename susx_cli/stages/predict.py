@@ -23,6 +23,7 @@ from susx_cli.metrics import (
 )
 from susx_cli.progress import info, warn
 from susx_cli.stages.inputs import as_float64, load_method_inputs
+from susx_cli.stages.options import PredictOptions
 from susx_cli.stages.results import StageResult
 
 
@@ -31,6 +32,7 @@ class PredictResult(StageResult):
     """``metrics``: top-k accuracies, mean per-class recall, ECE, NLL and n (empty without labels);
     ``worst_classes``: up to 10 classes with the lowest recall (see ``worst_classes``)."""
 
+    stage: str = field(default="predict", init=False)
     metrics: dict[str, Any] = field(default_factory=dict)
     worst_classes: list[dict[str, Any]] = field(default_factory=list)
 
@@ -38,7 +40,29 @@ class PredictResult(StageResult):
         return {**super().to_json(), "metrics": self.metrics, "worst_classes": self.worst_classes}
 
 
-def predict(
+def predict(options: PredictOptions) -> PredictResult:
+    """`susx predict`: the files ``options`` name; images given as the query are embedded first."""
+    embed_options = {
+        "split": options.split,
+        "image_root": options.image_root,
+        "unlabelled": options.unlabelled,
+        "batch_size": options.batch_size,
+        "device": options.device,
+    }
+    return predict_files(
+        options.text,
+        options.query,
+        options.output,
+        support_path=options.support,
+        calibration_path=options.calibration,
+        method=options.method,
+        embed_options=embed_options,
+        device=options.device,
+        overwrite=options.overwrite,
+    )
+
+
+def predict_files(
     text_path: Path,
     query_path: Path,
     output: Path,
@@ -89,7 +113,6 @@ def predict(
         existing = hdf5.read_predictions(output)
         metrics = summary_metrics(existing.metrics)
         return PredictResult(
-            "predict",
             [output],
             skipped=True,
             summary=_predict_summary(existing),
@@ -143,7 +166,6 @@ def predict(
     hdf5.write_predictions(output, preds)
     outputs = [output] + ([query_features] if query_features != query_path else [])
     return PredictResult(
-        "predict",
         outputs,
         summary=_predict_summary(preds),
         metrics=summary_metrics(metrics),
