@@ -119,16 +119,8 @@ def build_prompts(
             "give --classes FILE, or --dataset NAME for a built-in class list",
             hint="with both, the names come from FILE and the photo template and questions from NAME",
         )
-    inputs: list[dict[str, Any]] = []
-    if classes_path is not None:
-        raw, fmt = read_class_file(classes_path)
-        source = str(classes_path)
-        inputs.append(common.identity(classes_path, f"classes-{fmt}"))
-    else:
-        raw, fmt, source = builtin_classes(dataset), "builtin", f"dataset {dataset}"
-    validate_classes(raw, source)
     cleaning = Cleaning() if clean else NO_CLEANING
-    names = validate_classes([cleaning.apply(n) for n in raw], f"{source} (after cleaning)")
+    raw, names, fmt, inputs = _class_names(classes_path, dataset, cleaning)
 
     photo_template = photo or tpl.photo_template(dataset)
     if photo_template.count("{}") != 1:
@@ -137,14 +129,8 @@ def build_prompts(
         )
     templates = tpl.resolve_templates(template_set, photo_template)
 
-    cupl: list[list[str]] = [[] for _ in names]
-    for path, label, ident in resolve_cupl_sources(list(cupl_paths), list(cupl_sha256)):
-        matched = match_cupl(names, raw, read_cupl_file(path), label)
-        cupl = [a + b for a, b in zip(cupl, matched, strict=True)]
-        inputs.append(ident)
-    if extra_cupl:
-        matched = match_cupl(names, raw, extra_cupl, "LLM sentences")
-        cupl = [a + b for a, b in zip(cupl, matched, strict=True)]
+    cupl, cupl_inputs = _cupl_sentences(names, raw, cupl_paths, cupl_sha256, extra_cupl)
+    inputs += cupl_inputs
     plan = cupl_llm.prepare(llm, dataset, output) if llm is not None else None
     has_cupl = any(cupl) or plan is not None
     pool = pool or ("combined" if has_cupl else "template")
@@ -190,6 +176,43 @@ def build_prompts(
     prompts = Prompts(entries, pool, dataset, cleaning.to_dict(), prov, extra=extra)
     write_prompts(output, prompts)
     return PromptsResult([output], summary=prompts_summary(prompts))
+
+
+def _class_names(
+    classes_path: Path | None, dataset: str | None, cleaning: Cleaning
+) -> tuple[list[str], list[str], str, list[dict[str, Any]]]:
+    """(raw names, cleaned names, class file format, the class file's identity) from the file or the
+    built-in ``dataset``."""
+    inputs: list[dict[str, Any]] = []
+    if classes_path is not None:
+        raw, fmt = read_class_file(classes_path)
+        source = str(classes_path)
+        inputs.append(common.identity(classes_path, f"classes-{fmt}"))
+    else:
+        raw, fmt, source = builtin_classes(dataset), "builtin", f"dataset {dataset}"
+    validate_classes(raw, source)
+    names = validate_classes([cleaning.apply(n) for n in raw], f"{source} (after cleaning)")
+    return raw, names, fmt, inputs
+
+
+def _cupl_sentences(
+    names: list[str],
+    raw: list[str],
+    cupl_paths: list[Path | str],
+    cupl_sha256: list[str],
+    extra_cupl: dict[str, list[str]] | None,
+) -> tuple[list[list[str]], list[dict[str, Any]]]:
+    """CuPL sentences per class from the files or URLs (and ``extra_cupl``), with the files' identities."""
+    cupl: list[list[str]] = [[] for _ in names]
+    inputs = []
+    for path, label, ident in resolve_cupl_sources(list(cupl_paths), list(cupl_sha256)):
+        matched = match_cupl(names, raw, read_cupl_file(path), label)
+        cupl = [a + b for a, b in zip(cupl, matched, strict=True)]
+        inputs.append(ident)
+    if extra_cupl:
+        matched = match_cupl(names, raw, extra_cupl, "LLM sentences")
+        cupl = [a + b for a, b in zip(cupl, matched, strict=True)]
+    return cupl, inputs
 
 
 def prompts_summary(prompts: Prompts) -> dict[str, Any]:
