@@ -303,11 +303,11 @@ def predict(**options: Any) -> PredictResult:
 def eval(  # noqa: A001 - the stage's name, as `susx eval`
     *,
     datasets: str | Sequence[str],
-    data_root: PathLike,
     models: str | Sequence[str],
+    data_root: PathLike | None = None,
     pretrained: str | Sequence[str] = (),
-    work_dir: PathLike = "work",
-    results_dir: PathLike = "results",
+    work_dir: PathLike = "susx-work",
+    results_dir: PathLike = "susx-results",
     supports: Sequence[str] = (),
     methods: Sequence[str] | None = None,
     calibrations: Sequence[str] = ("loo",),
@@ -335,7 +335,7 @@ def eval(  # noqa: A001 - the stage's name, as `susx eval`
     _check_options(run_eval, options, fixed)
     return run_eval(
         _as_list(datasets),
-        data_root=Path(data_root),
+        data_root=_path(data_root),
         work_dir=Path(work_dir),
         results_dir=Path(results_dir),
         models=_as_list(models),
