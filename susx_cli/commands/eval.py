@@ -148,7 +148,7 @@ def eval_(
     # The plan as a whole.
     config: Annotated[
         Path | None,
-        typer.Option(
+        input_option(
             "--config",
             help="A sweep file (TOML) naming datasets, models, methods, modes, shots, seeds, ...; an option set there and here is an error.",
         ),
