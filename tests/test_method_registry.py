@@ -288,8 +288,8 @@ def test_cli_values_outside_the_range_and_unknown_methods_are_one_line(tmp_path)
         expect=2,
     )
     assert "--alpha-grid" in r.stderr
-    cal = _calibration(tmp_path, method="tda")
-    with pytest.raises(SusxError, match="unknown method 'tda'"):
+    cal = _calibration(tmp_path, method="no-such-method")
+    with pytest.raises(SusxError, match="unknown method 'no-such-method'"):
         predict(
             DATA / "text.h5",
             DATA / "test.h5",
