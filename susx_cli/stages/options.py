@@ -57,8 +57,8 @@ def precision_field(default: str = "fp32") -> Any:
     return option(default, "--precision", help=PRECISION_HELP, choices=PRECISIONS)
 
 
-def batch_size_field(default: int = 64) -> Any:
-    return option(default, "--batch-size", "-b", help="Images (or prompt texts) per forward pass.")
+def batch_size_field(default: int = 64, help: str = "Images (or prompt texts) per forward pass.") -> Any:
+    return option(default, "--batch-size", "-b", help=help)
 
 
 def workers_field() -> Any:
@@ -738,7 +738,7 @@ class PredictOptions(StageOptions):
         None, "--image-root", help="Images: root of the split's paths.", path="input"
     )
     unlabelled: bool = option(False, "--unlabelled", help="Images: a folder without labels.")
-    batch_size: int = batch_size_field()
+    batch_size: int = batch_size_field(help="Images: embedding batch size.")
     order: str = option(
         "seeded",
         "--order",
