@@ -1,7 +1,8 @@
 """susx: training-free, name-only transfer of CLIP-like models (SuS-X) as staged artifacts.
 
 As a library, ``import susx_cli as susx``: the stages ``susx.prompts``, ``susx.curate``, ``susx.embed``,
-``susx.calibrate``, ``susx.predict``, ``susx.eval``, the reader ``susx.load`` and ``susx.verbose``; in
+``susx.merge``, ``susx.calibrate``, ``susx.predict``, ``susx.eval``, ``susx.report``, ``susx.export``,
+``susx.inspect``, ``susx.demo``, the reader ``susx.load`` and ``susx.verbose``; in
 memory ``susx.methods`` (the method registry), ``susx.search``, ``susx.load_encoder`` (see ``susx_cli.api``). They are imported on first use, so importing the package (and `susx --help`) stays light.
 """
 
@@ -15,6 +16,11 @@ _API = (
     "prompts",
     "curate",
     "embed",
+    "merge",
+    "export",
+    "inspect",
+    "demo",
+    "report",
     "calibrate",
     "predict",
     "eval",

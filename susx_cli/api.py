@@ -1,10 +1,11 @@
 """The Python API: the stages as functions, ``load`` for any artifact, and progress output on request.
 
 ``import susx_cli as susx`` exposes these names lazily (this module is imported on first use, and the
-stages import torch only when they run). Each stage function takes keyword arguments only, accepts
-``str`` or ``Path`` for paths, writes the same artifacts as the command of the same name and returns a
-``StageResult`` (``outputs``: the paths written; ``skipped``: an up-to-date output was left as it was;
-``summary``: the figures the command prints). Bad input raises ``susx.SusxError``. Nothing is printed
+stages import torch only when they run). Each stage function takes keyword arguments only, named and
+defaulted as the command's options (they build the same options object, ``susx_cli.stages.options``),
+accepts ``str`` or ``Path`` for paths, writes the same artifacts as the command of the same name and
+returns that stage's ``StageResult`` (``outputs``: the paths written; ``skipped``: an up-to-date output
+was left as it was; ``summary``: the figures the command prints). Bad input raises ``susx.SusxError``. Nothing is printed
 unless asked: ``susx.verbose()`` turns on the command line's progress bars and log lines (on stderr),
 warnings otherwise go to the ``susx`` logger.
 
@@ -104,9 +105,9 @@ torch.Size([2, 2])
 from __future__ import annotations
 
 import contextvars
-import inspect
 import typing
 from collections.abc import Callable, Sequence
+from inspect import signature
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -114,7 +115,19 @@ from susx_cli import progress
 from susx_cli.errors import SusxError
 
 if TYPE_CHECKING:
-    from susx_cli.stages.results import StageResult
+    from susx_cli.stages.predict import PredictResult
+    from susx_cli.stages.results import (
+        CalibrateResult,
+        CurateResult,
+        DemoResult,
+        EmbedResult,
+        ExportResult,
+        InspectResult,
+        MergeResult,
+        PromptsResult,
+        ReportResult,
+        StageResult,
+    )
 
 PathLike = str | Path
 
@@ -125,7 +138,7 @@ def _path(value: PathLike | None) -> Path | None:
 
 def _check_options(stage: Callable[..., Any], options: dict[str, Any], fixed: Sequence[str]) -> None:
     """Refuse a keyword the stage does not take (or one the wrapper sets itself) with the ones it does."""
-    params = inspect.signature(stage).parameters
+    params = signature(stage).parameters
     allowed = sorted(n for n, p in params.items() if p.kind is p.KEYWORD_ONLY and n not in fixed)
     unknown = sorted(set(options) - set(allowed))
     if unknown:
@@ -144,36 +157,16 @@ def _shard(num_shards: int | None, shard_index: int | None):
 # ------------------------------------------------------------------------------------------ stages
 
 
-def prompts(
-    *,
-    output: PathLike,
-    classes: PathLike | None = None,
-    dataset: str | None = None,
-    templates: str = "ensemble",
-    photo: str | None = None,
-    cupl: Sequence[PathLike] = (),
-    cupl_sha256: Sequence[str] = (),
-    pool: str | None = None,
-    clean: bool = True,
-    overwrite: bool = False,
-) -> StageResult:
+def prompts(**options: Any) -> PromptsResult:
     """Write prompts.json: class names (``classes`` file: text, CSV or CoOp split; or the built-in
     ``dataset``'s), each with its photo prompt, ``templates`` (photo | ensemble | openai | a file) and
-    CuPL sentences from the ``cupl`` files or URLs; ``pool`` chooses the default text pool."""
-    from susx_cli.stages.prompts import build_prompts
+    CuPL sentences from the ``cupl`` files or URLs, or from an LLM (``llm=True``, ``llm_model``, ...);
+    ``pool`` chooses the default text pool. The options are ``PromptsOptions``'s (the `susx prompts`
+    flags in snake case, same defaults)."""
+    from susx_cli.stages.options import PromptsOptions
+    from susx_cli.stages.prompts import prompts as prompts_stage
 
-    return build_prompts(
-        Path(output),
-        classes_path=_path(classes),
-        dataset=dataset,
-        template_set=templates,
-        photo=photo,
-        cupl_paths=list(cupl),
-        cupl_sha256=list(cupl_sha256),
-        pool=pool,
-        clean=clean,
-        overwrite=overwrite,
-    )
+    return prompts_stage(PromptsOptions.build(options, "prompts"))
 
 
 def curate(
@@ -184,29 +177,36 @@ def curate(
     min_per_class: int = 1,
     num_shards: int | None = None,
     shard_index: int | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
     overwrite: bool = False,
     exclude: PathLike | None = None,
     **source_options: Any,
-) -> StageResult:
+) -> CurateResult:
     """Build a support set (one folder per class and a manifest) for the classes of ``prompts`` with a
     source: folder | sd | laion | pool. ``source_options`` are that source's options, named as its
     `susx curate` flags in snake case (``images=``, ``shots=`` for folder; ``per_class=``, ``steps=`` for sd).
 
-    Sharding as on the command line: ``num_shards``/``shard_index``, else a SLURM array or torchrun.
-    ``exclude``: a file of support-set keys to leave out, one a line."""
-    from susx_cli.sources.registry import build_options, make_source
+    Sharding as on the command line: ``num_shards``/``shard_index``, else a SLURM array or torchrun;
+    ``executor="ray"`` runs the shards of source sd as Ray tasks. ``exclude``: a file of support-set keys
+    to leave out, one a line."""
     from susx_cli.stages.curate import curate as curate_stage
+    from susx_cli.stages.options import CurateOptions
 
-    options = build_options(source, _source_paths(source_options))
-    return curate_stage(
-        Path(prompts),
-        Path(output),
-        make_source(source, options),
-        shard=_shard(num_shards, shard_index),
+    options = CurateOptions(
+        prompts=prompts,
+        output=output,
+        source=source,
         min_per_class=min_per_class,
+        num_shards=num_shards,
+        shard_index=shard_index,
+        executor=executor,
+        ray_address=ray_address,
         overwrite=overwrite,
-        exclude=_path(exclude),
+        exclude=exclude,
+        source_values=_source_paths(source_options),
     )
+    return curate_stage(options)
 
 
 def _source_paths(options: dict[str, Any]) -> dict[str, Any]:
@@ -217,148 +217,101 @@ def _source_paths(options: dict[str, Any]) -> dict[str, Any]:
     return {k: Path(v) if k in path_params and isinstance(v, str) else v for k, v in options.items()}
 
 
-def embed(
-    *,
-    input: PathLike,
-    output: PathLike,
-    model: str = "ViT-B-32",
-    pretrained: str = "openai",
-    classes: PathLike | None = None,
-    split: str | None = None,
-    image_root: PathLike | None = None,
-    shots: int | None = None,
-    seed: int = 0,
-    unlabelled: bool = False,
-    pool: str | None = None,
-    batch_size: int = 64,
-    workers: int | None = None,
-    device: str = "auto",
-    precision: str = "fp32",
-    num_shards: int | None = None,
-    shard_index: int | None = None,
-    overwrite: bool = False,
-    exclude: PathLike | None = None,
-) -> StageResult:
-    """Embed ``input`` with an open_clip model (``model``, ``pretrained``: a tag, a checkpoint or 'none')
-    into an HDF5 file: prompts.json gives the text classifier (weights C x D, texts of ``pool``); a
-    support folder, class folders, a CoOp split file (``split``) or an unlabelled folder gives image
-    features (N x D, L2-normalised). ``classes`` (prompts.json) names the classes of class folders;
-    ``exclude``, a file of image keys (one a line) to leave out."""
+def embed(**options: Any) -> EmbedResult:
+    """Embed ``input`` with an open_clip model (``model``: ARCH or ARCH:TAG; ``pretrained``: a tag, a
+    checkpoint or 'none') into an HDF5 file: prompts.json gives the text classifier (weights C x D, texts
+    of ``pool``); a support folder, class folders, a CoOp split file (``split``) or an unlabelled folder
+    gives image features (N x D, L2-normalised). ``classes`` (prompts.json) names the classes of class
+    folders. The options are ``EmbedOptions``'s: the `susx embed` flags in snake case, same defaults."""
     from susx_cli.stages.embed import embed as embed_stage
+    from susx_cli.stages.options import EmbedOptions
 
-    return embed_stage(
-        Path(input),
-        Path(output),
-        shard=_shard(num_shards, shard_index),
-        model=model,
-        pretrained=pretrained,
-        classes_path=_path(classes),
-        split=split,
-        image_root=_path(image_root),
-        shots=shots,
-        seed=seed,
-        unlabelled=unlabelled,
-        pool=pool,
-        batch_size=batch_size,
-        workers=workers,
-        device=device,
-        precision=precision,
-        overwrite=overwrite,
-        exclude=_path(exclude),
-    )
+    return embed_stage(EmbedOptions.build(options, "embed"))
 
 
-def calibrate(
-    *,
-    text: PathLike,
-    support: PathLike,
-    output: PathLike,
-    method: str = "tip-x",
-    mode: str | None = None,
-    val: PathLike | None = None,
-    values: dict[str, float] | None = None,
-    grids: dict[str, str] | None = None,
-    heatmap: PathLike | None = None,
-    overwrite: bool = False,
-    **options: Any,
-) -> StageResult:
+def merge(**options: Any) -> MergeResult:
+    """Join the parts of a sharded run once every shard finished: ``target`` a support folder (`curate`)
+    or the OUT.h5 of `embed`, ``num_shards`` the count the shards ran with (``MergeOptions``)."""
+    from susx_cli.stages.merge import merge as merge_stage
+    from susx_cli.stages.options import MergeOptions
+
+    return merge_stage(MergeOptions.build(options, "merge"))
+
+
+def export(**options: Any) -> ExportResult:
+    """Write the ``predictions`` file as a CSV table at ``output``, one row per query (``ExportOptions``)."""
+    from susx_cli.stages.export import export as export_stage
+    from susx_cli.stages.options import ExportOptions
+
+    return export_stage(ExportOptions.build(options, "export"))
+
+
+def inspect(**options: Any) -> InspectResult:
+    """Describe the artifact at ``path`` (``description``); draw a support folder's ``contact_sheet`` or a
+    predictions file's ``confusion`` matrix (``InspectOptions``)."""
+    from susx_cli.stages.inspect import inspect as inspect_stage
+    from susx_cli.stages.options import InspectOptions
+
+    return inspect_stage(InspectOptions.build(options, "inspect"))
+
+
+def demo(**options: Any) -> DemoResult:
+    """Every stage end to end in a fresh ``output`` folder, offline with tiny random-weight models unless
+    ``model``/``sd_model`` name real ones (``DemoOptions``); ``rows``: the scores per support and method."""
+    from susx_cli.stages.demo import demo as demo_stage
+    from susx_cli.stages.options import DemoOptions
+
+    return demo_stage(DemoOptions.build(options, "demo"))
+
+
+def report(**options: Any) -> ReportResult:
+    """The paper's table from ``results`` (result JSON files of `eval`, or folders of them) in ``fmt``
+    (markdown | csv | latex) at ``output`` (else in ``message``), a ``long`` CSV and ``chart`` PNGs
+    (``ReportOptions``)."""
+    from susx_cli.stages.options import ReportOptions
+    from susx_cli.stages.report import report as report_stage
+
+    return report_stage(ReportOptions.build(options, "report"))
+
+
+def calibrate(**options: Any) -> CalibrateResult:
     """Choose the method's hyperparameters and write calibration.json. ``mode``: loo (leave one out on
     the support set) | kfold | val (search on the ``val`` features) | fixed (the given ``values``, by
     hyperparameter name); default: val with ``val``, else the method's name-only mode. ``grids``: per
-    hyperparameter "reference", "0.1,1" or "start:stop:steps". ``options``: tau, logit_scale, normalize,
-    folds, fold_seed, device (as `susx calibrate`)."""
+    hyperparameter "reference", "0.1,1" or "start:stop:steps". The other options are ``CalibrateOptions``'s
+    (the `susx calibrate` flags in snake case, same defaults), the method flags included (``alpha=1.0``,
+    ``gda_alpha_grid="0.1,1"``)."""
+    import dataclasses
+
     from susx_cli.stages.calibrate import calibrate as calibrate_stage
+    from susx_cli.stages.options import CalibrateOptions
 
-    fixed = ("method", "mode", "val_path", "values", "grids", "heatmap", "overwrite")
-    _check_options(calibrate_stage, options, fixed)
-    return calibrate_stage(
-        Path(text),
-        Path(support),
-        Path(output),
-        method=method,
-        mode=mode,
-        val_path=_path(val),
-        values=values,
-        grids=grids,
-        heatmap=_path(heatmap),
-        overwrite=overwrite,
-        **options,
-    )
+    fields = {f.name for f in dataclasses.fields(CalibrateOptions) if f.init}
+    hyperparameters = {k: options.pop(k) for k in list(options) if k not in fields}
+    options["hyperparameters"] = {**options.get("hyperparameters", {}), **hyperparameters}
+    return calibrate_stage(CalibrateOptions.build(options, "calibrate"))
 
 
-def predict(
-    *,
-    text: PathLike,
-    query: PathLike,
-    output: PathLike,
-    support: PathLike | None = None,
-    calibration: PathLike | None = None,
-    method: str | None = None,
-    split: str | None = None,
-    image_root: PathLike | None = None,
-    unlabelled: bool = False,
-    batch_size: int = 64,
-    device: str = "auto",
-    overwrite: bool = False,
-    **options: Any,
-) -> StageResult:
+def predict(**options: Any) -> PredictResult:
     """Classify ``query`` (image features, or images that are embedded first beside ``output`` with the
     text classifier's model) and write predictions.h5. Zero-shot with ``text`` alone; with ``support``
     and ``calibration`` the calibrated method (``method`` defaults to the calibration's). The result's
-    ``metrics`` hold top-1/top-5 accuracy and mean per-class recall (percent) when labels are known."""
+    ``metrics`` hold top-1/top-5 accuracy and mean per-class recall (percent) when labels are known. The
+    options are ``PredictOptions``'s (the `susx predict` flags in snake case, same defaults)."""
+    from susx_cli.stages.options import PredictOptions
     from susx_cli.stages.predict import predict as predict_stage
 
-    fixed = ("support_path", "calibration_path", "method", "embed_options", "device", "overwrite")
-    _check_options(predict_stage, options, fixed)
-    embed_options = {
-        "split": split,
-        "image_root": _path(image_root),
-        "unlabelled": unlabelled,
-        "batch_size": batch_size,
-        "device": device,
-    }
-    return predict_stage(
-        Path(text),
-        Path(query),
-        Path(output),
-        support_path=_path(support),
-        calibration_path=_path(calibration),
-        method=method,
-        embed_options=embed_options,
-        device=device,
-        overwrite=overwrite,
-        **options,
-    )
+    return predict_stage(PredictOptions.build(options, "predict"))
 
 
 def eval(  # noqa: A001 - the stage's name, as `susx eval`
     *,
     datasets: str | Sequence[str],
-    data_root: PathLike,
     models: str | Sequence[str],
+    data_root: PathLike | None = None,
     pretrained: str | Sequence[str] = (),
-    work_dir: PathLike = "work",
-    results_dir: PathLike = "results",
+    work_dir: PathLike = "susx-work",
+    results_dir: PathLike = "susx-results",
     supports: Sequence[str] = (),
     methods: Sequence[str] | None = None,
     calibrations: Sequence[str] = ("loo",),
@@ -386,7 +339,7 @@ def eval(  # noqa: A001 - the stage's name, as `susx eval`
     _check_options(run_eval, options, fixed)
     return run_eval(
         _as_list(datasets),
-        data_root=Path(data_root),
+        data_root=_path(data_root),
         work_dir=Path(work_dir),
         results_dir=Path(results_dir),
         models=_as_list(models),

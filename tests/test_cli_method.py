@@ -284,6 +284,7 @@ def test_demo_runs_every_stage_through_the_cli(tmp_path, monkeypatch):
 def test_demo_overwrite_removes_only_what_a_demo_wrote(tmp_path, monkeypatch):
     from susx_cli.artifacts import demo_folder
     from susx_cli.stages import demo
+    from susx_cli.stages.options import DemoOptions
 
     monkeypatch.chdir(tmp_path)
     # A finished demo run, faked: its marker lists what it wrote.
@@ -300,7 +301,7 @@ def test_demo_overwrite_removes_only_what_a_demo_wrote(tmp_path, monkeypatch):
         demo, "make_query_images", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom"))
     )
     with pytest.raises(RuntimeError):
-        demo.run_demo(tmp_path / "run", overwrite=True)
+        demo.demo(DemoOptions(output=tmp_path / "run", overwrite=True))
     assert (tmp_path / "run" / "images" / "old.png").read_bytes() == b"old"
     monkeypatch.undo()
     monkeypatch.chdir(tmp_path)

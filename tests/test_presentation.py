@@ -17,8 +17,8 @@ MODEL = {"model": "susx-tiny-vit", "pretrained": "none"}
 
 def test_stage_functions_called_from_python_print_nothing(tmp_path: Path, capsys):
     from susx_cli.sources.folder import FolderSource
-    from susx_cli.stages.calibrate import calibrate
-    from susx_cli.stages.curate import curate
+    from susx_cli.stages.calibrate import calibrate_files as calibrate
+    from susx_cli.stages.curate import curate_source as curate
     from susx_cli.stages.embed import embed_images, embed_texts
     from susx_cli.stages.prompts import build_prompts
 
@@ -40,7 +40,7 @@ def test_stage_functions_called_from_python_print_nothing(tmp_path: Path, capsys
 
 def test_null_reporter_sends_info_and_warnings_to_logging(tmp_path: Path, capsys, caplog):
     from susx_cli.sources.folder import FolderSource
-    from susx_cli.stages.curate import curate
+    from susx_cli.stages.curate import curate_source as curate
     from susx_cli.stages.prompts import build_prompts
 
     (tmp_path / "classes.txt").write_text("\n".join(CLASSES) + "\n")
@@ -141,7 +141,7 @@ def test_no_source_or_moved_stage_builds_a_rich_table():
     for path in files:
         text = path.read_text(encoding="utf-8")
         assert "rich.table" not in text and "rich.console" not in text, path.name
-    from susx_cli.stages.demo import DemoResult
+    from susx_cli.stages.results import DemoResult
 
     assert not hasattr(DemoResult, "table")
 
@@ -150,7 +150,7 @@ def test_demo_table_is_drawn_by_the_command():
     from rich.console import Console
 
     from susx_cli.commands.demo import demo_table
-    from susx_cli.stages.demo import DemoResult
+    from susx_cli.stages.results import DemoResult
 
     rows = [
         {
@@ -162,7 +162,7 @@ def test_demo_table_is_drawn_by_the_command():
         }
     ]
     console = Console(record=True, width=160)
-    console.print(demo_table(DemoResult([Path("d")], rows, random_weights=True)))
+    console.print(demo_table(DemoResult([Path("d")], rows=rows, random_weights=True)))
     text = console.export_text()
     assert "RANDOM WEIGHTS" in text and "zero-shot" in text and "41.2" in text
 

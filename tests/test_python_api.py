@@ -222,7 +222,7 @@ def test_curate_options_are_checked_by_the_source_registry(tmp_path):
             per_class=3,
         )
     assert "sd" in err.value.hint
-    with pytest.raises(susx.SusxError, match="unknown source 'flickr'"):
+    with pytest.raises(susx.SusxError, match="--source must be one of folder, sd, laion, pool, got 'flickr'"):
         susx.curate(prompts=tmp_path / "p.json", output=tmp_path / "x", source="flickr")
     with pytest.raises(susx.SusxError, match="needs --images"):
         susx.curate(prompts=tmp_path / "p.json", output=tmp_path / "x")

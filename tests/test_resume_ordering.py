@@ -78,7 +78,7 @@ def test_a_crash_in_the_last_step_resumes_to_the_same_set(w, monkeypatch, bounda
         _crash_before(patched, BOUNDARIES[boundary])
         with pytest.raises(Crash):
             from susx_cli.sources.folder import FolderSource
-            from susx_cli.stages.curate import curate
+            from susx_cli.stages.curate import curate_source as curate
 
             curate(Path("p.json"), Path("out"), FolderSource(images=Path("shots")))
     assert not (w / "out" / support.MARKER).exists()
@@ -99,7 +99,7 @@ def test_a_crash_in_the_last_shards_merge_resumes_to_the_same_set(w, monkeypatch
         with pytest.raises(Crash):
             from susx_cli.sharding import Shard
             from susx_cli.sources.folder import FolderSource
-            from susx_cli.stages.curate import curate
+            from susx_cli.stages.curate import curate_source as curate
 
             curate(
                 Path("p.json"), Path("out"), FolderSource(images=Path("shots")), shard=Shard(1, 2, "flags")

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from susx_cli.cli import app
 from susx_cli.errors import SusxError
+from susx_cli.options import cli_fields
 from susx_cli.sources import registry
-from susx_cli.sources.base import cli_fields
 from tests.helpers import invoke
 
 # Per registered source: flags that set every one of its options to a value other than its default.
@@ -302,7 +302,7 @@ def test_help_has_a_panel_per_source_with_its_options():
 
 
 def test_sources_declaring_one_option_differently_is_a_programming_error():
-    from susx_cli.sources.base import CliOption
+    from susx_cli.options import CliOption
 
     a, b = CliOption(("--n",), "a."), CliOption(("--n",), "b.")
     with pytest.raises(TypeError, match="differently"):

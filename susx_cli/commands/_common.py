@@ -7,6 +7,7 @@ import inspect
 import json
 import shlex
 import sys
+import typing
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
@@ -19,11 +20,11 @@ from susx_cli.runtime import DEVICE_HELP, PRECISION_HELP, PRECISIONS
 
 if TYPE_CHECKING:
     from susx_cli.progress import RichReporter
+    from susx_cli.stages.results import StageResult
 
 # Options with a fixed set of values parse as a Literal (or, repeatable, a str Enum): `--help` lists the
 # values and the parser refuses a typo with that list (exit 2). The values stay the stages' strings.
 CALIBRATION_MODES: tuple[str, ...] = registry.MODES
-METRICS: tuple[str, ...] = ("top1", "top5", "mean_per_class_recall")
 
 
 def choice(values: tuple[str, ...]) -> Any:
@@ -69,31 +70,6 @@ def with_method_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-def method_values(method: str, given: dict[str, Any]) -> tuple[dict[str, float], dict[str, str]]:
-    """(fixed values, grids) of ``method`` by hyperparameter name, from the options ``with_method_options``
-    added (by parameter name); a flag of another method is refused."""
-    spec = registry.get(method)
-    flags = registry.hyperparameter_flags().values()
-    set_flags = [h.flag for h, _ in flags if given.get(h.param) is not None]
-    set_flags += [h.grid_flag for h, _ in flags if given.get(f"{h.param}_grid") is not None]
-    registry.refuse_foreign(spec, set_flags)
-    values = {h.name: given[h.param] for h in spec.hyperparameters if given.get(h.param) is not None}
-    grids = {h.name: given[f"{h.param}_grid"] for h in spec.hyperparameters if given.get(f"{h.param}_grid")}
-    return values, grids
-
-
-def parse_seeds(text: str | None, flag: str = "--order-seeds") -> tuple[int, ...]:
-    """``FLAG 0,1,2`` as integers (empty parts ignored); one error line otherwise. The stage checks ranges."""
-    if text is None:
-        return ()
-    try:
-        return tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        from susx_cli.errors import SusxError
-
-        raise SusxError(f"{flag} {text!r} is not a list of integers", hint=f"e.g. {flag} 0,1,2") from None
-
-
 def plain(values: list[Enum] | None) -> list[str] | None:
     """A repeatable choice's values back as plain strings (what stages record and compare)."""
     return None if values is None else [str(v.value) for v in values]
@@ -135,9 +111,6 @@ def path_argument(role: str, **kwargs: Any) -> Any:
     """A typer argument naming a path of ``role``."""
     return _tagged(typer.Argument(**kwargs), role)
 
-
-# Said in the help of each report and picture option: what artifacts/outputs.py lets a rerun replace.
-REPLACES_OWN = " A file of this kind that this command wrote is replaced; any other file there is refused."
 
 OutputOpt = Annotated[Path, output_option("--output", "-o", help="Where to write the artifact.")]
 OverwriteOpt = Annotated[
@@ -243,6 +216,69 @@ def current_context() -> Any:
     return importlib.import_module(f"{click_package}.globals").get_current_context(silent=True)
 
 
+_KW = inspect.Parameter.KEYWORD_ONLY
+
+
+def options_parameters(options_class: type, *, panel: str | None = None) -> list[inspect.Parameter]:
+    """The command's parameters for an options dataclass's fields (``susx_cli.options.option``): each
+    field's flags, help and default; a field with choices parses as a Literal of them, one without flags is
+    a positional argument. The command passes the values to ``options_class`` by the same names."""
+    from susx_cli.options import REQUIRED, cli_fields
+
+    hints = typing.get_type_hints(options_class)
+    params = []
+    for f, cli in cli_fields(options_class):
+        hint = hints[f.name]
+        if cli.choices is not None:
+            optional = type(None) in typing.get_args(hint)
+            hint = Literal[cli.choices] | None if optional else Literal[cli.choices]
+        if typing.get_origin(hint) is tuple:  # a repeatable option (or argument): typer parses a list
+            item = list[typing.get_args(hint)[0]]
+            hint = item if f.default is REQUIRED else item | None
+        parser = (
+            typer.Option(*cli.flags, help=cli.help, rich_help_panel=cli.panel or panel, envvar=cli.envvar)
+            if cli.flags
+            else typer.Argument(help=cli.help, metavar=f.name.upper())
+        )
+        if cli.path is not None:
+            _tagged(parser, cli.path)
+        default = inspect.Parameter.empty if f.default is REQUIRED else f.default
+        if isinstance(default, tuple):
+            default = None
+        params.append(inspect.Parameter(f.name, _KW, default=default, annotation=Annotated[hint, parser]))
+    return params
+
+
+PRESENTATION = [
+    inspect.Parameter("quiet", _KW, default=False, annotation=QuietOpt),
+    inspect.Parameter("as_json", _KW, default=False, annotation=JsonOpt),
+]
+
+
+def options_command(options_class: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A command taking ``**values`` whose options are ``options_class``'s fields plus --quiet and --json."""
+
+    def wrap(command: Callable[..., Any]) -> Callable[..., Any]:
+        command.__signature__ = inspect.Signature([*options_parameters(options_class), *PRESENTATION])
+        return command
+
+    return wrap
+
+
+def build_options(options_class: type, values: dict[str, Any]) -> Any:
+    """``options_class`` from a command's values (its presentation options left out; a repeatable option
+    the user did not give is the field's empty default)."""
+    from susx_cli.options import cli_fields
+
+    given = {}
+    for f, _ in cli_fields(options_class):
+        value = values[f.name]
+        given[f.name] = tuple(value) if isinstance(value, list) else value
+        if value is None and isinstance(f.default, tuple):
+            given[f.name] = f.default
+    return options_class(**given)
+
+
 def run(
     stage: Callable[[], Any],
     *,
@@ -298,14 +334,15 @@ def check_numbers() -> None:
 
 
 def render(
-    result: Any, *, as_json: bool, reporter: RichReporter, table: Callable[[Any], Any] | None = None
+    result: StageResult, *, as_json: bool, reporter: RichReporter, table: Callable[[Any], Any] | None = None
 ) -> None:
     """Paths (or one JSON object) on stdout; the result's table, if any, on stderr unless quiet."""
     if as_json:
         sys.stdout.write(json.dumps(result.to_json(), ensure_ascii=False, default=str) + "\n")
         return
-    if getattr(result, "text", None):
+    if result.text:
         sys.stdout.write(result.text + "\n")
-    reporter.show(table(result) if table is not None else getattr(result, "table", None))
+    if table is not None:
+        reporter.show(table(result))
     for path in result.outputs:
         sys.stdout.write(f"{path}\n")

@@ -9,88 +9,21 @@ from __future__ import annotations
 
 import inspect
 import typing
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
-from susx_cli.commands._common import (
-    ExecutorOpt,
-    JsonOpt,
-    NumShardsOpt,
-    OutputOpt,
-    OverwriteOpt,
-    QuietOpt,
-    RayAddressOpt,
-    ShardIndexOpt,
-    input_argument,
-    input_option,
-    path_option,
-    run,
-)
-from susx_cli.sources.registry import SOURCES, CliParam, cli_params
+from susx_cli.commands._common import PRESENTATION, options_parameters, path_option, run
+from susx_cli.options import cli_fields
+from susx_cli.sources.registry import CliParam, cli_params
+from susx_cli.stages.options import CurateOptions
 
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from susx_cli.stages.results import StageResult
+    from susx_cli.stages.results import CurateResult
 
 _KW = inspect.Parameter.KEYWORD_ONLY
-_GENERAL = [
-    inspect.Parameter("ctx", _KW, annotation=typer.Context),
-    inspect.Parameter(
-        "prompts_path",
-        _KW,
-        annotation=Annotated[
-            Path, input_argument(help="prompts.json (its class list orders the support set).")
-        ],
-    ),
-    inspect.Parameter("output", _KW, annotation=OutputOpt),
-    inspect.Parameter(
-        "source",
-        _KW,
-        default="folder",
-        annotation=Annotated[
-            Literal[tuple(SOURCES)],
-            typer.Option(
-                "--source", help="Where the images come from; each source's options are in its panel below."
-            ),
-        ],
-    ),
-]
-_TAIL = [
-    inspect.Parameter(
-        "min_per_class",
-        _KW,
-        default=1,
-        annotation=Annotated[
-            int,
-            typer.Option(
-                "--min-per-class",
-                help="Leave the set unfinished (exit 2) if a class has fewer images; 0 accepts empty classes.",
-            ),
-        ],
-    ),
-    inspect.Parameter(
-        "exclude",
-        _KW,
-        default=None,
-        annotation=Annotated[
-            Path | None,
-            input_option(
-                "--exclude",
-                help="File of support-set keys to leave out, one a line (e.g. from `susx inspect --influence`).",
-            ),
-        ],
-    ),
-    inspect.Parameter("num_shards", _KW, default=None, annotation=NumShardsOpt),
-    inspect.Parameter("shard_index", _KW, default=None, annotation=ShardIndexOpt),
-    inspect.Parameter("executor", _KW, default="local", annotation=ExecutorOpt),
-    inspect.Parameter("ray_address", _KW, default=None, annotation=RayAddressOpt),
-    inspect.Parameter("overwrite", _KW, default=False, annotation=OverwriteOpt),
-    inspect.Parameter("quiet", _KW, default=False, annotation=QuietOpt),
-    inspect.Parameter("as_json", _KW, default=False, annotation=JsonOpt),
-]
 
 
 def _source_parameters() -> list[inspect.Parameter]:
@@ -138,69 +71,34 @@ def curate(ctx: typer.Context, **values: Any) -> None:
 
       susx curate prompts.json -o support --source pool --pool-images ~/images -k 16 --clip-model ViT-B-32:openai
     """
-    source = values["source"]
+    general = {f.name: values[f.name] for f, _ in cli_fields(CurateOptions)}
     # Only what the user typed goes to the source: its options dataclass holds the defaults.
     given = {p.name: values[p.name] for p in cli_params() if _given(ctx, p.name)}
 
-    def stage() -> StageResult:
-        from susx_cli.sharding import resolve_shard
-        from susx_cli.sources.registry import build_options, make_source
-        from susx_cli.stages import on_ray
+    def stage() -> CurateResult:
         from susx_cli.stages.curate import curate as curate_stage
 
-        options = build_options(source, clip_model_spec(given))
-        if on_ray.check_executor(values["executor"], values["ray_address"], values["shard_index"]):
-            return on_ray.curate_on_ray(
-                values["prompts_path"],
-                values["output"],
-                source,
-                options,
-                num_shards=values["num_shards"],
-                address=values["ray_address"],
-                min_per_class=values["min_per_class"],
-                overwrite=values["overwrite"],
-                quiet=values["quiet"],
-                exclude=values["exclude"],
-            )
-        src = make_source(source, options)
-        shard = resolve_shard(values["num_shards"], values["shard_index"])
-        return curate_stage(
-            values["prompts_path"],
-            values["output"],
-            src,
-            shard=shard,
-            min_per_class=values["min_per_class"],
-            overwrite=values["overwrite"],
-            exclude=values["exclude"],
-        )
+        return curate_stage(CurateOptions(**general, source_values=given), quiet=values["quiet"])
 
     run(
         stage,
         quiet=values["quiet"],
         as_json=values["as_json"],
-        table=lambda result: class_stats_table(source, result),
+        table=lambda result: class_stats_table(values["source"], result),
     )
 
 
-curate.__signature__ = inspect.Signature([*_GENERAL, *_source_parameters(), *_TAIL])
+curate.__signature__ = inspect.Signature(
+    [
+        inspect.Parameter("ctx", _KW, annotation=typer.Context),
+        *options_parameters(CurateOptions),
+        *_source_parameters(),
+        *PRESENTATION,
+    ]
+)
 
 
-def clip_model_spec(given: dict[str, Any]) -> dict[str, Any]:
-    """``--clip-model ARCH:TAG`` split into --clip-model ARCH and --clip-pretrained TAG (one model syntax)."""
-    if given.get("clip_model") is None:
-        return given
-    from susx_cli.model_spec import resolve_model
-
-    arch, weights = resolve_model(
-        given["clip_model"],
-        given.get("clip_pretrained"),
-        default=None,
-        flags=("--clip-model", "--clip-pretrained"),
-    )
-    return {**given, "clip_model": arch} | ({"clip_pretrained": weights} if weights is not None else {})
-
-
-def class_stats_table(source: str, result: StageResult) -> Table | None:
+def class_stats_table(source: str, result: CurateResult) -> Table | None:
     """A retrieval source's per-class counts (its summary's ``class_stats``) with the success rate."""
     stats = result.summary.get("class_stats")
     if not stats or not stats["classes"]:

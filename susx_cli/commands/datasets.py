@@ -3,6 +3,7 @@ making the registry's layout from a download."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +18,7 @@ from susx_cli.commands._common import (
     output_option,
     run,
 )
+from susx_cli.stages.results import StageResult
 
 app = typer.Typer(
     help="The paper's 19 datasets: list them, check a local copy, prepare one from its download.",
@@ -24,14 +26,18 @@ app = typer.Typer(
 )
 
 
-class _ListResult:
-    outputs: list[Path] = []
+@dataclass
+class _ListResult(StageResult):
+    stage: str = field(default="datasets", init=False)
+    specs: list[Any] = field(default_factory=list)
 
-    def __init__(self, specs):
-        self.specs = specs
+    def __post_init__(self) -> None:
+        self.text = "\n".join(s.id for s in self.specs)
 
-    @property
-    def table(self):
+    def to_json(self) -> dict[str, Any]:
+        return {"datasets": [s.to_json() for s in self.specs]}
+
+    def table(self) -> Any:
         from rich.table import Table
 
         table = Table(title="susx datasets (the SuS-X paper's 19)")
@@ -60,24 +66,14 @@ class _ListResult:
             )
         return table
 
-    @property
-    def text(self) -> str:
-        return "\n".join(s.id for s in self.specs)
 
-    def to_json(self) -> dict[str, Any]:
-        return {"datasets": [s.to_json() for s in self.specs]}
+@dataclass
+class _CheckResult(StageResult):
+    stage: str = field(default="datasets", init=False)
+    local: Any = None
 
-
-class _CheckResult:
-    outputs: list[Path] = []
-    table = None
-
-    def __init__(self, local):
-        self.local = local
-
-    @property
-    def text(self) -> str:
-        return f"{self.local.spec.id}: ready ({'; '.join(self.local.notes)})"
+    def __post_init__(self) -> None:
+        self.text = f"{self.local.spec.id}: ready ({'; '.join(self.local.notes)})"
 
     def to_json(self) -> dict[str, Any]:
         lo = self.local
@@ -106,9 +102,9 @@ def list_(quiet: QuietOpt = False, as_json: JsonOpt = False) -> None:
     def stage():
         from susx_cli.datasets.registry import DATASETS
 
-        return _ListResult(list(DATASETS.values()))
+        return _ListResult([], specs=list(DATASETS.values()))
 
-    run(stage, quiet=quiet, as_json=as_json)
+    run(stage, quiet=quiet, as_json=as_json, table=_ListResult.table)
 
 
 @app.command("check")
@@ -139,7 +135,7 @@ def check(
                 import json
                 import sys
 
-                sys.stdout.write(json.dumps(_CheckResult(local).to_json()) + "\n")
+                sys.stdout.write(json.dumps(_CheckResult([], local=local).to_json()) + "\n")
             for extra in local.problems[1:]:
                 warn(extra)
             raise SusxError(
@@ -147,7 +143,7 @@ def check(
                 hint=f"{spec.name} needs {spec.needs()}",
                 exit_code=1,
             )
-        return _CheckResult(local)
+        return _CheckResult([], local=local)
 
     run(stage, quiet=quiet, as_json=as_json)
 

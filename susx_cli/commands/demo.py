@@ -2,38 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Any
 
-import typer
-
-from susx_cli.commands._common import JsonOpt, OverwriteOpt, QuietOpt, output_option, run
+from susx_cli.commands._common import build_options, options_command, run
+from susx_cli.stages.options import DemoOptions
 
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from susx_cli.stages.demo import DemoResult
+    from susx_cli.stages.results import DemoResult
 
 
-def demo(
-    output: Annotated[
-        Path, output_option("--output", "-o", help="A fresh folder for every artifact.")
-    ] = Path("demo-run"),
-    model: Annotated[
-        str | None,
-        typer.Option("--model", "-m", help="Real open_clip model, ARCH or ARCH:TAG (default: tiny random)."),
-    ] = None,
-    pretrained: Annotated[
-        str | None, typer.Option("--pretrained", "-p", help="Weights for --model, e.g. openai.")
-    ] = None,
-    sd_model: Annotated[
-        str | None, typer.Option("--sd-model", help="diffusers model id or folder (default: tiny random).")
-    ] = None,
-    per_class: Annotated[int, typer.Option("--per-class", help="Generated support images per class.")] = 4,
-    overwrite: OverwriteOpt = False,
-    quiet: QuietOpt = False,
-    as_json: JsonOpt = False,
-) -> None:
+@options_command(DemoOptions)
+def demo(**values: Any) -> None:
     """Run prompts -> curate -> embed -> calibrate -> predict and print the final table (scores in %).
 
     Examples:
@@ -44,20 +25,11 @@ def demo(
     """
 
     def stage():
-        from susx_cli.model_spec import resolve_model
-        from susx_cli.stages.demo import run_demo
+        from susx_cli.stages.demo import demo as demo_stage
 
-        arch, weights = resolve_model(model, pretrained, default=None) if model else (None, pretrained)
-        return run_demo(
-            output,
-            model=arch,
-            pretrained=weights,
-            sd_model=sd_model,
-            per_class=per_class,
-            overwrite=overwrite,
-        )
+        return demo_stage(build_options(DemoOptions, values))
 
-    run(stage, quiet=quiet, as_json=as_json, table=demo_table)
+    run(stage, quiet=values["quiet"], as_json=values["as_json"], table=demo_table)
 
 
 def demo_table(result: DemoResult) -> Table:

@@ -22,13 +22,13 @@ from susx_cli.commands._common import (
     choice,
     input_option,
     output_option,
-    parse_seeds,
     plain,
     repeatable_choice,
     run,
     with_method_options,
 )
 from susx_cli.method import registry
+from susx_cli.options import parse_seeds
 
 _Method = repeatable_choice("Method", registry.names())
 _Calibration = repeatable_choice("Calibration", CALIBRATION_MODES)

@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated
+from typing import Any
 
-from susx_cli.commands._common import JsonOpt, OverwriteOpt, QuietOpt, input_argument, output_option, run
+from susx_cli.commands._common import build_options, options_command, run
+from susx_cli.stages.options import ExportOptions
 
 
-def export(
-    predictions: Annotated[Path, input_argument(help="Predictions HDF5 written by susx predict.")],
-    output: Annotated[
-        Path, output_option("--output", "-o", help="CSV file to write; - for standard output.")
-    ] = Path("predictions.csv"),
-    overwrite: OverwriteOpt = False,
-    quiet: QuietOpt = False,
-    as_json: JsonOpt = False,
-) -> None:
+@options_command(ExportOptions)
+def export(**values: Any) -> None:
     """Write one CSV row per query: key (path), true and predicted class names, top-5 class names and scores.
 
     Scores are the method's final logits (its scale included: 100 x cosine for zero-shot); equal scores are
@@ -34,10 +27,12 @@ def export(
 
     def stage():
         from susx_cli.errors import SusxError
-        from susx_cli.stages.export import STDOUT, export_predictions
+        from susx_cli.stages.export import STDOUT
+        from susx_cli.stages.export import export as export_stage
 
-        if as_json and str(output) == STDOUT:
+        options = build_options(ExportOptions, values)
+        if values["as_json"] and str(options.output) == STDOUT:
             raise SusxError("-o - writes the table to stdout, where --json would also go", hint="drop --json")
-        return export_predictions(predictions, output, overwrite=overwrite)
+        return export_stage(options)
 
-    run(stage, quiet=quiet, as_json=as_json)
+    run(stage, quiet=values["quiet"], as_json=values["as_json"])

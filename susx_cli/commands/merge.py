@@ -6,26 +6,14 @@ gets its parts in OUT.h5.parts/ joined into OUT.h5.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated
+from typing import Any
 
-import typer
-
-from susx_cli.commands._common import INPUT_OUTPUT, JsonOpt, QuietOpt, path_argument, run
+from susx_cli.commands._common import build_options, options_command, run
+from susx_cli.stages.options import MergeOptions
 
 
-def merge(
-    target: Annotated[
-        Path,
-        path_argument(
-            INPUT_OUTPUT,
-            help="The support folder the curate shards wrote into, or the -o OUT.h5 of the embed shards.",
-        ),
-    ],
-    num_shards: Annotated[int, typer.Option("--num-shards", help="How many shards the run had.")],
-    quiet: QuietOpt = False,
-    as_json: JsonOpt = False,
-) -> None:
+@options_command(MergeOptions)
+def merge(**values: Any) -> None:
     """Merge shard parts: a support folder's manifests, or an embed run's feature parts into OUT.h5.
 
     Examples:
@@ -36,10 +24,8 @@ def merge(
     """
 
     def stage():
-        from susx_cli.stages.merge import merge_features, merge_support, parts_dir
+        from susx_cli.stages.merge import merge as merge_stage
 
-        if not target.is_dir() and (target.suffix.lower() in (".h5", ".hdf5") or parts_dir(target).is_dir()):
-            return merge_features(target, num_shards)
-        return merge_support(target, num_shards)
+        return merge_stage(build_options(MergeOptions, values))
 
-    run(stage, quiet=quiet, as_json=as_json)
+    run(stage, quiet=values["quiet"], as_json=values["as_json"])

@@ -1,7 +1,7 @@
 """The contract between `susx curate` and a source: a deterministic list of work units, then run them.
 
 A source's user-facing options are an options dataclass whose fields carry their command-line flag and
-help (``option(...)``) and whose ``__post_init__`` fills and checks them; the source class extends it
+help (``susx_cli.options.option(...)``) and whose ``__post_init__`` fills and checks them; the source class extends it
 with behaviour, so ``XSource(**fields)`` and ``XSource.from_options(XOptions(...))`` validate alike.
 """
 
@@ -41,46 +41,6 @@ class Source(Protocol):
 
     def run(self, units: list[WorkUnit], writer: SupportWriter) -> dict[str, Any]:
         """Produce the given (not yet done) units into ``writer``; return a summary for the marker."""
-
-
-# ------------------------------------------------------------------ options
-
-
-@dataclass(frozen=True)
-class CliOption:
-    """How an options field appears on `susx curate`: its flags (the first one long), its help and, for
-    an option with a fixed set of values, those values (the parser then refuses any other)."""
-
-    flags: tuple[str, ...]
-    help: str
-    choices: tuple[str, ...] | None = None
-    path_role: str | None = None  # a path option: "input", "output" or "input-output" (commands/_common)
-
-    @property
-    def flag(self) -> str:
-        """The long flag as a user types it (``--knn-dedup`` for ``--knn-dedup/--no-knn-dedup``)."""
-        return self.flags[0].split("/")[0]
-
-    @property
-    def param(self) -> str:
-        """The command's parameter name: the long flag in snake case."""
-        return self.flag.lstrip("-").replace("-", "_")
-
-
-def option(
-    default: Any, *flags: str, help: str, choices: tuple[str, ...] | None = None, path: str | None = None
-) -> Any:
-    """An options-dataclass field with its default and how it appears on the command line (``path``: the
-    role of a path option, "input", "output" or "input-output")."""
-    return field(
-        default=default,
-        metadata={"cli": CliOption(flags, help, tuple(choices) if choices else None, path)},
-    )
-
-
-def cli_fields(options_class: type) -> list[tuple[dataclasses.Field, CliOption]]:
-    """The fields of an options dataclass that are command-line options, in declaration order."""
-    return [(f, f.metadata["cli"]) for f in dataclasses.fields(options_class) if "cli" in f.metadata]
 
 
 class FromOptions:

@@ -14,8 +14,9 @@ from susx_cli.artifacts.prompts import Prompts
 from susx_cli.artifacts.support import SupportWriter
 from susx_cli.classnames import check_same_classes, folder_key, slug
 from susx_cli.errors import SusxError
+from susx_cli.options import option
 from susx_cli.progress import bar, warn
-from susx_cli.sources.base import FromOptions, WorkUnit, option
+from susx_cli.sources.base import FromOptions, WorkUnit
 
 
 @dataclass

@@ -37,9 +37,10 @@ from susx_cli.artifacts.shard_state import ShardState
 from susx_cli.artifacts.support import SupportWriter
 from susx_cli.encoder import recorded_pretrained
 from susx_cli.errors import SusxError, require_range
+from susx_cli.options import option
 from susx_cli.progress import bar, info, warn
 from susx_cli.sources import ranked
-from susx_cli.sources.base import FromOptions, WorkUnit, option, require_per_class
+from susx_cli.sources.base import FromOptions, WorkUnit, require_per_class
 
 MODES = ("knn", "captions")
 

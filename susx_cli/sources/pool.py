@@ -26,9 +26,10 @@ from susx_cli.embedding import TarMember, embed_image_set
 from susx_cli.encoder import clip_precision, load_encoder, recorded_pretrained
 from susx_cli.errors import SusxError
 from susx_cli.imagesets import IMAGE_EXTS
+from susx_cli.options import option
 from susx_cli.progress import bar, warn
 from susx_cli.sources import ranked
-from susx_cli.sources.base import FromOptions, WorkUnit, option, require_per_class
+from susx_cli.sources.base import FromOptions, WorkUnit, require_per_class
 
 SEARCHES = ("auto", "faiss", "matmul")
 CHUNK_ROWS = 65536

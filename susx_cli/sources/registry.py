@@ -15,8 +15,9 @@ from functools import cache
 from typing import Any
 
 from susx_cli.errors import SusxError
+from susx_cli.options import cli_fields
 from susx_cli.sources import folder, laion, pool, sd
-from susx_cli.sources.base import Source, cli_fields
+from susx_cli.sources.base import Source
 
 SOURCES: dict[str, tuple[type, Callable[[Any], Source]]] = {
     "folder": (folder.FolderOptions, folder.FolderSource.from_options),
@@ -43,7 +44,7 @@ class CliParam:
     help: str
     sources: tuple[str, ...]
     choices: tuple[str, ...] | None = None  # the values the parser accepts (the sources' declared ones)
-    path_role: str | None = None  # a path option's role (base.option's ``path``)
+    path_role: str | None = None  # a path option's role (options.option's ``path``)
 
     @property
     def flag(self) -> str:
@@ -96,7 +97,7 @@ def _merge(name: str, decls: list[tuple[str, Any, Any, Any]]) -> CliParam:
         text,
         tuple(s for s, *_ in decls),
         choices,
-        decls[0][1].path_role,
+        decls[0][1].path,
     )
 
 

@@ -22,8 +22,9 @@ from susx_cli.artifacts import common
 from susx_cli.artifacts.prompts import Prompts
 from susx_cli.artifacts.support import SupportWriter
 from susx_cli.errors import SusxError, require_range
+from susx_cli.options import option
 from susx_cli.progress import bar, info, warn
-from susx_cli.sources.base import FromOptions, WorkUnit, option, require_per_class
+from susx_cli.sources.base import FromOptions, WorkUnit, require_per_class
 
 PROMPT_MODES = ("photo", "cupl")
 

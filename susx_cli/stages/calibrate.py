@@ -4,6 +4,7 @@ no target label is read), or take fixed values; write calibration.json."""
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from pathlib import Path
@@ -18,7 +19,8 @@ from susx_cli.method import registry
 from susx_cli.method.spec import Hyperparameter, MethodSpec, reference_grid
 from susx_cli.progress import bar, info
 from susx_cli.stages.inputs import as_float64, load_method_inputs, support_tensors
-from susx_cli.stages.results import StageResult
+from susx_cli.stages.options import CalibrateOptions
+from susx_cli.stages.results import CalibrateResult
 
 # The most grid points a search may try: the search keeps a count per point, and a larger grid is almost
 # always a typo (the reference TIP-X grid has 200,000 points).
@@ -94,7 +96,29 @@ def resolve_logit_bias(choice: str, model_bias: float | None) -> float:
     return float(model_bias) if choice == "model" and model_bias is not None else 0.0
 
 
-def calibrate(
+def calibrate(options: CalibrateOptions) -> CalibrateResult:
+    """`susx calibrate`: choose ``options.method``'s hyperparameters on the files ``options`` name."""
+    return calibrate_files(
+        options.text,
+        options.support,
+        options.output,
+        method=options.method,
+        mode=options.mode,
+        val_path=options.val,
+        values=options.values,
+        grids=options.grids,
+        tau=options.tau,
+        normalize=options.normalize,
+        logit_scale=options.logit_scale,
+        heatmap=options.heatmap,
+        folds=options.folds,
+        fold_seed=options.fold_seed,
+        device=options.device,
+        overwrite=options.overwrite,
+    )
+
+
+def calibrate_files(
     text_path: Path,
     support_path: Path,
     output: Path,
@@ -112,7 +136,7 @@ def calibrate(
     fold_seed: int | None = None,
     device: str = "auto",
     overwrite: bool = False,
-) -> StageResult:
+) -> CalibrateResult:
     """``values`` (mode fixed) and ``grids`` (the searching modes: 'reference', 'start:stop:steps' or
     'v1,v2') are keyed by the method's hyperparameter names. ``mode`` defaults to val with ``val_path``,
     else the method's name-only mode. Options the method or the mode does not use are refused."""
@@ -152,52 +176,27 @@ def calibrate(
         options["logit_bias"] = bias
     if mode == "kfold":
         options["folds"] = {"k": folds, "seed": fold_seed}
-    # The support set is tagged so `predict` can refuse this calibration with another support set.
-    ids = [inputs.ids["text"], {**inputs.ids["support"], "role": "support"}]
-    if val_path is not None:
-        ids.append(inputs.ids["query"])
-    prov = common.provenance(options, ids)
+    prov = _provenance(options, inputs, val_path)
     if common.decide_existing(output, cal_io.existing_provenance(output), prov, overwrite):
         info(f"{output} is up to date (same inputs and options); nothing to do")
-        return StageResult(
-            "calibrate", [output], skipped=True, summary=calibration_summary(cal_io.read_calibration(output))
+        return CalibrateResult(
+            [output], skipped=True, summary=calibration_summary(cal_io.read_calibration(output))
         )
 
     W = as_float64(text.weights, dev)
     support = support_tensors(sup, dev)
     if spec.check_support is not None:
         spec.check_support(W, support)  # refused here, not first at predict
-    objective = split_record = None
-    chosen = dict(fixed or {})
+    chosen, objective, split_record = dict(fixed or {}), None, None
     if mode != "fixed":
         queries = None
         if mode == "val":
             q = inputs.query
             queries = registry.Support(as_float64(q.features, dev), torch.from_numpy(q.labels).to(dev))
-        choice, split = search_hyperparameters(
-            spec,
-            mode,
-            W,
-            support,
-            grid,
-            queries=queries,
-            folds=folds,
-            fold_seed=fold_seed,
-            logit_scale=scale,
-            logit_bias=bias,
-            **settings,
-        )
-        split_record = None if split is None else cal_io.kfold_record(split.to_dict())
+        search = functools.partial(search_hyperparameters, spec, mode, W, support, grid, queries=queries)
+        settings_of_search = {"logit_scale": scale, "logit_bias": bias, **settings}
+        choice, objective, split_record = _search(search, grid, mode, folds, fold_seed, settings_of_search)
         chosen = choice.values
-        objective = {
-            "metric": "top1",
-            "value": choice.accuracy,  # a fraction of the queries
-            "correct": choice.correct,
-            "queries": choice.total,
-            "on": _OBJECTIVE_ON[mode].format(k=folds),
-            "search_seconds": round(choice.seconds, 3),
-            "configurations": math.prod(len(v) for v in grid.values()),
-        }
         if heatmap is not None:
             _draw_heatmap(spec, choice, grid, heatmap, objective["on"])
     cal = cal_io.Calibration(
@@ -218,7 +217,33 @@ def calibrate(
     )
     cal_io.write_calibration(output, cal)
     outputs = [output] + ([heatmap] if heatmap is not None else [])
-    return StageResult("calibrate", outputs, summary=calibration_summary(cal))
+    return CalibrateResult(outputs, summary=calibration_summary(cal))
+
+
+def _provenance(options: dict[str, Any], inputs: Any, val_path: Path | None) -> dict[str, Any]:
+    # The support set is tagged so `predict` can refuse this calibration with another support set.
+    ids = [inputs.ids["text"], {**inputs.ids["support"], "role": "support"}]
+    if val_path is not None:
+        ids.append(inputs.ids["query"])
+    return common.provenance(options, ids)
+
+
+def _search(
+    search: Any, grid: dict[str, list[float]], mode: str, folds: int, fold_seed: int, settings: dict[str, Any]
+) -> tuple[Any, dict[str, Any], dict[str, Any] | None]:
+    """(the search's choice, its objective record, the k-fold record) of one search over ``grid``."""
+    choice, split = search(folds=folds, fold_seed=fold_seed, **settings)
+    objective = {
+        "metric": "top1",
+        "value": choice.accuracy,  # a fraction of the queries
+        "correct": choice.correct,
+        "queries": choice.total,
+        "on": _OBJECTIVE_ON[mode].format(k=folds),
+        "search_seconds": round(choice.seconds, 3),
+        "configurations": math.prod(len(v) for v in grid.values()),
+    }
+    split_record = None if split is None else cal_io.kfold_record(split.to_dict())
+    return choice, objective, split_record
 
 
 def default_mode(spec: MethodSpec, val_path: Path | None) -> str:

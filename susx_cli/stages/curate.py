@@ -12,10 +12,42 @@ from susx_cli.errors import SusxError
 from susx_cli.progress import info, warn
 from susx_cli.sharding import Shard
 from susx_cli.sources.base import Source
-from susx_cli.stages.results import StageResult
+from susx_cli.stages.options import CurateOptions
+from susx_cli.stages.results import CurateResult
 
 
-def curate(
+def curate(options: CurateOptions, *, quiet: bool = False) -> CurateResult:
+    """`susx curate`: the support set ``options`` ask for, in this process, as this process's shard, or
+    with `--executor ray` (source sd) as Ray tasks (``quiet``: what those tasks report)."""
+    from susx_cli.sharding import resolve_shard
+    from susx_cli.sources.registry import make_source
+    from susx_cli.stages import on_ray
+
+    if options.executor == "ray":
+        return on_ray.curate_on_ray(
+            options.prompts,
+            options.output,
+            options.source,
+            options.source_options,
+            num_shards=options.num_shards,
+            address=options.ray_address,
+            min_per_class=options.min_per_class,
+            overwrite=options.overwrite,
+            quiet=quiet,
+            exclude=options.exclude,
+        )
+    return curate_source(
+        options.prompts,
+        options.output,
+        make_source(options.source, options.source_options),
+        shard=resolve_shard(options.num_shards, options.shard_index),
+        min_per_class=options.min_per_class,
+        overwrite=options.overwrite,
+        exclude=options.exclude,
+    )
+
+
+def curate_source(
     prompts_path: Path,
     output: Path,
     source: Source,
@@ -25,7 +57,7 @@ def curate(
     overwrite: bool = False,
     join: bool = True,
     exclude: Path | None = None,
-) -> StageResult:
+) -> CurateResult:
     """Run ``source`` for this shard's work units; merge when all shards are done. ``exclude``: a file of
     support-set keys (class folder/image, as `susx inspect --influence` lists them) left out of the set.
 
@@ -49,7 +81,7 @@ def curate(
         elif common.decide_existing(output, support.existing_provenance(output), prov, overwrite):
             info(f"{output} is up to date (same inputs and options); nothing to do")
             summary = complete_summary(output, shard.index, source.per_class)
-            return StageResult("curate", [output], skipped=True, summary=summary)
+            return CurateResult([output], skipped=True, summary=summary)
         # --overwrite builds the new set beside the old one and swaps it in only once it is complete.
         target = support.staging_dir(output) if replacing else output
         refuse_other_shard_count(target, shard, prov)
@@ -116,7 +148,7 @@ def refuse_output_among_inputs(output: Path, inputs: list[dict]) -> None:
 
 def _curate_into(
     target, output, units, prompts, prov, source, shard, min_per_class, replacing, join=True
-) -> StageResult:
+) -> CurateResult:
     # The unit list first: a source that refuses its input (e.g. no CuPL sentences) leaves no folder behind.
     units = shard.select(units)
     writer = support.SupportWriter(
@@ -133,9 +165,7 @@ def _curate_into(
     finally:
         writer.close()
     merged = writer.finish({"source": source.name, **summary} if shard.count == 1 else summary, merge=join)
-    result = StageResult(
-        "curate", [output], summary={"shard": shard.index, "num_shards": shard.count, **summary}
-    )
+    result = CurateResult([output], summary={"shard": shard.index, "num_shards": shard.count, **summary})
     if not merged:
         info(f"shard {shard.index + 1}/{shard.count} done; the set completes when every shard has finished")
         result.summary["complete"] = False
@@ -145,7 +175,7 @@ def _curate_into(
     return _completed(target, output, source.per_class, result)
 
 
-def join_shards(target: Path, output: Path, num_shards: int, per_class: int | None) -> StageResult:
+def join_shards(target: Path, output: Path, num_shards: int, per_class: int | None) -> CurateResult:
     """Merge the parts that ``num_shards`` shards run with ``join=False`` wrote into ``target``, then put
     the set in place at ``output``: what the last shard of a sharded run does, done once by an executor."""
     with output_lock(output):
@@ -154,11 +184,11 @@ def join_shards(target: Path, output: Path, num_shards: int, per_class: int | No
                 f"{output}: not every one of the {num_shards} shards has finished",
                 hint="re-run the same command: finished shards are skipped",
             )
-        result = StageResult("curate", [output], summary={"num_shards": num_shards})
+        result = CurateResult([output], summary={"num_shards": num_shards})
         return _completed(target, output, per_class, result)
 
 
-def _completed(target: Path, output: Path, wanted: int | None, result: StageResult) -> StageResult:
+def _completed(target: Path, output: Path, wanted: int | None, result: CurateResult) -> CurateResult:
     """Swap a merged set built beside ``output`` into place; report its counts, short classes, duplicates."""
     if target != output:
         support.swap_into_place(target, output)

@@ -14,29 +14,12 @@ from typing import Any
 
 from susx_cli.artifacts import common, demo_folder, outputs
 from susx_cli.progress import info, warn
+from susx_cli.stages.options import DemoOptions
+from susx_cli.stages.results import DemoResult
 
 # Alphabetical order differs from index order on purpose: labels must follow the class list.
 DEMO_CLASSES = ["zebra", "apple", "mango", "kiwi", "banana"]
 TINY_MODEL = ("susx-tiny-vit", "none")
-
-
-@dataclass
-class DemoResult:
-    """The demo's folder and one row per (support, method): top1 and mean per-class recall in %."""
-
-    outputs: list[Path]
-    rows: list[dict[str, Any]]
-    random_weights: bool
-    stages: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "stage": "demo",
-            "outputs": [str(p) for p in self.outputs],
-            "random_weights": self.random_weights,
-            "results": self.rows,
-            "stages": self.stages,
-        }
 
 
 _MODE_WORDS = {"loo": "leave-one-out", "kfold": "k-fold"}
@@ -64,128 +47,141 @@ def make_query_images(root: Path, classes: list[str], per_class: int, seed: int,
     return root
 
 
-def run_demo(
-    output: Path,
-    *,
-    model: str | None = None,
-    pretrained: str | None = None,
-    sd_model: str | None = None,
-    per_class: int = 4,
-    queries_per_class: int = 12,
-    shots: int = 4,
-    overwrite: bool = False,
-) -> DemoResult:
-    from susx_cli.artifacts.hdf5 import read_predictions
-    from susx_cli.method import registry as methods
-    from susx_cli.sources.folder import FolderSource
-    from susx_cli.stages.calibrate import calibrate
-    from susx_cli.stages.curate import curate
-    from susx_cli.stages.embed import embed_images, embed_texts
-    from susx_cli.stages.predict import predict
-    from susx_cli.stages.prompts import build_prompts
-
-    final = output
-    demo_folder.check_output(final, overwrite)
+def demo(options: DemoOptions, *, queries_per_class: int = 12, shots: int = 4) -> DemoResult:
+    """Every stage in a fresh folder: prompts, two support sets (name-only generated, ``shots`` real
+    images per class), features, a calibration per calibrated method, predictions and their scores."""
+    final = options.output
+    demo_folder.check_output(final, options.overwrite)
     # The run is built in a hidden sibling and swapped in when complete: a failed run leaves the old one.
     output = common.staging_dir(final)
     with outputs.writing(final):  # a read-only folder or a parent that is a file: one line
         if output.exists():
             shutil.rmtree(output)  # a staging folder left by an interrupted run
         output.mkdir(parents=True)
-    random_weights = model is None
-    model, pretrained = (model, pretrained) if model else TINY_MODEL
-    m = {"model": model, "pretrained": pretrained}
-    stages: list[dict[str, Any]] = []
-
-    def banner(text: str) -> None:
-        info(f"\n[bold cyan]== {text}[/bold cyan]")
-
-    def log(result) -> None:
-        # Name the outputs where they will be once the finished run is swapped into place.
-        record = result.to_json()
-        record["outputs"] = [str(final / Path(p).relative_to(output)) for p in record["outputs"]]
-        stages.append(record)
-        for p in record["outputs"]:
-            info(f"   wrote {p}")
-
+    run = _DemoRun(output, final, options.model or TINY_MODEL[0], options.pretrained or TINY_MODEL[1])
+    random_weights = options.model is None
     if random_weights:
         warn(
             "susx demo: tiny models with RANDOM weights, generated images — the numbers below "
             "show that the pipeline runs, not how well SuS-X works."
         )
-    common.atomic_write_bytes(output / "classes.txt", ("\n".join(DEMO_CLASSES) + "\n").encode())
-    banner("1. prompts: class names -> prompts.json")
-    log(build_prompts(output / "prompts.json", classes_path=output / "classes.txt", template_set="ensemble"))
-
-    banner("2. curate: name-only support set (text-to-image)")
-    supports = {}
-    sd_source = _sd_source(output, sd_model, per_class)
-    if sd_source is not None:
-        log(curate(output / "prompts.json", output / "support-sd", sd_source))
-        supports["SuS-SD (name-only)"] = output / "support-sd"
-    banner("2b. curate: few-shot support set (k real labelled images per class)")
-    with outputs.writing(final):
-        make_query_images(output / "images" / "train", DEMO_CLASSES, shots, seed=1)
-        make_query_images(output / "images" / "test", DEMO_CLASSES, queries_per_class, seed=2)
-    log(
-        curate(output / "prompts.json", output / "support-fewshot", FolderSource(output / "images" / "train"))
-    )
-    supports[f"{shots}-shot (few-shot)"] = output / "support-fewshot"
-
-    banner("3. embed: text classifier, support features, query features")
-    log(embed_texts(output / "prompts.json", output / "text.h5", **m))
-    log(
-        embed_images(
-            output / "images" / "test",
-            output / "query.h5",
-            classes_path=output / "prompts.json",
-            workers=0,
-            **m,
-        )
-    )
-    rows = []
-    zs_done = False
+    supports = run.supports(options.sd_model, options.per_class, shots, queries_per_class)
+    run.embed_texts_and_queries()
+    rows: list[dict[str, Any]] = []
     for label, sup_dir in supports.items():
-        tag = sup_dir.name
-        log(embed_images(sup_dir, output / f"{tag}.h5", workers=0, **m))
-        specs = [methods.get(n) for n in methods.paper_names()]
-        for spec in [sp for sp in specs if sp.needs_support or not zs_done]:
-            method, calibration = spec.name, None
-            if spec.calibrated:
-                calibration = output / f"calibration-{tag}-{method}.json"
-                mode = "loo" if "loo" in spec.modes else "kfold"
-                banner(
-                    f"4. calibrate {method} on {label}: {_MODE_WORDS[mode]} over the support set, no target labels"
-                )
-                log(
-                    calibrate(output / "text.h5", output / f"{tag}.h5", calibration, mode=mode, method=method)
-                )
-            banner(f"5. predict {method}" + (f" with {label}" if spec.needs_support else ""))
-            out = output / f"predictions-{tag}-{method}.h5"
-            log(
-                predict(
-                    output / "text.h5",
-                    output / "query.h5",
-                    out,
-                    support_path=output / f"{tag}.h5" if spec.needs_support else None,
-                    calibration_path=calibration,
-                    method=method,
-                )
-            )
-            metrics = read_predictions(out).metrics
-            rows.append(
-                {
-                    "support": label if spec.needs_support else "-",
-                    "method": method,
-                    "calibration": _MODE_WORDS[mode] if spec.calibrated else "-",
-                    "top1": metrics["top1"],
-                    "mean_per_class_recall": metrics["mean_per_class_recall"],
-                }
-            )
-        zs_done = True
+        rows += run.methods(label, sup_dir, zero_shot=not rows)
     demo_folder.write_marker(output)
     common.swap_into_place(output, final)
-    return DemoResult([final], rows, random_weights, stages)
+    return DemoResult([final], rows=rows, random_weights=random_weights, stages=run.stages)
+
+
+def _banner(text: str) -> None:
+    info(f"\n[bold cyan]== {text}[/bold cyan]")
+
+
+@dataclass
+class _DemoRun:
+    """One demo run in its staging folder ``output``: the stage calls and their JSON records."""
+
+    output: Path
+    final: Path
+    model: str
+    pretrained: str
+    stages: list[dict[str, Any]] = field(default_factory=list)
+
+    def log(self, result: Any) -> None:
+        # Name the outputs where they will be once the finished run is swapped into place.
+        record = result.to_json()
+        record["outputs"] = [str(self.final / Path(p).relative_to(self.output)) for p in record["outputs"]]
+        self.stages.append(record)
+        for p in record["outputs"]:
+            info(f"   wrote {p}")
+
+    def supports(self, sd_model: str | None, per_class: int, shots: int, queries: int) -> dict[str, Path]:
+        """prompts.json, the support sets (name-only generated, few-shot real) and the query images."""
+        from susx_cli.sources.folder import FolderSource
+        from susx_cli.stages.curate import curate_source
+        from susx_cli.stages.prompts import build_prompts
+
+        output = self.output
+        common.atomic_write_bytes(output / "classes.txt", ("\n".join(DEMO_CLASSES) + "\n").encode())
+        _banner("1. prompts: class names -> prompts.json")
+        self.log(
+            build_prompts(
+                output / "prompts.json", classes_path=output / "classes.txt", template_set="ensemble"
+            )
+        )
+        _banner("2. curate: name-only support set (text-to-image)")
+        supports = {}
+        sd_source = _sd_source(output, sd_model, per_class)
+        if sd_source is not None:
+            self.log(curate_source(output / "prompts.json", output / "support-sd", sd_source))
+            supports["SuS-SD (name-only)"] = output / "support-sd"
+        _banner("2b. curate: few-shot support set (k real labelled images per class)")
+        with outputs.writing(self.final):
+            make_query_images(output / "images" / "train", DEMO_CLASSES, shots, seed=1)
+            make_query_images(output / "images" / "test", DEMO_CLASSES, queries, seed=2)
+        train = FolderSource(output / "images" / "train")
+        self.log(curate_source(output / "prompts.json", output / "support-fewshot", train))
+        supports[f"{shots}-shot (few-shot)"] = output / "support-fewshot"
+        return supports
+
+    def embed_texts_and_queries(self) -> None:
+        from susx_cli.stages.embed import embed_images, embed_texts
+
+        _banner("3. embed: text classifier, support features, query features")
+        m = {"model": self.model, "pretrained": self.pretrained}
+        self.log(embed_texts(self.output / "prompts.json", self.output / "text.h5", **m))
+        query = self.output / "images" / "test"
+        classes = self.output / "prompts.json"
+        self.log(embed_images(query, self.output / "query.h5", classes_path=classes, workers=0, **m))
+
+    def methods(self, label: str, sup_dir: Path, zero_shot: bool) -> list[dict[str, Any]]:
+        """Embed one support set, then calibrate and predict every paper method that uses it (and
+        zero-shot, with ``zero_shot``); one table row per method."""
+        from susx_cli.method import registry as methods
+        from susx_cli.stages.embed import embed_images
+
+        output, tag = self.output, sup_dir.name
+        features = output / f"{tag}.h5"
+        self.log(embed_images(sup_dir, features, workers=0, model=self.model, pretrained=self.pretrained))
+        specs = [methods.get(n) for n in methods.paper_names()]
+        return [self._method(spec, label, tag, features) for spec in specs if spec.needs_support or zero_shot]
+
+    def _method(self, spec: Any, label: str, tag: str, features: Path) -> dict[str, Any]:
+        from susx_cli.artifacts.hdf5 import read_predictions
+        from susx_cli.stages.calibrate import calibrate_files as calibrate
+        from susx_cli.stages.predict import predict_files as predict
+
+        output, method, calibration, mode = self.output, spec.name, None, None
+        if spec.calibrated:
+            calibration = output / f"calibration-{tag}-{method}.json"
+            mode = "loo" if "loo" in spec.modes else "kfold"
+            _banner(
+                f"4. calibrate {method} on {label}: {_MODE_WORDS[mode]} over the support set, no target labels"
+            )
+            self.log(calibrate(output / "text.h5", features, calibration, mode=mode, method=method))
+        _banner(f"5. predict {method}" + (f" with {label}" if spec.needs_support else ""))
+        out = output / f"predictions-{tag}-{method}.h5"
+        support = features if spec.needs_support else None
+        self.log(
+            predict(
+                output / "text.h5",
+                output / "query.h5",
+                out,
+                support_path=support,
+                calibration_path=calibration,
+                method=method,
+            )
+        )
+        metrics = read_predictions(out).metrics
+        return {
+            "support": label if spec.needs_support else "-",
+            "method": method,
+            "calibration": _MODE_WORDS[mode] if mode else "-",
+            "top1": metrics["top1"],
+            "mean_per_class_recall": metrics["mean_per_class_recall"],
+        }
 
 
 def _sd_source(output: Path, sd_model: str | None, per_class: int):

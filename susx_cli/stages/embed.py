@@ -16,10 +16,12 @@ from susx_cli.artifacts.schema import ModelIdentity
 from susx_cli.classnames import folder_key, read_class_file
 from susx_cli.embedding import class_text_weights, embed_image_set, image_set_provenance
 from susx_cli.encoder import clip_precision, load_encoder, recorded_pretrained
-from susx_cli.errors import SusxError, require_range
+from susx_cli.errors import SusxError
+from susx_cli.options import cli_fields
 from susx_cli.progress import info
 from susx_cli.sharding import Shard
-from susx_cli.stages.results import StageResult
+from susx_cli.stages.options import EmbedOptions, check_loader_options
+from susx_cli.stages.results import EmbedResult
 
 
 def _model_options(model: str, pretrained: str | None, precision: str) -> dict[str, Any]:
@@ -80,7 +82,7 @@ def embed_images(
     verify: bool = True,
     join: bool = True,
     exclude: Path | None = None,
-) -> StageResult:
+) -> EmbedResult:
     """Embed images into an HDF5 feature file, streaming in batches; resumes an interrupted run.
 
     With a ``shard`` of several, embeds that shard's contiguous share into a part file beside ``output``
@@ -134,7 +136,7 @@ def embed_images(
         return _embed_shard(run, output, shard, prov, overwrite, join)
     with output_lock(output):  # one writer: a second run of the same output is refused with our PID
         done = run(output)
-    return StageResult("embed", [output], summary=_image_summary(output), skipped=done is None)
+    return EmbedResult([output], summary=_image_summary(output), skipped=done is None)
 
 
 def _image_summary(path: Path) -> dict[str, Any]:
@@ -156,7 +158,7 @@ def _text_summary(tc: hdf5.TextClassifier) -> dict[str, Any]:
 
 def _embed_shard(
     run, output: Path, shard: Shard, prov: dict[str, Any], overwrite: bool, join: bool
-) -> StageResult:
+) -> EmbedResult:
     """Embed this shard's part (skipped when finished, resumed when killed); join when every part is done.
 
     ``run(path, shard=..., label=...)`` embeds into ``path``; ``prov`` is the single-process provenance,
@@ -168,7 +170,7 @@ def _embed_shard(
         output, hdf5.existing_provenance(output, common.IMAGE_FEATURES), prov, overwrite
     ):
         info(f"{output} is up to date (same inputs and options); nothing to do")
-        return StageResult("embed", [output], skipped=True)
+        return EmbedResult([output], skipped=True)
     merge.check_part_count(output, shard.count)
     part = feature_parts.part_path(output, shard.index, shard.count)
     with output_lock(part):
@@ -178,18 +180,18 @@ def _embed_shard(
         summary |= {"rows": done.rows, "skipped": done.skipped, "model": done.model.describe()}
     if not join or not merge.parts_ready(output, shard.count):
         info(f"shard {shard.index + 1}/{shard.count} done; {output} is joined when every shard has finished")
-        return StageResult("embed", [part], summary=summary, skipped=done is None)
+        return EmbedResult([part], summary=summary, skipped=done is None)
     with contextlib.ExitStack() as stack:
         try:
             stack.enter_context(output_lock(output))
         except SusxError:  # another shard finished at the same moment and is joining
             info(f"another shard is joining the parts into {output}")
-            return StageResult("embed", [part], summary=summary, skipped=done is None)
+            return EmbedResult([part], summary=summary, skipped=done is None)
         if not merge.parts_ready(output, shard.count):  # joined (and the parts removed) meanwhile
-            return StageResult("embed", [output], summary=summary, skipped=done is None)
+            return EmbedResult([output], summary=summary, skipped=done is None)
         joined = merge.join_parts_locked(output, shard.count, replace=overwrite)
     info(f"joined {shard.count} parts into {output}")
-    return StageResult("embed", [output], summary={**summary, "joined": joined.summary})
+    return EmbedResult([output], summary={**summary, "joined": joined.summary})
 
 
 def embed_texts(
@@ -203,7 +205,7 @@ def embed_texts(
     device: str | None = None,
     precision: str = "fp32",
     overwrite: bool = False,
-) -> StageResult:
+) -> EmbedResult:
     """Embed a prompts file's pool into the text classifier HDF5 (weights C x D, texts per class)."""
     import numpy as np
 
@@ -218,9 +220,7 @@ def embed_texts(
         output, hdf5.existing_provenance(output, common.TEXT_CLASSIFIER), prov, overwrite
     ):
         info(f"{output} is up to date (same inputs and options); nothing to do")
-        return StageResult(
-            "embed", [output], summary=_text_summary(hdf5.read_text_classifier(output)), skipped=True
-        )
+        return EmbedResult([output], summary=_text_summary(hdf5.read_text_classifier(output)), skipped=True)
     encoder = load_encoder(model, pretrained, device=device, precision=precision)
     weights = class_text_weights(encoder, texts, batch_size)
     tc = hdf5.TextClassifier(
@@ -232,7 +232,7 @@ def embed_texts(
         provenance=prov,
     )
     hdf5.write_text_classifier(output, tc)
-    return StageResult("embed", [output], summary=_text_summary(tc))
+    return EmbedResult([output], summary=_text_summary(tc))
 
 
 def is_prompts_file(input_path: Path) -> bool:
@@ -243,59 +243,57 @@ def is_prompts_file(input_path: Path) -> bool:
     return isinstance(data, dict) and data.get("kind") == common.PROMPTS
 
 
-# Upper bounds that catch typos: more loader processes than any machine has cores to feed, more
-# augmented views than make a mean any steadier (the paper's few-shot figures use 10).
-MAX_WORKERS = 256
-MAX_AUGMENT_PASSES = 1000
+def embed(options: EmbedOptions, *, quiet: bool = False) -> EmbedResult:
+    """Dispatch on the input: prompts.json -> text classifier; anything else -> image features, in this
+    process, as this process's shard, or as Ray tasks (``quiet``: what those tasks report)."""
+    from susx_cli.sharding import resolve_shard
+    from susx_cli.stages import on_ray
 
-
-def check_loader_options(workers: int | None, augment_passes: int, keep_views: bool = False) -> None:
-    """Refuse a --workers or --augment-passes value out of range, or --keep-views without views to keep
-    (embed's and eval's one check)."""
-    if workers is not None:
-        require_range("--workers", workers, 0, MAX_WORKERS, hint="0 loads images in this process")
-    require_range(
-        "--augment-passes", augment_passes, 1, MAX_AUGMENT_PASSES, hint="1 embeds each image once, as it is"
-    )
-    if keep_views and augment_passes < 2:
-        raise SusxError(
-            "--keep-views keeps the augmented views of each image, but --augment-passes is 1",
-            hint="add --augment-passes 10 (or drop --keep-views)",
+    images = {name: getattr(options, name) for name in _IMAGE_OPTIONS}
+    images["classes_path"] = images.pop("classes")
+    if options.on_ray:
+        return on_ray.embed_on_ray(
+            options.input,
+            options.output,
+            num_shards=options.num_shards,
+            address=options.ray_address,
+            quiet=quiet,
+            **images,
         )
+    shard = resolve_shard(options.num_shards, options.shard_index)
+    if not is_prompts_file(options.input):
+        return embed_images(options.input, options.output, shard=shard, **images)
+    if shard.source == "options":
+        raise SusxError(
+            f"{options.input} is a prompts file: the text classifier is not sharded",
+            hint="drop --num-shards/--shard-index (one process embeds the texts)",
+        )
+    _refuse_image_options(options)
+    return embed_texts(
+        options.input,
+        options.output,
+        model=options.model,
+        pretrained=options.pretrained,
+        pool=options.pool,
+        batch_size=options.batch_size,
+        device=options.device,
+        precision=options.precision,
+        overwrite=options.overwrite,
+    )
 
 
-def embed(input_path: Path, output: Path, shard: Shard = Shard(), **kwargs) -> StageResult:
-    """Dispatch on the input: prompts.json -> text classifier; anything else -> image features."""
-    if input_path.is_file() and input_path.suffix.lower() == ".json":
-        kwargs.pop("verify", None)  # texts have no recorded image hashes to check
-        data = common.read_json(input_path)
-        if isinstance(data, dict) and data.get("kind") == common.PROMPTS:
-            if shard.source == "options":
-                raise SusxError(
-                    f"{input_path} is a prompts file: the text classifier is not sharded",
-                    hint="drop --num-shards/--shard-index (one process embeds the texts)",
-                )
-            image_only = (
-                "classes_path",
-                "split",
-                "image_root",
-                "shots",
-                "seed",
-                "unlabelled",
-                "workers",
-                "augment_passes",
-                "keep_views",
-                "exclude",
-            )
-            unset = {"augment_passes": (None, 1)}  # the others are unset at None, False or 0
-            used = [k for k in image_only if kwargs.get(k) not in unset.get(k, (None, False, 0))]
-            if used:
-                raise SusxError(
-                    f"{', '.join('--' + u.replace('_path', '').replace('_', '-') for u in used)} apply to images, "
-                    f"but {input_path} is a prompts file",
-                    hint="drop those options to embed the text classifier",
-                )
-            text_kwargs = {k: v for k, v in kwargs.items() if k not in image_only}
-            return embed_texts(input_path, output, **text_kwargs)
-    kwargs.pop("pool", None)
-    return embed_images(input_path, output, shard=shard, **kwargs)
+_IMAGE_OPTIONS = (
+    *EmbedOptions.IMAGE_ONLY,
+    *("model", "pretrained", "batch_size", "device", "precision", "overwrite", "verify"),
+)
+
+
+def _refuse_image_options(options: EmbedOptions) -> None:
+    """Options only images read, set away from their defaults with a prompts file, are an error."""
+    fields = {f.name: (f.default, cli) for f, cli in cli_fields(EmbedOptions)}
+    used = [fields[name][1].flag for name in options.IMAGE_ONLY if getattr(options, name) != fields[name][0]]
+    if used:
+        raise SusxError(
+            f"{', '.join(used)} apply to images, but {options.input} is a prompts file",
+            hint="drop those options to embed the text classifier",
+        )

@@ -256,11 +256,11 @@ class EvalConfig:
                 f"{', '.join(with_support)} {'needs' if len(with_support) == 1 else 'need'} --support",
                 hint="e.g. --support folder-shots:16 or --support SUPPORT_DIR",
             )
-        from susx_cli.stages.embed import check_loader_options
+        from susx_cli.stages.options import check_loader_options
 
         check_loader_options(options.get("workers"), options.get("augment_passes", 1))
         options["seeds"] = check_seeds(options.get("seeds", (0,)))
-        from susx_cli.stages.on_ray import check_executor
+        from susx_cli.stages.options import check_executor
 
         check_executor(options.get("executor", "local"), options.get("ray_address"), None)
         if options.get("prompts_path") is not None and num_datasets > 1:
@@ -959,7 +959,7 @@ class DatasetEval:
         if choice.path is not None:
             return choice.path
         from susx_cli.sources.folder import FolderSource
-        from susx_cli.stages.curate import curate
+        from susx_cli.stages.curate import curate_source as curate
 
         inputs = {"split_sha256": self.split_sha, "shots": choice.shots, "seed": seed}
         out = self.wd.support_folder(choice.tag, seed, inputs)
@@ -1135,8 +1135,8 @@ class DatasetEval:
         """Make the run's artifacts, calibrate and predict: its result record (``execute`` writes it)."""
         from susx_cli.artifacts import calibration as cal_io
         from susx_cli.artifacts import hdf5, support
-        from susx_cli.stages.calibrate import calibrate
-        from susx_cli.stages.predict import predict
+        from susx_cli.stages.calibrate import calibrate_files as calibrate
+        from susx_cli.stages.predict import predict_files as predict
 
         spec, cfg, wd = self.spec, self.cfg, self.wd
         text, query = self.text(run), self.split_features(run, spec.test_split)

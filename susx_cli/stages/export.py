@@ -4,14 +4,13 @@ and the top-5 class names with their scores (the method's final logits, scale in
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from susx_cli.artifacts import hdf5, outputs, tables
 from susx_cli.progress import info
-from susx_cli.stages.results import StageResult
+from susx_cli.stages.options import ExportOptions
+from susx_cli.stages.results import ExportResult
 
 STDOUT = "-"  # -o - writes the table to standard output
 
@@ -41,15 +40,10 @@ def format_score(value: np.floating) -> str:
     return np.format_float_positional(np.float32(value), unique=True, trim="-")
 
 
-@dataclass
-class ExportResult(StageResult):
-    """``text``: the CSV itself when it goes to stdout (``-o -``), else empty."""
-
-    text: str = ""
-
-
-def export_predictions(path: Path, output: Path, *, overwrite: bool = False) -> ExportResult:
-    """Write the CSV at ``output`` (``-`` for stdout); a file already holding exactly this table is kept."""
+def export(options: ExportOptions) -> ExportResult:
+    """Write one CSV row per query of ``options.predictions`` at ``options.output`` (``-`` for stdout); a
+    file already holding exactly this table is kept."""
+    path, output, overwrite = options.predictions, options.output, options.overwrite
     to_stdout = str(output) == STDOUT
     if not to_stdout:
         outputs.check_paths([path], [("-o/--output", output)])
@@ -58,13 +52,13 @@ def export_predictions(path: Path, output: Path, *, overwrite: bool = False) -> 
     summary = {"classes": len(preds.classes), "method": preds.method}
     if to_stdout:
         text, rows = tables.csv_text(header, prediction_rows(preds), line_end="\n")
-        return ExportResult("export", [], summary={"rows": rows, **summary}, text=text.removesuffix("\n"))
+        return ExportResult([], summary={"rows": rows, **summary}, text=text.removesuffix("\n"))
     text, rows = tables.marked_csv_text(header, prediction_rows(preds), kind=outputs.PREDICTIONS_CSV)
     summary = {"rows": rows, **summary}
     if tables.holds_text(output, text):
         info(f"{output} is up to date (the same table); nothing to do")
-        return ExportResult("export", [output], skipped=True, summary=summary)
+        return ExportResult([output], skipped=True, summary=summary)
     outputs.claim(output, outputs.PREDICTIONS_CSV, overwrite=overwrite)
     with outputs.writing(output):
         tables.write_text(output, text)
-    return ExportResult("export", [output], summary=summary)
+    return ExportResult([output], summary=summary)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,23 +10,11 @@ from susx_cli import classnames, imagesets, plots
 from susx_cli.artifacts import common, hdf5, outputs, support
 from susx_cli.errors import SusxError
 from susx_cli.progress import warn
+from susx_cli.stages.options import CLASSES_PER_PAGE, InspectOptions
+from susx_cli.stages.results import InspectResult
 
 # A contact sheet wider than this is refused by image viewers and costs memory for nothing.
 MAX_SHEET_WIDTH = 16384
-
-
-@dataclass
-class InspectResult:
-    description: dict[str, Any]
-    outputs: list[Path] = field(default_factory=list)
-
-    @property
-    def text(self) -> str:
-        """The description; empty when a picture was drawn, so that its path stands alone on stdout."""
-        return "" if self.outputs else json.dumps(self.description, indent=2, ensure_ascii=False, default=str)
-
-    def to_json(self) -> dict[str, Any]:
-        return self.description
 
 
 def describe(path: Path) -> dict[str, Any]:
@@ -60,9 +46,6 @@ def describe(path: Path) -> dict[str, Any]:
         out["example"] = entries[0] if entries else None
         out["classes"] = data.get("classes", [])[:10]
     return out
-
-
-CLASSES_PER_PAGE = 50
 
 
 def pick_classes(classes: list[str], spec: str | None) -> list[int]:
@@ -226,29 +209,33 @@ def confusion_picture(path: Path, output: Path) -> plots.ConfusionDescription:
     )
 
 
-def inspect_artifact(
-    path: Path,
-    contact_sheet: Path | None = None,
-    per_class: int = 8,
-    confusion: Path | None = None,
-    classes: str | None = None,
-    classes_per_page: int = CLASSES_PER_PAGE,
-) -> InspectResult:
+def inspect(options: InspectOptions) -> InspectResult:
+    """The description of ``options.path``, and the pictures the options ask for (their paths in
+    ``outputs``); with ``influence``, the support images ranked by their effect (``support_influence``)."""
+    path, contact_sheet, confusion = options.path, options.contact_sheet, options.confusion
+    if options.influence:
+        return support_influence(
+            path,
+            options.text,
+            calibration=options.calibration,
+            sheet=contact_sheet,
+            support_folder=options.support_folder,
+            worst=options.worst,
+        )
     outputs.check_paths([path], [("--contact-sheet", contact_sheet), ("--confusion", confusion)])
     description = describe(path)
-    result = InspectResult(description)
-    if contact_sheet is None and (classes is not None or classes_per_page != CLASSES_PER_PAGE):
-        raise SusxError(
-            "--classes and --classes-per-page choose what a contact sheet shows",
-            hint="add --contact-sheet sheet.png",
-        )
+    result = InspectResult([], description=description)
     if contact_sheet is not None:
         if not support.is_support_dir(path):
             raise SusxError(
                 "--contact-sheet needs a support folder", hint="pass the -o folder of `susx curate`"
             )
         sheet = globals()["contact_sheet"](
-            path, contact_sheet, per_class=per_class, classes=classes, classes_per_page=classes_per_page
+            path,
+            contact_sheet,
+            per_class=options.per_class,
+            classes=options.classes,
+            classes_per_page=options.classes_per_page,
         )
         result.description["contact_sheet"] = sheet.to_json()
         result.outputs += [Path(page.path) for page in sheet.pages]
@@ -390,7 +377,7 @@ def support_influence(
         "hurting": len(hurting),
         "images": ranked,
     }
-    out = InspectResult(description)
+    out = InspectResult([], description=description)
     if sheet is not None:
         folder = reachable_support_folder(sup, support_folder)
         if folder is None:

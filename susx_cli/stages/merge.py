@@ -11,16 +11,22 @@ from susx_cli.artifacts.feature_parts import part_path, parts_dir, recorded_part
 from susx_cli.artifacts.lock import output_lock
 from susx_cli.errors import SusxError
 from susx_cli.progress import info
-from susx_cli.stages.results import StageResult
+from susx_cli.stages.options import MergeOptions
+from susx_cli.stages.results import MergeResult
 
 
-def merge_support(root: Path, num_shards: int) -> StageResult:
+def merge(options: MergeOptions) -> MergeResult:
+    """A feature file target (OUT.h5, or one whose OUT.parts/ exists) gets its parts joined; a support
+    folder its part manifests."""
+    target = options.target
+    if not target.is_dir() and (target.suffix.lower() in (".h5", ".hdf5") or parts_dir(target).is_dir()):
+        return merge_features(target, options.num_shards)
+    return merge_support(target, options.num_shards)
+
+
+def merge_support(root: Path, num_shards: int) -> MergeResult:
     if not support.is_support_dir(root):
         raise SusxError(f"{root} is not a susx support folder", hint="pass the -o folder of `susx curate`")
-    if num_shards < 1:
-        raise SusxError(
-            f"--num-shards must be at least 1, got {num_shards}", hint="pass the count the shards ran with"
-        )
     recorded = support.recorded_shard_counts(root)
     if not recorded:
         raise SusxError(f"{root} holds no shard parts to merge", hint="run the shards of `susx curate` first")
@@ -41,7 +47,7 @@ def merge_support(root: Path, num_shards: int) -> StageResult:
         )
     support.merge_parts(root, num_shards)
     final = support.read_support(root)
-    return StageResult("merge", [root], summary={"images": len(final.rows), "per_class": final.counts()})
+    return MergeResult([root], summary={"images": len(final.rows), "per_class": final.counts()})
 
 
 # ------------------------------------------------------------------------------------ sharded features
@@ -70,17 +76,13 @@ def parts_ready(output: Path, num_shards: int) -> bool:
     return all(part_path(output, i, num_shards).exists() for i in range(num_shards))
 
 
-def merge_features(output: Path, num_shards: int) -> StageResult:
+def merge_features(output: Path, num_shards: int) -> MergeResult:
     """`susx merge OUT.h5 --num-shards N`: join the finished parts of a sharded `embed` into OUT.h5."""
-    if num_shards < 1:
-        raise SusxError(
-            f"--num-shards must be at least 1, got {num_shards}", hint="pass the count the shards ran with"
-        )
     with output_lock(output):
         return join_parts_locked(output, num_shards, replace=False)
 
 
-def join_parts_locked(output: Path, num_shards: int, *, replace: bool) -> StageResult:
+def join_parts_locked(output: Path, num_shards: int, *, replace: bool) -> MergeResult:
     """Validate the parts of ``output`` and join them; the caller holds ``output_lock(output)``.
 
     Nothing is merged on any refusal, and the parts are removed only once OUT.h5 is complete in place.
@@ -92,7 +94,7 @@ def join_parts_locked(output: Path, num_shards: int, *, replace: bool) -> StageR
             info(f"{output} is already joined; nothing to do")
             header = hdf5.read_feature_header(output)
             summary = {"rows": header.rows, "skipped": header.skipped, "parts": num_shards}
-            return StageResult("merge", [output], skipped=True, summary=summary)
+            return MergeResult([output], skipped=True, summary=summary)
         raise SusxError(
             f"{output}: no shard parts to merge in {folder}", hint="run the shards of `susx embed` first"
         )
@@ -124,7 +126,7 @@ def join_parts_locked(output: Path, num_shards: int, *, replace: bool) -> StageR
     with contextlib.suppress(OSError):  # leftovers (another count's partials) keep the folder
         folder.rmdir()
     rows, skipped = sum(h.rows for h in headers), sum(h.skipped for h in headers)
-    return StageResult("merge", [output], summary={"rows": rows, "skipped": skipped, "parts": num_shards})
+    return MergeResult([output], summary={"rows": rows, "skipped": skipped, "parts": num_shards})
 
 
 def _check_parts_agree(parts: list[Path], headers: list) -> dict[str, Any]:

@@ -15,27 +15,7 @@ from typing import Any
 from susx_cli.errors import SusxError
 from susx_cli.progress import info
 from susx_cli.sharding import Shard
-from susx_cli.stages.results import StageResult
-
-EXECUTORS = ("local", "ray")
-
-
-def check_executor(executor: str, address: str | None, shard_index: int | None) -> bool:
-    """Whether the run goes to Ray; refuses an unknown executor and options that make no sense with it."""
-    if executor not in EXECUTORS:
-        raise SusxError(f"unknown --executor {executor!r}", hint=f"use one of {', '.join(EXECUTORS)}")
-    if executor == "local":
-        if address is not None:
-            raise SusxError(
-                "--ray-address needs --executor ray", hint="add --executor ray, or drop --ray-address"
-            )
-        return False
-    if shard_index is not None:
-        raise SusxError(
-            "--shard-index does not go with --executor ray: Ray runs every shard",
-            hint="drop --shard-index (--num-shards alone sets how many tasks)",
-        )
-    return True
+from susx_cli.stages.results import CurateResult, EmbedResult
 
 
 def _gpu_tasks(device: str | None) -> bool | None:
@@ -68,7 +48,7 @@ def embed_on_ray(
     address: str | None,
     quiet: bool = False,
     **kwargs: Any,
-) -> StageResult:
+) -> EmbedResult:
     """`susx embed IMAGES --executor ray`: one task per shard, then one join here (see the module doc)."""
     from susx_cli.adapters import ray_executor
     from susx_cli.artifacts.lock import output_lock
@@ -89,11 +69,11 @@ def embed_on_ray(
     count = len(results)
     summary: dict[str, Any] = {"executor": "ray", "num_shards": count, "shards": [r.summary for r in results]}
     if all(r.skipped for r in results) and not merge.parts_ready(output, count):
-        return StageResult("embed", [output], skipped=True, summary=summary)
+        return EmbedResult([output], skipped=True, summary=summary)
     with output_lock(output):
         joined = merge.join_parts_locked(output, count, replace=kwargs.get("overwrite", False))
     info(f"joined {count} parts into {output}")
-    return StageResult("embed", [output], summary={**summary, "joined": joined.summary})
+    return EmbedResult([output], summary={**summary, "joined": joined.summary})
 
 
 def _curate_shard(
@@ -102,9 +82,11 @@ def _curate_shard(
     """One task of `curate --executor ray`: the source is built here, so its device resolves on the task's
     node (its GPU), not on the driver's."""
     from susx_cli.sources.registry import make_source
-    from susx_cli.stages.curate import curate
+    from susx_cli.stages.curate import curate_source
 
-    return curate(prompts_path, output, make_source(source_name, options), shard=shard, join=False, **kwargs)
+    return curate_source(
+        prompts_path, output, make_source(source_name, options), shard=shard, join=False, **kwargs
+    )
 
 
 def curate_on_ray(
@@ -119,7 +101,7 @@ def curate_on_ray(
     overwrite: bool = False,
     quiet: bool = False,
     exclude: Path | None = None,
-) -> StageResult:
+) -> CurateResult:
     """`susx curate --source sd --executor ray`: one task per shard, then one merge here."""
     from susx_cli.adapters import ray_executor
     from susx_cli.stages.curate import join_shards
@@ -145,9 +127,7 @@ def curate_on_ray(
     )
     written = [r for r in results if not r.skipped]
     if not written:  # every task found the set complete and up to date
-        return StageResult(
-            "curate", [output], skipped=True, summary={"executor": "ray", "num_shards": len(results)}
-        )
+        return CurateResult([output], skipped=True, summary={"executor": "ray", "num_shards": len(results)})
     targets = {Path(r.outputs[0]) for r in written}
     if len(targets) != 1:
         raise SusxError(

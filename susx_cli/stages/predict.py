@@ -24,6 +24,7 @@ from susx_cli.metrics import (
 )
 from susx_cli.progress import info, warn
 from susx_cli.stages.inputs import as_float64, load_method_inputs, support_tensors
+from susx_cli.stages.options import PredictOptions, StreamOptions
 from susx_cli.stages.results import StageResult
 
 
@@ -32,6 +33,7 @@ class PredictResult(StageResult):
     """``metrics``: top-k accuracies, mean per-class recall, ECE, NLL and n (empty without labels);
     ``worst_classes``: up to 10 classes with the lowest recall (see ``worst_classes``)."""
 
+    stage: str = field(default="predict", init=False)
     metrics: dict[str, Any] = field(default_factory=dict)
     worst_classes: list[dict[str, Any]] = field(default_factory=list)
     over_order_seeds: dict[str, dict[str, float]] = field(default_factory=dict)  # metric -> mean, std
@@ -39,18 +41,6 @@ class PredictResult(StageResult):
     def to_json(self) -> dict[str, Any]:
         out = {**super().to_json(), "metrics": self.metrics, "worst_classes": self.worst_classes}
         return {**out, "over_order_seeds": self.over_order_seeds} if self.over_order_seeds else out
-
-
-@dataclass(frozen=True)
-class StreamOptions:
-    """How a test-time method reads the queries. ``seeds``: one pass per seeded permutation (empty: seed 0);
-    ``file_order``: one pass in file order instead (a diagnostic); ``preset``/``dataset``: the stream
-    values of TDA's per-dataset preset (MethodSpec.presets)."""
-
-    seeds: tuple[int, ...] = ()
-    file_order: bool = False
-    preset: str | None = None
-    dataset: str | None = None
 
 
 MAX_SEED = 2**63 - 1
@@ -118,7 +108,30 @@ def stream_values(spec: registry.MethodSpec, stream: StreamOptions) -> dict[str,
     return spec.stream_values(stream.preset, stream.dataset)
 
 
-def predict(
+def predict(options: PredictOptions) -> PredictResult:
+    """`susx predict`: the files ``options`` name; images given as the query are embedded first."""
+    embed_options = {
+        "split": options.split,
+        "image_root": options.image_root,
+        "unlabelled": options.unlabelled,
+        "batch_size": options.batch_size,
+        "device": options.device,
+    }
+    return predict_files(
+        options.text,
+        options.query,
+        options.output,
+        support_path=options.support,
+        calibration_path=options.calibration,
+        method=options.method,
+        embed_options=embed_options,
+        device=options.device,
+        overwrite=options.overwrite,
+        stream=options.stream,
+    )
+
+
+def predict_files(
     text_path: Path,
     query_path: Path,
     output: Path,
@@ -182,7 +195,6 @@ def predict(
         existing = hdf5.read_predictions(output)
         metrics = summary_metrics(existing.metrics)
         return PredictResult(
-            "predict",
             [output],
             skipped=True,
             summary=_predict_summary(existing),
@@ -247,7 +259,6 @@ def predict(
     hdf5.write_predictions(output, preds)
     outputs = [output] + ([query_features] if query_features != query_path else [])
     return PredictResult(
-        "predict",
         outputs,
         summary=_predict_summary(preds),
         metrics=summary_metrics(metrics),

@@ -20,7 +20,8 @@ from susx_cli.classnames import NO_CLEANING, Cleaning, folder_key, read_class_fi
 from susx_cli.cupl import LLMSettings
 from susx_cli.errors import SusxError
 from susx_cli.progress import info, warn
-from susx_cli.stages.results import StageResult
+from susx_cli.stages.options import PromptsOptions
+from susx_cli.stages.results import PromptsResult
 
 
 def builtin_classes(dataset: str) -> list[str]:
@@ -107,7 +108,7 @@ def build_prompts(
     extra_cupl: dict[str, list[str]] | None = None,
     extra_options: dict[str, Any] | None = None,
     llm: LLMSettings | None = None,
-) -> StageResult:
+) -> PromptsResult:
     """Write prompts.json for the classes of ``classes_path`` or the built-in ``dataset``.
 
     ``cupl_paths`` may hold http(s) URLs (fetched, checked against ``cupl_sha256``, cached);
@@ -118,16 +119,8 @@ def build_prompts(
             "give --classes FILE, or --dataset NAME for a built-in class list",
             hint="with both, the names come from FILE and the photo template and questions from NAME",
         )
-    inputs: list[dict[str, Any]] = []
-    if classes_path is not None:
-        raw, fmt = read_class_file(classes_path)
-        source = str(classes_path)
-        inputs.append(common.identity(classes_path, f"classes-{fmt}"))
-    else:
-        raw, fmt, source = builtin_classes(dataset), "builtin", f"dataset {dataset}"
-    validate_classes(raw, source)
     cleaning = Cleaning() if clean else NO_CLEANING
-    names = validate_classes([cleaning.apply(n) for n in raw], f"{source} (after cleaning)")
+    raw, names, fmt, inputs = _class_names(classes_path, dataset, cleaning)
 
     photo_template = photo or tpl.photo_template(dataset)
     if photo_template.count("{}") != 1:
@@ -136,14 +129,8 @@ def build_prompts(
         )
     templates = tpl.resolve_templates(template_set, photo_template)
 
-    cupl: list[list[str]] = [[] for _ in names]
-    for path, label, ident in resolve_cupl_sources(list(cupl_paths), list(cupl_sha256)):
-        matched = match_cupl(names, raw, read_cupl_file(path), label)
-        cupl = [a + b for a, b in zip(cupl, matched, strict=True)]
-        inputs.append(ident)
-    if extra_cupl:
-        matched = match_cupl(names, raw, extra_cupl, "LLM sentences")
-        cupl = [a + b for a, b in zip(cupl, matched, strict=True)]
+    cupl, cupl_inputs = _cupl_sentences(names, raw, cupl_paths, cupl_sha256, extra_cupl)
+    inputs += cupl_inputs
     plan = cupl_llm.prepare(llm, dataset, output) if llm is not None else None
     local_inputs = [Path(i["path"]) for i in inputs if i.get("path") and "://" not in str(i["path"])]
     outputs.check_paths(
@@ -173,7 +160,7 @@ def build_prompts(
     prov = common.provenance(options, inputs)
     if common.decide_existing(output, existing_provenance(output), prov, overwrite):
         info(f"{output} is up to date (same inputs and options); nothing to do")
-        return StageResult("prompts", [output], skipped=True, summary=prompts_summary(read_prompts(output)))
+        return PromptsResult([output], skipped=True, summary=prompts_summary(read_prompts(output)))
     extra: dict[str, Any] = {}
     if plan is not None:
         generated = cupl_llm.generate(plan, names)
@@ -192,7 +179,44 @@ def build_prompts(
     ]
     prompts = Prompts(entries, pool, dataset, cleaning.to_dict(), prov, extra=extra)
     write_prompts(output, prompts)
-    return StageResult("prompts", [output], summary=prompts_summary(prompts))
+    return PromptsResult([output], summary=prompts_summary(prompts))
+
+
+def _class_names(
+    classes_path: Path | None, dataset: str | None, cleaning: Cleaning
+) -> tuple[list[str], list[str], str, list[dict[str, Any]]]:
+    """(raw names, cleaned names, class file format, the class file's identity) from the file or the
+    built-in ``dataset``."""
+    inputs: list[dict[str, Any]] = []
+    if classes_path is not None:
+        raw, fmt = read_class_file(classes_path)
+        source = str(classes_path)
+        inputs.append(common.identity(classes_path, f"classes-{fmt}"))
+    else:
+        raw, fmt, source = builtin_classes(dataset), "builtin", f"dataset {dataset}"
+    validate_classes(raw, source)
+    names = validate_classes([cleaning.apply(n) for n in raw], f"{source} (after cleaning)")
+    return raw, names, fmt, inputs
+
+
+def _cupl_sentences(
+    names: list[str],
+    raw: list[str],
+    cupl_paths: list[Path | str],
+    cupl_sha256: list[str],
+    extra_cupl: dict[str, list[str]] | None,
+) -> tuple[list[list[str]], list[dict[str, Any]]]:
+    """CuPL sentences per class from the files or URLs (and ``extra_cupl``), with the files' identities."""
+    cupl: list[list[str]] = [[] for _ in names]
+    inputs = []
+    for path, label, ident in resolve_cupl_sources(list(cupl_paths), list(cupl_sha256)):
+        matched = match_cupl(names, raw, read_cupl_file(path), label)
+        cupl = [a + b for a, b in zip(cupl, matched, strict=True)]
+        inputs.append(ident)
+    if extra_cupl:
+        matched = match_cupl(names, raw, extra_cupl, "LLM sentences")
+        cupl = [a + b for a, b in zip(cupl, matched, strict=True)]
+    return cupl, inputs
 
 
 def prompts_summary(prompts: Prompts) -> dict[str, Any]:
@@ -216,32 +240,36 @@ def prompts_summary(prompts: Prompts) -> dict[str, Any]:
     return summary
 
 
-def llm_settings(
-    enabled: bool,
-    *,
-    model: str | None,
-    system: str | None = None,
-    retries: int = 5,
-    max_requests: int | None = None,
-    **kwargs: Any,
-) -> LLMSettings | None:
-    """LLM settings from command-line values, or None without ``--llm`` (then no LLM option may be set)."""
-    if not enabled:
-        if model is not None or max_requests is not None:
-            given = "--llm-model" if model is not None else "--max-requests"
-            raise SusxError(
-                f"{given} is given without --llm", hint="add --llm to ask an LLM for CuPL sentences"
-            )
-        return None
-    if not model:
-        raise SusxError(
-            "--llm needs --llm-model NAME",
-            hint="the model name the endpoint serves, e.g. gpt-4o-mini or llama3.1:8b",
-        )
+def prompts(options: PromptsOptions) -> PromptsResult:
+    """`susx prompts`: write prompts.json as ``options`` say (with ``llm``, CuPL sentences from an LLM)."""
+    return build_prompts(
+        options.output,
+        classes_path=options.classes,
+        dataset=options.dataset,
+        template_set=options.templates,
+        photo=options.photo,
+        cupl_paths=list(options.cupl),
+        cupl_sha256=list(options.cupl_sha256),
+        pool=options.pool,
+        clean=options.clean,
+        overwrite=options.overwrite,
+        llm=_llm_settings(options) if options.llm else None,
+    )
+
+
+def _llm_settings(options: PromptsOptions) -> LLMSettings:
     return LLMSettings(
-        model=model,
-        system=cupl_llm.DEFAULT_SYSTEM if system is None else system,
-        retry=cupl_llm.default_retry_policy(retries),
-        max_requests=max_requests,
-        **kwargs,
+        model=options.llm_model,
+        base_url=options.llm_base_url,
+        key_env=options.llm_key_env,
+        questions=options.llm_questions,
+        samples=options.llm_samples,
+        temperature=options.llm_temperature,
+        max_tokens=options.llm_max_tokens,
+        system=cupl_llm.DEFAULT_SYSTEM if options.llm_system is None else options.llm_system,
+        concurrency=options.llm_concurrency,
+        timeout=options.llm_timeout,
+        retry=cupl_llm.default_retry_policy(options.llm_retries),
+        cache=options.llm_cache,
+        max_requests=options.max_requests,
     )

@@ -17,7 +17,8 @@ from susx_cli.artifacts import results as res_io
 from susx_cli.method import registry as methods
 from susx_cli.method.spec import GROUPS
 from susx_cli.plots import ChartDescription, ShotPanel, ShotSeries
-from susx_cli.stages.results import StageResult
+from susx_cli.stages.options import ReportOptions
+from susx_cli.stages.results import ReportResult
 
 SOURCE_LABELS = {"sd": "SuS-SD", "laion": "SuS-LC", "pool": "SuS-pool"}
 
@@ -62,9 +63,6 @@ def paper_key(res: dict[str, Any]) -> str | None:
     else:
         key = f"{method}-{sup.get('source')}"
     return key if key in PAPER_NUMBERS else None
-
-
-FORMATS = ("markdown", "csv", "latex")
 
 
 @dataclass
@@ -641,21 +639,13 @@ def draw_charts(
     return drawn
 
 
-def report(
-    paths: list[Path],
-    *,
-    output: Path | None = None,
-    fmt: str = "markdown",
-    chart: Path | None = None,
-    long_path: Path | None = None,
-    metric: str = "top1",
-) -> StageResult:
+def report(options: ReportOptions) -> ReportResult:
+    """The table (and long table, charts) of the result files ``options`` name; the metric and format are
+    checked where the options are built."""
     from susx_cli.errors import SusxError
 
-    if metric not in ("top1", "top5", "mean_per_class_recall"):
-        raise SusxError(f"unknown metric {metric!r}", hint="use top1, top5 or mean_per_class_recall")
-    if fmt not in FORMATS:
-        raise SusxError(f"unknown format {fmt!r}", hint=f"use {', '.join(FORMATS)}")
+    paths, output, fmt, chart = list(options.results), options.output, options.fmt, options.chart
+    long_path, metric = options.long, options.metric
     # Failed runs of `eval --keep-going` are cells of the table (marked failed); charts draw figures only.
     everything = res_io.collect(paths)
     results = [r for r in everything if r.get("status") != "failed"]
@@ -694,8 +684,7 @@ def report(
         outputs.append(long_path)
     charts = draw_charts(rep, chart, metric, random_note(results)) if chart is not None else []
     outputs += [path for path, _ in charts]
-    result = StageResult(
-        "report",
+    result = ReportResult(
         outputs,
         summary={
             "results": len(everything),
