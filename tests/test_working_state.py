@@ -86,20 +86,28 @@ def test_candidates_round_trip(tmp_path):
     ]
 
 
-def test_eval_workdir_names_every_file(tmp_path):
+def test_eval_workdir_names_every_file_by_its_inputs(tmp_path):
+    """Every work-dir name is a readable prefix and a hash of the inputs that decide the artifact: the same
+    inputs give the same path (reused), inputs that differ in anything give another (no collision)."""
     wd = Workdir(tmp_path / "work", tmp_path / "results", "eurosat")
-    assert wd.text("RN50", "openai") == tmp_path / "work" / "eurosat" / "rn50__openai" / "text.h5"
-    assert (
-        wd.calibration("RN50", "openai", "2shot", "tip-x", "loo").name == "calibration-2shot-tip-x-loo.json"
+    seed0, seed1 = {"support": {"shots": 2, "seed": 0}}, {"support": {"shots": 2, "seed": 1}}
+    text = wd.text("RN50", "openai", {"templates": "ensemble"})
+    assert text.parent == tmp_path / "work" / "eurosat" / "rn50__openai" and text.name.startswith("text-")
+    assert text == wd.text("RN50", "openai", {"templates": "ensemble"})
+    assert text != wd.text("RN50", "openai", {"templates": "photo"})
+    cal = wd.calibration("RN50", "openai", "tip-x-loo", seed0)
+    assert cal.name.startswith("calibration-tip-x-loo-") and cal.suffix == ".json"
+    assert cal != wd.calibration("RN50", "openai", "tip-x-loo", seed1)
+    assert wd.support_features("RN50", "openai", "2shot", seed0) != wd.support_features(
+        "RN50", "openai", "2shot", seed1
     )
-    assert (
-        wd.predictions("RN50", "openai", None, "zero-shot", None).name == "predictions-none-zero-shot-none.h5"
+    folder = wd.support_folder("2shot", 0, seed0)
+    assert folder.parent == tmp_path / "work" / "eurosat" / "support" and folder.name.startswith(
+        "2shot-seed0-"
     )
-    assert (
-        wd.result("RN50", "openai", "tip-x", "2shot", "val").name
-        == "eurosat__rn50-openai__tip-x__2shot__val.json"
-    )
-    assert wd.support_folder("2shot", 0) == tmp_path / "work" / "eurosat" / "support" / "2shot-seed0"
+    result = wd.result("eurosat__rn50-openai__tip-x__2shot-seed0__val", seed0)
+    assert result.parent == tmp_path / "results" and result.name.startswith("eurosat__rn50-openai__tip-x__")
+    assert result != wd.result("eurosat__rn50-openai__tip-x__2shot-seed0__val", seed1)
     split = write_split(wd.split, {"test": [["a.png", 0, "a"]]})
     stamp = split.stat().st_mtime_ns
     write_split(wd.split, {"test": [["a.png", 0, "a"]]})  # unchanged: not rewritten
