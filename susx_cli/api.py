@@ -306,50 +306,61 @@ def predict(**options: Any) -> PredictResult:
 
 def eval(  # noqa: A001 - the stage's name, as `susx eval`
     *,
-    datasets: str | Sequence[str],
-    models: str | Sequence[str],
+    dataset: str | Sequence[str] | None = None,
+    model: str | Sequence[str] | None = None,
+    pretrained: str | Sequence[str] | None = None,
     data_root: PathLike | None = None,
-    pretrained: str | Sequence[str] = (),
-    work_dir: PathLike = "susx-work",
-    results_dir: PathLike = "susx-results",
-    supports: Sequence[str] = (),
-    methods: Sequence[str] | None = None,
-    calibrations: Sequence[str] = ("loo",),
+    support: str | Sequence[str] | None = None,
+    method: str | Sequence[str] | None = None,
+    calibration: str | Sequence[str] | None = None,
+    work_dir: PathLike = Path("susx-work"),
+    results_dir: PathLike = Path("susx-results"),
+    templates: str = "ensemble",
+    cupl_dir: PathLike | None = None,
+    prompts: PathLike | None = None,
+    pool: str | None = None,
+    logit_scale: str = "100",
+    tau: float = 0.5,
+    folds: int | None = None,
+    fold_seed: int | None = None,
+    seeds: str = "0",
+    augment_passes: int = 10,
+    order_seeds: str | None = None,
+    tda_preset: str | None = None,
+    batch_size: int = 64,
+    workers: int | None = None,
+    device: str = "auto",
+    precision: str = "fp32",
     overwrite: bool = False,
-    **options: Any,
+    keep_going: bool = False,
+    config: PathLike | None = None,
+    dry_run: bool = False,
+    executor: str = "local",
+    ray_address: str | None = None,
+    **hyperparameters: float | str | None,
 ) -> StageResult:
     """Run the paper's protocol on registered datasets under ``data_root``: prompts, text classifier,
     features, calibration, predictions per (dataset, model, method, support, calibration), each a
-    self-describing result JSON in ``results_dir`` (intermediate artifacts in ``work_dir``). The result's
-    ``rows`` list one record per run. ``options``: the other `susx eval` options by parameter name;
-    ``hyperparameters``: fixed values and grids by flag (``{"alpha": 1.0, "gda_alpha_grid": "0.1,1"}``)."""
-    from susx_cli.stages.eval import run_eval
+    self-describing result JSON in ``results_dir`` (intermediate artifacts in ``work_dir``). The keywords
+    are `susx eval`'s options by parameter name, with the same defaults (a list for a repeatable option;
+    ``seeds`` and ``order_seeds`` as "0,1,2"); hyperparameters by flag name (``gda_alpha_grid="0.1,1"``).
+    The result's ``rows`` list one record per run."""
+    from susx_cli.method import registry
+    from susx_cli.stages.eval import eval_parameters
 
-    fixed = (
-        "data_root",
-        "work_dir",
-        "results_dir",
-        "models",
-        "pretrained",
-        "supports",
-        "methods",
-        "calibrations",
-        "overwrite",
-    )
-    _check_options(run_eval, options, fixed)
-    return run_eval(
-        _as_list(datasets),
-        data_root=_path(data_root),
-        work_dir=Path(work_dir),
-        results_dir=Path(results_dir),
-        models=_as_list(models),
-        pretrained=_as_list(pretrained),
-        supports=list(supports),
-        methods=list(methods) if methods else None,
-        calibrations=list(calibrations),
-        overwrite=overwrite,
-        **options,
-    )
+    params = {
+        k: v for k, v in locals().items() if k not in ("hyperparameters", "registry", "eval_parameters")
+    }
+    flags = {p for h, _ in registry.hyperparameter_flags().values() for p in (h.param, f"{h.param}_grid")}
+    unknown = sorted(set(hyperparameters) - flags)
+    if unknown:
+        raise SusxError(f"eval() got unknown option(s) {', '.join(unknown)}", hint="see `susx eval --help`")
+    for name in ("dataset", "model", "pretrained", "support", "method", "calibration"):
+        params[name] = None if params[name] is None else _as_list(params[name])
+    for name in ("data_root", "work_dir", "results_dir", "cupl_dir", "prompts", "config"):
+        params[name] = _path(params[name])
+    given = [k for k, v in params.items() if v is not None] + list(hyperparameters)
+    return eval_parameters({**params, **hyperparameters}, given=given)
 
 
 def _as_list(value: str | Sequence[str]) -> list[str]:

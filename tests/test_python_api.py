@@ -240,4 +240,51 @@ def test_stage_options_beyond_the_named_ones_are_checked(tmp_path):
     with pytest.raises(susx.SusxError, match="unknown option"):
         susx.predict(text="t.h5", query="q.h5", output="p.h5", calibration_path="c.json")
     with pytest.raises(susx.SusxError, match="unknown option"):
-        susx.eval(datasets="cifar10", data_root=tmp_path, models="RN50", bogus=1)
+        susx.eval(dataset="cifar10", data_root=tmp_path, model="RN50", bogus=1)
+
+
+def test_eval_takes_the_command_line_options_by_name(tmp_path):
+    """`susx.eval` and `susx eval` share one translation of the same options (a dry run plans alike)."""
+    import susx_cli as susx
+    from tests.helpers import TINY, invoke
+    from tests.test_eval import make_cars_root
+
+    data = make_cars_root(tmp_path / "data")
+    model = f"{TINY[1]}:{TINY[3]}"
+    api = susx.eval(
+        dataset="stanford_cars",
+        data_root=data,
+        model=model,
+        method=["zero-shot", "tip-x"],
+        support="folder-shots:2",
+        seeds="0,1",
+        work_dir=tmp_path / "w",
+        dry_run=True,
+        alpha_grid="1,2",
+    )
+    cli = invoke(
+        "eval",
+        "-d",
+        "stanford_cars",
+        "--data-root",
+        data,
+        "-m",
+        model,
+        "--method",
+        "zero-shot",
+        "--method",
+        "tip-x",
+        "-s",
+        "folder-shots:2",
+        "--seeds",
+        "0,1",
+        "--work-dir",
+        tmp_path / "w",
+        "--dry-run",
+        "--alpha-grid",
+        "1,2",
+        "--json",
+    )
+    planned = [(r["method"], r.get("seed"), r["status"]) for r in api.rows]
+    assert planned == [(r["method"], r.get("seed"), r["status"]) for r in json.loads(cli.stdout)["results"]]
+    assert len(planned) == 3 and not (tmp_path / "w").exists()

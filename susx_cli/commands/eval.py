@@ -28,7 +28,6 @@ from susx_cli.commands._common import (
     with_method_options,
 )
 from susx_cli.method import registry
-from susx_cli.options import parse_seeds
 
 _Method = repeatable_choice("Method", registry.names())
 _Calibration = repeatable_choice("Calibration", CALIBRATION_MODES)
@@ -182,50 +181,15 @@ def eval_(
 
       susx eval --config sweep.toml --dry-run
     """
+    params = {k: v for k, v in locals().items() if k not in ("ctx", "quiet", "as_json", "hyperparameters")}
     outcome: dict[str, Any] = {}
-    options = dict(
-        datasets=list(dataset or []),
-        data_root=data_root,
-        work_dir=work_dir,
-        results_dir=results_dir,
-        models=list(model or []),
-        pretrained=list(pretrained or []),
-        supports=list(support or []),
-        methods=plain(method),
-        calibrations=plain(calibration) or ["loo"],
-        templates=templates,
-        cupl_dir=cupl_dir,
-        prompts_path=prompts,
-        pool=pool,
-        logit_scale=logit_scale,
-        tau=tau,
-        hyperparameters={k: v for k, v in hyperparameters.items() if v is not None} or None,
-        folds=folds,
-        fold_seed=fold_seed,
-        seeds=seeds,
-        augment_passes=augment_passes,
-        batch_size=batch_size,
-        workers=workers,
-        device=device,
-        precision=precision,
-        overwrite=overwrite,
-        keep_going=keep_going,
-        dry_run=dry_run,
-        executor=executor,
-        ray_address=ray_address,
-        order_seeds=order_seeds,
-        tda_preset=None if tda_preset is None else str(tda_preset),
-    )
+    params.update(hyperparameters)
+    params.update(method=plain(method), calibration=plain(calibration), tda_preset=plain_value(tda_preset))
 
     def stage():
-        from susx_cli.stages.eval import run_eval, sweep_options
+        from susx_cli.stages.eval import eval_parameters
 
-        kwargs = dict(
-            options, seeds=list(parse_seeds(seeds, "--seeds")), order_seeds=parse_seeds(order_seeds)
-        )
-        if config is not None:
-            kwargs = sweep_options(config, {k: kwargs[k] for k in given_options(ctx, kwargs)})
-        result = run_eval(kwargs.pop("datasets", []), **kwargs)
+        result = eval_parameters(params, given=given_parameters(ctx))
         outcome["result"] = result
         return result
 
@@ -234,27 +198,19 @@ def eval_(
         raise typer.Exit(1)  # --keep-going: every run was tried and recorded, but not every run succeeded
 
 
-# Command-line parameters by the run_eval option they set, where the names differ.
-PARAMETER_OPTIONS = {
-    "dataset": "datasets",
-    "model": "models",
-    "support": "supports",
-    "method": "methods",
-    "calibration": "calibrations",
-    "prompts": "prompts_path",
-}
+def plain_value(value: Any) -> Any:
+    """A choice's plain value (None stays None)."""
+    return None if value is None else str(getattr(value, "value", value))
 
 
-def given_options(ctx: typer.Context, options: dict[str, Any]) -> list[str]:
-    """The run_eval options the command line set explicitly (a sweep file may set only the others)."""
+def given_parameters(ctx: typer.Context) -> list[str]:
+    """The parameters the command line set explicitly (a sweep file may set only the others)."""
     given = []
     for name in ctx.params:
         source = ctx.get_parameter_source(name)
         if source is not None and source.name == "COMMANDLINE":  # typer may ship its own click
-            given.append(PARAMETER_OPTIONS.get(name, name))
-    hyper = {p for h, _ in registry.hyperparameter_flags().values() for p in (h.param, f"{h.param}_grid")}
-    given = ["hyperparameters" if name in hyper else name for name in given]
-    return [k for k in dict.fromkeys(given) if k in options]
+            given.append(name)
+    return given
 
 
 def results_table(result: Any):

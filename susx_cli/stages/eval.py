@@ -13,6 +13,7 @@ is recorded (a result with ``status: failed`` and the error line) and the rest g
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -559,6 +560,49 @@ def run_eval(
 
 
 SWEEP_KEYS = {"modes": "calibrations", "shots": "supports"}  # sweep file key -> run_eval parameter
+
+
+# `susx eval`'s parameters (and `susx.eval`'s keywords) by the run_eval option they set, where names differ.
+PARAMETER_OPTIONS = {
+    "dataset": "datasets",
+    "model": "models",
+    "support": "supports",
+    "method": "methods",
+    "calibration": "calibrations",
+    "prompts": "prompts_path",
+}
+
+
+def eval_parameters(params: dict[str, Any], given: Sequence[str] = ()) -> EvalResult:
+    """`susx eval` and `susx.eval` alike: their parameters by name (hyperparameter flags by parameter name,
+    e.g. ``gda_alpha_grid``), with a sweep file's options when ``config`` is given; ``given`` names the
+    parameters the caller set, which the file may not set again."""
+    from susx_cli.options import parse_seeds
+
+    params = dict(params)
+    hyper = {
+        p for h, _ in methods_registry.hyperparameter_flags().values() for p in (h.param, f"{h.param}_grid")
+    }
+    hyperparameters = {k: params.pop(k) for k in list(params) if k in hyper and params[k] is not None}
+    for k in hyper:
+        params.pop(k, None)
+    config = params.pop("config", None)
+    options = {PARAMETER_OPTIONS.get(k, k): v for k, v in params.items()}
+    options.update(
+        datasets=list(options.get("datasets") or []),
+        models=list(options.get("models") or []),
+        pretrained=list(options.get("pretrained") or []),
+        supports=list(options.get("supports") or []),
+        methods=list(options["methods"]) if options.get("methods") else None,
+        calibrations=list(options.get("calibrations") or ["loo"]),
+        hyperparameters=hyperparameters or None,
+        seeds=list(parse_seeds(options.get("seeds", "0"), "--seeds")),
+        order_seeds=parse_seeds(options.get("order_seeds")),
+    )
+    if config is not None:
+        named = ["hyperparameters" if k in hyper else PARAMETER_OPTIONS.get(k, k) for k in given]
+        options = sweep_options(Path(config), {k: options[k] for k in dict.fromkeys(named) if k in options})
+    return run_eval(options.pop("datasets", []), **options)
 
 
 def sweep_options(path: Path, given: dict[str, Any]) -> dict[str, Any]:
