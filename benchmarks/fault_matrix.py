@@ -71,7 +71,7 @@ def _run_cases(label: str, cases, pristine: Path, tmp: Path, run, expected) -> t
 
 def _run_outputs(pristine: Path, tmp: Path, only: str) -> tuple[Counter[str], int]:
     from tests.faults import output_cases
-    from tests.test_cupl_llm import FakeLLM
+    from tests.sources.test_cupl_llm import FakeLLM
 
     server = FakeLLM()
     try:

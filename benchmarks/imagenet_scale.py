@@ -12,13 +12,13 @@ structure as in calibrate_speed.py) and measures, each in its own subprocess so 
   per-class sum over n x N float64 values (row blocks of the fastest size tried, preallocated buffers,
   the fastest per-class sum), and the ratio search / floor (target: <= 3 on CPU);
 - predict: ``tipx.logits('tip-x', ...)`` on --predict-n queries (default 50,000): seconds, peak RSS;
-- with --compare-old N_OLD: the previous implementation (frozen in tests/test_search_scale.py) and the
+- with --compare-old N_OLD: the previous implementation (frozen in tests/method/test_search_scale.py) and the
   current one on the same problem with N_OLD queries, side by side, with their counts compared;
 - with --name-only: the name-only searches over the N support images, as `susx calibrate` runs them without
   validation labels: leave-one-out (``grid_search(F, y, F, y, ..., exclude_self=True)``) and k-fold
   (``kfold.grid_search``, --folds folds), each with its cost per query (per support image) against the
   validation search's (per validation query), target <= 1.5x; with --compare-old-loo, the previous
-  leave-one-out (frozen in tests/frozen_search.py) on the same support set too, counts compared.
+  leave-one-out (frozen in tests/method/frozen_search.py) on the same support set too, counts compared.
 
 --scale S multiplies n, N and C (not D) by S, so a loaded machine can run a smaller problem of the same
 shape (16 support images per class).
@@ -101,7 +101,7 @@ def phase_search(args, old: bool = False) -> dict:
     out = {"rss_inputs_mib": rss_mib()}
     if old:
         sys.path.insert(0, ROOT)
-        from tests.test_search_scale import old_grid_search as run
+        from tests.method.test_search_scale import old_grid_search as run
     else:
         run = search.grid_search
         layout = search.ClassLayout.of(y, args.C)
@@ -134,7 +134,7 @@ def phase_name_only(args, mode: str) -> dict:
     else:
         if mode == "loo-old":
             sys.path.insert(0, ROOT)
-            from tests.frozen_search import grid_search as run
+            from tests.method.frozen_search import grid_search as run
         else:
             run = search.grid_search
         r = run(F, y, F, y, W, grid, exclude_self=True)

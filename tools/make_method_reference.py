@@ -1,5 +1,5 @@
 """Record what calibrate and predict give today on a small fixed workspace, as a reference the method
-registry's tests compare against (tests/test_method_registry.py).
+registry's tests compare against (tests/method/test_method_registry.py).
 
 Writes into tests/data/method_reference/: the workspace's feature files (text.h5, sup.h5, val.h5,
 test.h5: five classes, four support images, three validation and four test images per class, embedded

@@ -87,7 +87,7 @@ def affinity_schedule(betas: list[float], exact_every: int = EXACT_EVERY) -> tup
     products since the last exact value, the relative error against exp(-b_k x) exceeds the exact
     exponential's own (argument rounding x b_k u plus one exp rounding) by at most
     j (u_exp + u) + x |b_k - b_k0 - j h|, where u_exp <= 2u is exp's accuracy and the last term is the grid's
-    departure from uniform spacing in floating point (a few ulps of b_k). tests/test_search_scale.py checks
+    departure from uniform spacing in floating point (a few ulps of b_k). tests/method/test_search_scale.py checks
     this bound against extended-precision exponentials on the reference grid.
     """
     steps = [b2 - b1 for b1, b2 in zip(betas, betas[1:], strict=False)]

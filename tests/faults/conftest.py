@@ -10,7 +10,7 @@ from tests.faults.workspace import build_workspace
 
 @pytest.fixture(scope="session")
 def llm_url():
-    from tests.test_cupl_llm import FakeLLM
+    from tests.sources.test_cupl_llm import FakeLLM
 
     server = FakeLLM()
     yield server.base_url

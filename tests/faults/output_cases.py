@@ -165,7 +165,7 @@ def extend_workspace(root: Path) -> Path:
     """Add what the bases need beyond the fault workspace: a miniature dataset root (``cars/``) and the
     result files of one eval run (``results/``)."""
     from susx_cli.classnames import imagenet_wnids
-    from tests.test_eval import make_cars_root
+    from tests.stages.test_eval import make_cars_root
 
     make_cars_root(root / "cars")
     for wnid in imagenet_wnids()[:2]:  # a miniature ImageNet-R download: WordNet-id folders

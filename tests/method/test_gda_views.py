@@ -18,7 +18,7 @@ from susx_cli.errors import SusxError
 from susx_cli.method import gda, kfold, registry
 from susx_cli.method.spec import Support
 from tests.helpers import TINY, invoke, make_class_folders
-from tests.test_gda import _unit, numpy_logits
+from tests.method.test_gda import _unit, numpy_logits
 
 CLASSES = ["zebra", "apple", "mango"]
 
@@ -148,7 +148,7 @@ def test_one_shot_gda_calibrates_and_predicts_on_views(one_shot, monkeypatch):
 
 # ------------------------------------------------------------------ the README's few-shot recipe
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 RECIPE_START = "Training-free few-shot with augmented support"
 RECIPE_END = "Why figures may differ from the paper's:"
 
@@ -223,7 +223,7 @@ def test_readme_few_shot_recipe_runs_end_to_end_one_shot_included(tmp_path, monk
 
 
 def test_one_shot_kfold_is_refused_before_any_run(tmp_path, monkeypatch):
-    from tests.test_eval import make_cars_root
+    from tests.stages.test_eval import make_cars_root
 
     data = make_cars_root(tmp_path / "data")
     monkeypatch.chdir(tmp_path)
@@ -235,7 +235,7 @@ def test_one_shot_kfold_is_refused_before_any_run(tmp_path, monkeypatch):
 
 
 def test_two_shards_keep_the_views_one_process_keeps(tmp_path, monkeypatch):
-    from tests.test_embed_shards import embed_args, shard_test_images
+    from tests.stages.test_embed_shards import embed_args, shard_test_images
 
     images = shard_test_images(tmp_path, monkeypatch)
     views = ["--augment-passes", "2", "--keep-views"]

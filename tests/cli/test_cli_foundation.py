@@ -19,7 +19,7 @@ from tests.helpers import TINY, invoke, make_class_folders, make_image, make_spl
 
 # Index order differs from alphabetical order: a sorted folder listing would permute the labels.
 CLASSES = ["zebra", "apple", "mango", "kiwi"]
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture()

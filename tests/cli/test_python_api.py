@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _run_python(code: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -247,7 +247,7 @@ def test_eval_takes_the_command_line_options_by_name(tmp_path):
     """`susx.eval` and `susx eval` share one translation of the same options (a dry run plans alike)."""
     import susx_cli as susx
     from tests.helpers import TINY, invoke
-    from tests.test_eval import make_cars_root
+    from tests.stages.test_eval import make_cars_root
 
     data = make_cars_root(tmp_path / "data")
     model = f"{TINY[1]}:{TINY[3]}"

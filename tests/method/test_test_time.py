@@ -17,7 +17,7 @@ import torch
 from susx_cli.errors import SusxError
 from susx_cli.method import dmn, tda
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 N, C, D = 500, 20, 32
 
 

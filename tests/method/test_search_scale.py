@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from susx_cli.method import memory, search, tipx
-from tests.frozen_search import min_max, self_mask
-from tests.test_method import T, _problem, direct_triple_loop
+from tests.method.frozen_search import min_max, self_mask
+from tests.method.test_method import T, _problem, direct_triple_loop
 
 # ----------------------------------------------------------------------------------------------------
 # The previous implementation (susx 5700edb, method/search.py and tipx.query_terms), frozen as the

@@ -18,9 +18,9 @@ from susx_cli.adapters import ray_executor
 from susx_cli.errors import SusxError
 from susx_cli.sharding import Shard
 from tests.helpers import invoke
-from tests.test_embed_shards import assert_same_features, embed_args, shard_test_images
+from tests.stages.test_embed_shards import assert_same_features, embed_args, shard_test_images
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _one_line_error(result, *needles: str) -> None:
@@ -158,7 +158,7 @@ def test_ray_address_forms():
 def sd_setup(tmp_path_factory):
     pytest.importorskip("diffusers")
     from susx_cli.adapters.tiny_sd import build_tiny_pipeline
-    from tests.test_sd import _write_prompts
+    from tests.sources.test_sd import _write_prompts
 
     root = tmp_path_factory.mktemp("ray-sd")
     pipe = build_tiny_pipeline(root / "tiny-sd")
@@ -184,7 +184,7 @@ def sd_setup(tmp_path_factory):
 
 @pytest.mark.slow
 def test_curate_sd_on_ray_equals_the_sharded_run(ray_address, sd_setup, monkeypatch):
-    from tests.test_sd import _same_images
+    from tests.sources.test_sd import _same_images
 
     for var in ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "RANK", "WORLD_SIZE", "RAY_ADDRESS"):
         monkeypatch.delenv(var, raising=False)
@@ -218,7 +218,7 @@ def test_curate_sd_on_ray_equals_the_sharded_run(ray_address, sd_setup, monkeypa
 
 
 def test_curate_on_ray_is_for_the_sd_source_only(tmp_path):
-    from tests.test_sd import _write_prompts
+    from tests.sources.test_sd import _write_prompts
 
     prompts = _write_prompts(tmp_path / "prompts.json")
     (tmp_path / "imgs").mkdir()

@@ -16,7 +16,7 @@ import pytest
 from susx_cli.artifacts import hdf5
 from tests.helpers import TINY, invoke, make_class_folders
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BATCH = ["--batch-size", "4", "--workers", "0", "-q"]
 
 

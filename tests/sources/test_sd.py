@@ -21,7 +21,7 @@ from tests.helpers import invoke
 
 pytest.importorskip("diffusers")
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 # Index order differs from alphabetical order, so a sorted folder listing would permute the labels.
 CLASSES = ["zebra", "apple", "mango"]
 CUPL = {

@@ -17,7 +17,7 @@ import pytest
 
 from susx_cli.errors import SusxError
 
-DATA = Path(__file__).parent / "data" / "method_reference"
+DATA = Path(__file__).parents[1] / "data" / "method_reference"
 FIXED = {
     "tip-x": {"alpha": 1.5, "beta": 3.0, "gamma": 0.7},
     "tip-adapter": {"alpha": 2.0, "beta": 5.0},
@@ -137,7 +137,7 @@ def test_a_method_registered_in_a_test_runs_through_calibrate_predict_eval_and_r
     from susx_cli.stages.eval import run_eval
     from susx_cli.stages.predict import predict_files as predict
     from tests.helpers import TINY, invoke, read_susx_csv
-    from tests.test_eval import make_cars_root
+    from tests.stages.test_eval import make_cars_root
 
     spec = _toy_spec()
     with registry.registered(spec):

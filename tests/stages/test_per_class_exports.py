@@ -272,7 +272,7 @@ def test_inspect_confusion_draws_a_png_and_prints_its_path_alone(w, monkeypatch)
 
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory):
-    from tests.test_eval import SMALL_GRID, make_cars_root
+    from tests.stages.test_eval import SMALL_GRID, make_cars_root
 
     base = tmp_path_factory.mktemp("perclass-eval")
     data = make_cars_root(base / "data")

@@ -154,7 +154,7 @@ def test_tip_x_tda_calibrates_as_tip_x_and_adds_the_stream(ws):
 
 
 def test_eval_runs_each_order_seed_and_report_keeps_the_test_time_group_apart(tmp_path):
-    from tests.test_eval import SMALL_GRID, make_cars_root
+    from tests.stages.test_eval import SMALL_GRID, make_cars_root
 
     data = make_cars_root(tmp_path / "data")
     methods = [a for m in ("tda", "tda-transductive", "dmn-zs", "tip-x+tda") for a in ("--method", m)]
@@ -189,7 +189,7 @@ def test_eval_runs_each_order_seed_and_report_keeps_the_test_time_group_apart(tm
 
 
 def test_eval_refuses_stream_options_before_any_work(tmp_path):
-    from tests.test_eval import make_cars_root
+    from tests.stages.test_eval import make_cars_root
 
     data = make_cars_root(tmp_path / "data")
     common = ["--dataset", "stanford_cars", "--data-root", data, "--model", f"{TINY[1]}:{TINY[3]}"]

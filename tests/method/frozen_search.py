@@ -1,6 +1,6 @@
 """The leave-one-out and k-fold search as it was before self-exclusion went through the diagonal and
 rivals were pruned per group of betas (susx 543b71c: method/search.py and the loo parts of method/tipx.py),
-frozen as the reference for tests/test_search_loo.py. Not imported by susx itself."""
+frozen as the reference for tests/method/test_search_loo.py. Not imported by susx itself."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Name-only search (leave-one-out and k-fold over the support set) against the implementation frozen in
-tests/frozen_search.py: the same counts at every grid point, so the same choice, on problems shaped like
+tests/method/frozen_search.py: the same counts at every grid point, so the same choice, on problems shaped like
 CLIP features (a shared direction, classes a small step apart) where, in leave-one-out, nearly every
 class is a rival at small betas."""
 
@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from susx_cli.method import kfold, search, tipx
-from tests import frozen_search
-from tests.test_method import T
-from tests.test_search_scale import SCALE_GRID, _labels
+from tests.method import frozen_search
+from tests.method.test_method import T
+from tests.method.test_search_scale import SCALE_GRID, _labels
 
 
 def _clip_like(N: int, C: int, D: int, labels: np.ndarray, seed: int = 0):

@@ -30,7 +30,7 @@ from tests.helpers import class_color, invoke
 pytest.importorskip("img2dataset")
 pytest.importorskip("duckdb")
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TINY_CONFIG = REPO / "susx_cli" / "data" / "susx-tiny-vit.json"
 # Index order differs from alphabetical order: labels must follow prompts.json, not a sorted listing.
 CLASSES = ["zebra", "golden retriever", "apple"]

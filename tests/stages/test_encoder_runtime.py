@@ -31,7 +31,7 @@ def reference_model():
 
     if "susx-tiny-vit" not in _MODEL_CONFIGS:
         open_clip.add_model_config(
-            Path(__file__).resolve().parent.parent / "susx_cli" / "data" / "susx-tiny-vit.json"
+            Path(__file__).resolve().parents[2] / "susx_cli" / "data" / "susx-tiny-vit.json"
         )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
@@ -175,7 +175,7 @@ def test_encoder_returns_unit_float32_rows_and_its_identity():
 
 
 def test_model_is_run_only_by_the_encoder_backend_and_sources_do_not_import_stages():
-    root = Path(__file__).resolve().parent.parent / "susx_cli"
+    root = Path(__file__).resolve().parents[2] / "susx_cli"
     callers = sorted(
         str(p.relative_to(root))
         for p in root.rglob("*.py")
@@ -370,9 +370,9 @@ def test_calibrate_and_predict_run_the_method_on_this_ranks_gpu(fake_gpus, tmp_p
     monkeypatch.setattr(predict, "as_float64", as_float64)
     text, support = _method_files(tmp_path)
     with pytest.raises(_Stop):
-        calibrate.calibrate(text, support, tmp_path / "cal.json")
+        calibrate.calibrate_files(text, support, tmp_path / "cal.json")
     with pytest.raises(_Stop):
-        predict.predict(text, support, tmp_path / "pred.h5")
+        predict.predict_files(text, support, tmp_path / "pred.h5")
     assert seen == ["cuda:1", "cuda:1"]
 
 

@@ -10,8 +10,8 @@ import pytest
 
 from susx_cli.datasets import registry
 from tests.helpers import TINY, invoke, read_susx_csv
-from tests.test_eval import SMALL_GRID, make_cars_root, make_eurosat_root
-from tests.test_ray_executor import ray_address  # noqa: F401 - the fixture of a local Ray instance
+from tests.stages.test_eval import SMALL_GRID, make_cars_root, make_eurosat_root
+from tests.stages.test_ray_executor import ray_address  # noqa: F401 - the fixture of a local Ray instance
 
 MODEL = f"{TINY[1]}:{TINY[3]}"
 
