@@ -214,6 +214,11 @@ def inspect(options: InspectOptions) -> InspectResult:
     ``outputs``); with ``influence``, the support images ranked by their effect (``support_influence``)."""
     path, contact_sheet, confusion = options.path, options.contact_sheet, options.confusion
     if options.influence:
+        # The worst images' sheet is an output like any other: never an input, never a user's file.
+        inputs = [path, options.text, options.calibration, options.support_folder]
+        outputs.check_paths(inputs, [("--contact-sheet", contact_sheet)])
+        if contact_sheet is not None:
+            outputs.claim(contact_sheet, outputs.CONTACT_SHEET, option="--contact-sheet")
         return support_influence(
             path,
             options.text,

@@ -277,3 +277,17 @@ def test_curate_leaves_out_the_listed_keys_and_records_them(workspace, monkeypat
     (workspace / "typo.txt").write_text("0000_zebra/nope\n")
     r = invoke("curate", "p.json", "-o", "typo", "--images", "shots", "--exclude", "typo.txt", expect=2)
     assert "name no image" in r.stderr and not (workspace / "typo").exists()
+
+
+def test_inspect_influence_sheet_goes_through_the_guarded_writer(workspace, monkeypatch):
+    """The worst images' sheet never replaces an input of the command or a file susx did not write."""
+    from tests.helpers import invoke
+
+    monkeypatch.chdir(workspace)
+    base = ("inspect", "sup.h5", "--influence", "--text", "text.h5", "--contact-sheet")
+    text = (workspace / "text.h5").read_bytes()
+    bad = invoke(*base, "text.h5", expect=2)
+    assert "also an input" in bad.stderr and (workspace / "text.h5").read_bytes() == text
+    (workspace / "notes.png").write_text("mine")
+    bad = invoke(*base, "notes.png", expect=2)
+    assert "not a file susx wrote" in bad.stderr and (workspace / "notes.png").read_text() == "mine"
