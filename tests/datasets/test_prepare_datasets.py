@@ -158,8 +158,9 @@ def test_cifar_incomplete_marker_is_not_ready(tmp_path):
     assert "did not finish" in bad.stderr
 
 
-def test_cifar100_fine_labels(tmp_path):
-    folder = tmp_path / "dl" / "cifar-100-python"
+def make_cifar100(root: Path) -> Path:
+    """torchvision's cifar-100-python: fine labels 7, 3 in train, every class once in test."""
+    folder = root / "cifar-100-python"
     names = [f"class_{i}_name" for i in range(100)]
     _pickle(
         folder / "meta", {b"fine_label_names": [n.encode() for n in names], b"coarse_label_names": [b"x"]}
@@ -175,6 +176,11 @@ def test_cifar100_fine_labels(tmp_path):
                 b"filenames": [b"f.png"] * len(labels),
             },
         )
+    return folder
+
+
+def test_cifar100_fine_labels(tmp_path):
+    folder = make_cifar100(tmp_path / "dl")
     data = tmp_path / "data"
     prepare("cifar100", folder, data)  # --from the batches folder itself works too
     split = prepared_split(data, "cifar100")
@@ -401,13 +407,21 @@ def test_birdsnap_missing_list_is_one_line(tmp_path):
 # Country211
 
 
-def test_country211_iso_folders(tmp_path):
-    root = tmp_path / "dl" / "country211"
-    codes = ["AD", "FR", "US"]
+COUNTRY_CODES = ["AD", "FR", "US"]
+
+
+def make_country211(root: Path) -> Path:
+    """torchvision's country211/{train,valid,test}/<ISO code>/, two images per code and split."""
     for folder in ("train", "valid", "test"):
-        for code in codes:
+        for code in COUNTRY_CODES:
             for j in range(2):
-                jpg(root / folder / code / f"{j}.jpg")
+                jpg(root / "country211" / folder / code / f"{j}.jpg")
+    return root / "country211"
+
+
+def test_country211_iso_folders(tmp_path):
+    root = make_country211(tmp_path / "dl")
+    codes = COUNTRY_CODES
     data = tmp_path / "data"
     prepare("country211", tmp_path / "dl", data)
     split = prepared_split(data, "country211")
@@ -439,13 +453,20 @@ def test_country_names_cover_iso_3166():
 # ImageNet-R
 
 
-def test_imagenet_r_wordnet_folders(tmp_path):
+def make_imagenet_r(root: Path) -> list[str]:
+    """imagenet-r/<wnid>/ for three ImageNet classes (one with a renamed repeated name), two images each;
+    returns the chosen WordNet ids."""
     wnids = imagenet_wnids()
     chosen = [wnids[1], wnids[744], wnids[5]]
-    root = tmp_path / "dl" / "imagenet-r"
     for w in chosen:
         for j in range(2):
-            jpg(root / w / f"art_{j}.jpg")
+            jpg(root / "imagenet-r" / w / f"art_{j}.jpg")
+    return chosen
+
+
+def test_imagenet_r_wordnet_folders(tmp_path):
+    wnids = imagenet_wnids()
+    chosen = make_imagenet_r(tmp_path / "dl")
     data = tmp_path / "data"
     prepare("imagenet-r", tmp_path / "dl", data)
     names = registry.class_names("imagenet")
