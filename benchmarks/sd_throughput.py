@@ -95,7 +95,7 @@ def _sync() -> None:
 def run_susx(prompts: Path, model: Path, settings, batch_size: int, device: str, precision: str, out: Path):
     """The curate stage; returns (seconds spent generating, as the source measures it, and the folder)."""
     from susx_cli.sources.sd import SDSource
-    from susx_cli.stages.curate import curate
+    from susx_cli.stages.curate import curate_source
 
     if out.exists():
         shutil.rmtree(out)
@@ -111,7 +111,7 @@ def run_susx(prompts: Path, model: Path, settings, batch_size: int, device: str,
         device=device,
         batch_size=batch_size,
     )
-    result = curate(prompts, out, source)
+    result = curate_source(prompts, out, source)
     _sync()
     return float(result.summary["seconds"]), out
 

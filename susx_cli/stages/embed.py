@@ -95,7 +95,9 @@ def embed_images(
     """
     _check_runtime(device, precision)
     check_loader_options(workers, augment_passes, keep_views)
-    output_paths.check_paths([input_path, classes_path, image_root], [("-o/--output", output)])
+    # A split or table names its images: its --image-root is where they lie, not an input as a whole, so an
+    # output beside them (eval's work dir in a dataset's own folder) destroys nothing.
+    output_paths.check_paths([input_path, classes_path], [("-o/--output", output)])
     given, class_inputs = _read_class_list(classes_path)
     if given is None and class_names is not None:
         given = class_names

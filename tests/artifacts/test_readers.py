@@ -184,4 +184,4 @@ def test_eval_on_a_dataset_of_tables_with_folder_shots(work):
         "--calibration",
         "val",
     )
-    assert list((work / "susx-results").glob("my-birds__*tip-adapter__1shot__val.json"))
+    assert list((work / "susx-results").glob("my-birds__*tip-adapter__1shot-seed0__val-*.json"))

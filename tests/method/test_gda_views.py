@@ -204,7 +204,7 @@ def test_readme_few_shot_recipe_runs_end_to_end_one_shot_included(tmp_path, monk
     )
     monkeypatch.chdir(tmp_path)
     _, commands = _recipe()
-    assert [c[1] for c in commands] == ["eval", "eval", "report"]
+    assert [c[1] for c in commands] == ["eval", "eval", "report", "report"]
     for command in commands:
         invoke(*_tiny(command, tmp_path / "data"))
     results = [json.loads(p.read_text()) for p in (tmp_path / "results-fs").glob("*.json")]
