@@ -172,20 +172,13 @@ RayAddressOpt = Annotated[
 INVOKED_ARGS: contextvars.ContextVar[tuple[str, ...] | None] = contextvars.ContextVar(
     "susx_invoked_args", default=None
 )
-# Path options that name what a command writes; every other path option or argument is an input.
-OUTPUT_OPTIONS = frozenset(
-    {
-        "--output",
-        "--csv",
-        "--long",
-        "--heatmap",
-        "--confusion",
-        "--contact-sheet",
-        "--llm-cache",
-        "--results-dir",
-        "--work-dir",
-    }
-)
+
+
+def path_role(param: Any) -> str | None:
+    """The role a click parameter of ours was tagged with where it was declared (``PATH_ROLE``: input,
+    output, input-output); None for a parameter that names no path."""
+    descriptor = getattr(param, "type_descriptor", None)
+    return getattr(getattr(descriptor, "parameter_info", None), PATH_ROLE, None)
 
 
 def start_line() -> str:
@@ -201,7 +194,7 @@ def start_line() -> str:
     inputs = []
     for param in ctx.command.params:
         value = ctx.params.get(param.name)
-        if OUTPUT_OPTIONS.isdisjoint(param.opts) and value is not None:
+        if path_role(param) in (INPUT, INPUT_OUTPUT) and value is not None:
             values = value if isinstance(value, list | tuple) else [value]
             inputs += [resolved_path(v) for v in values if isinstance(v, Path)]
     return f"{line}; inputs: {', '.join(inputs)}" if inputs else line

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from susx_cli.commands._common import PATH_ROLE
+from susx_cli.commands._common import path_role
 
 # Text options that hold one number (parsed by the stage, not by the option parser).
 NUMBER_TEXTS = {("calibrate", "--logit-scale"), ("eval", "--logit-scale"), ("curate", "--size")}
@@ -107,7 +107,6 @@ def walk() -> tuple[Param, ...]:
     for path, command in _commands(typer.main.get_command(app), ()):
         for p in command.params:
             descriptor = p.type_descriptor
-            info = descriptor.parameter_info
             params.append(
                 Param(
                     command=path,
@@ -115,7 +114,7 @@ def walk() -> tuple[Param, ...]:
                     flags=tuple(p.opts),
                     is_argument=p.param_type_name == "argument",
                     annotation=descriptor.annotation,
-                    role=getattr(info, PATH_ROLE, None),
+                    role=path_role(p),
                     hidden=bool(getattr(p, "hidden", False)),
                 )
             )
