@@ -11,6 +11,7 @@ it (images already written are kept: each one is renamed into place whole), and 
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -109,12 +110,35 @@ def link_source(folder: Path, source: Path) -> None:
         ) from None
 
 
-def clear_written(folder: Path) -> None:
-    """Before --overwrite: remove the images an earlier prepare wrote (its marker says so), so stale files
-    of another download are not taken for new ones. The split file, link and marker are replaced anyway."""
-    import shutil
-
+def clear_written(folder: Path, split_path: Path) -> None:
+    """Before --overwrite: remove the images an earlier prepare wrote (its marker says it writes images,
+    its split file names them), so stale files of another download are not taken for new ones. Anything
+    else in ``images/`` (a file of the user's, images of a prepare that never wrote its split file) is
+    refused, never removed. The split file, link and marker are replaced anyway."""
     marker = read_marker(folder)
     images = Path(folder) / "images"
-    if marker and marker.get("writes_images") and images.is_dir() and not images.is_symlink():
-        shutil.rmtree(images)
+    if not (marker and marker.get("writes_images") and images.is_dir() and not images.is_symlink()):
+        return
+    try:
+        split = json.loads(split_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        split = {}
+    ours = {
+        (Path(folder) / row[0]).resolve()
+        for rows in split.values()
+        if isinstance(rows, list)
+        for row in rows
+        if isinstance(row, list) and row and isinstance(row[0], str)
+    }
+    files = [p for p in images.rglob("*") if not p.is_dir()]
+    other = next((p for p in files if p.resolve() not in ours), None)
+    if other is not None:
+        raise SusxError(
+            f"{other} was not written by the prepare that {split_path.name} records, so susx will not remove it",
+            hint=f"move {images} away (or the files susx did not write), then re-run with --overwrite",
+        )
+    for path in files:
+        path.unlink()
+    for sub in sorted((d for d in images.rglob("*") if d.is_dir()), key=lambda d: len(d.parts), reverse=True):
+        sub.rmdir()
+    images.rmdir()

@@ -154,7 +154,7 @@ def _refuse_to_replace(
             hint="pass --overwrite to replace it, or prepare into another -o",
         )
     if clear:
-        prepared.clear_written(folder)
+        prepared.clear_written(folder, split_path)
 
 
 def _source_prefix(folder: Path, source: Path) -> str:

@@ -578,3 +578,24 @@ def test_caltech256_with_only_the_clutter_class_is_one_line(tmp_path):
     jpg(tmp_path / "dl" / "256_ObjectCategories" / "257.clutter" / "257_0001.jpg")
     bad = prepare("caltech256", tmp_path / "dl", tmp_path / "data", expect=2)
     assert "number 001" in bad.stderr
+
+
+def test_overwrite_removes_only_the_images_prepare_wrote(tmp_path):
+    """--overwrite clears the images the earlier prepare's split file names; a file of the user's in
+    images/ is refused, never removed."""
+    make_cifar10(tmp_path / "dl-a")
+    make_cifar10(tmp_path / "dl-b", per_batch=3)  # another download
+    data = tmp_path / "data"
+    prepare("cifar10", tmp_path / "dl-a", data)
+    folder = data / registry.get("cifar10").folder
+    notes = folder / "images" / "notes.txt"
+    notes.write_text("mine")
+    before = sorted(p.name for p in (folder / "images").rglob("*.png"))
+    bad = prepare("cifar10", tmp_path / "dl-b", data, "--overwrite", expect=2)
+    assert "notes.txt" in bad.stderr and "will not remove" in bad.stderr and notes.read_text() == "mine"
+    assert sorted(p.name for p in (folder / "images").rglob("*.png")) == before  # nothing removed
+    notes.unlink()
+    prepare("cifar10", tmp_path / "dl-b", data, "--overwrite")
+    split = prepared_split(data, "cifar10")
+    assert len(split["train"]) == 15 and all((folder / row[0]).is_file() for row in split["train"])
+    assert_ready(data, "cifar10")
